@@ -1,0 +1,24 @@
+"""The retail domain: tau2-bench's retail tool API over its db.json format."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from domains.runtime import Domain, tool_spec
+from domains.retail.consistency import check_retail_db
+from domains.retail.generate import generate_retail_db
+from domains.retail.models import RetailDB
+from domains.retail.rules import POLICY_RULES, record_owner
+from domains.retail.tools import ALL_TOOLS
+
+DOMAIN: Domain[RetailDB] = Domain(
+    name="retail",
+    summary="An online store: users, orders and products; cancel, modify, return and exchange orders.",
+    db_model=RetailDB,
+    tools=tuple(tool_spec(f) for f in ALL_TOOLS),
+    policy=files(__name__).joinpath("policy.md").read_text(encoding="utf-8"),
+    policy_rules=POLICY_RULES,
+    generate_db=generate_retail_db,
+    check_db=check_retail_db,
+    owner_of=record_owner,
+)

@@ -1,0 +1,392 @@
+"""Domain runtime: tools, episodes with copy-on-write state, transactions, hashing.
+
+A domain's database is a pydantic model whose fields are tables (``dict[str, Record]``).
+The loaded database is never mutated. Each episode keeps an overlay of the records it
+changed; a tool call runs inside a transaction layered over that overlay, and the
+transaction is merged only when the tool returns without error. Opening an episode is
+therefore O(1), and a failing call leaves no trace.
+
+The state hash is a multiset hash: the sum (mod 2**128) of one hash per record, each
+computed from the record's canonical JSON. It is independent of dict order, and an
+episode updates it incrementally from the records it changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+ToolKind = Literal["read", "write"]
+_HASH_MOD = 1 << 128
+_MISSING: Any = object()
+
+DB = TypeVar("DB", bound=BaseModel)
+
+
+class ToolError(Exception):
+    """Raised by a tool to refuse a call; the message becomes the error observation."""
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_json(record: BaseModel) -> Any:
+    return record.model_dump(mode="json")
+
+
+def _record_hash(table: str, key: str, record: BaseModel) -> int:
+    text = canonical_json([table, key, record_json(record)])
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=16).digest(), "big")
+
+
+# ---------------------------------------------------------------- tools
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool: a typed Python function whose first parameter is the transaction."""
+
+    name: str
+    kind: ToolKind
+    description: str
+    function: Callable[..., Any]
+    arguments_model: type[BaseModel]
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """JSON schema of the arguments (OpenAI `parameters`)."""
+        schema = self.arguments_model.model_json_schema()
+        schema.pop("title", None)
+        for prop in schema.get("properties", {}).values():
+            prop.pop("title", None)
+        schema.setdefault("required", [])
+        schema["additionalProperties"] = False
+        return schema
+
+    def openai_schema(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+        }
+
+
+def tool(kind: ToolKind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a function as a domain tool of the given kind (read or write)."""
+
+    def mark(function: Callable[..., Any]) -> Callable[..., Any]:
+        function.__t2t_tool_kind__ = kind  # type: ignore[attr-defined]
+        return function
+
+    return mark
+
+
+def tool_spec(function: Callable[..., Any]) -> ToolSpec:
+    """Build a ToolSpec from a function marked with :func:`tool`."""
+    kind = getattr(function, "__t2t_tool_kind__", None)
+    if kind is None:
+        raise TypeError(f"{function.__name__} is not marked with @tool")
+    hints = get_type_hints(function)
+    params = list(inspect.signature(function).parameters.values())[1:]  # skip the transaction
+    fields: dict[str, Any] = {}
+    for p in params:
+        annotation = hints.get(p.name, Any)
+        fields[p.name] = (annotation, ... if p.default is inspect.Parameter.empty else p.default)
+    model = create_model(  # type: ignore[call-overload]
+        f"{function.__name__}_arguments",
+        __config__=ConfigDict(extra="forbid"),
+        **fields,
+    )
+    doc = inspect.cleandoc(function.__doc__ or "").strip()
+    return ToolSpec(function.__name__, kind, doc, function, model)
+
+
+# ---------------------------------------------------------------- state
+
+
+class BaseState(Generic[DB]):
+    """The loaded, immutable database with its per-record hashes."""
+
+    def __init__(self, db: DB) -> None:
+        self.db = db
+        self.tables: dict[str, dict[str, BaseModel]] = {name: getattr(db, name) for name in type(db).model_fields}
+        self.record_hashes: dict[tuple[str, str], int] = {}
+        total = 0
+        for table, records in self.tables.items():
+            for key, record in records.items():
+                h = _record_hash(table, key, record)
+                self.record_hashes[(table, key)] = h
+                total += h
+        self.hash_sum = total % _HASH_MOD
+
+
+class Transaction:
+    """Reads and copy-on-write access for one tool call.
+
+    Records returned by :meth:`get` are shared and must not be mutated; call
+    :meth:`for_update` to get a private copy that the transaction will commit.
+    """
+
+    def __init__(self, episode: Episode) -> None:
+        self._episode = episode
+        self.pending: dict[tuple[str, str], BaseModel] = {}
+
+    def get(self, table: str, key: str) -> BaseModel | None:
+        found = self.pending.get((table, key), _MISSING)
+        if found is not _MISSING:
+            return found
+        return self._episode.get(table, key)
+
+    def for_update(self, table: str, key: str) -> BaseModel | None:
+        found = self.pending.get((table, key))
+        if found is not None:
+            return found
+        current = self._episode.get(table, key)
+        if current is None:
+            return None
+        copy = current.model_copy(deep=True)
+        self.pending[(table, key)] = copy
+        return copy
+
+    def insert(self, table: str, key: str, record: BaseModel) -> None:
+        self.pending[(table, key)] = record
+
+    def keys(self, table: str) -> Iterator[str]:
+        yield from self._episode.keys(table)
+        for t, k in self.pending:
+            if t == table and self._episode.get(t, k) is None:
+                yield k
+
+    def values(self, table: str) -> Iterator[BaseModel]:
+        for key in self.keys(table):
+            record = self.get(table, key)
+            if record is not None:
+                yield record
+
+
+class ToolResult(BaseModel):
+    """What a tool call gives back: an observation text and whether it is an error."""
+
+    model_config = ConfigDict(frozen=True)
+
+    output: str
+    error: bool = False
+
+
+class Episode(Generic[DB]):
+    """One trajectory's or rollout's private state over a shared base."""
+
+    def __init__(self, environment: Environment[DB]) -> None:
+        self.environment = environment
+        self._base = environment.base
+        self._overlay: dict[tuple[str, str], BaseModel] = {}
+        self._new_keys: dict[str, list[str]] = {}
+        self._hash_sum = self._base.hash_sum
+        self._overlay_hashes: dict[tuple[str, str], int] = {}
+
+    # --- reads
+    def get(self, table: str, key: str) -> BaseModel | None:
+        found = self._overlay.get((table, key))
+        if found is not None:
+            return found
+        return self._base.tables[table].get(key)
+
+    def keys(self, table: str) -> Iterator[str]:
+        yield from self._base.tables[table].keys()
+        yield from self._new_keys.get(table, ())
+
+    def record(self, table: str, key: str) -> dict[str, Any] | None:
+        found = self.get(table, key)
+        return None if found is None else record_json(found)
+
+    # --- calls
+    def call(self, name: str, arguments: Mapping[str, Any] | None = None) -> ToolResult:
+        """Run one tool call as a transaction. Never raises for bad calls."""
+        spec = self.environment.tools.get(name)
+        if spec is None:
+            return ToolResult(output=f"Error: unknown tool '{name}'", error=True)
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, Mapping):
+            return ToolResult(output="Error: arguments must be a JSON object", error=True)
+        try:
+            validated = spec.arguments_model.model_validate(dict(arguments))
+        except ValidationError as exc:
+            return ToolResult(output=f"Error: invalid arguments for {name}: {_validation_summary(exc)}", error=True)
+        tx = Transaction(self)
+        try:
+            value = spec.function(tx, **{k: getattr(validated, k) for k in type(validated).model_fields})
+        except ToolError as exc:
+            return ToolResult(output=f"Error: {exc}", error=True)
+        except Exception as exc:  # a tool bug must not escape the environment
+            return ToolResult(output=f"Error: {type(exc).__name__}: {exc}", error=True)
+        if spec.kind == "read" and tx.pending:
+            return ToolResult(output=f"Error: read tool {name} attempted a write", error=True)
+        self._commit(tx)
+        return ToolResult(output=_render(value))
+
+    def _commit(self, tx: Transaction) -> None:
+        for (table, key), record in tx.pending.items():
+            new_hash = _record_hash(table, key, record)
+            old_hash = self._overlay_hashes.get((table, key))
+            if old_hash is None:
+                old_hash = self._base.record_hashes.get((table, key), 0)
+                if (table, key) not in self._base.record_hashes and (table, key) not in self._overlay:
+                    self._new_keys.setdefault(table, []).append(key)
+            self._hash_sum = (self._hash_sum - old_hash + new_hash) % _HASH_MOD
+            self._overlay[(table, key)] = record
+            self._overlay_hashes[(table, key)] = new_hash
+
+    # --- comparison
+    def state_hash(self) -> str:
+        return f"{self._hash_sum:032x}"
+
+    def _hash_of(self, table: str, key: str) -> int:
+        h = self._overlay_hashes.get((table, key))
+        return self._base.record_hashes.get((table, key), 0) if h is None else h
+
+    def changed(self) -> dict[str, list[str]]:
+        """Records whose content differs from the initial database, by table."""
+        out: dict[str, list[str]] = {}
+        for (table, key), h in self._overlay_hashes.items():
+            if self._base.record_hashes.get((table, key)) != h:
+                out.setdefault(table, []).append(key)
+        return {t: sorted(keys) for t, keys in sorted(out.items())}
+
+    def diff(self, other: Episode[DB]) -> dict[str, list[str]]:
+        """Records whose content differs between two episodes, by table."""
+        if other._base is self._base:
+            candidates = set(self._overlay_hashes) | set(other._overlay_hashes)
+        else:
+            candidates = set(self._base.record_hashes) | set(other._base.record_hashes)
+            candidates |= set(self._overlay_hashes) | set(other._overlay_hashes)
+        out: dict[str, list[str]] = {}
+        for table, key in candidates:
+            if self._hash_of(table, key) != other._hash_of(table, key):
+                out.setdefault(table, []).append(key)
+        return {t: sorted(keys) for t, keys in sorted(out.items())}
+
+    def fork(self) -> Episode[DB]:
+        """A new episode starting from this one's current state."""
+        twin = Episode(self.environment)
+        twin._overlay = dict(self._overlay)  # records are replaced, never mutated, after commit
+        twin._overlay_hashes = dict(self._overlay_hashes)
+        twin._new_keys = {t: list(v) for t, v in self._new_keys.items()}
+        twin._hash_sum = self._hash_sum
+        return twin
+
+    def to_db(self) -> DB:
+        """Materialise the whole state as the domain's database model (slow; for export)."""
+        data: dict[str, dict[str, Any]] = {}
+        for table in self._base.tables:
+            data[table] = {key: self.get(table, key) for key in self.keys(table)}
+        return type(self._base.db).model_validate(data)
+
+
+def _render(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _validation_summary(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "arguments"
+        kind = err["type"]
+        if kind == "missing":
+            parts.append(f"missing argument '{where}'")
+        elif kind == "extra_forbidden":
+            parts.append(f"unexpected argument '{where}'")
+        else:
+            parts.append(f"'{where}': {err['msg']}")
+    return "; ".join(parts)
+
+
+# ---------------------------------------------------------------- policy rules
+
+
+class PolicyContext(BaseModel):
+    """What a policy rule may know besides the state: who the agent is serving."""
+
+    user_id: str | None = None
+
+
+@dataclass(frozen=True)
+class PolicyRule:
+    """A machine-checkable policy rule the tools themselves do not enforce.
+
+    ``check`` looks at the state just before a call and returns a violation message,
+    or None when the call is allowed.
+    """
+
+    rule_id: str
+    description: str
+    check: Callable[[Episode[Any], str, Mapping[str, Any], PolicyContext], str | None]
+
+
+# ---------------------------------------------------------------- domain and environment
+
+
+@dataclass(frozen=True)
+class Domain(Generic[DB]):
+    """Everything that makes a domain: database model, tools, policy, generator, checks."""
+
+    name: str
+    summary: str
+    db_model: type[DB]
+    tools: tuple[ToolSpec, ...]
+    policy: str
+    policy_rules: tuple[PolicyRule, ...] = ()
+    generate_db: Callable[[int, int], DB] | None = None
+    check_db: Callable[[DB], list[str]] = field(default=lambda db: [])
+    owner_of: Callable[[Episode[Any], str, str], str | None] = field(default=lambda ep, table, key: None)
+
+    def tool(self, name: str) -> ToolSpec | None:
+        return next((t for t in self.tools if t.name == name), None)
+
+    def load_db(self, path: str) -> DB:
+        with open(path, "rb") as fh:
+            return self.db_model.model_validate_json(fh.read())
+
+    def environment(self, db: DB, policy: str | None = None) -> Environment[DB]:
+        return Environment(self, db, policy)
+
+
+class Environment(Generic[DB]):
+    """A domain over one loaded database; hands out cheap episodes."""
+
+    def __init__(self, domain: Domain[DB], db: DB, policy: str | None = None) -> None:
+        self.domain = domain
+        self.base: BaseState[DB] = BaseState(db)
+        self.tools: dict[str, ToolSpec] = {t.name: t for t in domain.tools}
+        self.policy = policy if policy is not None else domain.policy
+
+    def episode(self) -> Episode[DB]:
+        return Episode(self)
+
+    def initial_hash(self) -> str:
+        return f"{self.base.hash_sum:032x}"
+
+    def tool_schemas(self) -> list[dict[str, Any]]:
+        return [t.openai_schema() for t in self.domain.tools]
+
+    def policy_violations(
+        self, episode: Episode[DB], name: str, arguments: Mapping[str, Any], context: PolicyContext
+    ) -> list[str]:
+        """Enumerated policy rules that a call would break in the episode's current state."""
+        out = []
+        for rule in self.domain.policy_rules:
+            message = rule.check(episode, name, arguments, context)
+            if message:
+                out.append(f"{rule.rule_id}: {message}")
+        return out

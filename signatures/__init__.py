@@ -1,0 +1,1 @@
+"""Typed contracts: pydantic models (``signatures.models``) and DSPy signatures over them."""

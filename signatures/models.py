@@ -1,0 +1,173 @@
+"""The typed data model, defined once: every program, store table and exporter maps from these."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Condition = Literal["general", "ambiguous", "changing", "infeasible"]
+CONDITIONS: tuple[Condition, ...] = ("general", "ambiguous", "changing", "infeasible")
+
+FailureReason = Literal[
+    "wrong_end_state",  # the rollout's DB end state differs from the gold replay's
+    "forbidden_action",  # an action_should_not_take was executed
+    "missing_required_action",  # an action_should_take was not executed
+    "missing_communication",  # a communicate_info string never appeared in the agent's messages
+    "invalid_gold",  # a gold action fails when replayed
+    "noop_passes",  # a do-nothing agent would already pass the task
+    "not_infeasible",  # a forbidden action neither fails a tool check nor breaks a policy rule
+    "invalid_task",  # the task is malformed (no user scenario, unknown tool in actions, ...)
+    "no_clarification",  # ambiguous task solved without the agent asking the user anything
+    "max_turns",  # the conversation hit the turn limit
+    "lm_error",  # an LM call failed beyond retries
+]
+FAILURE_REASONS: tuple[str, ...] = FailureReason.__args__  # type: ignore[attr-defined]
+
+
+class ToolCall(BaseModel):
+    """One call of a domain tool."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None  # the LM's call id, when the call came from a chat message
+
+
+class Action(ToolCall):
+    """A tool call inside a task's evaluation criteria (tau2 `actions`)."""
+
+    action_id: str | None = None
+    requestor: Literal["assistant", "user"] | None = None
+    compare_args: list[str] | None = None
+    info: str | None = None
+
+
+class Step(BaseModel):
+    """A tool call with what the environment answered."""
+
+    call: ToolCall
+    observation: str
+    error: bool = False
+
+
+class Provenance(BaseModel):
+    """Where an item came from: which run, which program versions, which seed."""
+
+    source: Literal["tau2", "baseline", "lm", "manual"] = "manual"
+    run_id: str | None = None
+    program_versions: dict[str, str] = Field(default_factory=dict)
+    seed: int | None = None
+    trajectory_id: str | None = None
+
+
+class Trajectory(BaseModel):
+    """A valid sequence of executed tool calls, explored from one seed entity."""
+
+    id: str
+    domain: str
+    steps: list[Step]
+    seed_entity: str | None = None
+    goal: str | None = None
+    initial_state_hash: str
+    end_state_hash: str
+    provenance: Provenance = Field(default_factory=Provenance)
+
+
+class UserScenario(BaseModel):
+    """What the simulated user knows and wants; the agent never sees it."""
+
+    persona: str | None = None
+    reason_for_call: str
+    known_info: str | None = None
+    unknown_info: str | None = None
+    task_instructions: str = ""
+    domain: str | None = None
+    # ambiguous: details the user reveals only when the agent asks
+    withheld_info: list[str] = Field(default_factory=list)
+    # changing: when the user changes course, and to what
+    change_trigger: str | None = None
+    revised_request: str | None = None
+
+
+class TaskDescription(BaseModel):
+    purpose: str | None = None
+    relevant_policies: str | None = None
+    notes: str | None = None
+
+
+class Task(BaseModel):
+    """A verifiable task: a user scenario plus code-checkable success criteria."""
+
+    id: str
+    domain: str
+    condition: Condition = "general"
+    parent_task_id: str | None = None
+    scenario: UserScenario
+    gold_actions: list[Action] = Field(default_factory=list)
+    expected_state_hash: str | None = None  # gold replay end state on the DB below
+    initial_state_hash: str | None = None  # the DB the task was made for
+    actions_should_not_take: list[Action] = Field(default_factory=list)
+    actions_should_take: list[Action] = Field(default_factory=list)
+    communicate_info: list[str] = Field(default_factory=list)
+    nl_assertions: list[str] | None = None
+    reward_basis: list[str] = Field(default_factory=lambda: ["DB"])
+    description: TaskDescription | None = None
+    condition_evidence: str | None = None  # what the code check found (e.g. the matching entities)
+    provenance: Provenance = Field(default_factory=Provenance)
+    initial_state: Any = None  # tau2's per-task initial state, kept for the round trip
+    extra: dict[str, Any] = Field(default_factory=dict)  # tau2 keys we do not model
+
+
+class Message(BaseModel):
+    """A chat message in a rollout, OpenAI-shaped."""
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class TokenUsage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+                          completion_tokens=self.completion_tokens + other.completion_tokens,
+                          cost=self.cost + other.cost)
+
+
+Termination = Literal["user_stop", "transfer", "max_turns", "agent_stop", "lm_error", "recorded"]
+
+
+class Rollout(BaseModel):
+    """One conversation of an agent with a simulated user on a task's environment."""
+
+    id: str
+    task_id: str
+    agent_model: str = ""
+    user_model: str = ""
+    trial: int = 0
+    messages: list[Message] = Field(default_factory=list)
+    steps: list[Step] = Field(default_factory=list)
+    end_state_hash: str | None = None
+    usage: TokenUsage = Field(default_factory=TokenUsage)
+    termination: Termination = "recorded"
+    error: str | None = None
+
+
+class Verdict(BaseModel):
+    """Whether a task (statically) or a rollout passed, and why not."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    task_id: str
+    rollout_id: str | None = None
+    passed: bool = Field(alias="pass")
+    reasons: list[FailureReason] = Field(default_factory=list)
+    details: list[str] = Field(default_factory=list)
+
+    def public(self) -> dict[str, Any]:
+        """The JSON shape printed by the command line."""
+        return self.model_dump(by_alias=True, exclude_none=True)
