@@ -179,6 +179,11 @@ class ToolResult(BaseModel):
     output: str
     error: bool = False
 
+    @property
+    def error_message(self) -> str:
+        """The tool's own error text, without the 'Error: ' prefix the model sees."""
+        return self.output.removeprefix("Error: ") if self.error else ""
+
 
 class Episode(Generic[DB]):
     """One trajectory's or rollout's private state over a shared base."""

@@ -1,1 +1,1 @@
-"""t2t"""
+"""The application layer: the `t2t` command and its settings, wiring the other packages."""

@@ -1,0 +1,196 @@
+"""Deterministic verification: gold replay, static task checks and rollout verdicts.
+
+Nothing here asks an LM. A task passes static verification when its gold actions replay
+without error (to its expected end state, when it names one), a do-nothing agent would
+fail it, and, for infeasible tasks, every forbidden action is rejected by a tool or breaks
+one of the domain's enumerated policy rules. A rollout passes when its end state equals
+the gold replay's and the gated criteria of the task's reward basis hold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from domains import Environment, Episode, PolicyContext
+from signatures.models import Action, FailureReason, Message, Step, Task, ToolCall, Verdict
+
+_USER_LOOKUPS = ("find_user_id_by_email", "find_user_id_by_name_zip")
+
+
+class ActionError(BaseModel):
+    action_id: str | None
+    name: str
+    error: str
+
+
+class GoldReplay(BaseModel):
+    """What replaying a task's gold actions on a fresh episode gave."""
+
+    task_id: str
+    errors: list[ActionError] = Field(default_factory=list)
+    changed: dict[str, list[str]] = Field(default_factory=dict)
+    end_state_hash: str
+    user_id: str | None = None  # the user the gold trajectory authenticated, if any
+
+
+def execute_calls(episode: Episode[Any], calls: Iterable[ToolCall]) -> list[Step]:
+    """Run calls in order on an episode; failing calls are recorded and replay goes on."""
+    steps = []
+    for call in calls:
+        result = episode.call(call.name, call.arguments)
+        steps.append(Step(call=ToolCall(name=call.name, arguments=call.arguments, id=call.id),
+                          observation=result.output, error=result.error))
+    return steps
+
+
+def authenticated_user(steps: Sequence[Step]) -> str | None:
+    """The user id found by the first successful identity look-up."""
+    for step in steps:
+        if step.call.name in _USER_LOOKUPS and not step.error:
+            return step.observation
+    return None
+
+
+def _matches(call: ToolCall, expected: Action) -> bool:
+    if call.name != expected.name:
+        return False
+    keys = expected.compare_args if expected.compare_args is not None else list(expected.arguments)
+    return all(_canonical(call.arguments.get(k)) == _canonical(expected.arguments.get(k)) for k in keys)
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _communicated(info: str, messages: Sequence[Message]) -> bool:
+    wanted = info.lower().replace(",", "")
+    return any(m.role == "assistant" and m.content and wanted in m.content.lower().replace(",", "")
+               for m in messages)
+
+
+class Verifier:
+    """Verifies tasks and rollouts against one environment; caches gold replays per task."""
+
+    def __init__(self, environment: Environment[Any]) -> None:
+        self.environment = environment
+        self._gold: dict[str, GoldReplay] = {}
+
+    # ------------------------------------------------------------ gold
+
+    def replay_gold(self, task: Task) -> GoldReplay:
+        cached = self._gold.get(task.id)
+        if cached is not None:
+            return cached
+        episode = self.environment.episode()
+        steps = execute_calls(episode, task.gold_actions)
+        errors = [ActionError(action_id=a.action_id, name=a.name, error=s.observation.removeprefix("Error: "))
+                  for a, s in zip(task.gold_actions, steps) if s.error]
+        replay = GoldReplay(task_id=task.id, errors=errors, changed=episode.changed(),
+                            end_state_hash=episode.state_hash(), user_id=authenticated_user(steps))
+        self._gold[task.id] = replay
+        return replay
+
+    # ------------------------------------------------------------ static
+
+    def verify_task(self, task: Task) -> Verdict:
+        reasons: list[FailureReason] = []
+        details: list[str] = []
+        if task.initial_state_hash and task.initial_state_hash != self.environment.initial_hash():
+            return Verdict(task_id=task.id, passed=False, reasons=["invalid_task"],
+                           details=["the task was made for a different database (initial state hash differs)"])
+        unknown = sorted({a.name for a in task.gold_actions + task.actions_should_take + task.actions_should_not_take
+                          if a.name not in self.environment.tools})
+        if unknown:
+            return Verdict(task_id=task.id, passed=False, reasons=["invalid_task"],
+                           details=[f"unknown tool(s): {', '.join(unknown)}"])
+        gold = self.replay_gold(task)
+        if gold.errors:
+            reasons.append("invalid_gold")
+            details += [f"gold action {e.action_id or e.name} failed: {e.error}" for e in gold.errors]
+        if task.expected_state_hash and task.expected_state_hash != gold.end_state_hash:
+            if "invalid_gold" not in reasons:
+                reasons.append("invalid_gold")
+            details.append("gold replay does not reach the task's expected end state")
+        if task.condition == "infeasible":
+            reasons_inf, details_inf = self._check_infeasible(task)
+            reasons += reasons_inf
+            details += details_inf
+        noop = self.judge(task, steps=[], messages=[])
+        if noop.passed:
+            reasons.append("noop_passes")
+            details.append("a do-nothing agent passes this task")
+        if task.nl_assertions and "NL_ASSERTION" in task.reward_basis:
+            details.append(f"{len(task.nl_assertions)} natural-language assertion(s) need an LM judge; not gated")
+        return Verdict(task_id=task.id, passed=not reasons, reasons=reasons, details=details)
+
+    def _check_infeasible(self, task: Task) -> tuple[list[FailureReason], list[str]]:
+        if not task.actions_should_not_take:
+            return ["invalid_task"], ["an infeasible task must name at least one action that should not be taken"]
+        if not task.actions_should_take:
+            return ["invalid_task"], ["an infeasible task must name the actions a correct agent takes"]
+        episode = self.environment.episode()
+        steps = execute_calls(episode, task.actions_should_take)
+        failed = [s for s in steps if s.error]
+        if failed:
+            return ["invalid_gold"], [f"required action {s.call.name} fails: {s.observation}" for s in failed]
+        context = PolicyContext(user_id=authenticated_user(steps) or self.replay_gold(task).user_id)
+        reasons: list[FailureReason] = []
+        details = []
+        for action in task.actions_should_not_take:
+            violations = self.environment.policy_violations(episode, action.name, action.arguments, context)
+            outcome = episode.fork().call(action.name, action.arguments)
+            if outcome.error:
+                details.append(f"forbidden {action.name} is rejected by the tool: {outcome.output}")
+            elif violations:
+                details.append(f"forbidden {action.name} breaks policy: {'; '.join(violations)}")
+            else:
+                reasons.append("not_infeasible")
+                details.append(f"forbidden {action.name} succeeds and breaks no enumerated policy rule")
+        return reasons, details
+
+    # ------------------------------------------------------------ rollouts
+
+    def judge(self, task: Task, steps: Sequence[Step], messages: Sequence[Message] = (),
+              end_state_hash: str | None = None, rollout_id: str | None = None,
+              termination: str | None = None) -> Verdict:
+        """Verdict for a rollout given its tool calls (replayed if no end-state hash is given)."""
+        reasons: list[FailureReason] = []
+        details: list[str] = []
+        gold = self.replay_gold(task)
+        end_episode: Episode[Any] | None = None
+        if end_state_hash is None:
+            end_episode = self.environment.episode()
+            execute_calls(end_episode, [s.call for s in steps])
+            end_state_hash = end_episode.state_hash()
+        if "DB" in task.reward_basis or task.condition == "infeasible":
+            if end_state_hash != gold.end_state_hash:
+                reasons.append("wrong_end_state")
+                if end_episode is not None:
+                    gold_episode = self.environment.episode()
+                    execute_calls(gold_episode, task.gold_actions)
+                    details.append(f"records differing from gold: {json.dumps(end_episode.diff(gold_episode))}")
+        calls = [s.call for s in steps]
+        for forbidden in task.actions_should_not_take:
+            if any(_matches(c, forbidden) for c in calls):
+                reasons.append("forbidden_action")
+                details.append(f"forbidden action taken: {forbidden.name}")
+                break
+        for required in task.actions_should_take:
+            if not any(_matches(c, required) for c in calls):
+                reasons.append("missing_required_action")
+                details.append(f"required action not taken: {required.name} {_canonical(required.arguments)}")
+                break
+        if "COMMUNICATE" in task.reward_basis:
+            missing = [info for info in task.communicate_info if not _communicated(info, messages)]
+            if missing:
+                reasons.append("missing_communication")
+                details.append(f"not communicated: {', '.join(missing)}")
+        if termination == "max_turns":
+            reasons.append("max_turns")
+        elif termination == "lm_error":
+            reasons.append("lm_error")
+        return Verdict(task_id=task.id, rollout_id=rollout_id, passed=not reasons, reasons=reasons, details=details)

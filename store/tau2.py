@@ -1,0 +1,187 @@
+"""tau2-bench task interchange: tau2 `tasks.json` entries to and from our Task model.
+
+Importing then exporting a tau2 task gives back the same JSON (key order aside): fields
+we do not model are kept in ``Task.extra`` and optional keys are written only when the
+source had them. Infeasible tasks carry Retail-3I's `actions_should_not_taken` and
+`actions_should_taken` in their evaluation criteria.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from signatures.models import Action, Provenance, Task, TaskDescription, UserScenario
+
+_TASK_KEYS = {"id", "description", "user_scenario", "initial_state", "evaluation_criteria"}
+_CRITERIA_KEYS = {"actions", "communicate_info", "nl_assertions", "reward_basis",
+                  "actions_should_not_taken", "actions_should_taken"}
+_INSTRUCTION_KEYS = ("task_instructions", "domain", "reason_for_call", "known_info", "unknown_info")
+
+
+class Tau2FormatError(ValueError):
+    """A tau2 task entry that cannot be read; names the task id and the field."""
+
+    def __init__(self, task_id: str, field: str, problem: str) -> None:
+        super().__init__(f"task {task_id}: {field}: {problem}")
+        self.task_id = task_id
+        self.field = field
+
+
+def _action_from_tau2(raw: dict[str, Any]) -> Action:
+    return Action(
+        name=raw["name"],
+        arguments=raw.get("arguments") or {},
+        action_id=raw.get("action_id"),
+        requestor=raw.get("requestor"),
+        compare_args=raw.get("compare_args"),
+        info=raw.get("info"),
+    )
+
+
+def _action_to_tau2(action: Action) -> dict[str, Any]:
+    out: dict[str, Any] = {"action_id": action.action_id, "name": action.name, "arguments": action.arguments,
+                           "info": action.info}
+    if action.requestor is not None:
+        out["requestor"] = action.requestor
+    if action.compare_args is not None:
+        out["compare_args"] = action.compare_args
+    return out
+
+
+def task_from_tau2(raw: Any, domain: str | None = None) -> Task:
+    """Read one tau2 task entry; raises Tau2FormatError naming the bad field."""
+    if not isinstance(raw, dict):
+        raise Tau2FormatError("?", "task", "is not a JSON object")
+    task_id = raw.get("id")
+    if not isinstance(task_id, (str, int)):
+        raise Tau2FormatError("?", "id", "missing or not a string")
+    task_id = str(task_id)
+    scenario_raw = raw.get("user_scenario")
+    if not isinstance(scenario_raw, dict):
+        raise Tau2FormatError(task_id, "user_scenario", "missing or not an object")
+    instructions = scenario_raw.get("instructions")
+    if isinstance(instructions, str):  # tau2 also allows free-text instructions
+        instructions = {"reason_for_call": instructions, "_free_text": True}
+    if not isinstance(instructions, dict):
+        raise Tau2FormatError(task_id, "user_scenario.instructions", "missing or not an object")
+    criteria = raw.get("evaluation_criteria")
+    if criteria is not None and not isinstance(criteria, dict):
+        raise Tau2FormatError(task_id, "evaluation_criteria", "not an object")
+    criteria = criteria or {}
+    try:
+        scenario = UserScenario(
+            persona=scenario_raw.get("persona"),
+            reason_for_call=instructions.get("reason_for_call") or "",
+            known_info=instructions.get("known_info"),
+            unknown_info=instructions.get("unknown_info"),
+            task_instructions=instructions.get("task_instructions") or "",
+            domain=instructions.get("domain"),
+        )
+    except ValidationError as exc:
+        raise Tau2FormatError(task_id, "user_scenario." + _first_loc(exc), _first_msg(exc)) from None
+    actions: dict[str, list[Action]] = {}
+    for key in ("actions", "actions_should_not_taken", "actions_should_taken"):
+        value = criteria.get(key)
+        if value is None:
+            actions[key] = []
+            continue
+        if not isinstance(value, list):
+            raise Tau2FormatError(task_id, f"evaluation_criteria.{key}", "not a list")
+        parsed = []
+        for i, entry in enumerate(value):
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise Tau2FormatError(task_id, f"evaluation_criteria.{key}[{i}].name", "missing or not a string")
+            if not isinstance(entry.get("arguments", {}), (dict, type(None))):
+                raise Tau2FormatError(task_id, f"evaluation_criteria.{key}[{i}].arguments", "not an object")
+            try:
+                parsed.append(_action_from_tau2(entry))
+            except ValidationError as exc:
+                raise Tau2FormatError(task_id, f"evaluation_criteria.{key}[{i}].{_first_loc(exc)}",
+                                      _first_msg(exc)) from None
+        actions[key] = parsed
+    extra = {k: v for k, v in raw.items() if k not in _TASK_KEYS}
+    criteria_extra = {k: v for k, v in criteria.items() if k not in _CRITERIA_KEYS}
+    if criteria_extra:
+        extra["__evaluation_criteria__"] = criteria_extra
+    extra["__present__"] = sorted(k for k in _CRITERIA_KEYS if k in criteria) + (
+        ["__criteria__"] if "evaluation_criteria" in raw else [])
+    infeasible = bool(actions["actions_should_not_taken"] or actions["actions_should_taken"])
+    description = raw.get("description")
+    try:
+        return Task(
+            id=task_id,
+            domain=domain or instructions.get("domain") or "retail",
+            condition="infeasible" if infeasible else "general",
+            scenario=scenario,
+            gold_actions=actions["actions"],
+            actions_should_not_take=actions["actions_should_not_taken"],
+            actions_should_take=actions["actions_should_taken"],
+            communicate_info=criteria.get("communicate_info") or [],
+            nl_assertions=criteria.get("nl_assertions"),
+            reward_basis=criteria.get("reward_basis") or ["DB"],
+            description=TaskDescription.model_validate(description) if description is not None else None,
+            provenance=Provenance(source="tau2"),
+            initial_state=raw.get("initial_state"),
+            extra=extra,
+        )
+    except ValidationError as exc:
+        raise Tau2FormatError(task_id, _first_loc(exc), _first_msg(exc)) from None
+
+
+def _first_loc(exc: ValidationError) -> str:
+    return ".".join(str(p) for p in exc.errors()[0]["loc"]) or "task"
+
+
+def _first_msg(exc: ValidationError) -> str:
+    return exc.errors()[0]["msg"]
+
+
+def task_to_tau2(task: Task) -> dict[str, Any]:
+    """Write a Task as a tau2 task entry (Retail-3I fields for infeasible tasks)."""
+    extra = dict(task.extra)
+    present = set(extra.pop("__present__", _CRITERIA_KEYS - {"actions_should_not_taken", "actions_should_taken"}
+                            | {"__criteria__"}))
+    criteria_extra = extra.pop("__evaluation_criteria__", {})
+    scenario = task.scenario
+    instructions = {
+        "task_instructions": _instruction_text(task),
+        "domain": scenario.domain or task.domain,
+        "reason_for_call": scenario.reason_for_call,
+        "known_info": scenario.known_info,
+        "unknown_info": scenario.unknown_info,
+    }
+    criteria: dict[str, Any] = {"actions": [_action_to_tau2(a) for a in task.gold_actions]}
+    if "communicate_info" in present:
+        criteria["communicate_info"] = task.communicate_info
+    if "nl_assertions" in present:
+        criteria["nl_assertions"] = task.nl_assertions
+    if "reward_basis" in present:
+        criteria["reward_basis"] = task.reward_basis
+    if task.condition == "infeasible" or task.actions_should_not_take or task.actions_should_take:
+        criteria["actions_should_not_taken"] = [_action_to_tau2(a) for a in task.actions_should_not_take]
+        criteria["actions_should_taken"] = [_action_to_tau2(a) for a in task.actions_should_take]
+    criteria.update(criteria_extra)
+    description = task.description or TaskDescription(purpose=f"trajectory2task {task.condition} task")
+    out: dict[str, Any] = {
+        "id": task.id,
+        "description": description.model_dump(),
+        "user_scenario": {"persona": scenario.persona, "instructions": instructions},
+        "initial_state": task.initial_state,
+        "evaluation_criteria": criteria if "__criteria__" in present else None,
+    }
+    out.update(extra)
+    return out
+
+
+def _instruction_text(task: Task) -> str:
+    """Fold the structured scenario fields into tau2's free-text task instructions."""
+    scenario = task.scenario
+    parts = [scenario.task_instructions] if scenario.task_instructions else []
+    if scenario.withheld_info:
+        parts.append("Do not volunteer these details; give each one only when the agent asks for it: "
+                     + "; ".join(scenario.withheld_info) + ".")
+    if scenario.change_trigger and scenario.revised_request:
+        parts.append(f"When {scenario.change_trigger}, change your mind: {scenario.revised_request}")
+    return " ".join(parts)

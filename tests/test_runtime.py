@@ -1,0 +1,153 @@
+"""Domain runtime: transactions, argument validation, schemas, canonical hashing, diffs, cheap episodes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from domains.runtime import ToolResult
+
+
+@pytest.fixture(scope="module")
+def env(retail):
+    return retail.environment(retail.generate_db(3, 60))
+
+
+def _order_with_status(env, status):
+    for key in env.episode().keys("orders"):
+        order = env.episode().get("orders", key)
+        if order.status == status:
+            return order
+    raise AssertionError(f"no {status} order")
+
+
+def test_failing_call_changes_nothing(env):
+    order = _order_with_status(env, "pending")
+    episode = env.episode()
+    before = episode.state_hash()
+    result = episode.call("cancel_pending_order", {"order_id": order.order_id, "reason": "because"})
+    assert result.error and result.error_message == "Invalid reason"
+    assert episode.state_hash() == before and episode.changed() == {}
+
+
+def test_partial_write_of_failing_call_is_rolled_back(env):
+    # modify_pending_order_payment writes the user's gift card only after checks pass; a failure
+    # after the order was taken for update must leave both records untouched.
+    order = _order_with_status(env, "pending")
+    episode = env.episode()
+    result = episode.call("modify_pending_order_payment",
+                          {"order_id": order.order_id, "payment_method_id": order.payment_history[0].payment_method_id})
+    assert result.error
+    assert episode.changed() == {}
+
+
+@pytest.mark.parametrize("arguments, fragment", [
+    ({}, "missing argument 'order_id'"),
+    ({"order_id": "#W1", "extra": 1}, "unexpected argument 'extra'"),
+    ({"order_id": ["#W1"]}, "'order_id'"),
+])
+def test_bad_arguments_are_error_observations(env, arguments, fragment):
+    result = env.episode().call("get_order_details", arguments)
+    assert isinstance(result, ToolResult) and result.error and fragment in result.output
+
+
+def test_unknown_tool_and_non_object_arguments_are_error_observations(env):
+    episode = env.episode()
+    assert episode.call("drop_database", {}).error
+    assert episode.call("get_order_details", ["#W1"]).error  # type: ignore[arg-type]
+
+
+def test_exception_inside_tool_is_an_observation(env, monkeypatch):
+    spec = env.tools["calculate"]
+
+    def broken(tx, expression):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(env.tools, "calculate", type(spec)(spec.name, spec.kind, spec.description, broken,
+                                                           spec.arguments_model))
+    result = env.episode().call("calculate", {"expression": "1+1"})
+    assert result.error and "boom" in result.output
+
+
+def test_openai_schemas_come_from_signatures(env):
+    schemas = {s["function"]["name"]: s for s in env.tool_schemas()}
+    items = schemas["modify_pending_order_items"]["function"]
+    assert items["parameters"]["required"] == ["order_id", "item_ids", "new_item_ids", "payment_method_id"]
+    assert items["parameters"]["properties"]["item_ids"] == {"items": {"type": "string"}, "type": "array"}
+    assert items["description"].startswith("Swap items of a pending order")
+    assert schemas["list_all_product_types"]["function"]["parameters"]["properties"] == {}
+    json.dumps(schemas)
+
+
+def test_equal_states_hash_equal_whatever_the_dict_order(retail):
+    db = retail.generate_db(5, 30)
+    reordered = json.loads(db.model_dump_json())
+    reordered["users"] = dict(reversed(list(reordered["users"].items())))
+    for user in reordered["users"].values():
+        user["payment_methods"] = dict(reversed(list(user["payment_methods"].items())))
+        for method in user["payment_methods"].values():
+            method_items = list(method.items())
+            method.clear()
+            method.update(reversed(method_items))
+    a = retail.environment(db)
+    b = retail.environment(retail.db_model.model_validate(reordered))
+    assert a.initial_hash() == b.initial_hash()
+
+
+def test_same_end_state_by_different_call_order_hashes_equal(env):
+    user_id = next(iter(env.episode().keys("users")))
+    first, second = env.episode(), env.episode()
+    address = {"address1": "1 Elm St", "address2": "", "city": "Austin", "state": "TX", "country": "USA", "zip": "73301"}
+    other = dict(address, address1="2 Oak St")
+    first.call("modify_user_address", {"user_id": user_id, **other})
+    first.call("modify_user_address", {"user_id": user_id, **address})
+    second.call("modify_user_address", {"user_id": user_id, **address})
+    assert first.state_hash() == second.state_hash() != env.initial_hash()
+    assert first.diff(second) == {}
+    assert first.changed() == {"users": [user_id]}
+
+
+def test_reverting_a_change_restores_the_initial_hash(env):
+    user = env.episode().get("users", next(iter(env.episode().keys("users"))))
+    episode = env.episode()
+    new = {"address1": "9 Pine St", "address2": "", "city": "Reno", "state": "NV", "country": "USA", "zip": "89501"}
+    episode.call("modify_user_address", {"user_id": user.user_id, **new})
+    episode.call("modify_user_address", {"user_id": user.user_id, **user.address.model_dump()})
+    assert episode.state_hash() == env.initial_hash() and episode.changed() == {}
+
+
+def test_diff_names_changed_records(env):
+    order = _order_with_status(env, "pending")
+    a, b = env.episode(), env.episode()
+    a.call("cancel_pending_order", {"order_id": order.order_id, "reason": "no longer needed"})
+    diff = a.diff(b)
+    assert order.order_id in diff["orders"]
+
+
+def test_episodes_are_isolated_and_do_not_copy_the_database(env):
+    order = _order_with_status(env, "pending")
+    a, b = env.episode(), env.episode()
+    a.call("cancel_pending_order", {"order_id": order.order_id, "reason": "no longer needed"})
+    assert a.get("orders", order.order_id).status == "cancelled"
+    assert b.get("orders", order.order_id).status == "pending"
+    assert env.base.tables["orders"][order.order_id].status == "pending"
+    # b shares every record with the base; nothing was copied for it
+    assert b.get("orders", order.order_id) is env.base.tables["orders"][order.order_id]
+
+
+def test_fork_continues_from_current_state_independently(env):
+    order = _order_with_status(env, "pending")
+    a = env.episode()
+    a.call("modify_pending_order_address", {"order_id": order.order_id, "address1": "5 Bay Rd", "address2": "",
+                                            "city": "Miami", "state": "FL", "country": "USA", "zip": "33101"})
+    twin = a.fork()
+    twin.call("cancel_pending_order", {"order_id": order.order_id, "reason": "ordered by mistake"})
+    assert a.get("orders", order.order_id).status == "pending"
+    assert twin.get("orders", order.order_id).status == "cancelled"
+    assert twin.get("orders", order.order_id).address.city == "Miami"
+
+
+def test_policy_file_replaces_builtin_policy(retail, tmp_path):
+    env = retail.environment(retail.generate_db(1, 5), policy="Only be nice.")
+    assert env.policy == "Only be nice." and "Identity first" in retail.policy
