@@ -1,0 +1,406 @@
+"""LM configuration per role, building `dspy.LM`s, and recording their token usage.
+
+Roles: explorer, writer, adapter, user (simulator), agent, judge. Each role may name its own
+LiteLLM model string; a role without one falls back to the ``default`` entry; with no model
+at all, ``LMConfig.for_role`` returns None and callers run the offline baselines.
+
+Sources, highest precedence first (a whole source beats a lower one field by field; within a
+source, a role's own setting beats that source's default):
+
+1. ``flags``: ``{"lm": ..., "<role>_lm": ..., "api_base": ..., "<role>_api_base": ...,
+   "api_key": ..., "<role>_api_key": ...}`` (None or "" means not given; '-' may stand for '_').
+2. environment: ``T2T_LM``, ``T2T_<ROLE>_LM``, ``T2T_API_BASE``, ``T2T_<ROLE>_API_BASE``,
+   ``T2T_API_KEY``, ``T2T_<ROLE>_API_KEY`` (ROLE upper-case, e.g. ``T2T_AGENT_LM``).
+3. a config file, TOML (``tomllib``) or JSON (by suffix ``.json``)::
+
+       [lm.default]
+       model = "openai/gpt-4o-mini"
+       [lm.agent]
+       model = "hosted_vllm/qwen3-8b"
+       api_base = "http://localhost:8000/v1"
+       function_calling = true
+
+   Any ``LMSettings`` field may appear in a file; env and flags carry model, api_base, api_key.
+
+How calls behave (dspy 3.4.1 / litellm 1.110, measured against ``tests/llm_server.py``):
+
+- DSPy owns retries (``num_retries``), on both of its engines; LiteLLM is called with
+  ``num_retries=0``. Retried: 429, 5xx, timeouts and transport errors. The wait before a retry
+  is the server's ``Retry-After`` when given, else 1 s, 2 s, 4 s, ... (capped at 60 s). 4xx
+  other than 429 is not retried. After the last retry the ``dspy.utils.exceptions.LM*Error``
+  of the last attempt is raised (e.g. ``LMServerError``, ``LMRateLimitError``,
+  ``LMTimeoutError``, ``LMInvalidRequestError``), all subclasses of ``LMError``.
+- A 200 whose body is not JSON: DSPy's native engine raises ``LMProviderError`` at once (not
+  retried); the LiteLLM engine sees an ``InternalServerError`` and DSPy retries it
+  (``LMServerError`` if it persists).
+- ``engine="auto"`` (what ``build_lm`` uses unless it must register function calling) sends
+  OpenAI-compatible models through DSPy's own HTTP client and never imports LiteLLM
+  (~2.7 s import); other providers go through LiteLLM.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from signatures.models import TokenUsage
+
+if TYPE_CHECKING:
+    import dspy
+
+__all__ = [
+    "ROLES",
+    "LMCallRecord",
+    "LMConfig",
+    "LMConfigError",
+    "LMSettings",
+    "UsageRecorder",
+    "build_lm",
+    "ensure_local_cost_map",
+    "load_lm_config",
+    "supports_native_tools",
+    "usage_of",
+]
+
+ROLES: tuple[str, ...] = ("explorer", "writer", "adapter", "user", "agent", "judge")
+DEFAULT = "default"
+LOCAL_DUMMY_KEY = "sk-local"
+
+
+def ensure_local_cost_map() -> None:
+    """Make LiteLLM (and DSPy's model metadata) read the bundled model map instead of
+    fetching it over the network on import, unless the user already chose a value."""
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+
+ensure_local_cost_map()
+
+
+class LMConfigError(ValueError):
+    """A configuration problem, with a one-line message fit for the CLI."""
+
+
+class LMSettings(BaseModel):
+    """How to reach one LM. ``model`` is any LiteLLM model string."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    api_base: str | None = None
+    api_key: str | None = Field(default=None, repr=False)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout_s: float = Field(default=60, gt=0)
+    num_retries: int = Field(default=3, ge=0)
+    # None: ask the model maps (DSPy's for OpenAI-compatible models, else LiteLLM's).
+    # True/False: explicit, for local models with custom names (vLLM, Ollama, ...).
+    function_calling: bool | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _model_nonempty(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("model must be a non-empty LiteLLM model string")
+        return value
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings without the API key, for run records and logs."""
+        return self.model_dump(exclude={"api_key"})
+
+
+class LMConfig(BaseModel):
+    """Resolved settings per role (and ``default``); roles without a model are absent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    roles: dict[str, LMSettings] = Field(default_factory=dict)
+
+    def for_role(self, role: str) -> LMSettings | None:
+        """The role's settings, else the default's, else None (offline baseline)."""
+        if role not in ROLES and role != DEFAULT:
+            raise ValueError(f"unknown LM role {role!r}; roles are {', '.join(ROLES)}")
+        return self.roles.get(role) or self.roles.get(DEFAULT)
+
+    @property
+    def offline(self) -> bool:
+        """True when no role has a model: everything runs on the offline baselines."""
+        return not self.roles
+
+
+# ---------------------------------------------------------------------------- loading
+
+_SCOPES = (DEFAULT, *ROLES)
+Layer = dict[str, dict[str, Any]]  # scope -> field -> value
+
+
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _flag_layer(flags: Mapping[str, str | None]) -> Layer:
+    layer: Layer = {}
+    suffix_field = {"lm": "model", "model": "model", "api_base": "api_base", "api_key": "api_key"}
+    for raw_key, value in flags.items():
+        key = raw_key.strip().lower().replace("-", "_").lstrip("_")
+        scope, field = DEFAULT, suffix_field.get(key)
+        if field is None:
+            for role in ROLES:
+                if key.startswith(role + "_") and key[len(role) + 1:] in suffix_field:
+                    scope, field = role, suffix_field[key[len(role) + 1:]]
+                    break
+        if field is None:
+            raise LMConfigError(f"unknown LM flag {raw_key!r}; use lm, api_base, api_key or <role>_lm, "
+                                f"<role>_api_base, <role>_api_key with a role in {', '.join(ROLES)}")
+        if not _blank(value):
+            layer.setdefault(scope, {})[field] = str(value).strip()
+    return layer
+
+
+def _env_layer(environ: Mapping[str, str]) -> Layer:
+    layer: Layer = {}
+    names = {"model": "LM", "api_base": "API_BASE", "api_key": "API_KEY"}
+    for scope in _SCOPES:
+        prefix = "T2T_" if scope == DEFAULT else f"T2T_{scope.upper()}_"
+        for field, name in names.items():
+            value = environ.get(prefix + name)
+            if not _blank(value):
+                layer.setdefault(scope, {})[field] = value.strip()  # type: ignore[union-attr]
+    return layer
+
+
+def _file_layer(path: str | os.PathLike[str]) -> Layer:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LMConfigError(f"cannot read LM config {p}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text) if p.suffix.lower() == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise LMConfigError(f"LM config {p} is not valid {'JSON' if p.suffix.lower() == '.json' else 'TOML'}: "
+                            f"{exc}") from None
+    section = data.get("lm", {}) if isinstance(data, dict) else None
+    if not isinstance(section, dict):
+        raise LMConfigError(f"LM config {p}: 'lm' must be a table of roles")
+    layer: Layer = {}
+    allowed = set(LMSettings.model_fields)
+    for scope, values in section.items():
+        if scope not in _SCOPES:
+            raise LMConfigError(f"LM config {p}: unknown role [lm.{scope}]; use default or one of {', '.join(ROLES)}")
+        if not isinstance(values, dict):
+            raise LMConfigError(f"LM config {p}: [lm.{scope}] must be a table")
+        unknown = sorted(set(values) - allowed)
+        if unknown:
+            raise LMConfigError(f"LM config {p}: [lm.{scope}] has unknown keys {unknown}; "
+                                f"allowed: {sorted(allowed)}")
+        layer[scope] = {k: v for k, v in values.items() if not _blank(v)}
+    return layer
+
+
+def load_lm_config(flags: Mapping[str, str | None] | None = None, config_path: str | os.PathLike[str] | None = None,
+                   environ: Mapping[str, str] | None = None) -> LMConfig:
+    """Resolve per-role LM settings from flags > environment > config file (see module doc).
+
+    ``environ`` defaults to ``os.environ``. Each field of each role takes the first value found
+    in: flags[role], flags[default], env[role], env[default], file[role], file[default].
+    A role ends up in ``roles`` only when it resolves to a model.
+    """
+    layers: list[Layer] = [
+        _flag_layer(flags or {}),
+        _env_layer(os.environ if environ is None else environ),
+        _file_layer(config_path) if config_path is not None else {},
+    ]
+    roles: dict[str, LMSettings] = {}
+    for scope in _SCOPES:
+        merged: dict[str, Any] = {}
+        for layer in reversed(layers):  # lowest precedence first; later updates win
+            merged.update(layer.get(DEFAULT, {}))
+            if scope != DEFAULT:
+                merged.update(layer.get(scope, {}))
+        if _blank(merged.get("model")):
+            continue
+        try:
+            roles[scope] = LMSettings(**merged)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise LMConfigError(f"LM settings for {scope}: {where}: {first['msg']}") from None
+    return LMConfig(roles=roles)
+
+
+# ---------------------------------------------------------------------------- building
+
+_register_lock = threading.Lock()
+
+
+def _provider_of(model: str) -> str:
+    return model.split("/", 1)[0] if "/" in model else "openai"
+
+
+def _register_function_calling(model: str) -> None:
+    """Tell LiteLLM's model map that ``model`` supports function calling (chat mode)."""
+    import litellm
+
+    with _register_lock:
+        if litellm.supports_function_calling(model=model):
+            return
+        litellm.register_model({model: {
+            "litellm_provider": _provider_of(model),
+            "mode": "chat",
+            "supports_function_calling": True,
+            "supports_tool_choice": True,
+        }})
+
+
+def build_lm(settings: LMSettings, *, cache: bool = False, **extra: Any) -> dspy.LM:
+    """A ``dspy.LM`` for these settings (``cache=False`` by default: tests stay deterministic).
+
+    ``api_base`` without ``api_key`` sends the dummy key ``sk-local``: OpenAI-compatible local
+    servers need none, but the clients refuse to run without one.
+
+    Function calling. ``dspy.ChatAdapter(use_native_function_calling=True)`` sends OpenAI
+    ``tools`` only when ``lm.supports_function_calling`` is true, and otherwise SILENTLY falls
+    back to describing the tools in the prompt text. That property comes from DSPy's bundled
+    model map for OpenAI-compatible models on its native engine (``openai/gpt-4o-mini``: yes,
+    even at a local ``api_base``), else from LiteLLM's map; any custom name
+    (``openai/my-local-model``, ``hosted_vllm/qwen3-8b``) is unknown and therefore false.
+
+    - ``function_calling=True``: when the maps do not already say so, the model is registered
+      in LiteLLM's map with ``supports_function_calling`` and the LM is built with
+      ``engine="litellm"`` (DSPy's native engine reads only its own bundled map), so that
+      ``tools`` really are sent. Raises ``RuntimeError`` if the capability still is not seen.
+    - ``function_calling=False``: the LM is unchanged; pass
+      ``use_native_function_calling=supports_native_tools(settings)`` to the adapter.
+    - ``None``: whatever the maps say; check ``lm.supports_function_calling``.
+
+    ``extra`` goes to ``dspy.LM`` unchanged (e.g. ``callbacks``).
+    """
+    ensure_local_cost_map()
+    import dspy
+
+    kwargs: dict[str, Any] = dict(
+        temperature=settings.temperature,
+        max_tokens=settings.max_tokens,
+        cache=cache,
+        num_retries=settings.num_retries,
+        timeout=settings.timeout_s,
+    )
+    if settings.api_base:
+        kwargs["api_base"] = settings.api_base
+    api_key = settings.api_key or (LOCAL_DUMMY_KEY if settings.api_base else None)
+    if api_key:
+        kwargs["api_key"] = api_key
+    kwargs.update(extra)
+    lm = dspy.LM(settings.model, **kwargs)
+    if settings.function_calling and not lm.supports_function_calling:
+        _register_function_calling(settings.model)
+        kwargs["engine"] = "litellm"
+        lm = dspy.LM(settings.model, **kwargs)
+        if not lm.supports_function_calling:
+            raise RuntimeError(f"function_calling=True but DSPy still sees no function calling for "
+                               f"{settings.model!r} after registering it with LiteLLM")
+    return lm
+
+
+def supports_native_tools(settings: LMSettings) -> bool:
+    """Whether an LM built from ``settings`` gets native OpenAI ``tools`` (see ``build_lm``):
+    the explicit ``function_calling`` when set, else what the model maps say. Use it as
+    ``dspy.ChatAdapter(use_native_function_calling=supports_native_tools(settings))``."""
+    if settings.function_calling is not None:
+        return settings.function_calling
+    return bool(build_lm(settings).supports_function_calling)
+
+
+# ---------------------------------------------------------------------------- usage
+
+
+class LMCallRecord(BaseModel):
+    """One LM call: tokens and cost (USD; 0.0 when the model map has no price)."""
+
+    role: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    latency_s: float | None = None  # DSPy's history has no latency; set by callers that time calls
+    error: str | None = None  # failed calls never reach history; callers record them
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _record_of(entry: Mapping[str, Any], role: str) -> LMCallRecord:
+    usage = entry.get("usage") or {}
+    if not isinstance(usage, Mapping):
+        usage = dict(usage) if hasattr(usage, "keys") else {}
+    cost = entry.get("cost")
+    return LMCallRecord(
+        role=role,
+        model=str(entry.get("model") or ""),
+        prompt_tokens=_as_int(usage.get("prompt_tokens")),
+        completion_tokens=_as_int(usage.get("completion_tokens")),
+        cost=float(cost) if isinstance(cost, (int, float)) else 0.0,
+    )
+
+
+class UsageRecorder:
+    """Collects per-call usage from ``dspy.LM.history``; thread-safe.
+
+    ``drain(lm, role)`` returns the records of calls made since the previous drain of that LM
+    (it remembers the last entry it saw by uuid, so DSPy trimming old history is harmless
+    unless more than ``max_history_size`` calls happen between two drains). History itself
+    is not modified.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_seen: dict[int, str | None] = {}
+        self.records: list[LMCallRecord] = []
+
+    def drain(self, lm: Any, role: str) -> list[LMCallRecord]:
+        history = list(getattr(lm, "history", []) or [])
+        with self._lock:
+            last = self._last_seen.get(id(lm))
+            start = 0
+            if last is not None:
+                for i in range(len(history) - 1, -1, -1):
+                    if history[i].get("uuid") == last:
+                        start = i + 1
+                        break
+            new = [_record_of(entry, role) for entry in history[start:]]
+            if history:
+                self._last_seen[id(lm)] = history[-1].get("uuid")
+            self.records.extend(new)
+            return new
+
+    def add(self, record: LMCallRecord) -> None:
+        """Add a record made elsewhere (e.g. a failed call with ``error`` set)."""
+        with self._lock:
+            self.records.append(record)
+
+    def total(self, role: str | None = None) -> TokenUsage:
+        with self._lock:
+            records = [r for r in self.records if role is None or r.role == role]
+        return sum((TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost=r.cost)
+                    for r in records), TokenUsage())
+
+
+def usage_of(lm: Any) -> TokenUsage:
+    """Total usage over every call in ``lm.history``."""
+    total = TokenUsage()
+    for entry in list(getattr(lm, "history", []) or []):
+        r = _record_of(entry, "")
+        total = total + TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost=r.cost)
+    return total
