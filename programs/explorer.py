@@ -1,0 +1,250 @@
+"""Exploration: a valid multi-turn tool-call trajectory from one seed entity.
+
+Two explorers with one contract, ``explore(env, seed, ...) -> ExplorationResult``:
+
+- ``Explorer``, a DSPy module: one ``dspy.Predict(ProposeExplorationCall)`` proposes each
+  call; Python executes it on the episode, shows the observation (kept steps) or the error
+  (the next proposal's ``previous_error``) and loops until the goal's writes are done or
+  the step limit is reached.
+- ``BaselineExplorer``: a seeded random walk over the tool graph, reading to discover
+  entities and then writing, with arguments grounded in earlier observations.
+
+Both keep only calls that succeeded, and both accept a trajectory only when it holds a
+write, changes the state, and replays from the initial state to the same observations and
+end state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from typing import Any
+
+import dspy
+from pydantic import BaseModel, Field
+
+from domains import Environment, Episode
+from programs.grounding import DomainGrounding, Knowledge, grounding_for, trajectory_replays
+from signatures.generation import ProposeExplorationCall
+from signatures.models import Provenance, Step, ToolCall, Trajectory
+
+
+class ExplorationResult(BaseModel):
+    """A trajectory, or why there is none; the dropped (failed) proposals either way."""
+
+    trajectory: Trajectory | None = None
+    dropped: list[Step] = Field(default_factory=list)
+    proposals: int = 0
+    rejected_reason: str | None = None
+
+
+class ExplorationError(RuntimeError):
+    """The LM gave no usable proposal after the allowed attempts (its output did not parse)."""
+
+
+def _call_key(call: ToolCall) -> str:
+    return call.name + json.dumps(call.arguments, sort_keys=True)
+
+
+def _accept(env: Environment[Any], steps: list[Step], dropped: list[Step], proposals: int, *, trajectory_id: str,
+            seed_entity: str, goal: str, end_state_hash: str, provenance: Provenance) -> ExplorationResult:
+    """The checks every explorer applies before a trajectory is kept."""
+
+    def reject(reason: str) -> ExplorationResult:
+        return ExplorationResult(dropped=dropped, proposals=proposals, rejected_reason=reason)
+
+    if not any(env.tools[s.call.name].kind == "write" for s in steps):
+        return reject("no successful write within the step limit")
+    if end_state_hash == env.initial_hash():
+        return reject("the writes leave the database unchanged")
+    mismatch = trajectory_replays(env, steps, end_state_hash)
+    if mismatch is not None:
+        return reject(f"trajectory does not replay: {mismatch}")
+    trajectory = Trajectory(id=trajectory_id, domain=env.domain.name, steps=steps, seed_entity=seed_entity, goal=goal,
+                            initial_state_hash=env.initial_hash(), end_state_hash=end_state_hash,
+                            provenance=provenance)
+    return ExplorationResult(trajectory=trajectory, dropped=dropped, proposals=proposals)
+
+
+class _Walk:
+    """One exploration's episode, kept steps, dropped steps and knowledge."""
+
+    def __init__(self, env: Environment[Any], grounding: DomainGrounding) -> None:
+        self.env = env
+        self.episode: Episode[Any] = env.episode()
+        self.knowledge = Knowledge(grounding.hints)
+        self.steps: list[Step] = []
+        self.dropped: list[Step] = []
+        self.tried: set[str] = set()
+        self.writes = 0
+
+    def run(self, call: ToolCall) -> Step:
+        self.tried.add(_call_key(call))
+        result = self.episode.call(call.name, call.arguments)
+        step = Step(call=ToolCall(name=call.name, arguments=call.arguments), observation=result.output,
+                    error=result.error)
+        if result.error:
+            self.dropped.append(step)  # a failing call changed nothing: leave it out of the trajectory
+        else:
+            self.steps.append(step)
+            self.knowledge.absorb(step.call, result.output)
+            if self.env.tools[call.name].kind == "write":
+                self.writes += 1
+        return step
+
+
+def _goal(target_writes: int, target_write: str | None = None) -> str:
+    first = f" The first write must be a call of {target_write}." if target_write else ""
+    return (f"Serve this customer: identify them, look up what you need, then make {target_writes} successful "
+            f"write call(s) that change the database and that the policy allows.{first}")
+
+
+class BaselineExplorer:
+    """Seeded random walk: identify the seed customer, read to discover their entities,
+    then write with arguments built from what was observed. Deterministic for a seed."""
+
+    name = "baseline_explorer"
+
+    def __init__(self, max_steps: int = 16, max_writes: int = 2, grounding: DomainGrounding | None = None) -> None:
+        self.max_steps = max_steps
+        self.max_writes = max_writes
+        self.grounding = grounding
+
+    def explore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
+                provenance: Provenance | None = None, target_write: str | None = None,
+                goal: str | None = None) -> ExplorationResult:
+        """Explore from a seed entity drawn with ``seed``. ``target_write`` makes the first
+        write that tool when the data allows; ``goal`` is recorded as the trajectory's goal."""
+        grounding = self.grounding or grounding_for(env.domain.name)
+        rng = random.Random(seed)
+        walk = _Walk(env, grounding)
+        seed_key, record = grounding.sample_seed(walk.episode, rng)
+        target = rng.randint(1, self.max_writes)
+        # one intended write tool per write, drawn up front: the walk reads until it can make
+        # that write, so rarer writes (item exchanges) occur as often as the data allows
+        write_tools = sorted(t for t in grounding.write_builders if t in env.tools)
+        intended = [rng.choice(write_tools) for _ in range(target)]
+        if target_write is not None:
+            intended[0] = target_write
+        walk.run(rng.choice(grounding.seed_calls(record)))
+        proposals, reads = 1, 0
+        while proposals < self.max_steps and walk.writes < target:
+            read_calls = [c for c in self._read_candidates(env, grounding, walk.knowledge)
+                          if _call_key(c) not in walk.tried]
+            wanted = self._write_candidates(env, grounding, walk, rng, [intended[walk.writes]])
+            if wanted and (not read_calls or rng.random() < min(0.9, 0.3 * reads)):
+                call = wanted[0]
+            elif read_calls:
+                call = rng.choice(read_calls)
+                reads += 1
+            else:
+                fallback = self._write_candidates(env, grounding, walk, rng, write_tools)
+                if not fallback:
+                    break
+                call = rng.choice(fallback)
+            walk.run(call)
+            proposals += 1
+        return _accept(env, walk.steps, walk.dropped, proposals,
+                       trajectory_id=trajectory_id or f"traj-{seed}", seed_entity=f"{grounding.seed_table}/{seed_key}",
+                       goal=goal or _goal(target, target_write), end_state_hash=walk.episode.state_hash(),
+                       provenance=provenance or Provenance(source="baseline", seed=seed))
+
+    @staticmethod
+    def _read_candidates(env: Environment[Any], grounding: DomainGrounding, knowledge: Knowledge) -> list[ToolCall]:
+        """Read calls whose required arguments are all ids already observed (by argument name)."""
+        out = []
+        for name in grounding.walk_reads:
+            spec = env.tools.get(name)
+            if spec is None:
+                continue
+            required = spec.parameters.get("required", [])
+            pools = [knowledge.known(arg) for arg in required]
+            if not required or not all(pools):
+                continue
+            for values in itertools.islice(itertools.product(*pools), 50):
+                out.append(ToolCall(name=name, arguments=dict(zip(required, values))))
+        return out
+
+    @staticmethod
+    def _write_candidates(env: Environment[Any], grounding: DomainGrounding, walk: _Walk, rng: random.Random,
+                          tools: list[str]) -> list[ToolCall]:
+        out = []
+        for name in tools:
+            builder = grounding.write_builders.get(name)
+            if builder is None or name not in env.tools:
+                continue
+            arguments = builder(walk.knowledge, rng)
+            if arguments is not None:
+                call = ToolCall(name=name, arguments=arguments)
+                if _call_key(call) not in walk.tried:
+                    out.append(call)
+        return out
+
+
+class Explorer(dspy.Module):
+    """LM explorer: one Predict proposes each call; code executes, filters and validates.
+
+    An output that does not parse is asked again (``parse_attempts`` in all per proposal);
+    after that ``ExplorationError`` is raised. LM call failures (after the LM's own retries)
+    propagate as DSPy's ``LMError``.
+    """
+
+    name = "explorer"
+
+    def __init__(self, max_steps: int = 12, max_writes: int = 2, parse_attempts: int = 2,
+                 grounding: DomainGrounding | None = None) -> None:
+        super().__init__()
+        self.propose = dspy.Predict(ProposeExplorationCall)
+        self.max_steps = max_steps
+        self.max_writes = max_writes
+        self.parse_attempts = parse_attempts
+        self.grounding = grounding
+
+    def forward(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
+                provenance: Provenance | None = None, target_write: str | None = None,
+                goal: str | None = None) -> ExplorationResult:
+        grounding = self.grounding or grounding_for(env.domain.name)
+        rng = random.Random(seed)
+        walk = _Walk(env, grounding)
+        seed_key, record = grounding.sample_seed(walk.episode, rng)
+        target = rng.randint(1, self.max_writes)
+        instruction = _goal(target, target_write)
+        schemas = env.tool_schemas()
+        previous_error = ""
+        proposals = 0
+        while proposals < self.max_steps and walk.writes < target:
+            call = self._propose(domain_summary=env.domain.summary, policy=env.policy, tool_schemas=schemas,
+                                 seed_entity=grounding.seed_description(record), exploration_goal=instruction,
+                                 trajectory=list(walk.steps), previous_error=previous_error)
+            proposals += 1
+            step = walk.run(call)
+            previous_error = (f"{call.name}({json.dumps(call.arguments, sort_keys=True)}) failed: {step.observation}"
+                              if step.error else "")
+        return _accept(env, walk.steps, walk.dropped, proposals,
+                       trajectory_id=trajectory_id or f"traj-{seed}", seed_entity=f"{grounding.seed_table}/{seed_key}",
+                       goal=goal or instruction, end_state_hash=walk.episode.state_hash(),
+                       provenance=provenance or Provenance(source="lm", seed=seed))
+
+    def explore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
+                provenance: Provenance | None = None, target_write: str | None = None,
+                goal: str | None = None) -> ExplorationResult:
+        return self(env=env, seed=seed, trajectory_id=trajectory_id, provenance=provenance,
+                    target_write=target_write, goal=goal)
+
+    def _propose(self, **inputs: Any) -> ToolCall:
+        from dspy.utils.exceptions import AdapterParseError
+
+        last: Exception | None = None
+        for _ in range(self.parse_attempts):
+            try:
+                prediction = self.propose(**inputs)
+            except (AdapterParseError, ValueError) as exc:
+                last = exc
+                continue
+            call = prediction.tool_call
+            if isinstance(call, ToolCall) and call.name:
+                return call
+            last = ValueError(f"proposal is not a tool call: {call!r}")
+        raise ExplorationError(f"explorer output did not parse after {self.parse_attempts} attempts: "
+                               f"{str(last).splitlines()[0][:200] if last else ''}")

@@ -1,0 +1,333 @@
+"""Retail knowledge for exploration and task writing, kept in this one place.
+
+Which JSON keys hold ids, how a customer is identified, how each write tool's arguments
+are built from observed records (an order's own items, other variants of the same
+product, the user's own payment methods), and which facts and template sentences a task
+over a retail trajectory needs. Everything else in exploration and writing is generic.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from domains import Environment
+from domains.retail.generate import CITIES, STREETS
+from domains.retail.tools import CANCEL_REASONS
+from programs.grounding import (
+    DomainGrounding,
+    GroundingHints,
+    Knowledge,
+    RequestFacts,
+    RequiredFact,
+    TrajectoryFacts,
+)
+from signatures.models import ToolCall, Trajectory
+
+HINTS = GroundingHints(
+    id_keys={
+        "user_id": "user_id",
+        "order_id": "order_id",
+        "orders": "order_id",
+        "product_id": "product_id",
+        "item_id": "item_id",
+        "variants": "item_id",
+        "payment_method_id": "payment_method_id",
+        "payment_methods": "payment_method_id",
+    },
+    entity_keys=("order_id", "product_id", "user_id", "item_id"),
+    string_outputs={"find_user_id_by_email": "user_id", "find_user_id_by_name_zip": "user_id"},
+)
+
+IDENTITY_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip")
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def seed_calls(user: dict[str, Any]) -> list[ToolCall]:
+    name = user["name"]
+    return [
+        ToolCall(name="find_user_id_by_email", arguments={"email": user["email"]}),
+        ToolCall(name="find_user_id_by_name_zip", arguments={
+            "first_name": name["first_name"], "last_name": name["last_name"], "zip": user["address"]["zip"]}),
+    ]
+
+
+def seed_description(user: dict[str, Any]) -> str:
+    name = user["name"]
+    return (f"A customer named {name['first_name']} {name['last_name']}, zip code {user['address']['zip']}, "
+            f"email {user['email']}. They know these details but not their user id.")
+
+
+# ---------------------------------------------------------------- write builders
+
+
+def _new_address(rng: random.Random) -> dict[str, str]:
+    city, state, zip3 = rng.choice(CITIES)
+    address2 = rng.choice(["", f"Apt {rng.randint(1, 40)}", f"Suite {rng.randint(100, 999)}"])
+    return {"address1": f"{rng.randint(10, 9999)} {rng.choice(STREETS)}", "address2": address2, "city": city,
+            "state": state, "country": "USA", "zip": f"{zip3}{rng.randint(0, 99):02d}"}
+
+
+def _orders(knowledge: Knowledge, status: str) -> list[dict[str, Any]]:
+    return [o for o in knowledge.all_records("order_id") if o.get("status") == status]
+
+
+def _methods(knowledge: Knowledge, user_id: str) -> dict[str, dict[str, Any]]:
+    user = knowledge.record("user_id", user_id)
+    return dict(user.get("payment_methods", {})) if user else {}
+
+
+def _swaps(knowledge: Knowledge, order: dict[str, Any], rng: random.Random) -> list[tuple[dict, dict]]:
+    """(order item, other available variant with different options) pairs, one per item id,
+    for the items whose product details were observed."""
+    pairs = []
+    seen: set[str] = set()
+    for item in order.get("items", []):
+        if item["item_id"] in seen:
+            continue
+        seen.add(item["item_id"])
+        product = knowledge.record("product_id", item["product_id"])
+        if product is None:
+            continue
+        others = [v for v in product.get("variants", {}).values()
+                  if v["available"] and v["item_id"] != item["item_id"] and v["options"] != item["options"]]
+        if others:
+            pairs.append((item, rng.choice(others)))
+    return pairs
+
+
+def _method_covering(methods: dict[str, dict[str, Any]], amount: float, rng: random.Random) -> str | None:
+    usable = [k for k, m in methods.items() if m.get("source") != "gift_card" or m.get("balance", 0) >= amount]
+    return rng.choice(sorted(usable)) if usable else None
+
+
+def _item_change(knowledge: Knowledge, rng: random.Random, status: str) -> dict[str, Any] | None:
+    candidates = [(o, _swaps(knowledge, o, rng)) for o in _orders(knowledge, status)]
+    candidates = [(o, pairs) for o, pairs in candidates if pairs]
+    if not candidates:
+        return None
+    order, pairs = rng.choice(candidates)
+    chosen = rng.sample(pairs, k=rng.randint(1, min(2, len(pairs))))
+    difference = sum(new["price"] - old["price"] for old, new in chosen)
+    method = _method_covering(_methods(knowledge, order["user_id"]), difference, rng)
+    if method is None:
+        return None
+    return {"order_id": order["order_id"], "item_ids": [old["item_id"] for old, _ in chosen],
+            "new_item_ids": [new["item_id"] for _, new in chosen], "payment_method_id": method}
+
+
+def build_cancel(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    orders = _orders(knowledge, "pending")
+    if not orders:
+        return None
+    return {"order_id": rng.choice(orders)["order_id"], "reason": rng.choice(CANCEL_REASONS)}
+
+
+def build_order_address(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    orders = _orders(knowledge, "pending")
+    if not orders:
+        return None
+    return {"order_id": rng.choice(orders)["order_id"], **_new_address(rng)}
+
+
+def build_order_payment(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    options = []
+    for order in _orders(knowledge, "pending"):
+        history = order.get("payment_history", [])
+        if len(history) != 1 or history[0]["transaction_type"] != "payment":
+            continue
+        methods = {k: m for k, m in _methods(knowledge, order["user_id"]).items()
+                   if k != history[0]["payment_method_id"]}
+        method = _method_covering(methods, history[0]["amount"], rng)
+        if method is not None:
+            options.append({"order_id": order["order_id"], "payment_method_id": method})
+    return rng.choice(options) if options else None
+
+
+def build_modify_items(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    return _item_change(knowledge, rng, "pending")
+
+
+def build_exchange(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    return _item_change(knowledge, rng, "delivered")
+
+
+def build_return(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    orders = [o for o in _orders(knowledge, "delivered") if o.get("payment_history")]
+    if not orders:
+        return None
+    order = rng.choice(orders)
+    item_ids = sorted({i["item_id"] for i in order["items"]})
+    chosen = rng.sample(item_ids, k=rng.randint(1, min(2, len(item_ids))))
+    original = order["payment_history"][0]["payment_method_id"]
+    gift_cards = [k for k, m in _methods(knowledge, order["user_id"]).items() if m.get("source") == "gift_card"]
+    method = rng.choice(sorted({original, *gift_cards}))
+    return {"order_id": order["order_id"], "item_ids": chosen, "payment_method_id": method}
+
+
+def build_user_address(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    users = knowledge.all_records("user_id")
+    if not users:
+        return None
+    return {"user_id": rng.choice(users)["user_id"], **_new_address(rng)}
+
+
+WRITE_BUILDERS = {
+    "cancel_pending_order": build_cancel,
+    "modify_pending_order_address": build_order_address,
+    "modify_pending_order_payment": build_order_payment,
+    "modify_pending_order_items": build_modify_items,
+    "exchange_delivered_order_items": build_exchange,
+    "return_delivered_order_items": build_return,
+    "modify_user_address": build_user_address,
+}
+
+
+# ---------------------------------------------------------------- facts and templates
+
+
+def _order_fact(order_id: str) -> RequiredFact:
+    return RequiredFact(label="order id", alternatives=[order_id, order_id.lstrip("#")])
+
+
+def _options(options: dict[str, str]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in options.items())
+
+
+def _address_text(a: dict[str, Any]) -> str:
+    line2 = f", {a['address2']}" if a.get("address2") else ""
+    return f"{a['address1']}{line2}, {a['city']}, {a['state']} {a['zip']}, {a['country']}"
+
+
+def _address_facts(a: dict[str, Any]) -> list[RequiredFact]:
+    facts = [RequiredFact(label="street", alternatives=[a["address1"]]),
+             RequiredFact(label="city", alternatives=[a["city"]]),
+             RequiredFact(label="zip code", alternatives=[a["zip"]])]
+    if a.get("address2"):
+        facts.append(RequiredFact(label="address line 2", alternatives=[a["address2"]]))
+    return facts
+
+
+def _payment(user: dict[str, Any], method_id: str) -> tuple[str, RequiredFact]:
+    methods = user["payment_methods"]
+    method = methods.get(method_id, {})
+    source = method.get("source", "")
+    same_kind = [k for k, m in methods.items() if m.get("source") == source]
+    if source == "credit_card":
+        text = f"your {method['brand']} credit card ending in {method['last_four']}"
+        return text, RequiredFact(label="payment method", alternatives=[method["last_four"], method_id])
+    if len(same_kind) > 1 or source not in ("gift_card", "paypal"):
+        # two gift cards (or an unknown kind): only the id tells them apart
+        return f"your payment method {method_id}", RequiredFact(label="payment method", alternatives=[method_id])
+    if source == "gift_card":
+        return "your gift card", RequiredFact(label="payment method", alternatives=["gift card", method_id])
+    return "your PayPal account", RequiredFact(label="payment method", alternatives=["paypal", method_id])
+
+
+def _item_by_id(order: dict[str, Any], item_id: str) -> dict[str, Any]:
+    return next(i for i in order["items"] if i["item_id"] == item_id)
+
+
+def _variant(env_episode: Any, product_id: str, item_id: str) -> dict[str, Any]:
+    product = env_episode.record("products", product_id)
+    return product["variants"][item_id]
+
+
+def _describe_write(episode: Any, call: ToolCall) -> RequestFacts:
+    """Template sentence and facts of one retail write, read from the state just before it."""
+    a = call.arguments
+    name = call.name
+    if name == "modify_user_address":
+        return RequestFacts(tool=name, sentence=f"You have moved and want your default address changed to "
+                                                f"{_address_text(a)}.", facts=_address_facts(a))
+    order = episode.record("orders", a["order_id"])
+    user = episode.record("users", order["user_id"])
+    oid = a["order_id"]
+    if name == "cancel_pending_order":
+        because = "you ordered it by mistake" if a["reason"] == "ordered by mistake" else "you no longer need it"
+        items = ", ".join(sorted({i["name"] for i in order["items"]}))
+        alternatives = (["ordered by mistake", "ordered it by mistake", "by mistake"]
+                        if a["reason"] == "ordered by mistake" else ["no longer need"])
+        return RequestFacts(tool=name, sentence=f"You want to cancel your order {oid} (with the {items}) because "
+                                                f"{because}.",
+                            facts=[_order_fact(oid), RequiredFact(label="cancel reason", alternatives=alternatives)])
+    if name == "modify_pending_order_address":
+        return RequestFacts(tool=name, sentence=f"You want your pending order {oid} shipped to {_address_text(a)} "
+                                                f"instead.", facts=[_order_fact(oid), *_address_facts(a)])
+    if name == "modify_pending_order_payment":
+        text, fact = _payment(user, a["payment_method_id"])
+        return RequestFacts(tool=name, sentence=f"You want to pay for your pending order {oid} with {text} instead.",
+                            facts=[_order_fact(oid), fact])
+    if name == "return_delivered_order_items":
+        items = [_item_by_id(order, i) for i in a["item_ids"]]
+        text, fact = _payment(user, a["payment_method_id"])
+        listed = " and ".join(f"the {i['name']} ({_options(i['options'])})" for i in items)
+        return RequestFacts(tool=name, sentence=f"You want to return {listed} from your delivered order {oid}, "
+                                                f"with the refund going to {text}.",
+                            facts=[_order_fact(oid), fact, *[RequiredFact(label="item", alternatives=[i["name"]])
+                                                             for i in items]])
+    if name in ("modify_pending_order_items", "exchange_delivered_order_items"):
+        text, fact = _payment(user, a["payment_method_id"])
+        facts = [_order_fact(oid), fact]
+        changes = []
+        for old_id, new_id in zip(a["item_ids"], a["new_item_ids"]):
+            old = _item_by_id(order, old_id)
+            new = _variant(episode, old["product_id"], new_id)
+            changed = {k: v for k, v in new["options"].items() if old["options"].get(k) != v}
+            changes.append(f"the {old['name']} ({_options(old['options'])}) for the one with {_options(changed)}")
+            facts.append(RequiredFact(label="item", alternatives=[old["name"]]))
+            facts += [RequiredFact(label=f"new {k}", alternatives=[v]) for k, v in changed.items()]
+        verb = "exchange" if name.startswith("exchange") else "change"
+        kind = "delivered" if name.startswith("exchange") else "pending"
+        return RequestFacts(tool=name, sentence=f"In your {kind} order {oid} you want to {verb} "
+                                                f"{' and '.join(changes)}, settling any price difference with {text}.",
+                            facts=facts)
+    return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.", facts=[])
+
+
+def describe(env: Environment[Any], trajectory: Trajectory) -> TrajectoryFacts:
+    """Identity and per-write facts of a retail trajectory, replayed on a fresh episode."""
+    episode = env.episode()
+    identity: list[RequiredFact] = []
+    known_info = unknown_info = None
+    requests = []
+    for step in trajectory.steps:
+        call = step.call
+        if call.name in IDENTITY_TOOLS and known_info is None and not step.error:
+            if call.name == "find_user_id_by_email":
+                known_info = f"Your email address is {call.arguments['email']}."
+                identity = [RequiredFact(label="email", alternatives=[call.arguments["email"]])]
+            else:
+                args = call.arguments
+                known_info = f"You are {args['first_name']} {args['last_name']}, living in zip code {args['zip']}."
+                unknown_info = "You do not remember your email address."
+                identity = [RequiredFact(label="first name", alternatives=[args["first_name"]]),
+                            RequiredFact(label="last name", alternatives=[args["last_name"]]),
+                            RequiredFact(label="zip code", alternatives=[args["zip"]])]
+        spec = env.tools.get(call.name)
+        if spec is not None and spec.kind == "write":
+            requests.append(_describe_write(episode, call))
+        episode.call(call.name, call.arguments)
+    if known_info is None:
+        # no identity look-up in the trajectory: the agent still has to authenticate the seed user
+        user_id = (trajectory.seed_entity or "").removeprefix("users/")
+        user = episode.record("users", user_id) if user_id else None
+        if user is not None:
+            known_info = f"Your email address is {user['email']}."
+            identity = [RequiredFact(label="email", alternatives=[user["email"]])]
+        else:
+            known_info = ""
+    return TrajectoryFacts(known_info=known_info, unknown_info=unknown_info, identity=identity, requests=requests)
+
+
+GROUNDING = DomainGrounding(
+    hints=HINTS,
+    seed_table="users",
+    seed_calls=seed_calls,
+    seed_description=seed_description,
+    walk_reads=("get_user_details", "get_order_details", "get_product_details"),
+    write_builders=WRITE_BUILDERS,
+    describe=describe,
+)

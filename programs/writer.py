@@ -1,0 +1,168 @@
+"""Task writing: a general Task from a valid Trajectory.
+
+Two writers with one contract, ``write(trajectory, env, provenance) -> WritingResult``:
+
+- ``TaskWriter``, a DSPy module: one ``dspy.Predict(WriteTask)`` writes the user scenario
+  and the communicate info;
+- ``BaselineWriter``: template sentences per write tool (from the domain's grounding).
+
+Code, not the LM, decides what the task is: the gold actions are the trajectory's calls
+(reads included, as tau2 does), the expected end state is the trajectory's, and the
+scenario is accepted only when it states every fact the agent must learn from the user
+(identity, order ids, items, payment method, addresses, reason), as computed from the
+trajectory by the domain's grounding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+from pydantic import BaseModel, Field
+
+from domains import Environment
+from programs.grounding import (
+    DomainGrounding,
+    RequiredFact,
+    TrajectoryFacts,
+    grounding_for,
+    missing_facts,
+    scenario_text,
+)
+from signatures.generation import WriteTask
+from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
+
+GENERAL_INSTRUCTIONS = ("Tell the agent what you want and answer its questions with the details above; give only "
+                        "what it asks for. Confirm when the agent asks you to. Do not invent details that are not "
+                        "written here.")
+
+
+class WritingResult(BaseModel):
+    """A general task, or why the written scenario was rejected."""
+
+    task: Task | None = None
+    rejected_reason: str | None = None
+    missing: list[RequiredFact] = Field(default_factory=list)
+
+
+class WriterError(RuntimeError):
+    """The LM gave no output that parses after the allowed attempts."""
+
+
+def general_task_id(trajectory: Trajectory) -> str:
+    return f"{trajectory.id}-general"
+
+
+def _task(trajectory: Trajectory, env: Environment[Any], scenario: UserScenario, communicate_info: list[str],
+          provenance: Provenance | None) -> Task:
+    task_id = general_task_id(trajectory)
+    gold = [Action(name=s.call.name, arguments=dict(s.call.arguments), action_id=f"{task_id}_{i}",
+                   requestor="assistant") for i, s in enumerate(trajectory.steps)]
+    writes = [s.call.name for s in trajectory.steps if env.tools[s.call.name].kind == "write"]
+    prov = (provenance or trajectory.provenance).model_copy(update={"trajectory_id": trajectory.id})
+    return Task(
+        id=task_id,
+        domain=trajectory.domain,
+        condition="general",
+        scenario=scenario.model_copy(update={"domain": trajectory.domain}),
+        gold_actions=gold,
+        expected_state_hash=trajectory.end_state_hash,
+        initial_state_hash=env.initial_hash(),
+        communicate_info=communicate_info,
+        reward_basis=["DB", "COMMUNICATE"] if communicate_info else ["DB"],
+        description=TaskDescription(purpose=f"general task from trajectory {trajectory.id}: {', '.join(writes)}"),
+        provenance=prov,
+    )
+
+
+def check_scenario(scenario: UserScenario, facts: TrajectoryFacts) -> list[RequiredFact]:
+    """The required facts the scenario does not state."""
+    return missing_facts(scenario_text(scenario), facts.all_facts())
+
+
+class BaselineWriter:
+    """Templates per write tool: the scenario states each write as one sentence with its facts."""
+
+    name = "baseline_writer"
+
+    def __init__(self, grounding: DomainGrounding | None = None) -> None:
+        self.grounding = grounding
+
+    def write(self, trajectory: Trajectory, env: Environment[Any],
+              provenance: Provenance | None = None) -> WritingResult:
+        grounding = self.grounding or grounding_for(env.domain.name)
+        facts = grounding.describe(env, trajectory)
+        requests = [r.sentence for r in facts.requests]
+        reason = requests[0] + ("" if len(requests) == 1 else " " + " ".join(
+            f"Then, {s[0].lower()}{s[1:]}" for s in requests[1:]))
+        scenario = UserScenario(reason_for_call=reason, known_info=facts.known_info or None,
+                                unknown_info=facts.unknown_info, task_instructions=GENERAL_INSTRUCTIONS)
+        missing = check_scenario(scenario, facts)
+        if missing:  # a template that misses a fact is a bug in the grounding's templates
+            return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
+        return WritingResult(task=_task(trajectory, env, scenario, [], provenance))
+
+
+def _missing_reason(missing: list[RequiredFact]) -> str:
+    return "scenario does not state: " + "; ".join(f.prompt_line() for f in missing)
+
+
+def _observed(info: str, trajectory: Trajectory) -> bool:
+    wanted = info.lower().replace(",", "")
+    return bool(wanted) and any(wanted in s.observation.lower().replace(",", "") for s in trajectory.steps)
+
+
+class TaskWriter(dspy.Module):
+    """LM writer: one Predict writes the scenario; code checks it states the required facts.
+
+    Up to ``attempts`` predictions are made; an output that does not parse or misses a fact
+    is asked again. After that: a rejection (missing facts) or ``WriterError`` (no output
+    parsed at all).
+    """
+
+    name = "writer"
+
+    def __init__(self, attempts: int = 2, grounding: DomainGrounding | None = None) -> None:
+        super().__init__()
+        self.write_task = dspy.Predict(WriteTask)
+        self.attempts = attempts
+        self.grounding = grounding
+
+    def forward(self, trajectory: Trajectory, env: Environment[Any],
+                provenance: Provenance | None = None) -> WritingResult:
+        from dspy.utils.exceptions import AdapterParseError
+
+        grounding = self.grounding or grounding_for(env.domain.name)
+        facts = grounding.describe(env, trajectory)
+        required = [f.prompt_line() for f in facts.all_facts()]
+        parse_error: Exception | None = None
+        missing: list[RequiredFact] = []
+        parsed = False
+        for _ in range(self.attempts):
+            try:
+                prediction = self.write_task(trajectory=trajectory.steps, policy=env.policy, required_facts=required)
+            except (AdapterParseError, ValueError) as exc:
+                parse_error = exc
+                continue
+            scenario = prediction.scenario
+            if not isinstance(scenario, UserScenario):
+                parse_error = ValueError(f"scenario is not a UserScenario: {scenario!r}")
+                continue
+            parsed = True
+            missing = check_scenario(scenario, facts)
+            if missing:
+                continue
+            # the general condition has no withheld details and no change of mind
+            scenario = scenario.model_copy(update={"withheld_info": [], "change_trigger": None,
+                                                   "revised_request": None})
+            # communicate info is gated by substring checks: keep only what the agent can learn from a tool
+            info = [i for i in (prediction.communicate_info or []) if isinstance(i, str) and _observed(i, trajectory)]
+            return WritingResult(task=_task(trajectory, env, scenario, info, provenance))
+        if not parsed:
+            detail = str(parse_error).splitlines()[0][:200] if parse_error else ""
+            raise WriterError(f"writer output did not parse after {self.attempts} attempts: {detail}")
+        return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
+
+    def write(self, trajectory: Trajectory, env: Environment[Any],
+              provenance: Provenance | None = None) -> WritingResult:
+        return self(trajectory=trajectory, env=env, provenance=provenance)

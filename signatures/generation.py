@@ -1,0 +1,55 @@
+"""DSPy signatures of the generation steps: propose an exploration call, write a task.
+
+Each docstring is the instruction an optimizer rewrites; the fields are typed with the
+pydantic models of ``signatures.models`` and carry a one-line description each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+
+from signatures.models import Step, ToolCall, UserScenario
+
+
+class ProposeExplorationCall(dspy.Signature):
+    """You explore a customer-service tool environment to record a realistic, valid sequence
+    of tool calls, the kind a support agent makes while serving one customer.
+
+    Propose the single next tool call. Start from the seed entity: identify the customer
+    with a look-up tool, then read what you need (profile, orders, products) before you
+    change anything, and use only ids and values that appeared in earlier observations or
+    in the seed entity. Every write must be allowed by the policy and act on this customer
+    only. If the previous proposal failed, read its error and propose a corrected call.
+    Stop proposing reads once you know enough: the goal counts successful writes."""
+
+    domain_summary: str = dspy.InputField(desc="What the environment is: its entities and what can be done.")
+    policy: str = dspy.InputField(desc="The rules a support agent must follow in this domain.")
+    tool_schemas: list[dict[str, Any]] = dspy.InputField(desc="The tools, as OpenAI function schemas.")
+    seed_entity: str = dspy.InputField(desc="The customer to serve and what they would tell an agent.")
+    exploration_goal: str = dspy.InputField(desc="What the trajectory must achieve, e.g. how many writes.")
+    trajectory: list[Step] = dspy.InputField(desc="The successful calls so far, each with its observation.")
+    previous_error: str = dspy.InputField(desc="Error of the previous proposal (dropped), or empty if none.")
+    tool_call: ToolCall = dspy.OutputField(desc="The next call: a tool name and its JSON arguments.")
+
+
+class WriteTask(dspy.Signature):
+    """Turn a recorded tool-call trajectory into the scenario of a simulated customer who
+    contacts support and, by following it, leads an agent to the same final database state.
+
+    Write in the second person ("You want to ..."). The agent starts knowing nothing: the
+    scenario must hold every fact the agent has to learn from the customer, namely how to
+    identify them (email, or first name, last name and zip code), the order ids, the items
+    by their description (product name and options, not item ids), the payment method, new
+    addresses and the reason for the request. Every required fact listed must appear
+    verbatim. Do not mention tool names or ids the customer would not know. Put in
+    communicate_info only short strings (such as an amount) that the agent must tell the
+    customer and that appear in the trajectory's observations; leave it empty otherwise."""
+
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls with their observations, in order.")
+    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    required_facts: list[str] = dspy.InputField(desc="Facts the scenario must state verbatim.")
+    scenario: UserScenario = dspy.OutputField(desc="The customer's persona, reason for call, known and unknown info, "
+                                                   "and instructions.")
+    communicate_info: list[str] = dspy.OutputField(desc="Strings the agent must say to the customer (often empty).")
