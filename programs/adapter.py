@@ -1,0 +1,421 @@
+"""Adapt a task to a user condition: general, ambiguous, changing or infeasible.
+
+One control flow serves both adapters: code proposes (the candidates of an ambiguous
+request, a revised goal that replays cleanly, forbidden writes confirmed by running them
+on a copy of the database), a wording step writes the scenario, and code checks the
+result (``programs.conditions``) and runs the verifier's static checks. Only the wording
+differs: :class:`IntentAdapter` asks an LM, one ``dspy.Predict`` per condition signature;
+:class:`BaselineAdapter` fills templates. A rejected adaptation comes back with
+``task=None`` and a machine-readable ``rejected_reason`` (see
+``programs.conditions.RejectionReason``).
+
+LM errors (after DSPy's own retries) and unparseable LM output propagate as exceptions,
+for the caller to retry or record.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
+
+import dspy
+from pydantic import BaseModel
+
+from domains import Environment, Episode
+from programs.conditions import (
+    ConditionCheck,
+    UnsupportedDomainError,
+    as_action,
+    as_call,
+    check_ambiguous,
+    check_changing,
+    check_infeasible,
+    check_static,
+    condition_facts,
+    same_call,
+)
+from programs.verifier import Verifier, authenticated_user, execute_calls
+from signatures.adaptation import (
+    AdaptAmbiguous,
+    AdaptChanging,
+    AdaptInfeasible,
+    AmbiguityFacts,
+    ChangeFacts,
+    EntityCandidate,
+    InfeasibilityFacts,
+    InfeasibleCandidate,
+)
+from signatures.models import CONDITIONS, Action, Task, TaskDescription, Trajectory, UserScenario
+
+MAX_LM_INFEASIBLE_CANDIDATES = 8
+
+
+class AdaptationResult(BaseModel):
+    """The adapted task, or why none was made."""
+
+    task: Task | None
+    rejected_reason: str | None = None
+    detail: str | None = None  # what the checks found: the evidence, or the problem
+
+
+# ---------------------------------------------------------------- shared context
+
+
+@dataclass
+class _Context:
+    environment: Environment[Any]
+    facts: ModuleType
+    parent: Task
+    trajectory: Trajectory
+    rng: random.Random
+    user_id: str | None
+    identity: dict[str, Any] | None  # the look-up that authenticates the user, as a call
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        return [as_call(a) for a in self.parent.gold_actions]
+
+    def is_write(self, name: str) -> bool:
+        spec = self.environment.tools.get(name)
+        return spec is not None and spec.kind == "write"
+
+    def state_before(self, index: int) -> Episode[Any]:
+        episode = self.environment.episode()
+        execute_calls(episode, self.parent.gold_actions[:index])
+        return episode
+
+    def identity_text(self) -> str | None:
+        return self.facts.identity_text(self.identity) if self.identity else None
+
+    def adapted(self, condition: str, scenario: UserScenario, **fields: Any) -> Task:
+        if scenario.domain is None:
+            scenario = scenario.model_copy(update={"domain": self.parent.scenario.domain or self.parent.domain})
+        update: dict[str, Any] = {"id": f"{self.parent.id}-{condition}", "condition": condition,
+                                  "parent_task_id": self.parent.id, "scenario": scenario,
+                                  "provenance": self.parent.provenance.model_copy(deep=True)}
+        update.update(fields)
+        return self.parent.model_copy(deep=True, update=update)
+
+
+def _context(task: Task, trajectory: Trajectory, environment: Environment[Any], seed: int,
+             condition: str) -> _Context:
+    facts = condition_facts(environment)
+    episode = environment.episode()
+    identity_tools = tuple(facts.IDENTITY_TOOLS)
+    identity = next((as_call(s.call) for s in trajectory.steps if s.call.name in identity_tools and not s.error), None)
+    if identity is None:
+        identity = next((as_call(a) for a in task.gold_actions if a.name in identity_tools), None)
+    user_id = authenticated_user(trajectory.steps)
+    if user_id is None and identity is not None:
+        user_id = authenticated_user(execute_calls(environment.episode(), [as_action(identity)]))
+    if user_id is None:
+        user_id = next((facts.owner_of_call(episode, a.name, a.arguments) for a in task.gold_actions
+                        if environment.tools.get(a.name) and environment.tools[a.name].kind == "write"), None)
+    if user_id is None and trajectory.seed_entity and "/" in trajectory.seed_entity:
+        table, _, key = trajectory.seed_entity.partition("/")
+        user_id = key if table == "users" and episode.get("users", key) is not None else None
+    if identity is None and user_id is not None:
+        identity = facts.identity_lookup(episode, user_id)
+    # a string seed hashes the same on every run and machine
+    rng = random.Random(f"{seed}:{task.id}:{condition}")
+    return _Context(environment, facts, task, trajectory, rng, user_id, identity)
+
+
+def _rejected(check: ConditionCheck) -> AdaptationResult:
+    return AdaptationResult(task=None, rejected_reason=check.reason, detail=check.detail)
+
+
+def _finish(ctx: _Context, task: Task, check: ConditionCheck) -> AdaptationResult:
+    if not check.passed:
+        return _rejected(check)
+    task = task.model_copy(update={"condition_evidence": check.detail})
+    static = check_static(Verifier(ctx.environment), task)
+    if not static.passed:
+        return _rejected(static)
+    return AdaptationResult(task=task, detail=check.detail)
+
+
+# ---------------------------------------------------------------- wording
+
+
+class Wording(Protocol):
+    """What differs between the LM adapter and the baseline: the words."""
+
+    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]: ...
+
+    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str]: ...
+
+    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str]: ...
+
+
+def _adapt(wording: Wording, task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
+           seed: int) -> AdaptationResult:
+    if condition not in CONDITIONS:
+        raise ValueError(f"unknown condition {condition!r}; conditions are {', '.join(CONDITIONS)}")
+    if condition == "general":
+        return AdaptationResult(task=task)
+    try:
+        ctx = _context(task, trajectory, environment, seed, condition)
+    except UnsupportedDomainError as exc:
+        return AdaptationResult(task=None, rejected_reason="unsupported_domain", detail=str(exc))
+    if condition == "ambiguous":
+        return _adapt_ambiguous(wording, ctx)
+    if condition == "changing":
+        return _adapt_changing(wording, ctx)
+    return _adapt_infeasible(wording, ctx)
+
+
+def _no_candidates(detail: str) -> AdaptationResult:
+    return AdaptationResult(task=None, rejected_reason="no_candidates", detail=detail)
+
+
+def _adapt_ambiguous(wording: Wording, ctx: _Context) -> AdaptationResult:
+    proposals = ctx.facts.ambiguity_proposals(ctx.environment.episode(), ctx.calls)
+    if not proposals:
+        return _no_candidates("no write of the task has an underspecified version that two entities fit")
+    proposal = ctx.rng.choice(proposals)
+    index = proposal["action_index"]
+    state = ctx.state_before(index)
+    call = ctx.calls[index]
+    facts = AmbiguityFacts(
+        kind=proposal["kind"], action_index=index, stated=proposal["stated"], target=proposal["target"],
+        candidates=[EntityCandidate(**c) for c in proposal["candidates"]], withheld=proposal["withheld"],
+        withheld_sentences=proposal["withheld_sentences"],
+        open_request=ctx.facts.describe_call(state, call["name"], call["arguments"], proposal["stated"]))
+    scenario, withheld_info = wording.word_ambiguous(ctx, facts)
+    scenario = scenario.model_copy(update={"withheld_info": list(withheld_info)})
+    adapted = ctx.adapted("ambiguous", scenario)
+    return _finish(ctx, adapted, check_ambiguous(ctx.environment, ctx.parent, adapted, proposal["stated"], index))
+
+
+def _adapt_changing(wording: Wording, ctx: _Context) -> AdaptationResult:
+    chosen = _revised_goal(ctx)
+    if chosen is None:
+        return _no_candidates("no write of the task has another version that replays cleanly to another end state")
+    index, revised_call, end_hash, difference = chosen
+    state = ctx.state_before(index)
+    initial_call = ctx.calls[index]
+    writes = [(i, c) for i, c in enumerate(ctx.calls) if ctx.is_write(c["name"])]
+    facts = ChangeFacts(
+        action_index=index, initial_action=ctx.parent.gold_actions[index],
+        revised_action=ctx.parent.gold_actions[index].model_copy(update={"arguments": revised_call["arguments"]}),
+        difference=difference,
+        initial_request="; ".join(ctx.facts.describe_call(ctx.state_before(i), c["name"], c["arguments"])
+                                  for i, c in writes),
+        revised_request=ctx.facts.describe_call(state, revised_call["name"], revised_call["arguments"]),
+        must_mention=ctx.facts.change_mentions(state, initial_call, revised_call),
+        action_label=ctx.facts.action_label(initial_call["name"], initial_call["arguments"]))
+    scenario, change_trigger, revised_request = wording.word_changing(ctx, facts)
+    scenario = scenario.model_copy(update={"change_trigger": change_trigger, "revised_request": revised_request})
+    gold = list(ctx.parent.gold_actions)
+    gold[index] = facts.revised_action
+    adapted = ctx.adapted("changing", scenario, gold_actions=gold, expected_state_hash=end_hash, nl_assertions=None,
+                          **_communication_of(ctx, gold))
+    return _finish(ctx, adapted, check_changing(ctx.environment, adapted, ctx.parent.gold_actions))
+
+
+def _communication_of(ctx: _Context, gold: list[Action]) -> dict[str, Any]:
+    """The parent's communicate_info that still holds for a revised goal: the strings its
+    replay still shows (an amount of the first goal would be wrong now)."""
+    observations = "\n".join(s.observation for s in execute_calls(ctx.environment.episode(), gold))
+    kept = [info for info in ctx.parent.communicate_info if info in observations]
+    basis = [b for b in ctx.parent.reward_basis if b != "COMMUNICATE" or kept]
+    return {"communicate_info": kept, "reward_basis": basis}
+
+
+def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
+    """A write of the task with other arguments, such that the whole goal still replays
+    cleanly and ends elsewhere: (position, revised call, revised end state, difference)."""
+    original_end = ctx.environment.episode()
+    execute_calls(original_end, ctx.parent.gold_actions)
+    positions = [i for i, c in enumerate(ctx.calls) if ctx.is_write(c["name"])]
+    ctx.rng.shuffle(positions)
+    for index in positions:
+        alternatives = ctx.facts.change_alternatives(ctx.state_before(index), ctx.calls[index])
+        ctx.rng.shuffle(alternatives)
+        for alternative in alternatives:
+            revised = {"name": ctx.calls[index]["name"], "arguments": alternative["arguments"]}
+            episode = ctx.environment.episode()
+            calls = list(ctx.parent.gold_actions)
+            calls[index] = as_action(revised)
+            if any(s.error for s in execute_calls(episode, calls)):
+                continue
+            # another end state, and not the initial one (a do-nothing agent would pass that)
+            if episode.state_hash() not in (original_end.state_hash(), ctx.environment.initial_hash()):
+                return index, revised, episode.state_hash(), alternative["difference"]
+    return None
+
+
+def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
+    if ctx.user_id is None or ctx.identity is None:
+        return _no_candidates("the task names no user to authenticate")
+    candidates = _infeasible_candidates(ctx)
+    if not candidates:
+        return _no_candidates(f"no write for {ctx.user_id} is refused by a tool check or a policy rule")
+    facts = InfeasibilityFacts(user_id=ctx.user_id, candidates=candidates)
+    forbidden, scenario, explanation = wording.word_infeasible(ctx, facts)
+    required = _required_actions(ctx, forbidden)
+    adapted = ctx.adapted(
+        "infeasible", scenario, gold_actions=required, actions_should_take=[a.model_copy() for a in required],
+        actions_should_not_take=[forbidden], expected_state_hash=ctx.environment.initial_hash(),
+        communicate_info=[], reward_basis=["DB", "ACTION"], nl_assertions=None,
+        description=TaskDescription(purpose=f"The user asks for {forbidden.name}, which must be refused.",
+                                    relevant_policies=explanation))
+    check = check_infeasible(ctx.environment, adapted)
+    if check.passed and not any(same_call(forbidden, c.action) for c in candidates):
+        check = ConditionCheck(passed=False, reason="not_a_candidate",
+                               detail=f"{forbidden.name} {forbidden.arguments} is not one of the proposed writes")
+    return _finish(ctx, adapted, check)
+
+
+def _required_actions(ctx: _Context, forbidden: Action) -> list[Action]:
+    assert ctx.identity is not None and ctx.user_id is not None
+    calls = [ctx.identity, *ctx.facts.required_lookups(ctx.environment.episode(), ctx.user_id, forbidden.name,
+                                                       forbidden.arguments)]
+    return [as_action(c, action_id=str(i)) for i, c in enumerate(calls)]
+
+
+def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
+    """Proposed forbidden writes that really are refused, each confirmed on a fork after
+    the required actions; related ones (on the parent's orders) first, then by seed."""
+    assert ctx.user_id is not None
+    episode = ctx.environment.episode()
+    related = sorted({str(a.arguments["order_id"]) for a in ctx.parent.gold_actions
+                      if isinstance(a.arguments.get("order_id"), str)})
+    confirmed: list[InfeasibleCandidate] = []
+    for proposal in ctx.facts.infeasible_proposals(episode, ctx.user_id, related):
+        action = as_action(proposal["action"])
+        probe = Task(id="probe", domain=ctx.parent.domain, condition="infeasible",
+                     scenario=UserScenario(reason_for_call=" ".join(ctx.facts.user_stated_ids(action.name,
+                                                                                              action.arguments))),
+                     gold_actions=_required_actions(ctx, action), actions_should_take=_required_actions(ctx, action),
+                     actions_should_not_take=[action], expected_state_hash=ctx.environment.initial_hash())
+        check = check_infeasible(ctx.environment, probe)
+        if check.passed:
+            confirmed.append(InfeasibleCandidate(
+                rule=proposal["rule"], action=action, fact=proposal["fact"], finding=check.detail,
+                request=ctx.facts.describe_call(episode, action.name, action.arguments),
+                related=proposal["related"]))
+    ctx.rng.shuffle(confirmed)
+    confirmed.sort(key=lambda c: not c.related)  # stable: related first, seeded order within
+    return confirmed
+
+
+def _one_per_rule(candidates: Sequence[InfeasibleCandidate]) -> list[InfeasibleCandidate]:
+    seen: set[str] = set()
+    out = []
+    for candidate in candidates:
+        if candidate.rule not in seen:
+            seen.add(candidate.rule)
+            out.append(candidate)
+    return out
+
+
+# ---------------------------------------------------------------- the LM adapter
+
+
+class IntentAdapter(dspy.Module):
+    """Adapts tasks with an LM: one ``dspy.Predict`` per condition, checked by code."""
+
+    def __init__(self, lm: dspy.BaseLM | None = None) -> None:
+        super().__init__()
+        self.ambiguous = dspy.Predict(AdaptAmbiguous)
+        self.changing = dspy.Predict(AdaptChanging)
+        self.infeasible = dspy.Predict(AdaptInfeasible)
+        # kept out of the predictors so that saved state holds no LM; None: dspy.settings.lm
+        self.adapter_lm = lm
+
+    def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
+              seed: int) -> AdaptationResult:
+        if self.adapter_lm is None:
+            return _adapt(self, task, trajectory, condition, env, seed)
+        with dspy.context(lm=self.adapter_lm):
+            return _adapt(self, task, trajectory, condition, env, seed)
+
+    def forward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
+                seed: int) -> AdaptationResult:
+        return self.adapt(task, trajectory, condition, env, seed)
+
+    # Wording
+    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]:
+        out = self.ambiguous(task=ctx.parent, trajectory=ctx.trajectory, policy=ctx.environment.policy, facts=facts)
+        return out.scenario, list(out.withheld_info)
+
+    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str]:
+        out = self.changing(task=ctx.parent, trajectory=ctx.trajectory, policy=ctx.environment.policy, facts=facts)
+        return out.scenario, out.change_trigger, out.revised_request
+
+    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str]:
+        shown = facts.model_copy(update={"candidates": _one_per_rule(facts.candidates)[:MAX_LM_INFEASIBLE_CANDIDATES]})
+        out = self.infeasible(task=ctx.parent, trajectory=ctx.trajectory, policy=ctx.environment.policy, facts=shown)
+        return out.forbidden_action, out.scenario, out.explanation
+
+
+# ---------------------------------------------------------------- the offline baseline
+
+
+class BaselineAdapter:
+    """Adapts tasks with templates: no LM, deterministic for a seed."""
+
+    def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
+              seed: int) -> AdaptationResult:
+        return _adapt(self, task, trajectory, condition, env, seed)
+
+    @staticmethod
+    def _requests(ctx: _Context, replace: dict[int, str]) -> str:
+        parts = []
+        for index, call in enumerate(ctx.calls):
+            if ctx.is_write(call["name"]):
+                parts.append(replace.get(index) or ctx.facts.describe_call(ctx.state_before(index), call["name"],
+                                                                           call["arguments"]))
+        return "You want to " + "; then ".join(parts) + "."
+
+    @staticmethod
+    def _unknown_info(ctx: _Context) -> str | None:
+        if ctx.identity and ctx.identity["name"] != "find_user_id_by_email":
+            return "You do not remember your email address."
+        return None
+
+    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]:
+        what = {"which_order": "which order you mean", "which_item": "which order and item you mean",
+                "which_variant": "exactly which variant you want"}.get(facts.kind, "the details")
+        withheld = list(facts.withheld_sentences)
+        scenario = UserScenario(
+            persona=ctx.parent.scenario.persona,
+            reason_for_call=self._requests(ctx, {facts.action_index: facts.open_request}),
+            known_info=ctx.identity_text(), unknown_info=self._unknown_info(ctx),
+            task_instructions=(f"Open with your request as stated, without saying {what}. Give those details "
+                               "only when the agent asks for them, then confirm the action once the agent lists "
+                               "the details you want."))
+        return scenario, withheld
+
+    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str]:
+        trigger = (f"when the agent has listed the details of {facts.action_label} and asks you to confirm it, "
+                   "before you say yes")
+        revised = f"You have changed your mind: instead, you want to {facts.revised_request}."
+        scenario = UserScenario(
+            persona=ctx.parent.scenario.persona,
+            reason_for_call=self._requests(ctx, {}),
+            known_info=ctx.identity_text(), unknown_info=self._unknown_info(ctx),
+            task_instructions=(f"Open with the request above. Then, {trigger}, do not confirm; say: \"{revised}\" "
+                               "Confirm only the revised version."))
+        return scenario, trigger, revised
+
+    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str]:
+        candidates = facts.candidates
+        rule = ctx.rng.choice(sorted({c.rule for c in candidates}))
+        # related candidates come first: take the first of the chosen rule
+        chosen = next(c for c in candidates if c.rule == rule)
+        request = chosen.request
+        if chosen.rule == "other_users_order":
+            request += ", an order a family member placed with their own account"
+        scenario = UserScenario(
+            persona=ctx.parent.scenario.persona,
+            reason_for_call=f"You want to {request}.",
+            known_info=ctx.identity_text(), unknown_info=self._unknown_info(ctx),
+            task_instructions=("Ask for exactly this. If the agent refuses and explains why, insist once, then "
+                               "accept and end the conversation. Do not ask for anything else."))
+        return chosen.action, scenario, f"This cannot be done: {chosen.fact}."

@@ -1,0 +1,132 @@
+"""DSPy signatures that adapt a task to a user condition: ambiguous, changing, infeasible.
+
+Code finds the facts (which entities fit an underspecified request, which revised goal
+replays cleanly, which writes the tools or the policy refuse) and checks the result; the
+LM only words the scenario and picks among what code proposed. Each docstring is the
+instruction an optimizer rewrites; the fact models below are what the LM is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dspy
+from pydantic import BaseModel, Field
+
+from signatures.models import Action, Task, Trajectory, UserScenario
+
+
+class EntityCandidate(BaseModel):
+    """An entity of the database that fits an underspecified request."""
+
+    key: str
+    description: str
+
+
+class AmbiguityFacts(BaseModel):
+    """What code found for an ambiguous adaptation."""
+
+    kind: str = Field(description="which_order, which_item or which_variant")
+    action_index: int = Field(description="position in the gold actions of the write the request leaves open")
+    stated: dict[str, Any] = Field(description="the constraints the opening request states, in the domain's terms")
+    target: str = Field(description="key of the candidate the clarified goal acts on")
+    candidates: list[EntityCandidate] = Field(description="every entity that fits the stated constraints (>= 2)")
+    withheld: list[str] = Field(description="values that single out the target: the user says them only when asked")
+    withheld_sentences: list[str] = Field(description="a plain wording of each withheld value, as said when asked")
+    open_request: str = Field(description="a plain wording of the request with the open part left open")
+
+
+class ChangeFacts(BaseModel):
+    """What code found for a changing-intent adaptation: the first goal and the revised one."""
+
+    action_index: int = Field(description="position in the gold actions of the write the user revises")
+    initial_action: Action = Field(description="the write the user first asks for")
+    revised_action: Action = Field(description="the write the user asks for after changing course (the gold one)")
+    difference: str = Field(description="what differs between the two writes")
+    initial_request: str = Field(description="a plain wording of the whole first request")
+    revised_request: str = Field(description="a plain wording of the revised write")
+    action_label: str = Field(description="how the user names the write that changes, e.g. 'the exchange for order #W1'")
+    must_mention: list[str] = Field(description="values the revised request must state verbatim")
+
+
+class InfeasibleCandidate(BaseModel):
+    """A write the user could ask for that a tool check or a policy rule refuses (confirmed by running it)."""
+
+    rule: str
+    action: Action
+    fact: str = Field(description="why it cannot be done")
+    finding: str = Field(description="what running it on a copy of the database gave")
+    request: str = Field(description="a plain wording of the request")
+    related: bool = Field(description="whether it acts on an order the original task touches")
+
+
+class InfeasibilityFacts(BaseModel):
+    user_id: str
+    candidates: list[InfeasibleCandidate]
+
+
+class AdaptAmbiguous(dspy.Signature):
+    """Rewrite a customer-service task so that the customer's opening request is
+    underspecified: the request as stated fits several entities in the database (the
+    candidates), and the customer reveals the details that pick the target only when the
+    agent asks. A good agent must ask a clarifying question before acting.
+
+    The opening (reason_for_call and known_info) states only what facts.stated says about
+    the open part and must not contain any of the facts.withheld values, nor hints that
+    single out the target (its order id, item options, or other items of its order). Keep
+    everything else the customer needs verbatim: how to identify themselves and every
+    other request of the original task. In withheld_info write one short sentence per
+    withheld value, containing the value verbatim, that the customer says when asked. In
+    task_instructions tell the customer to hold those details back until asked. The goal
+    (the end state) stays the original task's."""
+
+    task: Task = dspy.InputField(desc="The original, fully specified task.")
+    trajectory: Trajectory = dspy.InputField(desc="The executed tool calls the task was written from.")
+    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    facts: AmbiguityFacts = dspy.InputField(desc="The candidates, the target and the values to withhold, found by code.")
+    scenario: UserScenario = dspy.OutputField(desc="The rewritten customer scenario with an underspecified opening.")
+    withheld_info: list[str] = dspy.OutputField(desc="Sentences the customer says only when asked, one per "
+                                                     "withheld value, each containing it verbatim.")
+
+
+class AdaptChanging(dspy.Signature):
+    """Rewrite a customer-service task so that the customer changes their mind midway.
+
+    The customer opens with the first request (facts.initial_request: the original goal)
+    and, at the point given by change_trigger, revises one write to facts.revised_action.
+    The trigger must come before the agent performs that write: typically when the agent
+    has listed the details of the action and asks for confirmation, the customer does not
+    confirm but asks for the revised version instead. The revised_request is what the
+    customer then says: it must state every value in facts.must_mention verbatim. The
+    scenario's reason_for_call and known_info carry the first request in full (identity,
+    order ids, items by description, payment method); task_instructions explain when and
+    how to change course, and that the first version must not be carried out."""
+
+    task: Task = dspy.InputField(desc="The original task, whose goal is the first request.")
+    trajectory: Trajectory = dspy.InputField(desc="The executed tool calls the task was written from.")
+    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    facts: ChangeFacts = dspy.InputField(desc="The first and the revised write, found and checked by code.")
+    scenario: UserScenario = dspy.OutputField(desc="The customer scenario; reason_for_call is the first request.")
+    change_trigger: str = dspy.OutputField(desc="When in the conversation the customer changes course.")
+    revised_request: str = dspy.OutputField(desc="What the customer asks for instead, with the must-mention values.")
+
+
+class AdaptInfeasible(dspy.Signature):
+    """Rewrite a customer-service task so that the customer asks for something the agent
+    must not do: one of the candidate writes, each refused by a tool check or by a rule
+    of the policy (code ran each on a copy of the database to confirm).
+
+    Choose the candidate that fits the original task best (prefer related ones) and return
+    it unchanged as forbidden_action. Write the scenario of the same customer asking for
+    it: identification details and the order id must be in known_info or reason_for_call,
+    so a correct agent can authenticate the customer, look the order up and then refuse.
+    The customer insists once, then accepts the refusal. In explanation say in one or two
+    sentences what a correct agent tells the customer and why (the rule that forbids it)."""
+
+    task: Task = dspy.InputField(desc="The original task (same customer).")
+    trajectory: Trajectory = dspy.InputField(desc="The executed tool calls the task was written from.")
+    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    facts: InfeasibilityFacts = dspy.InputField(desc="The forbidden writes code proposes, with why each is refused.")
+    forbidden_action: Action = dspy.OutputField(desc="The chosen candidate's action, exactly as proposed.")
+    scenario: UserScenario = dspy.OutputField(desc="The customer scenario asking for the forbidden write.")
+    explanation: str = dspy.OutputField(desc="What a correct agent explains to the customer, and why.")
