@@ -1,0 +1,355 @@
+"""The generation pipeline: explore -> write -> adapt -> static verify -> store.
+
+A run works through items 0..n-1. Item i explores one trajectory from a seed derived from
+(run seed, i) alone, so a resumed run produces the same items as an uninterrupted one.
+A valid trajectory becomes a general task (the writer) and one adapted task per chosen
+condition (the adapter); every task gets a static verdict. Each finished item, done or
+failed, is committed in one transaction with its record (``store.failures``), so an
+interrupted run loses only the items in flight, and ``resume`` skips the recorded ones.
+
+Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
+output does not parse. What still fails is recorded on the item with its reason
+(``lm_error``), and the run goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, Field
+
+from domains import Environment
+from programs.verifier import Verifier
+from signatures.models import CONDITIONS, Condition, Provenance, Task, Trajectory, Verdict
+from store import LMCall, TaskStore
+from store.failures import GenerationItem, add_generation_item, generation_items
+
+GENERATION_ROLES = ("explorer", "writer", "adapter")
+
+
+# ---------------------------------------------------------------- program contracts
+
+
+class ExplorerProgram(Protocol):
+    def explore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
+                provenance: Provenance | None = None) -> Any: ...
+
+
+class WriterProgram(Protocol):
+    def write(self, trajectory: Trajectory, env: Environment[Any], provenance: Provenance | None = None) -> Any: ...
+
+
+class AdapterProgram(Protocol):
+    def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any], seed: int) -> Any: ...
+
+
+# ---------------------------------------------------------------- configuration and results
+
+
+class GenerationConfig(BaseModel):
+    """Everything that determines a run's items; recorded as the run's config."""
+
+    domain: str = "retail"
+    n: int = Field(ge=1, description="items to explore; each yields a general task and its adaptations")
+    conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS))
+    seed: int = 0
+    db_path: str | None = None  # None: generated with generate_db(seed, db_users)
+    db_users: int = 500
+    db_initial_hash: str
+    source: Literal["baseline", "lm"] = "baseline"
+    roles: dict[str, str] = Field(default_factory=dict)  # role -> 'baseline' or the LM model string
+    programs: str | None = None  # compiled program state name loaded from the store
+    guided: bool = False  # coverage-guided (optimize.coverage): items depend on the store's state
+    id_prefix: str = ""
+
+
+class ConditionSummary(BaseModel):
+    """One row of a run's summary: what became of the run's items in one condition."""
+
+    condition: str
+    explored: int  # items explored
+    valid: int  # items with a valid trajectory
+    tasks: int  # tasks made in this condition
+    verified: int  # of those, passing static verification
+
+    @property
+    def rate(self) -> float:
+        return self.verified / self.explored if self.explored else 0.0
+
+
+class RunSummary(BaseModel):
+    run_id: str
+    items: int
+    failed: dict[str, int] = Field(default_factory=dict)  # reason -> items
+    conditions: list[ConditionSummary] = Field(default_factory=list)
+    rejected: dict[str, dict[str, int]] = Field(default_factory=dict)  # condition -> adapter reason -> items
+
+
+class ItemOutput(BaseModel):
+    """One finished item, ready to be stored."""
+
+    item: GenerationItem
+    trajectory: Trajectory | None = None
+    tasks: list[Task] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(default_factory=list)
+    lm_calls: list[LMCall] = Field(default_factory=list)
+
+
+def item_seed(run_seed: int, index: int) -> int:
+    """The seed of item ``index``: a function of the run seed and the index only."""
+    digest = hashlib.blake2b(f"{run_seed}/{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def condition_seed(seed: int, condition: str) -> int:
+    digest = hashlib.blake2b(f"{seed}/{condition}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def id_prefix(config: GenerationConfig, run_id: str | None) -> str:
+    """Prefix of the run's trajectory and task ids.
+
+    Offline runs are reproducible: the same domain, database, seed and programs give the
+    same ids, so a repeated run re-stores the same items under the same ids. LM output is
+    not reproducible, so an LM run's ids also depend on its run id.
+    """
+    key = [config.domain, config.db_initial_hash, str(config.seed), config.source,
+           repr(sorted(config.roles.items())), config.programs or ""]
+    if config.source == "lm" or config.guided:
+        key.append(run_id or "")
+    return f"{config.domain}-{hashlib.blake2b('|'.join(key).encode(), digest_size=5).hexdigest()}"
+
+
+def _lm_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean 'the LM failed us' (after retries), not a bug in our code."""
+    from dspy.utils.exceptions import AdapterParseError, LMError
+
+    from programs.explorer import ExplorationError
+    from programs.writer import WriterError
+
+    errors: list[type[BaseException]] = [LMError, AdapterParseError, ExplorationError, WriterError]
+    try:
+        from programs import adapter as adapter_module
+    except ImportError:
+        adapter_module = None  # type: ignore[assignment]
+    for name in ("AdapterError", "AdaptationError"):
+        extra = getattr(adapter_module, name, None)
+        if isinstance(extra, type) and issubclass(extra, BaseException):
+            errors.append(extra)
+    return tuple(errors)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+class GenerationPipeline:
+    """Explore -> write -> adapt -> static verify -> store, item by item.
+
+    ``lms`` maps a role to the ``dspy.LM`` its program uses (for usage records; the
+    programs must already be bound to them, e.g. with ``module.set_lm``). ``after_item`` is
+    called with each item's record right after it is committed.
+    """
+
+    def __init__(self, env: Environment[Any], store: TaskStore, config: GenerationConfig, *,
+                 explorer: ExplorerProgram, writer: WriterProgram, adapter: AdapterProgram | None,
+                 program_versions: dict[str, str] | None = None, lms: dict[str, Any] | None = None,
+                 workers: int = 1, adapt_attempts: int = 2,
+                 after_item: Callable[[GenerationItem], None] | None = None,
+                 targets: Callable[[int], Any] | None = None) -> None:
+        self.env = env
+        self.store = store
+        self.config = config
+        self.explorer = explorer
+        self.writer = writer
+        self.adapter = adapter
+        self.program_versions = program_versions or {}
+        self.lms = lms or {}
+        self.workers = max(1, workers)
+        self.adapt_attempts = max(1, adapt_attempts)
+        self.after_item = after_item
+        # coverage-guided runs (optimize.coverage): item index -> a target with .tool (the
+        # write to make first) and .goal (recorded as the trajectory's goal), or None
+        self.targets = targets
+        self.verifier = Verifier(env)
+        self._errors = _lm_errors()
+        self._usage_lock = threading.Lock()
+        self._recorder: Any = None
+        if self.lms:
+            from programs.lm import UsageRecorder
+
+            self._recorder = UsageRecorder()
+
+    # ------------------------------------------------------------ one item
+
+    def generate_item(self, run_id: str, index: int) -> ItemOutput:
+        """Explore, write, adapt and verify item ``index``; never raises for LM failures."""
+        config = self.config
+        seed = item_seed(config.seed, index)
+        provenance = Provenance(source=config.source, run_id=run_id, program_versions=self.program_versions,
+                                seed=seed)
+        trajectory_id = f"{config.id_prefix}-{index:05d}"
+        failed_calls: list[LMCall] = []
+
+        target = self.targets(index) if self.targets is not None else None
+        steer = {"target_write": target.tool, "goal": target.goal} if target is not None else {}
+        try:
+            explored = self.explorer.explore(self.env, seed, trajectory_id=trajectory_id, **steer,
+                                             provenance=provenance.model_copy(update={"trajectory_id": trajectory_id}))
+        except self._errors as exc:
+            failed_calls.append(self._failed_call("explorer", exc))
+            return self._failed(index, seed, "explore", "lm_error", _first_line(exc), None, failed_calls)
+        trajectory = explored.trajectory
+        counts = {"proposals": explored.proposals, "dropped_calls": len(explored.dropped)}
+        if trajectory is None:
+            return self._failed(index, seed, "explore", "no_trajectory", explored.rejected_reason or "", None,
+                                failed_calls, **counts)
+        try:
+            written = self.writer.write(trajectory, self.env, provenance.model_copy(
+                update={"trajectory_id": trajectory.id}))
+        except self._errors as exc:
+            failed_calls.append(self._failed_call("writer", exc))
+            return self._failed(index, seed, "write", "lm_error", _first_line(exc), trajectory, failed_calls,
+                                **counts)
+        general = written.task
+        if general is None:
+            return self._failed(index, seed, "write", "writer_rejected", written.rejected_reason or "", trajectory,
+                                failed_calls, **counts)
+        tasks: list[Task] = []
+        rejected: dict[str, str] = {}
+        if "general" in config.conditions:
+            tasks.append(general)
+        for condition in config.conditions:
+            if condition == "general":
+                continue
+            if self.adapter is None:
+                rejected[condition] = "no adapter"
+                continue
+            adapted = None
+            for _ in range(self.adapt_attempts):  # the adapter leaves re-asking on unparseable output to us
+                try:
+                    adapted = self.adapter.adapt(general, trajectory, condition, self.env,
+                                                 condition_seed(seed, condition))
+                    break
+                except self._errors as exc:
+                    failed_calls.append(self._failed_call("adapter", exc))
+                    rejected[condition] = f"lm_error: {_first_line(exc)}"
+            if adapted is None:
+                continue
+            rejected.pop(condition, None)
+            if adapted.task is None:
+                detail = getattr(adapted, "detail", None)
+                rejected[condition] = (adapted.rejected_reason or "rejected") + (f": {detail}" if detail else "")
+            else:
+                tasks.append(adapted.task)
+        verdicts = [self.verifier.verify_task(t) for t in tasks]
+        item = GenerationItem(index=index, seed=seed, status="done", trajectory_id=trajectory.id,
+                              general_task_id=general.id, tasks={t.condition: t.id for t in tasks},
+                              verified={t.condition: v.passed for t, v in zip(tasks, verdicts)},
+                              rejected=rejected, **counts)
+        return ItemOutput(item=item, trajectory=trajectory, tasks=tasks, verdicts=verdicts, lm_calls=failed_calls)
+
+    @staticmethod
+    def _failed(index: int, seed: int, stage: Literal["explore", "write"], reason: Any, detail: str,
+                trajectory: Trajectory | None, lm_calls: list[LMCall], **counts: int) -> ItemOutput:
+        item = GenerationItem(index=index, seed=seed, status="failed", stage=stage, reason=reason, detail=detail,
+                              trajectory_id=trajectory.id if trajectory else None, **counts)
+        return ItemOutput(item=item, trajectory=trajectory, lm_calls=lm_calls)
+
+    def _failed_call(self, role: str, exc: BaseException) -> LMCall:
+        lm = self.lms.get(role)
+        return LMCall(role=role, model=str(getattr(lm, "model", "") or ""), error=_first_line(exc))
+
+    def _drain_usage(self) -> list[LMCall]:
+        if self._recorder is None:
+            return []
+        out = []
+        with self._usage_lock:
+            for role, lm in self.lms.items():
+                for record in self._recorder.drain(lm, role):
+                    out.append(LMCall(role=record.role, model=record.model, prompt_tokens=record.prompt_tokens,
+                                      completion_tokens=record.completion_tokens, cost=record.cost,
+                                      latency_s=record.latency_s or 0.0, error=record.error))
+        return out
+
+    def _store(self, run_id: str, output: ItemOutput) -> None:
+        lm_calls = output.lm_calls + self._drain_usage()
+        add_generation_item(self.store, run_id, output.item,
+                            trajectories=[output.trajectory] if output.trajectory else [],
+                            tasks=output.tasks, verdicts=output.verdicts, lm_calls=lm_calls)
+
+    # ------------------------------------------------------------ the run
+
+    def pending_items(self, run_id: str) -> list[int]:
+        done = {item.index for item in generation_items(self.store, run_id)}
+        return [i for i in range(self.config.n) if i not in done]
+
+    def run(self, run_id: str, progress: Callable[[GenerationItem], None] | None = None) -> RunSummary:
+        """Generate every item of the run not yet recorded, then summarize from the store.
+
+        The run row must exist (``start_run``). On KeyboardInterrupt the run is marked
+        'interrupted' and the interrupt propagates; committed items stay.
+        """
+        todo = self.pending_items(run_id)
+        try:
+            for output in self._outputs(run_id, todo):
+                self._store(run_id, output)
+                if progress is not None:
+                    progress(output.item)
+                if self.after_item is not None:
+                    self.after_item(output.item)
+        except KeyboardInterrupt:
+            self.store.finish_run(run_id, "interrupted")
+            raise
+        self.store.finish_run(run_id, "finished")
+        return summarize(self.store, run_id, self.config.conditions)
+
+    def _outputs(self, run_id: str, todo: Sequence[int]) -> Iterator[ItemOutput]:
+        if self.workers == 1 or len(todo) <= 1:
+            for index in todo:
+                yield self.generate_item(run_id, index)
+            return
+        # LM runs spend their time waiting on the network: keep `workers` items in flight and
+        # store each as it finishes (the main thread is the only writer)
+        executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="t2t-generate")
+        pending: set[Future[ItemOutput]] = set()
+        queue = list(todo)
+        try:
+            while queue or pending:
+                while queue and len(pending) < self.workers:
+                    pending.add(executor.submit(self.generate_item, run_id, queue.pop(0)))
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: f.result().item.index):
+                    yield future.result()
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+
+def summarize(store: TaskStore, run_id: str, conditions: Sequence[str]) -> RunSummary:
+    """Per-condition counts of a run, from its item records in the store."""
+    items = generation_items(store, run_id)
+    failed: dict[str, int] = {}
+    for item in items:
+        if item.status == "failed" and item.reason:
+            failed[item.reason] = failed.get(item.reason, 0) + 1
+    valid = sum(1 for item in items if item.trajectory_id)
+    rejected: dict[str, dict[str, int]] = {}
+    for item in items:
+        for condition, why in item.rejected.items():
+            reason = why.split(":")[0]
+            counts = rejected.setdefault(condition, {})
+            counts[reason] = counts.get(reason, 0) + 1
+    rows = [ConditionSummary(condition=c, explored=len(items), valid=valid,
+                             tasks=sum(1 for item in items if c in item.tasks),
+                             verified=sum(1 for item in items if item.verified.get(c)))
+            for c in conditions]
+    return RunSummary(run_id=run_id, items=len(items), failed=failed, conditions=rows, rejected=rejected)
+

@@ -1,0 +1,214 @@
+"""`t2t generate`: explore -> write -> adapt -> verify -> store, with LMs or offline baselines."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Annotated, Any, Optional
+
+import typer
+
+from t2t.errors import UserError
+
+ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
+HELP = """Generate verifiable tasks: explore trajectories, write a general task from each, adapt it to the
+chosen user conditions, verify every task statically and store everything.
+
+--n is the number of trajectories to EXPLORE (items). Each item that yields a valid trajectory gives one
+general task plus one adapted task per other chosen condition (when the adaptation's checks pass), so a
+run makes at most n x (number of conditions) tasks. With no LM configured (no --lm, --<role>-lm,
+--lm-config or T2T_*_LM variable) the offline baselines run: seeded, deterministic, labelled 'baseline'.
+
+--programs NAME loads compiled program state saved in the store under NAME (t2t optimize): a record whose
+program is 'explorer', 'writer' or 'adapter' holds that module's DSPy state; one whose program is
+'generation' holds {"explorer": state, "writer": state, "adapter": state} (any subset).
+"""
+
+
+def _conditions(text: str) -> list[str]:
+    from signatures.models import CONDITIONS
+
+    chosen = [c.strip() for c in text.split(",") if c.strip()]
+    unknown = [c for c in chosen if c not in CONDITIONS]
+    if unknown or not chosen:
+        raise UserError(f"--conditions: unknown condition(s) {', '.join(unknown) or '(none given)'}; "
+                        f"choose from {', '.join(CONDITIONS)}")
+    return [c for c in CONDITIONS if c in chosen]
+
+
+def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any:
+    from programs.lm import LMConfigError, load_lm_config
+
+    try:
+        return load_lm_config(flags=flags, config_path=lm_config)
+    except LMConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _programs(lm_config: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles."""
+    from programs.lm import build_lm
+    from programs.pipeline import GENERATION_ROLES
+
+    lms: dict[str, Any] = {}
+    roles: dict[str, str] = {}
+    for role in GENERATION_ROLES:
+        settings = lm_config.for_role(role)
+        if settings is not None:
+            lms[role] = build_lm(settings)
+            roles[role] = settings.model
+        else:
+            roles[role] = "baseline"
+    from programs.adapter import BaselineAdapter, IntentAdapter
+    from programs.explorer import BaselineExplorer, Explorer
+    from programs.writer import BaselineWriter, TaskWriter
+
+    modules: dict[str, Any] = {
+        "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
+        "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
+        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
+    }
+    for role, lm in lms.items():
+        modules[role].set_lm(lm)
+    return modules, lms, roles
+
+
+def load_program_state(store: Any, name: str, modules: dict[str, Any]) -> list[str]:
+    """Apply the compiled state saved as ``name`` to the LM modules; returns the roles loaded."""
+    record = store.latest_program(name)
+    if record is None:
+        raise UserError(f"--programs: no program named '{name}' in the store")
+    program, state = record["program"], record["state"]
+    if program in modules:
+        states = {program: state}
+    elif program == "generation" and isinstance(state, dict):
+        states = {role: s for role, s in state.items() if role in modules}
+    else:
+        raise UserError(f"--programs: '{name}' holds a '{program}' program, not explorer, writer, adapter or "
+                        f"generation")
+    for role, role_state in states.items():
+        module = modules[role]
+        if not hasattr(module, "load_state"):
+            raise UserError(f"--programs: '{name}' has state for the {role}, which runs as an offline baseline "
+                            f"here; configure an LM for it (--lm or --{role}-lm)")
+        try:
+            module.load_state(role_state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"--programs: the {role} state in '{name}' does not fit this program: {exc}") from None
+    return sorted(states)
+
+
+def generate(
+    domain: Annotated[str, typer.Option("--domain", help="Domain name.")] = "retail",
+    n: Annotated[int, typer.Option("--n", min=1, help="Trajectories to explore (items); each valid one gives a "
+                                                       "general task and one task per other chosen condition.")] = 40,
+    conditions: Annotated[str, typer.Option("--conditions", help="Comma-separated conditions to make tasks in.")]
+    = ALL_CONDITIONS,
+    lm: Annotated[Optional[str], typer.Option("--lm", help="LiteLLM model for every role, e.g. "
+                                                           "openai/gpt-4o-mini.")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of an OpenAI-compatible "
+                                                                       "server (vLLM, Ollama, ...).")] = None,
+    explorer_lm: Annotated[Optional[str], typer.Option("--explorer-lm", help="Model for the explorer.")] = None,
+    writer_lm: Annotated[Optional[str], typer.Option("--writer-lm", help="Model for the task writer.")] = None,
+    adapter_lm: Annotated[Optional[str], typer.Option("--adapter-lm", help="Model for the intent adapter.")] = None,
+    lm_config: Annotated[Optional[str], typer.Option("--lm-config", help="LM config file (TOML or JSON) with "
+                                                                         "\\[lm.<role>] tables.")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a fresh one from the seeded "
+                                                           "generator).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated database and of every item.")] = 0,
+    users: Annotated[int, typer.Option("--users", min=1, help="Users in the generated database.")] = 500,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store file (default ./t2t.duckdb).")] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue run RUN_ID: its recorded settings "
+                                                                   "are used; finished items are skipped.")] = None,
+    programs: Annotated[Optional[str], typer.Option("--programs", help="Load compiled program state saved in "
+                                                                       "the store under this name.")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Items in flight at once (default 1 "
+                                                                            "offline, 8 with an LM).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
+    guided: Annotated[bool, typer.Option("--guided", help="Coverage-guided: each batch of items aims at the "
+                                                          "tool x condition cells with the fewest verified tasks "
+                                                          "in the store.")] = False,
+) -> None:
+    """Explore trajectories, write and adapt tasks, verify them and store everything."""
+    from programs.lm import ensure_local_cost_map
+
+    ensure_local_cost_map()
+    from programs.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+    from store import TaskStore
+    from store.failures import run_config
+    from t2t.output import console, err_console, print_json_line, print_table, progress
+    from t2t.settings import load_environment, store_path
+
+    chosen = _conditions(conditions)
+    flags = {"lm": lm, "api_base": api_base, "explorer_lm": explorer_lm, "writer_lm": writer_lm,
+             "adapter_lm": adapter_lm}
+    lms_config = _lm_config(flags, lm_config)
+    modules, lms, roles = _programs(lms_config)
+    source = "lm" if lms else "baseline"
+
+    with TaskStore(store_path(store)) as task_store:
+        if resume is not None:
+            recorded = run_config(task_store, resume)
+            if recorded is None or recorded[0] != "generate":
+                raise UserError(f"--resume: no generate run '{resume}' in {store_path(store)}")
+            config = GenerationConfig.model_validate(recorded[1])
+            if config.roles != roles:
+                used = ", ".join(f"{r}: {m}" for r, m in sorted(config.roles.items()))
+                raise UserError(f"--resume: run {resume} used {used}; configure the same LMs to resume it")
+            env = load_environment(config.domain, config.db_path, seed=config.seed, users=config.db_users)
+            if env.initial_hash() != config.db_initial_hash:
+                raise UserError(f"--resume: the database differs from the one run {resume} started on")
+            run_id = resume
+        else:
+            env = load_environment(domain, db, seed=seed, users=users)
+            run_id = uuid.uuid4().hex
+            config = GenerationConfig(domain=env.domain.name, n=n, conditions=chosen, seed=seed,
+                                      db_path=os.path.abspath(db) if db else None, db_users=users,
+                                      db_initial_hash=env.initial_hash(), source=source, roles=roles,
+                                      programs=programs, guided=guided)
+            config.id_prefix = id_prefix(config, run_id)
+        if config.programs:
+            load_program_state(task_store, config.programs, modules)
+        versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
+                    for role, module in modules.items()}
+        task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
+        pipeline = GenerationPipeline(env, task_store, config, explorer=modules["explorer"],
+                                      writer=modules["writer"], adapter=modules["adapter"],
+                                      program_versions=versions, lms=lms,
+                                      workers=workers or (8 if lms else 1),
+                                      targets=_guided_targets(task_store, env, config))
+        todo = len(pipeline.pending_items(run_id))
+        try:
+            with progress("generating", total=config.n) as bar:
+                task = bar.add_task(f"generate {config.domain} ({config.source})", total=config.n,
+                                    completed=config.n - todo)
+                summary = pipeline.run(run_id, progress=lambda item: bar.advance(task))
+        except KeyboardInterrupt:
+            err_console.print(f"interrupted: finished items are stored; continue with --resume {run_id}")
+            raise
+    if json_out:
+        print_json_line({"run_id": summary.run_id, "source": config.source, "items": summary.items,
+                         "failed": summary.failed, "rejected": summary.rejected,
+                         "conditions": [dict(c.model_dump(), rate=round(c.rate, 4)) for c in summary.conditions]})
+        return
+    print_table(f"generate {config.domain}: {config.source}, seed {config.seed}, n {config.n}",
+                ["condition", "explored", "valid", "tasks", "verified", "rate"],
+                [(c.condition, c.explored, c.valid, c.tasks, c.verified, f"{c.rate:.0%}") for c in summary.conditions])
+    if summary.failed:
+        console.print("failed items: " + ", ".join(f"{reason} {k}" for reason, k in sorted(summary.failed.items())))
+    for condition, reasons in summary.rejected.items():
+        console.print(f"{condition} not adapted: " + ", ".join(f"{r} {k}" for r, k in sorted(reasons.items())))
+    console.print(f"run {run_id}")
+
+
+def _guided_targets(task_store: Any, env: Any, config: Any) -> Any:
+    """The coverage-guided plan (optimize.coverage) when the run is guided, else None."""
+    if not config.guided:
+        return None
+    from optimize.coverage import GuidedTargets
+
+    return GuidedTargets(task_store, env.domain, config.conditions)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("generate", help=HELP)(generate)
