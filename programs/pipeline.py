@@ -36,7 +36,8 @@ GENERATION_ROLES = ("explorer", "writer", "adapter")
 
 class ExplorerProgram(Protocol):
     def explore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
-                provenance: Provenance | None = None) -> Any: ...
+                provenance: Provenance | None = None, target_write: str | None = None,
+                goal: str | None = None) -> Any: ...
 
 
 class WriterProgram(Protocol):
