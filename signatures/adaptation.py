@@ -45,7 +45,8 @@ class ChangeFacts(BaseModel):
     difference: str = Field(description="what differs between the two writes")
     initial_request: str = Field(description="a plain wording of the whole first request")
     revised_request: str = Field(description="a plain wording of the revised write")
-    action_label: str = Field(description="how the user names the write that changes, e.g. 'the exchange for order #W1'")
+    action_label: str = Field(description="how the user names the write that changes "
+                                          "(e.g. 'the exchange for order #W1')")
     must_mention: list[str] = Field(description="values the revised request must state verbatim")
 
 
@@ -83,7 +84,8 @@ class AdaptAmbiguous(dspy.Signature):
     task: Task = dspy.InputField(desc="The original, fully specified task.")
     trajectory: Trajectory = dspy.InputField(desc="The executed tool calls the task was written from.")
     policy: str = dspy.InputField(desc="The rules the support agent follows.")
-    facts: AmbiguityFacts = dspy.InputField(desc="The candidates, the target and the values to withhold, found by code.")
+    facts: AmbiguityFacts = dspy.InputField(desc="The candidates, the target and the values to withhold, "
+                                                 "found by code.")
     scenario: UserScenario = dspy.OutputField(desc="The rewritten customer scenario with an underspecified opening.")
     withheld_info: list[str] = dspy.OutputField(desc="Sentences the customer says only when asked, one per "
                                                      "withheld value, each containing it verbatim.")

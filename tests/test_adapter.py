@@ -250,7 +250,8 @@ def test_lm_choosing_a_write_code_did_not_propose_is_rejected(env, cancel):
     reference = BaselineAdapter().adapt(*cancel, "infeasible", env, seed=0).task
     user_id = env.base.db.orders[cancel[0].gold_actions[-1].arguments["order_id"]].user_id
     foreign = next(o for o in env.base.db.orders.values() if o.status == "delivered" and o.user_id != user_id)
-    made_up = Action(name="cancel_pending_order", arguments={"order_id": foreign.order_id, "reason": "no longer needed"})
+    made_up = Action(name="cancel_pending_order",
+                     arguments={"order_id": foreign.order_id, "reason": "no longer needed"})
     result, _ = _lm_adapt(env, cancel, "infeasible", _infeasible_answer(
         reference, made_up, f"You want to cancel order {foreign.order_id}."))
     assert (result.task, result.rejected_reason) == (None, "not_a_candidate")

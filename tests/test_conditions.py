@@ -112,7 +112,8 @@ def test_ambiguous_rejects_a_request_only_one_entity_fits(env):
     parent, _ = build_general(env, [auth(db, user_id), exchange_call(db, order, product)], "single")
     stated = {"entity": "order_item", "user_id": user_id, "action": "exchange_delivered_order_items",
               "product_name": product}
-    scenario = UserScenario(reason_for_call=f"Exchange my {product}.", withheld_info=[f"The order is {order.order_id}."])
+    scenario = UserScenario(reason_for_call=f"Exchange my {product}.",
+                            withheld_info=[f"The order is {order.order_id}."])
     check = check_ambiguous(env, parent, adapted(parent, "ambiguous", scenario), stated, action_index=1)
     assert (check.passed, check.reason) == (False, "too_few_candidates")
 
@@ -145,6 +146,44 @@ def test_ambiguous_rejects_a_changed_gold(env, exchange_case):
     gold = parent.gold_actions[:2]  # the clarified goal must stay the parent's
     check = check_ambiguous(env, parent, adapted(parent, "ambiguous", good, gold_actions=gold), stated, action_index=1)
     assert (check.passed, check.reason) == (False, "gold_changed")
+
+
+def test_ambiguous_payment_method_counts_only_methods_the_write_accepts(env):
+    db = _db(env)
+    user_id, order = next((u, o) for u in sorted(db.users) for o in orders_of(db, u, "delivered")
+                          if sum(m.source == "gift_card" for m in db.users[u].payment_methods.values()) >= 2)
+    cards = sorted(k for k, m in db.users[user_id].payment_methods.items() if m.source == "gift_card")
+    refund = {"order_id": order.order_id, "item_ids": [order.items[0].item_id]}
+    parent, _ = build_general(env, [auth(db, user_id), ("return_delivered_order_items",
+                                                        {**refund, "payment_method_id": cards[0]})], "refund")
+    stated = {"entity": "payment_method", "user_id": user_id, "action": "return_delivered_order_items",
+              "source": "gift_card", "arguments": refund}
+    scenario = UserScenario(reason_for_call=f"Return an item of {order.order_id} to one of your gift cards.",
+                            withheld_info=[f"The gift card is {cards[0]}."])
+    check = check_ambiguous(env, parent, adapted(parent, "ambiguous", scenario), stated, action_index=1)
+    assert check.passed, check
+    assert all(card in check.detail for card in cards)
+
+
+def test_ambiguous_payment_method_excludes_methods_the_write_refuses(env):
+    db = _db(env)
+
+    def credit_cards(user_id: str) -> list[str]:
+        return sorted(k for k, m in db.users[user_id].payment_methods.items() if m.source == "credit_card")
+
+    user_id, order = next((u, o) for u in sorted(db.users) for o in orders_of(db, u, "delivered")
+                          if len(credit_cards(u)) >= 2 and o.payment_history[0].payment_method_id in credit_cards(u))
+    original = order.payment_history[0].payment_method_id
+    refund = {"order_id": order.order_id, "item_ids": [order.items[0].item_id]}
+    parent, _ = build_general(env, [auth(db, user_id), ("return_delivered_order_items",
+                                                        {**refund, "payment_method_id": original})], "card")
+    stated = {"entity": "payment_method", "user_id": user_id, "action": "return_delivered_order_items",
+              "source": "credit_card", "arguments": refund}
+    scenario = UserScenario(reason_for_call=f"Return an item of {order.order_id} to your credit card.",
+                            withheld_info=[f"Card {db.users[user_id].payment_methods[original].last_four}."])
+    # two credit cards, but a refund goes only to the original one: 'my credit card' is not ambiguous
+    check = check_ambiguous(env, parent, adapted(parent, "ambiguous", scenario), stated, action_index=1)
+    assert (check.passed, check.reason) == (False, "too_few_candidates")
 
 
 def test_mentions_matches_whole_values_and_order_ids_without_hash():

@@ -15,12 +15,15 @@ Shapes
 - ``"order"``: ``{entity, user_id, action, product_name | None}``: the user's orders whose
   status lets ``action`` run, containing an item named ``product_name`` when given.
   Candidate key: the order id.
-- ``"order_item"``: ``{entity, user_id, action, product_name}``: items named
-  ``product_name`` in the user's orders whose status lets ``action`` run. Candidate key:
-  ``"<order id> item <item id>"``.
+- ``"order_item"``: ``{entity, user_id, action, product_name | None, order_id | None}``:
+  items in the user's orders whose status lets ``action`` run, named ``product_name``
+  and in order ``order_id`` when given. Candidate key: ``"<order id> item <item id>"``.
 - ``"variant"``: ``{entity, user_id, action, order_id, from_item_id, options}``: available
   variants of the product of ``from_item_id``, other than it, whose options include
   ``options``. Candidate key: the item id.
+- ``"payment_method"``: ``{entity, user_id, action, source, arguments}``: the user's
+  payment methods of kind ``source`` with which ``action`` on ``arguments`` runs without
+  a tool error. Candidate key: the payment method id.
 """
 
 from __future__ import annotations
@@ -192,25 +195,33 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
         return f"{name.replace('_', ' ')} {a}"
     oid = order.order_id
     status = ORDER_WRITES.get(name) or ITEM_WRITES.get(name) or order.status
-    if entity in ("order", "order_item"):
+    if entity in ("order", "order_item") and not (stated and stated.get("order_id")):
         product = stated.get("product_name") if stated else None
         where = (f"your {status} order with the {product}" if product and entity == "order"
                  else f"one of your {status} orders")
     else:
         where = f"your {status} order {oid}"
+
+    def method_text(method_id: str) -> str:
+        if entity == "payment_method" and stated:
+            return _VAGUE_METHODS.get(str(stated.get("source")), "one of your payment methods")
+        return payment_text(episode, order.user_id, method_id)
+
     if name == "cancel_pending_order":
         return f"cancel {where} (reason: {a['reason']})"
     if name == "modify_pending_order_address":
         return f"have {where} shipped to {_address_text(a)}"
     if name == "modify_pending_order_payment":
-        return f"pay for {where} with {payment_text(episode, order.user_id, a['payment_method_id'])} instead"
-    method = payment_text(episode, order.user_id, a["payment_method_id"])
+        return f"pay for {where} with {method_text(a['payment_method_id'])} instead"
+    method = method_text(a["payment_method_id"])
     names = [i.name for i in order.items]
 
     def old_text(item_id: str, position: int) -> str:
         item = _item(order, item_id)
         if item is None:
             return f"item {item_id}"
+        if entity == "order_item" and position == 0 and not (stated and stated.get("product_name")):
+            return "one item"  # the open part: not even the product
         if entity in ("order_item", "variant") and position == 0:
             return f"the {item.name}"  # the open part: no options that could give the target away
         return f"the {item.name} ({_options_text(item.options)})" if names.count(item.name) > 1 else f"the {item.name}"
@@ -234,6 +245,9 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
     verb = "exchange" if name == "exchange_delivered_order_items" else "change"
     return f"{verb} {' and '.join(changes)} in {where}, settling any price difference with {method}"
 
+
+_VAGUE_METHODS = {"credit_card": "one of your credit cards", "gift_card": "one of your gift cards",
+                  "paypal": "your PayPal account"}
 
 _ACTION_NOUNS = {
     "cancel_pending_order": "cancellation",
@@ -287,9 +301,11 @@ def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> li
         if action not in ITEM_WRITES:
             return []
         for order in _eligible_orders(episode, user_id, action):
+            if stated.get("order_id") and order.order_id != stated["order_id"]:
+                continue
             seen: set[str] = set()
             for item in order.items:
-                if item.name == product_name and item.item_id not in seen:
+                if (product_name is None or item.name == product_name) and item.item_id not in seen:
                     seen.add(item.item_id)
                     out.append({"key": f"{order.order_id} item {item.item_id}",
                                 "description": f"{item.name} ({_options_text(item.options)}) in order "
@@ -311,6 +327,15 @@ def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> li
                 out.append({"key": variant.item_id,
                             "description": f"{product.name} ({_options_text(variant.options)}), "
                                            f"item {variant.item_id}, price {variant.price}"})
+    elif entity == "payment_method":
+        user = _user(episode, user_id)
+        arguments = dict(stated.get("arguments") or {})
+        if user is None or "payment_method_id" in arguments:
+            return []
+        for method_id, method in sorted(user.payment_methods.items()):
+            if method.source == stated.get("source") and \
+                    not episode.fork().call(action, {**arguments, "payment_method_id": method_id}).error:
+                out.append({"key": method_id, "description": payment_text(episode, user_id, method_id)})
     return out
 
 
@@ -323,8 +348,11 @@ def ambiguity_target(stated: Mapping[str, Any], action: Call) -> str | None:
     if entity == "order":
         return args.get("order_id")
     item_ids, new_ids = args.get("item_ids") or [], args.get("new_item_ids") or []
-    if entity == "order_item" and item_ids:
+    if entity == "order_item" and item_ids and stated.get("order_id") in (None, args.get("order_id")):
         return f"{args.get('order_id')} item {item_ids[0]}"
+    if entity == "payment_method":
+        rest = {k: v for k, v in args.items() if k != "payment_method_id"}
+        return args.get("payment_method_id") if rest == stated.get("arguments") else None
     if (entity == "variant" and item_ids and new_ids and args.get("order_id") == stated.get("order_id")
             and item_ids[0] == stated.get("from_item_id")):
         return new_ids[0]
@@ -346,9 +374,13 @@ def withheld_values(episode: Episode[Any], stated: Mapping[str, Any], target: st
         siblings = [_item(order, k.partition(" item ")[2]) for k in others if k.startswith(order_id + " ")]
         if item is not None:
             for sibling in siblings:
-                values += [v for k, v in item.options.items()
-                           if sibling is not None and sibling.options.get(k) != v and v not in values]
+                if sibling is not None and sibling.name != item.name:
+                    values += [item.name] if item.name not in values else []
+                elif sibling is not None:
+                    values += [v for k, v in item.options.items() if sibling.options.get(k) != v and v not in values]
         return values
+    if entity == "payment_method":
+        return _payment_tokens(episode, str(stated.get("user_id")), target)
     if entity == "variant":
         order = _order(episode, stated.get("order_id"))
         item = _item(order, str(stated.get("from_item_id"))) if order else None
@@ -388,6 +420,8 @@ def _withheld_sentences(episode: Episode[Any], stated: Mapping[str, Any], target
         product = _product(episode, item.product_id) if item else None
         variant = product.variants.get(target) if product else None
         options = dict(variant.options) if variant else {}
+    elif stated.get("entity") == "payment_method":
+        return [f"You mean {payment_text(episode, str(stated.get('user_id')), target)}."]
     by_value = {v: k for k, v in options.items()}
     out = []
     for value in values:
@@ -395,6 +429,8 @@ def _withheld_sentences(episode: Episode[Any], stated: Mapping[str, Any], target
             out.append(f"The order is {value}.")
         elif value in by_value:
             out.append(f"The {by_value[value]} is {value}.")
+        elif stated.get("entity") == "order_item":
+            out.append(f"The item is the {value}.")
         else:
             out.append(f"It is {value}.")
     return out
@@ -423,8 +459,23 @@ def ambiguity_proposals(episode: Episode[Any], actions: Sequence[Call]) -> list[
                     found = _proposal(state, "which_item", index, stated, action)
                     if found:
                         out.append(found)
-                if name in VARIANT_WRITES and first is not None and [i.name for i in order.items].count(first.name) == 1:
+                if name == "return_delivered_order_items" and len(args["item_ids"]) == 1:
+                    stated = {"entity": "order_item", "user_id": user_id, "action": name, "product_name": None,
+                              "order_id": order.order_id}
+                    found = _proposal(state, "which_item", index, stated, action)
+                    if found:
+                        out.append(found)
+                names = [i.name for i in order.items]
+                if name in VARIANT_WRITES and first is not None and names.count(first.name) == 1:
                     out += _variant_proposals(state, index, user_id, action, first)
+            user = _user(state, user_id)
+            method = user.payment_methods.get(str(args.get("payment_method_id"))) if user else None
+            if method is not None:
+                stated = {"entity": "payment_method", "user_id": user_id, "action": name, "source": method.source,
+                          "arguments": {k: v for k, v in args.items() if k != "payment_method_id"}}
+                found = _proposal(state, "which_payment_method", index, stated, action)
+                if found:
+                    out.append(found)
         state.call(name, args)
     return out
 
@@ -569,7 +620,8 @@ def _other_variant(product: Product, item: OrderItem, available: bool) -> Varian
                  if v.available == available and v.item_id != item.item_id), None)
 
 
-def infeasible_proposals(episode: Episode[Any], user_id: str, related_orders: Sequence[str]) -> list[InfeasibleProposal]:
+def infeasible_proposals(episode: Episode[Any], user_id: str,
+                         related_orders: Sequence[str]) -> list[InfeasibleProposal]:
     """Writes the user could ask for that a tool check or a policy rule refuses.
 
     Built from the user's own orders (those in ``related_orders`` marked related) plus a
@@ -603,7 +655,8 @@ def infeasible_proposals(episode: Episode[Any], user_id: str, related_orders: Se
                          "payment_method_id": method},
                         f"the items of order {oid} were already modified once; they cannot be modified again", oid)
                     break
-            add("modify_after_item_change", "modify_pending_order_address", {"order_id": oid, **user.address.model_dump()},
+            add("modify_after_item_change", "modify_pending_order_address",
+                {"order_id": oid, **user.address.model_dump()},
                 f"order {oid} is '{status}', not exactly 'pending', so its address can no longer be changed", oid)
         if status in ("delivered", "pending"):
             tool = "exchange_delivered_order_items" if status == "delivered" else "modify_pending_order_items"
