@@ -1,0 +1,242 @@
+"""The rollout engine: agent x simulated user x environment, judged by the verifier.
+
+One rollout runs on its own episode of the environment (copy-on-write state, so thousands
+can share one loaded database) and goes:
+
+    user opens -> agent turn -> (tool call: run it, show the result to the agent, agent again)
+                             -> (message: the user answers) -> ...
+
+until the user's stop signal, a transfer to a human agent, the agent saying nothing, the
+turn limit (agent turns), or an LM failure beyond the LM layer's retries (termination
+'lm_error'). The agent may make one tool call per turn: further calls in the same turn are
+answered with an error observation and not run. Tool calls with unknown names or
+arguments that are not a JSON object become error observations the agent can read.
+
+`RolloutEngine.run_many` runs rollouts on a thread pool, each isolated; a rollout that
+crashes (a bug, not an LM error) is reported and the batch goes on. `RolloutWriter`
+stores finished rollouts with their verdicts in small atomic batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from domains import Environment
+from programs.agent import Agent, AgentReply
+from programs.user_sim import LMTurnError, SimulatedUser
+from programs.verifier import Verifier
+from signatures.conversation import ConversationTurn
+from signatures.models import Message, Rollout, Step, Task, Termination, ToolCall, Verdict
+
+DEFAULT_MAX_TURNS = 30
+ONE_CALL_PER_TURN = "Error: one tool call per turn; this call was not run. Call it again in a later turn."
+
+
+def is_transfer(tool_name: str) -> bool:
+    """Tools that hand the user to a human agent end the conversation."""
+    return tool_name.startswith("transfer_to_human")
+
+
+def rollout_id_for(run_id: str, task_id: str, agent_model: str, trial: int) -> str:
+    """A stable id per (run, task, agent, trial): a resumed run gives a redone rollout the same id."""
+    key = "\x1f".join((run_id, task_id, agent_model, str(trial)))
+    return "r-" + hashlib.sha1(key.encode()).hexdigest()[:24]
+
+
+class RolloutJob(BaseModel):
+    """One rollout to run: which task, which agent (by name), which trial."""
+
+    model_config = ConfigDict(frozen=True)
+
+    task_id: str
+    agent: str
+    trial: int
+    rollout_id: str
+
+
+class RolloutResult(BaseModel):
+    rollout: Rollout
+    verdict: Verdict
+    wall_s: float
+
+
+class RolloutCrash(BaseModel):
+    """A rollout that raised (not an LM error: those end as verdicts)."""
+
+    job: RolloutJob
+    error: str
+
+
+class RolloutEngine:
+    """Runs agents against a user model on one environment and judges every rollout."""
+
+    def __init__(self, environment: Environment[Any], user: SimulatedUser, agents: Sequence[Agent],
+                 verifier: Verifier | None = None, max_turns: int = DEFAULT_MAX_TURNS) -> None:
+        if max_turns < 1:
+            raise ValueError("max_turns must be at least 1")
+        self.environment = environment
+        self.user = user
+        self.agents = {agent.name: agent for agent in agents}
+        self.verifier = verifier or Verifier(environment)
+        self.max_turns = max_turns
+
+    # ------------------------------------------------------------ one rollout
+
+    def run(self, task: Task, agent: Agent | str, trial: int = 0, rollout_id: str | None = None) -> RolloutResult:
+        agent = self.agents[agent] if isinstance(agent, str) else agent
+        started = time.perf_counter()
+        rollout_id = rollout_id or rollout_id_for("adhoc", task.id, agent.name, trial)
+        episode = self.environment.episode()
+        user = self.user.session(task.scenario)
+        bot = agent.session(task)
+        messages: list[Message] = [Message(role="system", content=agent.system_prompt())]
+        spoken: list[ConversationTurn] = []  # what the user sees: words only
+        steps: list[Step] = []
+        termination: Termination = "max_turns"
+        error: str | None = None
+        turns = 0
+        calls = 0
+        try:
+            said = user.reply(spoken)
+            messages.append(Message(role="user", content=said.text))
+            spoken.append(ConversationTurn(role="user", content=said.text))
+            while True:
+                if said.stop:
+                    termination = "user_stop"
+                    break
+                if turns >= self.max_turns:
+                    termination = "max_turns"
+                    break
+                reply = bot.reply(messages[1:])
+                turns += 1
+                if reply.tool_calls:
+                    calls, transferred = self._run_tool_calls(episode, reply, messages, steps, calls)
+                    if transferred:
+                        termination = "transfer"
+                        break
+                    continue
+                if not reply.content:
+                    termination = "agent_stop"
+                    break
+                messages.append(Message(role="assistant", content=reply.content))
+                spoken.append(ConversationTurn(role="agent", content=reply.content))
+                said = user.reply(spoken)
+                messages.append(Message(role="user", content=said.text))
+                spoken.append(ConversationTurn(role="user", content=said.text))
+        except LMTurnError as exc:
+            termination = "lm_error"
+            error = str(exc)[:2000]
+        usage = user.usage() + bot.usage()
+        end_state_hash = episode.state_hash()
+        rollout = Rollout(id=rollout_id, task_id=task.id, agent_model=agent.name, user_model=self.user.name,
+                          trial=trial, messages=messages, steps=steps, end_state_hash=end_state_hash, usage=usage,
+                          termination=termination, error=error)
+        verdict = self.verifier.judge(task, steps, messages, end_state_hash=end_state_hash, rollout_id=rollout_id,
+                                      termination=termination)
+        return RolloutResult(rollout=rollout, verdict=verdict, wall_s=time.perf_counter() - started)
+
+    @staticmethod
+    def _run_tool_calls(episode: Any, reply: AgentReply, messages: list[Message], steps: list[Step],
+                        calls: int) -> tuple[int, bool]:
+        """Record the assistant's tool-call message, run its first call, answer every call."""
+        recorded: list[ToolCall] = []
+        for call in reply.tool_calls:
+            calls += 1
+            recorded.append(ToolCall(name=call.name, arguments=call.arguments, id=call.id or f"call_{calls}"))
+        messages.append(Message(role="assistant", content=reply.content, tool_calls=recorded))
+        transferred = False
+        for index, (call, record) in enumerate(zip(reply.tool_calls, recorded)):
+            if index > 0:
+                observation, failed = ONE_CALL_PER_TURN, True
+            elif call.arguments_error is not None:
+                observation, failed = f"Error: invalid arguments for {call.name}: {call.arguments_error}", True
+                steps.append(Step(call=record, observation=observation, error=True))
+            else:
+                result = episode.call(call.name, call.arguments)
+                observation, failed = result.output, result.error
+                steps.append(Step(call=record, observation=observation, error=failed))
+                transferred = is_transfer(call.name) and not failed
+            messages.append(Message(role="tool", content=observation, tool_call_id=record.id))
+        return calls, transferred
+
+    # ------------------------------------------------------------ many rollouts
+
+    def warm(self, tasks: Iterable[Task]) -> None:
+        """Replay every task's gold once up front, so that worker threads only read the cache."""
+        for task in tasks:
+            self.verifier.replay_gold(task)
+
+    def run_many(self, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int = 8,
+                 on_result: Callable[[RolloutResult], None] | None = None,
+                 stop: threading.Event | None = None) -> tuple[list[RolloutResult], list[RolloutCrash]]:
+        """Run jobs on `concurrency` threads; `on_result` is called on the calling thread as
+        each rollout finishes (store it there). At most `concurrency` rollouts are in flight,
+        so a Ctrl-C or `stop` loses only those."""
+        self.warm(tasks[j.task_id] for j in jobs)
+        results: list[RolloutResult] = []
+        crashes: list[RolloutCrash] = []
+        pending: dict[Future[RolloutResult], RolloutJob] = {}
+        queue = list(reversed(jobs))
+        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="rollout") as pool:
+            try:
+                while queue or pending:
+                    while queue and len(pending) < concurrency and not (stop and stop.is_set()):
+                        job = queue.pop()
+                        future = pool.submit(self.run, tasks[job.task_id], job.agent, job.trial, job.rollout_id)
+                        pending[future] = job
+                    if not pending:
+                        break
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        job = pending.pop(future)
+                        try:
+                            result = future.result()
+                        except Exception as exc:  # a bug in one rollout must not stop the batch
+                            crashes.append(RolloutCrash(job=job, error=f"{type(exc).__name__}: {exc}"))
+                            continue
+                        results.append(result)
+                        if on_result is not None:
+                            on_result(result)
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return results, crashes
+
+
+class RolloutWriter:
+    """Stores rollouts and their verdicts in atomic batches (`TaskStore.add_rollouts`).
+
+    A batch is written when it holds `batch_size` rollouts or `max_delay_s` passed since the
+    last write, and on `flush()`. A killed process loses at most the unwritten batch, and a
+    batch is never half written; a resumed run redoes exactly the rollouts not stored.
+    """
+
+    def __init__(self, store: Any, run_id: str, batch_size: int = 64, max_delay_s: float = 2.0) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.batch_size = batch_size
+        self.max_delay_s = max_delay_s
+        self.pending: list[RolloutResult] = []
+        self.written = 0
+        self._last = time.monotonic()
+
+    def add(self, result: RolloutResult) -> None:
+        self.pending.append(result)
+        if len(self.pending) >= self.batch_size or time.monotonic() - self._last >= self.max_delay_s:
+            self.flush()
+
+    def flush(self) -> None:
+        self._last = time.monotonic()
+        if not self.pending:
+            return
+        batch, self.pending = self.pending, []
+        self.store.add_rollouts(self.run_id, [r.rollout for r in batch], [r.verdict for r in batch])
+        self.written += len(batch)
