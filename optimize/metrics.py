@@ -374,18 +374,21 @@ class DSPyMetric:
     """A DSPy metric over a scoring function `score(example, prediction) -> Score`.
 
     Called as `metric(example, prediction, trace=None, pred_name=None, pred_trace=None)`:
-    a float in [0, 1]; while bootstrapping demos (`trace` is not None) 1.0 only for a full
-    pass, so that only fully passing traces become demos; with `feedback=True`, a
-    `dspy.Prediction(score=..., feedback=...)` as GEPA's reflection wants.
+    a float in [0, 1]; while bootstrapping demos (`trace` is not None) 1.0 when the score
+    reaches `pass_threshold` (default: a full pass) and 0.0 otherwise, so that only good
+    traces become demos; with `feedback=True`, a `dspy.Prediction(score=..., feedback=...)`
+    as GEPA's reflection wants.
     """
 
-    def __init__(self, score: Callable[[Any, Any], Score], feedback: bool = False, name: str | None = None):
+    def __init__(self, score: Callable[[Any, Any], Score], feedback: bool = False, name: str | None = None,
+                 pass_threshold: float = 1.0):
         self.score = score
         self.feedback = feedback
+        self.pass_threshold = pass_threshold
         self.__name__ = name or getattr(score, "__name__", "metric")
 
     def with_feedback(self) -> DSPyMetric:
-        return DSPyMetric(self.score, feedback=True, name=self.__name__)
+        return DSPyMetric(self.score, feedback=True, name=self.__name__, pass_threshold=self.pass_threshold)
 
     def __call__(self, example: Any, prediction: Any, trace: Any = None, pred_name: str | None = None,
                  pred_trace: Any = None) -> Any:
@@ -395,5 +398,5 @@ class DSPyMetric:
 
             return dspy.Prediction(score=result.value, feedback=result.feedback or "all checks passed")
         if trace is not None:
-            return 1.0 if result.perfect else 0.0
+            return 1.0 if result.value >= self.pass_threshold - 1e-9 else 0.0
         return result.value

@@ -119,5 +119,174 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+OPTIMIZE_HELP = """Optimize a generation program with a DSPy optimizer, scored by verification.
+
+--program explorer|writer|adapter|user picks the module; --optimizer bootstrap|mipro|gepa picks
+dspy.BootstrapFewShot, dspy.MIPROv2 or dspy.GEPA. --trainset selects the examples from the store: a
+filter over tasks_latest (writer, adapter, user) or the trajectories table (explorer), e.g.
+"condition = 'general' AND verified", or a full query whose first column is the task or trajectory id.
+The metric is computed by code: a task must pass static verification, a rollout of the oracle agent with
+the scripted user, and its condition checks; a trajectory must be valid and new; a simulated user must
+keep to its scenario. The compiled state (instructions and demos) is saved in the store under --name with
+the scores before and after and the optimizer's trials; `t2t generate --programs NAME` loads it.
+
+Needs an LM for the program's role (--lm, --<role>-lm via --lm-config, or T2T_LM). The database is the
+one the selected items were generated on (from their generate run), unless --db/--seed/--users say
+otherwise.
+"""
+
+
+def _environment_for(store: Any, kind: str, ids: list[str], domain: str, db: Optional[str], seed: Optional[int],
+                     users: Optional[int]) -> Any:
+    """The --db/--seed/--users database when given, else the one the first selected item's
+    generate run used."""
+    import json
+
+    from t2t.settings import DEFAULT_DB_SEED, DEFAULT_DB_USERS, load_environment
+
+    if db is None and seed is None and users is None and ids:
+        table, key = ("trajectories", "trajectory_id") if kind == "explorer" else ("tasks_latest", "task_id")
+        _, rows = store.query(f"SELECT r.config FROM {table} x JOIN runs r ON r.run_id = x.run_id "
+                              f"WHERE x.{key} = ? AND r.kind = 'generate' LIMIT 1", [ids[0]])
+        if rows:
+            config = json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]
+            return load_environment(config.get("domain", domain), config.get("db_path"),
+                                    seed=int(config.get("seed", DEFAULT_DB_SEED)),
+                                    users=int(config.get("db_users", DEFAULT_DB_USERS)))
+    return load_environment(domain, db, seed=DEFAULT_DB_SEED if seed is None else seed,
+                            users=DEFAULT_DB_USERS if users is None else users)
+
+
+def optimize(
+    program: Annotated[str, typer.Option("--program", help="explorer, writer, adapter or user.")],
+    optimizer: Annotated[str, typer.Option("--optimizer", help="bootstrap, mipro or gepa.")],
+    trainset: Annotated[str, typer.Option("--trainset", help="SQL selecting the training items (see above).")],
+    valset: Annotated[Optional[str], typer.Option("--valset", help="SQL selecting the validation items "
+                                                                   "(default: the trainset).")] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Name to save the compiled program under "
+                                                              "(default PROGRAM-OPTIMIZER).")] = None,
+    lm: LmOpt = None,
+    api_base: ApiBaseOpt = None,
+    lm_config: LmConfigOpt = None,
+    reflection_lm: Annotated[Optional[str], typer.Option(
+        "--reflection-lm", help="Model that proposes instructions (MIPROv2, GEPA); default: the program's.")] = None,
+    max_demos: Annotated[int, typer.Option("--max-demos", min=0, help="Bootstrapped demos per predictor.")] = 2,
+    candidates: Annotated[int, typer.Option("--candidates", min=1, help="MIPROv2 instruction candidates.")] = 4,
+    trials: Annotated[int, typer.Option("--trials", min=1, help="MIPROv2 trials.")] = 8,
+    max_metric_calls: Annotated[int, typer.Option("--max-metric-calls", min=1, help="GEPA budget.")] = 40,
+    threads: Annotated[int, typer.Option("--threads", min=1, help="Examples evaluated at once.")] = 1,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the generated database (and the "
+                                                               "optimizer).")] = None,
+    domain: DomainOpt = "retail",
+    db: DbOpt = None,
+    users: Annotated[Optional[int], typer.Option("--users", min=1, help="Users in the generated database.")] = None,
+    store: StoreOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+) -> None:
+    """Compile a generation program with a DSPy optimizer against verification pass rates."""
+    from programs.lm import ensure_local_cost_map
+
+    ensure_local_cost_map()
+    from optimize.compile import (
+        OPTIMIZERS,
+        PROGRAM_KINDS,
+        TARGETS,
+        CompileError,
+        OptimizerSettings,
+        compile_program,
+        make_target,
+        select_ids,
+    )
+
+    if program not in PROGRAM_KINDS:
+        raise UserError(f"--program: unknown program '{program}'; choose from {', '.join(PROGRAM_KINDS)}")
+    if optimizer not in OPTIMIZERS:
+        raise UserError(f"--optimizer: unknown optimizer '{optimizer}'; choose from {', '.join(OPTIMIZERS)}")
+    config = _lm_config({"lm": lm, "api_base": api_base}, lm_config)
+    settings = config.for_role(program)
+    if settings is None:
+        raise UserError(f"t2t optimize needs an LM for the {program}: pass --lm MODEL (and --api-base URL for a "
+                        f"local server), --lm-config FILE, or set T2T_LM")
+    name = name or f"{program}-{optimizer}"
+
+    import logging
+
+    import dspy
+
+    from programs.lm import UsageRecorder, build_lm
+    from store import LMCall, TaskStore, Trial
+    from t2t.output import console, print_json_line, print_table
+    from t2t.settings import store_path
+
+    logging.getLogger("dspy").setLevel(logging.WARNING)
+    path = store_path(store)
+    if not path.exists():
+        raise UserError(f"{path}: no store here yet (run t2t generate first, or pass --store)")
+    program_lm = build_lm(settings)
+    proposer_lm = program_lm
+    if reflection_lm:
+        proposer_lm = build_lm(settings.model_copy(update={"model": reflection_lm}))
+    with TaskStore(path) as task_store:
+        selects = TARGETS[program].selects
+        train_ids = select_ids(task_store, trainset, selects)
+        if not train_ids:
+            raise UserError(f"--trainset selects no {selects}")
+        val_ids = select_ids(task_store, valset, selects) if valset else train_ids
+        env = _environment_for(task_store, program, train_ids, domain, db, seed, users)
+        target = make_target(program, env)
+        train = target.examples(task_store, train_ids)
+        val = target.examples(task_store, val_ids) if valset else train
+        if not train:
+            raise UserError(f"--trainset: none of the {len(train_ids)} selected {selects} gives a "
+                            f"{program} example on this database (pass the --db/--seed/--users they were made on)")
+        opt_settings = OptimizerSettings(max_bootstrapped_demos=max_demos, num_candidates=candidates,
+                                         num_trials=trials, max_metric_calls=max_metric_calls, num_threads=threads,
+                                         seed=seed or 0)
+        run_config = {"program": program, "optimizer": optimizer, "name": name, "trainset": trainset,
+                      "valset": valset, "examples": {"train": len(train), "val": len(val)},
+                      "lm": settings.redacted(), "reflection_lm": reflection_lm,
+                      "settings": opt_settings.model_dump(), "db_initial_hash": env.initial_hash()}
+        run_id = task_store.start_run("optimize", run_config, seed=seed)
+        recorder = UsageRecorder()
+        try:
+            result = compile_program(target, optimizer, train, val, program_lm, opt_settings,
+                                     reflection_lm=proposer_lm)
+        except (CompileError, dspy.utils.exceptions.LMError) as exc:
+            task_store.finish_run(run_id, "failed")
+            raise UserError(f"t2t optimize: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
+                from None
+        except BaseException:
+            task_store.finish_run(run_id, "failed")
+            raise
+        finally:
+            usage = recorder.drain(program_lm, program)
+            if proposer_lm is not program_lm:
+                usage += recorder.drain(proposer_lm, "optimizer")
+            task_store.add_lm_calls(run_id, [LMCall(role=r.role, model=r.model, prompt_tokens=r.prompt_tokens,
+                                                    completion_tokens=r.completion_tokens, cost=r.cost,
+                                                    latency_s=r.latency_s or 0.0) for r in usage])
+        task_store.add_program(name, program, result.state, run_id, score_before=result.score_before,
+                               score_after=result.score_after, optimizer=optimizer)
+        task_store.add_trials(run_id, f"optimize:{name}", [Trial(**t) for t in result.trials])
+        task_store.finish_run(run_id, "finished")
+    summary = {"name": name, "run_id": run_id, "program": program, "optimizer": optimizer,
+               "train": result.trainset, "val": result.valset, "score_before": round(result.score_before, 4),
+               "score_after": round(result.score_after, 4), "demos": result.demos,
+               "instructions_changed": result.instructions_changed, "trials": len(result.trials)}
+    if json_out:
+        print_json_line(summary)
+        return
+    print_table(f"optimize {program} with {optimizer}", ["name", "train", "val", "before", "after", "demos",
+                                                          "instructions changed"],
+                [(name, result.trainset, result.valset, f"{result.score_before:.2%}", f"{result.score_after:.2%}",
+                  result.demos, ", ".join(result.instructions_changed) or "-")])
+    if result.score_after < result.score_before:
+        console.print("note: the compiled program scores lower than the uncompiled one on the validation set")
+    if program in ("explorer", "writer", "adapter"):
+        console.print(f"use it: t2t generate --programs {name} --{program}-lm {settings.model}")
+    console.print(f"run {run_id}")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("optimize", help=OPTIMIZE_HELP)(optimize)
     app.command("sweep", help=SWEEP_HELP)(sweep)

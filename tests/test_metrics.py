@@ -220,3 +220,5 @@ def test_dspy_metric_returns_float_strict_pass_and_gepa_feedback():
     assert full(None, None, trace=[]) == 1.0
     rich = half.with_feedback()(None, None, None, "predict", None)
     assert rich.score == 0.5 and rich.feedback == "half right"
+    lenient = DSPyMetric(lambda example, prediction: Score(value=0.5), pass_threshold=0.5)
+    assert lenient(None, None, trace=[]) == 1.0 and lenient.with_feedback().pass_threshold == 0.5

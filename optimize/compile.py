@@ -1,0 +1,565 @@
+"""Compiling the generation programs with DSPy optimizers, scored by `optimize.metrics`.
+
+`t2t optimize` builds its pieces here:
+
+- a target per program kind (explorer, writer, adapter, user): the DSPy module to tune,
+  the harness the optimizer runs (module + environment), the examples built from store
+  items, and the metric;
+- `compile_program`: scores the module on the validation set, runs the optimizer
+  (`dspy.BootstrapFewShot`, `dspy.MIPROv2` or `dspy.GEPA`), scores the result, and returns
+  the compiled module's state (`dump_state()`: the instructions and demos of its
+  predictors) with the scores and the optimizer's own trials.
+
+Examples. Each kind learns from what the store already holds:
+
+- explorer: trajectories (their seeds; a coverage goal's write as the target write);
+- writer: the trajectories of the selected tasks (one example per trajectory);
+- adapter: a selected adapted task gives (its parent general task, trajectory, condition,
+  seed); a selected general task gives one example per adapted condition;
+- user: the selected tasks (a conversation per task, played against the oracle agent).
+
+The harness keeps the environment out of DSPy's deep copies (optimizers copy programs
+many times; a database must not be copied with them) and returns a `dspy.Prediction`
+with the program's result.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any, Literal
+
+import dspy
+from pydantic import BaseModel, Field
+
+from optimize.coverage import parse_goal
+from optimize.metrics import (
+    DSPyMetric,
+    NoveltyReference,
+    RolloutRunner,
+    Score,
+    check_trajectory,
+    gold_replay_runner,
+    score_tasks,
+    user_fidelity,
+)
+from programs.verifier import Verifier
+from signatures.models import CONDITIONS, Task, Trajectory
+
+if TYPE_CHECKING:
+    from domains import Environment
+    from store import TaskStore
+
+ProgramKind = Literal["explorer", "writer", "adapter", "user"]
+OptimizerName = Literal["bootstrap", "mipro", "gepa"]
+PROGRAM_KINDS: tuple[str, ...] = ("explorer", "writer", "adapter", "user")
+OPTIMIZERS: tuple[str, ...] = ("bootstrap", "mipro", "gepa")
+ADAPTED_CONDITIONS: tuple[str, ...] = tuple(c for c in CONDITIONS if c != "general")
+
+
+class CompileError(ValueError):
+    """A problem with the request (no examples, unknown kind...), said in one line."""
+
+
+class _Shared:
+    """Holds an object that DSPy's deep copies of a program must share, not copy."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
+        return self
+
+
+class OptimizerSettings(BaseModel):
+    """Budgets of the optimizers (small by default: every metric call may run rollouts)."""
+
+    max_bootstrapped_demos: int = Field(default=2, ge=0)
+    max_labeled_demos: int = Field(default=0, ge=0)
+    num_candidates: int = Field(default=4, ge=1)  # MIPROv2: instruction and demo-set candidates
+    num_trials: int = Field(default=8, ge=1)  # MIPROv2: Bayesian-optimization trials
+    max_metric_calls: int = Field(default=40, ge=1)  # GEPA budget
+    reflection_minibatch_size: int = Field(default=3, ge=1)  # GEPA
+    num_threads: int = Field(default=1, ge=1)
+    seed: int = 0
+
+
+class CompileResult(BaseModel):
+    """What an optimizer run produced: the compiled module's state, scores, trials."""
+
+    program: str
+    optimizer: str
+    state: dict[str, Any]
+    score_before: float
+    score_after: float
+    trainset: int
+    valset: int
+    demos: int  # demos in the compiled state, all predictors together
+    instructions_changed: list[str] = Field(default_factory=list)  # predictors whose instruction changed
+    trials: list[dict[str, Any]] = Field(default_factory=list)  # Trial-shaped dicts
+
+
+# ============================================================================ targets
+
+
+class Target:
+    """One program kind: its module, harness, examples and metric."""
+
+    kind: str
+    role: str
+    selects: str = "tasks"  # what the trainset SQL selects: 'tasks' or 'trajectories'
+
+    def __init__(self, env: Environment[Any], verifier: Verifier | None = None) -> None:
+        self.env = env
+        self.verifier = verifier or Verifier(env)
+
+    def student(self) -> dspy.Module:
+        raise NotImplementedError
+
+    def harness(self, program: dspy.Module) -> dspy.Module:
+        raise NotImplementedError
+
+    def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
+        raise NotImplementedError
+
+    def score(self, example: dspy.Example, prediction: Any) -> Score:
+        raise NotImplementedError
+
+    # the score a trace needs to become a demo while bootstrapping (see DSPyMetric)
+    bootstrap_threshold: float = 1.0
+
+    def metric(self) -> DSPyMetric:
+        return DSPyMetric(self.score, name=f"{self.kind}_metric", pass_threshold=self.bootstrap_threshold)
+
+    # ------------------------------------------------------------ helpers
+
+    def _matching_db(self, hashes: Sequence[str | None]) -> bool:
+        return all(h is None or h == self.env.initial_hash() for h in hashes)
+
+
+def _result(prediction: Any) -> Any:
+    return getattr(prediction, "result", prediction)
+
+
+class _ExplorerHarness(dspy.Module):
+    def __init__(self, program: dspy.Module, env: Environment[Any]) -> None:
+        super().__init__()
+        self.program = program
+        self.shared = _Shared(env)
+
+    def forward(self, seed: int, target_write: str | None = None) -> dspy.Prediction:
+        return dspy.Prediction(result=self.program(env=self.shared.value, seed=seed, target_write=target_write))
+
+
+class ExplorerTarget(Target):
+    """valid x novel trajectories; novelty against the store's other trajectories."""
+
+    kind = role = "explorer"
+    selects = "trajectories"
+    # a valid trajectory with a new tool sequence, or half of its entities new, is a good demo:
+    # in a full store hardly any trajectory is new in every respect
+    bootstrap_threshold = 0.5
+
+    def __init__(self, env: Environment[Any], verifier: Verifier | None = None,
+                 reference: NoveltyReference | None = None, max_steps: int = 12, max_writes: int = 2) -> None:
+        super().__init__(env, verifier)
+        self.reference = reference or NoveltyReference()
+        self.max_steps = max_steps
+        self.max_writes = max_writes
+
+    def student(self) -> dspy.Module:
+        from programs.explorer import Explorer
+
+        return Explorer(max_steps=self.max_steps, max_writes=self.max_writes)
+
+    def harness(self, program: dspy.Module) -> dspy.Module:
+        return _ExplorerHarness(program, self.env)
+
+    def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
+        trajectories = _trajectories(store, ids)
+        chosen = [t for t in trajectories
+                  if self._matching_db([t.initial_state_hash]) and t.provenance.seed is not None]
+        # novelty is measured against everything explored outside the trainset
+        chosen_ids = {t.id for t in chosen}
+        others = [t for t in store.trajectories("domain = ?", [self.env.domain.name])
+                  if t.id not in chosen_ids and t.initial_state_hash == self.env.initial_hash()]
+        self.reference = NoveltyReference.from_trajectories(others)
+        out = []
+        for trajectory in chosen:
+            goal = parse_goal(trajectory.goal)
+            out.append(dspy.Example(seed=trajectory.provenance.seed, target_write=goal[0] if goal else None,
+                                    trajectory_id=trajectory.id).with_inputs("seed", "target_write"))
+        return out
+
+    def score(self, example: dspy.Example, prediction: Any) -> Score:
+        result = _result(prediction)
+        trajectory = getattr(result, "trajectory", None)
+        check = check_trajectory(self.env, trajectory, self.reference, remember=False)
+        score = check.score()
+        if trajectory is None and getattr(result, "rejected_reason", None):
+            score = Score(value=0.0, feedback=f"no valid trajectory: {result.rejected_reason}")
+        return score
+
+
+class _WriterHarness(dspy.Module):
+    def __init__(self, program: dspy.Module, env: Environment[Any]) -> None:
+        super().__init__()
+        self.program = program
+        self.shared = _Shared(env)
+
+    def forward(self, trajectory: Trajectory) -> dspy.Prediction:
+        return dspy.Prediction(result=self.program(trajectory=trajectory, env=self.shared.value))
+
+
+class _TaskTarget(Target):
+    """Shared by writer and adapter: a produced task must verify, pass the reference
+    rollout and its condition checks."""
+
+    def __init__(self, env: Environment[Any], verifier: Verifier | None = None,
+                 run_rollout: RolloutRunner | None = None) -> None:
+        super().__init__(env, verifier)
+        self.run_rollout = run_rollout or oracle_rollout_runner(env, self.verifier)
+
+    def score(self, example: dspy.Example, prediction: Any) -> Score:
+        result = _result(prediction)
+        task = getattr(result, "task", None)
+        if task is None:
+            reason = getattr(result, "rejected_reason", None) or "no task"
+            detail = getattr(result, "detail", None)
+            return Score(value=0.0, feedback=f"no task was made: {reason}" + (f" ({detail})" if detail else ""))
+        return score_tasks(self.verifier, [task], self.run_rollout, expected=1)
+
+
+class WriterTarget(_TaskTarget):
+    kind = role = "writer"
+
+    def student(self) -> dspy.Module:
+        from programs.writer import TaskWriter
+
+        return TaskWriter()
+
+    def harness(self, program: dspy.Module) -> dspy.Module:
+        return _WriterHarness(program, self.env)
+
+    def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
+        tasks = _tasks(store, ids)
+        trajectory_ids = list(dict.fromkeys(t.provenance.trajectory_id for t in tasks if t.provenance.trajectory_id))
+        trajectories = [t for t in _trajectories(store, trajectory_ids) if self._matching_db([t.initial_state_hash])]
+        return [dspy.Example(trajectory=t).with_inputs("trajectory") for t in trajectories]
+
+
+class _AdapterHarness(dspy.Module):
+    def __init__(self, program: dspy.Module, env: Environment[Any]) -> None:
+        super().__init__()
+        self.program = program
+        self.shared = _Shared(env)
+
+    def forward(self, task: Task, trajectory: Trajectory, condition: str, seed: int) -> dspy.Prediction:
+        return dspy.Prediction(result=self.program(task=task, trajectory=trajectory, condition=condition,
+                                                   env=self.shared.value, seed=seed))
+
+
+class AdapterTarget(_TaskTarget):
+    kind = role = "adapter"
+
+    def student(self) -> dspy.Module:
+        from programs.adapter import IntentAdapter
+
+        return IntentAdapter()
+
+    def harness(self, program: dspy.Module) -> dspy.Module:
+        return _AdapterHarness(program, self.env)
+
+    def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
+        from programs.pipeline import condition_seed
+
+        selected = _tasks(store, ids)
+        pairs: list[tuple[str, str]] = []  # (general task id, condition)
+        for task in selected:
+            if task.condition == "general":
+                pairs += [(task.id, c) for c in ADAPTED_CONDITIONS]
+            elif task.parent_task_id:
+                pairs.append((task.parent_task_id, task.condition))
+        pairs = list(dict.fromkeys(pairs))
+        parents = {t.id: t for t in _tasks(store, [p for p, _ in pairs])}
+        trajectories = {t.id: t for t in _trajectories(
+            store, [p.provenance.trajectory_id for p in parents.values() if p.provenance.trajectory_id])}
+        out = []
+        for parent_id, condition in pairs:
+            parent = parents.get(parent_id)
+            trajectory = trajectories.get(parent.provenance.trajectory_id or "") if parent else None
+            if parent is None or trajectory is None or not self._matching_db([parent.initial_state_hash]):
+                continue
+            seed = condition_seed(parent.provenance.seed or 0, condition)
+            out.append(dspy.Example(task=parent, trajectory=trajectory, condition=condition, seed=seed)
+                       .with_inputs("task", "trajectory", "condition", "seed"))
+        return out
+
+
+class _ProgramUser:
+    """A SimulatedUser over a UserSimulator module, called under the current DSPy settings
+    (the optimizer's LM and trace), not a private LM copy."""
+
+    name = "user-under-optimization"
+
+    def __init__(self, program: dspy.Module) -> None:
+        self.program = program
+
+    def session(self, scenario: Any) -> Any:
+        return _ProgramUserSession(self.program, scenario)
+
+
+class _ProgramUserSession:
+    def __init__(self, program: dspy.Module, scenario: Any) -> None:
+        self.program = program
+        self.scenario = scenario
+
+    def reply(self, conversation: Sequence[Any]) -> Any:
+        from programs.user_sim import LMTurnError, reply_of
+
+        try:
+            prediction = self.program(scenario=self.scenario, conversation=list(conversation))
+        except Exception as exc:  # the LM boundary, as in programs.user_sim
+            raise LMTurnError(f"user simulator: {type(exc).__name__}: {exc}") from exc
+        text = (getattr(prediction, "message", "") or "").strip()
+        if not text:
+            raise LMTurnError("user simulator: the LM returned an empty message")
+        return reply_of(text)
+
+    def usage(self) -> Any:
+        from signatures.models import TokenUsage
+
+        return TokenUsage()
+
+
+class _UserHarness(dspy.Module):
+    def __init__(self, program: dspy.Module, env: Environment[Any], verifier: Verifier, max_turns: int) -> None:
+        super().__init__()
+        self.program = program
+        self.shared = _Shared((env, verifier))
+        self.max_turns = max_turns
+
+    def forward(self, task: Task) -> dspy.Prediction:
+        from programs.agent import ORACLE, OracleAgent
+        from programs.rollout import RolloutEngine
+
+        env, verifier = self.shared.value
+        engine = RolloutEngine(env, _ProgramUser(self.program), [OracleAgent(env)], verifier=verifier,
+                               max_turns=self.max_turns)
+        return dspy.Prediction(result=engine.run(task, ORACLE).rollout)
+
+
+class UserTarget(Target):
+    """Fidelity of the simulated user, in conversations with the oracle agent."""
+
+    kind = role = "user"
+
+    def __init__(self, env: Environment[Any], verifier: Verifier | None = None, max_turns: int = 12) -> None:
+        super().__init__(env, verifier)
+        self.max_turns = max_turns
+
+    def student(self) -> dspy.Module:
+        from programs.user_sim import UserSimulator
+
+        return UserSimulator()
+
+    def harness(self, program: dspy.Module) -> dspy.Module:
+        return _UserHarness(program, self.env, self.verifier, self.max_turns)
+
+    def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
+        return [dspy.Example(task=t).with_inputs("task") for t in _tasks(store, ids)
+                if self._matching_db([t.initial_state_hash])]
+
+    def score(self, example: dspy.Example, prediction: Any) -> Score:
+        rollout = _result(prediction)
+        return user_fidelity(example.task, rollout.messages, rollout.termination)
+
+
+TARGETS: dict[str, type[Target]] = {"explorer": ExplorerTarget, "writer": WriterTarget, "adapter": AdapterTarget,
+                                    "user": UserTarget}
+
+
+def oracle_rollout_runner(env: Environment[Any], verifier: Verifier) -> RolloutRunner:
+    """The reference rollout of the writer/adapter metric: the oracle agent with the scripted
+    user (the closed loop's offline references); gold replay if the closed loop is absent."""
+    try:
+        from programs.agent import ORACLE, OracleAgent
+        from programs.rollout import RolloutEngine
+        from programs.user_sim import ScriptedUser
+    except ImportError:
+        return gold_replay_runner(verifier)
+    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)], verifier=verifier)
+
+    def run(task: Task) -> tuple[Any, Any]:
+        result = engine.run(task, ORACLE)
+        return result.rollout, result.verdict
+
+    return run
+
+
+def _tasks(store: TaskStore, ids: Sequence[str]) -> list[Task]:
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        return []
+    found = {t.id: t for t in store.tasks("list_contains(?, task_id)", [ids])}
+    return [found[i] for i in ids if i in found]
+
+
+def _trajectories(store: TaskStore, ids: Sequence[str]) -> list[Trajectory]:
+    ids = list(dict.fromkeys(ids))
+    if not ids:
+        return []
+    found = {t.id: t for t in store.trajectories("list_contains(?, trajectory_id)", [ids])}
+    return [found[i] for i in ids if i in found]
+
+
+def select_ids(store: TaskStore, sql: str, selects: str) -> list[str]:
+    """Ids chosen by a trainset expression: a full query (SELECT/WITH/FROM ...) whose first
+    column is the id, or a filter (WHERE clause) over `tasks_latest` (tasks) or the
+    `trajectories` table (trajectories)."""
+    text = sql.strip().rstrip(";")
+    first = text.split(None, 1)[0].lower() if text else ""
+    if first in ("select", "with", "from", "values", "table"):
+        _, rows = store.query(text)
+    elif selects == "trajectories":
+        _, rows = store.query(f"SELECT trajectory_id, min(seq) AS s FROM trajectories WHERE ({text}) "
+                              "GROUP BY trajectory_id ORDER BY s")
+    else:
+        _, rows = store.query(f"SELECT task_id FROM tasks_latest WHERE ({text}) ORDER BY seq")
+    return [str(r[0]) for r in rows if r and r[0] is not None]
+
+
+# ============================================================================ compiling
+
+
+def evaluate(program: dspy.Module, examples: Sequence[dspy.Example], metric: Callable[..., float],
+             num_threads: int = 1) -> float:
+    """Mean metric over the examples; a program that raises scores 0 on that example."""
+    if not examples:
+        return 0.0
+
+    def one(example: dspy.Example) -> float:
+        try:
+            return float(metric(example, program(**example.inputs())))
+        except Exception:  # an LM that fails or a program bug counts as a failed example
+            return 0.0
+
+    if num_threads <= 1:
+        scores = [one(e) for e in examples]
+    else:
+        context = dspy.settings.config.copy()  # threads do not inherit dspy.context
+
+        def in_context(example: dspy.Example) -> float:
+            with dspy.context(**context):
+                return one(example)
+
+        with ThreadPoolExecutor(max_workers=num_threads) as pool:
+            scores = list(pool.map(in_context, examples))
+    return sum(scores) / len(scores)
+
+
+def _predictor_summary(program: dspy.Module) -> dict[str, tuple[str, int]]:
+    return {name: (predictor.signature.instructions, len(predictor.demos)) for name, predictor in
+            program.named_predictors()}
+
+
+def _run_optimizer(optimizer: str, harness: dspy.Module, target: Target, trainset: list[dspy.Example],
+                   valset: list[dspy.Example], settings: OptimizerSettings, lm: Any,
+                   reflection_lm: Any) -> tuple[dspy.Module, list[dict[str, Any]]]:
+    metric = target.metric()
+    if optimizer == "bootstrap":
+        teleprompter = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=settings.max_bootstrapped_demos,
+                                             max_labeled_demos=settings.max_labeled_demos, max_rounds=1)
+        return teleprompter.compile(harness, trainset=trainset), []
+    if optimizer == "mipro":
+        teleprompter = dspy.MIPROv2(metric=metric, prompt_model=lm, task_model=lm, auto=None,
+                                    num_candidates=settings.num_candidates,
+                                    max_bootstrapped_demos=settings.max_bootstrapped_demos,
+                                    max_labeled_demos=settings.max_labeled_demos, num_threads=settings.num_threads,
+                                    seed=settings.seed, verbose=False, track_stats=True)
+        compiled = teleprompter.compile(harness, trainset=trainset, valset=valset, num_trials=settings.num_trials,
+                                        minibatch=len(valset) > settings.reflection_minibatch_size * 4,
+                                        minibatch_size=max(1, min(len(valset), 35)))
+        return compiled, _mipro_trials(compiled)
+    if optimizer == "gepa":
+        teleprompter = dspy.GEPA(metric=metric.with_feedback(), max_metric_calls=settings.max_metric_calls,
+                                 reflection_lm=reflection_lm or lm,
+                                 reflection_minibatch_size=settings.reflection_minibatch_size,
+                                 num_threads=settings.num_threads, seed=settings.seed, track_stats=True,
+                                 use_merge=False)
+        compiled = teleprompter.compile(harness, trainset=trainset, valset=valset)
+        return compiled, _gepa_trials(compiled)
+    raise CompileError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+
+
+def _mipro_trials(compiled: dspy.Module) -> list[dict[str, Any]]:
+    out = []
+    for number, log in sorted((getattr(compiled, "trial_logs", None) or {}).items()):
+        params = {k: v for k, v in log.items() if k.endswith(("_predictor_instruction", "_predictor_demos"))
+                  and isinstance(v, (int, float, str, bool))}
+        value = log.get("full_eval_score", log.get("mb_score"))
+        if value is None:
+            continue
+        # MIPROv2 logs percentages (dspy.Evaluate); the store keeps the metric's [0, 1] scale
+        out.append({"number": int(number), "params": params, "value": float(value) / 100.0, "state": "COMPLETE",
+                    "user_attrs": {"kind": "full_eval" if "full_eval_score" in log else "minibatch",
+                                   "eval_calls": log.get("total_eval_calls_so_far")}})
+    return out
+
+
+def _gepa_trials(compiled: dspy.Module) -> list[dict[str, Any]]:
+    results = getattr(compiled, "detailed_results", None)
+    if results is None:
+        return []
+    out = []
+    for index, (score, candidate) in enumerate(zip(results.val_aggregate_scores, results.candidates)):
+        parents = results.parents[index] if index < len(results.parents) else None
+        instructions = {name: p.signature.instructions for name, p in candidate.named_predictors()}
+        out.append({"number": index, "params": {"candidate": index}, "value": float(score), "state": "COMPLETE",
+                    "user_attrs": {"parents": parents, "instructions": instructions,
+                                   "discovered_at_metric_calls": results.discovery_eval_counts[index]
+                                   if index < len(results.discovery_eval_counts) else None}})
+    return out
+
+
+def compile_program(target: Target, optimizer: str, trainset: list[dspy.Example], valset: list[dspy.Example],
+                    lm: Any, settings: OptimizerSettings | None = None, reflection_lm: Any = None,
+                    student: dspy.Module | None = None) -> CompileResult:
+    """Score, optimize, score again; return the compiled module's state and the scores."""
+    if optimizer not in OPTIMIZERS:
+        raise CompileError(f"unknown optimizer {optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+    if not trainset:
+        raise CompileError("the trainset is empty")
+    settings = settings or OptimizerSettings()
+    valset = valset or trainset
+    student = student or target.student()
+    harness = target.harness(student)
+    metric = target.metric()
+    before_summary = _predictor_summary(harness)
+    with dspy.context(lm=lm):
+        score_before = evaluate(harness, valset, metric, settings.num_threads)
+        compiled, trials = _run_optimizer(optimizer, harness, target, trainset, valset, settings, lm, reflection_lm)
+        score_after = evaluate(compiled, valset, metric, settings.num_threads)
+    after_summary = _predictor_summary(compiled)
+    state = compiled.program.dump_state()
+    changed = [name.removeprefix("program.") for name, (instructions, _) in after_summary.items()
+               if before_summary.get(name, ("", 0))[0] != instructions]
+    baseline = {"number": -1, "params": {"candidate": "uncompiled"}, "value": score_before, "state": "COMPLETE",
+                "user_attrs": {"valset": len(valset)}}
+    final = {"number": (max((t["number"] for t in trials), default=-1) + 1), "params": {"candidate": "compiled"},
+             "value": score_after, "state": "COMPLETE", "user_attrs": {"valset": len(valset)}}
+    numbered = [baseline, *trials, final]
+    for i, trial in enumerate(numbered):  # the store's trial numbers: 0 = uncompiled, last = compiled
+        trial["user_attrs"] = {**trial["user_attrs"], "optimizer_trial": trial["number"]}
+        trial["number"] = i
+    return CompileResult(program=target.kind, optimizer=optimizer, state=copy.deepcopy(state),
+                         score_before=score_before, score_after=score_after, trainset=len(trainset),
+                         valset=len(valset), demos=sum(d for _, d in after_summary.values()),
+                         instructions_changed=changed, trials=numbered)
+
+
+def make_target(kind: str, env: Environment[Any], verifier: Verifier | None = None) -> Target:
+    if kind not in TARGETS:
+        raise CompileError(f"unknown program {kind!r}; choose from {', '.join(PROGRAM_KINDS)}")
+    return TARGETS[kind](env, verifier)
