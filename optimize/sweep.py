@@ -8,7 +8,7 @@ trial of the study, so that trials differ by their knobs only. Its value is
 
 - verified tasks: tasks of the trial's run that pass static verification;
 - cost, with an LM: the run's LM cost in USD when the model map prices it, else the
-  number of LM calls the run made; offline (the baselines, no LM): the LM calls the same
+  number of LM calls that answered (the run's `lm_calls` rows without an error); offline (the baselines, no LM): the LM calls the same
   run WOULD make, counted from its item records: one per exploration proposal, one per
   task written, one per adaptation attempted. The proxy is deterministic, so offline
   sweeps are reproducible, and it charges what an LM run pays for (a longer walk, an
@@ -352,7 +352,8 @@ def pipeline_evaluator(store: TaskStore, env: Environment[Any], settings: SweepS
         tasks = sum(c.tasks for c in summary.conditions)
         if lms:
             _, [(usd, calls)] = store.query(
-                "SELECT coalesce(sum(cost), 0), count(*) FROM lm_calls WHERE run_id = ?", [run_id])
+                "SELECT coalesce(sum(cost), 0), count(*) FILTER (WHERE error IS NULL) FROM lm_calls WHERE run_id = ?",
+                [run_id])
             cost, unit = (float(usd), "usd") if usd and usd > 0 else (float(calls), "lm_calls")
         else:
             cost, unit = offline_cost(items), "lm_call_equivalents"

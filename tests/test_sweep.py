@@ -188,3 +188,21 @@ def test_sweep_command_runs_and_resumes(tmp_path):
     report = json.loads(second.stdout.strip().splitlines()[-1])
     assert report["loaded"] == 1 and report["ran"] == 1
     assert [t["number"] for t in report["trials"]] == [0, 1]
+
+
+def test_with_an_lm_temperatures_reach_the_requests_and_cost_counts_lm_calls(env, tmp_path):
+    from programs.lm import load_lm_config
+    from tests.llm_server import ScriptedLLMServer
+
+    settings = _settings(1, study="lm", n=1)
+    with ScriptedLLMServer() as server, TaskStore(tmp_path / "lm.duckdb") as store:
+        config = load_lm_config(flags={"lm": "openai/t2t-test", "api_base": server.base_url}, environ={})
+        evaluate = pipeline_evaluator(store, env, settings, config)
+        report = run_sweep(store, settings, search_space(with_lm=True), evaluate)
+        trial = report.trials[0]
+        sent = [body.get("temperature") for body in server.requests]
+    assert trial["state"] == "COMPLETE"
+    assert trial["user_attrs"]["cost_unit"] == "lm_calls"
+    # the default responder's answers never parse as tool calls: the item fails, its calls still cost
+    assert trial["user_attrs"]["cost"] == len(server.requests) > 0 and trial["value"] == 0.0
+    assert sent and all(t == pytest.approx(trial["params"]["temperature_explorer"]) for t in sent)
