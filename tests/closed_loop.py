@@ -122,9 +122,10 @@ class PlannedAgentLM:
     """A responder for ScriptedLLMServer that plays agents by plan.
 
     `plans[(model, task_id)]` is a list of plan names, consumed one per conversation as
-    conversations of that task start (the order in which trials start does not matter for
-    counting: each plan is used exactly once). A conversation is recognised in later
-    requests by the id of its first tool call, which the server makes unique.
+    conversations of that task start (then `default_plan`, if given); the order in which
+    trials start does not matter for counting: each plan is used exactly once. The first
+    reply of a conversation (a tool call) carries a tag as its content, by which later
+    requests of the conversation are recognised.
 
     Plans:
     - "pass": the task's gold actions one per turn, asking for a "yes" before the first
@@ -134,11 +135,12 @@ class PlannedAgentLM:
     """
 
     def __init__(self, tasks: dict[str, Task], plans: dict[tuple[str, str], list[str]],
-                 write_tools: set[str]) -> None:
+                 write_tools: set[str], default_plan: str | None = None) -> None:
         self.by_opening = {opening_of(t): t for t in tasks.values()}
         # the server sees the model without its provider prefix ("openai/gpt-4o" -> "gpt-4o")
         self.plans = {(model.split("/", 1)[-1], task_id): list(value) for (model, task_id), value in plans.items()}
         self.write_tools = write_tools
+        self.default_plan = default_plan  # for conversations beyond the planned ones (None: an error)
         self.lock = threading.Lock()
         self.conversations: dict[str, tuple[Task, str]] = {}  # first call id -> (task, plan)
         self.started: dict[tuple[str, str], int] = defaultdict(int)
@@ -151,21 +153,25 @@ class PlannedAgentLM:
         raise AssertionError("agent request without a user message")
 
     def __call__(self, body: dict[str, Any]) -> Reply:
-        index = next(self.requests)
         messages = body["messages"]
         calls = [c for m in messages if m["role"] == "assistant" for c in (m.get("tool_calls") or [])]
         model = body["model"]
-        if not calls:  # a new conversation: its plan starts with a look-up
+        if not calls:  # a new conversation: its plan starts with a look-up, tagged with the conversation
             task = self._task_of(body)
             with self.lock:
                 key = (model, task.id)
                 self.started[key] += 1
-                plan = self.plans[key].pop(0)
-                self.conversations[f"call_{index}_0"] = (task, plan)
-            return _tool_call(task.gold_actions[0])
-        task, plan = self.conversations[calls[0]["id"]]
+                planned = self.plans.get(key)
+                plan = planned.pop(0) if planned or self.default_plan is None else self.default_plan
+                tag = f"conversation {next(self.requests)}"
+                self.conversations[tag] = (task, plan)
+            action = task.gold_actions[0]
+            return ToolCalls([(action.name, dict(action.arguments))], content=tag)
+        first = next(m for m in messages if m["role"] == "assistant")
+        task, plan = self.conversations[first["content"]]
         done = len(calls)
-        texts = [m["content"] for m in messages if m["role"] == "assistant" and m.get("content")]
+        texts = [m["content"] for m in messages
+                 if m["role"] == "assistant" and m.get("content") and not m.get("tool_calls")]
         if plan == "lm_error":
             return Fault(500)
         if plan == "fail":

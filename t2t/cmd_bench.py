@@ -1,0 +1,285 @@
+"""`t2t bench`: agents x simulated user on verified tasks; pass@1 and pass^k per condition."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from t2t.errors import UserError
+from t2t.output import console, err_console, print_json_line, print_table
+
+DEFAULT_TASKS = "verified"
+
+
+def _split_models(value: str | None) -> list[str]:
+    return [m.strip() for m in (value or "").split(",") if m.strip()]
+
+
+def _stored_config(ts: Any, run_id: str) -> dict[str, Any]:
+    _, rows = ts.query("SELECT kind, config FROM runs WHERE run_id = ? LIMIT 1", [run_id])
+    if not rows:
+        raise UserError(f"--resume {run_id}: no such run in {ts.path}")
+    kind, config = rows[0]
+    if kind != "bench":
+        raise UserError(f"--resume {run_id}: that run is a '{kind}' run, not a bench run")
+    return json.loads(config) if isinstance(config, str) else dict(config)
+
+
+def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """A resumed run keeps what defines its rollouts; flags may only repeat those values."""
+    merged = dict(stored)
+    defining = ("agents", "user", "trials", "tasks", "domain", "db", "db_seed", "max_turns", "function_calling")
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key in defining and stored.get(key) != value:
+            raise UserError(f"--resume: {key} was {stored.get(key)!r} in that run, not {value!r} "
+                            "(start a new run to change it)")
+        merged[key] = value
+    return merged
+
+
+def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
+    from programs.bench import tasks_by_id
+    from store.files import load_tasks
+
+    if config.tasks_source == "file":
+        tasks, problems = load_tasks(Path(config.tasks), domain=config.domain)
+        for problem in problems:
+            print(f"t2t: skipped {problem.line()}", file=sys.stderr)
+    else:
+        if resume:
+            tasks = ts.tasks("list_contains(?, task_id)", [config.task_ids])
+        else:
+            tasks = ts.tasks(config.tasks)
+    by_id = tasks_by_id(tasks)
+    if resume:
+        missing = [t for t in config.task_ids if t not in by_id]
+        if missing:
+            raise UserError(f"--resume: {len(missing)} task(s) of the run are gone: {', '.join(missing[:5])}")
+        return [by_id[t] for t in config.task_ids]
+    return list(by_id.values())
+
+
+def _build_agents(config: Any, env: Any, lm_config_path: str | None) -> tuple[list[Any], Any]:
+    from programs.agent import DO_NOTHING, ORACLE, DoNothingAgent, OracleAgent
+    from programs.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
+
+    agents: list[Any] = []
+    for name in config.agents:
+        if name == DO_NOTHING:
+            agents.append(DoNothingAgent(env))
+        elif name == ORACLE:
+            agents.append(OracleAgent(env))
+        else:
+            settings = _settings("agent", name, config, lm_config_path)
+            if config.function_calling is not None:
+                settings = settings.model_copy(update={"function_calling": config.function_calling})
+            agents.append(_lm_agent(settings, env))
+    if config.user == SCRIPTED_USER_NAME:
+        user: Any = ScriptedUser()
+    else:
+        from programs.lm import build_lm
+
+        user = LMUser(build_lm(_settings("user", config.user, config, lm_config_path)), name=config.user)
+    return agents, user
+
+
+def _settings(role: str, model: str, config: Any, lm_config_path: str | None) -> Any:
+    from programs.lm import LMConfigError, load_lm_config
+
+    try:
+        lm_config = load_lm_config(flags={f"{role}_lm": model, "api_base": config.api_base},
+                                   config_path=lm_config_path)
+    except LMConfigError as exc:
+        raise UserError(str(exc)) from None
+    settings = lm_config.for_role(role)
+    assert settings is not None  # the flag names a model
+    return settings
+
+
+def _lm_agent(settings: Any, env: Any) -> Any:
+    from programs.agent import LMAgent
+    from programs.lm import build_lm
+
+    try:
+        lm = build_lm(settings)
+    except RuntimeError as exc:
+        raise UserError(str(exc)) from None
+    native = bool(lm.supports_function_calling) if settings.function_calling is None else settings.function_calling
+    if not native:
+        note = ("--no-function-calling" if settings.function_calling is False else
+                f"{settings.model} is not known to support function calling (pass --function-calling to send "
+                "native tools anyway)")
+        err_console.print(f"t2t bench: {settings.model}: tools described in the prompt text ({note})")
+    return LMAgent(lm, env, native_function_calling=native, name=settings.model)
+
+
+def bench(
+    agent_lm: Annotated[Optional[str], typer.Option(
+        "--agent-lm", help="Agent models, comma-separated LiteLLM strings; 'do-nothing' and 'oracle' name the "
+                           "reference agents. Default: both reference agents (calibration).")] = None,
+    user_lm: Annotated[Optional[str], typer.Option(
+        "--user-lm", help="User-simulator model (LiteLLM string). Default: the scripted offline user.")] = None,
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). [default: 1]",
+                                                  min=1)] = None,
+    tasks: Annotated[Optional[str], typer.Option(
+        "--tasks", help="An SQL filter over tasks_latest (e.g. \"condition = 'ambiguous'\"), or a tau2 tasks.json "
+                        "/ JSON-lines file. [default: verified]")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a generated one).")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Seed of the generated database when --db is not given. [default: 0]")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: retail]")] = None,
+    store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1)] = 8,
+    max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. [default: 30]",
+                                                     min=1)] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,
+    api_base: Annotated[Optional[str], typer.Option("--api-base", help="OpenAI-compatible endpoint for the LMs.")] = None,
+    function_calling: Annotated[Optional[bool], typer.Option(
+        "--function-calling/--no-function-calling",
+        help="Send tools natively (register the model as function-calling if LiteLLM does not know it), or "
+             "describe them in the prompt. Default: what LiteLLM's model map says.")] = None,
+    lm_config: Annotated[Optional[str], typer.Option("--lm-config", help="LM config file (TOML or JSON).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object per score cell, then a summary.")] = False,
+) -> None:
+    """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
+    from programs.agent import REFERENCE_AGENTS
+    from programs.user_sim import SCRIPTED_USER_NAME
+    from store import TaskStore
+    from t2t.settings import DEFAULT_DB_SEED, load_environment, store_path
+
+    path = store_path(store)
+    given: dict[str, Any] = {
+        "agents": _split_models(agent_lm) or None, "user": user_lm, "trials": trials, "tasks": tasks,
+        "domain": domain, "db": db, "db_seed": seed, "max_turns": max_turns, "function_calling": function_calling,
+        "api_base": api_base,
+    }
+    if given["agents"] is not None and len(set(given["agents"])) != len(given["agents"]):
+        raise UserError("--agent-lm names a model twice")
+    if not path.exists() and (resume is not None or tasks is None or not Path(tasks).is_file()):
+        raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store or a tasks file)")
+    with TaskStore(path) as ts:
+        from programs.bench import BenchConfig
+
+        if resume is not None:
+            raw = _merge_resume(_stored_config(ts, resume), given)
+        else:
+            tasks_arg = tasks or DEFAULT_TASKS
+            raw = {
+                "domain": domain or "retail", "db": db, "db_seed": DEFAULT_DB_SEED if seed is None else seed,
+                "tasks_source": "file" if Path(tasks_arg).is_file() else "store", "tasks": tasks_arg,
+                "task_ids": [], "agents": given["agents"] or list(REFERENCE_AGENTS),
+                "user": user_lm or SCRIPTED_USER_NAME, "trials": trials or 1, "max_turns": max_turns or 30,
+                "function_calling": function_calling, "api_base": api_base,
+            }
+        config = BenchConfig.model_validate(raw)
+        env = load_environment(config.domain, config.db, None, config.db_seed, config.db_users)
+        task_list = _load_tasks(ts, config, resume is not None)
+        if not task_list:
+            raise UserError(f"no tasks match {config.tasks!r}" + ("" if config.tasks_source == "file" else
+                            " in the store (run t2t generate and t2t verify, or pass --tasks)"))
+        foreign = [t.id for t in task_list if t.initial_state_hash and t.initial_state_hash != env.initial_hash()]
+        if foreign:
+            raise UserError(f"{len(foreign)} task(s) were made for another database (e.g. {foreign[0]}): pass the "
+                            "--db or --seed they were generated on")
+        config.task_ids = [t.id for t in task_list]
+        config.tool_schemas = env.tool_schemas()
+        agents, user = _build_agents(config, env, lm_config)
+        run_id = ts.start_run("bench", config.model_dump(), seed=config.db_seed, run_id=resume)
+        err_console.print(f"t2t bench: run {run_id} (resume with --resume {run_id})")
+        if config.tasks_source == "file" and not ts.done_task_ids(run_id):
+            ts.add_tasks(run_id, task_list)
+        outcome = _run(ts, run_id, config, env, task_list, agents, user, concurrency)
+        _report(ts, run_id, config, env, task_list, outcome, json_out)
+
+
+def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,
+         concurrency: int) -> Any:
+    from programs.bench import plan_jobs
+    from programs.rollout import RolloutEngine, RolloutWriter
+    from t2t.output import progress
+
+    jobs = plan_jobs(run_id, config.task_ids, config.agents, config.trials, ts.done_rollout_keys(run_id))
+    engine = RolloutEngine(env, user, agents, max_turns=config.max_turns)
+    writer = RolloutWriter(ts, run_id)
+    by_id = {t.id: t for t in task_list}
+    total = len(config.task_ids) * len(config.agents) * config.trials
+    with progress("rollouts", total) as bar:
+        bar_task = bar.add_task("rollouts", total=total, completed=total - len(jobs))
+
+        def stored(result: Any) -> None:
+            writer.add(result)
+            bar.advance(bar_task)
+
+        try:
+            _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored)
+        except BaseException:
+            writer.flush()
+            ts.finish_run(run_id, "interrupted")
+            err_console.print(f"t2t bench: interrupted; {writer.written} rollout(s) stored this time; "
+                              f"finish with --resume {run_id}")
+            raise
+        writer.flush()
+    ts.finish_run(run_id, "failed" if crashes else "finished")
+    return crashes
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], crashes: list[Any],
+            json_out: bool) -> None:
+    from programs.agent import REFERENCE_AGENTS
+    from programs.bench import calibration_problems, score_cells, stored_rows
+    from programs.verifier import Verifier
+
+    rows = stored_rows(ts, run_id)
+    cells = score_cells(rows, config.trials)
+    problems = []
+    if any(a in REFERENCE_AGENTS for a in config.agents):
+        verifier = Verifier(env)
+        static = {t.id: verifier.verify_task(t) for t in task_list}
+        problems = calibration_problems(rows, static)
+    breaches = [p for p in problems if p.verified]
+    if json_out:
+        for cell in cells:
+            print_json_line(cell.public())
+        print_json_line({"run_id": run_id, "rollouts": len(rows), "crashed": [c.model_dump() for c in crashes],
+                         "calibration": [p.model_dump() for p in problems]})
+    else:
+        ks = [k for k in range(2, config.trials + 1)][:4]
+        columns = ["agent", "condition", "tasks", "rollouts", "pass@1", *[f"pass^{k}" for k in ks],
+                   "failure reasons"]
+        table_rows = [(c.agent_model, c.condition, c.tasks, c.rollouts, _fmt(c.pass_at_1),
+                       *[_fmt(c.pass_hat_k.get(k)) for k in ks],
+                       ", ".join(f"{r} {n}" for r, n in c.failure_reasons.items()) or "-") for c in cells]
+        print_table(f"bench run {run_id} (user: {config.user}, {config.trials} trial(s), "
+                    f"max {config.max_turns} turns)", columns, table_rows)
+        if any(a in REFERENCE_AGENTS for a in config.agents):
+            if problems:
+                unverified = len(problems) - len(breaches)
+                head = (f"{len(breaches)} verified task(s) break a reference agent" if breaches
+                        else "no verified task breaks a reference agent")
+                console.print(f"calibration: {head}" + (f"; {unverified} unverified task(s) do" if unverified else ""))
+                for problem in problems:
+                    console.print(f"  {problem.describe()}", markup=False)
+            else:
+                console.print(f"calibration: all {len(task_list)} task(s) fail for do-nothing and pass for "
+                              "the oracle")
+    for crash in crashes[:5]:
+        print(f"t2t: rollout {crash.job.task_id}/{crash.job.agent}/{crash.job.trial} crashed: {crash.error}",
+              file=sys.stderr)
+    if crashes:
+        raise UserError(f"{len(crashes)} rollout(s) crashed and were not stored; rerun with --resume {run_id}")
+    if breaches:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
