@@ -79,10 +79,9 @@ def export(out: Annotated[Path, typer.Option("--out", help="File to write.")],
         elif format == "parquet":
             n = ts.export_parquet(filter_sql, out)
         elif format == "sft":
-            exporter = getattr(ts, "export_sft", None)
-            if exporter is None:
-                raise UserError("sft export is not available in this version")
-            n = exporter(filter_sql, out)
+            from store.sft import export_sft
+
+            n = export_sft(ts, filter_sql, out)
         else:
             raise UserError(f"unknown export format '{format}' (use tau2, parquet or sft)")
     console.print(f"wrote {n} record(s) to {out}")
