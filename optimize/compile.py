@@ -347,11 +347,13 @@ class _UserHarness(dspy.Module):
         env, verifier = self.shared.value
         engine = RolloutEngine(env, _ProgramUser(self.program), [OracleAgent(env)], verifier=verifier,
                                max_turns=self.max_turns)
-        return dspy.Prediction(result=engine.run(task, ORACLE).rollout)
+        outcome = engine.run(task, ORACLE)
+        return dspy.Prediction(result=outcome.rollout, verdict=outcome.verdict)
 
 
 class UserTarget(Target):
-    """Fidelity of the simulated user, in conversations with the oracle agent."""
+    """Fidelity of the simulated user, in conversations with the oracle agent (whose
+    verdict tells whether the user stopped before the goal was met)."""
 
     kind = role = "user"
 
@@ -373,7 +375,9 @@ class UserTarget(Target):
 
     def score(self, example: dspy.Example, prediction: Any) -> Score:
         rollout = _result(prediction)
-        return user_fidelity(example.task, rollout.messages, rollout.termination)
+        write_tools = {name for name, spec in self.env.tools.items() if spec.kind == "write"}
+        return user_fidelity(example.task, rollout.messages, rollout.termination,
+                             getattr(prediction, "verdict", None), write_tools)
 
 
 TARGETS: dict[str, type[Target]] = {"explorer": ExplorerTarget, "writer": WriterTarget, "adapter": AdapterTarget,

@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 
 from domains import Environment
 from programs.verifier import Verifier, execute_calls
-from signatures.models import Message, Rollout, Step, Task, Trajectory, Verdict
+from signatures.models import Message, Rollout, Task, Trajectory, Verdict
 
 
 class Score(BaseModel):
@@ -206,20 +206,24 @@ def gold_replay_runner(verifier: Verifier) -> RolloutRunner:
     return run
 
 
-_QUESTION = re.compile(r"\?")
+def first_write_index(messages: Sequence[Message], write_tools: set[str]) -> int | None:
+    """Index of the first assistant message that calls a write tool, if any."""
+    for index, message in enumerate(messages):
+        if message.role == "assistant" and message.tool_calls and any(c.name in write_tools for c in
+                                                                      message.tool_calls):
+            return index
+    return None
 
 
-def asked_before_first_write(messages: Sequence[Message], steps: Sequence[Step], write_tools: set[str]) -> bool:
-    """Whether the agent asked the user anything (an assistant text with a question mark)
-    before its first write call. Without messages nothing was asked."""
-    for message in messages:
-        if message.role != "assistant":
-            continue
-        if message.tool_calls and any(c.name in write_tools for c in message.tool_calls):
-            return False
-        if message.content and _QUESTION.search(message.content):
-            return True
-    return False
+def clarified(task: Task, messages: Sequence[Message], write_tools: set[str]) -> bool:
+    """Whether the user gave any withheld detail after the opening and before the agent's
+    first write: the sign that the agent had to ask before it could act."""
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    if not users:
+        return False
+    stop = first_write_index(messages, write_tools)
+    return any(reveals(messages[i].content, detail) for i in users[1:] if stop is None or i < stop
+               for detail in task.scenario.withheld_info)
 
 
 def reveals(text: str | None, detail: str) -> bool:
@@ -245,8 +249,9 @@ def condition_problems(task: Task, rollout: Rollout | None = None, verdict: Verd
     """Code checks of a task's condition, on its fields and (when given) a reference rollout.
 
     `privileged_agent`: the reference agent knows the gold (the oracle, gold replay), so its
-    not asking before acting proves nothing about the task; the "solved without a
-    clarifying question" rule applies to rollouts of agents that do not know the gold.
+    acting without asking proves nothing about the task; the "solved without
+    clarification" rule (no withheld detail given by the user before the agent's first
+    write, yet the rollout passed) applies to rollouts of agents that do not know the gold.
     """
     problems: list[str] = []
     scenario = task.scenario
@@ -260,8 +265,9 @@ def condition_problems(task: Task, rollout: Rollout | None = None, verdict: Verd
         if verdict is not None and "no_clarification" in verdict.reasons:
             problems.append("the rollout verdict says the agent never asked for clarification")
         elif (rollout is not None and verdict is not None and verdict.passed and not privileged_agent
-              and not asked_before_first_write(rollout.messages, rollout.steps, write_tools or set())):
-            problems.append("the rollout succeeded without the agent asking anything: the task is not ambiguous")
+              and not clarified(task, rollout.messages, write_tools or set())):
+            problems.append("the rollout succeeded without the user giving any withheld detail: "
+                            "the task is not ambiguous")
     elif task.condition == "changing":
         if not scenario.change_trigger:
             problems.append("changing task does not say when the user changes course (change_trigger)")
@@ -340,29 +346,40 @@ def user_messages(messages: Sequence[Message]) -> list[Message]:
     return [m for m in messages if m.role == "user"]
 
 
-def user_fidelity(task: Task, messages: Sequence[Message], termination: str | None) -> Score:
+def user_fidelity(task: Task, messages: Sequence[Message], termination: str | None,
+                  verdict: Verdict | None = None, write_tools: set[str] | None = None) -> Score:
     """How faithfully a simulated user played the task's scenario in one conversation.
 
-    Checks (each worth the same): the opening keeps every withheld detail back
-    (ambiguous); the revised request comes after the opening and not in it (changing); the
-    conversation ends with the user's stop signal (not the turn limit or an error).
+    Checks (each worth the same):
+    - ambiguous: the opening keeps every withheld detail back;
+    - changing: the revised request is not in the opening, is stated later, and before the
+      agent's first write (the stated point comes before the agent acts on the first goal);
+    - the conversation ends with the user's stop signal (not the turn limit or an error),
+      and, when a verdict of a rollout with a capable (reference) agent is given, not
+      before the goal was met (infeasible goals cannot be met: stopping is right).
     """
     scenario = task.scenario
-    said = user_messages(messages)
+    said = [i for i, m in enumerate(messages) if m.role == "user"]
     checks: list[tuple[bool, str]] = []
     if not said:
         return Score(value=0.0, feedback="the user never spoke")
-    opening = said[0].content or ""
+    opening = messages[said[0]].content or ""
     if task.condition == "ambiguous" and scenario.withheld_info:
         leaked = [d for d in scenario.withheld_info if reveals(opening, d)]
         checks.append((not leaked, f"the first message revealed withheld detail(s) {leaked} before being asked"))
     if task.condition == "changing" and scenario.revised_request:
         early = reveals(opening, scenario.revised_request)
-        later = any(reveals(m.content, scenario.revised_request) for m in said[1:])
+        when = next((i for i in said[1:] if reveals(messages[i].content, scenario.revised_request)), None)
+        first_write = first_write_index(messages, write_tools or set())
         checks.append((not early, "the revised request was stated in the opening message, not at the change point"))
-        checks.append((later, "the user never changed course to the revised request"))
-    checks.append((termination == "user_stop",
-                   f"the conversation ended by {termination or 'nothing'}, not by the user's stop signal"))
+        checks.append((when is not None, "the user never changed course to the revised request"))
+        if when is not None and first_write is not None:
+            checks.append((when < first_write, "the user changed course only after the agent had acted"))
+    stopped = termination == "user_stop"
+    checks.append((stopped, f"the conversation ended by {termination or 'nothing'}, not by the user's stop signal"))
+    if stopped and verdict is not None and task.condition != "infeasible":
+        checks.append((verdict.passed, "the user stopped before the goal was met "
+                                       f"({', '.join(verdict.reasons) or 'rollout failed'})"))
     passed = sum(ok for ok, _ in checks)
     return Score(value=passed / len(checks), feedback="; ".join(msg for ok, msg in checks if not ok))
 

@@ -140,23 +140,27 @@ def test_ambiguous_task_must_withhold_something_the_opening_does_not_say(env):
     assert any("withholds nothing" in p for p in condition_problems(empty))
 
 
-def test_ambiguous_task_solved_without_a_question_counts_against_it(env):
+def test_ambiguous_task_solved_without_clarification_counts_against_it(env):
     task = _cancel_task(env, condition="ambiguous",
-                        scenario=UserScenario(reason_for_call="cancel one of my orders", withheld_info=["#W"]))
+                        scenario=UserScenario(reason_for_call="cancel one of my orders",
+                                              withheld_info=["the order is #W0001"]))
     passed = Verdict(task_id=task.id, passed=True)
     writes = {"cancel_pending_order"}
+    cancel = Message(role="assistant", tool_calls=[ToolCall(name="cancel_pending_order")])
+    opening = Message(role="user", content="cancel one of my orders")
     silent = Rollout(id="r", task_id=task.id, messages=[
-        Message(role="user", content="cancel one of my orders"),
-        Message(role="assistant", tool_calls=[ToolCall(name="cancel_pending_order")])])
+        opening, Message(role="assistant", content="Shall I cancel it? Please confirm."),
+        Message(role="user", content="Yes."), cancel])
     asking = Rollout(id="r", task_id=task.id, messages=[
-        Message(role="user", content="cancel one of my orders"),
-        Message(role="assistant", content="Which order do you mean?"),
-        Message(role="user", content="#W1"),
-        Message(role="assistant", tool_calls=[ToolCall(name="cancel_pending_order")])])
-    assert any("without the agent asking" in p
-               for p in condition_problems(task, silent, passed, writes, privileged_agent=False))
+        opening, Message(role="assistant", content="Which order do you mean?"),
+        Message(role="user", content="It is #W0001."), cancel])
+    too_late = Rollout(id="r", task_id=task.id, messages=[
+        opening, cancel, Message(role="user", content="I meant #W0001.")])
+    for rollout in (silent, too_late):
+        assert any("without the user giving any withheld detail" in p
+                   for p in condition_problems(task, rollout, passed, writes, privileged_agent=False))
     assert condition_problems(task, asking, passed, writes, privileged_agent=False) == []
-    # the oracle knows the gold: its silence proves nothing
+    # the oracle knows the gold: acting without asking proves nothing
     assert condition_problems(task, silent, passed, writes, privileged_agent=True) == []
     flagged = Verdict(task_id=task.id, passed=False, reasons=["no_clarification"])
     assert condition_problems(task, asking, flagged, writes)
@@ -192,14 +196,28 @@ def test_user_fidelity_rewards_keeping_details_back_and_stopping():
     assert user_fidelity(task, [], "user_stop").value == 0.0
 
 
-def test_user_fidelity_wants_the_change_after_the_opening():
+def test_user_fidelity_wants_the_change_after_the_opening_and_before_the_agent_acts():
     task = _ambiguous_changing("changing")
+    writes = {"exchange_delivered_order_items"}
+    act = Message(role="assistant", tool_calls=[ToolCall(name="exchange_delivered_order_items")])
     on_time = [Message(role="user", content="I want to exchange my keyboard"),
-               Message(role="assistant", content="Here are the details."),
-               Message(role="user", content="Actually, return the keyboard instead.")]
+               Message(role="assistant", content="Here are the details. Confirm?"),
+               Message(role="user", content="Actually, return the keyboard instead."), act]
     never = on_time[:2]
-    assert user_fidelity(task, on_time, "user_stop").value == 1.0
-    assert user_fidelity(task, never, "user_stop").value == pytest.approx(2 / 3)
+    late = [on_time[0], act, on_time[2]]
+    assert user_fidelity(task, on_time, "user_stop", write_tools=writes).value == 1.0
+    assert user_fidelity(task, never, "user_stop", write_tools=writes).value == pytest.approx(2 / 3)
+    assert user_fidelity(task, late, "user_stop", write_tools=writes).value == pytest.approx(3 / 4)
+
+
+def test_user_fidelity_wants_no_stop_before_the_goal_is_met():
+    task = _ambiguous_changing("general")
+    said = [Message(role="user", content="I want to exchange my keyboard")]
+    failed = Verdict(task_id="u", passed=False, reasons=["wrong_end_state"])
+    assert user_fidelity(task, said, "user_stop", Verdict(task_id="u", passed=True)).value == 1.0
+    assert user_fidelity(task, said, "user_stop", failed).value == 0.5
+    infeasible = task.model_copy(update={"condition": "infeasible"})
+    assert user_fidelity(infeasible, said, "user_stop", failed).value == 1.0
 
 
 def test_reveals_matches_identifiers_and_words():
