@@ -20,7 +20,6 @@ stores finished rollouts with their verdicts in small atomic batches.
 from __future__ import annotations
 
 import hashlib
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -102,7 +101,7 @@ class RolloutEngine:
         termination: Termination = "max_turns"
         error: str | None = None
         turns = 0
-        calls = 0
+        call_ids: set[str] = set()
         try:
             said = user.reply(spoken)
             messages.append(Message(role="user", content=said.text))
@@ -117,8 +116,7 @@ class RolloutEngine:
                 reply = bot.reply(messages[1:])
                 turns += 1
                 if reply.tool_calls:
-                    calls, transferred = self._run_tool_calls(episode, reply, messages, steps, calls)
-                    if transferred:
+                    if self._run_tool_calls(episode, reply, messages, steps, call_ids):
                         termination = "transfer"
                         break
                     continue
@@ -144,27 +142,40 @@ class RolloutEngine:
 
     @staticmethod
     def _run_tool_calls(episode: Any, reply: AgentReply, messages: list[Message], steps: list[Step],
-                        calls: int) -> tuple[int, bool]:
-        """Record the assistant's tool-call message, run its first call, answer every call."""
+                        used_ids: set[str]) -> bool:
+        """Record the assistant's tool-call message, run its first call, answer every call.
+        Returns whether the call handed the user to a human agent."""
         recorded: list[ToolCall] = []
         for call in reply.tool_calls:
-            calls += 1
-            recorded.append(ToolCall(name=call.name, arguments=call.arguments, id=call.id or f"call_{calls}"))
+            # the transcript needs ids that tool results can answer: fill in missing or reused ones
+            call_id = call.id if call.id and call.id not in used_ids else f"call_{len(used_ids) + 1}"
+            used_ids.add(call_id)
+            recorded.append(ToolCall(name=call.name, arguments=call.arguments, id=call_id))
         messages.append(Message(role="assistant", content=reply.content, tool_calls=recorded))
         transferred = False
         for index, (call, record) in enumerate(zip(reply.tool_calls, recorded)):
             if index > 0:
-                observation, failed = ONE_CALL_PER_TURN, True
+                observation = ONE_CALL_PER_TURN
             elif call.arguments_error is not None:
-                observation, failed = f"Error: invalid arguments for {call.name}: {call.arguments_error}", True
+                observation = f"Error: invalid arguments for {call.name}: {call.arguments_error}"
                 steps.append(Step(call=record, observation=observation, error=True))
             else:
                 result = episode.call(call.name, call.arguments)
-                observation, failed = result.output, result.error
-                steps.append(Step(call=record, observation=observation, error=failed))
-                transferred = is_transfer(call.name) and not failed
+                observation = result.output
+                steps.append(Step(call=record, observation=observation, error=result.error))
+                transferred = is_transfer(call.name) and not result.error
             messages.append(Message(role="tool", content=observation, tool_call_id=record.id))
-        return calls, transferred
+        return transferred
+
+    def runner(self, agent: str) -> Callable[[Task], tuple[Rollout, Verdict]]:
+        """`task -> (rollout, verdict)` with one agent: the shape metrics take a reference
+        rollout in (e.g. `optimize.metrics.check_task(..., run_rollout=engine.runner("oracle"))`)."""
+
+        def run(task: Task) -> tuple[Rollout, Verdict]:
+            result = self.run(task, agent)
+            return result.rollout, result.verdict
+
+        return run
 
     # ------------------------------------------------------------ many rollouts
 
@@ -175,10 +186,10 @@ class RolloutEngine:
 
     def run_many(self, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int = 8,
                  on_result: Callable[[RolloutResult], None] | None = None,
-                 stop: threading.Event | None = None) -> tuple[list[RolloutResult], list[RolloutCrash]]:
+                 ) -> tuple[list[RolloutResult], list[RolloutCrash]]:
         """Run jobs on `concurrency` threads; `on_result` is called on the calling thread as
-        each rollout finishes (store it there). At most `concurrency` rollouts are in flight,
-        so a Ctrl-C or `stop` loses only those."""
+        each rollout finishes (store it there). Jobs are handed out as threads free up, so at
+        most `concurrency` rollouts are in flight and a Ctrl-C loses only those."""
         self.warm(tasks[j.task_id] for j in jobs)
         results: list[RolloutResult] = []
         crashes: list[RolloutCrash] = []
@@ -187,7 +198,7 @@ class RolloutEngine:
         with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="rollout") as pool:
             try:
                 while queue or pending:
-                    while queue and len(pending) < concurrency and not (stop and stop.is_set()):
+                    while queue and len(pending) < concurrency:
                         job = queue.pop()
                         future = pool.submit(self.run, tasks[job.task_id], job.agent, job.trial, job.rollout_id)
                         pending[future] = job

@@ -51,11 +51,15 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
         tasks, problems = load_tasks(Path(config.tasks), domain=config.domain)
         for problem in problems:
             print(f"t2t: skipped {problem.line()}", file=sys.stderr)
+    elif resume:
+        tasks = ts.tasks("list_contains(?, task_id)", [config.task_ids])
     else:
-        if resume:
-            tasks = ts.tasks("list_contains(?, task_id)", [config.task_ids])
-        else:
+        from store import StoreError
+
+        try:
             tasks = ts.tasks(config.tasks)
+        except StoreError as exc:
+            raise UserError(f"--tasks {config.tasks!r}: {str(exc).splitlines()[0]}") from None
     by_id = tasks_by_id(tasks)
     if resume:
         missing = [t for t in config.task_ids if t not in by_id]
@@ -161,6 +165,8 @@ def bench(
     }
     if given["agents"] is not None and len(set(given["agents"])) != len(given["agents"]):
         raise UserError("--agent-lm names a model twice")
+    if tasks is not None and tasks.strip().lower().endswith((".json", ".jsonl")) and not Path(tasks).is_file():
+        raise UserError(f"{tasks}: no such tasks file")
     if not path.exists() and (resume is not None or tasks is None or not Path(tasks).is_file()):
         raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store or a tasks file)")
     with TaskStore(path) as ts:

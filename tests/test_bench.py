@@ -209,7 +209,9 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tasks, tmp_path):
     unknown = run_t2t("bench", "--resume", "no-such-run", "--store", str(store))
     other_db = run_t2t("bench", "--seed", "1", "--store", str(store))
     nothing = run_t2t("bench", "--tasks", "condition = 'nonexistent'", "--store", str(store))
-    for done, text in ((unknown, "no such run"), (other_db, "another database"), (nothing, "no tasks match")):
+    bad_sql = run_t2t("bench", "--tasks", "condition = ", "--store", str(store))
+    for done, text in ((unknown, "no such run"), (other_db, "another database"), (nothing, "no tasks match"),
+                       (bad_sql, "--tasks")):
         assert done.returncode == 2
         assert done.stderr.strip().count("\n") == 0 and text in done.stderr, done.stderr
 

@@ -367,3 +367,27 @@ def test_the_oracle_and_do_nothing_calibrate_every_condition(env, tasks):
         assert verifier.verify_task(task).passed
         assert engine.run(task, "oracle").verdict.passed, task.id
         assert not engine.run(task, "do-nothing").verdict.passed, task.id
+
+
+def test_the_engine_gives_metrics_a_closed_loop_reference_rollout(env, tasks):
+    from optimize.metrics import check_task
+
+    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)])
+    verifier = Verifier(env)
+    for task in tasks.values():
+        checked = check_task(verifier, task, run_rollout=engine.runner("oracle"))
+        assert checked.passed, checked.feedback()
+
+
+def test_tool_call_ids_in_the_transcript_are_unique_even_when_the_lm_reuses_them(env, tasks):
+    task = tasks["general-1"]
+    login, lookup, _ = task.gold_actions
+    agent = ScriptAgent("reuse", [
+        AgentReply(tool_calls=[AgentToolCall(id="call_0", name=login.name, arguments=login.arguments)]),
+        AgentReply(tool_calls=[AgentToolCall(id="call_0", name=lookup.name, arguments=lookup.arguments)]),
+        AgentReply(tool_calls=[AgentToolCall(name=lookup.name, arguments=lookup.arguments)]),
+        AgentReply(content="Is there anything else?")])
+    messages = RolloutEngine(env, ScriptedUser(), [agent]).run(task, "reuse").rollout.messages
+    ids = [c.id for m in messages for c in m.tool_calls or []]
+    assert len(ids) == 3 and len(set(ids)) == 3 and ids[0] == "call_0"
+    assert [m.tool_call_id for m in messages if m.role == "tool"] == ids
