@@ -439,14 +439,18 @@ def select_ids(store: TaskStore, sql: str, selects: str) -> list[str]:
 
 def evaluate(program: dspy.Module, examples: Sequence[dspy.Example], metric: Callable[..., float],
              num_threads: int = 1) -> float:
-    """Mean metric over the examples; a program that raises scores 0 on that example."""
+    """Mean metric over the examples. An example whose run raises scores 0 (an LM that
+    failed beyond its retries on one example must not end the run), but when every example
+    raises, the first error is raised: that is a broken program or an unreachable LM."""
     if not examples:
         return 0.0
+    errors: list[BaseException] = []
 
     def one(example: dspy.Example) -> float:
         try:
             return float(metric(example, program(**example.inputs())))
-        except Exception:  # an LM that fails or a program bug counts as a failed example
+        except Exception as exc:
+            errors.append(exc)
             return 0.0
 
     if num_threads <= 1:
@@ -460,6 +464,8 @@ def evaluate(program: dspy.Module, examples: Sequence[dspy.Example], metric: Cal
 
         with ThreadPoolExecutor(max_workers=num_threads) as pool:
             scores = list(pool.map(in_context, examples))
+    if len(errors) == len(examples):
+        raise errors[0]
     return sum(scores) / len(scores)
 
 

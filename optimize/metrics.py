@@ -11,11 +11,14 @@ a conversation against the task's own fields.
   reference set that grows as trajectories are scored: a batch that repeats itself is
   not novel.
 - writer and adapter: a task counts when it passes static verification, a closed-loop
-  rollout with a reference agent passes, and its condition checks hold (an ambiguous
-  task that a rollout solved without the agent asking anything counts against it).
+  rollout with a reference agent passes (the oracle agent with the scripted user; gold
+  replay as a fallback), and its condition checks hold (an ambiguous task whose opening
+  gives the withheld details away, or that an agent not knowing the gold solved without
+  the user giving any withheld detail, counts against it).
 - user simulator: fidelity to the scenario: the opening message keeps the withheld
-  details back, a changing user states the revised request after the opening and not in
-  it, and the conversation ends with the user's stop signal rather than the turn limit.
+  details back, a changing user states the revised request after the opening and before
+  the agent acts, and the conversation ends with the user's stop signal (not the turn
+  limit), not before the goal was met.
 
 The `Score` functions are plain Python; `DSPyMetric` turns one into the
 `(example, prediction, trace=None, pred_name=None, pred_trace=None)` callable that

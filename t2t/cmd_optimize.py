@@ -251,10 +251,13 @@ def optimize(
         try:
             result = compile_program(target, optimizer, train, val, program_lm, opt_settings,
                                      reflection_lm=proposer_lm)
-        except (CompileError, dspy.utils.exceptions.LMError) as exc:
+        except CompileError as exc:
             task_store.finish_run(run_id, "failed")
-            raise UserError(f"t2t optimize: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") \
-                from None
+            raise UserError(f"t2t optimize: {exc}") from None
+        except _lm_failures() as exc:
+            task_store.finish_run(run_id, "failed")
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+            raise UserError(f"t2t optimize: the LM failed: {type(exc).__name__}: {first}") from None
         except BaseException:
             task_store.finish_run(run_id, "failed")
             raise
@@ -285,6 +288,17 @@ def optimize(
     if program in ("explorer", "writer", "adapter"):
         console.print(f"use it: t2t generate --programs {name} --{program}-lm {settings.model}")
     console.print(f"run {run_id}")
+
+
+def _lm_failures() -> tuple[type[BaseException], ...]:
+    """What a program raises when its LM failed beyond retries or never gave parsable output."""
+    from dspy.utils.exceptions import AdapterParseError, LMError
+
+    from programs.explorer import ExplorationError
+    from programs.user_sim import LMTurnError
+    from programs.writer import WriterError
+
+    return (LMError, AdapterParseError, ExplorationError, WriterError, LMTurnError)
 
 
 def register(app: typer.Typer) -> None:

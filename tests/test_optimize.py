@@ -315,3 +315,24 @@ def test_bad_requests_are_user_errors(store_path, args, message):
     result = CliRunner().invoke(app, ["optimize", "--lm", "openai/t2t-test", "--api-base", "http://127.0.0.1:9",
                                       "--store", str(store_path), *args])
     assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_an_unreachable_lm_is_an_error_not_a_zero_score(env, store_path):
+    target, examples = _writer_examples(env, store_path)
+    lm = build_lm(LMSettings(model="openai/t2t-test", api_base="http://127.0.0.1:9/v1", num_retries=0,
+                             timeout_s=2))
+    from dspy.utils.exceptions import LMError
+
+    with pytest.raises(LMError, match="failed to connect"):
+        compile_program(target, "bootstrap", examples[:1], examples[:1], lm, SMALL)
+
+
+def test_optimize_command_says_an_lm_failure_in_one_line(store_path, tmp_path):
+    config = tmp_path / "lm.toml"
+    config.write_text('[lm.default]\nmodel = "openai/t2t-test"\napi_base = "http://127.0.0.1:9/v1"\n'
+                      'num_retries = 0\n')
+    result = run_t2t("optimize", "--program", "writer", "--optimizer", "bootstrap", "--trainset",
+                     "condition = 'general'", "--lm-config", str(config), "--store", str(store_path),
+                     env={"T2T_LM": ""})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "the LM failed" in result.stderr
