@@ -393,13 +393,7 @@ def oracle_rollout_runner(env: Environment[Any], verifier: Verifier) -> RolloutR
         from programs.user_sim import ScriptedUser
     except ImportError:
         return gold_replay_runner(verifier)
-    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)], verifier=verifier)
-
-    def run(task: Task) -> tuple[Any, Any]:
-        result = engine.run(task, ORACLE)
-        return result.rollout, result.verdict
-
-    return run
+    return RolloutEngine(env, ScriptedUser(), [OracleAgent(env)], verifier=verifier).runner(ORACLE)
 
 
 def _tasks(store: TaskStore, ids: Sequence[str]) -> list[Task]:
