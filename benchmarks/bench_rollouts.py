@@ -1,0 +1,199 @@
+"""Rollout throughput against the local OpenAI-compatible server at a fixed latency per call.
+
+The server runs in a SEPARATE PROCESS (tests/llm_server.py's ScriptedLLMServer with a
+responder that plays both sides), so its own CPU does not compete with the client for the
+GIL. Each rollout is the real thing: the LM user simulator (DSPy ChatAdapter) and the LM
+agent (native tools) over HTTP through dspy.LM, tool calls run on the rollout's own episode,
+verdicts from the verifier, rollouts stored in DuckDB in atomic batches. Per rollout: the
+user's opening, then twice (agent tool call, agent message, user answer) = 7 LM calls.
+
+Ideal throughput: `concurrency` calls in flight at all times, i.e. concurrency / latency
+calls per second (32 / 0.1 s = 320 calls/s). The script prints the achieved share of that
+(target >= 85% at 32), the client's CPU per LM call, and the engine's own time per turn
+with no LM at all (reference agent x scripted user), which is the pipeline's overhead.
+
+    python benchmarks/bench_rollouts.py [--concurrency 32] [--latency 0.1] [--rollouts 640]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+AGENT_MODEL = "openai/gpt-4o-mini"  # known to DSPy's model map as function-calling: native engine
+USER_MODEL = "openai/gpt-4o-mini"
+_AGENT_TURN = re.compile(r'\\?"role\\?": ?\\?"agent\\?"')
+
+
+# ============================================================================ server side
+
+
+def respond(body: dict[str, Any]) -> Any:
+    """Agent requests (they carry `tools`): look the order up, then answer. User requests:
+    ask again after the first answer, stop after the second."""
+    from tests.llm_server import Text, ToolCalls, chat_fields
+
+    messages = body.get("messages") or []
+    if "tools" in body:
+        last = messages[-1] if messages else {}
+        if last.get("role") == "tool":
+            return Text("Your order is pending and will ship soon.")
+        return ToolCalls([("get_order_details", {"order_id": "#W0000000"})])
+    prompt = messages[-1].get("content", "") if messages else ""
+    agent_turns = len(_AGENT_TURN.findall(prompt if isinstance(prompt, str) else json.dumps(prompt)))
+    if agent_turns == 0:
+        return Text(chat_fields(message="Hi, where is my order?"))
+    if agent_turns < 2:
+        return Text(chat_fields(message="Could you check it once more?"))
+    return Text(chat_fields(message="Thanks! ###STOP###"))
+
+
+def serve(latency_s: float) -> None:
+    import signal
+    import threading
+
+    from tests.llm_server import ScriptedLLMServer
+
+    server = ScriptedLLMServer(responder=respond, latency_s=latency_s).start()
+    print(server.port, flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    while not done.wait(0.5):
+        pass
+    server.stop()
+
+
+def start_server(latency_s: float) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--latency", str(latency_s)],
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline().strip())
+    return proc, f"http://127.0.0.1:{port}/v1"
+
+
+# ============================================================================ client side
+
+
+def tasks_for(env: Any, n: int) -> dict[str, Any]:
+    from signatures.models import Action, Task, UserScenario
+
+    orders = list(env.base.db.orders)[:n]
+    return {f"bench-{i}": Task(id=f"bench-{i}", domain="retail",
+                               scenario=UserScenario(reason_for_call=f"You want to know where order {o} is."),
+                               gold_actions=[Action(name="get_order_details", arguments={"order_id": o})])
+            for i, o in enumerate(orders)}
+
+
+def run_lm_rollouts(base_url: str, concurrency: int, rollouts: int, latency_s: float) -> dict[str, Any]:
+    from domains import get_domain
+    from programs.agent import LMAgent
+    from programs.lm import LMSettings, build_lm
+    from programs.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
+    from programs.user_sim import LMUser
+    from store import TaskStore
+
+    domain = get_domain("retail")
+    env = domain.environment(domain.generate_db(0, 200))
+    tasks = tasks_for(env, 64)
+    agent = LMAgent(build_lm(LMSettings(model=AGENT_MODEL, api_base=base_url)), env)
+    user = LMUser(build_lm(LMSettings(model=USER_MODEL, api_base=base_url)))
+    engine = RolloutEngine(env, user, [agent])
+    task_ids = list(tasks)
+
+    def jobs(run_id: str, count: int, offset: int = 0) -> list[RolloutJob]:
+        return [RolloutJob(task_id=task_ids[i % len(task_ids)], agent=agent.name, trial=i + offset,
+                           rollout_id=rollout_id_for(run_id, task_ids[i % len(task_ids)], agent.name, i + offset))
+                for i in range(count)]
+
+    with tempfile.TemporaryDirectory() as tmp, TaskStore(Path(tmp) / "bench.duckdb") as store:
+        run_id = store.start_run("bench", {"benchmark": "bench_rollouts"})
+        store.add_tasks(run_id, list(tasks.values()))
+        engine.run_many(tasks, jobs(run_id, concurrency, offset=10**6), concurrency=concurrency)  # warm-up
+        writer = RolloutWriter(store, run_id)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        results, crashes = engine.run_many(tasks, jobs(run_id, rollouts), concurrency=concurrency,
+                                           on_result=writer.add)
+        writer.flush()
+        wall = time.perf_counter() - wall0
+        cpu = time.process_time() - cpu0
+        stored = store.query("SELECT count(*) FROM rollouts WHERE run_id = ?", [run_id])[1][0][0]
+    calls = sum(sum(1 for m in r.rollout.messages if m.role in ("user", "assistant")) for r in results)
+    errors = [r.rollout.error for r in results if r.rollout.error] + [c.error for c in crashes]
+    ideal = concurrency / latency_s
+    return {"rollouts": len(results), "stored": stored, "lm_calls": calls, "wall_s": wall,
+            "calls_per_s": calls / wall, "ideal_calls_per_s": ideal, "share_of_ideal": calls / wall / ideal,
+            "client_cpu_ms_per_call": 1000 * cpu / calls, "errors": errors[:3]}
+
+
+def engine_overhead(turn_rollouts: int = 400) -> dict[str, float]:
+    """Time per turn of the engine alone: oracle agent x scripted user, no LM."""
+    from domains import get_domain
+    from programs.agent import OracleAgent
+    from programs.rollout import RolloutEngine
+    from programs.user_sim import ScriptedUser
+    from tests.closed_loop import make_tasks
+
+    domain = get_domain("retail")
+    env = domain.environment(domain.generate_db(0, 500))
+    tasks = list(make_tasks(env).values())
+    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)])
+    engine.warm(tasks)
+    turns = 0
+    start = time.perf_counter()
+    for i in range(turn_rollouts):
+        result = engine.run(tasks[i % len(tasks)], "oracle", trial=i)
+        turns += sum(1 for m in result.rollout.messages if m.role in ("user", "assistant"))
+    elapsed = time.perf_counter() - start
+    return {"turns": turns, "engine_ms_per_turn": 1000 * elapsed / turns}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--rollouts", type=int, default=640)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.latency)
+        return
+    proc, base_url = start_server(args.latency)
+    try:
+        figures = run_lm_rollouts(base_url, args.concurrency, args.rollouts, args.latency)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    figures.update(engine_overhead())
+    figures.update(concurrency=args.concurrency, latency_s=args.latency, cpus=os.cpu_count())
+    if args.json:
+        print(json.dumps(figures))
+        return
+    print(f"{figures['rollouts']} rollouts ({figures['stored']} stored), {figures['lm_calls']} LM calls in "
+          f"{figures['wall_s']:.2f} s at concurrency {args.concurrency}, {args.latency * 1000:.0f} ms per call, "
+          f"{figures['cpus']} CPU(s)")
+    print(f"throughput: {figures['calls_per_s']:.1f} calls/s of an ideal {figures['ideal_calls_per_s']:.0f} = "
+          f"{100 * figures['share_of_ideal']:.1f}% (target >= 85%)")
+    print(f"client CPU per LM call (DSPy + HTTP + pipeline): {figures['client_cpu_ms_per_call']:.2f} ms")
+    print(f"engine alone (no LM): {figures['engine_ms_per_turn'] * 1000:.0f} us per turn "
+          f"over {figures['turns']} turns")
+    if figures["errors"]:
+        print(f"errors: {figures['errors']}")
+
+
+if __name__ == "__main__":
+    main()
