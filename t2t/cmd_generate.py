@@ -169,6 +169,8 @@ def generate(
             config.id_prefix = id_prefix(config, run_id)
         if config.programs:
             load_program_state(task_store, config.programs, modules)
+            for role, role_lm in lms.items():  # dspy's load_state resets each predictor's LM to the saved one
+                modules[role].set_lm(role_lm)
         versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
                     for role, module in modules.items()}
         task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
