@@ -9,8 +9,10 @@ user's opening, then twice (agent tool call, agent message, user answer) = 7 LM 
 
 Ideal throughput: `concurrency` calls in flight at all times, i.e. concurrency / latency
 calls per second (32 / 0.1 s = 320 calls/s). The script prints the achieved share of that
-(target >= 85% at 32), the client's CPU per LM call, and the engine's own time per turn
-with no LM at all (reference agent x scripted user), which is the pipeline's overhead.
+(target >= 85% at 32), the same share for bare one-field dspy.Predict calls on as many
+threads (the ceiling the DSPy client itself sets here), the client's and the server's CPU
+per LM call, and the engine's own time per turn with no LM at all (reference agent x
+scripted user), which is the pipeline's overhead.
 
     python benchmarks/bench_rollouts.py [--concurrency 32] [--latency 0.1] [--rollouts 640]
 """
@@ -139,6 +141,39 @@ def run_lm_rollouts(base_url: str, concurrency: int, rollouts: int, latency_s: f
             "client_cpu_ms_per_call": 1000 * cpu / calls, "errors": errors[:3]}
 
 
+def bare_predict(base_url: str, concurrency: int, calls_per_thread: int, latency_s: float) -> dict[str, float]:
+    """The ceiling to compare with: `concurrency` threads doing nothing but a one-field
+    dspy.Predict through the same client and server."""
+    import threading
+
+    import dspy
+
+    from programs.lm import LMSettings, build_lm
+
+    class Echo(dspy.Signature):
+        """Reply."""
+
+        conversation: str = dspy.InputField()
+        message: str = dspy.OutputField()
+
+    lm = build_lm(LMSettings(model=USER_MODEL, api_base=base_url))
+    predict = dspy.Predict(Echo)
+
+    def work() -> None:
+        with dspy.context(lm=lm.copy()):
+            for _ in range(calls_per_thread):
+                predict(conversation="[]")
+
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    rate = concurrency * calls_per_thread / (time.perf_counter() - start)
+    return {"bare_predict_calls_per_s": rate, "bare_predict_share_of_ideal": rate * latency_s / concurrency}
+
+
 def engine_overhead(turn_rollouts: int = 400) -> dict[str, float]:
     """Time per turn of the engine alone: oracle agent x scripted user, no LM."""
     from domains import get_domain
@@ -161,6 +196,15 @@ def engine_overhead(turn_rollouts: int = 400) -> dict[str, float]:
     return {"turns": turns, "engine_ms_per_turn": 1000 * elapsed / turns}
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc; -inf elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("-inf")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--concurrency", type=int, default=32)
@@ -168,13 +212,20 @@ def main() -> None:
     parser.add_argument("--rollouts", type=int, default=640)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip the bare dspy.Predict comparison")
     args = parser.parse_args()
     if args.serve:
         serve(args.latency)
         return
     proc, base_url = start_server(args.latency)
     try:
+        server_cpu0 = process_cpu_s(proc.pid)
         figures = run_lm_rollouts(base_url, args.concurrency, args.rollouts, args.latency)
+        server_cpu = process_cpu_s(proc.pid) - server_cpu0
+        if server_cpu >= 0:
+            figures["server_cpu_ms_per_call"] = 1000 * server_cpu / figures["lm_calls"]  # warm-up included
+        if not args.no_ceiling:
+            figures.update(bare_predict(base_url, args.concurrency, 60, args.latency))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -188,7 +239,12 @@ def main() -> None:
           f"{figures['cpus']} CPU(s)")
     print(f"throughput: {figures['calls_per_s']:.1f} calls/s of an ideal {figures['ideal_calls_per_s']:.0f} = "
           f"{100 * figures['share_of_ideal']:.1f}% (target >= 85%)")
+    if "bare_predict_share_of_ideal" in figures:
+        print(f"for comparison, bare one-field dspy.Predict calls on {args.concurrency} threads: "
+              f"{figures['bare_predict_calls_per_s']:.1f} calls/s = {100 * figures['bare_predict_share_of_ideal']:.1f}%")
     print(f"client CPU per LM call (DSPy + HTTP + pipeline): {figures['client_cpu_ms_per_call']:.2f} ms")
+    if "server_cpu_ms_per_call" in figures:
+        print(f"server CPU per LM call (other process): {figures['server_cpu_ms_per_call']:.2f} ms")
     print(f"engine alone (no LM): {figures['engine_ms_per_turn'] * 1000:.0f} us per turn "
           f"over {figures['turns']} turns")
     if figures["errors"]:

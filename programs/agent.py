@@ -166,6 +166,11 @@ class NativeToolsAdapter(dspy.Adapter):
         return {"message": output.get("text") or "", "tool_calls": calls}
 
 
+# Adapters hold no per-call state: one of each serves every agent and thread.
+_NATIVE_ADAPTER = NativeToolsAdapter()
+_TEXT_ADAPTER = dspy.ChatAdapter()
+
+
 # ============================================================================ LM agent
 
 
@@ -178,7 +183,7 @@ class ToolCallingAgent(dspy.Module):
         self.native_function_calling = native_function_calling
 
     def adapter(self) -> dspy.Adapter:
-        return NativeToolsAdapter() if self.native_function_calling else dspy.ChatAdapter()
+        return _NATIVE_ADAPTER if self.native_function_calling else _TEXT_ADAPTER
 
     def forward(self, policy: str, conversation: Sequence[Message], tools: list[dict[str, Any]]) -> dspy.Prediction:
         with dspy.context(adapter=self.adapter()):

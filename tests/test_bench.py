@@ -258,3 +258,33 @@ def test_a_bench_killed_mid_run_resumes_with_no_duplicate_and_no_lost_rollout(en
     assert [e for (e,) in events] == ["started", "resumed", "finished"]
     cells = {(c["agent_model"], c["condition"]): c for c in json_lines(resumed.stdout) if "agent_model" in c}
     assert cells[(A, "all")]["rollouts"] == len(tasks) * trials and cells[(A, "all")]["pass@1"] == 1.0
+
+
+# ============================================================================ LM user, text-mode agent
+
+
+def test_bench_wires_an_lm_user_and_a_text_mode_agent(tasks, tmp_path):
+    from tests.closed_loop import is_user_request, user_reply
+    from tests.llm_server import Text, chat_fields
+
+    store = tmp_path / "t2t.duckdb"
+    with TaskStore(store) as ts:
+        store_tasks(ts, tasks)
+
+    def respond(body):
+        if is_user_request(body):
+            agent_turns = body["messages"][-1]["content"].count('"role": "agent"')
+            return user_reply("I need help with an order." if agent_turns == 0 else "Okay. ###STOP###")
+        return Text(chat_fields(message="Sorry, I cannot help with that.", tool_calls=[]))
+
+    with ScriptedLLMServer(responder=respond) as server:
+        done = run_t2t("bench", "--agent-lm", "openai/my-text-model", "--no-function-calling",
+                       "--user-lm", "openai/gpt-4o", "--api-base", server.base_url, "--store", str(store), "--json")
+        requests = server.requests
+    assert done.returncode == 0, done.stderr
+    assert "tools described in the prompt text" in done.stderr
+    agent_requests = [r for r in requests if not is_user_request(r)]
+    assert len(agent_requests) == len(tasks) and all("tools" not in r for r in agent_requests)
+    assert all("cancel_pending_order" in json.dumps(r["messages"]) for r in agent_requests)  # described in text
+    _, rows = read_only_query(store, "SELECT DISTINCT user_model, agent_model, termination FROM rollouts")
+    assert rows == [("openai/gpt-4o", "openai/my-text-model", "user_stop")]

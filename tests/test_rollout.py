@@ -209,6 +209,17 @@ def test_invalid_arguments_and_unknown_tools_become_observations_the_agent_reads
     assert result.verdict.passed, result.verdict
 
 
+def test_a_malformed_reply_ends_the_rollout_as_lm_error(env, tasks):
+    from tests.llm_server import Malformed
+
+    responder = FaultyAt(planned(env, tasks, ["pass"]), {1: Malformed()})
+    with ScriptedLLMServer(responder=responder) as server:
+        lm = build_lm(LMSettings(model=AGENT, api_base=server.base_url))
+        result = RolloutEngine(env, ScriptedUser(), [LMAgent(lm, env)]).run(tasks["general-1"], AGENT)
+    assert result.rollout.termination == "lm_error" and "lm_error" in result.verdict.reasons
+    assert len(result.rollout.steps) == 1  # the look-up before the broken reply was kept
+
+
 def test_an_lm_failing_beyond_retries_ends_as_lm_error_and_the_batch_goes_on(env, tasks):
     plans = ["pass", "lm_error", "pass"]
     with ScriptedLLMServer(responder=planned(env, tasks, plans)) as server:
