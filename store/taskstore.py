@@ -304,7 +304,7 @@ class TaskStore:
             "initial_state_hash": pa.array([t.initial_state_hash for t in trajectories], pa.string()),
             "end_state_hash": pa.array([t.end_state_hash for t in trajectories], pa.string()),
             "n_steps": pa.array([len(t.steps) for t in trajectories], pa.int32()),
-            "json": pa.array([t.model_dump_json(exclude={"steps"}) for t in trajectories], pa.string()),
+            "json": pa.array([t.model_dump_json(exclude={"steps"}, exclude_none=True) for t in trajectories], pa.string()),
             "_pos": pa.array(range(len(trajectories)), pa.int64()),
         })
         tid: list[str] = []
@@ -357,7 +357,7 @@ class TaskStore:
             "trajectory_id": pa.array([t.provenance.trajectory_id for t in tasks], pa.string()),
             "source": pa.array([t.provenance.source for t in tasks], pa.string()),
             "gold_tools": pa.array([[a.name for a in t.gold_actions] for t in tasks], pa.list_(pa.string())),
-            "json": pa.array([t.model_dump_json() for t in tasks], pa.string()),
+            "json": pa.array([t.model_dump_json(exclude_none=True) for t in tasks], pa.string()),
             "_pos": pa.array(range(len(tasks)), pa.int64()),
         })
         now = schema.utcnow()
@@ -420,7 +420,7 @@ class TaskStore:
             "cost": pa.array([r.usage.cost for r in rollouts], pa.float64()),
             "n_messages": pa.array([len(r.messages) for r in rollouts], pa.int32()),
             "n_steps": pa.array([len(r.steps) for r in rollouts], pa.int32()),
-            "json": pa.array([r.model_dump_json(exclude={"messages"}) for r in rollouts], pa.string()),
+            "json": pa.array([r.model_dump_json(exclude={"messages"}, exclude_none=True) for r in rollouts], pa.string()),
             "_pos": pa.array(range(len(rollouts)), pa.int64()),
         })
         rid: list[str] = []

@@ -181,6 +181,16 @@ def test_trajectories_round_trip(store):
     assert store.query("SELECT arguments->>'$.tid' FROM steps WHERE idx = 4")[1] == [("T3",)]
 
 
+def test_tau2_tasks_round_trip_through_the_store(store, tau2_tasks_raw):
+    """Every tau2 retail task survives add_tasks -> tasks() unchanged (the stored JSON leaves
+    out None fields; nulls inside dicts such as arguments and initial_state are kept)."""
+    tau2 = pytest.importorskip("store.tau2")
+    tasks = [tau2.task_from_tau2(raw) for raw in tau2_tasks_raw]
+    run = store.start_run("verify", {})
+    store.add_tasks(run, tasks)
+    assert store.tasks() == tasks
+
+
 def test_tasks_round_trip_and_latest(store):
     run = store.start_run("generate", {})
     a = task("A", tools=["get_order_details", "cancel_pending_order"], trajectory="T1")
