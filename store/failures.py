@@ -14,18 +14,15 @@ trajectory, a rejected scenario) are recorded here with a machine-readable reaso
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from signatures.models import Task, Trajectory, Verdict
 
-from . import schema
 from .records import LMCall
-from .taskstore import TaskStore, _json
+from .taskstore import TaskStore
 
 ITEM_EVENT = "item"
 
@@ -54,44 +51,16 @@ class GenerationItem(BaseModel):
     dropped_calls: int = 0
 
 
-@contextmanager
-def _one_transaction(store: TaskStore, op: str) -> Iterator[Any]:
-    """Make the store's add_* calls made by this thread inside the block join one transaction.
-
-    TaskStore opens one transaction per add_* call (``_write``); here ``_write`` is shadowed,
-    for the calling thread only, by a context that hands out the open transaction's cursor.
-    Other threads keep the original method and wait on the store's write lock.
-    """
-    original = store._write
-    owner = threading.get_ident()
-    with original(op) as cur:
-        @contextmanager
-        def joined(inner_op: str) -> Iterator[Any]:
-            if threading.get_ident() != owner:
-                with original(inner_op) as other:
-                    yield other
-                return
-            yield cur
-
-        store._write = joined  # type: ignore[method-assign]
-        try:
-            yield cur
-        finally:
-            del store._write  # the class's method is visible again
-
-
 def add_generation_item(store: TaskStore, run_id: str, item: GenerationItem,
                         trajectories: Sequence[Trajectory] = (), tasks: Sequence[Task] = (),
                         verdicts: Sequence[Verdict] = (), lm_calls: Sequence[LMCall] = ()) -> None:
     """Store one finished item and its record in one transaction."""
-    with _one_transaction(store, "add_generation_item") as cur:
+    with store.transaction("add_generation_item"):
         store.add_trajectories(run_id, list(trajectories))
         store.add_tasks(run_id, list(tasks))
         store.add_verdicts(run_id, list(verdicts), kind="static")
         store.add_lm_calls(run_id, list(lm_calls))
-        store._require_run(cur, run_id)
-        cur.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)",
-                    [run_id, ITEM_EVENT, _json(item.model_dump(mode="json")), schema.utcnow()])
+        store.add_run_event(run_id, ITEM_EVENT, item.model_dump(mode="json"))
 
 
 def generation_items(store: TaskStore, run_id: str) -> list[GenerationItem]:
