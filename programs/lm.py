@@ -50,14 +50,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from signatures.models import TokenUsage
+from signatures.models import LMCall, TokenUsage
 
 if TYPE_CHECKING:
     import dspy
 
 __all__ = [
     "ROLES",
-    "LMCallRecord",
+    "LMCall",
     "LMConfig",
     "LMConfigError",
     "LMSettings",
@@ -322,18 +322,6 @@ def supports_native_tools(settings: LMSettings) -> bool:
 # ---------------------------------------------------------------------------- usage
 
 
-class LMCallRecord(BaseModel):
-    """One LM call: tokens and cost (USD; 0.0 when the model map has no price)."""
-
-    role: str
-    model: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    latency_s: float | None = None  # DSPy's history has no latency; set by callers that time calls
-    error: str | None = None  # failed calls never reach history; callers record them
-
-
 def _as_int(value: Any) -> int:
     try:
         return int(value or 0)
@@ -341,12 +329,12 @@ def _as_int(value: Any) -> int:
         return 0
 
 
-def _record_of(entry: Mapping[str, Any], role: str) -> LMCallRecord:
+def _record_of(entry: Mapping[str, Any], role: str) -> LMCall:
     usage = entry.get("usage") or {}
     if not isinstance(usage, Mapping):
         usage = dict(usage) if hasattr(usage, "keys") else {}
     cost = entry.get("cost")
-    return LMCallRecord(
+    return LMCall(
         role=role,
         model=str(entry.get("model") or ""),
         prompt_tokens=_as_int(usage.get("prompt_tokens")),
@@ -367,9 +355,9 @@ class UsageRecorder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_seen: dict[int, str | None] = {}
-        self.records: list[LMCallRecord] = []
+        self.records: list[LMCall] = []
 
-    def drain(self, lm: Any, role: str) -> list[LMCallRecord]:
+    def drain(self, lm: Any, role: str) -> list[LMCall]:
         history = list(getattr(lm, "history", []) or [])
         with self._lock:
             last = self._last_seen.get(id(lm))
@@ -385,7 +373,7 @@ class UsageRecorder:
             self.records.extend(new)
             return new
 
-    def add(self, record: LMCallRecord) -> None:
+    def add(self, record: LMCall) -> None:
         """Add a record made elsewhere (e.g. a failed call with ``error`` set)."""
         with self._lock:
             self.records.append(record)

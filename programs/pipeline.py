@@ -24,8 +24,8 @@ from pydantic import BaseModel, Field
 
 from domains import Environment
 from programs.verifier import Verifier
-from signatures.models import CONDITIONS, Condition, Provenance, Task, Trajectory, Verdict
-from store import LMCall, TaskStore
+from signatures.models import CONDITIONS, Condition, LMCall, Provenance, Task, Trajectory, Verdict
+from store import TaskStore
 from store.failures import GenerationItem, add_generation_item, generation_items
 
 GENERATION_ROLES = ("explorer", "writer", "adapter")
@@ -275,10 +275,7 @@ class GenerationPipeline:
         out = []
         with self._usage_lock:
             for role, lm in self.lms.items():
-                for record in self._recorder.drain(lm, role):
-                    out.append(LMCall(role=record.role, model=record.model, prompt_tokens=record.prompt_tokens,
-                                      completion_tokens=record.completion_tokens, cost=record.cost,
-                                      latency_s=record.latency_s or 0.0, error=record.error))
+                out.extend(self._recorder.drain(lm, role))
         return out
 
     def _store(self, run_id: str, output: ItemOutput) -> None:

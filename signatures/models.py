@@ -138,6 +138,18 @@ class TokenUsage(BaseModel):
                           cost=self.cost + other.cost)
 
 
+class LMCall(BaseModel):
+    """One LM call made by a program role (explorer, writer, adapter, user, agent, judge)."""
+
+    role: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0  # USD; 0.0 when the model map has no price
+    latency_s: float | None = None  # DSPy's history has no latency; set by callers that time calls
+    error: str | None = None  # failed calls never reach DSPy's history; callers record them
+
+
 Termination = Literal["user_stop", "transfer", "max_turns", "agent_stop", "lm_error", "recorded"]
 
 

@@ -6,17 +6,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from signatures.models import LMCall
 
-class LMCall(BaseModel):
-    """One LM call made by a program role (explorer, writer, adapter, user, agent, judge)."""
-
-    role: str
-    model: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    latency_s: float = 0.0
-    error: str | None = None
+__all__ = ["LMCall", "Trial"]
 
 
 class Trial(BaseModel):

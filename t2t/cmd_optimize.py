@@ -214,7 +214,7 @@ def optimize(
     import dspy
 
     from programs.lm import UsageRecorder, build_lm
-    from store import LMCall, TaskStore, Trial
+    from store import TaskStore, Trial
     from t2t.output import console, print_json_line, print_table
     from t2t.settings import store_path
 
@@ -265,9 +265,7 @@ def optimize(
             usage = recorder.drain(program_lm, program)
             if proposer_lm is not program_lm:
                 usage += recorder.drain(proposer_lm, "optimizer")
-            task_store.add_lm_calls(run_id, [LMCall(role=r.role, model=r.model, prompt_tokens=r.prompt_tokens,
-                                                    completion_tokens=r.completion_tokens, cost=r.cost,
-                                                    latency_s=r.latency_s or 0.0) for r in usage])
+            task_store.add_lm_calls(run_id, usage)
         task_store.add_program(name, program, result.state, run_id, score_before=result.score_before,
                                score_after=result.score_after, optimizer=optimizer)
         task_store.add_trials(run_id, f"optimize:{name}", [Trial(**t) for t in result.trials])

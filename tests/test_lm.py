@@ -15,7 +15,7 @@ import pytest
 
 from programs.lm import (
     ROLES,
-    LMCallRecord,
+    LMCall,
     LMConfigError,
     LMSettings,
     UsageRecorder,
@@ -219,7 +219,7 @@ def test_predict_through_real_lm_and_usage_recording():
 
         recorder = UsageRecorder()
         (record,) = recorder.drain(lm, "writer")
-        assert isinstance(record, LMCallRecord)
+        assert isinstance(record, LMCall)
         assert record.role == "writer" and record.model == "openai/gpt-4o-mini"
         assert record.prompt_tokens > 0 and record.completion_tokens > 0
         assert record.cost > 0  # gpt-4o-mini is priced in the bundled model map

@@ -266,7 +266,7 @@ def test_lm_calls_and_trials(store):
                                            user_attrs={"note": "x"}),
                                      Trial(number=1, params={"lr": 0.2}, value=None, state="FAIL")])
     assert store.query("SELECT role, model, prompt_tokens, completion_tokens, cost, latency_s, error FROM lm_calls "
-                       "ORDER BY role")[1] == [("agent", "m", 0, 0, 0.0, 0.0, "RateLimitError"),
+                       "ORDER BY role")[1] == [("agent", "m", 0, 0, 0.0, None, "RateLimitError"),
                                                ("writer", "openai/gpt-4o-mini", 10, 2, 0.25, 0.5, None)]
     assert store.query("SELECT study, number, params->>'$.lr', value, state, user_attrs FROM trials ORDER BY number"
                        )[1] == [("study1", 0, "0.1", 0.5, "COMPLETE", '{"note":"x"}'),
