@@ -118,6 +118,10 @@ def _tool_call(action: Action) -> ToolCalls:
     return ToolCalls([(action.name, dict(action.arguments))])
 
 
+def write_tools(env) -> set[str]:
+    return {name for name, spec in env.tools.items() if spec.kind == "write"}
+
+
 class PlannedAgentLM:
     """A responder for ScriptedLLMServer that plays agents by plan.
 

@@ -16,7 +16,7 @@ from programs.bench import RolloutRow, pass_hat_k, plan_jobs, score_cells
 from signatures.models import Action, Task
 from store import TaskStore, read_only_query
 from tests.cli import REPO, run_t2t
-from tests.closed_loop import PlannedAgentLM, environment, make_tasks, store_tasks
+from tests.closed_loop import PlannedAgentLM, environment, write_tools, make_tasks, store_tasks
 from tests.llm_server import ScriptedLLMServer
 
 A = "openai/gpt-4o-mini"
@@ -31,10 +31,6 @@ def env():
 @pytest.fixture(scope="module")
 def tasks(env):
     return make_tasks(env)
-
-
-def write_tools(env) -> set[str]:
-    return {name for name, spec in env.tools.items() if spec.kind == "write"}
 
 
 def json_lines(stdout: str) -> list[dict]:

@@ -18,7 +18,7 @@ from programs.verifier import Verifier
 from signatures.conversation import AgentToolCall
 from signatures.models import Action, Message, Task, TokenUsage, UserScenario
 from store import TaskStore
-from tests.closed_loop import PlannedAgentLM, environment, is_user_request, make_tasks, user_reply
+from tests.closed_loop import PlannedAgentLM, environment, write_tools, is_user_request, make_tasks, user_reply
 from tests.llm_server import Fault, Hang, ScriptedLLMServer, Text, ToolCalls
 
 AGENT = "openai/gpt-4o-mini"
@@ -32,10 +32,6 @@ def env():
 @pytest.fixture(scope="module")
 def tasks(env):
     return make_tasks(env)
-
-
-def write_tools(env) -> set[str]:
-    return {name for name, spec in env.tools.items() if spec.kind == "write"}
 
 
 # ============================================================================ the whole loop, and leaks
