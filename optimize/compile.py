@@ -44,6 +44,7 @@ from optimize.metrics import (
     score_tasks,
     user_fidelity,
 )
+from programs.rollout import DEFAULT_MAX_TURNS
 from programs.verifier import Verifier
 from signatures.models import CONDITIONS, Task, Trajectory
 
@@ -357,7 +358,9 @@ class UserTarget(Target):
 
     kind = role = "user"
 
-    def __init__(self, env: Environment[Any], verifier: Verifier | None = None, max_turns: int = 12) -> None:
+    def __init__(self, env: Environment[Any], verifier: Verifier | None = None,
+                 max_turns: int = DEFAULT_MAX_TURNS) -> None:
+        # the benchmark's turn limit: a long gold trajectory must not cost the user its score
         super().__init__(env, verifier)
         self.max_turns = max_turns
 

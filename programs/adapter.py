@@ -116,7 +116,7 @@ def _context(task: Task, trajectory: Trajectory, environment: Environment[Any], 
                         if environment.tools.get(a.name) and environment.tools[a.name].kind == "write"), None)
     if user_id is None and trajectory.seed_entity and "/" in trajectory.seed_entity:
         table, _, key = trajectory.seed_entity.partition("/")
-        user_id = key if table == "users" and episode.get("users", key) is not None else None
+        user_id = environment.domain.owner_of(episode, table, key)
     if identity is None and user_id is not None:
         identity = facts.identity_lookup(episode, user_id)
     # a string seed hashes the same on every run and machine

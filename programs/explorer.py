@@ -119,7 +119,7 @@ class BaselineExplorer:
         grounding = self.grounding or grounding_for(env.domain.name)
         rng = random.Random(seed)
         walk = _Walk(env, grounding)
-        seed_key, record = grounding.sample_seed(walk.episode, rng)
+        start = grounding.sample_seed(walk.episode, rng, customers_only=target_write is not None)
         target = rng.randint(1, self.max_writes)
         # one intended write tool per write, drawn up front: the walk reads until it can make
         # that write, so rarer writes (item exchanges) occur as often as the data allows
@@ -127,8 +127,10 @@ class BaselineExplorer:
         intended = [rng.choice(write_tools) for _ in range(target)]
         if target_write is not None:
             intended[0] = target_write
-        walk.run(rng.choice(grounding.seed_calls(record)))
-        proposals, reads = 1, 0
+        walk.run(rng.choice(grounding.seed_calls(start.customer)))
+        for call in start.first_reads:  # an order seed: look the order up before wandering
+            walk.run(call)
+        proposals, reads = 1 + len(start.first_reads), 0
         while proposals < self.max_steps and walk.writes < target:
             read_calls = [c for c in self._read_candidates(env, grounding, walk.knowledge)
                           if _call_key(c) not in walk.tried]
@@ -146,7 +148,7 @@ class BaselineExplorer:
             walk.run(call)
             proposals += 1
         return _accept(env, walk.steps, walk.dropped, proposals,
-                       trajectory_id=trajectory_id or f"traj-{seed}", seed_entity=f"{grounding.seed_table}/{seed_key}",
+                       trajectory_id=trajectory_id or f"traj-{seed}", seed_entity=start.entity,
                        goal=goal or _goal(target, target_write), end_state_hash=walk.episode.state_hash(),
                        provenance=provenance or Provenance(source="baseline", seed=seed))
 
@@ -207,7 +209,7 @@ class Explorer(dspy.Module):
         grounding = self.grounding or grounding_for(env.domain.name)
         rng = random.Random(seed)
         walk = _Walk(env, grounding)
-        seed_key, record = grounding.sample_seed(walk.episode, rng)
+        start = grounding.sample_seed(walk.episode, rng, customers_only=target_write is not None)
         target = rng.randint(1, self.max_writes)
         instruction = _goal(target, target_write)
         schemas = env.tool_schemas()
@@ -215,14 +217,14 @@ class Explorer(dspy.Module):
         proposals = 0
         while proposals < self.max_steps and walk.writes < target:
             call = self._propose(domain_summary=env.domain.summary, policy=env.policy, tool_schemas=schemas,
-                                 seed_entity=grounding.seed_description(record), exploration_goal=instruction,
+                                 seed_entity=start.description, exploration_goal=instruction,
                                  trajectory=list(walk.steps), previous_error=previous_error)
             proposals += 1
             step = walk.run(call)
             previous_error = (f"{call.name}({json.dumps(call.arguments, sort_keys=True)}) failed: {step.observation}"
                               if step.error else "")
         return _accept(env, walk.steps, walk.dropped, proposals,
-                       trajectory_id=trajectory_id or f"traj-{seed}", seed_entity=f"{grounding.seed_table}/{seed_key}",
+                       trajectory_id=trajectory_id or f"traj-{seed}", seed_entity=start.entity,
                        goal=goal or instruction, end_state_hash=walk.episode.state_hash(),
                        provenance=provenance or Provenance(source="lm", seed=seed))
 

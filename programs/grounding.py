@@ -180,9 +180,11 @@ WriteBuilder = Callable[[Knowledge, random.Random], "dict[str, Any] | None"]
 class DomainGrounding:
     """Everything exploration and task writing need to know about one domain.
 
-    - ``seed_table``: the table seed entities are sampled from (a customer).
-    - ``seed_calls(record)``: the calls that identify that customer (e.g. by email).
-    - ``seed_description(record)``: what the customer could tell an agent, for LM explorers.
+    - ``seed_table``: the customers' table; ``seed_calls(record)`` identify one (e.g. by email),
+      ``seed_description(record)`` is what the customer could tell an agent, for LM explorers.
+    - ``seed_via``: other tables a seed entity may be drawn from (e.g. an order), each with
+      the function giving the owning customer's key, the read calls that look the entity up
+      first, and the sentence an LM explorer is told about it.
     - ``walk_reads``: the read tools the random walk may call with observed ids.
     - ``write_builders``: per write tool, arguments built from what was observed, or None.
     - ``describe(env, trajectory)``: the template sentences and required facts of a task.
@@ -195,16 +197,47 @@ class DomainGrounding:
     walk_reads: tuple[str, ...]
     write_builders: Mapping[str, WriteBuilder]
     describe: Callable[[Environment[Any], Trajectory], TrajectoryFacts]
+    seed_via: Mapping[str, SeedVia] = field(default_factory=dict)
 
-    def sample_seed(self, episode: Episode[Any], rng: random.Random) -> tuple[str, dict[str, Any]]:
-        """A seed entity key and its record, drawn with ``rng`` from the seed table."""
-        keys = sorted(episode.keys(self.seed_table))
+    def sample_seed(self, episode: Episode[Any], rng: random.Random, customers_only: bool = False) -> Seed:
+        """A seed entity drawn with ``rng``: a customer, or an entity of a ``seed_via`` table.
+
+        ``customers_only`` keeps to customers: an exploration steered toward one write tool
+        needs the whole account to find an entity that write applies to, not one order."""
+        table = self.seed_table if customers_only else rng.choice([self.seed_table, *sorted(self.seed_via)])
+        keys = sorted(episode.keys(table))
         if not keys:
-            raise GroundingError(f"table {self.seed_table} is empty: nothing to explore from")
+            raise GroundingError(f"table {table} is empty: nothing to explore from")
         key = rng.choice(keys)
-        record = episode.record(self.seed_table, key)
+        record = episode.record(table, key)
         assert record is not None
-        return key, record
+        if table == self.seed_table:
+            return Seed(entity=f"{table}/{key}", customer=record, description=self.seed_description(record))
+        via = self.seed_via[table]
+        customer = episode.record(self.seed_table, via.customer_key(record))
+        if customer is None:
+            raise GroundingError(f"{table}/{key} has no customer in {self.seed_table}")
+        return Seed(entity=f"{table}/{key}", customer=customer, first_reads=via.first_reads(record),
+                    description=f"{self.seed_description(customer)} {via.describe(record)}")
+
+
+@dataclass(frozen=True)
+class SeedVia:
+    """How a non-customer seed entity leads to its customer and what to look up first."""
+
+    customer_key: Callable[[dict[str, Any]], str]
+    first_reads: Callable[[dict[str, Any]], list[ToolCall]]
+    describe: Callable[[dict[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Where an exploration starts: the entity drawn ('table/key') and its customer."""
+
+    entity: str
+    customer: dict[str, Any]
+    description: str
+    first_reads: list[ToolCall] = field(default_factory=list)
 
 
 def grounding_for(domain_name: str) -> DomainGrounding:

@@ -20,6 +20,7 @@ from programs.grounding import (
     Knowledge,
     RequestFacts,
     RequiredFact,
+    SeedVia,
     TrajectoryFacts,
 )
 from signatures.models import ToolCall, Trajectory
@@ -312,7 +313,7 @@ def describe(env: Environment[Any], trajectory: Trajectory) -> TrajectoryFacts:
         episode.call(call.name, call.arguments)
     if known_info is None:
         # no identity look-up in the trajectory: the agent still has to authenticate the seed user
-        user_id = (trajectory.seed_entity or "").removeprefix("users/")
+        user_id = _seed_user_id(env, trajectory.seed_entity or "")
         user = episode.record("users", user_id) if user_id else None
         if user is not None:
             known_info = f"Your email address is {user['email']}."
@@ -322,6 +323,23 @@ def describe(env: Environment[Any], trajectory: Trajectory) -> TrajectoryFacts:
     return TrajectoryFacts(known_info=known_info, unknown_info=unknown_info, identity=identity, requests=requests)
 
 
+def _seed_user_id(env: Environment, seed_entity: str) -> str | None:
+    """The customer behind a seed entity: 'users/<id>' itself, or the owner of 'orders/<id>'."""
+    table, _, key = seed_entity.partition("/")
+    if table == "users":
+        return key
+    if table == "orders":
+        order = env.episode().record("orders", key)
+        return order["user_id"] if order else None
+    return None
+
+
+ORDER_SEED = SeedVia(
+    customer_key=lambda order: order["user_id"],
+    first_reads=lambda order: [ToolCall(name="get_order_details", arguments={"order_id": order["order_id"]})],
+    describe=lambda order: f"They are calling about their order {order['order_id']}.",
+)
+
 GROUNDING = DomainGrounding(
     hints=HINTS,
     seed_table="users",
@@ -330,4 +348,5 @@ GROUNDING = DomainGrounding(
     walk_reads=("get_user_details", "get_order_details", "get_product_details"),
     write_builders=WRITE_BUILDERS,
     describe=describe,
+    seed_via={"orders": ORDER_SEED},
 )

@@ -234,7 +234,8 @@ def test_explorer_bootstrap_keeps_a_valid_novel_trace_as_demo(env, tmp_path):
     # the scripted LM replays the baseline walk of the same seed customer, call by call
     replay = {}
     for t in trajectories:
-        email = env.episode().record("users", t.seed_entity.split("/", 1)[1])["email"]
+        user_id = env.domain.owner_of(env.episode(), *t.seed_entity.split("/", 1))
+        email = env.episode().record("users", user_id)["email"]
         replay.setdefault(email, [s.call.model_dump(include={"name", "arguments"}) for s in t.steps])
     with ScriptedLLMServer(responder=LearningLM(replay)) as server:
         result = compile_program(target, "bootstrap", examples[:2], examples[:2], _lm(server), SMALL)
