@@ -42,6 +42,7 @@ class BenchConfig(BaseModel):
     task_ids: list[str]
     agents: list[str]
     user: str
+    user_program: str | None = None  # compiled user-simulator state (t2t optimize --program user)
     trials: int
     max_turns: int
     function_calling: bool | None = None

@@ -32,7 +32,8 @@ def _stored_config(ts: Any, run_id: str) -> dict[str, Any]:
 def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """A resumed run keeps what defines its rollouts; flags may only repeat those values."""
     merged = dict(stored)
-    defining = ("agents", "user", "trials", "tasks", "domain", "db", "db_seed", "max_turns", "function_calling")
+    defining = ("agents", "user", "user_program", "trials", "tasks", "domain", "db", "db_seed", "max_turns",
+                "function_calling")
     for key, value in given.items():
         if value is None:
             continue
@@ -69,7 +70,7 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
     return list(by_id.values())
 
 
-def _build_agents(config: Any, env: Any, lm_config_path: str | None) -> tuple[list[Any], Any]:
+def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any) -> tuple[list[Any], Any]:
     from programs.agent import DO_NOTHING, ORACLE, DoNothingAgent, OracleAgent
     from programs.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
 
@@ -89,8 +90,27 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None) -> tuple[li
     else:
         from programs.lm import build_lm
 
-        user = LMUser(build_lm(_settings("user", config.user, config, lm_config_path)), name=config.user)
+        user = LMUser(build_lm(_settings("user", config.user, config, lm_config_path)),
+                      program=_compiled_user(ts, config.user_program) if config.user_program else None,
+                      name=config.user)
     return agents, user
+
+
+def _compiled_user(ts: Any, name: str) -> Any:
+    """A UserSimulator with the compiled state saved under ``name`` by `t2t optimize --program user`."""
+    from programs.user_sim import UserSimulator
+
+    record = ts.latest_program(name)
+    if record is None:
+        raise UserError(f"--user-program: no program named '{name}' in the store")
+    if record["program"] != "user":
+        raise UserError(f"--user-program: '{name}' holds a '{record['program']}' program, not a user simulator")
+    program = UserSimulator()
+    try:
+        program.load_state(record["state"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"--user-program: the state in '{name}' does not fit the user simulator: {exc}") from None
+    return program
 
 
 def _settings(role: str, model: str, config: Any, lm_config_path: str | None) -> Any:
@@ -129,6 +149,9 @@ def bench(
                            "reference agents. Default: both reference agents (calibration).")] = None,
     user_lm: Annotated[Optional[str], typer.Option(
         "--user-lm", help="User-simulator model (LiteLLM string). Default: the scripted offline user.")] = None,
+    user_program: Annotated[Optional[str], typer.Option(
+        "--user-program", help="Compiled user-simulator state saved by `t2t optimize --program user --name NAME`; "
+                               "needs --user-lm.")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). [default: 1]",
                                                   min=1)] = None,
     tasks: Annotated[Optional[str], typer.Option(
@@ -161,7 +184,7 @@ def bench(
     given: dict[str, Any] = {
         "agents": _split_models(agent_lm) or None, "user": user_lm, "trials": trials, "tasks": tasks,
         "domain": domain, "db": db, "db_seed": seed, "max_turns": max_turns, "function_calling": function_calling,
-        "api_base": api_base,
+        "api_base": api_base, "user_program": user_program,
     }
     if given["agents"] is not None and len(set(given["agents"])) != len(given["agents"]):
         raise UserError("--agent-lm names a model twice")
@@ -180,7 +203,8 @@ def bench(
                 "domain": domain or "retail", "db": db, "db_seed": DEFAULT_DB_SEED if seed is None else seed,
                 "tasks_source": "file" if Path(tasks_arg).is_file() else "store", "tasks": tasks_arg,
                 "task_ids": [], "agents": given["agents"] or list(REFERENCE_AGENTS),
-                "user": user_lm or SCRIPTED_USER_NAME, "trials": trials or 1, "max_turns": max_turns or 30,
+                "user": user_lm or SCRIPTED_USER_NAME, "user_program": user_program,
+                "trials": trials or 1, "max_turns": max_turns or 30,
                 "function_calling": function_calling, "api_base": api_base,
             }
         config = BenchConfig.model_validate(raw)
@@ -195,7 +219,9 @@ def bench(
                             "--db or --seed they were generated on")
         config.task_ids = [t.id for t in task_list]
         config.tool_schemas = env.tool_schemas()
-        agents, user = _build_agents(config, env, lm_config)
+        if config.user_program and config.user == SCRIPTED_USER_NAME:
+            raise UserError("--user-program needs an LM user simulator: pass --user-lm MODEL")
+        agents, user = _build_agents(config, env, lm_config, ts)
         run_id = ts.start_run("bench", config.model_dump(), seed=config.db_seed, run_id=resume)
         err_console.print(f"t2t bench: run {run_id} (resume with --resume {run_id})")
         if config.tasks_source == "file" and not ts.done_task_ids(run_id):
