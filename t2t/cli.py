@@ -19,22 +19,25 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from t2t import cmd_domain, cmd_tasks, cmd_store
+    from t2t import cmd_bench, cmd_domain, cmd_generate, cmd_optimize, cmd_store, cmd_tasks
 
-    cmd_domain.register(app)
-    cmd_tasks.register(app)
-    cmd_store.register(app)
-    for optional in ("cmd_generate", "cmd_bench", "cmd_optimize"):
-        try:
-            module = __import__(f"t2t.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"t2t.{optional}":
-                raise
-            continue
+    for module in (cmd_domain, cmd_tasks, cmd_store, cmd_generate, cmd_bench, cmd_optimize):
         module.register(app)
 
 
 _register()
+
+# Errors whose message is meant for the user, by (module, class). The modules load only in
+# the commands that raise them, so they are looked up lazily to keep `t2t` quick to start.
+_USER_FACING = (("store.errors", "StoreError"), ("domains", "UnknownDomainError"), ("programs.lm", "LMConfigError"))
+
+
+def _is_user_facing(exc: BaseException) -> bool:
+    for module, name in _USER_FACING:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(exc, cls):
+            return True
+    return False
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -56,9 +59,8 @@ def main() -> None:
         _fail(f"invalid JSON: {exc.msg} at line {exc.lineno}")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
-    except Exception as exc:  # store errors and the like carry a message meant for the user
-        name = type(exc).__name__
-        if name in ("StoreError", "UnknownDomainError"):
+    except Exception as exc:
+        if _is_user_facing(exc):
             _fail(str(exc))
         raise
 
