@@ -128,13 +128,11 @@ def test_killed_run_resumes_without_duplicates_to_the_uninterrupted_result(tmp_p
         assert [i.index for i in generation_items(store, run_id)] == list(range(16))
 
 
-def test_offline_n40_runs_well_under_a_minute(tmp_path):
-    start = time.monotonic()
+def test_offline_n40_runs_with_no_model_configured(tmp_path):
+    # its speed is measured by benchmarks/bench_generate.py, not asserted here
     result = run_t2t("generate", "--n", "40", "--store", str(tmp_path / "n40.duckdb"), env={"T2T_LM": ""})
-    elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr
     assert "infeasible" in result.stdout and "run " in result.stdout
-    assert elapsed < 60, elapsed
 
 
 @pytest.mark.parametrize("args, message", [
