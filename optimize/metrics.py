@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from domains import Environment
-from programs.verifier import Verifier, execute_calls
+from programs.verifier import Verifier, clarified, execute_calls, first_write_index, reveals
 from signatures.models import Message, Rollout, Task, Trajectory, Verdict
 
 
@@ -207,44 +207,6 @@ def gold_replay_runner(verifier: Verifier) -> RolloutRunner:
         return rollout, verdict
 
     return run
-
-
-def first_write_index(messages: Sequence[Message], write_tools: set[str]) -> int | None:
-    """Index of the first assistant message that calls a write tool, if any."""
-    for index, message in enumerate(messages):
-        if message.role == "assistant" and message.tool_calls and any(c.name in write_tools for c in
-                                                                      message.tool_calls):
-            return index
-    return None
-
-
-def clarified(task: Task, messages: Sequence[Message], write_tools: set[str]) -> bool:
-    """Whether the user gave any withheld detail after the opening and before the agent's
-    first write: the sign that the agent had to ask before it could act."""
-    users = [i for i, m in enumerate(messages) if m.role == "user"]
-    if not users:
-        return False
-    stop = first_write_index(messages, write_tools)
-    return any(reveals(messages[i].content, detail) for i in users[1:] if stop is None or i < stop
-               for detail in task.scenario.withheld_info)
-
-
-def reveals(text: str | None, detail: str) -> bool:
-    """Whether `text` gives away a withheld detail: the detail verbatim, or one of its
-    identifier-like tokens (with a digit, '#' or '@'), or, for a detail with none, all
-    of its words of 4+ letters."""
-    if not text:
-        return False
-    haystack = text.lower()
-    detail_l = detail.lower().strip()
-    if detail_l and detail_l in haystack:
-        return True
-    tokens = re.findall(r"[#@\w.\-]+", detail_l)
-    identifiers = [t.strip(".") for t in tokens if re.search(r"[\d#@]", t) and len(t.strip(".")) >= 3]
-    if identifiers:
-        return any(i in haystack for i in identifiers)
-    words = [t for t in tokens if len(t) >= 4 and t.isalpha()]
-    return bool(words) and all(re.search(rf"\b{re.escape(w)}\b", haystack) for w in words)
 
 
 def condition_problems(task: Task, rollout: Rollout | None = None, verdict: Verdict | None = None,

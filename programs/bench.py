@@ -45,6 +45,7 @@ class BenchConfig(BaseModel):
     user_program: str | None = None  # compiled user-simulator state (t2t optimize --program user)
     trials: int
     max_turns: int
+    require_clarification: bool = False  # ambiguous tasks also fail with no_clarification
     function_calling: bool | None = None
     api_base: str | None = None
     # what the agents were shown, kept for the fine-tuning export

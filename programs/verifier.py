@@ -10,6 +10,7 @@ the gold replay's and the gated criteria of the task's reward basis hold.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -72,11 +73,55 @@ def _communicated(info: str, messages: Sequence[Message]) -> bool:
                for m in messages)
 
 
+def first_write_index(messages: Sequence[Message], write_tools: set[str]) -> int | None:
+    """Index of the first assistant message that calls a write tool, if any."""
+    for index, message in enumerate(messages):
+        if message.role == "assistant" and message.tool_calls and any(c.name in write_tools for c in
+                                                                      message.tool_calls):
+            return index
+    return None
+
+
+def clarified(task: Task, messages: Sequence[Message], write_tools: set[str]) -> bool:
+    """Whether the user gave any withheld detail after the opening and before the agent's
+    first write: the sign that the agent had to ask before it could act."""
+    users = [i for i, m in enumerate(messages) if m.role == "user"]
+    if not users:
+        return False
+    stop = first_write_index(messages, write_tools)
+    return any(reveals(messages[i].content, detail) for i in users[1:] if stop is None or i < stop
+               for detail in task.scenario.withheld_info)
+
+
+def reveals(text: str | None, detail: str) -> bool:
+    """Whether `text` gives away a withheld detail: the detail verbatim, or one of its
+    identifier-like tokens (with a digit, '#' or '@'), or, for a detail with none, all
+    of its words of 4+ letters."""
+    if not text:
+        return False
+    haystack = text.lower()
+    detail_l = detail.lower().strip()
+    if detail_l and detail_l in haystack:
+        return True
+    tokens = re.findall(r"[#@\w.\-]+", detail_l)
+    identifiers = [t.strip(".") for t in tokens if re.search(r"[\d#@]", t) and len(t.strip(".")) >= 3]
+    if identifiers:
+        return any(i in haystack for i in identifiers)
+    words = [t for t in tokens if len(t) >= 4 and t.isalpha()]
+    return bool(words) and all(re.search(rf"\b{re.escape(w)}\b", haystack) for w in words)
+
+
+
 class Verifier:
     """Verifies tasks and rollouts against one environment; caches gold replays per task."""
 
-    def __init__(self, environment: Environment[Any]) -> None:
+    def __init__(self, environment: Environment[Any], require_clarification: bool = False) -> None:
+        """``require_clarification``: an ambiguous task's rollout also fails (``no_clarification``)
+        when the user gave no withheld detail before the agent's first write. Agents that know
+        the gold (the oracle) act without asking, so calibration runs leave it off."""
         self.environment = environment
+        self.require_clarification = require_clarification
+        self._write_tools = {name for name, spec in environment.tools.items() if spec.kind == "write"}
         self._gold: dict[str, GoldReplay] = {}
 
     # ------------------------------------------------------------ gold
@@ -189,6 +234,10 @@ class Verifier:
             if missing:
                 reasons.append("missing_communication")
                 details.append(f"not communicated: {', '.join(missing)}")
+        if (self.require_clarification and task.condition == "ambiguous" and task.scenario.withheld_info
+                and not clarified(task, messages, self._write_tools)):
+            reasons.append("no_clarification")
+            details.append("the agent acted before the user gave any withheld detail")
         if termination == "max_turns":
             reasons.append("max_turns")
         elif termination == "lm_error":

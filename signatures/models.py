@@ -18,7 +18,7 @@ FailureReason = Literal[
     "noop_passes",  # a do-nothing agent would already pass the task
     "not_infeasible",  # a forbidden action neither fails a tool check nor breaks a policy rule
     "invalid_task",  # the task is malformed (no user scenario, unknown tool in actions, ...)
-    "no_clarification",  # ambiguous task solved without the agent asking the user anything
+    "no_clarification",  # ambiguous task acted on before the user gave a withheld detail (opt-in)
     "max_turns",  # the conversation hit the turn limit
     "lm_error",  # an LM call failed beyond retries
 ]

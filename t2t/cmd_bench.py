@@ -33,7 +33,7 @@ def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, An
     """A resumed run keeps what defines its rollouts; flags may only repeat those values."""
     merged = dict(stored)
     defining = ("agents", "user", "user_program", "trials", "tasks", "domain", "db", "db_seed", "max_turns",
-                "function_calling")
+                "function_calling", "require_clarification")
     for key, value in given.items():
         if value is None:
             continue
@@ -172,6 +172,10 @@ def bench(
         help="Send tools natively (register the model as function-calling if LiteLLM does not know it), or "
              "describe them in the prompt. Default: what LiteLLM's model map says.")] = None,
     lm_config: Annotated[Optional[str], typer.Option("--lm-config", help="LM config file (TOML or JSON).")] = None,
+    require_clarification: Annotated[Optional[bool], typer.Option(
+        "--require-clarification", help="An ambiguous task's rollout also fails (no_clarification) when the agent "
+                                        "acts before the user gives any withheld detail. The oracle knows the gold "
+                                        "and does not ask: leave this off for calibration.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per score cell, then a summary.")] = False,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
@@ -184,7 +188,7 @@ def bench(
     given: dict[str, Any] = {
         "agents": _split_models(agent_lm) or None, "user": user_lm, "trials": trials, "tasks": tasks,
         "domain": domain, "db": db, "db_seed": seed, "max_turns": max_turns, "function_calling": function_calling,
-        "api_base": api_base, "user_program": user_program,
+        "api_base": api_base, "user_program": user_program, "require_clarification": require_clarification,
     }
     if given["agents"] is not None and len(set(given["agents"])) != len(given["agents"]):
         raise UserError("--agent-lm names a model twice")
@@ -204,6 +208,7 @@ def bench(
                 "tasks_source": "file" if Path(tasks_arg).is_file() else "store", "tasks": tasks_arg,
                 "task_ids": [], "agents": given["agents"] or list(REFERENCE_AGENTS),
                 "user": user_lm or SCRIPTED_USER_NAME, "user_program": user_program,
+                "require_clarification": bool(require_clarification),
                 "trials": trials or 1, "max_turns": max_turns or 30,
                 "function_calling": function_calling, "api_base": api_base,
             }
@@ -237,7 +242,10 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
     from t2t.output import progress
 
     jobs = plan_jobs(run_id, config.task_ids, config.agents, config.trials, ts.done_rollout_keys(run_id))
-    engine = RolloutEngine(env, user, agents, max_turns=config.max_turns)
+    from programs.verifier import Verifier
+
+    engine = RolloutEngine(env, user, agents, max_turns=config.max_turns,
+                           verifier=Verifier(env, require_clarification=config.require_clarification))
     writer = RolloutWriter(ts, run_id)
     by_id = {t.id: t for t in task_list}
     total = len(config.task_ids) * len(config.agents) * config.trials

@@ -128,3 +128,32 @@ def test_turn_limit_and_lm_error_fail_the_rollout(tau2_env, tau2_tasks):
 def test_task_for_another_database_is_invalid(tau2_env, tau2_tasks):
     task = tau2_tasks[0].model_copy(update={"initial_state_hash": "0" * 32})
     assert Verifier(tau2_env).verify_task(task).reasons == ["invalid_task"]
+
+
+def _ambiguous_conversation(task, clarified_first: bool):
+    order_id = task.gold_actions[-1].arguments["order_id"]
+    write = task.gold_actions[-1]
+    messages = [Message(role="user", content="I want to exchange something I bought.")]
+    if clarified_first:
+        messages += [Message(role="assistant", content="Which order is it?"),
+                     Message(role="user", content=f"It is order {order_id}.")]
+    messages += [Message(role="assistant", tool_calls=[ToolCall(name=write.name, arguments=write.arguments)]),
+                 Message(role="tool", content="{}"),
+                 Message(role="assistant", content="Done.")]
+    return messages
+
+
+def test_ambiguous_rollout_that_never_asked_fails_with_no_clarification_when_required(tau2_env, tau2_tasks):
+    base = next(t for t in tau2_tasks if t.id == "1")
+    order_id = base.gold_actions[-1].arguments["order_id"]
+    task = base.model_copy(update={"condition": "ambiguous", "scenario": base.scenario.model_copy(
+        update={"withheld_info": [f"the order is {order_id}"]})})
+    steps = _steps([(a.name, a.arguments) for a in task.gold_actions])
+    strict, lenient = Verifier(tau2_env, require_clarification=True), Verifier(tau2_env)
+    unasked = _ambiguous_conversation(task, clarified_first=False)
+    asked = _ambiguous_conversation(task, clarified_first=True)
+    assert strict.judge(task, steps, unasked).reasons == ["no_clarification"]
+    assert strict.judge(task, steps, asked).passed
+    assert lenient.judge(task, steps, unasked).passed  # off by default: the end state decides
+    general = base.model_copy()
+    assert strict.judge(general, steps, unasked).passed  # only ambiguous tasks are concerned

@@ -1,6 +1,8 @@
-"""`t2t bench --user-program NAME` plays the user with the compiled user-simulator state."""
+"""`t2t bench` options: --user-program (compiled user simulator) and --require-clarification."""
 
 from __future__ import annotations
+
+import json
 
 import dspy
 
@@ -64,3 +66,22 @@ def test_user_program_errors_are_one_line(tmp_path):
                          "--store", str(store))
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_require_clarification_fails_ambiguous_rollouts_where_the_agent_never_asked(tmp_path):
+    store = tmp_path / "t2t.duckdb"
+    with TaskStore(store) as ts:
+        store_tasks(ts, make_tasks(environment()))
+
+    def ambiguous_cell(result):
+        return next(json.loads(line) for line in result.stdout.splitlines() if '"condition": "ambiguous"' in line)
+
+    lenient = run_t2t("bench", "--agent-lm", "oracle", "--store", str(store), "--json")
+    assert lenient.returncode == 0 and ambiguous_cell(lenient)["passed"] == 1
+    # the oracle knows the gold and acts without asking: under the stricter check it fails,
+    # and the breach of calibration is reported (exit status 1)
+    strict = run_t2t("bench", "--agent-lm", "oracle", "--require-clarification", "--store", str(store), "--json")
+    assert strict.returncode == 1
+    assert ambiguous_cell(strict)["failure_reasons"] == {"no_clarification": 1}
+    general = [json.loads(line) for line in strict.stdout.splitlines() if '"condition": "general"' in line]
+    assert general and all(cell["pass@1"] == 1.0 for cell in general)
