@@ -73,6 +73,7 @@ class _Context:
     rng: random.Random
     user_id: str | None
     identity: dict[str, Any] | None  # the look-up that authenticates the user, as a call
+    prefer_write: str | None = None  # infeasible: forbid a write of this tool when one is refused
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -152,13 +153,14 @@ class Wording(Protocol):
 
 
 def _adapt(wording: Wording, task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
-           seed: int) -> AdaptationResult:
+           seed: int, prefer_write: str | None = None) -> AdaptationResult:
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; conditions are {', '.join(CONDITIONS)}")
     if condition == "general":
         return AdaptationResult(task=task)
     try:
         ctx = _context(task, trajectory, environment, seed, condition)
+        ctx.prefer_write = prefer_write
     except UnsupportedDomainError as exc:
         return AdaptationResult(task=None, rejected_reason="unsupported_domain", detail=str(exc))
     if condition == "ambiguous":
@@ -255,6 +257,8 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
     candidates = _infeasible_candidates(ctx)
     if not candidates:
         return _no_candidates(f"no write for {ctx.user_id} is refused by a tool check or a policy rule")
+    preferred = [c for c in candidates if c.action.name == ctx.prefer_write]
+    candidates = preferred or candidates  # coverage steering asks for a forbidden write of one tool
     facts = InfeasibilityFacts(user_id=ctx.user_id, candidates=candidates)
     forbidden, scenario, explanation = wording.word_infeasible(ctx, facts)
     required = _required_actions(ctx, forbidden)
@@ -329,15 +333,15 @@ class IntentAdapter(dspy.Module):
         self.adapter_lm = lm
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-              seed: int) -> AdaptationResult:
+              seed: int, prefer_write: str | None = None) -> AdaptationResult:
         if self.adapter_lm is None:
-            return _adapt(self, task, trajectory, condition, env, seed)
+            return _adapt(self, task, trajectory, condition, env, seed, prefer_write)
         with dspy.context(lm=self.adapter_lm):
-            return _adapt(self, task, trajectory, condition, env, seed)
+            return _adapt(self, task, trajectory, condition, env, seed, prefer_write)
 
     def forward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                seed: int) -> AdaptationResult:
-        return self.adapt(task, trajectory, condition, env, seed)
+                seed: int, prefer_write: str | None = None) -> AdaptationResult:
+        return self.adapt(task, trajectory, condition, env, seed, prefer_write)
 
     # Wording
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]:
@@ -361,8 +365,10 @@ class BaselineAdapter:
     """Adapts tasks with templates: no LM, deterministic for a seed."""
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-              seed: int) -> AdaptationResult:
-        return _adapt(self, task, trajectory, condition, env, seed)
+              seed: int, prefer_write: str | None = None) -> AdaptationResult:
+        """``prefer_write``: for an infeasible task, forbid a write of this tool when one is
+        refused for the user (coverage steering); otherwise any refused write."""
+        return _adapt(self, task, trajectory, condition, env, seed, prefer_write)
 
     @staticmethod
     def _requests(ctx: _Context, replace: dict[int, str]) -> str:

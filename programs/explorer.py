@@ -25,7 +25,7 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment, Episode
-from programs.grounding import DomainGrounding, Knowledge, grounding_for, trajectory_replays
+from programs.grounding import DomainGrounding, Knowledge, Seed, grounding_for, trajectory_replays
 from signatures.generation import ProposeExplorationCall
 from signatures.models import Provenance, Step, ToolCall, Trajectory
 
@@ -94,6 +94,22 @@ class _Walk:
         return step
 
 
+def _plan(env: Environment[Any], grounding: DomainGrounding, walk: _Walk, rng: random.Random, max_writes: int,
+          target_write: str | None) -> tuple[int, list[str | None], Seed]:
+    """How many writes, which write tool each is meant to be, and the seed entity: drawn in
+    one order for both explorers, so a seed gives the LM and the baseline the same customer.
+
+    The intended tools are drawn up front so that the walk reads until it can make them and
+    rarer writes (item exchanges) occur as often as the data allows; the seed entity is drawn
+    among those the first intended write applies to."""
+    target = rng.randint(1, max_writes)
+    write_tools = sorted(t for t in grounding.write_builders if t in env.tools)
+    intended: list[str | None] = [rng.choice(write_tools) if write_tools else None for _ in range(target)]
+    if target_write is not None:
+        intended[0] = target_write
+    return target, intended, grounding.sample_seed(walk.episode, rng, for_write=intended[0])
+
+
 def _goal(target_writes: int, target_write: str | None = None) -> str:
     first = f" The first write must be a call of {target_write}." if target_write else ""
     return (f"Serve this customer: identify them, look up what you need, then make {target_writes} successful "
@@ -119,14 +135,8 @@ class BaselineExplorer:
         grounding = self.grounding or grounding_for(env.domain.name)
         rng = random.Random(seed)
         walk = _Walk(env, grounding)
-        start = grounding.sample_seed(walk.episode, rng, customers_only=target_write is not None)
-        target = rng.randint(1, self.max_writes)
-        # one intended write tool per write, drawn up front: the walk reads until it can make
-        # that write, so rarer writes (item exchanges) occur as often as the data allows
+        target, intended, start = _plan(env, grounding, walk, rng, self.max_writes, target_write)
         write_tools = sorted(t for t in grounding.write_builders if t in env.tools)
-        intended = [rng.choice(write_tools) for _ in range(target)]
-        if target_write is not None:
-            intended[0] = target_write
         walk.run(rng.choice(grounding.seed_calls(start.customer)))
         for call in start.first_reads:  # an order seed: look the order up before wandering
             walk.run(call)
@@ -209,8 +219,7 @@ class Explorer(dspy.Module):
         grounding = self.grounding or grounding_for(env.domain.name)
         rng = random.Random(seed)
         walk = _Walk(env, grounding)
-        start = grounding.sample_seed(walk.episode, rng, customers_only=target_write is not None)
-        target = rng.randint(1, self.max_writes)
+        target, _, start = _plan(env, grounding, walk, rng, self.max_writes, target_write)
         instruction = _goal(target, target_write)
         schemas = env.tool_schemas()
         previous_error = ""

@@ -198,14 +198,21 @@ class DomainGrounding:
     write_builders: Mapping[str, WriteBuilder]
     describe: Callable[[Environment[Any], Trajectory], TrajectoryFacts]
     seed_via: Mapping[str, SeedVia] = field(default_factory=dict)
+    seed_for_write: Mapping[str, SeedFilter] = field(default_factory=dict)
 
-    def sample_seed(self, episode: Episode[Any], rng: random.Random, customers_only: bool = False) -> Seed:
+    def sample_seed(self, episode: Episode[Any], rng: random.Random, for_write: str | None = None) -> Seed:
         """A seed entity drawn with ``rng``: a customer, or an entity of a ``seed_via`` table.
 
-        ``customers_only`` keeps to customers: an exploration steered toward one write tool
-        needs the whole account to find an entity that write applies to, not one order."""
-        table = self.seed_table if customers_only else rng.choice([self.seed_table, *sorted(self.seed_via)])
-        keys = sorted(episode.keys(table))
+        With ``for_write``, and a ``seed_for_write`` entry for that tool, the entity is drawn
+        among those the write applies to (a walk meant to cancel starts from a pending order),
+        so that the intended write is not lost for want of a fitting entity."""
+        fit = self.seed_for_write.get(for_write) if for_write else None
+        if fit is not None:
+            table = fit.table
+            keys = [k for k in sorted(episode.keys(table)) if fit.applies(episode.get(table, k))]
+        else:
+            table = rng.choice([self.seed_table, *sorted(self.seed_via)])
+            keys = sorted(episode.keys(table))
         if not keys:
             raise GroundingError(f"table {table} is empty: nothing to explore from")
         key = rng.choice(keys)
@@ -228,6 +235,14 @@ class SeedVia:
     customer_key: Callable[[dict[str, Any]], str]
     first_reads: Callable[[dict[str, Any]], list[ToolCall]]
     describe: Callable[[dict[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class SeedFilter:
+    """The entities a write tool applies to: a table and a test on its (pydantic) records."""
+
+    table: str
+    applies: Callable[[Any], bool]
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,8 @@ class WriterProgram(Protocol):
 
 
 class AdapterProgram(Protocol):
-    def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any], seed: int) -> Any: ...
+    def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any], seed: int,
+              prefer_write: str | None = None) -> Any: ...
 
 
 # ---------------------------------------------------------------- configuration and results
@@ -237,8 +238,9 @@ class GenerationPipeline:
             adapted = None
             for _ in range(self.adapt_attempts):  # the adapter leaves re-asking on unparseable output to us
                 try:
+                    prefer = target.tool if target is not None and target.condition == condition else None
                     adapted = self.adapter.adapt(general, trajectory, condition, self.env,
-                                                 condition_seed(seed, condition))
+                                                 condition_seed(seed, condition), prefer_write=prefer)
                     break
                 except self._errors as exc:
                     failed_calls.append(self._failed_call("adapter", exc))

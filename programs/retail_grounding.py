@@ -20,6 +20,7 @@ from programs.grounding import (
     Knowledge,
     RequestFacts,
     RequiredFact,
+    SeedFilter,
     SeedVia,
     TrajectoryFacts,
 )
@@ -349,4 +350,11 @@ GROUNDING = DomainGrounding(
     write_builders=WRITE_BUILDERS,
     describe=describe,
     seed_via={"orders": ORDER_SEED},
+    seed_for_write={
+        **{tool: SeedFilter("orders", lambda order: order.status == "pending") for tool in (
+            "cancel_pending_order", "modify_pending_order_address", "modify_pending_order_payment",
+            "modify_pending_order_items")},
+        **{tool: SeedFilter("orders", lambda order: order.status == "delivered") for tool in (
+            "exchange_delivered_order_items", "return_delivered_order_items")},
+    },
 )

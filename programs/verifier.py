@@ -107,7 +107,7 @@ def reveals(text: str | None, detail: str) -> bool:
     identifiers = [t.strip(".") for t in tokens if re.search(r"[\d#@]", t) and len(t.strip(".")) >= 3]
     if identifiers:
         return any(i in haystack for i in identifiers)
-    words = [t for t in tokens if len(t) >= 4 and t.isalpha()]
+    words = [w for w in (t.strip(".-") for t in tokens) if len(w) >= 4 and w.isalpha()]  # "khaki." -> khaki
     return bool(words) and all(re.search(rf"\b{re.escape(w)}\b", haystack) for w in words)
 
 

@@ -225,6 +225,9 @@ def test_reveals_matches_identifiers_and_words():
     assert not reveals("one of my orders", "the order id is #W123")
     assert reveals("I'd like the blue one", "blue")
     assert not reveals("", "blue")
+    # a sentence's final period does not hide its last word: gray is not khaki
+    assert not reveals("the one with size: large, color: gray", "The color is khaki.")
+    assert reveals("the khaki one, color khaki", "The color is khaki.")
 
 
 # ----------------------------------------------------------------- DSPy adapter
