@@ -211,7 +211,6 @@ def optimize(
 
     import logging
 
-    import dspy
 
     from programs.lm import UsageRecorder, build_lm
     from store import TaskStore, Trial

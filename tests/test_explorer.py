@@ -14,7 +14,6 @@ from domains.runtime import Domain, Transaction, tool, tool_spec
 from programs.explorer import BaselineExplorer, ExplorationError, Explorer
 from programs.grounding import DomainGrounding, GroundingHints, TrajectoryFacts, grounding_for
 from programs.verifier import execute_calls
-from signatures.models import ToolCall
 
 ID_ARGS = ("user_id", "order_id", "payment_method_id")
 
