@@ -211,7 +211,6 @@ def optimize(
 
     import logging
 
-
     from programs.lm import UsageRecorder, build_lm
     from store import TaskStore, Trial
     from t2t.output import console, print_json_line, print_table
