@@ -39,13 +39,17 @@ def _verified(store, domain) -> dict[tuple[str, str], int]:
     return {(c.tool, c.condition): c.verified_tasks for c in coverage_cells(store, domain)}
 
 
+def _warm(env, tmp_path_factory, n):
+    path = tmp_path_factory.mktemp("guided") / "warm.duckdb"
+    with TaskStore(path) as store:
+        _run(env, store, "warm", n=n, seed=1)
+    return path
+
+
 @pytest.fixture(scope="module")
 def warm_store(env, tmp_path_factory):
     """A store after an unguided run of 16 items: some cells full, some still empty."""
-    path = tmp_path_factory.mktemp("guided") / "warm.duckdb"
-    with TaskStore(path) as store:
-        _run(env, store, "warm", n=16, seed=1)
-    return path
+    return _warm(env, tmp_path_factory, 16)
 
 
 def test_cells_are_write_tools_by_condition_and_count_infeasible_forbidden_writes(env, warm_store):
@@ -100,10 +104,7 @@ STEERED = ("general", "changing")  # conditions whose write is the explored one
 @pytest.fixture(scope="module")
 def small_warm_store(env, tmp_path_factory):
     """A short unguided run: several cells of the steered conditions are still empty."""
-    path = tmp_path_factory.mktemp("guided-small") / "warm.duckdb"
-    with TaskStore(path) as store:
-        _run(env, store, "warm", n=6, seed=1)
-    return path
+    return _warm(env, tmp_path_factory, 6)
 
 
 def test_guided_batch_fills_empty_cells_that_an_unguided_batch_misses(env, small_warm_store, tmp_path):
