@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 from domains import Environment
+from domains.retail.conditions import address_text
 from domains.retail.generate import CITIES, STREETS
 from domains.retail.tools import CANCEL_REASONS
 from programs.grounding import (
@@ -198,11 +199,6 @@ def _options(options: dict[str, str]) -> str:
     return ", ".join(f"{k} {v}" for k, v in options.items())
 
 
-def _address_text(a: dict[str, Any]) -> str:
-    line2 = f", {a['address2']}" if a.get("address2") else ""
-    return f"{a['address1']}{line2}, {a['city']}, {a['state']} {a['zip']}, {a['country']}"
-
-
 def _address_facts(a: dict[str, Any]) -> list[RequiredFact]:
     facts = [RequiredFact(label="street", alternatives=[a["address1"]]),
              RequiredFact(label="city", alternatives=[a["city"]]),
@@ -243,7 +239,7 @@ def _describe_write(episode: Any, call: ToolCall) -> RequestFacts:
     name = call.name
     if name == "modify_user_address":
         return RequestFacts(tool=name, sentence=f"You have moved and want your default address changed to "
-                                                f"{_address_text(a)}.", facts=_address_facts(a))
+                                                f"{address_text(a)}.", facts=_address_facts(a))
     order = episode.record("orders", a["order_id"])
     user = episode.record("users", order["user_id"])
     oid = a["order_id"]
@@ -256,7 +252,7 @@ def _describe_write(episode: Any, call: ToolCall) -> RequestFacts:
                                                 f"{because}.",
                             facts=[_order_fact(oid), RequiredFact(label="cancel reason", alternatives=alternatives)])
     if name == "modify_pending_order_address":
-        return RequestFacts(tool=name, sentence=f"You want your pending order {oid} shipped to {_address_text(a)} "
+        return RequestFacts(tool=name, sentence=f"You want your pending order {oid} shipped to {address_text(a)} "
                                                 f"instead.", facts=[_order_fact(oid), *_address_facts(a)])
     if name == "modify_pending_order_payment":
         text, fact = _payment(user, a["payment_method_id"])

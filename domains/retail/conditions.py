@@ -120,7 +120,8 @@ def _options_text(options: Mapping[str, str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in options.items())
 
 
-def _address_text(a: Mapping[str, Any]) -> str:
+def address_text(a: Mapping[str, Any]) -> str:
+    """An address as one line, as a customer would say it."""
     line2 = f", {a['address2']}" if a.get("address2") else ""
     return f"{a['address1']}{line2}, {a['city']}, {a['state']} {a['zip']}, {a['country']}"
 
@@ -189,7 +190,7 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
     a = arguments
     entity = stated.get("entity") if stated else None
     if name == "modify_user_address":
-        return f"change your default address to {_address_text(a)}"
+        return f"change your default address to {address_text(a)}"
     order = _order(episode, a.get("order_id"))
     if order is None:
         return f"{name.replace('_', ' ')} {a}"
@@ -210,7 +211,7 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
     if name == "cancel_pending_order":
         return f"cancel {where} (reason: {a['reason']})"
     if name == "modify_pending_order_address":
-        return f"have {where} shipped to {_address_text(a)}"
+        return f"have {where} shipped to {address_text(a)}"
     if name == "modify_pending_order_payment":
         return f"pay for {where} with {method_text(a['payment_method_id'])} instead"
     method = method_text(a["payment_method_id"])
@@ -558,7 +559,7 @@ def change_alternatives(episode: Episode[Any], action: Call) -> list[ChangeAlter
             if address not in seen:
                 seen.append(address)
                 out.append({"arguments": {**args, **address},
-                            "difference": f"address: {_address_text(current)} -> {_address_text(address)}"})
+                            "difference": f"address: {address_text(current)} -> {address_text(address)}"})
     return out
 
 
