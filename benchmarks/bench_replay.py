@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from domains import get_domain
-from programs.verifier import Verifier, execute_calls
+from programs.verification.verifier import Verifier, execute_calls
 from store.files import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]

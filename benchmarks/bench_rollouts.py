@@ -102,10 +102,10 @@ def tasks_for(env: Any, n: int) -> dict[str, Any]:
 
 def run_lm_rollouts(base_url: str, concurrency: int, rollouts: int, latency_s: float) -> dict[str, Any]:
     from domains import get_domain
-    from programs.agent import LMAgent
-    from programs.lm import LMSettings, build_lm
-    from programs.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
-    from programs.user_sim import LMUser
+    from programs.loop.agent import LMAgent
+    from programs.lm.config import LMSettings, build_lm
+    from programs.loop.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
+    from programs.loop.user_sim import LMUser
     from store import TaskStore
 
     domain = get_domain("retail")
@@ -148,7 +148,7 @@ def bare_predict(base_url: str, concurrency: int, calls_per_thread: int, latency
 
     import dspy
 
-    from programs.lm import LMSettings, build_lm
+    from programs.lm.config import LMSettings, build_lm
 
     class Echo(dspy.Signature):
         """Reply."""
@@ -177,9 +177,9 @@ def bare_predict(base_url: str, concurrency: int, calls_per_thread: int, latency
 def engine_overhead(turn_rollouts: int = 400) -> dict[str, float]:
     """Time per turn of the engine alone: oracle agent x scripted user, no LM."""
     from domains import get_domain
-    from programs.agent import OracleAgent
-    from programs.rollout import RolloutEngine
-    from programs.user_sim import ScriptedUser
+    from programs.loop.agent import OracleAgent
+    from programs.loop.rollout import RolloutEngine
+    from programs.loop.user_sim import ScriptedUser
     from tests.closed_loop import make_tasks
 
     domain = get_domain("retail")

@@ -44,8 +44,8 @@ from optimize.metrics import (
     score_tasks,
     user_fidelity,
 )
-from programs.rollout import DEFAULT_MAX_TURNS
-from programs.verifier import Verifier
+from programs.loop.rollout import DEFAULT_MAX_TURNS
+from programs.verification.verifier import Verifier
 from signatures.models import CONDITIONS, Task, Trajectory
 
 if TYPE_CHECKING:
@@ -170,7 +170,7 @@ class ExplorerTarget(Target):
         self.max_writes = max_writes
 
     def student(self) -> dspy.Module:
-        from programs.explorer import Explorer
+        from programs.generation.explorer import Explorer
 
         return Explorer(max_steps=self.max_steps, max_writes=self.max_writes)
 
@@ -236,7 +236,7 @@ class WriterTarget(_TaskTarget):
     kind = role = "writer"
 
     def student(self) -> dspy.Module:
-        from programs.writer import TaskWriter
+        from programs.generation.writer import TaskWriter
 
         return TaskWriter()
 
@@ -265,7 +265,7 @@ class AdapterTarget(_TaskTarget):
     kind = role = "adapter"
 
     def student(self) -> dspy.Module:
-        from programs.adapter import IntentAdapter
+        from programs.generation.adapter import IntentAdapter
 
         return IntentAdapter()
 
@@ -273,7 +273,7 @@ class AdapterTarget(_TaskTarget):
         return _AdapterHarness(program, self.env)
 
     def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
-        from programs.pipeline import condition_seed
+        from programs.generation.pipeline import condition_seed
 
         selected = _tasks(store, ids)
         pairs: list[tuple[str, str]] = []  # (general task id, condition)
@@ -317,11 +317,11 @@ class _ProgramUserSession:
         self.scenario = scenario
 
     def reply(self, conversation: Sequence[Any]) -> Any:
-        from programs.user_sim import LMTurnError, reply_of
+        from programs.loop.user_sim import LMTurnError, reply_of
 
         try:
             prediction = self.program(scenario=self.scenario, conversation=list(conversation))
-        except Exception as exc:  # the LM boundary, as in programs.user_sim
+        except Exception as exc:  # the LM boundary, as in programs.loop.user_sim
             raise LMTurnError(f"user simulator: {type(exc).__name__}: {exc}") from exc
         text = (getattr(prediction, "message", "") or "").strip()
         if not text:
@@ -342,8 +342,8 @@ class _UserHarness(dspy.Module):
         self.max_turns = max_turns
 
     def forward(self, task: Task) -> dspy.Prediction:
-        from programs.agent import ORACLE, OracleAgent
-        from programs.rollout import RolloutEngine
+        from programs.loop.agent import ORACLE, OracleAgent
+        from programs.loop.rollout import RolloutEngine
 
         env, verifier = self.shared.value
         engine = RolloutEngine(env, _ProgramUser(self.program), [OracleAgent(env)], verifier=verifier,
@@ -365,7 +365,7 @@ class UserTarget(Target):
         self.max_turns = max_turns
 
     def student(self) -> dspy.Module:
-        from programs.user_sim import UserSimulator
+        from programs.loop.user_sim import UserSimulator
 
         return UserSimulator()
 
@@ -391,9 +391,9 @@ def oracle_rollout_runner(env: Environment[Any], verifier: Verifier) -> RolloutR
     """The reference rollout of the writer/adapter metric: the oracle agent with the scripted
     user (the closed loop's offline references); gold replay if the closed loop is absent."""
     try:
-        from programs.agent import ORACLE, OracleAgent
-        from programs.rollout import RolloutEngine
-        from programs.user_sim import ScriptedUser
+        from programs.loop.agent import ORACLE, OracleAgent
+        from programs.loop.rollout import RolloutEngine
+        from programs.loop.user_sim import ScriptedUser
     except ImportError:
         return gold_replay_runner(verifier)
     return RolloutEngine(env, ScriptedUser(), [OracleAgent(env)], verifier=verifier).runner(ORACLE)

@@ -1,7 +1,7 @@
 """Metrics for the generation programs, computed from verdicts and code checks only.
 
 Nothing here asks an LM for its opinion. Each score is built from the verifier's verdicts
-(`programs.verifier.Verifier`), replays on the domain's environment, and string checks of
+(`programs.verification.verifier.Verifier`), replays on the domain's environment, and string checks of
 a conversation against the task's own fields.
 
 - explorer: valid x novel. A trajectory is valid when every call ran without error, it
@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from domains import Environment
-from programs.verifier import Verifier, clarified, execute_calls, first_write_index, reveals
+from programs.verification.verifier import Verifier, clarified, execute_calls, first_write_index, reveals
 from signatures.models import Message, Rollout, Task, Trajectory, Verdict
 
 

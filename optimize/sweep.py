@@ -45,7 +45,7 @@ if TYPE_CHECKING:
     import optuna
 
     from domains import Environment
-    from programs.lm import LMConfig
+    from programs.lm.config import LMConfig
     from store import TaskStore
 
 # Correlation of each numeric knob with the trial value, per study (replace 'sweep').
@@ -292,11 +292,11 @@ def offline_cost(items: Sequence[Any]) -> float:
 def build_programs(lm_config: LMConfig | None, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
                                                                                  dict[str, str]]:
     """(programs by role, LMs by role, role -> model or 'baseline') for a trial's knobs."""
-    from programs.adapter import BaselineAdapter, IntentAdapter
-    from programs.explorer import BaselineExplorer, Explorer
-    from programs.lm import build_lm
-    from programs.pipeline import GENERATION_ROLES
-    from programs.writer import BaselineWriter, TaskWriter
+    from programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from programs.generation.explorer import BaselineExplorer, Explorer
+    from programs.lm.config import build_lm
+    from programs.generation.pipeline import GENERATION_ROLES
+    from programs.generation.writer import BaselineWriter, TaskWriter
 
     lms: dict[str, Any] = {}
     roles: dict[str, str] = {}
@@ -326,7 +326,7 @@ def pipeline_evaluator(store: TaskStore, env: Environment[Any], settings: SweepS
                        lm_config: LMConfig | None = None, programs_name: str | None = None,
                        load_programs: Callable[[dict[str, Any]], None] | None = None) -> Evaluate:
     """An `Evaluate` that runs one generation run per trial into `store` and scores it."""
-    from programs.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+    from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from store.failures import generation_items
 
     def evaluate(number: int, params: dict[str, Any]) -> TrialOutcome:

@@ -45,7 +45,7 @@ def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, An
 
 
 def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
-    from programs.bench import tasks_by_id
+    from programs.loop.bench import tasks_by_id
     from store.files import load_tasks
 
     if config.tasks_source == "file":
@@ -71,8 +71,8 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
 
 
 def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any) -> tuple[list[Any], Any]:
-    from programs.agent import DO_NOTHING, ORACLE, DoNothingAgent, OracleAgent
-    from programs.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
+    from programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, OracleAgent
+    from programs.loop.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
 
     agents: list[Any] = []
     for name in config.agents:
@@ -88,7 +88,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any) ->
     if config.user == SCRIPTED_USER_NAME:
         user: Any = ScriptedUser()
     else:
-        from programs.lm import build_lm
+        from programs.lm.config import build_lm
 
         user = LMUser(build_lm(_settings("user", config.user, config, lm_config_path)),
                       program=_compiled_user(ts, config.user_program) if config.user_program else None,
@@ -98,7 +98,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any) ->
 
 def _compiled_user(ts: Any, name: str) -> Any:
     """A UserSimulator with the compiled state saved under ``name`` by `t2t optimize --program user`."""
-    from programs.user_sim import UserSimulator
+    from programs.loop.user_sim import UserSimulator
 
     record = ts.latest_program(name)
     if record is None:
@@ -114,7 +114,7 @@ def _compiled_user(ts: Any, name: str) -> Any:
 
 
 def _settings(role: str, model: str, config: Any, lm_config_path: str | None) -> Any:
-    from programs.lm import LMConfigError, load_lm_config
+    from programs.lm.config import LMConfigError, load_lm_config
 
     try:
         lm_config = load_lm_config(flags={f"{role}_lm": model, "api_base": config.api_base},
@@ -127,8 +127,8 @@ def _settings(role: str, model: str, config: Any, lm_config_path: str | None) ->
 
 
 def _lm_agent(settings: Any, env: Any) -> Any:
-    from programs.agent import LMAgent
-    from programs.lm import build_lm
+    from programs.loop.agent import LMAgent
+    from programs.lm.config import build_lm
 
     try:
         lm = build_lm(settings)
@@ -179,8 +179,8 @@ def bench(
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per score cell, then a summary.")] = False,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
-    from programs.agent import REFERENCE_AGENTS
-    from programs.user_sim import SCRIPTED_USER_NAME
+    from programs.loop.agent import REFERENCE_AGENTS
+    from programs.loop.user_sim import SCRIPTED_USER_NAME
     from store import TaskStore
     from t2t.settings import DEFAULT_DB_SEED, load_environment, store_path
 
@@ -197,7 +197,7 @@ def bench(
     if not path.exists() and (resume is not None or tasks is None or not Path(tasks).is_file()):
         raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store or a tasks file)")
     with TaskStore(path) as ts:
-        from programs.bench import BenchConfig
+        from programs.loop.bench import BenchConfig
 
         if resume is not None:
             raw = _merge_resume(_stored_config(ts, resume), given)
@@ -237,12 +237,12 @@ def bench(
 
 def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,
          concurrency: int) -> Any:
-    from programs.bench import plan_jobs
-    from programs.rollout import RolloutEngine, RolloutWriter
+    from programs.loop.bench import plan_jobs
+    from programs.loop.rollout import RolloutEngine, RolloutWriter
     from t2t.output import progress
 
     jobs = plan_jobs(run_id, config.task_ids, config.agents, config.trials, ts.done_rollout_keys(run_id))
-    from programs.verifier import Verifier
+    from programs.verification.verifier import Verifier
 
     engine = RolloutEngine(env, user, agents, max_turns=config.max_turns,
                            verifier=Verifier(env, require_clarification=config.require_clarification))
@@ -275,9 +275,9 @@ def _fmt(value: float | None) -> str:
 
 def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], crashes: list[Any],
             json_out: bool) -> None:
-    from programs.agent import REFERENCE_AGENTS
-    from programs.bench import calibration_problems, score_cells, stored_rows
-    from programs.verifier import Verifier
+    from programs.loop.agent import REFERENCE_AGENTS
+    from programs.loop.bench import calibration_problems, score_cells, stored_rows
+    from programs.verification.verifier import Verifier
 
     rows = stored_rows(ts, run_id)
     cells = score_cells(rows, config.trials)

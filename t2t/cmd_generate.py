@@ -37,7 +37,7 @@ def _conditions(text: str) -> list[str]:
 
 
 def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any:
-    from programs.lm import LMConfigError, load_lm_config
+    from programs.lm.config import LMConfigError, load_lm_config
 
     try:
         return load_lm_config(flags=flags, config_path=lm_config)
@@ -47,8 +47,8 @@ def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any
 
 def _programs(lm_config: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles."""
-    from programs.lm import build_lm
-    from programs.pipeline import GENERATION_ROLES
+    from programs.lm.config import build_lm
+    from programs.generation.pipeline import GENERATION_ROLES
 
     lms: dict[str, Any] = {}
     roles: dict[str, str] = {}
@@ -59,9 +59,9 @@ def _programs(lm_config: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str,
             roles[role] = settings.model
         else:
             roles[role] = "baseline"
-    from programs.adapter import BaselineAdapter, IntentAdapter
-    from programs.explorer import BaselineExplorer, Explorer
-    from programs.writer import BaselineWriter, TaskWriter
+    from programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from programs.generation.explorer import BaselineExplorer, Explorer
+    from programs.generation.writer import BaselineWriter, TaskWriter
 
     modules: dict[str, Any] = {
         "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
@@ -130,10 +130,10 @@ def generate(
                                                           "in the store.")] = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
-    from programs.lm import ensure_local_cost_map
+    from programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
-    from programs.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+    from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from store import TaskStore
     from store.failures import run_config
     from t2t.output import console, err_console, print_json_line, print_table, progress

@@ -34,7 +34,7 @@ that stopped midway. Which knobs mattered: printed at the end, and with SQL, e.g
 
 
 def _lm_config(flags: dict[str, Optional[str]], config_path: Optional[str]) -> Any:
-    from programs.lm import LMConfigError, load_lm_config
+    from programs.lm.config import LMConfigError, load_lm_config
 
     try:
         return load_lm_config(flags=flags, config_path=config_path)
@@ -57,7 +57,7 @@ def sweep(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Optuna sweep over the pipeline's knobs, maximizing verified tasks per unit cost."""
-    from programs.lm import ensure_local_cost_map
+    from programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
     from optimize.sweep import (
@@ -184,7 +184,7 @@ def optimize(
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
     """Compile a generation program with a DSPy optimizer against verification pass rates."""
-    from programs.lm import ensure_local_cost_map
+    from programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
     from optimize.compile import (
@@ -211,7 +211,7 @@ def optimize(
 
     import logging
 
-    from programs.lm import UsageRecorder, build_lm
+    from programs.lm.config import UsageRecorder, build_lm
     from store import TaskStore, Trial
     from t2t.output import console, print_json_line, print_table
     from t2t.settings import store_path
@@ -290,9 +290,9 @@ def _lm_failures() -> tuple[type[BaseException], ...]:
     """What a program raises when its LM failed beyond retries or never gave parsable output."""
     from dspy.utils.exceptions import AdapterParseError, LMError
 
-    from programs.explorer import ExplorationError
-    from programs.user_sim import LMTurnError
-    from programs.writer import WriterError
+    from programs.generation.explorer import ExplorationError
+    from programs.loop.user_sim import LMTurnError
+    from programs.generation.writer import WriterError
 
     return (LMError, AdapterParseError, ExplorationError, WriterError, LMTurnError)
 

@@ -31,7 +31,7 @@ def replay(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
            domain: DomainOpt = "retail", db: DbOpt = None, policy: PolicyOpt = None, json_out: JsonOpt = False,
            strict: StrictOpt = False) -> None:
     """Replay each task's gold actions on a fresh copy of the database and report errors and changes."""
-    from programs.verifier import Verifier
+    from programs.verification.verifier import Verifier
 
     env = load_environment(domain, db, policy)
     unknown_tools = set()
@@ -74,7 +74,7 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
            save: Annotated[bool, typer.Option("--save/--no-save", help="Record tasks and verdicts in the store.")] = False,
            ) -> None:
     """Verify tasks statically (gold replay, do-nothing agent, infeasibility), or judge recorded rollouts."""
-    from programs.verifier import Verifier
+    from programs.verification.verifier import Verifier
     from store.files import load_rollouts
     from t2t.errors import UserError
 

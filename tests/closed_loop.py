@@ -17,8 +17,8 @@ from functools import lru_cache
 from typing import Any
 
 from domains import get_domain
-from programs.user_sim import ScriptedUser
-from programs.verifier import Verifier
+from programs.loop.user_sim import ScriptedUser
+from programs.verification.verifier import Verifier
 from signatures.models import Action, Task, UserScenario
 from tests.llm_server import Fault, Reply, Text, ToolCalls, chat_fields, output_field_names
 

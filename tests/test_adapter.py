@@ -14,8 +14,8 @@ import pytest
 from dspy.utils import DummyLM
 
 from domains import get_domain
-from programs.adapter import AdaptationResult, BaselineAdapter, IntentAdapter
-from programs.verifier import Verifier, execute_calls
+from programs.generation.adapter import AdaptationResult, BaselineAdapter, IntentAdapter
+from programs.verification.verifier import Verifier, execute_calls
 from signatures.models import Action, Task, Trajectory
 from tests.test_conditions import (
     DB_SEED,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from programs.agent import (
+from programs.loop.agent import (
     DoNothingAgent,
     LMAgent,
     OracleAgent,
@@ -16,7 +16,7 @@ from programs.agent import (
     openai_messages,
     parse_arguments,
 )
-from programs.lm import LMSettings, build_lm
+from programs.lm.config import LMSettings, build_lm
 from signatures.conversation import AgentTurn
 from signatures.models import Message, ToolCall
 from tests.closed_loop import environment, make_tasks

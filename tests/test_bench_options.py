@@ -6,7 +6,7 @@ import json
 
 import dspy
 
-from programs.user_sim import UserSimulator
+from programs.loop.user_sim import UserSimulator
 from store import TaskStore
 from tests.cli import run_t2t
 from tests.closed_loop import environment, is_user_request, make_tasks, store_tasks, user_reply

@@ -11,9 +11,9 @@ from dspy.utils import DummyLM
 from pydantic import BaseModel
 
 from domains.runtime import Domain, Transaction, tool, tool_spec
-from programs.explorer import BaselineExplorer, ExplorationError, Explorer
-from programs.grounding import DomainGrounding, GroundingHints, TrajectoryFacts, grounding_for
-from programs.verifier import execute_calls
+from programs.generation.explorer import BaselineExplorer, ExplorationError, Explorer
+from programs.generation.grounding import DomainGrounding, GroundingHints, TrajectoryFacts, grounding_for
+from programs.verification.verifier import execute_calls
 
 ID_ARGS = ("user_id", "order_id", "payment_method_id")
 

@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_programs_state_is_loaded_into_the_lm_modules(tmp_path):
-    from programs.writer import BaselineWriter, TaskWriter
+    from programs.generation.writer import BaselineWriter, TaskWriter
     from t2t.cmd_generate import load_program_state
     from t2t.errors import UserError
 

@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from optimize.coverage import GIVE_UP_AFTER, GuidedTargets, coverage_cells, pick_targets, target_goal
-from programs.adapter import BaselineAdapter
-from programs.explorer import BaselineExplorer
-from programs.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-from programs.writer import BaselineWriter
+from programs.generation.adapter import BaselineAdapter
+from programs.generation.explorer import BaselineExplorer
+from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+from programs.generation.writer import BaselineWriter
 from signatures.models import CONDITIONS, Trajectory
 from store import TaskStore
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from programs.lm import (
+from programs.lm.config import (
     ROLES,
     LMCall,
     LMConfigError,

@@ -18,7 +18,7 @@ from optimize.metrics import (
     trajectory_problems,
     user_fidelity,
 )
-from programs.verifier import Verifier, execute_calls
+from programs.verification.verifier import Verifier, execute_calls
 from signatures.models import Action, Message, Rollout, Task, ToolCall, Trajectory, UserScenario, Verdict
 
 

@@ -25,11 +25,11 @@ from optimize.compile import (
     compile_program,
     select_ids,
 )
-from programs.adapter import BaselineAdapter
-from programs.explorer import BaselineExplorer
-from programs.lm import LMSettings, build_lm
-from programs.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-from programs.writer import BaselineWriter
+from programs.generation.adapter import BaselineAdapter
+from programs.generation.explorer import BaselineExplorer
+from programs.lm.config import LMSettings, build_lm
+from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+from programs.generation.writer import BaselineWriter
 from signatures.models import CONDITIONS
 from store import TaskStore
 from t2t.cli import app
@@ -287,7 +287,7 @@ def test_adapter_examples_pair_parents_with_conditions_and_the_metric_checks_the
 
 def test_writer_metric_counts_a_task_whose_gold_misses_its_end_state(env, store_path):
     target, examples = _writer_examples(env, store_path)
-    from programs.writer import BaselineWriter as Writer
+    from programs.generation.writer import BaselineWriter as Writer
 
     written = Writer().write(examples[0].trajectory, env)
     good = target.score(examples[0], dspy.Prediction(result=written))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from dspy.utils.exceptions import LMServerError
 
-from programs.adapter import BaselineAdapter
-from programs.explorer import BaselineExplorer
-from programs.pipeline import GenerationConfig, GenerationPipeline, id_prefix, item_seed
-from programs.writer import BaselineWriter, WriterError
+from programs.generation.adapter import BaselineAdapter
+from programs.generation.explorer import BaselineExplorer
+from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, item_seed
+from programs.generation.writer import BaselineWriter, WriterError
 from signatures.models import CONDITIONS
 from store import TaskStore
 from store.failures import generation_items

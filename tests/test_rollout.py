@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from programs.agent import AgentReply, LMAgent, OracleAgent
-from programs.lm import LMSettings, build_lm
-from programs.rollout import ONE_CALL_PER_TURN, RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
-from programs.user_sim import LMUser, ScriptedUser
-from programs.verifier import Verifier
+from programs.loop.agent import AgentReply, LMAgent, OracleAgent
+from programs.lm.config import LMSettings, build_lm
+from programs.loop.rollout import ONE_CALL_PER_TURN, RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
+from programs.loop.user_sim import LMUser, ScriptedUser
+from programs.verification.verifier import Verifier
 from signatures.conversation import AgentToolCall
 from signatures.models import Action, Message, Task, TokenUsage, UserScenario
 from store import TaskStore
@@ -352,7 +352,7 @@ def test_rollouts_are_stored_with_their_verdicts_in_atomic_batches(env, tasks, t
 
 
 def test_the_oracle_and_do_nothing_calibrate_every_condition(env, tasks):
-    from programs.agent import DoNothingAgent
+    from programs.loop.agent import DoNothingAgent
 
     engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env), DoNothingAgent(env)])
     verifier = Verifier(env)

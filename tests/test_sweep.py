@@ -101,7 +101,7 @@ def test_a_stopped_study_resumes_to_the_trials_of_an_uninterrupted_one(env, tmp_
 
 
 def test_a_trial_killed_midway_resumes_its_own_generation_run(env, tmp_path, monkeypatch):
-    from programs.pipeline import GenerationPipeline
+    from programs.generation.pipeline import GenerationPipeline
 
     path = tmp_path / "kill.duckdb"
     original = GenerationPipeline.generate_item
@@ -191,7 +191,7 @@ def test_sweep_command_runs_and_resumes(tmp_path):
 
 
 def test_with_an_lm_temperatures_reach_the_requests_and_cost_counts_lm_calls(env, tmp_path):
-    from programs.lm import load_lm_config
+    from programs.lm.config import load_lm_config
     from tests.llm_server import ScriptedLLMServer
 
     settings = _settings(1, study="lm", n=1)

@@ -7,7 +7,7 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
-from programs.user_sim import (
+from programs.loop.user_sim import (
     LMTurnError,
     LMUser,
     ScriptedUser,
@@ -134,7 +134,7 @@ def test_user_simulator_sends_scenario_and_spoken_turns_and_detects_stop():
 
 
 def test_user_simulator_lm_failure_is_an_lm_turn_error():
-    from programs.lm import LMSettings, build_lm
+    from programs.lm.config import LMSettings, build_lm
     from tests.llm_server import Fault, ScriptedLLMServer
 
     with ScriptedLLMServer(replies=[Fault(400)]) as server:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from programs.verifier import Verifier
+from programs.verification.verifier import Verifier
 from signatures.models import Action, Message, Step, Task, ToolCall, UserScenario
 
 INVALID_GOLD = {"2", "3", "4", "35", "37", "38", "39", "46", "47", "54", "55", "64", "67", "68", "105"}

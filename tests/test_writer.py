@@ -8,9 +8,9 @@ import json
 import pytest
 from dspy.utils import DummyLM
 
-from programs.explorer import BaselineExplorer
-from programs.verifier import Verifier
-from programs.writer import BaselineWriter, TaskWriter, WriterError
+from programs.generation.explorer import BaselineExplorer
+from programs.verification.verifier import Verifier
+from programs.generation.writer import BaselineWriter, TaskWriter, WriterError
 from signatures.models import Provenance, UserScenario
 
 

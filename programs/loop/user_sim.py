@@ -101,7 +101,7 @@ class _LMUserSession:
         return reply_of(text)
 
     def usage(self) -> TokenUsage:
-        from programs.lm import usage_of
+        from programs.lm.config import usage_of
 
         return usage_of(self.lm)
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from domains import Environment
-from programs.verifier import Verifier
+from programs.verification.verifier import Verifier
 from signatures.models import CONDITIONS, Condition, LMCall, Provenance, Task, Trajectory, Verdict
 from store import TaskStore
 from store.failures import GenerationItem, add_generation_item, generation_items
@@ -130,12 +130,12 @@ def _lm_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'the LM failed us' (after retries), not a bug in our code."""
     from dspy.utils.exceptions import AdapterParseError, LMError
 
-    from programs.explorer import ExplorationError
-    from programs.writer import WriterError
+    from programs.generation.explorer import ExplorationError
+    from programs.generation.writer import WriterError
 
     errors: list[type[BaseException]] = [LMError, AdapterParseError, ExplorationError, WriterError]
     try:
-        from programs import adapter as adapter_module
+        from programs.generation import adapter as adapter_module
     except ImportError:
         adapter_module = None  # type: ignore[assignment]
     for name in ("AdapterError", "AdaptationError"):
@@ -186,7 +186,7 @@ class GenerationPipeline:
         self._usage_lock = threading.Lock()
         self._recorder: Any = None
         if self.lms:
-            from programs.lm import UsageRecorder
+            from programs.lm.config import UsageRecorder
 
             self._recorder = UsageRecorder()
 

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from domains import Environment
 from signatures.conversation import AgentToolCall, AgentTurn
 from signatures.models import Action, Message, Task, TokenUsage
-from programs.user_sim import LMTurnError
+from programs.loop.user_sim import LMTurnError
 
 DO_NOTHING = "do-nothing"
 ORACLE = "oracle"
@@ -238,7 +238,7 @@ class _LMAgentSession:
         return AgentReply(content=(prediction.message or "").strip() or None, tool_calls=calls)
 
     def usage(self) -> TokenUsage:
-        from programs.lm import usage_of
+        from programs.lm.config import usage_of
 
         return usage_of(self.lm)
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from programs.agent import DO_NOTHING, ORACLE
-from programs.rollout import RolloutJob, rollout_id_for
+from programs.loop.agent import DO_NOTHING, ORACLE
+from programs.loop.rollout import RolloutJob, rollout_id_for
 from signatures.models import Task, Verdict
 
 ALL_CONDITIONS = "all"

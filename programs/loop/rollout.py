@@ -28,9 +28,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from domains import Environment
-from programs.agent import Agent, AgentReply
-from programs.user_sim import LMTurnError, SimulatedUser
-from programs.verifier import Verifier
+from programs.loop.agent import Agent, AgentReply
+from programs.loop.user_sim import LMTurnError, SimulatedUser
+from programs.verification.verifier import Verifier
 from signatures.conversation import ConversationTurn
 from signatures.models import Message, Rollout, Step, Task, Termination, ToolCall, Verdict
 

@@ -15,7 +15,7 @@ from domains import Environment
 from domains.retail.conditions import address_text
 from domains.retail.generate import CITIES, STREETS
 from domains.retail.tools import CANCEL_REASONS
-from programs.grounding import (
+from programs.generation.grounding import (
     DomainGrounding,
     GroundingHints,
     Knowledge,

@@ -5,7 +5,7 @@ by key names, ``missing_facts`` checks a scenario text against required facts, a
 ``trajectory_replays`` checks that a trajectory reproduces itself. What is specific to a
 domain (which JSON keys hold ids, how to identify the customer, how to build a write from
 what was observed, which facts a task must state) is one ``DomainGrounding`` value per
-domain, registered in ``GROUNDINGS``; the retail one is ``programs.retail_grounding``.
+domain, registered in ``GROUNDINGS``; the retail one is ``programs.generation.retail_grounding``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from domains import Environment, Episode
 from signatures.models import Step, ToolCall, Trajectory, UserScenario
 
-GROUNDINGS: dict[str, str] = {"retail": "programs.retail_grounding"}
+GROUNDINGS: dict[str, str] = {"retail": "programs.generation.retail_grounding"}
 
 
 class GroundingError(LookupError):
@@ -259,5 +259,5 @@ def grounding_for(domain_name: str) -> DomainGrounding:
     module_path = GROUNDINGS.get(domain_name)
     if module_path is None:
         raise GroundingError(f"no exploration grounding for domain '{domain_name}' "
-                             f"(known: {', '.join(sorted(GROUNDINGS))}); add one to programs.grounding.GROUNDINGS")
+                             f"(known: {', '.join(sorted(GROUNDINGS))}); add one to programs.generation.grounding.GROUNDINGS")
     return importlib.import_module(module_path).GROUNDING

@@ -25,7 +25,7 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment, Episode
-from programs.grounding import DomainGrounding, Knowledge, Seed, grounding_for, trajectory_replays
+from programs.generation.grounding import DomainGrounding, Knowledge, Seed, grounding_for, trajectory_replays
 from signatures.generation import ProposeExplorationCall
 from signatures.models import Provenance, Step, ToolCall, Trajectory
 

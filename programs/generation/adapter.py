@@ -3,11 +3,11 @@
 One control flow serves both adapters: code proposes (the candidates of an ambiguous
 request, a revised goal that replays cleanly, forbidden writes confirmed by running them
 on a copy of the database), a wording step writes the scenario, and code checks the
-result (``programs.conditions``) and runs the verifier's static checks. Only the wording
+result (``programs.verification.conditions``) and runs the verifier's static checks. Only the wording
 differs: :class:`IntentAdapter` asks an LM, one ``dspy.Predict`` per condition signature;
 :class:`BaselineAdapter` fills templates. A rejected adaptation comes back with
 ``task=None`` and a machine-readable ``rejected_reason`` (see
-``programs.conditions.RejectionReason``).
+``programs.verification.conditions.RejectionReason``).
 
 LM errors (after DSPy's own retries) and unparseable LM output propagate as exceptions,
 for the caller to retry or record.
@@ -25,7 +25,7 @@ import dspy
 from pydantic import BaseModel
 
 from domains import Environment, Episode
-from programs.conditions import (
+from programs.verification.conditions import (
     ConditionCheck,
     UnsupportedDomainError,
     as_action,
@@ -37,7 +37,7 @@ from programs.conditions import (
     condition_facts,
     same_call,
 )
-from programs.verifier import Verifier, authenticated_user, execute_calls
+from programs.verification.verifier import Verifier, authenticated_user, execute_calls
 from signatures.adaptation import (
     AdaptAmbiguous,
     AdaptChanging,

@@ -21,7 +21,7 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment
-from programs.grounding import (
+from programs.generation.grounding import (
     DomainGrounding,
     RequiredFact,
     TrajectoryFacts,

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from domains import Environment, Episode, PolicyContext
-from programs.verifier import Verifier, authenticated_user, execute_calls
+from programs.verification.verifier import Verifier, authenticated_user, execute_calls
 from signatures.models import Action, Task, ToolCall
 
 CONDITION_FACTS: dict[str, str] = {"retail": "domains.retail.conditions"}

@@ -1,0 +1,1 @@
+"""Generation: exploration, task writing, intent adaptation and the pipeline that runs them."""

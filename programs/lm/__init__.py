@@ -1,0 +1,1 @@
+"""LM configuration: per-role settings, building dspy.LM clients, usage accounting."""

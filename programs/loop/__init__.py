@@ -1,0 +1,1 @@
+"""The closed loop: simulated user, agent, rollout engine and benchmark scoring."""

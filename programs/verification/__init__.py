@@ -1,0 +1,1 @@
+"""Verification: the deterministic verifier and the code checks of each intent condition."""
