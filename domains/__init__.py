@@ -7,6 +7,7 @@ import importlib
 from domains.runtime import Domain, Environment, Episode, PolicyContext, ToolResult, ToolSpec
 
 BUILTIN_DOMAINS = {"retail": "domains.retail"}
+# A domain is named by a built-in name, or by an importable package or module exposing DOMAIN.
 
 
 class UnknownDomainError(LookupError):
@@ -18,14 +19,16 @@ def list_domains() -> list[str]:
 
 
 def get_domain(name: str) -> Domain:
-    """The domain registered under ``name``, or a module path 'package.module' exposing DOMAIN."""
-    module_path = BUILTIN_DOMAINS.get(name, name if "." in name else None)
-    if module_path is None:
-        raise UnknownDomainError(f"unknown domain '{name}' (known: {', '.join(list_domains())})")
+    """The built-in domain ``name``, or the DOMAIN of the package or module ``name``
+    ('mypkg' or 'mypkg.module')."""
+    module_path = BUILTIN_DOMAINS.get(name, name)
+    if not all(part.isidentifier() for part in module_path.split(".")):
+        raise UnknownDomainError(f"unknown domain '{name}' (built-in: {', '.join(list_domains())}; "
+                                 "or a package or module exposing DOMAIN)")
     try:
         module = importlib.import_module(module_path)
     except ModuleNotFoundError as exc:
-        raise UnknownDomainError(f"unknown domain '{name}': {exc}") from None
+        raise UnknownDomainError(f"unknown domain '{name}' (built-in: {', '.join(list_domains())}): {exc}") from None
     domain = getattr(module, "DOMAIN", None)
     if not isinstance(domain, Domain):
         raise UnknownDomainError(f"module {module_path} has no DOMAIN")

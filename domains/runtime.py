@@ -18,11 +18,16 @@ import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-ToolKind = Literal["read", "write"]
+if TYPE_CHECKING:
+    from domains.kit import GenerationKit
+
+ToolKind = Literal["read", "write", "generic"]  # generic: neither reads nor writes the database
+# How an authenticating tool names the user it authenticated: from (arguments, output).
+Authenticates = Callable[[Mapping[str, Any], str], "str | None"]
 _HASH_MOD = 1 << 128
 _MISSING: Any = object()
 
@@ -59,14 +64,19 @@ class ToolSpec:
     description: str
     function: Callable[..., Any]
     arguments_model: type[BaseModel]
+    parameter_descriptions: Mapping[str, str] = field(default_factory=dict)
+    authenticates: Authenticates | None = None  # set on tools that identify the user
+    ends_conversation: bool = False  # a hand-off to a human
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """JSON schema of the arguments (OpenAI `parameters`)."""
+        """JSON schema of the arguments (OpenAI `parameters`), one description per parameter."""
         schema = self.arguments_model.model_json_schema()
         schema.pop("title", None)
-        for prop in schema.get("properties", {}).values():
+        for name, prop in schema.get("properties", {}).items():
             prop.pop("title", None)
+            if name in self.parameter_descriptions:
+                prop["description"] = self.parameter_descriptions[name]
         schema.setdefault("required", [])
         schema["additionalProperties"] = False
         return schema
@@ -78,20 +88,68 @@ class ToolSpec:
         }
 
 
-def tool(kind: ToolKind) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Mark a function as a domain tool of the given kind (read or write)."""
+@dataclass(frozen=True)
+class _ToolMark:
+    kind: ToolKind
+    authenticates: Authenticates | None
+    ends_conversation: bool
+
+
+def tool(kind: ToolKind, *, authenticates: Authenticates | None = None,
+         ends_conversation: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a function as a domain tool: its role (read, write or generic), whether it
+    authenticates the user (and how the user id is read from the call), and whether it
+    ends the conversation (a hand-off to a human)."""
+    if kind not in ("read", "write", "generic"):
+        raise ValueError(f"tool kind must be read, write or generic, not {kind!r}")
 
     def mark(function: Callable[..., Any]) -> Callable[..., Any]:
-        function.__t2t_tool_kind__ = kind  # type: ignore[attr-defined]
+        function.__t2t_tool__ = _ToolMark(kind, authenticates, ends_conversation)  # type: ignore[attr-defined]
         return function
 
     return mark
 
 
+def user_from_output(arguments: Mapping[str, Any], output: str) -> str | None:
+    """For look-ups whose whole output is the user id (``find_user_id_by_email``)."""
+    return output.strip() or None
+
+
+def user_from_argument(name: str) -> Authenticates:
+    """For tools whose argument ``name`` is the user id, authenticated when the call succeeds."""
+
+    def read(arguments: Mapping[str, Any], output: str) -> str | None:
+        value = arguments.get(name)
+        return value if isinstance(value, str) and value else None
+
+    return read
+
+
+def _split_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    """The summary of a Google-style docstring and its ``Args:`` entries."""
+    summary, _, rest = doc.partition("\nArgs:")
+    descriptions: dict[str, str] = {}
+    current: str | None = None
+    for line in rest.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if stripped.endswith(":") and " " not in stripped:  # the next section (Returns:, Raises:)
+            break
+        head, colon, text = stripped.partition(":")
+        if colon and " " not in head.split("(")[0].strip() and line.startswith((" ", "\t")) and \
+                len(line) - len(line.lstrip()) <= 4:
+            current = head.split("(")[0].strip()
+            descriptions[current] = text.strip()
+        elif current is not None:
+            descriptions[current] = f"{descriptions[current]} {stripped}".strip()
+    return summary.strip(), descriptions
+
+
 def tool_spec(function: Callable[..., Any]) -> ToolSpec:
     """Build a ToolSpec from a function marked with :func:`tool`."""
-    kind = getattr(function, "__t2t_tool_kind__", None)
-    if kind is None:
+    mark: _ToolMark | None = getattr(function, "__t2t_tool__", None)
+    if mark is None:
         raise TypeError(f"{function.__name__} is not marked with @tool")
     hints = get_type_hints(function)
     params = list(inspect.signature(function).parameters.values())[1:]  # skip the transaction
@@ -104,8 +162,10 @@ def tool_spec(function: Callable[..., Any]) -> ToolSpec:
         __config__=ConfigDict(extra="forbid"),
         **fields,
     )
-    doc = inspect.cleandoc(function.__doc__ or "").strip()
-    return ToolSpec(function.__name__, kind, doc, function, model)
+    summary, descriptions = _split_docstring(inspect.cleandoc(function.__doc__ or ""))
+    return ToolSpec(function.__name__, mark.kind, summary, function, model,
+                    parameter_descriptions={k: v for k, v in descriptions.items() if k in fields},
+                    authenticates=mark.authenticates, ends_conversation=mark.ends_conversation)
 
 
 # ---------------------------------------------------------------- state
@@ -178,6 +238,9 @@ class ToolResult(BaseModel):
 
     output: str
     error: bool = False
+    # why a call failed: a tool's own check refused it, the call was malformed (unknown tool,
+    # bad arguments), or the tool crashed; None when it succeeded
+    error_kind: Literal["refused", "invalid_call", "tool_bug"] | None = None
 
     @property
     def error_message(self) -> str:
@@ -216,24 +279,26 @@ class Episode(Generic[DB]):
         """Run one tool call as a transaction. Never raises for bad calls."""
         spec = self.environment.tools.get(name)
         if spec is None:
-            return ToolResult(output=f"Error: unknown tool '{name}'", error=True)
+            return ToolResult(output=f"Error: unknown tool '{name}'", error=True, error_kind="invalid_call")
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, Mapping):
-            return ToolResult(output="Error: arguments must be a JSON object", error=True)
+            return ToolResult(output="Error: arguments must be a JSON object", error=True, error_kind="invalid_call")
         try:
             validated = spec.arguments_model.model_validate(dict(arguments))
         except ValidationError as exc:
-            return ToolResult(output=f"Error: invalid arguments for {name}: {_validation_summary(exc)}", error=True)
+            return ToolResult(output=f"Error: invalid arguments for {name}: {_validation_summary(exc)}", error=True,
+                              error_kind="invalid_call")
         tx = Transaction(self)
         try:
             value = spec.function(tx, **{k: getattr(validated, k) for k in type(validated).model_fields})
         except ToolError as exc:
-            return ToolResult(output=f"Error: {exc}", error=True)
+            return ToolResult(output=f"Error: {exc}", error=True, error_kind="refused")
         except Exception as exc:  # a tool bug must not escape the environment
-            return ToolResult(output=f"Error: {type(exc).__name__}: {exc}", error=True)
-        if spec.kind == "read" and tx.pending:
-            return ToolResult(output=f"Error: read tool {name} attempted a write", error=True)
+            return ToolResult(output=f"Error: {type(exc).__name__}: {exc}", error=True, error_kind="tool_bug")
+        if spec.kind != "write" and tx.pending:
+            return ToolResult(output=f"Error: {spec.kind} tool {name} attempted a write", error=True,
+                              error_kind="tool_bug")
         self._commit(tx)
         return ToolResult(output=_render(value))
 
@@ -355,6 +420,7 @@ class Domain(Generic[DB]):
     generate_db: Callable[[int, int], DB] | None = None
     check_db: Callable[[DB], list[str]] = field(default=lambda db: [])
     owner_of: Callable[[Episode[Any], str, str], str | None] = field(default=lambda ep, table, key: None)
+    kit: GenerationKit | None = None  # optional help for generation (domains.kit)
 
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)

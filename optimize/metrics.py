@@ -60,8 +60,9 @@ def mean_score(scores: Sequence[Score], empty_feedback: str = "nothing to score"
 
 # ============================================================================ explorer
 
-# Argument names that carry an entity of the database (order_id, item_ids, user_id, email, ...).
-_ENTITY_ARG = re.compile(r"(?:^|_)(?:id|ids|email)$")
+# An argument value names an entity when it is one token (an id, an email, a code); free
+# text such as a reason or a street has spaces. Domain-general: no argument names needed.
+_ENTITY_VALUE = re.compile(r"^\S{2,}$")
 
 
 def tool_sequence(trajectory: Trajectory) -> tuple[str, ...]:
@@ -69,14 +70,12 @@ def tool_sequence(trajectory: Trajectory) -> tuple[str, ...]:
 
 
 def trajectory_entities(trajectory: Trajectory) -> set[str]:
-    """The database entities a trajectory touched: values of its id/email arguments."""
+    """The database entities a trajectory touched: its one-token string arguments."""
     found: set[str] = set()
     for step in trajectory.steps:
-        for key, value in step.call.arguments.items():
-            if not _ENTITY_ARG.search(key):
-                continue
+        for value in step.call.arguments.values():
             values = value if isinstance(value, list) else [value]
-            found.update(str(v) for v in values if v is not None and v != "")
+            found.update(v for v in values if isinstance(v, str) and _ENTITY_VALUE.match(v))
     return found
 
 

@@ -13,20 +13,15 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, Field
 
+from domains.kit import EntityCandidate
 from signatures.models import Action, Task, Trajectory, UserScenario
-
-
-class EntityCandidate(BaseModel):
-    """An entity of the database that fits an underspecified request."""
-
-    key: str
-    description: str
 
 
 class AmbiguityFacts(BaseModel):
     """What code found for an ambiguous adaptation."""
 
-    kind: str = Field(description="which_order, which_item or which_variant")
+    kind: str = Field(description="what the opening request leaves open, as the domain names it")
+    open_question: str = Field(description="the same, in words")
     action_index: int = Field(description="position in the gold actions of the write the request leaves open")
     stated: dict[str, Any] = Field(description="the constraints the opening request states, in the domain's terms")
     target: str = Field(description="key of the candidate the clarified goal acts on")

@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domains.kit import Call
+
 Condition = Literal["general", "ambiguous", "changing", "infeasible"]
 CONDITIONS: tuple[Condition, ...] = ("general", "ambiguous", "changing", "infeasible")
 
@@ -25,11 +27,9 @@ FailureReason = Literal[
 FAILURE_REASONS: tuple[str, ...] = FailureReason.__args__  # type: ignore[attr-defined]
 
 
-class ToolCall(BaseModel):
+class ToolCall(Call):
     """One call of a domain tool."""
 
-    name: str
-    arguments: dict[str, Any] = Field(default_factory=dict)
     id: str | None = None  # the LM's call id, when the call came from a chat message
 
 

@@ -29,7 +29,7 @@ _register()
 
 # Errors whose message is meant for the user, by (module, class). The modules load only in
 # the commands that raise them, so they are looked up lazily to keep `t2t` quick to start.
-_USER_FACING = (("store.errors", "StoreError"), ("domains", "UnknownDomainError"), ("programs.lm.config", "LMConfigError"))
+_USER_FACING = (("store.errors", "StoreError"), ("domains", "UnknownDomainError"), ("domains.kit", "KitError"), ("programs.lm.config", "LMConfigError"))
 
 
 def _is_user_facing(exc: BaseException) -> bool:

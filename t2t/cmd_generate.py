@@ -167,6 +167,10 @@ def generate(
                                       db_initial_hash=env.initial_hash(), source=source, roles=roles,
                                       programs=programs, guided=guided)
             config.id_prefix = id_prefix(config, run_id)
+        offline = [r for r in ("explorer", "writer") if roles.get(r) == "baseline"]
+        if offline and env.domain.kit is None:
+            raise UserError(f"domain '{env.domain.name}' has no generation kit, which the offline {' and '.join(offline)} "
+                            "need; give an LM for them (--lm) or add a kit (README: 'Adding a domain')")
         if config.programs:
             load_program_state(task_store, config.programs, modules)
             for role, role_lm in lms.items():  # dspy's load_state resets each predictor's LM to the saved one

@@ -12,7 +12,6 @@ from pydantic import BaseModel
 
 from domains.runtime import Domain, Transaction, tool, tool_spec
 from programs.generation.explorer import BaselineExplorer, ExplorationError, Explorer
-from programs.generation.grounding import DomainGrounding, GroundingHints, TrajectoryFacts, grounding_for
 from programs.verification.verifier import execute_calls
 
 ID_ARGS = ("user_id", "order_id", "payment_method_id")
@@ -140,7 +139,7 @@ def _empty():
 
 
 def _seed_user(env, seed):
-    return grounding_for("retail").sample_seed(env.episode(), random.Random(seed)).customer
+    return env.domain.kit.exploration.sample_seed(env.episode(), random.Random(seed)).customer
 
 
 def _answer(name, **arguments):
@@ -240,20 +239,16 @@ def edit(tx: Transaction, key: str, text: str) -> Note:
 
 NOTES = Domain(name="notes", summary="Notes.", db_model=NotesDB, tools=(tool_spec(peek), tool_spec(edit)),
                policy="Anything goes.")
-NOTES_GROUNDING = DomainGrounding(
-    hints=GroundingHints(id_keys={}, entity_keys=()), seed_table="notes", seed_calls=lambda r: [],
-    seed_description=lambda r: "a note", walk_reads=(), write_builders={},
-    describe=lambda env, t: TrajectoryFacts(known_info=""))
 
 
 def test_a_trajectory_that_does_not_replay_is_dropped():
     env = NOTES.environment(NotesDB(notes={"a": Note(text="old")}))
-    explorer, _ = _lm_explorer([_answer("peek"), _answer("edit", key="a", text="new")], grounding=NOTES_GROUNDING)
+    explorer, _ = _lm_explorer([_answer("peek"), _answer("edit", key="a", text="new")])
     result = explorer.explore(env, 0)
     assert result.trajectory is None
     assert "does not replay" in result.rejected_reason and "peek" in result.rejected_reason
     # the same calls without the hidden-state read are kept
-    explorer, _ = _lm_explorer([_answer("edit", key="a", text="new")], grounding=NOTES_GROUNDING)
+    explorer, _ = _lm_explorer([_answer("edit", key="a", text="new")])
     assert explorer.explore(env, 0).trajectory is not None
 
 

@@ -74,8 +74,13 @@ def test_openai_schemas_come_from_signatures(env):
     schemas = {s["function"]["name"]: s for s in env.tool_schemas()}
     items = schemas["modify_pending_order_items"]["function"]
     assert items["parameters"]["required"] == ["order_id", "item_ids", "new_item_ids", "payment_method_id"]
-    assert items["parameters"]["properties"]["item_ids"] == {"items": {"type": "string"}, "type": "array"}
+    item_ids = items["parameters"]["properties"]["item_ids"]
+    assert {k: item_ids[k] for k in ("items", "type")} == {"items": {"type": "string"}, "type": "array"}
+    # each parameter carries its line of the docstring's Args: section, as tau2's schemas do
+    assert item_ids["description"].startswith("Item ids in the order to change")
+    assert all("description" in p for s in schemas.values() for p in s["function"]["parameters"]["properties"].values())
     assert items["description"].startswith("Swap items of a pending order")
+    assert "Args:" not in items["description"]
     assert schemas["list_all_product_types"]["function"]["parameters"]["properties"] == {}
     json.dumps(schemas)
 

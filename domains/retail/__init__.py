@@ -7,6 +7,7 @@ from importlib.resources import files
 from domains.runtime import Domain, tool_spec
 from domains.retail.consistency import check_retail_db
 from domains.retail.generate import generate_retail_db
+from domains.retail.kit import KIT
 from domains.retail.models import RetailDB
 from domains.retail.rules import POLICY_RULES, record_owner
 from domains.retail.tools import ALL_TOOLS
@@ -21,4 +22,5 @@ DOMAIN: Domain[RetailDB] = Domain(
     generate_db=generate_retail_db,
     check_db=check_retail_db,
     owner_of=record_owner,
+    kit=KIT,
 )

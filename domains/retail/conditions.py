@@ -4,9 +4,8 @@
 they need to know about retail comes from here: which entities fit an underspecified
 request, which argument of a write can be revised, which writes the tools or the policy
 refuse, which look-ups reveal that, and short first-person sentences describing a write.
-Everything takes an :class:`~domains.runtime.Episode` and returns dicts, lists and strings
-(this package never imports DSPy or the signature models); the programs validate the
-shapes into their pydantic models at the boundary.
+This module is retail's ``domains.kit.ConditionKit``: every function takes an
+:class:`~domains.runtime.Episode` and returns the kit's pydantic models or strings.
 
 Shapes
 ------
@@ -30,13 +29,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
+from domains.kit import AmbiguityProposal, Call, ChangeAlternative, EntityCandidate, InfeasibleProposal
 from domains.runtime import Episode
 from domains.retail.models import CreditCard, GiftCard, Order, OrderItem, Paypal, Product, User, Variant
 from domains.retail.tools import CANCEL_REASONS
-
-IDENTITY_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip")
 
 # write tool -> the order status it needs (tool check or policy rule modify_only_exact_pending)
 ORDER_WRITES = {
@@ -52,38 +50,9 @@ ITEM_WRITES = {
 VARIANT_WRITES = ("modify_pending_order_items", "exchange_delivered_order_items")
 MAX_VARIANT_PROPOSALS_PER_WRITE = 4
 MAX_OTHER_USER_PROPOSALS = 3
-
-
-class Call(TypedDict):
-    name: str
-    arguments: dict[str, Any]
-
-
-class Candidate(TypedDict):
-    key: str
-    description: str
-
-
-class AmbiguityProposal(TypedDict):
-    kind: str  # "which_order" | "which_item" | "which_variant"
-    action_index: int  # position of the write, in the given actions, that the request leaves open
-    stated: dict[str, Any]
-    target: str
-    candidates: list[Candidate]
-    withheld: list[str]  # the values that single out the target; the user keeps them back
-    withheld_sentences: list[str]  # one sentence per withheld value, as the user says it when asked
-
-
-class ChangeAlternative(TypedDict):
-    arguments: dict[str, Any]
-    difference: str  # e.g. "reason: 'no longer needed' -> 'ordered by mistake'"
-
-
-class InfeasibleProposal(TypedDict):
-    rule: str  # which real rule the request runs into, e.g. "cancel_non_pending"
-    action: Call  # the forbidden write
-    fact: str  # why it cannot be done, in words
-    related: bool  # acts on an order the parent task touches
+OPEN_QUESTIONS = {"which_order": "which order you mean", "which_item": "which order and item you mean",
+                  "which_variant": "exactly which variant you want",
+                  "which_payment_method": "which payment method you mean"}
 
 
 # ---------------------------------------------------------------- small look-ups
@@ -138,7 +107,7 @@ def owner_of_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
 def identity_lookup(episode: Episode[Any], user_id: str) -> Call | None:
     """The look-up that authenticates a user (by email, the way most users can)."""
     user = _user(episode, user_id)
-    return None if user is None else {"name": "find_user_id_by_email", "arguments": {"email": user.email}}
+    return None if user is None else Call(name="find_user_id_by_email", arguments={"email": user.email})
 
 
 def identity_text(call: Mapping[str, Any]) -> str:
@@ -147,6 +116,16 @@ def identity_text(call: Mapping[str, Any]) -> str:
     if call["name"] == "find_user_id_by_email":
         return f"Your email address is {args['email']}."
     return f"You are {args['first_name']} {args['last_name']}, zip code {args['zip']}."
+
+
+def forgotten_identity(call: Mapping[str, Any]) -> str | None:
+    """A user who authenticates by name and zip code does not remember their email."""
+    return None if call["name"] == "find_user_id_by_email" else "You do not remember your email address."
+
+
+def related_entities(calls: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The orders the given calls act on."""
+    return sorted({c["arguments"]["order_id"] for c in calls if isinstance(c["arguments"].get("order_id"), str)})
 
 
 def payment_text(episode: Episode[Any], user_id: str, method_id: str) -> str:
@@ -297,7 +276,7 @@ def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> li
             return []
         for order in _eligible_orders(episode, user_id, action):
             if product_name is None or any(i.name == product_name for i in order.items):
-                out.append({"key": order.order_id, "description": _order_description(order)})
+                out.append(EntityCandidate(key=order.order_id, description=_order_description(order)))
     elif entity == "order_item":
         if action not in ITEM_WRITES:
             return []
@@ -308,9 +287,8 @@ def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> li
             for item in order.items:
                 if (product_name is None or item.name == product_name) and item.item_id not in seen:
                     seen.add(item.item_id)
-                    out.append({"key": f"{order.order_id} item {item.item_id}",
-                                "description": f"{item.name} ({_options_text(item.options)}) in order "
-                                               f"{order.order_id} ({order.status})"})
+                    out.append(EntityCandidate(key=f"{order.order_id} item {item.item_id}", description=f"{item.name} ({_options_text(item.options)}) in order "
+                                               f"{order.order_id} ({order.status})"))
     elif entity == "variant":
         if action not in VARIANT_WRITES:
             return []
@@ -325,9 +303,8 @@ def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> li
         for variant in product.variants.values():
             if (variant.available and variant.item_id != item.item_id
                     and all(variant.options.get(k) == v for k, v in wanted.items())):
-                out.append({"key": variant.item_id,
-                            "description": f"{product.name} ({_options_text(variant.options)}), "
-                                           f"item {variant.item_id}, price {variant.price}"})
+                out.append(EntityCandidate(key=variant.item_id, description=f"{product.name} ({_options_text(variant.options)}), "
+                                           f"item {variant.item_id}, price {variant.price}"))
     elif entity == "payment_method":
         user = _user(episode, user_id)
         arguments = dict(stated.get("arguments") or {})
@@ -336,7 +313,7 @@ def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> li
         for method_id, method in sorted(user.payment_methods.items()):
             if method.source == stated.get("source") and \
                     not episode.fork().call(action, {**arguments, "payment_method_id": method_id}).error:
-                out.append({"key": method_id, "description": payment_text(episode, user_id, method_id)})
+                out.append(EntityCandidate(key=method_id, description=payment_text(episode, user_id, method_id)))
     return out
 
 
@@ -363,7 +340,7 @@ def ambiguity_target(stated: Mapping[str, Any], action: Call) -> str | None:
 def withheld_values(episode: Episode[Any], stated: Mapping[str, Any], target: str,
                     candidates: Sequence[Candidate]) -> list[str]:
     """The values that single the target out among the candidates (what the user withholds)."""
-    others = [c["key"] for c in candidates if c["key"] != target]
+    others = [c.key for c in candidates if c.key != target]
     entity = stated.get("entity")
     if entity == "order":
         return [target]
@@ -400,11 +377,12 @@ def _proposal(episode: Episode[Any], kind: str, index: int, stated: dict[str, An
               action: Call) -> AmbiguityProposal | None:
     candidates = ambiguity_candidates(episode, stated)
     target = ambiguity_target(stated, action)
-    if len(candidates) < 2 or target is None or target not in {c["key"] for c in candidates}:
+    if len(candidates) < 2 or target is None or target not in {c.key for c in candidates}:
         return None
     withheld = withheld_values(episode, stated, target, candidates)
-    return {"kind": kind, "action_index": index, "stated": stated, "target": target, "candidates": candidates,
-            "withheld": withheld, "withheld_sentences": _withheld_sentences(episode, stated, target, withheld)}
+    return AmbiguityProposal(kind=kind, open_question=OPEN_QUESTIONS[kind], action_index=index, stated=stated,
+                             target=target, candidates=candidates, withheld=withheld,
+                             withheld_sentences=_withheld_sentences(episode, stated, target, withheld))
 
 
 def _withheld_sentences(episode: Episode[Any], stated: Mapping[str, Any], target: str,
@@ -519,8 +497,7 @@ def change_alternatives(episode: Episode[Any], action: Call) -> list[ChangeAlter
     if name == "cancel_pending_order":
         for reason in CANCEL_REASONS:
             if reason != args.get("reason"):
-                out.append({"arguments": {**args, "reason": reason},
-                            "difference": f"reason: '{args.get('reason')}' -> '{reason}'"})
+                out.append(ChangeAlternative(arguments={**args, "reason": reason}, difference=f"reason: '{args.get('reason')}' -> '{reason}'"))
     elif name in VARIANT_WRITES and order is not None:
         for position, (old_id, new_id) in enumerate(zip(args.get("item_ids") or [], args.get("new_item_ids") or [])):
             item = _item(order, old_id)
@@ -531,16 +508,14 @@ def change_alternatives(episode: Episode[Any], action: Call) -> list[ChangeAlter
                 if variant.available and variant.item_id not in (old_id, new_id) and variant.options != item.options:
                     new_ids = list(args["new_item_ids"])
                     new_ids[position] = variant.item_id
-                    out.append({"arguments": {**args, "new_item_ids": new_ids},
-                                "difference": f"new {product.name}: {new_id} -> {variant.item_id}"})
+                    out.append(ChangeAlternative(arguments={**args, "new_item_ids": new_ids}, difference=f"new {product.name}: {new_id} -> {variant.item_id}"))
     elif name == "return_delivered_order_items" and order is not None:
         chosen = list(args.get("item_ids") or [])
         for position, old_id in enumerate(chosen):
             for item_id in sorted({i.item_id for i in order.items} - set(chosen)):
                 item_ids = list(chosen)
                 item_ids[position] = item_id
-                out.append({"arguments": {**args, "item_ids": item_ids},
-                            "difference": f"returned item: {old_id} -> {item_id}"})
+                out.append(ChangeAlternative(arguments={**args, "item_ids": item_ids}, difference=f"returned item: {old_id} -> {item_id}"))
     if name in ("modify_pending_order_payment", "return_delivered_order_items", *VARIANT_WRITES) and user is not None:
         for method_id, method in sorted(user.payment_methods.items()):
             if method_id == args.get("payment_method_id"):
@@ -548,8 +523,7 @@ def change_alternatives(episode: Episode[Any], action: Call) -> list[ChangeAlter
             if name == "return_delivered_order_items" and order is not None and not isinstance(method, GiftCard) \
                     and order.payment_history and method_id != order.payment_history[0].payment_method_id:
                 continue
-            out.append({"arguments": {**args, "payment_method_id": method_id},
-                        "difference": f"payment method: {args.get('payment_method_id')} -> {method_id}"})
+            out.append(ChangeAlternative(arguments={**args, "payment_method_id": method_id}, difference=f"payment method: {args.get('payment_method_id')} -> {method_id}"))
     if name in ("modify_pending_order_address", "modify_user_address") and user is not None:
         addresses = [user.address.model_dump()]
         addresses += [o.address.model_dump() for o in (_order(episode, k) for k in user.orders) if o is not None]
@@ -558,8 +532,7 @@ def change_alternatives(episode: Episode[Any], action: Call) -> list[ChangeAlter
         for address in addresses:
             if address not in seen:
                 seen.append(address)
-                out.append({"arguments": {**args, **address},
-                            "difference": f"address: {address_text(current)} -> {address_text(address)}"})
+                out.append(ChangeAlternative(arguments={**args, **address}, difference=f"address: {address_text(current)} -> {address_text(address)}"))
     return out
 
 
@@ -604,9 +577,9 @@ def required_lookups(episode: Episode[Any], user_id: str, name: str, arguments: 
     """The reads a correct agent makes before refusing a write (besides authentication)."""
     calls: list[Call] = []
     if isinstance(arguments.get("order_id"), str):
-        calls.append({"name": "get_order_details", "arguments": {"order_id": arguments["order_id"]}})
+        calls.append(Call(name="get_order_details", arguments={"order_id": arguments["order_id"]}))
     if name == "modify_pending_order_payment" or name == "modify_user_address":
-        calls.append({"name": "get_user_details", "arguments": {"user_id": user_id}})
+        calls.append(Call(name="get_user_details", arguments={"user_id": user_id}))
     return calls
 
 
@@ -622,20 +595,21 @@ def _other_variant(product: Product, item: OrderItem, available: bool) -> Varian
 
 
 def infeasible_proposals(episode: Episode[Any], user_id: str,
-                         related_orders: Sequence[str]) -> list[InfeasibleProposal]:
+                         calls: Sequence[Mapping[str, Any]]) -> list[InfeasibleProposal]:
     """Writes the user could ask for that a tool check or a policy rule refuses.
 
-    Built from the user's own orders (those in ``related_orders`` marked related) plus a
-    few pending orders of other users. The caller confirms each by running it.
+    Built from the user's own orders (those the task's ``calls`` act on marked related)
+    plus a few pending orders of other users. The caller confirms each by running it.
     """
+    related_orders = related_entities(calls)
     user = _user(episode, user_id)
     if user is None:
         return []
     out: list[InfeasibleProposal] = []
 
     def add(rule: str, name: str, arguments: dict[str, Any], fact: str, order_id: str) -> None:
-        out.append({"rule": rule, "action": {"name": name, "arguments": arguments}, "fact": fact,
-                    "related": order_id in related_orders})
+        out.append(InfeasibleProposal(rule=rule, action=Call(name=name, arguments=arguments), fact=fact,
+                                      related=order_id in related_orders))
 
     for order_id in user.orders:
         order = _order(episode, order_id)

@@ -7,7 +7,7 @@ import json
 import operator
 from typing import cast
 
-from domains.runtime import ToolError, Transaction, tool
+from domains.runtime import ToolError, Transaction, tool, user_from_output
 from domains.retail.models import Address, GiftCard, Order, Payment, PaymentMethod, Product, User, Variant
 
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
@@ -81,7 +81,7 @@ def _price_difference(tx: Transaction, order: Order, item_ids: list[str], new_it
 # ---------------------------------------------------------------- read tools
 
 
-@tool("read")
+@tool("read", authenticates=user_from_output)
 def find_user_id_by_email(tx: Transaction, email: str) -> str:
     """Look up a user's id from their email address (case does not matter).
 
@@ -95,7 +95,7 @@ def find_user_id_by_email(tx: Transaction, email: str) -> str:
     raise ToolError("User not found")
 
 
-@tool("read")
+@tool("read", authenticates=user_from_output)
 def find_user_id_by_name_zip(tx: Transaction, first_name: str, last_name: str, zip: str) -> str:
     """Look up a user's id from their first name, last name and address zip code.
 
@@ -185,7 +185,7 @@ def _evaluate(node: ast.AST) -> float:
     raise ToolError("Invalid expression")
 
 
-@tool("read")
+@tool("generic")
 def calculate(tx: Transaction, expression: str) -> str:
     """Evaluate an arithmetic expression and return the result rounded to two decimals.
 
@@ -203,7 +203,7 @@ def calculate(tx: Transaction, expression: str) -> str:
     return str(round(value, 2))
 
 
-@tool("read")
+@tool("generic", ends_conversation=True)
 def transfer_to_human_agents(tx: Transaction, summary: str) -> str:
     """Hand the conversation to a human agent, with a short summary of the user's issue.
 

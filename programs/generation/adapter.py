@@ -18,16 +18,15 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Protocol
 
 import dspy
 from pydantic import BaseModel
 
 from domains import Environment, Episode
+from domains.kit import ConditionKit
 from programs.verification.conditions import (
     ConditionCheck,
-    UnsupportedDomainError,
     as_action,
     as_call,
     check_ambiguous,
@@ -44,7 +43,6 @@ from signatures.adaptation import (
     AdaptInfeasible,
     AmbiguityFacts,
     ChangeFacts,
-    EntityCandidate,
     InfeasibilityFacts,
     InfeasibleCandidate,
 )
@@ -67,7 +65,7 @@ class AdaptationResult(BaseModel):
 @dataclass
 class _Context:
     environment: Environment[Any]
-    facts: ModuleType
+    facts: ConditionKit
     parent: Task
     trajectory: Trajectory
     rng: random.Random
@@ -105,13 +103,13 @@ def _context(task: Task, trajectory: Trajectory, environment: Environment[Any], 
              condition: str) -> _Context:
     facts = condition_facts(environment)
     episode = environment.episode()
-    identity_tools = tuple(facts.IDENTITY_TOOLS)
+    identity_tools = {name for name, spec in environment.tools.items() if spec.authenticates is not None}
     identity = next((as_call(s.call) for s in trajectory.steps if s.call.name in identity_tools and not s.error), None)
     if identity is None:
         identity = next((as_call(a) for a in task.gold_actions if a.name in identity_tools), None)
-    user_id = authenticated_user(trajectory.steps)
+    user_id = authenticated_user(environment, trajectory.steps)
     if user_id is None and identity is not None:
-        user_id = authenticated_user(execute_calls(environment.episode(), [as_action(identity)]))
+        user_id = authenticated_user(environment, execute_calls(environment.episode(), [as_action(identity)]))
     if user_id is None:
         user_id = next((facts.owner_of_call(episode, a.name, a.arguments) for a in task.gold_actions
                         if environment.tools.get(a.name) and environment.tools[a.name].kind == "write"), None)
@@ -119,7 +117,8 @@ def _context(task: Task, trajectory: Trajectory, environment: Environment[Any], 
         table, _, key = trajectory.seed_entity.partition("/")
         user_id = environment.domain.owner_of(episode, table, key)
     if identity is None and user_id is not None:
-        identity = facts.identity_lookup(episode, user_id)
+        lookup = facts.identity_lookup(episode, user_id)
+        identity = None if lookup is None else lookup.model_dump()
     # a string seed hashes the same on every run and machine
     rng = random.Random(f"{seed}:{task.id}:{condition}")
     return _Context(environment, facts, task, trajectory, rng, user_id, identity)
@@ -158,11 +157,8 @@ def _adapt(wording: Wording, task: Task, trajectory: Trajectory, condition: str,
         raise ValueError(f"unknown condition {condition!r}; conditions are {', '.join(CONDITIONS)}")
     if condition == "general":
         return AdaptationResult(task=task)
-    try:
-        ctx = _context(task, trajectory, environment, seed, condition)
-        ctx.prefer_write = prefer_write
-    except UnsupportedDomainError as exc:
-        return AdaptationResult(task=None, rejected_reason="unsupported_domain", detail=str(exc))
+    ctx = _context(task, trajectory, environment, seed, condition)
+    ctx.prefer_write = prefer_write
     if condition == "ambiguous":
         return _adapt_ambiguous(wording, ctx)
     if condition == "changing":
@@ -179,18 +175,18 @@ def _adapt_ambiguous(wording: Wording, ctx: _Context) -> AdaptationResult:
     if not proposals:
         return _no_candidates("no write of the task has an underspecified version that two entities fit")
     proposal = ctx.rng.choice(proposals)
-    index = proposal["action_index"]
+    index = proposal.action_index
     state = ctx.state_before(index)
     call = ctx.calls[index]
     facts = AmbiguityFacts(
-        kind=proposal["kind"], action_index=index, stated=proposal["stated"], target=proposal["target"],
-        candidates=[EntityCandidate(**c) for c in proposal["candidates"]], withheld=proposal["withheld"],
-        withheld_sentences=proposal["withheld_sentences"],
-        open_request=ctx.facts.describe_call(state, call["name"], call["arguments"], proposal["stated"]))
+        kind=proposal.kind, open_question=proposal.open_question, action_index=index, stated=proposal.stated,
+        target=proposal.target, candidates=proposal.candidates, withheld=proposal.withheld,
+        withheld_sentences=proposal.withheld_sentences,
+        open_request=ctx.facts.describe_call(state, call["name"], call["arguments"], proposal.stated))
     scenario, withheld_info = wording.word_ambiguous(ctx, facts)
     scenario = scenario.model_copy(update={"withheld_info": list(withheld_info)})
     adapted = ctx.adapted("ambiguous", scenario)
-    return _finish(ctx, adapted, check_ambiguous(ctx.environment, ctx.parent, adapted, proposal["stated"], index))
+    return _finish(ctx, adapted, check_ambiguous(ctx.environment, ctx.parent, adapted, proposal.stated, index))
 
 
 def _adapt_changing(wording: Wording, ctx: _Context) -> AdaptationResult:
@@ -239,7 +235,7 @@ def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
         alternatives = ctx.facts.change_alternatives(ctx.state_before(index), ctx.calls[index])
         ctx.rng.shuffle(alternatives)
         for alternative in alternatives:
-            revised = {"name": ctx.calls[index]["name"], "arguments": alternative["arguments"]}
+            revised = {"name": ctx.calls[index]["name"], "arguments": alternative.arguments}
             episode = ctx.environment.episode()
             calls = list(ctx.parent.gold_actions)
             calls[index] = as_action(revised)
@@ -247,7 +243,7 @@ def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
                 continue
             # another end state, and not the initial one (a do-nothing agent would pass that)
             if episode.state_hash() not in (original_end.state_hash(), ctx.environment.initial_hash()):
-                return index, revised, episode.state_hash(), alternative["difference"]
+                return index, revised, episode.state_hash(), alternative.difference
     return None
 
 
@@ -277,8 +273,8 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
 
 def _required_actions(ctx: _Context, forbidden: Action) -> list[Action]:
     assert ctx.identity is not None and ctx.user_id is not None
-    calls = [ctx.identity, *ctx.facts.required_lookups(ctx.environment.episode(), ctx.user_id, forbidden.name,
-                                                       forbidden.arguments)]
+    lookups = ctx.facts.required_lookups(ctx.environment.episode(), ctx.user_id, forbidden.name, forbidden.arguments)
+    calls = [ctx.identity, *(c.model_dump() for c in lookups)]
     return [as_action(c, action_id=str(i)) for i, c in enumerate(calls)]
 
 
@@ -287,11 +283,9 @@ def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
     the required actions; related ones (on the parent's orders) first, then by seed."""
     assert ctx.user_id is not None
     episode = ctx.environment.episode()
-    related = sorted({str(a.arguments["order_id"]) for a in ctx.parent.gold_actions
-                      if isinstance(a.arguments.get("order_id"), str)})
     confirmed: list[InfeasibleCandidate] = []
-    for proposal in ctx.facts.infeasible_proposals(episode, ctx.user_id, related):
-        action = as_action(proposal["action"])
+    for proposal in ctx.facts.infeasible_proposals(episode, ctx.user_id, ctx.calls):
+        action = as_action(proposal.action.model_dump())
         probe = Task(id="probe", domain=ctx.parent.domain, condition="infeasible",
                      scenario=UserScenario(reason_for_call=" ".join(ctx.facts.user_stated_ids(action.name,
                                                                                               action.arguments))),
@@ -300,9 +294,9 @@ def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
         check = check_infeasible(ctx.environment, probe)
         if check.passed:
             confirmed.append(InfeasibleCandidate(
-                rule=proposal["rule"], action=action, fact=proposal["fact"], finding=check.detail,
+                rule=proposal.rule, action=action, fact=proposal.fact, finding=check.detail,
                 request=ctx.facts.describe_call(episode, action.name, action.arguments),
-                related=proposal["related"]))
+                related=proposal.related))
     ctx.rng.shuffle(confirmed)
     confirmed.sort(key=lambda c: not c.related)  # stable: related first, seeded order within
     return confirmed
@@ -381,13 +375,10 @@ class BaselineAdapter:
 
     @staticmethod
     def _unknown_info(ctx: _Context) -> str | None:
-        if ctx.identity and ctx.identity["name"] != "find_user_id_by_email":
-            return "You do not remember your email address."
-        return None
+        return ctx.facts.forgotten_identity(ctx.identity) if ctx.identity else None
 
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]:
-        what = {"which_order": "which order you mean", "which_item": "which order and item you mean",
-                "which_variant": "exactly which variant you want"}.get(facts.kind, "the details")
+        what = facts.open_question
         withheld = list(facts.withheld_sentences)
         scenario = UserScenario(
             persona=ctx.parent.scenario.persona,

@@ -25,7 +25,8 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment, Episode
-from programs.generation.grounding import DomainGrounding, Knowledge, Seed, grounding_for, trajectory_replays
+from domains.kit import ExplorationKit, Knowledge, Seed
+from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
 from signatures.generation import ProposeExplorationCall
 from signatures.models import Provenance, Step, ToolCall, Trajectory
 
@@ -70,7 +71,7 @@ def _accept(env: Environment[Any], steps: list[Step], dropped: list[Step], propo
 class _Walk:
     """One exploration's episode, kept steps, dropped steps and knowledge."""
 
-    def __init__(self, env: Environment[Any], grounding: DomainGrounding) -> None:
+    def __init__(self, env: Environment[Any], grounding: ExplorationKit) -> None:
         self.env = env
         self.episode: Episode[Any] = env.episode()
         self.knowledge = Knowledge(grounding.hints)
@@ -94,7 +95,7 @@ class _Walk:
         return step
 
 
-def _plan(env: Environment[Any], grounding: DomainGrounding, walk: _Walk, rng: random.Random, max_writes: int,
+def _plan(env: Environment[Any], grounding: ExplorationKit, walk: _Walk, rng: random.Random, max_writes: int,
           target_write: str | None) -> tuple[int, list[str | None], Seed]:
     """How many writes, which write tool each is meant to be, and the seed entity: drawn in
     one order for both explorers, so a seed gives the LM and the baseline the same customer.
@@ -122,7 +123,7 @@ class BaselineExplorer:
 
     name = "baseline_explorer"
 
-    def __init__(self, max_steps: int = 16, max_writes: int = 2, grounding: DomainGrounding | None = None) -> None:
+    def __init__(self, max_steps: int = 16, max_writes: int = 2, grounding: ExplorationKit | None = None) -> None:
         self.max_steps = max_steps
         self.max_writes = max_writes
         self.grounding = grounding
@@ -132,7 +133,7 @@ class BaselineExplorer:
                 goal: str | None = None) -> ExplorationResult:
         """Explore from a seed entity drawn with ``seed``. ``target_write`` makes the first
         write that tool when the data allows; ``goal`` is recorded as the trajectory's goal."""
-        grounding = self.grounding or grounding_for(env.domain.name)
+        grounding = self.grounding or baseline_kit(env)
         rng = random.Random(seed)
         walk = _Walk(env, grounding)
         target, intended, start = _plan(env, grounding, walk, rng, self.max_writes, target_write)
@@ -163,7 +164,7 @@ class BaselineExplorer:
                        provenance=provenance or Provenance(source="baseline", seed=seed))
 
     @staticmethod
-    def _read_candidates(env: Environment[Any], grounding: DomainGrounding, knowledge: Knowledge) -> list[ToolCall]:
+    def _read_candidates(env: Environment[Any], grounding: ExplorationKit, knowledge: Knowledge) -> list[ToolCall]:
         """Read calls whose required arguments are all ids already observed (by argument name)."""
         out = []
         for name in grounding.walk_reads:
@@ -179,7 +180,7 @@ class BaselineExplorer:
         return out
 
     @staticmethod
-    def _write_candidates(env: Environment[Any], grounding: DomainGrounding, walk: _Walk, rng: random.Random,
+    def _write_candidates(env: Environment[Any], grounding: ExplorationKit, walk: _Walk, rng: random.Random,
                           tools: list[str]) -> list[ToolCall]:
         out = []
         for name in tools:
@@ -205,7 +206,7 @@ class Explorer(dspy.Module):
     name = "explorer"
 
     def __init__(self, max_steps: int = 12, max_writes: int = 2, parse_attempts: int = 2,
-                 grounding: DomainGrounding | None = None) -> None:
+                 grounding: ExplorationKit | None = None) -> None:
         super().__init__()
         self.propose = dspy.Predict(ProposeExplorationCall)
         self.max_steps = max_steps
@@ -216,7 +217,7 @@ class Explorer(dspy.Module):
     def forward(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
                 provenance: Provenance | None = None, target_write: str | None = None,
                 goal: str | None = None) -> ExplorationResult:
-        grounding = self.grounding or grounding_for(env.domain.name)
+        grounding = self.grounding or lm_kit(env)
         rng = random.Random(seed)
         walk = _Walk(env, grounding)
         target, _, start = _plan(env, grounding, walk, rng, self.max_writes, target_write)

@@ -21,14 +21,8 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment
-from programs.generation.grounding import (
-    DomainGrounding,
-    RequiredFact,
-    TrajectoryFacts,
-    grounding_for,
-    missing_facts,
-    scenario_text,
-)
+from domains.kit import ExplorationKit, RequiredFact, TrajectoryFacts
+from programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
 from signatures.generation import WriteTask
 from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
 
@@ -85,13 +79,13 @@ class BaselineWriter:
 
     name = "baseline_writer"
 
-    def __init__(self, grounding: DomainGrounding | None = None) -> None:
+    def __init__(self, grounding: ExplorationKit | None = None) -> None:
         self.grounding = grounding
 
     def write(self, trajectory: Trajectory, env: Environment[Any],
               provenance: Provenance | None = None) -> WritingResult:
-        grounding = self.grounding or grounding_for(env.domain.name)
-        facts = grounding.describe(env, trajectory)
+        grounding = self.grounding or baseline_kit(env)
+        facts = grounding.describe(env, trajectory.steps, trajectory.seed_entity)
         requests = [r.sentence for r in facts.requests]
         reason = requests[0] + ("" if len(requests) == 1 else " " + " ".join(
             f"Then, {s[0].lower()}{s[1:]}" for s in requests[1:]))
@@ -122,7 +116,7 @@ class TaskWriter(dspy.Module):
 
     name = "writer"
 
-    def __init__(self, attempts: int = 2, grounding: DomainGrounding | None = None) -> None:
+    def __init__(self, attempts: int = 2, grounding: ExplorationKit | None = None) -> None:
         super().__init__()
         self.write_task = dspy.Predict(WriteTask)
         self.attempts = attempts
@@ -132,8 +126,8 @@ class TaskWriter(dspy.Module):
                 provenance: Provenance | None = None) -> WritingResult:
         from dspy.utils.exceptions import AdapterParseError
 
-        grounding = self.grounding or grounding_for(env.domain.name)
-        facts = grounding.describe(env, trajectory)
+        grounding = self.grounding or lm_kit(env)
+        facts = grounding.describe(env, trajectory.steps, trajectory.seed_entity)
         required = [f.prompt_line() for f in facts.all_facts()]
         parse_error: Exception | None = None
         missing: list[RequiredFact] = []

@@ -38,11 +38,6 @@ DEFAULT_MAX_TURNS = 30
 ONE_CALL_PER_TURN = "Error: one tool call per turn; this call was not run. Call it again in a later turn."
 
 
-def is_transfer(tool_name: str) -> bool:
-    """Tools that hand the user to a human agent end the conversation."""
-    return tool_name.startswith("transfer_to_human")
-
-
 def rollout_id_for(run_id: str, task_id: str, agent_model: str, trial: int) -> str:
     """A stable id per (run, task, agent, trial): a resumed run gives a redone rollout the same id."""
     key = "\x1f".join((run_id, task_id, agent_model, str(trial)))
@@ -87,6 +82,10 @@ class RolloutEngine:
         self.max_turns = max_turns
 
     # ------------------------------------------------------------ one rollout
+
+    def _ends_conversation(self, tool_name: str) -> bool:
+        spec = self.environment.tools.get(tool_name)
+        return spec is not None and spec.ends_conversation
 
     def run(self, task: Task, agent: Agent | str, trial: int = 0, rollout_id: str | None = None) -> RolloutResult:
         agent = self.agents[agent] if isinstance(agent, str) else agent
@@ -140,8 +139,7 @@ class RolloutEngine:
                                       termination=termination)
         return RolloutResult(rollout=rollout, verdict=verdict, wall_s=time.perf_counter() - started)
 
-    @staticmethod
-    def _run_tool_calls(episode: Any, reply: AgentReply, messages: list[Message], steps: list[Step],
+    def _run_tool_calls(self, episode: Any, reply: AgentReply, messages: list[Message], steps: list[Step],
                         used_ids: set[str]) -> bool:
         """Record the assistant's tool-call message, run its first call, answer every call.
         Returns whether the call handed the user to a human agent."""
@@ -163,7 +161,7 @@ class RolloutEngine:
                 result = episode.call(call.name, call.arguments)
                 observation = result.output
                 steps.append(Step(call=record, observation=observation, error=result.error))
-                transferred = is_transfer(call.name) and not result.error
+                transferred = self._ends_conversation(call.name) and not result.error
             messages.append(Message(role="tool", content=observation, tool_call_id=record.id))
         return transferred
 

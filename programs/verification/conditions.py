@@ -18,29 +18,26 @@
 - all (:func:`check_static`): the verifier's static verdict (``noop_passes``,
   ``invalid_gold``, ``not_infeasible``, ``invalid_task``).
 
-What a domain must know for these checks lives in its ``conditions`` module (retail:
-``domains.retail.conditions``), found through :data:`CONDITION_FACTS`.
+What a domain knows for these checks comes from its kit's ``ConditionKit``
+(``domains.kit``); a domain without one gets the domain-general kit
+(``domains.generic_kit``), which reads only tool specs, observations and forks.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
 from collections.abc import Iterable, Sequence
-from types import ModuleType
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from domains import Environment, Episode, PolicyContext
+from domains.kit import ConditionKit
 from programs.verification.verifier import Verifier, authenticated_user, execute_calls
 from signatures.models import Action, Task, ToolCall
 
-CONDITION_FACTS: dict[str, str] = {"retail": "domains.retail.conditions"}
-
 RejectionReason = Literal[
-    "unsupported_domain",  # the domain has no conditions module
     "no_candidates",  # code found nothing to adapt (no ambiguity, no revised goal, no forbidden write)
     # ambiguous
     "gold_changed",  # the adapted gold actions or end state differ from the parent's
@@ -72,10 +69,6 @@ RejectionReason = Literal[
 ]
 
 
-class UnsupportedDomainError(LookupError):
-    """The domain has no conditions module."""
-
-
 class ConditionCheck(BaseModel):
     """The outcome of a check: what it found (the evidence), or why it rejects."""
 
@@ -88,12 +81,14 @@ def _reject(reason: RejectionReason, detail: str) -> ConditionCheck:
     return ConditionCheck(passed=False, reason=reason, detail=detail)
 
 
-def condition_facts(environment: Environment[Any]) -> ModuleType:
-    """The domain's conditions module (see ``domains.retail.conditions`` for what it provides)."""
-    path = CONDITION_FACTS.get(environment.domain.name)
-    if path is None:
-        raise UnsupportedDomainError(f"domain '{environment.domain.name}' has no facts for the intent conditions")
-    return importlib.import_module(path)
+def condition_facts(environment: Environment[Any]) -> ConditionKit:
+    """The domain's condition kit, or the domain-general one."""
+    kit = environment.domain.kit
+    if kit is not None and kit.conditions is not None:
+        return kit.conditions
+    from domains.generic_kit import GenericConditions
+
+    return GenericConditions(environment)
 
 
 def as_call(action: ToolCall) -> dict[str, Any]:
@@ -137,7 +132,7 @@ def check_ambiguous(environment: Environment[Any], parent: Task, adapted: Task, 
         return _reject("target_not_candidate", f"no gold action at position {action_index}")
     state = _state_before(environment, adapted.gold_actions, action_index)
     candidates = facts.ambiguity_candidates(state, stated)
-    keys = [c["key"] for c in candidates]
+    keys = [c.key for c in candidates]
     if len(candidates) < 2:
         return _reject("too_few_candidates", f"{len(candidates)} entity fits {json.dumps(stated, sort_keys=True)}: "
                                              f"{', '.join(keys) or 'none'}")
@@ -233,7 +228,7 @@ def check_infeasible(environment: Environment[Any], adapted: Task) -> ConditionC
     failed = [s for s in steps if s.error]
     if failed:
         return _reject("required_action_fails", f"{failed[0].call.name} fails: {failed[0].observation}")
-    user_id = authenticated_user(steps)
+    user_id = authenticated_user(environment, steps)
     if user_id is None:
         return _reject("missing_authentication", "the required actions do not authenticate the user")
     gold = environment.episode()

@@ -19,9 +19,6 @@ from pydantic import BaseModel, Field
 from domains import Environment, Episode, PolicyContext
 from signatures.models import Action, FailureReason, Message, Step, Task, ToolCall, Verdict
 
-_USER_LOOKUPS = ("find_user_id_by_email", "find_user_id_by_name_zip")
-
-
 class ActionError(BaseModel):
     action_id: str | None
     name: str
@@ -48,11 +45,14 @@ def execute_calls(episode: Episode[Any], calls: Iterable[ToolCall]) -> list[Step
     return steps
 
 
-def authenticated_user(steps: Sequence[Step]) -> str | None:
-    """The user id found by the first successful identity look-up."""
+def authenticated_user(environment: Environment[Any], steps: Sequence[Step]) -> str | None:
+    """The user named by the first successful call of a tool that authenticates."""
     for step in steps:
-        if step.call.name in _USER_LOOKUPS and not step.error:
-            return step.observation
+        spec = environment.tools.get(step.call.name)
+        if spec is not None and spec.authenticates is not None and not step.error:
+            user_id = spec.authenticates(step.call.arguments, step.observation)
+            if user_id:
+                return user_id
     return None
 
 
@@ -135,7 +135,7 @@ class Verifier:
         errors = [ActionError(action_id=a.action_id, name=a.name, error=s.observation.removeprefix("Error: "))
                   for a, s in zip(task.gold_actions, steps) if s.error]
         replay = GoldReplay(task_id=task.id, errors=errors, changed=episode.changed(),
-                            end_state_hash=episode.state_hash(), user_id=authenticated_user(steps))
+                            end_state_hash=episode.state_hash(), user_id=authenticated_user(self.environment, steps))
         self._gold[task.id] = replay
         return replay
 
@@ -182,7 +182,7 @@ class Verifier:
         failed = [s for s in steps if s.error]
         if failed:
             return ["invalid_gold"], [f"required action {s.call.name} fails: {s.observation}" for s in failed]
-        context = PolicyContext(user_id=authenticated_user(steps) or self.replay_gold(task).user_id)
+        context = PolicyContext(user_id=authenticated_user(self.environment, steps) or self.replay_gold(task).user_id)
         reasons: list[FailureReason] = []
         details = []
         for action in task.actions_should_not_take:

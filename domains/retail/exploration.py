@@ -1,4 +1,4 @@
-"""Retail knowledge for exploration and task writing, kept in this one place.
+"""Retail's exploration kit: what generation needs to know to walk and describe retail.
 
 Which JSON keys hold ids, how a customer is identified, how each write tool's arguments
 are built from observed records (an order's own items, other variants of the same
@@ -9,23 +9,25 @@ over a retail trajectory needs. Everything else in exploration and writing is ge
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from domains import Environment
 from domains.retail.conditions import address_text
 from domains.retail.generate import CITIES, STREETS
 from domains.retail.tools import CANCEL_REASONS
-from programs.generation.grounding import (
-    DomainGrounding,
+from domains.kit import (
+    Call,
+    ExplorationKit,
     GroundingHints,
     Knowledge,
+    ObservedStep,
     RequestFacts,
     RequiredFact,
     SeedFilter,
     SeedVia,
     TrajectoryFacts,
 )
-from signatures.models import ToolCall, Trajectory
 
 HINTS = GroundingHints(
     id_keys={
@@ -48,11 +50,11 @@ IDENTITY_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip")
 # ---------------------------------------------------------------- seeds
 
 
-def seed_calls(user: dict[str, Any]) -> list[ToolCall]:
+def seed_calls(user: dict[str, Any]) -> list[Call]:
     name = user["name"]
     return [
-        ToolCall(name="find_user_id_by_email", arguments={"email": user["email"]}),
-        ToolCall(name="find_user_id_by_name_zip", arguments={
+        Call(name="find_user_id_by_email", arguments={"email": user["email"]}),
+        Call(name="find_user_id_by_name_zip", arguments={
             "first_name": name["first_name"], "last_name": name["last_name"], "zip": user["address"]["zip"]}),
     ]
 
@@ -233,7 +235,7 @@ def _variant(env_episode: Any, product_id: str, item_id: str) -> dict[str, Any]:
     return product["variants"][item_id]
 
 
-def _describe_write(episode: Any, call: ToolCall) -> RequestFacts:
+def _describe_write(episode: Any, call: Call) -> RequestFacts:
     """Template sentence and facts of one retail write, read from the state just before it."""
     a = call.arguments
     name = call.name
@@ -285,13 +287,13 @@ def _describe_write(episode: Any, call: ToolCall) -> RequestFacts:
     return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.", facts=[])
 
 
-def describe(env: Environment[Any], trajectory: Trajectory) -> TrajectoryFacts:
+def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: str | None) -> TrajectoryFacts:
     """Identity and per-write facts of a retail trajectory, replayed on a fresh episode."""
     episode = env.episode()
     identity: list[RequiredFact] = []
     known_info = unknown_info = None
     requests = []
-    for step in trajectory.steps:
+    for step in steps:
         call = step.call
         if call.name in IDENTITY_TOOLS and known_info is None and not step.error:
             if call.name == "find_user_id_by_email":
@@ -310,7 +312,7 @@ def describe(env: Environment[Any], trajectory: Trajectory) -> TrajectoryFacts:
         episode.call(call.name, call.arguments)
     if known_info is None:
         # no identity look-up in the trajectory: the agent still has to authenticate the seed user
-        user_id = _seed_user_id(env, trajectory.seed_entity or "")
+        user_id = _seed_user_id(env, seed_entity or "")
         user = episode.record("users", user_id) if user_id else None
         if user is not None:
             known_info = f"Your email address is {user['email']}."
@@ -333,11 +335,11 @@ def _seed_user_id(env: Environment, seed_entity: str) -> str | None:
 
 ORDER_SEED = SeedVia(
     customer_key=lambda order: order["user_id"],
-    first_reads=lambda order: [ToolCall(name="get_order_details", arguments={"order_id": order["order_id"]})],
+    first_reads=lambda order: [Call(name="get_order_details", arguments={"order_id": order["order_id"]})],
     describe=lambda order: f"They are calling about their order {order['order_id']}.",
 )
 
-GROUNDING = DomainGrounding(
+EXPLORATION = ExplorationKit(
     hints=HINTS,
     seed_table="users",
     seed_calls=seed_calls,

@@ -1,0 +1,336 @@
+"""The domain-general generation kit: what every domain gets without writing one.
+
+It knows nothing of any domain. Everything comes from tool specs (roles, parameters and
+their JSON types), from observations (every string value an observation shows is an
+entity, labelled by the JSON keys it appears under), and from running calls on forks:
+
+- an *alternative* for one argument of a write is another observed value with a label in
+  common with the current one (another order id that the user's record lists), or another
+  member of the parameter's ``enum``; it counts only when the write with it succeeds on a
+  fork and ends in another state;
+- *ambiguous*: the opening leaves one argument of a gold write open, and at least one
+  alternative gives a write that succeeds and ends elsewhere;
+- *changing*: the revised goal replaces one write by such an alternative;
+- *infeasible*: a write with an alternative that a tool check refuses (``ToolError``, not a
+  malformed call) or that breaks an enumerated policy rule.
+
+A domain kit (``domains.kit``) gives better candidates and words; the programs check every
+proposal the same way whichever kit made it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from domains.kit import (
+    AmbiguityProposal,
+    Call,
+    ChangeAlternative,
+    EntityCandidate,
+    ExplorationKit,
+    GroundingHints,
+    InfeasibleProposal,
+    ObservedStep,
+    RequestFacts,
+    RequiredFact,
+    TrajectoryFacts,
+)
+from domains.runtime import Environment, Episode, PolicyContext, ToolSpec
+
+MAX_ALTERNATIVES_PER_ARGUMENT = 6
+MAX_SEED_DESCRIPTION = 400
+
+
+def _words(name: str) -> str:
+    return name.replace("_", " ")
+
+
+def _compact(value: Any, limit: int) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------- observed values
+
+
+def _labelled_strings(value: Any, label: str | None = None) -> Iterator[tuple[str, str]]:
+    """(string, label) for every string in a JSON value: the key it sits under, the key of
+    the list holding it, or, for an object's keys, the key of that object."""
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if label is not None and isinstance(inner, dict):
+                yield key, label  # {"payment_methods": {"paypal_1": {...}}}: paypal_1 is a payment_methods
+            yield from _labelled_strings(inner, key)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _labelled_strings(inner, label)
+    elif isinstance(value, str) and label is not None:
+        yield value, label
+
+
+class ObservedValues:
+    """Every string value seen in observations, with the labels it was seen under."""
+
+    def __init__(self) -> None:
+        self.labels: dict[str, set[str]] = {}
+
+    def absorb(self, observation: str) -> None:
+        try:
+            value = json.loads(observation)
+        except ValueError:
+            text = observation.strip()
+            if text and " " not in text:
+                self.labels.setdefault(text, set()).add("")  # a bare id as the whole output
+            return
+        for text, label in _labelled_strings(value):
+            self.labels.setdefault(text, set()).add(label)
+
+    def alike(self, value: str) -> list[str]:
+        """Other observed values sharing a label with ``value``, in first-seen order."""
+        mine = self.labels.get(value)
+        if not mine:
+            return []
+        return [v for v, labels in self.labels.items() if v != value and labels & mine]
+
+
+def _observe(episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> ObservedValues:
+    seen = ObservedValues()
+    for call in calls:
+        seen.absorb(episode.call(call["name"], call["arguments"]).output)
+    return seen
+
+
+# ---------------------------------------------------------------- exploration
+
+
+def describe_steps(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: str | None) -> TrajectoryFacts:
+    """Each write said with its arguments; identity from the first authenticating call."""
+    identity: list[RequiredFact] = []
+    known_info = ""
+    requests: list[RequestFacts] = []
+    for step in steps:
+        spec = env.tools.get(step.call.name)
+        if spec is None or step.error:
+            continue
+        if spec.authenticates is not None and not identity:
+            identity = [RequiredFact(label=_words(k), alternatives=[str(v)]) for k, v in step.call.arguments.items()]
+            known_info = "You can identify yourself with " + ", ".join(
+                f"{f.label} {f.alternatives[0]}" for f in identity) + "."
+        if spec.kind == "write":
+            facts = [RequiredFact(label=_words(k), alternatives=[_value_text(v)]) for k, v in step.call.arguments.items()]
+            requests.append(RequestFacts(tool=spec.name, sentence=f"You want to {describe_write(spec, step.call.arguments)}.",
+                                         facts=facts))
+    return TrajectoryFacts(known_info=known_info, identity=identity, requests=requests)
+
+
+def _value_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def describe_write(spec: ToolSpec, arguments: Mapping[str, Any], only: Sequence[str] | None = None) -> str:
+    """``<tool in words> with <argument in words> <value>, ...`` (only the named arguments)."""
+    shown = [(k, v) for k, v in arguments.items() if only is None or k in only]
+    details = ", ".join(f"{_words(k)} {_value_text(v)}" for k, v in shown)
+    return f"{_words(spec.name)}" + (f" with {details}" if details else "")
+
+
+def generic_exploration(env: Environment[Any]) -> ExplorationKit:
+    """Exploration without a kit: the seed is a record of the database's first table, shown
+    to the LM as compact JSON; no write builders, so only the LM explorer can use it."""
+    first_table = next(iter(env.base.tables))
+    return ExplorationKit(
+        hints=GroundingHints(id_keys={}, entity_keys=()),
+        seed_table=first_table,
+        seed_calls=lambda record: [],
+        seed_description=lambda record: f"A {first_table} record: {_compact(record, MAX_SEED_DESCRIPTION)}",
+        walk_reads=tuple(name for name, spec in env.tools.items() if spec.kind == "read"),
+        write_builders={},
+        describe=describe_steps,
+    )
+
+
+# ---------------------------------------------------------------- conditions
+
+
+class GenericConditions:
+    """A ``domains.kit.ConditionKit`` for any domain, from tool specs, observations and forks.
+
+    ``stated`` (what an underspecified request states) is ``{"call": name, "open": argument,
+    "arguments": the other arguments, "values": the values that fit}``; each fitting value
+    is re-checked on a fork by :meth:`ambiguity_candidates`.
+    """
+
+    def __init__(self, environment: Environment[Any]) -> None:
+        self.environment = environment
+
+    # --- identity
+    def identity_lookup(self, episode: Episode[Any], user_id: str) -> Call | None:
+        for spec in self.environment.tools.values():
+            required = spec.parameters.get("required", [])
+            if spec.authenticates is None or len(required) != 1:
+                continue
+            arguments = {required[0]: user_id}
+            result = episode.fork().call(spec.name, arguments)
+            if not result.error and spec.authenticates(arguments, result.output) == user_id:
+                return Call(name=spec.name, arguments=arguments)
+        return None
+
+    def identity_text(self, call: Mapping[str, Any]) -> str:
+        return "You can identify yourself with " + ", ".join(
+            f"{_words(k)} {v}" for k, v in call["arguments"].items()) + "."
+
+    def forgotten_identity(self, call: Mapping[str, Any]) -> str | None:
+        return None
+
+    def owner_of_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
+        return None
+
+    # --- words
+    def describe_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                      stated: Mapping[str, Any] | None = None) -> str:
+        spec = self.environment.tools[name]
+        if stated is None:
+            return describe_write(spec, arguments)
+        return describe_write(spec, arguments, only=list(stated.get("arguments", {})))
+
+    def action_label(self, name: str, arguments: Mapping[str, Any]) -> str:
+        return f"the {_words(name)} request"
+
+    def related_entities(self, calls: Sequence[Mapping[str, Any]]) -> list[str]:
+        return sorted({v for c in calls for v in c["arguments"].values() if isinstance(v, str)})
+
+    def user_stated_ids(self, name: str, arguments: Mapping[str, Any]) -> list[str]:
+        return [v for v in arguments.values() if isinstance(v, str) and v and " " not in v]
+
+    # --- alternatives
+    def _alternatives(self, episode: Episode[Any], seen: ObservedValues, call: Mapping[str, Any]
+                      ) -> Iterator[tuple[str, Any, Any]]:
+        """(argument, current value, other value) for each argument of a call."""
+        spec = self.environment.tools[call["name"]]
+        properties = spec.parameters.get("properties", {})
+        for argument, current in call["arguments"].items():
+            options: list[Any] = [v for v in properties.get(argument, {}).get("enum", []) if v != current]
+            if isinstance(current, str):
+                options += [v for v in seen.alike(current) if v not in options]
+            for option in options[:MAX_ALTERNATIVES_PER_ARGUMENT]:
+                yield argument, current, option
+
+    def _ends_elsewhere(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                        baseline_hash: str) -> bool:
+        fork = episode.fork()
+        return not fork.call(name, arguments).error and fork.state_hash() not in (baseline_hash,
+                                                                                  episode.state_hash())
+
+    def ambiguity_proposals(self, episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> list[AmbiguityProposal]:
+        out: list[AmbiguityProposal] = []
+        state = episode.fork()
+        seen = ObservedValues()
+        for index, call in enumerate(calls):
+            spec = self.environment.tools.get(call["name"])
+            if spec is not None and spec.kind == "write":
+                options: dict[str, list[Any]] = {}
+                for argument, current, option in self._alternatives(state, seen, call):
+                    if isinstance(current, str):
+                        options.setdefault(argument, [current]).append(option)
+                for argument, values in options.items():
+                    current = values[0]
+                    others = {k: v for k, v in call["arguments"].items() if k != argument}
+                    stated = {"call": call["name"], "open": argument, "arguments": others, "values": values}
+                    candidates = self.ambiguity_candidates(state, stated)
+                    if len(candidates) >= 2 and any(c.key == current for c in candidates):
+                        out.append(AmbiguityProposal(
+                            kind=f"which_{argument}", open_question=f"which {_words(argument)} you mean",
+                            action_index=index, stated=stated, target=current, candidates=candidates,
+                            withheld=[current], withheld_sentences=[f"The {_words(argument)} is {current}."]))
+                        break  # one open argument per write
+            seen.absorb(state.call(call["name"], call["arguments"]).output)
+        return out
+
+    def ambiguity_candidates(self, episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]:
+        name, argument = stated.get("call"), stated.get("open")
+        if name not in self.environment.tools or not isinstance(argument, str):
+            return []
+        others = dict(stated.get("arguments") or {})
+        out = []
+        for value in stated.get("values") or []:
+            arguments = {**others, argument: value}
+            fork = episode.fork()
+            if not fork.call(name, arguments).error and fork.state_hash() != episode.state_hash():
+                out.append(EntityCandidate(key=str(value), description=f"{_words(argument)} {value}"))
+        return out
+
+    def ambiguity_target(self, stated: Mapping[str, Any], call: Mapping[str, Any]) -> str | None:
+        value = call["arguments"].get(str(stated.get("open")))
+        return None if value is None else str(value)
+
+    def withheld_values(self, episode: Episode[Any], stated: Mapping[str, Any], target: str,
+                        candidates: Sequence[EntityCandidate]) -> list[str]:
+        return [target] if any(c.key == target for c in candidates) else []
+
+    def change_alternatives(self, episode: Episode[Any], call: Mapping[str, Any]) -> list[ChangeAlternative]:
+        seen = _observed_so_far(episode)
+        out = []
+        for argument, current, option in self._alternatives(episode, seen, call):
+            arguments = {**call["arguments"], argument: option}
+            fork = episode.fork()
+            if not fork.call(call["name"], arguments).error:
+                out.append(ChangeAlternative(arguments=arguments,
+                                             difference=f"{argument}: {json.dumps(current)} -> {json.dumps(option)}"))
+        return out
+
+    def change_mentions(self, episode: Episode[Any], initial: Mapping[str, Any], revised: Mapping[str, Any]) -> list[str]:
+        return [_value_text(v) for k, v in revised["arguments"].items() if initial["arguments"].get(k) != v]
+
+    # --- infeasible
+    def required_lookups(self, episode: Episode[Any], user_id: str, name: str,
+                         arguments: Mapping[str, Any]) -> list[Call]:
+        """Each read whose required parameters the write's arguments fill by name."""
+        out = []
+        for spec in self.environment.tools.values():
+            required = spec.parameters.get("required", [])
+            if spec.kind == "read" and spec.authenticates is None and required and \
+                    all(r in arguments for r in required):
+                out.append(Call(name=spec.name, arguments={r: arguments[r] for r in required}))
+        return out
+
+    def infeasible_proposals(self, episode: Episode[Any], user_id: str,
+                             calls: Sequence[Mapping[str, Any]]) -> list[InfeasibleProposal]:
+        """The task's writes with one argument swapped for an observed alternative, kept when
+        a tool refuses it on a fork or an enumerated policy rule forbids it."""
+        state = episode.fork()
+        seen = ObservedValues()
+        context = PolicyContext(user_id=user_id)
+        out: list[InfeasibleProposal] = []
+        for call in calls:
+            spec = self.environment.tools.get(call["name"])
+            if spec is not None and spec.kind == "write":
+                for argument, _, option in self._alternatives(state, seen, call):
+                    arguments = {**call["arguments"], argument: option}
+                    result = episode.fork().call(call["name"], arguments)
+                    violations = [] if result.error else self.environment.policy_violations(
+                        episode, call["name"], arguments, context)
+                    if result.error_kind == "refused":
+                        fact = result.error_message
+                    elif violations:
+                        fact = violations[0]
+                    else:
+                        continue
+                    out.append(InfeasibleProposal(rule=f"{call['name']}:{argument}",
+                                                  action=Call(name=call["name"], arguments=arguments),
+                                                  fact=fact, related=True))
+            seen.absorb(state.call(call["name"], call["arguments"]).output)
+        return out
+
+
+def _observed_so_far(episode: Episode[Any]) -> ObservedValues:
+    """Values the database shows: every record of the episode, as an agent could read it."""
+    seen = ObservedValues()
+    for table in episode.environment.base.tables:
+        for key in episode.keys(table):
+            record = episode.record(table, key)
+            seen.absorb(json.dumps({table: {key: record}}))
+    return seen

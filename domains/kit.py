@@ -1,0 +1,346 @@
+"""The domain contract for generation: what a domain may tell the generic pipeline.
+
+A domain package's ``DOMAIN`` may carry a :class:`GenerationKit`. Its exploration half
+(:class:`ExplorationKit`) says where ids sit in observations, which entity a walk starts
+from, how each write's arguments are built from what was observed, and how a write is said
+in a customer's words. Its condition half (:class:`ConditionKit`) proposes ambiguous,
+changing and infeasible variants. Everything a kit returns is a pydantic model defined
+here; the programs check every proposal by running it on forks of the episode, so a kit
+makes candidates and wording better but is never trusted for a condition.
+
+Nothing here imports DSPy or the signature models: domains sit below them.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from domains.runtime import Environment, Episode
+
+
+class KitError(LookupError):
+    """The domain has no generation kit, or its kit cannot serve a request."""
+
+
+class Call(BaseModel):
+    """A tool call as plain data: a name and its arguments."""
+
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ObservedStep(Protocol):
+    """A call with the environment's answer (``signatures.models.Step`` is one)."""
+
+    @property
+    def call(self) -> Call: ...
+
+    @property
+    def observation(self) -> str: ...
+
+    @property
+    def error(self) -> bool: ...
+
+
+# ---------------------------------------------------------------- observations
+
+
+@dataclass(frozen=True)
+class GroundingHints:
+    """Where ids sit in a domain's observation JSON.
+
+    ``id_keys`` maps a JSON key to the kind of id its value holds: a string, a list of
+    strings, or an object whose keys are ids (e.g. ``payment_methods``). ``entity_keys``
+    says, in priority order, which key identifies a top-level observation object (an order
+    carries both order_id and user_id: it is an order). ``string_outputs`` names tools whose
+    plain-text output is an id of the given kind.
+    """
+
+    id_keys: Mapping[str, str]
+    entity_keys: tuple[str, ...]
+    string_outputs: Mapping[str, str] = field(default_factory=dict)
+
+
+class Knowledge:
+    """What a trajectory has observed so far: ids by kind, and the newest record per id."""
+
+    def __init__(self, hints: GroundingHints) -> None:
+        self.hints = hints
+        self.ids: dict[str, list[str]] = {}
+        self.records: dict[str, dict[str, dict[str, Any]]] = {}
+
+    def absorb(self, call: Call, observation: str) -> None:
+        kind = self.hints.string_outputs.get(call.name)
+        if kind is not None:
+            self._add(kind, observation.strip())
+            return
+        try:
+            value = json.loads(observation)
+        except ValueError:
+            return
+        if isinstance(value, dict):
+            for key in self.hints.entity_keys:
+                if isinstance(value.get(key), str):
+                    self.records.setdefault(key, {})[value[key]] = value
+                    break
+        self._walk(value)
+
+    def _walk(self, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                kind = self.hints.id_keys.get(key)
+                if kind is not None:
+                    if isinstance(inner, str):
+                        self._add(kind, inner)
+                    elif isinstance(inner, list):
+                        for item in inner:
+                            if isinstance(item, str):
+                                self._add(kind, item)
+                    elif isinstance(inner, dict):
+                        for item in inner:
+                            self._add(kind, item)
+                self._walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                self._walk(inner)
+
+    def _add(self, kind: str, value: str) -> None:
+        known = self.ids.setdefault(kind, [])
+        if value and value not in known:
+            known.append(value)
+
+    def known(self, kind: str) -> list[str]:
+        return list(self.ids.get(kind, ()))
+
+    def record(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self.records.get(kind, {}).get(key)
+
+    def all_records(self, kind: str) -> list[dict[str, Any]]:
+        return list(self.records.get(kind, {}).values())
+
+
+# ---------------------------------------------------------------- what a task must state
+
+
+class RequiredFact(BaseModel):
+    """A fact the agent must learn from the user; stated when any alternative appears."""
+
+    label: str
+    alternatives: list[str]
+
+    def prompt_line(self) -> str:
+        return f"{self.label}: {self.alternatives[0]}"
+
+
+class RequestFacts(BaseModel):
+    """One write of a trajectory as the user asks for it: a template sentence and its facts."""
+
+    tool: str
+    sentence: str
+    facts: list[RequiredFact] = Field(default_factory=list)
+
+
+class TrajectoryFacts(BaseModel):
+    """What a task built from a trajectory must tell the agent, by code, from the trajectory."""
+
+    known_info: str
+    unknown_info: str | None = None
+    identity: list[RequiredFact] = Field(default_factory=list)
+    requests: list[RequestFacts] = Field(default_factory=list)
+
+    def all_facts(self) -> list[RequiredFact]:
+        return self.identity + [f for r in self.requests for f in r.facts]
+
+
+# ---------------------------------------------------------------- exploration
+
+WriteBuilder = Callable[[Knowledge, random.Random], "dict[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class ExplorationKit:
+    """Everything exploration and task writing need to know about one domain.
+
+    - ``seed_table``: the customers' table; ``seed_calls(record)`` identify one (e.g. by email),
+      ``seed_description(record)`` is what the customer could tell an agent, for LM explorers.
+    - ``seed_via``: other tables a seed entity may be drawn from (e.g. an order), each with
+      the function giving the owning customer's key, the read calls that look the entity up
+      first, and the sentence an LM explorer is told about it.
+    - ``walk_reads``: the read tools the random walk may call with observed ids.
+    - ``write_builders``: per write tool, arguments built from what was observed, or None.
+    - ``describe(env, steps, seed_entity)``: the template sentences and required facts of a task.
+    """
+
+    hints: GroundingHints
+    seed_table: str
+    seed_calls: Callable[[dict[str, Any]], list[Call]]
+    seed_description: Callable[[dict[str, Any]], str]
+    walk_reads: tuple[str, ...]
+    write_builders: Mapping[str, WriteBuilder]
+    describe: Callable[[Environment[Any], Sequence[ObservedStep], str | None], TrajectoryFacts]
+    seed_via: Mapping[str, SeedVia] = field(default_factory=dict)
+    seed_for_write: Mapping[str, SeedFilter] = field(default_factory=dict)
+
+    def sample_seed(self, episode: Episode[Any], rng: random.Random, for_write: str | None = None) -> Seed:
+        """A seed entity drawn with ``rng``: a customer, or an entity of a ``seed_via`` table.
+
+        With ``for_write``, and a ``seed_for_write`` entry for that tool, the entity is drawn
+        among those the write applies to (a walk meant to cancel starts from a pending order),
+        so that the intended write is not lost for want of a fitting entity."""
+        fit = self.seed_for_write.get(for_write) if for_write else None
+        if fit is not None:
+            table = fit.table
+            keys = [k for k in sorted(episode.keys(table)) if fit.applies(episode.get(table, k))]
+        else:
+            table = rng.choice([self.seed_table, *sorted(self.seed_via)])
+            keys = sorted(episode.keys(table))
+        if not keys:
+            raise KitError(f"table {table} is empty: nothing to explore from")
+        key = rng.choice(keys)
+        record = episode.record(table, key)
+        assert record is not None
+        if table == self.seed_table:
+            return Seed(entity=f"{table}/{key}", customer=record, description=self.seed_description(record))
+        via = self.seed_via[table]
+        customer = episode.record(self.seed_table, via.customer_key(record))
+        if customer is None:
+            raise KitError(f"{table}/{key} has no customer in {self.seed_table}")
+        return Seed(entity=f"{table}/{key}", customer=customer, first_reads=via.first_reads(record),
+                    description=f"{self.seed_description(customer)} {via.describe(record)}")
+
+
+@dataclass(frozen=True)
+class SeedVia:
+    """How a non-customer seed entity leads to its customer and what to look up first."""
+
+    customer_key: Callable[[dict[str, Any]], str]
+    first_reads: Callable[[dict[str, Any]], list[Call]]
+    describe: Callable[[dict[str, Any]], str]
+
+
+@dataclass(frozen=True)
+class SeedFilter:
+    """The entities a write tool applies to: a table and a test on its (pydantic) records."""
+
+    table: str
+    applies: Callable[[Any], bool]
+
+
+@dataclass(frozen=True)
+class Seed:
+    """Where an exploration starts: the entity drawn ('table/key') and its customer."""
+
+    entity: str
+    customer: dict[str, Any]
+    description: str
+    first_reads: list[Call] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- condition proposals
+
+
+class EntityCandidate(BaseModel):
+    """One entity that fits an underspecified request."""
+
+    key: str
+    description: str
+
+
+class AmbiguityProposal(BaseModel):
+    """A write of the task said so that two or more entities fit it."""
+
+    kind: str  # what the request leaves open, e.g. "which_order"
+    open_question: str  # the same, in words: "which order you mean"
+    action_index: int  # position of the write, in the given actions, that the request leaves open
+    stated: dict[str, Any]  # what the opening request does say (the kit's own shape)
+    target: str  # the candidate key the gold write acts on
+    candidates: list[EntityCandidate]
+    withheld: list[str]  # the values that single out the target; the user keeps them back
+    withheld_sentences: list[str]  # one sentence per withheld value, as the user says it when asked
+
+
+class ChangeAlternative(BaseModel):
+    """Other arguments for one write of the task: the revised goal of a changing task."""
+
+    arguments: dict[str, Any]
+    difference: str  # e.g. "reason: 'no longer needed' -> 'ordered by mistake'"
+
+
+class InfeasibleProposal(BaseModel):
+    """A write the user may ask for that a tool check or a policy rule refuses."""
+
+    rule: str  # which real rule the request runs into, e.g. "cancel_non_pending"
+    action: Call  # the forbidden write
+    fact: str  # why it cannot be done, in words
+    related: bool  # acts on an entity the parent task touches
+
+
+class ConditionKit(Protocol):
+    """What a domain knows about its intent conditions. Every method reads an episode
+    and returns pydantic models or strings; calls come in as ``{"name", "arguments"}``."""
+
+    def identity_lookup(self, episode: Episode[Any], user_id: str) -> Call | None:
+        """The read call that authenticates ``user_id``."""
+
+    def identity_text(self, call: Mapping[str, Any]) -> str:
+        """What the user knows about themselves, given the authenticating call."""
+
+    def forgotten_identity(self, call: Mapping[str, Any]) -> str | None:
+        """What the user does not remember (e.g. their email), given the authenticating call."""
+
+    def owner_of_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
+        """The user a write acts for."""
+
+    def describe_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                      stated: Mapping[str, Any] | None = None) -> str:
+        """A write in the customer's words ("cancel my order #W1 ..."); with ``stated``,
+        only what an underspecified request says."""
+
+    def action_label(self, name: str, arguments: Mapping[str, Any]) -> str:
+        """A short name for a write ("the cancellation of order #W1")."""
+
+    def related_entities(self, calls: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Entity keys the given calls act on (an infeasible request about one is related)."""
+
+    def ambiguity_proposals(self, episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> list[AmbiguityProposal]: ...
+
+    def ambiguity_candidates(self, episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]:
+        """Every entity that fits what an underspecified request states."""
+
+    def ambiguity_target(self, stated: Mapping[str, Any], call: Mapping[str, Any]) -> str | None:
+        """The candidate key a write acts on."""
+
+    def withheld_values(self, episode: Episode[Any], stated: Mapping[str, Any], target: str,
+                        candidates: Sequence[EntityCandidate]) -> list[str]:
+        """The values that tell the target apart from the other candidates."""
+
+    def change_alternatives(self, episode: Episode[Any], call: Mapping[str, Any]) -> list[ChangeAlternative]: ...
+
+    def change_mentions(self, episode: Episode[Any], initial: Mapping[str, Any], revised: Mapping[str, Any]) -> list[str]:
+        """The values a revised request must state to tell it from the first one."""
+
+    def user_stated_ids(self, name: str, arguments: Mapping[str, Any]) -> list[str]:
+        """The ids the user must give for a write (an order id)."""
+
+    def required_lookups(self, episode: Episode[Any], user_id: str, name: str,
+                         arguments: Mapping[str, Any]) -> list[Call]:
+        """The reads an agent needs before it can see that a write is refused."""
+
+    def infeasible_proposals(self, episode: Episode[Any], user_id: str,
+                             calls: Sequence[Mapping[str, Any]]) -> list[InfeasibleProposal]:
+        """Writes for ``user_id`` that should be refused; those on entities the task's
+        ``calls`` act on are marked related."""
+
+
+@dataclass(frozen=True)
+class GenerationKit:
+    """A domain's optional help for generation: exploration grounding and condition facts."""
+
+    exploration: ExplorationKit
+    conditions: ConditionKit | None = None
