@@ -327,7 +327,7 @@ def pipeline_evaluator(store: TaskStore, env: Environment[Any], settings: SweepS
                        load_programs: Callable[[dict[str, Any]], None] | None = None) -> Evaluate:
     """An `Evaluate` that runs one generation run per trial into `store` and scores it."""
     from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-    from store.failures import generation_items
+    from store.failures import StoreSink, generation_items
 
     def evaluate(number: int, params: dict[str, Any]) -> TrialOutcome:
         programs, lms, roles = build_programs(lm_config, params)
@@ -343,7 +343,8 @@ def pipeline_evaluator(store: TaskStore, env: Environment[Any], settings: SweepS
         run_config = {**config.model_dump(mode="json"),
                       "sweep": {"study": settings.study, "trial": number, "params": params}}
         store.start_run("generate", run_config, seed=settings.seed, run_id=run_id)
-        pipeline = GenerationPipeline(env, store, config, explorer=programs["explorer"], writer=programs["writer"],
+        pipeline = GenerationPipeline(env, StoreSink(store), config, explorer=programs["explorer"],
+                                      writer=programs["writer"],
                                       adapter=programs["adapter"], lms=lms,
                                       program_versions={r: type(p).__name__ for r, p in programs.items()})
         summary = pipeline.run(run_id)

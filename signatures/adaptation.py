@@ -41,7 +41,7 @@ class ChangeFacts(BaseModel):
     initial_request: str = Field(description="a plain wording of the whole first request")
     revised_request: str = Field(description="a plain wording of the revised write")
     action_label: str = Field(description="how the user names the write that changes "
-                                          "(e.g. 'the exchange for order #W1')")
+                                          "(a short noun phrase naming the write)")
     must_mention: list[str] = Field(description="values the revised request must state verbatim")
 
 
@@ -53,7 +53,7 @@ class InfeasibleCandidate(BaseModel):
     fact: str = Field(description="why it cannot be done")
     finding: str = Field(description="what running it on a copy of the database gave")
     request: str = Field(description="a plain wording of the request")
-    related: bool = Field(description="whether it acts on an order the original task touches")
+    related: bool = Field(description="whether it acts on a record the original task touches")
 
 
 class InfeasibilityFacts(BaseModel):
@@ -69,7 +69,7 @@ class AdaptAmbiguous(dspy.Signature):
 
     The opening (reason_for_call and known_info) states only what facts.stated says about
     the open part and must not contain any of the facts.withheld values, nor hints that
-    single out the target (its order id, item options, or other items of its order). Keep
+    single out the target (its id or any detail only the target has). Keep
     everything else the customer needs verbatim: how to identify themselves and every
     other request of the original task. In withheld_info write one short sentence per
     withheld value, containing the value verbatim, that the customer says when asked. In
@@ -96,7 +96,7 @@ class AdaptChanging(dspy.Signature):
     confirm but asks for the revised version instead. The revised_request is what the
     customer then says: it must state every value in facts.must_mention verbatim. The
     scenario's reason_for_call and known_info carry the first request in full (identity,
-    order ids, items by description, payment method); task_instructions explain when and
+    the records it is about, every value the first write needs); task_instructions explain when and
     how to change course, and that the first version must not be carried out."""
 
     task: Task = dspy.InputField(desc="The original task, whose goal is the first request.")
@@ -115,8 +115,9 @@ class AdaptInfeasible(dspy.Signature):
 
     Choose the candidate that fits the original task best (prefer related ones) and return
     it unchanged as forbidden_action. Write the scenario of the same customer asking for
-    it: identification details and the order id must be in known_info or reason_for_call,
-    so a correct agent can authenticate the customer, look the order up and then refuse.
+    it: identification details and the ids of the records it is about must be in known_info
+    or reason_for_call, so a correct agent can authenticate the customer, look the records
+    up and then refuse.
     The customer insists once, then accepts the refusal. In explanation say in one or two
     sentences what a correct agent tells the customer and why (the rule that forbids it)."""
 

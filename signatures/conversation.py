@@ -43,7 +43,7 @@ class SimulateUser(dspy.Signature):
     in the first person, one short message at a time.
 
     - Open with the reason for your call, in your own words, without volunteering every detail.
-    - Give identifying information (name, zip code, email) only when the agent asks for it.
+    - Give identifying information only when the agent asks for it.
     - Details listed in `withheld_info` are revealed only when the agent asks about them; if
       the agent acts without asking, do not correct it unprompted.
     - When `change_trigger` happens in the conversation, change your request to

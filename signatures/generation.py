@@ -18,8 +18,7 @@ class ProposeExplorationCall(dspy.Signature):
     of tool calls, the kind a support agent makes while serving one customer.
 
     Propose the single next tool call. Start from the seed entity: identify the customer
-    with a look-up tool, then read what you need (profile, orders, products) before you
-    change anything, and use only ids and values that appeared in earlier observations or
+    with a look-up tool, then read the records you need before you change anything, and use only ids and values that appeared in earlier observations or
     in the seed entity. Every write must be allowed by the policy and act on this customer
     only. If the previous proposal failed, read its error and propose a corrected call.
     Stop proposing reads once you know enough: the goal counts successful writes."""
@@ -40,14 +39,13 @@ class WriteTask(dspy.Signature):
 
     Write in the second person ("You want to ..."). The agent starts knowing nothing: the
     scenario must hold every fact the agent has to learn from the customer, namely how to
-    identify them (email, or first name, last name and zip code), the order ids, the items
-    by their description (product name and options, not item ids), the payment method, new
-    addresses and the reason for the request. Every required fact listed must appear
+    identify them, which of their records the request is about, what exactly they want
+    changed and why, in words a customer would use. Every required fact listed must appear
     verbatim. Do not mention tool names or ids the customer would not know. Put in
     communicate_info only short strings (such as an amount) that the agent must tell the
     customer and that appear in the trajectory's observations; leave it empty otherwise."""
 
-    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls with their observations, in order.")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls with their observations, first to last.")
     policy: str = dspy.InputField(desc="The rules the support agent follows.")
     required_facts: list[str] = dspy.InputField(desc="Facts the scenario must state verbatim.")
     scenario: UserScenario = dspy.OutputField(desc="The customer's persona, reason for call, known and unknown info, "

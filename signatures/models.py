@@ -183,3 +183,30 @@ class Verdict(BaseModel):
     def public(self) -> dict[str, Any]:
         """The JSON shape printed by the command line."""
         return self.model_dump(by_alias=True, exclude_none=True)
+
+
+# ---------------------------------------------------------------- generation items
+
+ItemReason = Literal[
+    "lm_error",  # an LM call failed beyond the LM layer's retries, or its output never parsed
+    "no_trajectory",  # exploration ended without a valid trajectory (no write, no replay, ...)
+    "writer_rejected",  # the written scenario missed facts the agent must learn
+]
+
+
+class GenerationItem(BaseModel):
+    """What became of one item of a generation run."""
+
+    index: int
+    seed: int
+    status: Literal["done", "failed"]
+    stage: Literal["explore", "write"] | None = None  # where a failed item stopped
+    reason: ItemReason | None = None
+    detail: str | None = None
+    trajectory_id: str | None = None
+    general_task_id: str | None = None
+    tasks: dict[str, str] = Field(default_factory=dict)  # condition -> task id stored
+    verified: dict[str, bool] = Field(default_factory=dict)  # condition -> static verdict passed
+    rejected: dict[str, str] = Field(default_factory=dict)  # condition -> why no task
+    proposals: int = 0
+    dropped_calls: int = 0

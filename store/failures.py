@@ -15,41 +15,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, Field
-
-from signatures.models import Task, Trajectory, Verdict
+from signatures.models import GenerationItem, ItemReason, Task, Trajectory, Verdict
 
 from .records import LMCall
 from .taskstore import TaskStore
 
 ITEM_EVENT = "item"
-
-ItemReason = Literal[
-    "lm_error",  # an LM call failed beyond the LM layer's retries, or its output never parsed
-    "no_trajectory",  # exploration ended without a valid trajectory (no write, no replay, ...)
-    "writer_rejected",  # the written scenario missed facts the agent must learn
-]
-
-
-class GenerationItem(BaseModel):
-    """What became of one item of a generation run."""
-
-    index: int
-    seed: int
-    status: Literal["done", "failed"]
-    stage: Literal["explore", "write"] | None = None  # where a failed item stopped
-    reason: ItemReason | None = None
-    detail: str | None = None
-    trajectory_id: str | None = None
-    general_task_id: str | None = None
-    tasks: dict[str, str] = Field(default_factory=dict)  # condition -> task id stored
-    verified: dict[str, bool] = Field(default_factory=dict)  # condition -> static verdict passed
-    rejected: dict[str, str] = Field(default_factory=dict)  # condition -> why no task
-    proposals: int = 0
-    dropped_calls: int = 0
-
 
 def add_generation_item(store: TaskStore, run_id: str, item: GenerationItem,
                         trajectories: Sequence[Trajectory] = (), tasks: Sequence[Task] = (),
@@ -81,3 +54,22 @@ def run_config(store: TaskStore, run_id: str) -> tuple[str, dict[str, Any], int 
         return None
     kind, config, seed = rows[0]
     return kind, json.loads(config) if isinstance(config, str) else (config or {}), seed
+
+
+class StoreSink:
+    """The generation pipeline's sink (``programs.generation.pipeline.ItemSink``) over a store:
+    each finished item in one transaction, recorded items read back for resume."""
+
+    def __init__(self, store: TaskStore) -> None:
+        self.store = store
+
+    def recorded(self, run_id: str) -> list[GenerationItem]:
+        return generation_items(self.store, run_id)
+
+    def add(self, run_id: str, item: GenerationItem, trajectories: Sequence[Trajectory], tasks: Sequence[Task],
+            verdicts: Sequence[Verdict], lm_calls: Sequence[LMCall]) -> None:
+        add_generation_item(self.store, run_id, item, trajectories=trajectories, tasks=tasks, verdicts=verdicts,
+                            lm_calls=lm_calls)
+
+    def finish(self, run_id: str, status: str) -> None:
+        self.store.finish_run(run_id, status)

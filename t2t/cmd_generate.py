@@ -135,7 +135,7 @@ def generate(
     ensure_local_cost_map()
     from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from store import TaskStore
-    from store.failures import run_config
+    from store.failures import StoreSink, run_config
     from t2t.output import console, err_console, print_json_line, print_table, progress
     from t2t.settings import load_environment, store_path
 
@@ -178,7 +178,7 @@ def generate(
         versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
                     for role, module in modules.items()}
         task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
-        pipeline = GenerationPipeline(env, task_store, config, explorer=modules["explorer"],
+        pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
                                       writer=modules["writer"], adapter=modules["adapter"],
                                       program_versions=versions, lms=lms,
                                       workers=workers or (8 if lms else 1),

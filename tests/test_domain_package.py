@@ -232,3 +232,26 @@ def test_replay_verify_and_bench_work_on_the_package(package, tmp_path):
                                 "--store", str(store)])
     assert bench.exit_code == 0, bench.output
     assert "calibration: all" in bench.output
+
+
+def test_signature_instructions_carry_no_domain_words():
+    """Domain words come from the domain's inputs, so a rewritten instruction fits any domain."""
+    import dspy
+
+    import signatures.adaptation
+    import signatures.conversation
+    import signatures.generation
+    from domains import get_domain
+
+    retail_words = {t.name for t in get_domain("retail").tools} | {"order", "zip", "email", "payment", "item",
+                                                                   "product", "address"}
+    found = {}
+    for module in (signatures.generation, signatures.adaptation, signatures.conversation):
+        for name, value in vars(module).items():
+            if isinstance(value, type) and issubclass(value, dspy.Signature) and value is not dspy.Signature:
+                text = value.instructions.lower() + " ".join(
+                    str(f.json_schema_extra.get("desc", "")) for f in value.model_fields.values()).lower()
+                words = sorted(w for w in retail_words if w in text)
+                if words:
+                    found[name] = words
+    assert found == {}

@@ -15,6 +15,7 @@ from programs.generation.pipeline import GenerationConfig, GenerationPipeline, i
 from programs.generation.writer import BaselineWriter
 from signatures.models import CONDITIONS, Trajectory
 from store import TaskStore
+from store.failures import StoreSink
 
 USERS = 60
 DB_SEED = 3
@@ -31,7 +32,7 @@ def _run(env, store, run_id, n, seed, targets=None, after_item=None):
                               roles={"explorer": "baseline", "writer": "baseline", "adapter": "baseline"})
     config.id_prefix = id_prefix(config, run_id)
     store.start_run("generate", config.model_dump(mode="json"), seed=seed, run_id=run_id)
-    GenerationPipeline(env, store, config, explorer=BaselineExplorer(), writer=BaselineWriter(),
+    GenerationPipeline(env, StoreSink(store), config, explorer=BaselineExplorer(), writer=BaselineWriter(),
                        adapter=BaselineAdapter(), targets=targets, after_item=after_item).run(run_id)
 
 

@@ -32,6 +32,7 @@ from programs.generation.pipeline import GenerationConfig, GenerationPipeline, i
 from programs.generation.writer import BaselineWriter
 from signatures.models import CONDITIONS
 from store import TaskStore
+from store.failures import StoreSink
 from t2t.cli import app
 from tests.cli import run_t2t
 from tests.llm_server import ScriptedLLMServer, Text, chat_fields, output_field_names
@@ -117,7 +118,7 @@ def _generated_store(env, path):
     config.id_prefix = id_prefix(config, "gen")
     with TaskStore(path) as store:
         store.start_run("generate", config.model_dump(mode="json"), seed=0, run_id="gen")
-        GenerationPipeline(env, store, config, explorer=BaselineExplorer(), writer=BaselineWriter(),
+        GenerationPipeline(env, StoreSink(store), config, explorer=BaselineExplorer(), writer=BaselineWriter(),
                            adapter=BaselineAdapter()).run("gen")
     return path
 

@@ -11,7 +11,7 @@ from programs.generation.pipeline import GenerationConfig, GenerationPipeline, i
 from programs.generation.writer import BaselineWriter, WriterError
 from signatures.models import CONDITIONS
 from store import TaskStore
-from store.failures import generation_items
+from store.failures import StoreSink, generation_items
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def _config(env, n=10, seed=1):
 def _pipeline(env, store, config, **kwargs):
     programs = dict(explorer=BaselineExplorer(), writer=BaselineWriter(), adapter=BaselineAdapter())
     programs.update({k: kwargs.pop(k) for k in list(kwargs) if k in programs})
-    return GenerationPipeline(env, store, config, **programs, **kwargs)
+    return GenerationPipeline(env, StoreSink(store), config, **programs, **kwargs)
 
 
 def _run(env, path, config, run_id="run", **kwargs):

@@ -34,19 +34,11 @@ from typing import Any, cast
 from domains.kit import AmbiguityProposal, Call, ChangeAlternative, EntityCandidate, InfeasibleProposal
 from domains.runtime import Episode
 from domains.retail.models import CreditCard, GiftCard, Order, OrderItem, Paypal, Product, User, Variant
-from domains.retail.tools import CANCEL_REASONS
+from domains.retail.rules import owner_of_call
+from domains.retail.tools import CANCEL_REASONS, WRITE_ORDER_STATUS
 
-# write tool -> the order status it needs (tool check or policy rule modify_only_exact_pending)
-ORDER_WRITES = {
-    "cancel_pending_order": "pending",
-    "modify_pending_order_address": "pending",
-    "modify_pending_order_payment": "pending",
-}
-ITEM_WRITES = {
-    "modify_pending_order_items": "pending",
-    "exchange_delivered_order_items": "delivered",
-    "return_delivered_order_items": "delivered",
-}
+ITEM_WRITES = {name: status for name, status in WRITE_ORDER_STATUS.items() if "items" in name}
+ORDER_WRITES = {name: status for name, status in WRITE_ORDER_STATUS.items() if name not in ITEM_WRITES}
 VARIANT_WRITES = ("modify_pending_order_items", "exchange_delivered_order_items")
 MAX_VARIANT_PROPOSALS_PER_WRITE = 4
 MAX_OTHER_USER_PROPOSALS = 3
@@ -95,15 +87,6 @@ def address_text(a: Mapping[str, Any]) -> str:
     return f"{a['address1']}{line2}, {a['city']}, {a['state']} {a['zip']}, {a['country']}"
 
 
-def owner_of_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
-    """The user a write acts for: the order's user, or the user whose address changes."""
-    if name == "modify_user_address":
-        user = _user(episode, arguments.get("user_id"))
-        return user.user_id if user else None
-    order = _order(episode, arguments.get("order_id"))
-    return order.user_id if order else None
-
-
 def identity_lookup(episode: Episode[Any], user_id: str) -> Call | None:
     """The look-up that authenticates a user (by email, the way most users can)."""
     user = _user(episode, user_id)
@@ -128,25 +111,28 @@ def related_entities(calls: Sequence[Mapping[str, Any]]) -> list[str]:
     return sorted({c["arguments"]["order_id"] for c in calls if isinstance(c["arguments"].get("order_id"), str)})
 
 
-def payment_text(episode: Episode[Any], user_id: str, method_id: str) -> str:
-    """A payment method as its owner names it; the id where several of its kind exist."""
+def payment_words(episode: Episode[Any], user_id: str, method_id: str) -> tuple[str, list[str]]:
+    """A payment method as its owner names it, and the words that identify it (first the one
+    a request must state). Its id only where several of its kind exist: a customer says "my
+    PayPal account", not "paypal_3062271"."""
     user = _user(episode, user_id)
     method = user.payment_methods.get(method_id) if user else None
     if isinstance(method, CreditCard):
-        return f"the {method.brand} credit card ending in {method.last_four}"
-    if isinstance(method, GiftCard):
-        return f"the gift card {method_id}"
-    if isinstance(method, Paypal):
-        return f"the PayPal account {method_id}"
-    return f"the payment method {method_id}"
+        return f"your {method.brand} credit card ending in {method.last_four}", [method.last_four, method_id]
+    same_kind = [m for m in user.payment_methods.values() if m.source == method.source] if user and method else []
+    if len(same_kind) == 1 and isinstance(method, GiftCard):
+        return "your gift card", ["gift card", method_id]
+    if len(same_kind) == 1 and isinstance(method, Paypal):
+        return "your PayPal account", ["paypal", method_id]
+    return f"your payment method {method_id}", [method_id]
+
+
+def payment_text(episode: Episode[Any], user_id: str, method_id: str) -> str:
+    return payment_words(episode, user_id, method_id)[0]
 
 
 def _payment_tokens(episode: Episode[Any], user_id: str, method_id: str) -> list[str]:
-    user = _user(episode, user_id)
-    method = user.payment_methods.get(method_id) if user else None
-    if isinstance(method, CreditCard):
-        return [method.last_four]
-    return [method_id]
+    return payment_words(episode, user_id, method_id)[1][:1]
 
 
 def user_stated_ids(name: str, arguments: Mapping[str, Any]) -> list[str]:

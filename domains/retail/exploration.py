@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from domains import Environment
-from domains.retail.conditions import address_text
+from domains.retail.conditions import address_text, payment_words
 from domains.retail.generate import CITIES, STREETS
-from domains.retail.tools import CANCEL_REASONS
+from domains.retail.tools import CANCEL_REASONS, WRITE_ORDER_STATUS
 from domains.kit import (
     Call,
     ExplorationKit,
@@ -44,7 +44,6 @@ HINTS = GroundingHints(
     string_outputs={"find_user_id_by_email": "user_id", "find_user_id_by_name_zip": "user_id"},
 )
 
-IDENTITY_TOOLS = ("find_user_id_by_email", "find_user_id_by_name_zip")
 
 
 # ---------------------------------------------------------------- seeds
@@ -210,20 +209,9 @@ def _address_facts(a: dict[str, Any]) -> list[RequiredFact]:
     return facts
 
 
-def _payment(user: dict[str, Any], method_id: str) -> tuple[str, RequiredFact]:
-    methods = user["payment_methods"]
-    method = methods.get(method_id, {})
-    source = method.get("source", "")
-    same_kind = [k for k, m in methods.items() if m.get("source") == source]
-    if source == "credit_card":
-        text = f"your {method['brand']} credit card ending in {method['last_four']}"
-        return text, RequiredFact(label="payment method", alternatives=[method["last_four"], method_id])
-    if len(same_kind) > 1 or source not in ("gift_card", "paypal"):
-        # two gift cards (or an unknown kind): only the id tells them apart
-        return f"your payment method {method_id}", RequiredFact(label="payment method", alternatives=[method_id])
-    if source == "gift_card":
-        return "your gift card", RequiredFact(label="payment method", alternatives=["gift card", method_id])
-    return "your PayPal account", RequiredFact(label="payment method", alternatives=["paypal", method_id])
+def _payment(episode: Any, user_id: str, method_id: str) -> tuple[str, RequiredFact]:
+    text, words = payment_words(episode, user_id, method_id)
+    return text, RequiredFact(label="payment method", alternatives=words)
 
 
 def _item_by_id(order: dict[str, Any], item_id: str) -> dict[str, Any]:
@@ -243,7 +231,6 @@ def _describe_write(episode: Any, call: Call) -> RequestFacts:
         return RequestFacts(tool=name, sentence=f"You have moved and want your default address changed to "
                                                 f"{address_text(a)}.", facts=_address_facts(a))
     order = episode.record("orders", a["order_id"])
-    user = episode.record("users", order["user_id"])
     oid = a["order_id"]
     if name == "cancel_pending_order":
         because = "you ordered it by mistake" if a["reason"] == "ordered by mistake" else "you no longer need it"
@@ -257,19 +244,19 @@ def _describe_write(episode: Any, call: Call) -> RequestFacts:
         return RequestFacts(tool=name, sentence=f"You want your pending order {oid} shipped to {address_text(a)} "
                                                 f"instead.", facts=[_order_fact(oid), *_address_facts(a)])
     if name == "modify_pending_order_payment":
-        text, fact = _payment(user, a["payment_method_id"])
+        text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         return RequestFacts(tool=name, sentence=f"You want to pay for your pending order {oid} with {text} instead.",
                             facts=[_order_fact(oid), fact])
     if name == "return_delivered_order_items":
         items = [_item_by_id(order, i) for i in a["item_ids"]]
-        text, fact = _payment(user, a["payment_method_id"])
+        text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         listed = " and ".join(f"the {i['name']} ({_options(i['options'])})" for i in items)
         return RequestFacts(tool=name, sentence=f"You want to return {listed} from your delivered order {oid}, "
                                                 f"with the refund going to {text}.",
                             facts=[_order_fact(oid), fact, *[RequiredFact(label="item", alternatives=[i["name"]])
                                                              for i in items]])
     if name in ("modify_pending_order_items", "exchange_delivered_order_items"):
-        text, fact = _payment(user, a["payment_method_id"])
+        text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         facts = [_order_fact(oid), fact]
         changes = []
         for old_id, new_id in zip(a["item_ids"], a["new_item_ids"]):
@@ -295,7 +282,8 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
     requests = []
     for step in steps:
         call = step.call
-        if call.name in IDENTITY_TOOLS and known_info is None and not step.error:
+        spec = env.tools.get(call.name)
+        if spec is not None and spec.authenticates is not None and known_info is None and not step.error:
             if call.name == "find_user_id_by_email":
                 known_info = f"Your email address is {call.arguments['email']}."
                 identity = [RequiredFact(label="email", alternatives=[call.arguments["email"]])]
@@ -348,11 +336,6 @@ EXPLORATION = ExplorationKit(
     write_builders=WRITE_BUILDERS,
     describe=describe,
     seed_via={"orders": ORDER_SEED},
-    seed_for_write={
-        **{tool: SeedFilter("orders", lambda order: order.status == "pending") for tool in (
-            "cancel_pending_order", "modify_pending_order_address", "modify_pending_order_payment",
-            "modify_pending_order_items")},
-        **{tool: SeedFilter("orders", lambda order: order.status == "delivered") for tool in (
-            "exchange_delivered_order_items", "return_delivered_order_items")},
-    },
+    seed_for_write={tool: SeedFilter("orders", lambda order, status=status: order.status == status)
+                    for tool, status in WRITE_ORDER_STATUS.items()},
 )

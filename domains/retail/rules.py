@@ -7,16 +7,7 @@ from typing import Any, cast
 
 from domains.runtime import Episode, PolicyContext, PolicyRule
 from domains.retail.models import Order
-
-_ORDER_WRITES = (
-    "cancel_pending_order",
-    "modify_pending_order_address",
-    "modify_pending_order_payment",
-    "modify_pending_order_items",
-    "exchange_delivered_order_items",
-    "return_delivered_order_items",
-)
-
+from domains.retail.tools import WRITE_ORDER_STATUS
 
 def record_owner(episode: Episode[Any], table: str, key: str) -> str | None:
     """The user id a record belongs to (orders through their user, users themselves)."""
@@ -28,8 +19,9 @@ def record_owner(episode: Episode[Any], table: str, key: str) -> str | None:
     return None
 
 
-def _target_owner(episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
-    if name in _ORDER_WRITES:
+def owner_of_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
+    """The user a write acts for: the order's user, or the user whose address changes."""
+    if name in WRITE_ORDER_STATUS:
         return record_owner(episode, "orders", str(arguments.get("order_id", "")))
     if name == "modify_user_address":
         return record_owner(episode, "users", str(arguments.get("user_id", "")))
@@ -37,7 +29,7 @@ def _target_owner(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
 
 
 def _other_user(episode: Episode[Any], name: str, arguments: Mapping[str, Any], context: PolicyContext) -> str | None:
-    owner = _target_owner(episode, name, arguments)
+    owner = owner_of_call(episode, name, arguments)
     if context.user_id is not None and owner is not None and owner != context.user_id:
         return f"{name} acts on an account of {owner}, not of the authenticated user {context.user_id}"
     return None

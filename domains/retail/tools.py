@@ -11,6 +11,16 @@ from domains.runtime import ToolError, Transaction, tool, user_from_output
 from domains.retail.models import Address, GiftCard, Order, Payment, PaymentMethod, Product, User, Variant
 
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
+# The order status each order write needs (a tool check, or the policy rule for the
+# address and payment changes, which the tools let through on 'pending (item modified)').
+WRITE_ORDER_STATUS = {
+    "cancel_pending_order": "pending",
+    "modify_pending_order_address": "pending",
+    "modify_pending_order_payment": "pending",
+    "modify_pending_order_items": "pending",
+    "exchange_delivered_order_items": "delivered",
+    "return_delivered_order_items": "delivered",
+}
 
 
 # ---------------------------------------------------------------- look-ups

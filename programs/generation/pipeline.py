@@ -1,11 +1,12 @@
-"""The generation pipeline: explore -> write -> adapt -> static verify -> store.
+"""The generation pipeline: explore -> write -> adapt -> static verify -> sink.
 
 A run works through items 0..n-1. Item i explores one trajectory from a seed derived from
 (run seed, i) alone, so a resumed run produces the same items as an uninterrupted one.
 A valid trajectory becomes a general task (the writer) and one adapted task per chosen
 condition (the adapter); every task gets a static verdict. Each finished item, done or
-failed, is committed in one transaction with its record (``store.failures``), so an
-interrupted run loses only the items in flight, and ``resume`` skips the recorded ones.
+failed, goes to the sink the caller provides (``ItemSink``; the command line's is the task
+store's, ``store.failures.StoreSink``, one transaction per item), so an interrupted run
+loses only the items in flight, and ``resume`` skips the recorded ones.
 
 Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
 output does not parse. What still fails is recorded on the item with its reason
@@ -24,14 +25,32 @@ from pydantic import BaseModel, Field
 
 from domains import Environment
 from programs.verification.verifier import Verifier
-from signatures.models import CONDITIONS, Condition, LMCall, Provenance, Task, Trajectory, Verdict
-from store import TaskStore
-from store.failures import GenerationItem, add_generation_item, generation_items
+from signatures.models import (
+    CONDITIONS,
+    Condition,
+    GenerationItem,
+    LMCall,
+    Provenance,
+    Task,
+    Trajectory,
+    Verdict,
+)
 
 GENERATION_ROLES = ("explorer", "writer", "adapter")
 
 
 # ---------------------------------------------------------------- program contracts
+
+
+class ItemSink(Protocol):
+    """Where finished items go, and where a resumed run reads which are done."""
+
+    def recorded(self, run_id: str) -> list[GenerationItem]: ...
+
+    def add(self, run_id: str, item: GenerationItem, trajectories: Sequence[Trajectory], tasks: Sequence[Task],
+            verdicts: Sequence[Verdict], lm_calls: Sequence[LMCall]) -> None: ...
+
+    def finish(self, run_id: str, status: str) -> None: ...
 
 
 class ExplorerProgram(Protocol):
@@ -154,21 +173,21 @@ def _first_line(exc: BaseException) -> str:
 
 
 class GenerationPipeline:
-    """Explore -> write -> adapt -> static verify -> store, item by item.
+    """Explore -> write -> adapt -> static verify -> sink, item by item.
 
     ``lms`` maps a role to the ``dspy.LM`` its program uses (for usage records; the
     programs must already be bound to them, e.g. with ``module.set_lm``). ``after_item`` is
     called with each item's record right after it is committed.
     """
 
-    def __init__(self, env: Environment[Any], store: TaskStore, config: GenerationConfig, *,
+    def __init__(self, env: Environment[Any], sink: ItemSink, config: GenerationConfig, *,
                  explorer: ExplorerProgram, writer: WriterProgram, adapter: AdapterProgram | None,
                  program_versions: dict[str, str] | None = None, lms: dict[str, Any] | None = None,
                  workers: int = 1, adapt_attempts: int = 2,
                  after_item: Callable[[GenerationItem], None] | None = None,
                  targets: Callable[[int], Any] | None = None) -> None:
         self.env = env
-        self.store = store
+        self.sink = sink
         self.config = config
         self.explorer = explorer
         self.writer = writer
@@ -282,18 +301,17 @@ class GenerationPipeline:
 
     def _store(self, run_id: str, output: ItemOutput) -> None:
         lm_calls = output.lm_calls + self._drain_usage()
-        add_generation_item(self.store, run_id, output.item,
-                            trajectories=[output.trajectory] if output.trajectory else [],
-                            tasks=output.tasks, verdicts=output.verdicts, lm_calls=lm_calls)
+        self.sink.add(run_id, output.item, [output.trajectory] if output.trajectory else [], output.tasks,
+                      output.verdicts, lm_calls)
 
     # ------------------------------------------------------------ the run
 
     def pending_items(self, run_id: str) -> list[int]:
-        done = {item.index for item in generation_items(self.store, run_id)}
+        done = {item.index for item in self.sink.recorded(run_id)}
         return [i for i in range(self.config.n) if i not in done]
 
     def run(self, run_id: str, progress: Callable[[GenerationItem], None] | None = None) -> RunSummary:
-        """Generate every item of the run not yet recorded, then summarize from the store.
+        """Generate every item of the run not yet recorded, then summarize what the sink holds.
 
         The run row must exist (``start_run``). On KeyboardInterrupt the run is marked
         'interrupted' and the interrupt propagates; committed items stay.
@@ -307,10 +325,10 @@ class GenerationPipeline:
                 if self.after_item is not None:
                     self.after_item(output.item)
         except KeyboardInterrupt:
-            self.store.finish_run(run_id, "interrupted")
+            self.sink.finish(run_id, "interrupted")
             raise
-        self.store.finish_run(run_id, "finished")
-        return summarize(self.store, run_id, self.config.conditions)
+        self.sink.finish(run_id, "finished")
+        return summarize(run_id, self.sink.recorded(run_id), self.config.conditions)
 
     def _outputs(self, run_id: str, todo: Sequence[int]) -> Iterator[ItemOutput]:
         if self.workers == 1 or len(todo) <= 1:
@@ -333,9 +351,8 @@ class GenerationPipeline:
             executor.shutdown(wait=False, cancel_futures=True)
 
 
-def summarize(store: TaskStore, run_id: str, conditions: Sequence[str]) -> RunSummary:
-    """Per-condition counts of a run, from its item records in the store."""
-    items = generation_items(store, run_id)
+def summarize(run_id: str, items: Sequence[GenerationItem], conditions: Sequence[str]) -> RunSummary:
+    """Per-condition counts of a run, from its item records."""
     failed: dict[str, int] = {}
     for item in items:
         if item.status == "failed" and item.reason:
