@@ -26,8 +26,8 @@ with the program's result.
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
 
 import dspy
@@ -436,34 +436,36 @@ def select_ids(store: TaskStore, sql: str, selects: str) -> list[str]:
 
 def evaluate(program: dspy.Module, examples: Sequence[dspy.Example], metric: Callable[..., float],
              num_threads: int = 1) -> float:
-    """Mean metric over the examples. An example whose run raises scores 0 (an LM that
-    failed beyond its retries on one example must not end the run), but when every example
-    raises, the first error is raised: that is a broken program or an unreachable LM."""
+    """Mean metric over the examples, by ``dspy.Evaluate``. An example whose run raises
+    scores 0 (an LM that failed beyond its retries on one example must not end the run),
+    but when every example raises, the first error is raised: that is a broken program or
+    an unreachable LM."""
     if not examples:
         return 0.0
     errors: list[BaseException] = []
 
-    def one(example: dspy.Example) -> float:
+    def run(**inputs: Any) -> Any:
         try:
-            return float(metric(example, program(**example.inputs())))
+            return program(**inputs)
         except Exception as exc:
             errors.append(exc)
-            return 0.0
+            raise
 
-    if num_threads <= 1:
-        scores = [one(e) for e in examples]
-    else:
-        context = dspy.settings.config.copy()  # threads do not inherit dspy.context
-
-        def in_context(example: dspy.Example) -> float:
-            with dspy.context(**context):
-                return one(example)
-
-        with ThreadPoolExecutor(max_workers=num_threads) as pool:
-            scores = list(pool.map(in_context, examples))
+    evaluator = dspy.Evaluate(devset=list(examples), metric=metric, num_threads=max(1, num_threads),
+                              max_errors=len(examples) + 1, failure_score=0.0, display_progress=False,
+                              provide_traceback=False)
+    # failed examples are ours to report (scored 0, or the first error when all fail), not a
+    # log line each from DSPy's parallel executor
+    parallel_log = logging.getLogger("dspy.utils.parallelizer")
+    level = parallel_log.level
+    parallel_log.setLevel(logging.CRITICAL)
+    try:
+        result = evaluator(run)
+    finally:
+        parallel_log.setLevel(level)
     if len(errors) == len(examples):
         raise errors[0]
-    return sum(scores) / len(scores)
+    return sum(float(score) for _, _, score in result.results) / len(examples)
 
 
 def _predictor_summary(program: dspy.Module) -> dict[str, tuple[str, int]]:
