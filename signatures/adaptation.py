@@ -14,7 +14,21 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains.kit import EntityCandidate
-from signatures.models import Action, Task, Trajectory, UserScenario
+from signatures.models import Action, Step, Task, ToolCall, UserScenario
+
+
+class TaskBrief(BaseModel):
+    """What an adapter needs of the original task: its scenario and goal, without ids,
+    hashes or provenance the LM has no use for."""
+
+    scenario: UserScenario
+    gold_actions: list[ToolCall]
+    communicate_info: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, task: Task) -> TaskBrief:
+        return cls(scenario=task.scenario, communicate_info=list(task.communicate_info),
+                   gold_actions=[ToolCall(name=a.name, arguments=dict(a.arguments)) for a in task.gold_actions])
 
 
 class AmbiguityFacts(BaseModel):
@@ -76,8 +90,8 @@ class AdaptAmbiguous(dspy.Signature):
     task_instructions tell the customer to hold those details back until asked. The goal
     (the end state) stays the original task's."""
 
-    task: Task = dspy.InputField(desc="The original, fully specified task.")
-    trajectory: Trajectory = dspy.InputField(desc="The executed tool calls the task was written from.")
+    task: TaskBrief = dspy.InputField(desc="The original, fully specified task.")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
     policy: str = dspy.InputField(desc="The rules the support agent follows.")
     facts: AmbiguityFacts = dspy.InputField(desc="The candidates, the target and the values to withhold, "
                                                  "found by code.")
@@ -99,8 +113,8 @@ class AdaptChanging(dspy.Signature):
     the records it is about, every value the first write needs); task_instructions explain when and
     how to change course, and that the first version must not be carried out."""
 
-    task: Task = dspy.InputField(desc="The original task, whose goal is the first request.")
-    trajectory: Trajectory = dspy.InputField(desc="The executed tool calls the task was written from.")
+    task: TaskBrief = dspy.InputField(desc="The original task, whose goal is the first request.")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
     policy: str = dspy.InputField(desc="The rules the support agent follows.")
     facts: ChangeFacts = dspy.InputField(desc="The first and the revised write, found and checked by code.")
     scenario: UserScenario = dspy.OutputField(desc="The customer scenario; reason_for_call is the first request.")
@@ -121,8 +135,8 @@ class AdaptInfeasible(dspy.Signature):
     The customer insists once, then accepts the refusal. In explanation say in one or two
     sentences what a correct agent tells the customer and why (the rule that forbids it)."""
 
-    task: Task = dspy.InputField(desc="The original task (same customer).")
-    trajectory: Trajectory = dspy.InputField(desc="The executed tool calls the task was written from.")
+    task: TaskBrief = dspy.InputField(desc="The original task (same customer).")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
     policy: str = dspy.InputField(desc="The rules the support agent follows.")
     facts: InfeasibilityFacts = dspy.InputField(desc="The forbidden writes code proposes, with why each is refused.")
     forbidden_action: Action = dspy.OutputField(desc="The chosen candidate's action, exactly as proposed.")

@@ -45,6 +45,7 @@ from signatures.adaptation import (
     ChangeFacts,
     InfeasibilityFacts,
     InfeasibleCandidate,
+    TaskBrief,
 )
 from signatures.models import CONDITIONS, Action, Task, TaskDescription, Trajectory, UserScenario
 
@@ -339,16 +340,19 @@ class IntentAdapter(dspy.Module):
 
     # Wording
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]:
-        out = self.ambiguous(task=ctx.parent, trajectory=ctx.trajectory, policy=ctx.environment.policy, facts=facts)
+        out = self.ambiguous(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
+                             policy=ctx.environment.policy, facts=facts)
         return out.scenario, list(out.withheld_info)
 
     def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str]:
-        out = self.changing(task=ctx.parent, trajectory=ctx.trajectory, policy=ctx.environment.policy, facts=facts)
+        out = self.changing(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
+                            policy=ctx.environment.policy, facts=facts)
         return out.scenario, out.change_trigger, out.revised_request
 
     def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str]:
         shown = facts.model_copy(update={"candidates": _one_per_rule(facts.candidates)[:MAX_LM_INFEASIBLE_CANDIDATES]})
-        out = self.infeasible(task=ctx.parent, trajectory=ctx.trajectory, policy=ctx.environment.policy, facts=shown)
+        out = self.infeasible(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
+                              policy=ctx.environment.policy, facts=shown)
         return out.forbidden_action, out.scenario, out.explanation
 
 
