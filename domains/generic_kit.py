@@ -21,6 +21,7 @@ proposal the same way whichever kit made it.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -73,8 +74,14 @@ def _labelled_strings(value: Any, label: str | None = None) -> Iterator[tuple[st
 class ObservedValues:
     """Every string value seen in observations, with the labels it was seen under."""
 
-    def __init__(self) -> None:
+    def __init__(self, under: ObservedValues | None = None) -> None:
+        self.under = under  # values seen before these (the initial database), consulted too
         self.labels: dict[str, set[str]] = {}
+        self.by_label: dict[str, dict[str, None]] = {}  # label -> values, in first-seen order
+
+    def add(self, text: str, label: str) -> None:
+        self.labels.setdefault(text, set()).add(label)
+        self.by_label.setdefault(label, {})[text] = None
 
     def absorb(self, observation: str) -> None:
         try:
@@ -82,17 +89,27 @@ class ObservedValues:
         except ValueError:
             text = observation.strip()
             if text and " " not in text:
-                self.labels.setdefault(text, set()).add("")  # a bare id as the whole output
+                self.add(text, "")  # a bare id as the whole output
             return
         for text, label in _labelled_strings(value):
-            self.labels.setdefault(text, set()).add(label)
+            self.add(text, label)
+
+    def _labels_of(self, value: str) -> set[str]:
+        below = self.under._labels_of(value) if self.under is not None else set()
+        return below | self.labels.get(value, set())
+
+    def _values_of(self, label: str, into: dict[str, None]) -> None:
+        if self.under is not None:
+            self.under._values_of(label, into)
+        into.update(self.by_label.get(label, {}))
 
     def alike(self, value: str) -> list[str]:
-        """Other observed values sharing a label with ``value``, in first-seen order."""
-        mine = self.labels.get(value)
-        if not mine:
-            return []
-        return [v for v, labels in self.labels.items() if v != value and labels & mine]
+        """Other observed values sharing a label with ``value``, in first-seen order per label."""
+        out: dict[str, None] = {}
+        for label in sorted(self._labels_of(value)):
+            self._values_of(label, out)
+        out.pop(value, None)
+        return list(out)
 
 
 def _observe(episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> ObservedValues:
@@ -326,11 +343,25 @@ class GenericConditions:
         return out
 
 
+_BASE_VALUES: weakref.WeakKeyDictionary[Any, ObservedValues] = weakref.WeakKeyDictionary()
+
+
 def _observed_so_far(episode: Episode[Any]) -> ObservedValues:
-    """Values the database shows: every record of the episode, as an agent could read it."""
-    seen = ObservedValues()
-    for table in episode.environment.base.tables:
-        for key in episode.keys(table):
-            record = episode.record(table, key)
-            seen.absorb(json.dumps({table: {key: record}}))
-    return seen
+    """Values the database shows, as an agent could read them: every record of the initial
+    database (computed once per loaded database) and the records the episode changed."""
+    base = episode.environment.base
+    seen = _BASE_VALUES.get(base)
+    if seen is None:
+        seen = ObservedValues()
+        for table, records in base.tables.items():
+            for key, record in records.items():
+                seen.absorb(json.dumps({table: {key: record.model_dump(mode="json")}}))
+        _BASE_VALUES[base] = seen
+    changed = episode.changed()
+    if not changed:
+        return seen
+    merged = ObservedValues(under=seen)
+    for table, keys in changed.items():
+        for key in keys:
+            merged.absorb(json.dumps({table: {key: episode.record(table, key)}}))
+    return merged

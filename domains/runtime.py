@@ -13,11 +13,13 @@ episode updates it incrementally from the records it changed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
@@ -68,9 +70,10 @@ class ToolSpec:
     authenticates: Authenticates | None = None  # set on tools that identify the user
     ends_conversation: bool = False  # a hand-off to a human
 
-    @property
+    @cached_property
     def parameters(self) -> dict[str, Any]:
-        """JSON schema of the arguments (OpenAI `parameters`), one description per parameter."""
+        """JSON schema of the arguments (OpenAI `parameters`), one description per parameter.
+        Computed once per tool; callers must not modify it."""
         schema = self.arguments_model.model_json_schema()
         schema.pop("title", None)
         for name, prop in schema.get("properties", {}).items():
@@ -84,7 +87,8 @@ class ToolSpec:
     def openai_schema(self) -> dict[str, Any]:
         return {
             "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
+            "function": {"name": self.name, "description": self.description,
+                         "parameters": copy.deepcopy(self.parameters)},
         }
 
 

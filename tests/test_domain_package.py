@@ -255,3 +255,55 @@ def test_signature_instructions_carry_no_domain_words():
                 if words:
                     found[name] = words
     assert found == {}
+
+
+def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay(tmp_path):
+    """Retail with its exploration kit but no condition kit: the generic core proposes the
+    conditions; each is then re-checked here by plain replays on fresh episodes."""
+    import dataclasses
+
+    from domains import get_domain
+    from domains.kit import GenerationKit
+    from domains.runtime import PolicyContext
+    from programs.generation.adapter import BaselineAdapter
+    from programs.generation.explorer import BaselineExplorer
+    from programs.generation.writer import BaselineWriter
+
+    retail = get_domain("retail")
+    plain = dataclasses.replace(retail, kit=GenerationKit(exploration=retail.kit.exploration, conditions=None))
+    env = plain.environment(retail.generate_db(4, 60))
+    adapted: dict[str, list] = {"ambiguous": [], "changing": [], "infeasible": []}
+    for seed in range(12):
+        trajectory = BaselineExplorer().explore(env, seed).trajectory
+        if trajectory is None:
+            continue
+        task = BaselineWriter().write(trajectory, env).task
+        for condition in adapted:
+            result = BaselineAdapter().adapt(task, trajectory, condition, env, seed)
+            if result.task is not None:
+                adapted[condition].append((task, result.task))
+    assert all(adapted.values()), {c: len(t) for c, t in adapted.items()}
+
+    def replay(calls):
+        episode = env.episode()
+        results = [episode.call(c.name, c.arguments) for c in calls]
+        return episode, results
+
+    for _, task in adapted["infeasible"]:
+        episode, results = replay(task.actions_should_take)
+        assert not any(r.error for r in results)
+        forbidden = task.actions_should_not_take[0]
+        refused = episode.fork().call(forbidden.name, forbidden.arguments)
+        user = next(r.output for c, r in zip(task.actions_should_take, results) if env.tools[c.name].authenticates)
+        assert refused.error_kind == "refused" or env.policy_violations(
+            episode, forbidden.name, forbidden.arguments, PolicyContext(user_id=user))
+    for parent, task in adapted["changing"]:  # the first goal is the parent's gold
+        first, first_results = replay(parent.gold_actions)
+        revised, revised_results = replay(task.gold_actions)
+        assert not any(r.error for r in first_results + revised_results)
+        assert len({first.state_hash(), revised.state_hash(), env.initial_hash()}) == 3
+    for parent, task in adapted["ambiguous"]:  # same goal, the deciding value held back
+        assert task.gold_actions == parent.gold_actions and task.scenario.withheld_info
+        opening = f"{task.scenario.reason_for_call} {task.scenario.known_info or ''}"
+        assert not any(w.removeprefix("The ").split(" is ")[-1].rstrip(".") in opening
+                       for w in task.scenario.withheld_info)
