@@ -6,7 +6,7 @@ import importlib
 
 from domains.runtime import Domain, Environment, Episode, PolicyContext, ToolResult, ToolSpec
 
-BUILTIN_DOMAINS = {"retail": "domains.retail"}
+BUILTIN_DOMAINS = {"retail": "domains.retail", "airline": "domains.airline"}
 
 
 class UnknownDomainError(LookupError):
