@@ -61,8 +61,8 @@ def _reservation(tx: Transaction, reservation_id: str, *, update: bool = False) 
     return cast(Reservation, record)
 
 
-def _flight(tx: Transaction, flight_number: str, *, update: bool = False) -> Flight:
-    record = tx.for_update("flights", flight_number) if update else tx.get("flights", flight_number)
+def _flight(tx: Transaction, flight_number: str) -> Flight:
+    record = tx.get("flights", flight_number)
     if record is None:
         raise ToolError(f"Flight {flight_number} not found")
     return cast(Flight, record)
@@ -78,6 +78,21 @@ def _bookable(flight: Flight, ref: FlightRef, cabin: Cabin, passengers: int) -> 
     if status.available_seats[cabin] < passengers:
         raise ToolError(f"Not enough seats on flight {ref.flight_number}")
     return status
+
+
+def _take_seats(tx: Transaction, flight_number: str, date: str, cabin: Cabin, count: int) -> None:
+    """Store the flight with ``count`` fewer seats in ``cabin`` on ``date``.
+
+    Builds new objects along the changed path and shares the other dates with the old
+    record: a deep copy of a flight's thirty dates was most of a booking's cost.
+    """
+    flight = _flight(tx, flight_number)
+    status = cast(Available, flight.dates[date])
+    seats = dict(status.available_seats)
+    seats[cabin] -= count
+    dates = dict(flight.dates)
+    dates[date] = status.model_copy(update={"available_seats": seats})
+    tx.insert("flights", flight_number, flight.model_copy(update={"dates": dates}))
 
 
 def _charge_for_update(user: User, payment_id: str, total_price: int) -> Payment | None:
@@ -270,8 +285,7 @@ def book_reservation(tx: Transaction, user_id: str, origin: str, destination: st
         elif isinstance(method, Certificate):
             user.payment_methods.pop(payment.payment_id)  # a certificate is spent whole, remainder lost
     for flight_number, date in taken:  # a flight named twice loses seats twice, as in the reference
-        status = cast(Available, _flight(tx, flight_number, update=True).dates[date])
-        status.available_seats[cabin] -= count
+        _take_seats(tx, flight_number, date, cabin, count)
     reservation = Reservation(
         reservation_id=reservation_id, user_id=user_id, origin=origin, destination=destination,
         flight_type=flight_type, cabin=cabin, flights=segments,
