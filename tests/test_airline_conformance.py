@@ -51,6 +51,19 @@ def test_gold_replay_matches_tau2_on_all_50_tasks(env):
     assert mismatches == []
 
 
+def test_gold_end_states_stay_consistent(env):
+    problems = {}
+    for raw in raw_tasks():
+        episode = env.episode()
+        for action in raw["evaluation_criteria"]["actions"]:
+            episode.call(action["name"], action["arguments"])
+        if episode.changed():
+            found = env.domain.check_db(episode.to_db())
+            if found:
+                problems[raw["id"]] = found
+    assert problems == {}
+
+
 def test_24_tasks_end_where_they_start(env):
     unchanged = []
     for raw in raw_tasks():

@@ -1,9 +1,10 @@
 """Consistency checks for an airline database: one readable problem per violation.
 
-The rules hold on tau2-bench's own db.json and on every database from
-``generate_airline_db``. The tools keep them when the policy is followed; a few policy
-breaches the tools allow show up here (fewer paid bags than before leaves the payments
-above the fare; a paid-bag count off the allowance).
+The rules hold on tau2-bench's own db.json, on every database from
+``generate_airline_db`` and on the end states of tau2's 50 gold trajectories. The tools
+keep them when the policy is followed; some policy breaches the tools allow show up here
+(fewer paid bags than before leaves the payments above the fare; a booking whose paid bags
+are off the allowance).
 
 Each problem starts with a short rule tag in brackets, e.g. ``[reservation-user]``.
 """
@@ -194,7 +195,9 @@ def _money(db: AirlineDB, key: str, booking: Reservation, owner: User | None, pr
     if owner is None:
         return
     free = FREE_BAGS[owner.membership][booking.cabin] * count
-    if booking.nonfree_baggages != max(0, booking.total_baggages - free):
+    # Only as booked: a later cabin change keeps the bags and their charges (tau2's task 18
+    # moves a business reservation with free bags to economy), so changed ones are exempt.
+    if len(booking.payment_history) == 1 and booking.nonfree_baggages != max(0, booking.total_baggages - free):
         problems.append(f"[reservation-bags] {where}: {booking.nonfree_baggages} paid of {booking.total_baggages} "
                         f"bags with {free} free")
     for payment in booking.payment_history:
