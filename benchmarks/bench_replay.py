@@ -1,10 +1,11 @@
-"""Replay + end-state comparison speed over tau2's 114 retail tasks (the one-time DB load excluded).
+"""Replay + end-state comparison speed over tau2's tasks (the one-time DB load excluded).
 
 For each task: open a fresh episode, replay its gold actions, and compare the end state with
 a reference end state (the state hash of an independent replay). Also times judging one
-rollout against its task beyond the replay itself (verdict assembly, cached gold).
+rollout against its task beyond the replay itself (verdict assembly, cached gold). Runs on
+tau2's 114 retail tasks and 50 airline tasks; one JSON object per domain.
 
-    python benchmarks/bench_replay.py [--shared ../shared/reference/tau2-retail] [--repeat 20]
+    python benchmarks/bench_replay.py [--domain retail|airline|all] [--shared ../shared/reference] [--repeat 20]
 """
 
 from __future__ import annotations
@@ -14,25 +15,22 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
 
 from domains import get_domain
 from programs.verification.verifier import Verifier, execute_calls
 from store.files import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
+DOMAINS = ("retail", "airline")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "reference" / "tau2-retail")
-    parser.add_argument("--repeat", type=int, default=20)
-    args = parser.parse_args()
-
-    domain = get_domain("retail")
+def bench(domain_name: str, data: Path, repeat: int) -> dict[str, Any]:
+    domain = get_domain(domain_name)
     t0 = time.perf_counter()
-    env = domain.environment(domain.load_db(str(args.shared / "db.json")))
+    env = domain.environment(domain.load_db(str(data / "db.json")))
     load_s = time.perf_counter() - t0
-    tasks, _ = load_tasks(args.shared / "tasks.json")
+    tasks, _ = load_tasks(data / "tasks.json", domain=domain_name)
     reference = {}
     for task in tasks:
         episode = env.episode()
@@ -41,7 +39,7 @@ def main() -> None:
 
     # replay + end-state comparison
     per_task_ms = []
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         start = time.perf_counter()
         matches = 0
         for task in tasks:
@@ -60,16 +58,27 @@ def main() -> None:
     for task in tasks:
         verifier.replay_gold(task)
     judge_ms = []
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         start = time.perf_counter()
         for task in tasks:
             verifier.judge(task, steps[task.id], end_state_hash=reference[task.id])
         judge_ms.append((time.perf_counter() - start) / len(tasks) * 1000)
 
-    print(json.dumps({"tasks": len(tasks), "db_load_s": round(load_s, 3),
-                      "replay_and_compare_ms_per_task": round(replay_ms, 4),
-                      "replay_and_compare_tasks_per_s": round(1000 / replay_ms),
-                      "judge_ms_per_rollout_beyond_replay": round(statistics.median(judge_ms), 4)}, indent=2))
+    return {"domain": domain_name, "tasks": len(tasks), "db_load_s": round(load_s, 3),
+            "replay_and_compare_ms_per_task": round(replay_ms, 4),
+            "replay_and_compare_tasks_per_s": round(1000 / replay_ms),
+            "judge_ms_per_rollout_beyond_replay": round(statistics.median(judge_ms), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--domain", choices=(*DOMAINS, "all"), default="all")
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "reference",
+                        help="folder holding tau2-retail/ and tau2-airline/")
+    parser.add_argument("--repeat", type=int, default=20)
+    args = parser.parse_args()
+    for name in DOMAINS if args.domain == "all" else (args.domain,):
+        print(json.dumps(bench(name, args.shared / f"tau2-{name}", args.repeat), indent=2))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import importlib
 
 from domains.runtime import Domain, Environment, Episode, PolicyContext, ToolResult, ToolSpec
 
-BUILTIN_DOMAINS = {"retail": "domains.retail"}
+BUILTIN_DOMAINS = {"retail": "domains.retail", "airline": "domains.airline"}
 # A domain is named by a built-in name, or by an importable package or module exposing DOMAIN.
 
 

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from signatures.models import GenerationItem, ItemReason, Task, Trajectory, Verdict
+from signatures.models import GenerationItem, Task, Trajectory, Verdict
 
 from .records import LMCall
 from .taskstore import TaskStore

@@ -79,7 +79,7 @@ def test_verify_judges_recorded_rollouts_in_input_order(tau2_dir, tau2_tasks_raw
 
 @pytest.mark.parametrize("args, message", [
     (["replay", "missing.json"], "missing.json: no such file"),
-    (["replay", "--domain", "airline", "TASKS"], "unknown domain 'airline'"),
+    (["replay", "--domain", "railway", "TASKS"], "unknown domain 'railway'"),
     (["replay", "--db", "nope.json", "TASKS"], "nope.json: no such database file"),
     (["domain", "show", "bank"], "unknown domain 'bank'"),
 ])

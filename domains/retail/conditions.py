@@ -13,16 +13,16 @@ Shapes
 
 - ``"order"``: ``{entity, user_id, action, product_name | None}``: the user's orders whose
   status lets ``action`` run, containing an item named ``product_name`` when given.
-  Candidate key: the order id.
+  EntityCandidate key: the order id.
 - ``"order_item"``: ``{entity, user_id, action, product_name | None, order_id | None}``:
   items in the user's orders whose status lets ``action`` run, named ``product_name``
-  and in order ``order_id`` when given. Candidate key: ``"<order id> item <item id>"``.
+  and in order ``order_id`` when given. EntityCandidate key: ``"<order id> item <item id>"``.
 - ``"variant"``: ``{entity, user_id, action, order_id, from_item_id, options}``: available
   variants of the product of ``from_item_id``, other than it, whose options include
-  ``options``. Candidate key: the item id.
+  ``options``. EntityCandidate key: the item id.
 - ``"payment_method"``: ``{entity, user_id, action, source, arguments}``: the user's
   payment methods of kind ``source`` with which ``action`` on ``arguments`` runs without
-  a tool error. Candidate key: the payment method id.
+  a tool error. EntityCandidate key: the payment method id.
 """
 
 from __future__ import annotations
@@ -250,13 +250,13 @@ def _order_description(order: Order) -> str:
     return f"order {order.order_id} ({order.status}): {items}"
 
 
-def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> list[Candidate]:
+def ambiguity_candidates(episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]:
     """Every entity that fits the stated constraints (see the module docstring)."""
     entity = stated.get("entity")
     user_id = str(stated.get("user_id") or "")
     action = str(stated.get("action") or "")
     product_name = stated.get("product_name")
-    out: list[Candidate] = []
+    out: list[EntityCandidate] = []
     if entity == "order":
         if action not in ORDER_WRITES:
             return []
@@ -324,7 +324,7 @@ def ambiguity_target(stated: Mapping[str, Any], action: Call) -> str | None:
 
 
 def withheld_values(episode: Episode[Any], stated: Mapping[str, Any], target: str,
-                    candidates: Sequence[Candidate]) -> list[str]:
+                    candidates: Sequence[EntityCandidate]) -> list[str]:
     """The values that single the target out among the candidates (what the user withholds)."""
     others = [c.key for c in candidates if c.key != target]
     entity = stated.get("entity")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import ast
 import json
-import operator
 from typing import cast
 
+from domains.common_tools import calculate, transfer_to_human_agents  # noqa: F401  (retail's tool list)
 from domains.runtime import ToolError, Transaction, tool, user_from_output
 from domains.retail.models import Address, GiftCard, Order, Payment, PaymentMethod, Product, User, Variant
 
@@ -173,56 +172,6 @@ def list_all_product_types(tx: Transaction) -> str:
     """List every product type in the store as a JSON object from product name to product id."""
     names = {cast(Product, p).name: cast(Product, p).product_id for p in tx.values("products")}
     return json.dumps(dict(sorted(names.items())))
-
-
-# ---------------------------------------------------------------- generic tools
-
-_OPERATORS = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.UAdd: operator.pos, ast.USub: operator.neg,
-}
-
-
-def _evaluate(node: ast.AST) -> float:
-    if isinstance(node, ast.Expression):
-        return _evaluate(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
-        return float(node.value)
-    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
-        return _OPERATORS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
-        return _OPERATORS[type(node.op)](_evaluate(node.operand))
-    raise ToolError("Invalid expression")
-
-
-@tool("generic")
-def calculate(tx: Transaction, expression: str) -> str:
-    """Evaluate an arithmetic expression and return the result rounded to two decimals.
-
-    Args:
-        expression: Numbers, parentheses, spaces and the operators + - * / only, e.g. '(12.5 + 3) * 2'.
-    """
-    if any(ch not in "0123456789+-*/(). " for ch in expression):
-        raise ToolError("Invalid characters in expression")
-    try:
-        value = _evaluate(ast.parse(expression, mode="eval"))
-    except SyntaxError:
-        raise ToolError("Invalid expression") from None
-    except ZeroDivisionError:
-        raise ToolError("Division by zero") from None
-    return str(round(value, 2))
-
-
-@tool("generic", ends_conversation=True)
-def transfer_to_human_agents(tx: Transaction, summary: str) -> str:
-    """Hand the conversation to a human agent, with a short summary of the user's issue.
-
-    Only for requests that cannot be handled with the other tools under the policy.
-
-    Args:
-        summary: What the user needs and what has been done so far.
-    """
-    return "Transfer successful"
 
 
 # ---------------------------------------------------------------- write tools

@@ -1,0 +1,24 @@
+"""The airline domain: tau2-bench's airline tool API over its db.json format."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+
+from domains.airline.consistency import check_airline_db
+from domains.airline.generate import generate_airline_db
+from domains.airline.models import AirlineDB
+from domains.airline.rules import POLICY_RULES, record_owner
+from domains.airline.tools import ALL_TOOLS
+from domains.runtime import Domain, tool_spec
+
+DOMAIN: Domain[AirlineDB] = Domain(
+    name="airline",
+    summary="An airline: flights by date, users and reservations; book, change, cancel, compensate.",
+    db_model=AirlineDB,
+    tools=tuple(tool_spec(f) for f in ALL_TOOLS),
+    policy=files(__name__).joinpath("policy.md").read_text(encoding="utf-8"),
+    policy_rules=POLICY_RULES,
+    generate_db=generate_airline_db,
+    check_db=check_airline_db,
+    owner_of=record_owner,
+)
