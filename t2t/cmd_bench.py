@@ -115,7 +115,9 @@ def _compiled_user(ts: Any, name: str) -> Any:
 
 def _settings(role: str, model: str, config: Any, lm_config_path: str | None) -> Any:
     from programs.lm import LMConfigError, load_lm_config
+    from t2t.settings import check_lm_config_file
 
+    check_lm_config_file(lm_config_path)
     try:
         lm_config = load_lm_config(flags={f"{role}_lm": model, "api_base": config.api_base},
                                    config_path=lm_config_path)

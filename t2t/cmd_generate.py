@@ -38,7 +38,9 @@ def _conditions(text: str) -> list[str]:
 
 def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any:
     from programs.lm import LMConfigError, load_lm_config
+    from t2t.settings import check_lm_config_file
 
+    check_lm_config_file(lm_config)
     try:
         return load_lm_config(flags=flags, config_path=lm_config)
     except LMConfigError as exc:

@@ -35,7 +35,9 @@ that stopped midway. Which knobs mattered: printed at the end, and with SQL, e.g
 
 def _lm_config(flags: dict[str, Optional[str]], config_path: Optional[str]) -> Any:
     from programs.lm import LMConfigError, load_lm_config
+    from t2t.settings import check_lm_config_file
 
+    check_lm_config_file(config_path)
     try:
         return load_lm_config(flags=flags, config_path=config_path)
     except LMConfigError as exc:

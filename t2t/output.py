@@ -1,7 +1,13 @@
-"""Printing: rich tables for people, one JSON object per line for programs."""
+"""Printing: rich tables for people, one JSON object per line for programs.
+
+Text that comes from the store or from input files can hold control characters; on a
+terminal an escape sequence would act instead of being shown, so every such text goes
+through `terminal_text` before it is printed for people. JSON output escapes them itself.
+"""
 
 from __future__ import annotations
 
+import codecs
 import json
 import sys
 from collections.abc import Sequence
@@ -14,18 +20,50 @@ from rich.table import Table
 console = Console()
 err_console = Console(stderr=True)
 
+# C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a
+# terminal shows; each is printed as its Python escape (\x1b, \u202e, ...).
+_CONTROL_CODES = [*range(0x00, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F,
+                  *range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_ESCAPE_ALL = {code: chr(code).encode("unicode_escape").decode("ascii") if code < 0x100 else f"\\u{code:04x}"
+               for code in _CONTROL_CODES}
+_ESCAPE_KEEP_LINES = {code: text for code, text in _ESCAPE_ALL.items() if code not in (0x0A, 0x09)}
+
+
+def terminal_text(value: Any, keep_newlines: bool = False) -> str:
+    """`value` as text safe to show on a terminal: control characters escaped (newlines
+    and tabs kept when `keep_newlines`)."""
+    return str(value).translate(_ESCAPE_KEEP_LINES if keep_newlines else _ESCAPE_ALL)
+
+
+def _stdout_takes_unicode() -> bool:
+    try:
+        return codecs.lookup(sys.stdout.encoding or "ascii").name.startswith("utf")
+    except LookupError:
+        return False
+
 
 def print_json_line(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    # on an ASCII-only stdout, JSON's own \u escapes keep the line valid JSON
+    sys.stdout.write(json.dumps(obj, ensure_ascii=not _stdout_takes_unicode(), allow_nan=False) + "\n")
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=None if title is None else escape(terminal_text(title)), show_lines=False)
     for column in columns:
-        table.add_column(escape(str(column)), overflow="fold")
+        table.add_column(escape(terminal_text(column)), overflow="fold")
     for row in rows:
-        table.add_row(*["" if v is None else escape(str(v)) for v in row])
+        table.add_row(*["" if v is None else escape(terminal_text(v)) for v in row])
     console.print(table)
+
+
+def print_text(text: Any, keep_newlines: bool = False) -> None:
+    """One plain line (or block) for people: no rich markup, control characters escaped."""
+    console.print(terminal_text(text, keep_newlines), markup=False, highlight=False)
+
+
+def print_error_line(text: str) -> None:
+    """A one-line message on stderr (progress notes, skipped items)."""
+    print(terminal_text(text), file=sys.stderr)
 
 
 def progress(description: str, total: int | None):
