@@ -32,6 +32,7 @@ def show(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")],
          ) -> None:
     """Print a domain's tools with their parameters, then its policy."""
     domain = resolve_domain(name)
+    text = domain.policy if policy is None else read_text_file(policy, "--policy")  # refused before any output
     rows = []
     for spec in domain.tools:
         props = spec.parameters.get("properties", {})
@@ -42,7 +43,6 @@ def show(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")],
     if domain.policy_rules:
         print_table("policy rules checked by code", ["rule", "description"],
                     [(r.rule_id, r.description) for r in domain.policy_rules])
-    text = domain.policy if policy is None else read_text_file(policy, "--policy")
     console.rule("policy")
     print_text(text, keep_newlines=True)
 
