@@ -67,8 +67,9 @@ def print_error_line(text: str) -> None:
 
 
 def progress(description: str, total: int | None):
-    """A rich progress bar on stderr, so stdout stays clean for --json output."""
+    """A rich progress bar on stderr, so stdout stays clean for --json output. Shown on a
+    terminal only: in a log or a pipe its last frame would read like a line of output."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=False)
+                    console=err_console, transient=False, disable=not err_console.is_terminal)
