@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -42,9 +43,26 @@ def _stdout_takes_unicode() -> bool:
         return False
 
 
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities replaced by None, which strict JSON can hold."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
 def print_json_line(obj: Any) -> None:
-    # on an ASCII-only stdout, JSON's own \u escapes keep the line valid JSON
-    sys.stdout.write(json.dumps(obj, ensure_ascii=not _stdout_takes_unicode(), allow_nan=False) + "\n")
+    """One line of strict JSON (never NaN or Infinity) on stdout. On an ASCII-only stdout,
+    JSON's own \\u escapes keep the line valid JSON."""
+    ascii_only = not _stdout_takes_unicode()
+    try:
+        text = json.dumps(obj, ensure_ascii=ascii_only, allow_nan=False)
+    except ValueError:
+        text = json.dumps(_finite(obj), ensure_ascii=ascii_only, allow_nan=False)
+    sys.stdout.write(text + "\n")
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

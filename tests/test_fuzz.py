@@ -16,7 +16,7 @@ from store import StoreError, TaskStore
 from store.files import InputFileError, load_rollouts, load_tasks
 
 SECRET = "t2t-fuzz-secret-91c2"
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 # Pieces that hostile SQL is made of: ways to close or open the surrounding query, comments
 # DuckDB nests, dollar quotes, other statements, file readers, and ordinary filter words.
@@ -164,7 +164,7 @@ ARGUMENTS = st.one_of(JSON_VALUES, st.dictionaries(
     st.dictionaries(st.integers(), JSON_VALUES, max_size=3))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=TOOL_NAMES, arguments=ARGUMENTS)
 def test_a_tool_call_never_raises_and_a_failing_call_changes_nothing(episode_factory, name, arguments):
     episode = episode_factory.episode()
@@ -173,3 +173,43 @@ def test_a_tool_call_never_raises_and_a_failing_call_changes_nothing(episode_fac
     assert isinstance(result.output, str)
     if result.error:
         assert episode.state_hash() == before
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory) -> Path:
+    """A store of its own: the commands open it read-only, which DuckDB refuses in a process
+    that holds it read-write (fuzz_store)."""
+    directory = tmp_path_factory.mktemp("fuzz_cli")
+    (directory / "secret.txt").write_text(SECRET + "\n")
+    with TaskStore(directory / "t2t.duckdb") as ts:
+        run = ts.start_run("verify", {})
+        ts.add_tasks(run, [Task(id="T0", domain="retail", condition="general",
+                                scenario=UserScenario(reason_for_call="help"), provenance=Provenance(source="baseline"))])
+    return directory / "t2t.duckdb"
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_sql_and_export_commands_answer_or_give_one_error_line(cli_store, capsys, monkeypatch, data):
+    import sys
+
+    from t2t.cli import main
+
+    text = data.draw(sql_text(cli_store.parent / "secret.txt"))
+    out = cli_store.parent / "out.json"
+    out.unlink(missing_ok=True)
+    for args in (["sql", text, "--json"], ["export", "--where", text, "--out", str(out)]):
+        monkeypatch.setattr(sys, "argv", ["t2t", *args, "--store", str(cli_store)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code
+        stdout, stderr = capsys.readouterr()
+        assert code in (0, 2)
+        assert SECRET not in stdout + stderr
+        if code:
+            lines = stderr.splitlines()
+            assert len(lines) == 1 and lines[0].startswith("t2t: error: ")
+        out.unlink(missing_ok=True)
+    assert sorted(p.name for p in cli_store.parent.iterdir()) == ["secret.txt", "t2t.duckdb"]
