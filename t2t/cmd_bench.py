@@ -10,7 +10,7 @@ import typer
 
 from t2t.errors import UserError
 from t2t.output import console, err_console, print_error_line, print_json_line, print_table, print_text
-from t2t.settings import MAX_TRIALS
+from t2t.settings import MAX_TRIALS, MAX_WORKERS
 
 DEFAULT_TASKS = "verified"
 
@@ -164,7 +164,8 @@ def bench(
         "--seed", help="Seed of the generated database when --db is not given. [default: 0]")] = None,
     domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: retail]")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1)] = 8,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1,
+                                             max=MAX_WORKERS)] = 8,
     max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. [default: 30]",
                                                      min=1)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,

@@ -9,9 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
-from t2t.settings import MAX_DB_USERS
-
-MAX_WORKERS = 256  # items in flight at once: each holds an episode and its LM calls
+from t2t.settings import MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
 HELP = """Generate verifiable tasks: explore trajectories, write a general task from each, adapt it to the

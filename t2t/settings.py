@@ -15,6 +15,7 @@ DEFAULT_DB_USERS = 500
 # 1.4 ms per user here), and bench plans tasks x agents x trials rollouts up front.
 MAX_DB_USERS = 100_000
 MAX_TRIALS = 1_000
+MAX_WORKERS = 256  # items or rollouts in flight at once (generate --workers, bench --concurrency)
 
 
 def store_path(flag: str | None) -> Path:

@@ -447,6 +447,7 @@ def test_verify_says_each_refused_tau2_task_in_one_line(capsys, monkeypatch, tmp
     (["domain", "generate-db", "retail", "--users", "1000000000", "--out", "db.json"], "--users"),
     (["generate", "--users", "1000000000"], "--users"),
     (["generate", "--workers", "1000000000"], "--workers"),
+    (["bench", "--concurrency", "1000000000"], "--concurrency"),
 ])
 def test_sizes_above_the_documented_maximum_are_one_line(capsys, monkeypatch, tmp_path, args, flag):
     monkeypatch.chdir(tmp_path)
