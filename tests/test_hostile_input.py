@@ -95,10 +95,11 @@ def test_export_over_the_store_is_refused_even_with_force(capsys, monkeypatch, s
 def test_export_over_the_store_by_another_name_is_refused(capsys, monkeypatch, store_path, tmp_path):
     alias = tmp_path / "alias.duckdb"
     alias.symlink_to(store_path)
-    for out in (alias, tmp_path / "missing_dir" / ".." / store_path.name):
+    wal = store_path.with_name(store_path.name + ".wal")
+    for out in (alias, tmp_path / "missing_dir" / ".." / store_path.name, wal):
         code, _, err = t2t(capsys, monkeypatch, "export", "--out", str(out), "--store", str(store_path), "--force")
         assert_one_error_line(code, err, "is the task store itself")
-    assert task_count(store_path) == 3
+    assert task_count(store_path) == 3 and not wal.exists()
 
 
 def test_export_never_replaces_an_existing_file_without_force(capsys, monkeypatch, store_path, tmp_path):
