@@ -281,9 +281,11 @@ class Episode(Generic[DB]):
     # --- calls
     def call(self, name: str, arguments: Mapping[str, Any] | None = None) -> ToolResult:
         """Run one tool call as a transaction. Never raises for bad calls."""
+        if not isinstance(name, str):  # an LM can send any JSON value as the name; a list is unhashable
+            return ToolResult(output=f"Error: a tool name must be a string, not {type(name).__name__}", error=True)
         spec = self.environment.tools.get(name)
         if spec is None:
-            return ToolResult(output=f"Error: unknown tool '{name}'", error=True, error_kind="invalid_call")
+            return ToolResult(output=f"Error: unknown tool {name!r}", error=True, error_kind="invalid_call")
         if arguments is None:
             arguments = {}
         if not isinstance(arguments, Mapping):

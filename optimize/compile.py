@@ -47,6 +47,7 @@ from optimize.metrics import (
 from programs.loop.rollout import DEFAULT_MAX_TURNS
 from programs.verification.verifier import Verifier
 from signatures.models import CONDITIONS, Task, Trajectory
+from store.sqlcheck import FILTER_SLOT
 
 if TYPE_CHECKING:
     from domains import Environment
@@ -423,11 +424,12 @@ def select_ids(store: TaskStore, sql: str, selects: str) -> list[str]:
     first = text.split(None, 1)[0].lower() if text else ""
     if first in ("select", "with", "from", "values", "table"):
         _, rows = store.query(text)
-    elif selects == "trajectories":
-        _, rows = store.query(f"SELECT trajectory_id, min(seq) AS s FROM trajectories WHERE ({text}) "
-                              "GROUP BY trajectory_id ORDER BY s")
+    elif selects == "trajectories":  # store.filtered keeps the filter one WHERE expression
+        _, rows = store.query(store.filtered("SELECT trajectory_id, min(seq) AS s FROM trajectories WHERE "
+                                             f"{FILTER_SLOT} GROUP BY trajectory_id ORDER BY s", text))
     else:
-        _, rows = store.query(f"SELECT task_id FROM tasks_latest WHERE ({text}) ORDER BY seq")
+        _, rows = store.query(store.filtered(f"SELECT task_id FROM tasks_latest WHERE {FILTER_SLOT} ORDER BY seq",
+                                             text))
     return [str(r[0]) for r in rows if r and r[0] is not None]
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from typing import Any
 
 from signatures.models import Message, Rollout
@@ -75,29 +74,32 @@ def sft_record(rollout: Rollout, tools: list[dict[str, Any]] | None) -> dict[str
     return record
 
 
-def export_sft(store: Any, where: str | None, path: str | os.PathLike[str], params: list | None = None) -> int:
+def export_sft(store: Any, where: str | None, path: str | os.PathLike[str], params: list | None = None,
+               replace: bool = False) -> int:
     """Write the passing rollouts matching `where` (SQL over `rollouts_latest`: condition,
     agent_model, user_model, task_id, run_id, trial, termination, ...) as fine-tuning JSONL.
-    Returns the number of lines written."""
-    condition = "pass" + (f" AND ({where})" if where and where.strip() else "")
+    Returns the number of lines written. An existing file is replaced only with `replace`;
+    the store's own files never."""
+    from store.outfile import output_file
+    from store.sqlcheck import FILTER_SLOT
+
+    # checked first in this place: the filter then stays the right operand of `pass AND`
+    selected = store.filtered(f"SELECT rollout_id, run_id FROM rollouts_latest WHERE pass AND {FILTER_SLOT}", where)
+    _, rows = store.query(selected, params)
+    condition = f"pass AND (\n{where}\n)" if where and where.strip() else "pass"
     rollouts: list[Rollout] = store.rollouts(condition, params)
-    _, rows = store.query(f"SELECT rollout_id, run_id FROM rollouts_latest WHERE {condition}", params)
     run_of = {rollout_id: run_id for rollout_id, run_id in rows}
     tools_of: dict[str, list[dict[str, Any]] | None] = {}
     for run_id in set(run_of.values()):
         _, config_rows = store.query("SELECT config FROM runs WHERE run_id = ? LIMIT 1", [run_id])
         config = json.loads(config_rows[0][0]) if config_rows and config_rows[0][0] else {}
         tools_of[run_id] = config.get("tool_schemas") if isinstance(config, dict) else None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     written = 0
-    with tmp.open("w", encoding="utf-8") as fh:
+    with output_file(path, replace=replace, protected=store.store_files()) as fh:
         for rollout in rollouts:
             record = sft_record(rollout, tools_of.get(run_of.get(rollout.id, "")))
             if record is None:
                 continue
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
             written += 1
-    os.replace(tmp, path)
     return written

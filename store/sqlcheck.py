@@ -1,84 +1,119 @@
-"""Refuse SQL that is not a single read statement (backs `t2t sql` and `TaskStore.query`)."""
+"""SQL the user writes: one SELECT statement, or a filter confined to a WHERE clause.
+
+Both checks ask DuckDB's own parser (``extract_statements``, ``json_serialize_sql``), so
+comments, nested comments and dollar quotes are read exactly as DuckDB would run them.
+The checks decide what may run; the connection they run on (read-only, no file access, no
+extensions, see ``taskstore.SAFE_SETTINGS``) limits what a statement that passes can reach.
+"""
 
 from __future__ import annotations
 
-import re
+import json
+from typing import Any
 
 import duckdb
 
 from .errors import StoreError
 
-# PRAGMAs that only report: anything else (enable_profiling, memory_limit, ...) changes state.
-READ_PRAGMAS = frozenset({
-    "table_info", "show", "show_tables", "show_tables_expanded", "show_databases",
-    "database_list", "database_size", "storage_info", "version", "platform",
-    "functions", "collations", "metadata_info", "user_agent",
-})
+# The column a query template names where the user's filter goes (see confine_filter).
+FILTER_SLOT = "t2t_filter_slot"
 
-_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
-_PRAGMA = re.compile(r"pragma\s+([a-z_][a-z0-9_]*)", re.I)
-_EXPLAIN = re.compile(r"explain\s+(?:analy[sz]e\s+|\(\s*[^)]*\)\s*)?", re.I)
+# Keys of the serialized parse tree that record where a node sits in the text, not what it is.
+_POSITION_KEYS = frozenset({"query_location", "query_location_length"})
 
 
-def _strip_leading_comments(sql: str) -> str:
-    return sql[_COMMENTS.match(sql).end():]
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def check_read_only_sql(sql: str, con: duckdb.DuckDBPyConnection | None = None) -> None:
-    """Raise StoreError unless `sql` is exactly one read statement.
+    """Raise StoreError unless `sql` is exactly one SELECT statement as DuckDB parses it.
 
-    Allowed: SELECT (including WITH, FROM-first, DESCRIBE, SHOW, SUMMARIZE, VALUES), EXPLAIN
-    [ANALYZE] of such a statement, and the reporting PRAGMAs in READ_PRAGMAS. Refused: every
-    statement that writes, copies, attaches, installs/loads, sets, calls, exports, and any
-    text holding more than one statement.
+    SELECT covers WITH, FROM-first queries, VALUES, DESCRIBE, SHOW and SUMMARIZE; every
+    other statement type (EXPLAIN and PRAGMA included) is refused: table functions such
+    as ``pragma_table_info('tasks')`` give the same answers as a SELECT.
     """
     con = con if con is not None else duckdb.connect(":memory:")
-    if not hasattr(con, "extract_statements"):  # very old DuckDB: keyword check only
-        _check_by_keyword(sql)
-        return
     try:
         statements = con.extract_statements(sql)
-    except duckdb.Error as e:
-        raise StoreError(f"cannot parse SQL: {e}") from None
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot parse SQL: {_first_line(exc)}") from None
     if len(statements) != 1:
         raise StoreError(f"expected exactly one SQL statement, got {len(statements)}")
-    st = statements[0]
-    kind = st.type
-    T = duckdb.StatementType
-    if kind == T.SELECT:
-        return
-    text = _strip_leading_comments(st.query)
-    if kind == T.PRAGMA:
-        m = _PRAGMA.match(text)
-        if m and m.group(1).lower() in READ_PRAGMAS:
-            return
-        raise StoreError(f"refused PRAGMA (only {', '.join(sorted(READ_PRAGMAS))} are allowed)")
-    if kind == T.EXPLAIN:
-        m = _EXPLAIN.match(text)
-        if m:
-            inner = text[m.end():]
-            try:
-                inner_st = con.extract_statements(inner)
-            except duckdb.Error as e:
-                raise StoreError(f"cannot parse SQL: {e}") from None
-            if len(inner_st) == 1 and inner_st[0].type == T.SELECT:
-                return
-        raise StoreError("refused EXPLAIN of a statement that is not a SELECT")
-    raise StoreError(f"refused {kind.name} statement: only read statements are allowed")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise StoreError(f"refused {kind.name} statement: only a SELECT may run here")
 
 
-_READ_KEYWORDS = frozenset({"select", "with", "from", "describe", "show", "summarize", "values",
-                            "explain", "pragma", "table"})
+def _parse_tree(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
+    """DuckDB's parse of one SELECT, as the JSON `json_serialize_sql` gives."""
+    try:
+        raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot parse SQL filter: {_first_line(exc)}") from None
+    tree = json.loads(raw)
+    if tree.get("error"):
+        raise StoreError(f"cannot parse SQL filter: {tree.get('error_message', 'syntax error')}".splitlines()[0])
+    if len(tree.get("statements", [])) != 1:
+        raise StoreError("an SQL filter must be one expression, not several statements")
+    return tree["statements"][0]["node"]  # without named_param_map, which lists the filter's `?`s
 
 
-def _check_by_keyword(sql: str) -> None:
-    body = _strip_leading_comments(sql).rstrip().rstrip(";")
-    if ";" in body:
-        raise StoreError("expected exactly one SQL statement")
-    word = (body.split(None, 1) or [""])[0].lower()
-    if word not in _READ_KEYWORDS:
-        raise StoreError(f"refused {word.upper() or 'empty'} statement: only read statements are allowed")
-    if word == "pragma":
-        m = _PRAGMA.match(body)
-        if not (m and m.group(1).lower() in READ_PRAGMAS):
-            raise StoreError("refused PRAGMA")
+def _is_slot(node: Any) -> bool:
+    return (isinstance(node, dict) and node.get("class") == "COLUMN_REF"
+            and node.get("column_names") == [FILTER_SLOT])
+
+
+def _same_outside_slot(template: Any, filled: Any) -> bool:
+    """True when two parse trees are equal everywhere except where `template` holds the
+    slot column; what `filled` has there (the user's expression) is not compared."""
+    if _is_slot(template):
+        return True
+    if isinstance(template, dict):
+        if not isinstance(filled, dict):
+            return False
+        keys = set(template) - _POSITION_KEYS
+        if keys != set(filled) - _POSITION_KEYS:
+            return False
+        if template.get("class") == "CONJUNCTION" and template.get("type") == filled.get("type"):
+            return all(_same_outside_slot(template[k], filled[k]) for k in keys - {"children"}) and \
+                _same_conjuncts(template["children"], filled["children"])
+        return all(_same_outside_slot(template[k], filled[k]) for k in keys)
+    if isinstance(template, list):
+        return (isinstance(filled, list) and len(template) == len(filled)
+                and all(_same_outside_slot(a, b) for a, b in zip(template, filled)))
+    return template == filled
+
+
+def _same_conjuncts(template: list[Any], filled: list[Any]) -> bool:
+    """Children of one AND (or OR). DuckDB flattens `a AND (b AND c)` to AND(a, b, c), so a
+    slot child of the template may stand for one or more children of the filled tree; the
+    template's other children must match in order around them."""
+    slots = [i for i, child in enumerate(template) if _is_slot(child)]
+    if not slots:
+        return _same_outside_slot(template, filled)
+    at = slots[0]
+    after = len(template) - at - 1
+    if len(filled) < len(template):
+        return False
+    return (_same_outside_slot(template[:at], filled[:at])
+            and _same_outside_slot(template[at + 1:], filled[len(filled) - after:]))
+
+
+def confine_filter(template: str, where: str, con: duckdb.DuckDBPyConnection | None = None) -> str:
+    """The SELECT `template` with its FILTER_SLOT replaced by the user's filter `where`.
+
+    The filter must stay one expression in that place: DuckDB parses the filled query and
+    the template, and the two trees must be identical outside the slot. A filter that
+    closes a parenthesis to add a UNION, an ORDER BY, another statement or a comment that
+    swallows the rest of the query changes the tree elsewhere, and is refused.
+    """
+    con = con if con is not None else duckdb.connect(":memory:")
+    # the newlines end a trailing `--` comment in the filter before the closing parenthesis
+    filled = template.replace(FILTER_SLOT, "(\n" + where + "\n)")
+    template_tree = _parse_tree(con, template)
+    filled_tree = _parse_tree(con, filled)
+    if not _same_outside_slot(template_tree, filled_tree):
+        raise StoreError("an SQL filter must be one expression (a WHERE condition); this one reaches outside it")
+    return filled

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import stat
 import subprocess
 import threading
 import uuid
@@ -22,7 +23,8 @@ from signatures.models import Message, Rollout, Step, Task, ToolCall, Trajectory
 from . import schema
 from .errors import StoreError
 from .records import LMCall, Trial
-from .sqlcheck import check_read_only_sql
+from .outfile import output_file
+from .sqlcheck import FILTER_SLOT, check_read_only_sql, confine_filter
 
 VERDICT_KINDS = ("static", "rollout")
 
@@ -46,9 +48,48 @@ def _json_or_none(value: Any) -> str | None:
     return None if value is None else _json(value)
 
 
-def _connect(path: Path, read_only: bool, config: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+# Every connection to a store runs with these: SQL run through it (the user's included)
+# cannot read or write files, attach databases, or install or load extensions, and cannot
+# change these settings back. Exports fetch rows and write the file from Python.
+SAFE_SETTINGS: dict[str, Any] = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+    "lock_configuration": True,
+}
+
+_DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def check_store_file(path: Path) -> None:
+    """Refuse a path that exists but is not a DuckDB database file (by its header), without
+    blocking on a FIFO or reading a device."""
     try:
-        return duckdb.connect(str(path), read_only=read_only, config=config or {})
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreError(f"cannot open task store {path}: {e.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            kind = "a directory" if stat.S_ISDIR(os.fstat(fd).st_mode) else "not a regular file"
+            raise StoreError(f"{path}: is {kind}, not a task store")
+        header = os.pread(fd, 16, 0)
+    finally:
+        os.close(fd)
+    if not header:
+        return  # an empty file: DuckDB makes a new database in it
+    if header.startswith(_SQLITE_MAGIC):
+        raise StoreError(f"{path}: is a SQLite database, not a task store (a DuckDB file)")
+    if header[8:12] != _DUCKDB_MAGIC:
+        raise StoreError(f"{path}: is not a DuckDB database file, so not a task store")
+
+
+def _connect(path: Path, read_only: bool, settings: dict[str, Any] | None = None) -> duckdb.DuckDBPyConnection:
+    check_store_file(path)
+    try:
+        return duckdb.connect(str(path), read_only=read_only, config={**(settings or {}), **SAFE_SETTINGS})
     except duckdb.Error as e:
         msg = str(e).splitlines()[0]
         raise StoreError(f"cannot open task store {path}: {msg}") from None
@@ -80,10 +121,6 @@ def package_code_version() -> str:
         return "unknown"
 
 
-def _quote_path(path: str | os.PathLike) -> str:
-    return "'" + os.fspath(path).replace("'", "''") + "'"
-
-
 class TaskStore:
     """The task store: one DuckDB file per workspace.
 
@@ -92,7 +129,9 @@ class TaskStore:
     run concurrently on their own cursors and see committed data only.
     """
 
-    def __init__(self, path: str | os.PathLike, read_only: bool = False):
+    def __init__(self, path: str | os.PathLike, read_only: bool = False, settings: dict[str, Any] | None = None):
+        """Open (or create and migrate) the store at `path`. `settings` are extra DuckDB
+        settings for the connection (e.g. checkpoint_threshold); SAFE_SETTINGS always apply."""
         self.path = Path(path)
         self.read_only = read_only
         self._cursor_lock = threading.Lock()
@@ -101,7 +140,7 @@ class TaskStore:
         if read_only:
             if not self.path.exists():
                 raise StoreError(f"no task store at {self.path}")
-            con = _connect(self.path, read_only=True)
+            con = _connect(self.path, read_only=True, settings=settings)
             try:
                 version = schema.current_version(con)
             except duckdb.Error as e:
@@ -117,7 +156,7 @@ class TaskStore:
         else:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = _connect(self.path, read_only=False)
+            con = _connect(self.path, read_only=False, settings=settings)
             try:
                 with self._write_lock:
                     version = schema.current_version(con)
@@ -162,12 +201,19 @@ class TaskStore:
 
     @contextmanager
     def _read(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor inside a read-only transaction: whatever runs on it cannot change the
+        store, even on a read-write store; the transaction is rolled back afterwards."""
         cur = self._cursor()
         try:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
             yield cur
         except duckdb.Error as e:
-            raise StoreError(str(e)) from e
+            raise StoreError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
         finally:
+            try:
+                cur.rollback()
+            except duckdb.Error:
+                pass
             cur.close()
 
     @contextmanager
@@ -516,8 +562,8 @@ class TaskStore:
     # ------------------------------------------------------------------ reads
 
     def query(self, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-        """Run one read statement (SELECT/WITH/DESCRIBE/SHOW/SUMMARIZE/EXPLAIN/reporting
-        PRAGMA); returns (columns, rows). Writes go through the add_* methods only."""
+        """Run one SELECT (with WITH, FROM-first, VALUES, DESCRIBE, SHOW, SUMMARIZE) in a
+        read-only transaction; returns (columns, rows). Writes go through the add_* methods."""
         with self._read() as cur:
             check_read_only_sql(sql, cur)
             res = cur.execute(sql, params or [])
@@ -529,24 +575,41 @@ class TaskStore:
             check_read_only_sql(sql, cur)
             return cur.execute(sql, params or []).fetchall()
 
-    @staticmethod
-    def _where(where: str | None) -> str:
-        return f" WHERE ({where})" if where and where.strip() else ""
+    def filtered(self, template: str, where: str | None) -> str:
+        """`template` (a SELECT naming sqlcheck.FILTER_SLOT where the filter goes) with the
+        user's SQL filter in that place, checked to be one expression there; no filter
+        means every row. Raises StoreError for a filter that reaches outside its place."""
+        if not where or not where.strip():
+            return template.replace(FILTER_SLOT, "true")
+        with self._read() as cur:
+            return confine_filter(template, where, cur)
+
+    def check_filter(self, where: str) -> None:
+        """Raise StoreError unless `where` is one SQL expression (a WHERE condition)."""
+        self.filtered(f"SELECT * FROM tasks_latest WHERE {FILTER_SLOT}", where)
 
     def tasks(self, where: str | None = None, params: list | None = None) -> list[Task]:
         """Tasks (newest copy of each) matching an SQL filter over `tasks_latest`'s columns,
         e.g. "condition = 'ambiguous' AND verified", in insertion order."""
-        rows = self._select(f"SELECT json FROM tasks_latest{self._where(where)} ORDER BY seq", params)
-        return [Task.model_validate_json(r[0]) for r in rows]
+        return list(self.iter_tasks(where, params))
+
+    def iter_tasks(self, where: str | None = None, params: list | None = None,
+                   batch_size: int = 1000) -> Iterator[Task]:
+        """The same tasks as `tasks`, fetched `batch_size` rows at a time."""
+        sql = self.filtered(f"SELECT json FROM tasks_latest WHERE {FILTER_SLOT} ORDER BY seq", where)
+        with self._read() as cur:
+            result = cur.execute(sql, params or [])
+            while rows := result.fetchmany(batch_size):
+                for (task_json,) in rows:
+                    yield Task.model_validate_json(task_json)
 
     def trajectories(self, where: str | None = None, params: list | None = None) -> list[Trajectory]:
         """Trajectories (newest copy of each, with steps) matching an SQL filter over the
         `trajectories` table's columns, in insertion order."""
-        sql = ("SELECT seq, json FROM trajectories WHERE seq IN "
-               "(SELECT max(seq) FROM trajectories GROUP BY trajectory_id)"
-               + (f" AND ({where})" if where and where.strip() else "") + " ORDER BY seq")
+        sql = self.filtered("SELECT seq, json FROM trajectories WHERE seq IN "
+                            f"(SELECT max(seq) FROM trajectories GROUP BY trajectory_id) AND {FILTER_SLOT} "
+                            "ORDER BY seq", where)
         with self._read() as cur:
-            check_read_only_sql(sql, cur)
             rows = cur.execute(sql, params or []).fetchall()
             steps: dict[int, list[Step]] = {seq: [] for seq, _ in rows}
             if rows:
@@ -571,9 +634,8 @@ class TaskStore:
     def rollouts(self, where: str | None = None, params: list | None = None) -> list[Rollout]:
         """Rollouts (newest copy of each, with messages) matching an SQL filter over
         `rollouts_latest`'s columns, in insertion order."""
-        sql = f"SELECT seq, json FROM rollouts_latest{self._where(where)} ORDER BY seq"
+        sql = self.filtered(f"SELECT seq, json FROM rollouts_latest WHERE {FILTER_SLOT} ORDER BY seq", where)
         with self._read() as cur:
-            check_read_only_sql(sql, cur)
             rows = cur.execute(sql, params or []).fetchall()
             msgs: dict[int, list[Message]] = {seq: [] for seq, _ in rows}
             if rows:
@@ -618,49 +680,61 @@ class TaskStore:
 
     # ------------------------------------------------------------------ exports
 
-    def export_tau2(self, where: str | None, path: str | os.PathLike, params: list | None = None) -> int:
-        """Write the selected tasks as a tau2-bench tasks.json list; returns the count."""
+    def store_files(self) -> list[Path]:
+        """The files that make up the store on disk (an export must never replace them)."""
+        return [self.path, self.path.with_name(self.path.name + ".wal")]
+
+    def export_tau2(self, where: str | None, path: str | os.PathLike, params: list | None = None,
+                    replace: bool = False) -> int:
+        """Write the selected tasks as a tau2-bench tasks.json list; returns the count.
+
+        Tasks are written as they are read, so the export's size does not bound memory. An
+        existing file at `path` is replaced only with `replace`; the store's files never."""
         from .tau2 import task_to_tau2  # lazy: the mapping lives in store/tau2.py
 
-        data = [task_to_tau2(t) for t in self.tasks(where, params)]
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-        return len(data)
+        count = 0
+        with output_file(path, replace=replace, protected=self.store_files()) as out:
+            for task in self.iter_tasks(where, params):
+                # the same bytes as json.dumps(list, indent=2): each entry indented one level
+                entry = json.dumps(task_to_tau2(task), indent=2, ensure_ascii=False).split("\n")
+                out.write(("[\n" if count == 0 else ",\n") + "\n".join("  " + line for line in entry))
+                count += 1
+            out.write("\n]\n" if count else "[]\n")
+        return count
 
-    def export_parquet(self, where: str | None, path: str | os.PathLike, params: list | None = None) -> int:
-        """COPY the selected rows of `tasks_latest` to a Parquet file; returns the row count."""
-        select = f"SELECT * EXCLUDE (seq) FROM tasks_latest{self._where(where)} ORDER BY seq"
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with self._read() as cur:
-            check_read_only_sql(select, cur)
-            rows = cur.execute(f"COPY ({select}) TO {_quote_path(path)} (FORMAT parquet)", params or []).fetchall()
-        return int(rows[0][0]) if rows else 0
+    def export_parquet(self, where: str | None, path: str | os.PathLike, params: list | None = None,
+                       replace: bool = False) -> int:
+        """Write the selected rows of `tasks_latest` to a Parquet file, streamed in record
+        batches; returns the row count. `replace` as for export_tau2."""
+        import pyarrow.parquet as pq
+
+        select = self.filtered(f"SELECT * EXCLUDE (seq) FROM tasks_latest WHERE {FILTER_SLOT} ORDER BY seq", where)
+        count = 0
+        with self._read() as cur, output_file(path, replace=replace, protected=self.store_files(),
+                                              binary=True) as out:
+            reader = cur.sql(select, params=params or None).to_arrow_reader(10_000)
+            with pq.ParquetWriter(out, reader.schema) as writer:
+                for batch in reader:
+                    writer.write_batch(batch)
+                    count += batch.num_rows
+        return count
 
 
 def read_only_query(path: str | os.PathLike, sql: str, params: list | None = None) -> tuple[list[str], list[tuple]]:
-    """Run one read statement on a store file opened read-only, with DuckDB's external
-    access (files, network, ATTACH, extensions) disabled; returns (columns, rows)."""
+    """Run one SELECT on a store file opened read-only, with SAFE_SETTINGS (no files,
+    network, ATTACH or extensions); returns (columns, rows)."""
     path = Path(path)
     check_read_only_sql(sql)
     if not path.exists():
         raise StoreError(f"no task store at {path}")
-    con = _connect(path, read_only=True, config={
-        "enable_external_access": False,
-        "autoinstall_known_extensions": False,
-        "autoload_known_extensions": False,
-        "lock_configuration": True,
-    })
+    con = _connect(path, read_only=True)
     try:
         check_read_only_sql(sql, con)
         res = con.execute(sql, params or [])
         cols = [d[0] for d in (res.description or [])]
         return cols, res.fetchall()
     except duckdb.Error as e:
-        raise StoreError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
+        raise StoreError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
     finally:
         con.close()
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+from typing import Any
 
 import typer
 
@@ -41,16 +44,64 @@ def _is_user_facing(exc: BaseException) -> bool:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    print(f"t2t: error: {message}", file=sys.stderr)
+    from t2t.output import terminal_text
+
+    # one line whatever the message holds: newlines and control characters are escaped
+    print(f"t2t: error: {terminal_text(message)}", file=sys.stderr)
     raise SystemExit(code)
+
+
+def _usage_error(exc: Any) -> None:
+    """A click/Typer parameter error as one line, with where to read the usage."""
+    message = " ".join(exc.format_message().split())
+    command = exc.ctx.command_path if exc.ctx is not None else "t2t"
+    _fail(f"{message} (see: {command} --help)", exc.exit_code)
+
+
+def _output_failed(exc: OSError) -> None:
+    """Standard output cannot take more (disk full, closed pipe): say so once, and point
+    stdout at /dev/null so the interpreter's last flush does not fail a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    if exc.errno == errno.EPIPE:  # the reader went away (| head): nothing to tell it
+        raise SystemExit(1)
+    _fail(f"cannot write to standard output: {exc.strerror or exc}", 1)
+
+
+def _tolerant_streams() -> None:
+    """Unencodable text (an ASCII-only locale, undecodable file names) is escaped instead
+    of ending the command."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
 
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     from store.files import InputFileError
 
+    # click's exception classes, wherever this Typer takes click from (newer Typers ship
+    # their own copy): the module that defines typer.BadParameter defines them all
+    clicks = sys.modules[typer.BadParameter.__module__]
+    _tolerant_streams()
+    code: Any = 0
     try:
-        app()
+        code = app(standalone_mode=False)
+        sys.stdout.flush()
+    except clicks.NoArgsIsHelpError as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except clicks.UsageError as exc:
+        _usage_error(exc)
+    except clicks.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (getattr(clicks, "Abort", typer.Abort), typer.Abort):
+        _fail("interrupted", 130)
     except UserError as exc:
         _fail(str(exc))
     except InputFileError as exc:
@@ -59,10 +110,20 @@ def main() -> None:
         _fail(f"invalid JSON: {exc.msg} at line {exc.lineno}")
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except OSError as exc:
+        if exc.filename is None and exc.errno in _OUTPUT_ERRNOS:
+            _output_failed(exc)
+        where = f"{exc.filename}: " if exc.filename else ""
+        _fail(f"{where}{exc.strerror or exc}")
     except Exception as exc:
         if _is_user_facing(exc):
             _fail(str(exc))
         raise
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+# errno values of a failed write to standard output
+_OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EPIPE, errno.EIO, errno.EFBIG, errno.EBADF})
 
 
 if __name__ == "__main__":

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
 
 from t2t.errors import UserError
-from t2t.output import console, err_console, print_json_line, print_table
+from t2t.output import console, err_console, print_error_line, print_json_line, print_table, print_text
+from t2t.settings import MAX_TRIALS, MAX_WORKERS
 
 DEFAULT_TASKS = "verified"
 
@@ -51,7 +51,7 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
     if config.tasks_source == "file":
         tasks, problems = load_tasks(Path(config.tasks), domain=config.domain)
         for problem in problems:
-            print(f"t2t: skipped {problem.line()}", file=sys.stderr)
+            print_error_line(f"t2t: skipped {problem.line()}")
     elif resume:
         tasks = ts.tasks("list_contains(?, task_id)", [config.task_ids])
     else:
@@ -115,7 +115,9 @@ def _compiled_user(ts: Any, name: str) -> Any:
 
 def _settings(role: str, model: str, config: Any, lm_config_path: str | None) -> Any:
     from programs.lm.config import LMConfigError, load_lm_config
+    from t2t.settings import check_lm_config_file
 
+    check_lm_config_file(lm_config_path)
     try:
         lm_config = load_lm_config(flags={f"{role}_lm": model, "api_base": config.api_base},
                                    config_path=lm_config_path)
@@ -153,7 +155,7 @@ def bench(
         "--user-program", help="Compiled user-simulator state saved by `t2t optimize --program user --name NAME`; "
                                "needs --user-lm.")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). [default: 1]",
-                                                  min=1)] = None,
+                                                  min=1, max=MAX_TRIALS)] = None,
     tasks: Annotated[Optional[str], typer.Option(
         "--tasks", help="An SQL filter over tasks_latest (e.g. \"condition = 'ambiguous'\"), or a tau2 tasks.json "
                         "/ JSON-lines file. [default: verified]")] = None,
@@ -162,7 +164,8 @@ def bench(
         "--seed", help="Seed of the generated database when --db is not given. [default: 0]")] = None,
     domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: retail]")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")] = None,
-    concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1)] = 8,
+    concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1,
+                                             max=MAX_WORKERS)] = 8,
     max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. [default: 30]",
                                                      min=1)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,
@@ -308,13 +311,13 @@ def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], c
                         else "no verified task breaks a reference agent")
                 console.print(f"calibration: {head}" + (f"; {unverified} unverified task(s) do" if unverified else ""))
                 for problem in problems:
-                    console.print(f"  {problem.describe()}", markup=False)
+                    print_text(f"  {problem.describe()}")
             else:
                 console.print(f"calibration: all {len(task_list)} task(s) fail for do-nothing and pass for "
                               "the oracle")
     for crash in crashes[:5]:
-        print(f"t2t: rollout {crash.job.task_id}/{crash.job.agent}/{crash.job.trial} crashed: {crash.error}",
-              file=sys.stderr)
+        print_error_line(f"t2t: rollout {crash.job.task_id}/{crash.job.agent}/{crash.job.trial} crashed: "
+                         f"{crash.error}")
     if crashes:
         raise UserError(f"{len(crashes)} rollout(s) crashed and were not stored; rerun with --resume {run_id}")
     if breaches:

@@ -8,8 +8,8 @@ from typing import Annotated, Optional
 import typer
 
 from t2t.errors import UserError
-from t2t.output import console, print_table
-from t2t.settings import load_environment, resolve_domain
+from t2t.output import console, print_table, print_text
+from t2t.settings import MAX_DB_USERS, load_environment, read_text_file, resolve_domain
 
 domain_app = typer.Typer(help="Inspect a domain, generate or check its databases.", no_args_is_help=True)
 
@@ -32,6 +32,7 @@ def show(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")],
          ) -> None:
     """Print a domain's tools with their parameters, then its policy."""
     domain = resolve_domain(name)
+    text = domain.policy if policy is None else read_text_file(policy, "--policy")  # refused before any output
     rows = []
     for spec in domain.tools:
         props = spec.parameters.get("properties", {})
@@ -42,14 +43,8 @@ def show(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")],
     if domain.policy_rules:
         print_table("policy rules checked by code", ["rule", "description"],
                     [(r.rule_id, r.description) for r in domain.policy_rules])
-    text = domain.policy
-    if policy is not None:
-        p = Path(policy)
-        if not p.is_file():
-            raise UserError(f"{p}: no such policy file")
-        text = p.read_text(encoding="utf-8")
     console.rule("policy")
-    console.print(text, markup=False, highlight=False)
+    print_text(text, keep_newlines=True)
 
 
 def _type_name(schema: dict) -> str:
@@ -62,26 +57,24 @@ def _type_name(schema: dict) -> str:
 def generate_db(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")],
                 out: Annotated[Path, typer.Option("--out", help="Where to write the database JSON.")],
                 seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same bytes.")] = 0,
-                users: Annotated[int, typer.Option(help="Number of users.")] = 500) -> None:
+                users: Annotated[int, typer.Option(help="Number of users.", min=1, max=MAX_DB_USERS)] = 500,
+                force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+                ) -> None:
     """Generate a fresh database of the domain's schema (seeded, byte-for-byte reproducible)."""
+    from store.outfile import check_output_path, output_file
+
     domain = resolve_domain(name)
     if domain.generate_db is None:
         raise UserError(f"domain {name} has no database generator")
-    if users < 1:
-        raise UserError("--users must be at least 1")
+    check_output_path(out, replace=force)  # before the minutes a large database takes
     db = domain.generate_db(seed, users)
     problems = domain.check_db(db)
     if problems:
         raise UserError(f"generated database is inconsistent: {problems[0]}")
-    text = db.model_dump_json(indent=2) + "\n"
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)  # never leave a half-written database behind
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write: {exc.strerror}") from None
+    with output_file(out, replace=force) as fh:
+        fh.write(db.model_dump_json(indent=2) + "\n")
     counts = ", ".join(f"{len(getattr(db, t))} {t}" for t in type(db).model_fields)
-    console.print(f"wrote {out}: {counts}")
+    print_text(f"wrote {out}: {counts}")
 
 
 @domain_app.command("check")
@@ -91,8 +84,8 @@ def check(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")]
     env = load_environment(name, str(db))
     problems = env.domain.check_db(env.base.db)
     for problem in problems:
-        console.print(problem, markup=False)
-    console.print(f"{len(problems)} problem(s) in {db}")
+        print_text(problem)
+    print_text(f"{len(problems)} problem(s) in {db}")
     if problems:
         raise typer.Exit(1)
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
+from t2t.settings import MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
 HELP = """Generate verifiable tasks: explore trajectories, write a general task from each, adapt it to the
@@ -38,7 +39,9 @@ def _conditions(text: str) -> list[str]:
 
 def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any:
     from programs.lm.config import LMConfigError, load_lm_config
+    from t2t.settings import check_lm_config_file
 
+    check_lm_config_file(lm_config)
     try:
         return load_lm_config(flags=flags, config_path=lm_config)
     except LMConfigError as exc:
@@ -116,13 +119,15 @@ def generate(
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a fresh one from the seeded "
                                                            "generator).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the generated database and of every item.")] = 0,
-    users: Annotated[int, typer.Option("--users", min=1, help="Users in the generated database.")] = 500,
+    users: Annotated[int, typer.Option("--users", min=1, max=MAX_DB_USERS,
+                                        help="Users in the generated database.")] = 500,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default ./t2t.duckdb).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue run RUN_ID: its recorded settings "
                                                                    "are used; finished items are skipped.")] = None,
     programs: Annotated[Optional[str], typer.Option("--programs", help="Load compiled program state saved in "
                                                                        "the store under this name.")] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Items in flight at once (default 1 "
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=MAX_WORKERS,
+                                                   help="Items in flight at once (default 1 "
                                                                             "offline, 8 with an LM).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object.")] = False,
     guided: Annotated[bool, typer.Option("--guided", help="Coverage-guided: each batch of items aims at the "
@@ -133,6 +138,7 @@ def generate(
     from programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
+    from domains.kit import KitError
     from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from store import TaskStore
     from store.failures import StoreSink, run_config
@@ -183,15 +189,20 @@ def generate(
                                       program_versions=versions, lms=lms,
                                       workers=workers or (8 if lms else 1),
                                       targets=_guided_targets(task_store, env, config))
-        todo = len(pipeline.pending_items(run_id))
+        from store.failures import generation_items
+
+        done = len({item.index for item in generation_items(task_store, run_id) if item.index < config.n})
         try:
             with progress("generating", total=config.n) as bar:
                 task = bar.add_task(f"generate {config.domain} ({config.source})", total=config.n,
-                                    completed=config.n - todo)
+                                    completed=done)
                 summary = pipeline.run(run_id, progress=lambda item: bar.advance(task))
         except KeyboardInterrupt:
             err_console.print(f"interrupted: finished items are stored; continue with --resume {run_id}")
             raise
+        except KitError as exc:  # e.g. a database whose tables are empty: nothing to explore
+            task_store.finish_run(run_id, "failed")
+            raise UserError(f"cannot explore this database: {exc}") from None
     if json_out:
         print_json_line({"run_id": summary.run_id, "source": config.source, "items": summary.items,
                          "failed": summary.failed, "rejected": summary.rejected,

@@ -9,13 +9,14 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
+from t2t.settings import MAX_DB_USERS
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 LmOpt = Annotated[Optional[str], typer.Option("--lm", help="LiteLLM model string, e.g. openai/gpt-4o-mini.")]
 ApiBaseOpt = Annotated[Optional[str], typer.Option("--api-base", help="Base URL of an OpenAI-compatible server.")]
 LmConfigOpt = Annotated[Optional[str], typer.Option("--lm-config", help="LM config file (TOML or JSON).")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: the seeded generator's).")]
-UsersOpt = Annotated[int, typer.Option("--users", min=1, help="Users in the generated database.")]
+UsersOpt = Annotated[int, typer.Option("--users", min=1, max=MAX_DB_USERS, help="Users in the generated database.")]
 DomainOpt = Annotated[str, typer.Option("--domain", help="Domain name.")]
 
 SWEEP_HELP = """Tune the generation pipeline's knobs with an Optuna study: exploration depth and write
@@ -35,7 +36,9 @@ that stopped midway. Which knobs mattered: printed at the end, and with SQL, e.g
 
 def _lm_config(flags: dict[str, Optional[str]], config_path: Optional[str]) -> Any:
     from programs.lm.config import LMConfigError, load_lm_config
+    from t2t.settings import check_lm_config_file
 
+    check_lm_config_file(config_path)
     try:
         return load_lm_config(flags=flags, config_path=config_path)
     except LMConfigError as exc:
@@ -179,7 +182,8 @@ def optimize(
                                                                "optimizer).")] = None,
     domain: DomainOpt = "retail",
     db: DbOpt = None,
-    users: Annotated[Optional[int], typer.Option("--users", min=1, help="Users in the generated database.")] = None,
+    users: Annotated[Optional[int], typer.Option("--users", min=1, max=MAX_DB_USERS,
+                                                        help="Users in the generated database.")] = None,
     store: StoreOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
 ) -> None:
@@ -195,7 +199,6 @@ def optimize(
         OptimizerSettings,
         compile_program,
         make_target,
-        select_ids,
     )
 
     if program not in PROGRAM_KINDS:
@@ -226,10 +229,10 @@ def optimize(
         proposer_lm = build_lm(settings.model_copy(update={"model": reflection_lm}))
     with TaskStore(path) as task_store:
         selects = TARGETS[program].selects
-        train_ids = select_ids(task_store, trainset, selects)
+        train_ids = _selected(task_store, "--trainset", trainset, selects)
         if not train_ids:
             raise UserError(f"--trainset selects no {selects}")
-        val_ids = select_ids(task_store, valset, selects) if valset else train_ids
+        val_ids = _selected(task_store, "--valset", valset, selects) if valset else train_ids
         env = _environment_for(task_store, program, train_ids, domain, db, seed, users)
         target = make_target(program, env)
         train = target.examples(task_store, train_ids)
@@ -284,6 +287,17 @@ def optimize(
     if program in ("explorer", "writer", "adapter"):
         console.print(f"use it: t2t generate --programs {name} --{program}-lm {settings.model}")
     console.print(f"run {run_id}")
+
+
+def _selected(task_store: Any, flag: str, sql: str, selects: str) -> list[str]:
+    """The ids an --trainset/--valset expression selects; refused SQL names the flag."""
+    from optimize.compile import select_ids
+    from store import StoreError
+
+    try:
+        return select_ids(task_store, sql, selects)
+    except StoreError as exc:
+        raise UserError(f"{flag}: {exc}") from None
 
 
 def _lm_failures() -> tuple[type[BaseException], ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
@@ -16,12 +16,15 @@ from t2t.settings import store_path
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 
 
-def sql(query: Annotated[str, typer.Argument(help="One read-only SQL statement.")], store: StoreOpt = None,
-        json_out: Annotated[bool, typer.Option("--json", help="One JSON object per row.")] = False,
-        csv_out: Annotated[bool, typer.Option("--csv", help="CSV with a header row.")] = False) -> None:
-    """Run a read-only SQL query over the store and print the result."""
+def sql(query: Annotated[str, typer.Argument(help="One SELECT statement.")], store: StoreOpt = None,
+        json_out: Annotated[bool, typer.Option("--json", help="One JSON object per row (strict JSON).")] = False,
+        csv_out: Annotated[bool, typer.Option("--csv", help="CSV with a header row, LF line endings.")] = False
+        ) -> None:
+    """Run one read-only SELECT over the store and print the result."""
     from store import read_only_query
 
+    if json_out and csv_out:
+        raise UserError("--json and --csv exclude each other")
     path = store_path(store)
     if not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store)")
@@ -30,7 +33,8 @@ def sql(query: Annotated[str, typer.Argument(help="One read-only SQL statement."
         for row in rows:
             print_json_line({c: _jsonable(v) for c, v in zip(columns, row)})
     elif csv_out:
-        writer = csv.writer(sys.stdout)
+        # LF, not csv's default CRLF: a value captured from a line must not end in \r
+        writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         writer.writerows(rows)
     else:
@@ -38,53 +42,71 @@ def sql(query: Annotated[str, typer.Argument(help="One read-only SQL statement."
         console.print(f"{len(rows)} row(s)")
 
 
-def _jsonable(value):
-    import datetime
+def _jsonable(value: Any) -> Any:
+    """A DuckDB value as strict JSON: NaN and infinities become null, BLOBs base64 text,
+    and every type JSON has no form for (dates, intervals, UUIDs, ...) its text."""
+    import base64
     import decimal
-    import uuid
+    import math
 
-    if isinstance(value, (datetime.date, datetime.datetime, datetime.time, uuid.UUID)):
-        return str(value)
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, decimal.Decimal):
-        return float(value)
+        return float(value) if value.is_finite() else None
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
+    return str(value)
 
 
-def export(out: Annotated[Path, typer.Option("--out", help="File to write.")],
+EXPORT_FORMATS = ("tau2", "parquet", "sft")
+
+
+def export(out: Annotated[Path, typer.Option("--out", help="File to write (never the store itself).")],
            format: Annotated[str, typer.Option("--format", help="tau2, parquet or sft.")] = "tau2",
            where: Annotated[Optional[str], typer.Option(
                "--where", help="SQL filter over tasks_latest (tau2, parquet) or sft_rollouts (sft).")] = None,
            condition: Annotated[Optional[str], typer.Option(help="Only this condition.")] = None,
            model: Annotated[Optional[str], typer.Option(help="sft: only rollouts of this agent model.")] = None,
+           force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
            store: StoreOpt = None) -> None:
     """Export selected tasks (tau2 tasks.json, Parquet) or successful rollouts (sft chat JSONL)."""
     from store import TaskStore
 
+    if format not in EXPORT_FORMATS:
+        raise UserError(f"unknown export format '{format}' (use tau2, parquet or sft)")
+    if model and format != "sft":
+        raise UserError("--model selects rollouts: it applies to --format sft only")
     path = store_path(store)
     if not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store)")
-    clauses = [f"({where})"] if where else []
-    if condition:
-        clauses.append(f"condition = '{condition.replace(chr(39), chr(39) * 2)}'")
-    if model:
-        clauses.append(f"agent_model = '{model.replace(chr(39), chr(39) * 2)}'")
-    filter_sql = " AND ".join(clauses) or None
-    with TaskStore(path) as ts:
+    with TaskStore(path, read_only=True) as ts:
+        clauses: list[str] = []
+        params: list[str] = []
+        if where and where.strip():
+            ts.check_filter(where)  # alone first: then it stays one operand of the AND below
+            clauses.append(f"(\n{where}\n)")
+        if condition:
+            clauses.append("condition = ?")
+            params.append(condition)
+        if model:
+            clauses.append("agent_model = ?")
+            params.append(model)
+        filter_sql = " AND ".join(clauses) or None
         if format == "tau2":
-            n = ts.export_tau2(filter_sql, out)
+            n = ts.export_tau2(filter_sql, out, params, replace=force)
         elif format == "parquet":
-            n = ts.export_parquet(filter_sql, out)
-        elif format == "sft":
+            n = ts.export_parquet(filter_sql, out, params, replace=force)
+        else:
             from store.sft import export_sft
 
-            n = export_sft(ts, filter_sql, out)
-        else:
-            raise UserError(f"unknown export format '{format}' (use tau2, parquet or sft)")
-    console.print(f"wrote {n} record(s) to {out}")
+            n = export_sft(ts, filter_sql, out, params, replace=force)
+    console.print(f"wrote {n} record(s) to {out}", markup=False, highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from t2t.output import console, print_json_line, print_table
+from t2t.output import print_error_line, print_json_line, print_table, print_text
 from t2t.settings import load_environment
 
 DomainOpt = Annotated[str, typer.Option("--domain", help="Domain name.")]
@@ -23,7 +22,7 @@ def _load(tasks_file: Path, strict: bool, domain: str):
 
     tasks, problems = load_tasks(tasks_file, strict=strict, domain=domain)
     for problem in problems:
-        print(f"t2t: skipped {problem.line()}", file=sys.stderr)
+        print_error_line(f"t2t: skipped {problem.line()}")
     return tasks, problems
 
 
@@ -60,9 +59,9 @@ def replay(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
     if not json_out:
         print_table(f"gold replay on {db or 'generated database'}",
                     ["task", "actions", "failing actions", "changed records", "end state"], rows)
-        console.print(f"{len(tasks)} tasks replayed, {len(failing)} with failing gold actions"
-                      + (f": {', '.join(failing)}" if failing else "")
-                      + (f"; {len(problems)} malformed task(s) skipped" if problems else ""))
+        print_text(f"{len(tasks)} tasks replayed, {len(failing)} with failing gold actions"
+                   + (f": {', '.join(failing)}" if failing else "")
+                   + (f"; {len(problems)} malformed task(s) skipped" if problems else ""))
 
 
 def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or JSON lines of tasks.")],
@@ -88,7 +87,7 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
     else:
         recorded, bad = load_rollouts(rollouts, strict=strict)
         for problem in bad:
-            print(f"t2t: skipped rollout {problem.line()}", file=sys.stderr)
+            print_error_line(f"t2t: skipped rollout {problem.line()}")
         verdicts = []
         for index, item in enumerate(recorded):
             if item is None:
@@ -122,7 +121,7 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
     from collections import Counter
 
     reasons = Counter(r for v in verdicts for r in v.reasons)
-    console.print(f"{passed}/{len(verdicts)} passed" + "".join(f"; {r}: {n}" for r, n in reasons.most_common()))
+    print_text(f"{passed}/{len(verdicts)} passed" + "".join(f"; {r}: {n}" for r, n in reasons.most_common()))
 
 
 def register(app: typer.Typer) -> None:

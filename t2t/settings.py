@@ -11,6 +11,11 @@ from t2t.errors import UserError
 DEFAULT_STORE = "t2t.duckdb"
 DEFAULT_DB_SEED = 0
 DEFAULT_DB_USERS = 500
+# Documented limits (README): a generated database is built in memory (about 20 kB and
+# 1.4 ms per user here), and bench plans tasks x agents x trials rollouts up front.
+MAX_DB_USERS = 100_000
+MAX_TRIALS = 1_000
+MAX_WORKERS = 256  # items or rollouts in flight at once (generate --workers, bench --concurrency)
 
 
 def store_path(flag: str | None) -> Path:
@@ -21,10 +26,33 @@ def store_path(flag: str | None) -> Path:
 def resolve_domain(name: str) -> Any:
     from domains import UnknownDomainError, get_domain
 
+    # a built-in name or an importable module path (package.module); anything else, such
+    # as a relative '.foo', is not a name import_module can take
+    if not name or not all(part.isidentifier() for part in name.split(".")):
+        raise UserError(f"--domain {name!r}: not a domain name or a module path such as package.module")
     try:
         return get_domain(name)
     except UnknownDomainError as exc:
         raise UserError(str(exc)) from None
+    except ImportError as exc:
+        raise UserError(f"domain '{name}' cannot be imported: {exc}") from None
+
+
+def read_text_file(path: str, what: str) -> str:
+    """A UTF-8 text file named on the command line (a policy, an LM config), refused in
+    one line when it is missing, not a regular file, too large or not UTF-8."""
+    from store.files import InputFileError, read_input_text
+
+    try:
+        return read_input_text(path, what)
+    except InputFileError as exc:
+        raise UserError(f"{what}: {exc}") from None
+
+
+def check_lm_config_file(path: str | None) -> None:
+    """Refuse an unreadable --lm-config before the LM layer parses it."""
+    if path is not None:
+        read_text_file(path, "--lm-config")
 
 
 def load_environment(domain_name: str, db_path: str | None, policy_path: str | None = None,
@@ -39,18 +67,15 @@ def load_environment(domain_name: str, db_path: str | None, policy_path: str | N
         db = domain.generate_db(seed, users)
     else:
         path = Path(db_path)
-        if not path.is_file():
+        if not path.exists():
             raise UserError(f"{path}: no such database file")
+        if not path.is_file():
+            raise UserError(f"{path}: not a regular file, expected a database JSON file")
         try:
             db = domain.load_db(str(path))
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise UserError(f"{path}: not a {domain.name} database: {where}: {err['msg']}") from None
-    policy = None
-    if policy_path is not None:
-        p = Path(policy_path)
-        if not p.is_file():
-            raise UserError(f"{p}: no such policy file")
-        policy = p.read_text(encoding="utf-8")
+    policy = None if policy_path is None else read_text_file(policy_path, "--policy")
     return domain.environment(db, policy)

@@ -130,7 +130,7 @@ def store_with_rollouts(tmp_path_factory):
 
 def export(store, tmp_path, *flags: str) -> list[dict[str, Any]]:
     out = tmp_path / "sft.jsonl"
-    done = run_t2t("export", "--format", "sft", "--out", str(out), "--store", str(store), *flags)
+    done = run_t2t("export", "--format", "sft", "--out", str(out), "--store", str(store), "--force", *flags)
     assert done.returncode == 0, done.stderr
     lines = out.read_text().splitlines()
     assert f"wrote {len(lines)} record(s)" in done.stdout

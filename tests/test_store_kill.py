@@ -49,9 +49,7 @@ CHILD = textwrap.dedent('''
                                       observation=("x" * 400) + tid)
                                  for i in range(STEPS)])
 
-    s = Hooked(path)
-    if ckpt != "-":
-        s._con.execute(f"SET checkpoint_threshold = '{{ckpt}}'")
+    s = Hooked(path, settings={{"checkpoint_threshold": ckpt}} if ckpt != "-" else None)
     run = s.start_run("generate", {{"prefix": prefix}}, run_id=prefix)
     print("READY", flush=True)
     for n in range(batches):

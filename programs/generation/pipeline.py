@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from itertools import chain, islice
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -306,9 +307,10 @@ class GenerationPipeline:
 
     # ------------------------------------------------------------ the run
 
-    def pending_items(self, run_id: str) -> list[int]:
+    def pending_items(self, run_id: str) -> Iterator[int]:
+        """Indexes not yet recorded, produced lazily: --n may be far larger than memory."""
         done = {item.index for item in self.sink.recorded(run_id)}
-        return [i for i in range(self.config.n) if i not in done]
+        return (i for i in range(self.config.n) if i not in done)
 
     def run(self, run_id: str, progress: Callable[[GenerationItem], None] | None = None) -> RunSummary:
         """Generate every item of the run not yet recorded, then summarize what the sink holds.
@@ -330,20 +332,24 @@ class GenerationPipeline:
         self.sink.finish(run_id, "finished")
         return summarize(run_id, self.sink.recorded(run_id), self.config.conditions)
 
-    def _outputs(self, run_id: str, todo: Sequence[int]) -> Iterator[ItemOutput]:
-        if self.workers == 1 or len(todo) <= 1:
-            for index in todo:
+    def _outputs(self, run_id: str, todo: Iterable[int]) -> Iterator[ItemOutput]:
+        queue = iter(todo)
+        first = list(islice(queue, 2))
+        queue = chain(first, queue)
+        if self.workers == 1 or len(first) <= 1:
+            for index in queue:
                 yield self.generate_item(run_id, index)
             return
         # LM runs spend their time waiting on the network: keep `workers` items in flight and
         # store each as it finishes (the main thread is the only writer)
         executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="t2t-generate")
         pending: set[Future[ItemOutput]] = set()
-        queue = list(todo)
         try:
-            while queue or pending:
-                while queue and len(pending) < self.workers:
-                    pending.add(executor.submit(self.generate_item, run_id, queue.pop(0)))
+            while True:
+                for index in islice(queue, self.workers - len(pending)):
+                    pending.add(executor.submit(self.generate_item, run_id, index))
+                if not pending:
+                    break
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: f.result().item.index):
                     yield future.result()
