@@ -1,0 +1,8 @@
+"""Airline's generation kit: exploration grounding and the condition facts module."""
+
+from __future__ import annotations
+
+from domains.airline.exploration import EXPLORATION
+from domains.kit import GenerationKit
+
+KIT = GenerationKit(exploration=EXPLORATION, conditions=None)
