@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from domains.airline.conditions import CONDITIONS
 from domains.airline.exploration import EXPLORATION
 from domains.kit import GenerationKit
 
-KIT = GenerationKit(exploration=EXPLORATION, conditions=None)
+KIT = GenerationKit(exploration=EXPLORATION, conditions=CONDITIONS)
