@@ -67,6 +67,12 @@ def _price(episode: Episode[Any], number: str, date: str, cabin: str) -> int | N
     return status.prices[cabin] if isinstance(status, Available) else None  # type: ignore[index]
 
 
+def _seats(episode: Episode[Any], number: str, date: str, cabin: str) -> int:
+    flight = _flight(episode, number)
+    status = flight.dates.get(date) if flight else None
+    return status.available_seats.get(cabin, 0) if isinstance(status, Available) else 0  # type: ignore[call-overload]
+
+
 def _charge_methods(episode: Episode[Any], user_id: str, amount: float) -> list[str]:
     """Methods an update may charge: credit cards, and gift cards holding the amount."""
     owner = user(episode, user_id)
@@ -415,7 +421,9 @@ def _booking_proposals(episode: Episode[Any], user_id: str) -> list[InfeasiblePr
     owner = user(episode, user_id)
     if owner is None:
         return []
-    later = next((s for r in user_reservations(episode, user_id) for s in r.flights if s.date > TODAY), None)
+    # a flight of the user's own that still has seats for six, so that only the policy refuses
+    later = next((s for r in user_reservations(episode, user_id) for s in r.flights if s.date > TODAY
+                  and _seats(episode, s.flight_number, s.date, "economy") > MAX_PASSENGERS), None)
     if later is None:
         return []
     out = []
