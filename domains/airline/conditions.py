@@ -393,6 +393,10 @@ def _change_options(episode: Episode[Any], name: str, args: dict[str, Any]) -> l
         insurance = "no" if args["insurance"] == "yes" else "yes"
         out += _repriced_booking(episode, args, {"insurance": insurance}, f"insurance: {args['insurance']} -> "
                                                                           f"{insurance}")
+    if name == "update_reservation_flights" and booking is not None:
+        # going back to the booked flights in the booked cabin is no flight change to ask for
+        current = [{"flight_number": s.flight_number, "date": s.date} for s in booking.flights]
+        out = [o for o in out if (o.arguments["flights"], o.arguments["cabin"]) != (current, booking.cabin)]
     return [o for o in out if o.arguments != args]
 
 
