@@ -74,8 +74,12 @@ class Knowledge:
         self.hints = hints
         self.ids: dict[str, list[str]] = {}
         self.records: dict[str, dict[str, dict[str, Any]]] = {}
+        # every absorbed call with its raw output: what is not an entity record (search
+        # results, a flight's status as plain text) is still something a builder may use
+        self.steps: list[tuple[Call, str]] = []
 
     def absorb(self, call: Call, observation: str) -> None:
+        self.steps.append((call, observation))
         kind = self.hints.string_outputs.get(call.name)
         if kind is not None:
             self._add(kind, observation.strip())
@@ -196,7 +200,7 @@ class ExplorationKit:
         fit = self.seed_for_write.get(for_write) if for_write else None
         if fit is not None:
             table = fit.table
-            keys = [k for k in sorted(episode.keys(table)) if fit.applies(episode.get(table, k))]
+            keys = [k for k in sorted(episode.keys(table)) if fit.test(episode, episode.get(table, k))]
         else:
             table = rng.choice([self.seed_table, *sorted(self.seed_via)])
             keys = sorted(episode.keys(table))
@@ -226,10 +230,18 @@ class SeedVia:
 
 @dataclass(frozen=True)
 class SeedFilter:
-    """The entities a write tool applies to: a table and a test on its (pydantic) records."""
+    """The entities a write tool applies to: a table and a test on its (pydantic) records.
+
+    ``applies_in`` is the same test for facts that live in other tables (whether an airline
+    reservation's flight was cancelled is in the flights table): called with the episode
+    and the record, and used instead of ``applies`` when given."""
 
     table: str
-    applies: Callable[[Any], bool]
+    applies: Callable[[Any], bool] = lambda record: True
+    applies_in: Callable[[Episode[Any], Any], bool] | None = None
+
+    def test(self, episode: Episode[Any], record: Any) -> bool:
+        return self.applies_in(episode, record) if self.applies_in is not None else self.applies(record)
 
 
 @dataclass(frozen=True)

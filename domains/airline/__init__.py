@@ -6,6 +6,7 @@ from importlib.resources import files
 
 from domains.airline.consistency import check_airline_db
 from domains.airline.generate import generate_airline_db
+from domains.airline.kit import KIT
 from domains.airline.models import AirlineDB
 from domains.airline.rules import POLICY_RULES, record_owner
 from domains.airline.tools import ALL_TOOLS
@@ -21,4 +22,5 @@ DOMAIN: Domain[AirlineDB] = Domain(
     generate_db=generate_airline_db,
     check_db=check_airline_db,
     owner_of=record_owner,
+    kit=KIT,
 )

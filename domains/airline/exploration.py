@@ -1,0 +1,530 @@
+"""Airline's exploration kit: what generation needs to know to walk and describe airline.
+
+Walks start from a customer (who states their user id) or from one of their reservations
+(looked up first, with the flights of its segments searched and the statuses of its past
+segments checked, as an agent would before changing it). Each write builder makes
+arguments that pass the tools and the policy rules from what the walk observed: the
+reservation and profile records, search results and flight statuses. ``describe`` says
+each write as the customer would: trips by route and date, flights by departure time,
+cards by brand and last digits; the only ids a customer gives are the user id and the
+reservation id, which airline customers do quote.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import datetime, timedelta
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+from domains import Environment
+from domains.airline.constants import INSURANCE_PER_PASSENGER, NOW, PRICE_PER_EXTRA_BAG, TODAY
+from domains.airline.knowledge import CABIN_WORDS
+from domains.airline.models import Reservation
+from domains.airline.rules import (
+    any_flown,
+    booked_within_24h,
+    cancellation_grounds,
+    compensation_due,
+    free_bags,
+    segment_status,
+    user,
+)
+from domains.kit import (
+    Call,
+    ExplorationKit,
+    GroundingHints,
+    Knowledge,
+    ObservedStep,
+    RequestFacts,
+    RequiredFact,
+    SeedFilter,
+    SeedVia,
+    TrajectoryFacts,
+)
+from domains.runtime import Episode
+
+HINTS = GroundingHints(
+    id_keys={"user_id": "user_id", "reservation_id": "reservation_id", "reservations": "reservation_id"},
+    entity_keys=("reservation_id", "user_id"),
+)
+
+MAX_SEARCHED_SEGMENTS = 4
+NOT_DEPARTED = ("available", "on time", "delayed", "cancelled")  # statuses of a segment not (yet) flown
+
+
+# ---------------------------------------------------------------- seeds
+
+
+def seed_calls(customer: dict[str, Any]) -> list[Call]:
+    return [Call(name="get_user_details", arguments={"user_id": customer["user_id"]})]
+
+
+def seed_description(customer: dict[str, Any]) -> str:
+    name = customer["name"]
+    return (f"A customer named {name['first_name']} {name['last_name']}, user id {customer['user_id']}, "
+            f"{customer['membership']} member. They know their user id.")
+
+
+def reservation_reads(booking: dict[str, Any]) -> list[Call]:
+    """What an agent reads before acting on a reservation: the reservation, the status of
+    each segment flown today or earlier, and the direct flights of each later segment."""
+    calls = [Call(name="get_reservation_details", arguments={"reservation_id": booking["reservation_id"]})]
+    for segment in booking["flights"][:MAX_SEARCHED_SEGMENTS]:
+        if segment["date"] <= TODAY:
+            calls.append(Call(name="get_flight_status", arguments={"flight_number": segment["flight_number"],
+                                                                   "date": segment["date"]}))
+        else:
+            calls.append(Call(name="search_direct_flight", arguments={
+                "origin": segment["origin"], "destination": segment["destination"], "date": segment["date"]}))
+    return list({json.dumps(c.model_dump(), sort_keys=True): c for c in calls}.values())
+
+
+def _trip_words(booking: Mapping[str, Any]) -> str:
+    kind = "round trip" if booking["flight_type"] == "round_trip" else "one-way trip"
+    first = booking["flights"][0]["date"] if booking["flights"] else ""
+    return f"{kind} from {booking['origin']} to {booking['destination']} on {first}".strip()
+
+
+RESERVATION_SEED = SeedVia(
+    customer_key=lambda booking: booking["user_id"],
+    first_reads=reservation_reads,
+    describe=lambda booking: f"They are calling about their reservation {booking['reservation_id']} "
+                             f"({_trip_words(booking)}).",
+)
+
+
+def _unflown_active(episode: Episode[Any], booking: Reservation) -> bool:
+    return booking.status is None and not any_flown(episode, booking)
+
+
+def _all_later(booking: Reservation) -> bool:
+    return bool(booking.flights) and all(s.date > TODAY for s in booking.flights)
+
+
+def _has_new_passenger(episode: Episode[Any], booking: Reservation) -> bool:
+    owner = user(episode, booking.user_id)
+    on_board = {(p.first_name, p.last_name) for p in booking.passengers}
+    return owner is not None and any((p.first_name, p.last_name) not in on_board for p in owner.saved_passengers)
+
+
+def _compensable(episode: Episode[Any], booking: Reservation) -> bool:
+    owner = user(episode, booking.user_id)
+    return owner is not None and any(rid == booking.reservation_id and why == "cancelled flight"
+                                     for rid, _, why in compensation_due(episode, owner))
+
+
+SEED_FOR_WRITE = {
+    "cancel_reservation": SeedFilter("reservations", applies_in=lambda ep, r: _unflown_active(ep, r)
+                                     and bool(cancellation_grounds(ep, r))),
+    "update_reservation_baggages": SeedFilter("reservations", applies_in=_unflown_active),
+    "update_reservation_flights": SeedFilter("reservations", applies_in=lambda ep, r: _unflown_active(ep, r)
+                                             and _all_later(r)),
+    "update_reservation_passengers": SeedFilter("reservations", applies_in=lambda ep, r: _unflown_active(ep, r)
+                                                and _has_new_passenger(ep, r)),
+    "send_certificate": SeedFilter("reservations", applies_in=_compensable),
+    # a booking needs searched flights: start from a reservation whose first segment is still ahead
+    "book_reservation": SeedFilter("reservations", applies=lambda r: bool(r.flights) and r.flights[0].date > TODAY),
+}
+
+
+# ---------------------------------------------------------------- what the walk observed
+
+
+def _reservations(knowledge: Knowledge) -> list[dict[str, Any]]:
+    return knowledge.all_records("reservation_id")
+
+
+def _owner(knowledge: Knowledge, booking: Mapping[str, Any]) -> dict[str, Any] | None:
+    return knowledge.record("user_id", booking["user_id"])
+
+
+def _statuses(knowledge: Knowledge) -> dict[tuple[str, str], str]:
+    """(flight number, date) -> status, from the get_flight_status calls observed."""
+    out = {}
+    for call, output in knowledge.steps:
+        if call.name == "get_flight_status" and not output.startswith("Error"):
+            out[(call.arguments["flight_number"], call.arguments["date"])] = output.strip()
+    return out
+
+
+def _searched(knowledge: Knowledge) -> list[tuple[str, dict[str, Any]]]:
+    """(date, flight) for each bookable direct flight the searches showed, newest search last."""
+    out = []
+    for call, output in knowledge.steps:
+        if call.name != "search_direct_flight":
+            continue
+        try:
+            flights = json.loads(output)
+        except ValueError:
+            continue
+        if isinstance(flights, list):
+            out += [(call.arguments["date"], f) for f in flights if isinstance(f, dict)]
+    return out
+
+
+def _offer(knowledge: Knowledge, number: str, date: str) -> dict[str, Any] | None:
+    found = [f for d, f in _searched(knowledge) if d == date and f.get("flight_number") == number]
+    return found[-1] if found else None
+
+
+def _segment_state(knowledge: Knowledge, segment: Mapping[str, Any]) -> str | None:
+    """'available' for a later segment; a past or today's segment's observed status; None if unknown."""
+    if segment["date"] > TODAY:
+        return "available"
+    return _statuses(knowledge).get((segment["flight_number"], segment["date"]))
+
+
+def _not_flown(knowledge: Knowledge, booking: Mapping[str, Any]) -> bool:
+    return all(_segment_state(knowledge, s) in NOT_DEPARTED for s in booking["flights"])
+
+
+def _active(knowledge: Knowledge) -> list[dict[str, Any]]:
+    return [b for b in _reservations(knowledge) if b.get("status") is None and _not_flown(knowledge, b)
+            and _owner(knowledge, b) is not None]
+
+
+def _cards(owner: Mapping[str, Any], amount: float) -> list[str]:
+    """Ids of the owner's credit cards and of gift cards holding ``amount``: what an update may charge."""
+    methods = owner.get("payment_methods", {})
+    return sorted(k for k, m in methods.items()
+                  if m["source"] == "credit_card" or (m["source"] == "gift_card" and m["amount"] >= amount))
+
+
+def _booking_methods(owner: Mapping[str, Any], amount: float) -> list[str]:
+    """Single methods that can pay a whole booking: any card, or a gift card or certificate holding it."""
+    methods = owner.get("payment_methods", {})
+    return sorted(k for k, m in methods.items() if m["source"] == "credit_card" or m["amount"] >= amount)
+
+
+# ---------------------------------------------------------------- write builders
+
+
+def build_cancel(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    statuses = _statuses(knowledge)
+    options = []
+    for booking in _active(knowledge):
+        airline_cancelled = any(statuses.get((s["flight_number"], s["date"])) == "cancelled"
+                                for s in booking["flights"])
+        recent = booking_recent(booking)
+        if airline_cancelled or recent or booking["cabin"] == "business" or booking["insurance"] == "yes":
+            options.append(booking["reservation_id"])
+    return {"reservation_id": rng.choice(sorted(options))} if options else None
+
+
+def booking_recent(booking: Mapping[str, Any]) -> bool:
+    """Booked within the 24 hours before the fixed current time."""
+    try:
+        created = datetime.fromisoformat(str(booking.get("created_at", "")))
+    except ValueError:
+        return False
+    return timedelta(0) <= NOW - created <= timedelta(hours=24)
+
+
+def build_baggages(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    options = []
+    for booking in _active(knowledge):
+        owner = _owner(knowledge, booking)
+        assert owner is not None
+        total = booking["total_baggages"] + rng.randint(1, 2)
+        free = free_bags(owner["membership"], booking["cabin"], len(booking["passengers"]))
+        paid = max(0, total - free)
+        if paid < booking["nonfree_baggages"]:
+            continue  # booked with more paid bags than the allowance asks: no add fits both rules
+        methods = _cards(owner, PRICE_PER_EXTRA_BAG * (paid - booking["nonfree_baggages"]))
+        if methods:
+            options.append({"reservation_id": booking["reservation_id"], "total_baggages": total,
+                            "nonfree_baggages": paid, "payment_id": rng.choice(methods)})
+    return rng.choice(options) if options else None
+
+
+def _seats(offer: Mapping[str, Any], cabin: str) -> int:
+    return int(offer.get("available_seats", {}).get(cabin, 0))
+
+
+def build_flights(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    """Either the same flights in another cabin, or one segment moved to another direct
+    flight on the same leg and day in the same cabin (not for basic economy)."""
+    options = []
+    for booking in _active(knowledge):
+        owner = _owner(knowledge, booking)
+        assert owner is not None
+        segments, count, cabin = booking["flights"], len(booking["passengers"]), booking["cabin"]
+        if not all(s["date"] > TODAY for s in segments):
+            continue
+        paid = sum(s["price"] for s in segments)
+        offers = [_offer(knowledge, s["flight_number"], s["date"]) for s in segments]
+        if all(offers):
+            for other in CABIN_WORDS:
+                if other != cabin and all(_seats(o, other) >= count for o in offers if o):
+                    difference = (sum(o["prices"][other] for o in offers if o) - paid) * count
+                    methods = _cards(owner, difference)
+                    if methods:
+                        options.append({"reservation_id": booking["reservation_id"], "cabin": other,
+                                        "flights": [{"flight_number": s["flight_number"], "date": s["date"]}
+                                                    for s in segments],
+                                        "payment_id": rng.choice(methods)})
+        if cabin == "basic_economy":
+            continue
+        for position, segment in enumerate(segments):
+            for date, offer in _searched(knowledge):
+                if date != segment["date"] or offer["origin"] != segment["origin"] \
+                        or offer["destination"] != segment["destination"] \
+                        or offer["flight_number"] == segment["flight_number"] or _seats(offer, cabin) < count:
+                    continue
+                difference = (offer["prices"][cabin] - segment["price"]) * count
+                methods = _cards(owner, difference)
+                if methods:
+                    flights = [{"flight_number": s["flight_number"], "date": s["date"]} for s in segments]
+                    flights[position] = {"flight_number": offer["flight_number"], "date": date}
+                    options.append({"reservation_id": booking["reservation_id"], "cabin": cabin, "flights": flights,
+                                    "payment_id": rng.choice(methods)})
+    unique = {json.dumps(o, sort_keys=True): o for o in options}
+    return unique[rng.choice(sorted(unique))] if unique else None
+
+
+def build_passengers(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    options = []
+    for booking in _active(knowledge):
+        owner = _owner(knowledge, booking)
+        assert owner is not None
+        on_board = {(p["first_name"], p["last_name"]) for p in booking["passengers"]}
+        newcomers = [p for p in owner.get("saved_passengers", []) if (p["first_name"], p["last_name"]) not in on_board]
+        for newcomer in newcomers:
+            for position in range(len(booking["passengers"])):
+                passengers = [dict(p) for p in booking["passengers"]]
+                passengers[position] = dict(newcomer)
+                options.append({"reservation_id": booking["reservation_id"], "passengers": passengers})
+    return rng.choice(options) if options else None
+
+
+def build_certificate(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    """100 per passenger for an eligible reservation whose flight the airline cancelled."""
+    statuses = _statuses(knowledge)
+    options = []
+    for booking in _reservations(knowledge):
+        owner = _owner(knowledge, booking)
+        if owner is None or not any(statuses.get((s["flight_number"], s["date"])) == "cancelled"
+                                    for s in booking["flights"]):
+            continue
+        if owner["membership"] in ("silver", "gold") or booking["insurance"] == "yes" or booking["cabin"] == "business":
+            options.append({"user_id": owner["user_id"], "amount": 100 * len(booking["passengers"])})
+    unique = {json.dumps(o, sort_keys=True): o for o in options}
+    return unique[rng.choice(sorted(unique))] if unique else None
+
+
+def build_booking(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
+    """A one-way trip on a searched direct flight for the customer and maybe a saved passenger,
+    paid whole with one method, paid bags exactly those beyond the allowance."""
+    owners = knowledge.all_records("user_id")
+    offers = _searched(knowledge)
+    if not owners or not offers:
+        return None
+    owner = rng.choice(owners)
+    date, offer = rng.choice(offers)
+    travellers = [{"first_name": owner["name"]["first_name"], "last_name": owner["name"]["last_name"],
+                   "dob": owner["dob"]}]
+    saved = [dict(p) for p in owner.get("saved_passengers", []) if p["first_name"] != travellers[0]["first_name"]]
+    if saved and rng.random() < 0.5:
+        travellers.append(rng.choice(saved))
+    cabins = [c for c in CABIN_WORDS if _seats(offer, c) >= len(travellers)]
+    if not cabins:
+        return None
+    cabin = rng.choice(cabins)
+    total_bags = rng.randint(0, 2) * len(travellers)
+    paid_bags = max(0, total_bags - free_bags(owner["membership"], cabin, len(travellers)))
+    insurance = rng.choice(["yes", "no"])
+    total = (offer["prices"][cabin] + (INSURANCE_PER_PASSENGER if insurance == "yes" else 0)) * len(travellers) \
+        + PRICE_PER_EXTRA_BAG * paid_bags
+    methods = _booking_methods(owner, total)
+    if not methods:
+        return None
+    return {"user_id": owner["user_id"], "origin": offer["origin"], "destination": offer["destination"],
+            "flight_type": "one_way", "cabin": cabin,
+            "flights": [{"flight_number": offer["flight_number"], "date": date}], "passengers": travellers,
+            "payment_methods": [{"payment_id": rng.choice(methods), "amount": total}],
+            "total_baggages": total_bags, "nonfree_baggages": paid_bags, "insurance": insurance}
+
+
+WRITE_BUILDERS = {
+    "book_reservation": build_booking,
+    "cancel_reservation": build_cancel,
+    "update_reservation_baggages": build_baggages,
+    "update_reservation_flights": build_flights,
+    "update_reservation_passengers": build_passengers,
+    "send_certificate": build_certificate,
+}
+
+
+# ---------------------------------------------------------------- words and facts
+
+
+def payment_words(episode: Episode[Any], user_id: str, method_id: str) -> tuple[str, list[str]]:
+    """A payment method as its owner names it, and the words that single it out (first the
+    one a request states): a card by brand and last four digits; a gift card or certificate
+    by kind, with its id only where the owner has several of that kind."""
+    owner = user(episode, user_id)
+    method = owner.payment_methods.get(method_id) if owner else None
+    if method is None:
+        return f"payment method {method_id}", [method_id]
+    if method.source == "credit_card":
+        return (f"your {method.brand} credit card ending in {method.last_four}",  # type: ignore[union-attr]
+                [method.last_four, method_id])  # type: ignore[union-attr]
+    kind = method.source.replace("_", " ")
+    same = [m for m in owner.payment_methods.values() if m.source == method.source] if owner else []
+    if len(same) == 1:
+        return f"your {kind}", [kind, method_id]
+    return f"your {kind} {method_id}", [method_id]
+
+
+def trip_words(booking: Reservation) -> str:
+    return _trip_words(booking.model_dump())
+
+
+def _rid_fact(reservation_id: str) -> RequiredFact:
+    return RequiredFact(label="reservation id", alternatives=[reservation_id])
+
+
+def _clock(time: str) -> str:
+    return time[:5]  # "06:30:00" -> "06:30"
+
+
+def _flight_words(episode: Episode[Any], number: str, date: str) -> tuple[str, str]:
+    """A flight as a traveller names it (route, day and departure time) and the time alone."""
+    flight = episode.get("flights", number)
+    if flight is None:
+        return f"flight {number} on {date}", number
+    departure = _clock(flight.scheduled_departure_time_est)  # type: ignore[attr-defined]
+    return (f"the {flight.origin}-{flight.destination} flight on {date} departing at "  # type: ignore[attr-defined]
+            f"{departure}", departure)
+
+
+def _cancel_reason(episode: Episode[Any], booking: Reservation) -> tuple[str, list[str]]:
+    """Why the customer cancels, in words that match a ground the policy accepts."""
+    if any(segment_status(episode, s) == "cancelled" for s in booking.flights):
+        return "the airline cancelled one of its flights", []
+    if booked_within_24h(booking):
+        return "you booked it only a few hours ago and your plans have changed", []
+    if booking.cabin == "business":
+        return "your plans have changed", []
+    return "you are ill and cannot travel (your booking has travel insurance)", [
+        RequiredFact(label="reason", alternatives=["ill", "sick", "health"])]
+
+
+def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any]) -> RequestFacts:
+    """Template sentence and facts of one airline write, read from the state just before it."""
+    booking = cast(Reservation | None, episode.get("reservations", str(a.get("reservation_id", ""))))
+    if name == "book_reservation":
+        owner = user(episode, a["user_id"])
+        assert owner is not None
+        flight, departure = _flight_words(episode, a["flights"][0]["flight_number"], a["flights"][0]["date"])
+        extra = [f"{p['first_name']} {p['last_name']} (born {p['dob']})" for p in a["passengers"]]
+        payment, words = payment_words(episode, owner.user_id, a["payment_methods"][0]["payment_id"])
+        insured = "with" if a["insurance"] == "yes" else "without"
+        facts = [RequiredFact(label="origin", alternatives=[a["origin"]]),
+                 RequiredFact(label="destination", alternatives=[a["destination"]]),
+                 RequiredFact(label="date", alternatives=[a["flights"][0]["date"]]),
+                 RequiredFact(label="departure time", alternatives=[departure, a["flights"][0]["flight_number"]]),
+                 RequiredFact(label="cabin", alternatives=[CABIN_WORDS[a["cabin"]]]),
+                 RequiredFact(label="payment method", alternatives=words)]
+        for p in a["passengers"]:
+            facts += [RequiredFact(label="passenger", alternatives=[f"{p['first_name']} {p['last_name']}"]),
+                      RequiredFact(label="passenger date of birth", alternatives=[p["dob"]])]
+        return RequestFacts(tool=name, facts=facts, sentence=(
+            f"You want to book a one-way trip on {flight}, in {CABIN_WORDS[a['cabin']]}, for "
+            f"{' and '.join(extra)}, with {a['total_baggages']} checked bag(s) in all, {insured} travel insurance, "
+            f"paying the whole price with {payment}."))
+    if name == "send_certificate":
+        owner = user(episode, a["user_id"])
+        cancelled = next(((r, s) for r in (episode.get("reservations", k) for k in (owner.reservations if owner else []))
+                          if r is not None for s in cast(Reservation, r).flights
+                          if segment_status(episode, s) == "cancelled"
+                          and len(cast(Reservation, r).passengers) * 100 == a["amount"]), None)
+        if cancelled is None:
+            return RequestFacts(tool=name, sentence="Your flight was disrupted and you want to be compensated.")
+        held, segment = cast(tuple[Reservation, Any], cancelled)
+        flight, _ = _flight_words(episode, segment.flight_number, segment.date)
+        return RequestFacts(tool=name, facts=[_rid_fact(held.reservation_id)], sentence=(
+            f"The airline cancelled {flight} of your reservation {held.reservation_id}; you want to be "
+            f"compensated for the trouble."))
+    assert booking is not None
+    rid = booking.reservation_id
+    trip = f"your reservation {rid} ({trip_words(booking)})"
+    if name == "cancel_reservation":
+        reason, facts = _cancel_reason(episode, booking)
+        return RequestFacts(tool=name, facts=[_rid_fact(rid), *facts],
+                            sentence=f"You want to cancel {trip} because {reason}.")
+    if name == "update_reservation_baggages":
+        payment, words = payment_words(episode, booking.user_id, a["payment_id"])
+        added = a["total_baggages"] - booking.total_baggages
+        return RequestFacts(tool=name, facts=[_rid_fact(rid), RequiredFact(label="bags in all", alternatives=[
+            f"{a['total_baggages']} checked bag"]), RequiredFact(label="payment method", alternatives=words)],
+            sentence=(f"You want to add {added} checked bag(s) to {trip}, {a['total_baggages']} checked bag(s) in "
+                      f"all, paying any fee with {payment}."))
+    if name == "update_reservation_flights":
+        payment, words = payment_words(episode, booking.user_id, a["payment_id"])
+        kept = [(s.flight_number, s.date) for s in booking.flights]
+        wanted = [(f["flight_number"], f["date"]) for f in a["flights"]]
+        facts = [_rid_fact(rid), RequiredFact(label="payment method", alternatives=words)]
+        if wanted == kept:
+            facts.append(RequiredFact(label="cabin", alternatives=[CABIN_WORDS[a["cabin"]]]))
+            return RequestFacts(tool=name, facts=facts, sentence=(
+                f"You want to move {trip} to {CABIN_WORDS[a['cabin']]} on the same flights, settling the fare "
+                f"difference with {payment}."))
+        changes = []
+        for (old_number, old_date), (new_number, new_date) in zip(kept, wanted):
+            if (old_number, old_date) != (new_number, new_date):
+                old, _ = _flight_words(episode, old_number, old_date)
+                new, departure = _flight_words(episode, new_number, new_date)
+                changes.append(f"{old} for the one departing at {departure} the same day")
+                facts.append(RequiredFact(label="new departure time", alternatives=[departure, new_number]))
+        return RequestFacts(tool=name, facts=facts, sentence=(
+            f"On {trip} you want to swap {' and '.join(changes)}, keeping everything else, and settle any fare "
+            f"difference with {payment}."))
+    if name == "update_reservation_passengers":
+        swaps, facts = [], [_rid_fact(rid)]
+        for old, new in zip(booking.passengers, a["passengers"]):
+            if (old.first_name, old.last_name, old.dob) != (new["first_name"], new["last_name"], new["dob"]):
+                swaps.append(f"{old.first_name} {old.last_name} replaced by {new['first_name']} {new['last_name']} "
+                             f"(born {new['dob']})")
+                facts += [RequiredFact(label="new passenger", alternatives=[f"{new['first_name']} {new['last_name']}"]),
+                          RequiredFact(label="new passenger date of birth", alternatives=[new["dob"]])]
+        return RequestFacts(tool=name, facts=facts,
+                            sentence=f"On {trip} you want {' and '.join(swaps) or 'the passengers updated'}.")
+    return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.")
+
+
+def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: str | None) -> TrajectoryFacts:
+    """Identity and per-write facts of an airline trajectory, replayed on a fresh episode."""
+    episode = env.episode()
+    user_id: str | None = None
+    requests = []
+    for step in steps:
+        call = step.call
+        spec = env.tools.get(call.name)
+        if spec is not None and spec.authenticates is not None and user_id is None and not step.error:
+            user_id = spec.authenticates(call.arguments, step.observation)
+        if spec is not None and spec.kind == "write":
+            requests.append(describe_request(episode, call.name, call.arguments))
+        episode.call(call.name, call.arguments)
+    if user_id is None and seed_entity:
+        table, _, key = seed_entity.partition("/")
+        user_id = env.domain.owner_of(env.episode(), table, key)
+    if user_id is None:
+        return TrajectoryFacts(known_info="", requests=requests)
+    return TrajectoryFacts(known_info=f"Your user id is {user_id}.", requests=requests,
+                           identity=[RequiredFact(label="user id", alternatives=[user_id])])
+
+
+EXPLORATION = ExplorationKit(
+    hints=HINTS,
+    seed_table="users",
+    seed_calls=seed_calls,
+    seed_description=seed_description,
+    walk_reads=("get_user_details", "get_reservation_details"),
+    write_builders=WRITE_BUILDERS,
+    describe=describe,
+    seed_via={"reservations": RESERVATION_SEED},
+    seed_for_write=SEED_FOR_WRITE,
+)
