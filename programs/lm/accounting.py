@@ -68,6 +68,8 @@ def error_kind(exc: BaseException) -> ErrorKind:
         return "server_error"
     status = getattr(exc, "status", None)
     text = str(exc).lower()
+    if "is not json" in text:
+        return "server_error"  # a 200 whose body is not JSON: a gateway or the server broke it
     if status == 404 or "404" in text and "not found" in text:
         return "wrong_url"
     if isinstance(exc, x.LMInvalidRequestError) or status in (400, 413, 422):
@@ -75,7 +77,7 @@ def error_kind(exc: BaseException) -> ErrorKind:
             return "context_overflow"
         return "bad_request"
     if isinstance(exc, x.LMProviderError) and "not json" in text:
-        return "bad_request"
+        return "server_error"  # a 200 whose body is not JSON: a gateway or the server broke it
     if isinstance(exc, (ConnectionError, OSError)):
         return "unreachable"
     return "other"

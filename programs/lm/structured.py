@@ -12,8 +12,8 @@ request in the shape the endpoint takes (a "dialect"):
 The role's ``structured`` setting picks the behaviour: ``on`` and ``auto`` try the dialects
 in turn, keeping the first one the endpoint accepts for the rest of the run (on the role's
 `LMRole`, shared by copies of the LM); when the endpoint refuses every one, ``auto`` falls
-back to DSPy's `ChatAdapter` text format and ``on`` fails with one line. ``off`` uses the
-`ChatAdapter` without its JSON re-ask, so a parse failure costs one call, not two.
+back to DSPy's `ChatAdapter` text format and ``on`` fails with one line. ``off`` is DSPy's
+default `ChatAdapter` as it is (text format; after a parse failure it asks once more in JSON).
 
 A reply is parsed as JSON first and, failing that, with the `ChatAdapter`'s field markers,
 so a server that ignored the schema still gets its answer read (no second call).
@@ -37,7 +37,7 @@ from programs.lm.accounting import role_of
 DIALECTS: tuple[str, ...] = ("json_schema", "json_object_schema")
 PLAIN = "plain"
 
-_PLAIN_ADAPTER = dspy.ChatAdapter(use_json_adapter_fallback=False)
+_PLAIN_ADAPTER = dspy.ChatAdapter()
 _TEXT_PARSER = dspy.ChatAdapter()
 
 
