@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from domains import Environment
 from signatures.conversation import AgentToolCall, AgentTurn
 from signatures.models import Action, Message, Task, TokenUsage
-from programs.loop.user_sim import LMTurnError
+from programs.loop.user_sim import turn_error
 
 DO_NOTHING = "do-nothing"
 ORACLE = "oracle"
@@ -47,6 +47,8 @@ class AgentReply(BaseModel):
 
 class AgentSession(Protocol):
     def reply(self, conversation: Sequence[Message]) -> AgentReply: ...
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply: ...
 
     def usage(self) -> TokenUsage: ...
 
@@ -189,6 +191,11 @@ class ToolCallingAgent(dspy.Module):
         with dspy.context(adapter=self.adapter()):
             return self.turn(policy=policy, conversation=list(conversation), tools=tools)
 
+    async def aforward(self, policy: str, conversation: Sequence[Message],
+                       tools: list[dict[str, Any]]) -> dspy.Prediction:
+        with dspy.context(adapter=self.adapter()):
+            return await self.turn.acall(policy=policy, conversation=list(conversation), tools=tools)
+
     @property
     def instructions(self) -> str:
         return self.turn.signature.instructions
@@ -232,7 +239,21 @@ class _LMAgentSession:
             with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
                 prediction = agent.program(policy=agent.policy, conversation=conversation, tools=agent.tools)
         except Exception as exc:  # the LM boundary: retries already happened inside dspy.LM
-            raise LMTurnError(f"agent: {type(exc).__name__}: {exc}") from exc
+            raise turn_error("agent", "agent", exc) from exc
+        return self._reply_of(prediction)
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply:
+        agent = self.agent
+        try:
+            with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
+                prediction = await agent.program.acall(policy=agent.policy, conversation=conversation,
+                                                       tools=agent.tools)
+        except Exception as exc:
+            raise turn_error("agent", "agent", exc) from exc
+        return self._reply_of(prediction)
+
+    @staticmethod
+    def _reply_of(prediction: Any) -> AgentReply:
         calls = [c if isinstance(c, AgentToolCall) else AgentToolCall.model_validate(c)
                  for c in (prediction.tool_calls or [])]
         return AgentReply(content=(prediction.message or "").strip() or None, tool_calls=calls)
@@ -267,6 +288,9 @@ class DoNothingAgent:
 class _DoNothingSession:
     def reply(self, conversation: Sequence[Message]) -> AgentReply:
         return AgentReply(content="I'm sorry, but I can't help with that.")
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply:
+        return self.reply(conversation)
 
     def usage(self) -> TokenUsage:
         return TokenUsage()
@@ -306,6 +330,9 @@ class _OracleSession:
         self.write_tools = write_tools
         self.next = 0
         self.asked = False
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply:
+        return self.reply(conversation)
 
     def reply(self, conversation: Sequence[Message]) -> AgentReply:
         if self.next < len(self.plan):
