@@ -76,7 +76,9 @@ def openai_messages(conversation: Sequence[Message]) -> list[dict[str, Any]]:
     """Our messages as OpenAI chat messages (tool-call arguments as JSON strings)."""
     out: list[dict[str, Any]] = []
     for m in conversation:
-        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        # content is never null: llama.cpp's chat templates fail on an assistant tool-call
+        # message without it, and OpenAI-compatible servers take "" there
+        item: dict[str, Any] = {"role": m.role, "content": m.content or ""}
         if m.tool_calls:
             item["tool_calls"] = [{"id": c.id, "type": "function",
                                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
@@ -142,7 +144,7 @@ class NativeToolsAdapter(dspy.Adapter):
     def __call__(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
                  demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
         messages = self.format(signature, demos, inputs)
-        kwargs = {**lm_kwargs, "tools": list(inputs["tools"])}
+        kwargs = self._tool_kwargs(lm_kwargs, inputs)
         with _adapter_call_marker(lm, messages):
             outputs = lm(messages=messages, **kwargs)
         return [self.parse_output(output) for output in outputs]
@@ -150,10 +152,16 @@ class NativeToolsAdapter(dspy.Adapter):
     async def acall(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
                     demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
         messages = self.format(signature, demos, inputs)
-        kwargs = {**lm_kwargs, "tools": list(inputs["tools"])}
+        kwargs = self._tool_kwargs(lm_kwargs, inputs)
         with _adapter_call_marker(lm, messages):
             outputs = await lm.acall(messages=messages, **kwargs)
         return [self.parse_output(output) for output in outputs]
+
+    @staticmethod
+    def _tool_kwargs(lm_kwargs: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        # tool_choice said explicitly: llama-cpp-python's function-calling format drops the
+        # tools of a request without it
+        return {"tool_choice": "auto", **lm_kwargs, "tools": list(inputs["tools"])}
 
     @staticmethod
     def parse_output(output: Any) -> dict[str, Any]:
