@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -116,3 +117,64 @@ class LlamaServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
         self.log.unlink(missing_ok=True)
+
+
+class RecordingProxy:
+    """Forwards every request to ``target`` (the llama.cpp server) and keeps each request
+    body with the status it got: what t2t really sent, to compare with what it recorded."""
+
+    def __init__(self, target: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.target = target.rstrip("/")
+        self.requests: list[tuple[str, dict[str, object], int]] = []
+        lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _forward(self, method: str) -> None:
+                import json
+
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else None
+                path = self.path[len("/v1"):] if self.path.startswith("/v1") else self.path
+                request = urllib.request.Request(proxy.target + path, data=raw, method=method,
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=900) as response:
+                        status, body = response.status, response.read()
+                except urllib.error.HTTPError as exc:
+                    status, body = exc.code, exc.read()
+                if method == "POST":
+                    with lock:
+                        proxy.requests.append((path, json.loads(raw or b"{}"), status))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:  # noqa: N802
+                self._forward("GET")
+
+            def do_POST(self) -> None:  # noqa: N802
+                self._forward("POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def chat_requests(self) -> list[dict[str, object]]:
+        return [body for path, body, _ in self.requests if path.endswith("/chat/completions")]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -14,7 +14,7 @@ import socket
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -38,10 +38,13 @@ class LMSession:
         self.cache = cache
         self.warn = warn
         self.settings: dict[str, LMSettings] = {}
+        self.lms: list[Any] = []
 
     def build(self, role: str, settings: LMSettings) -> Any:
         self.settings[role] = settings
-        return build_lm(settings, cache=self.cache, role=role, ledger=self.ledger, warn=self.warn)
+        lm = build_lm(settings, cache=self.cache, role=role, ledger=self.ledger, warn=self.warn)
+        self.lms.append(lm)
+        return lm
 
     @staticmethod
     def install_adapter() -> None:
@@ -53,27 +56,52 @@ class LMSession:
 
         dspy.settings.configure(adapter=STRUCTURED_ADAPTER)
 
-    def preflight(self, settings: Iterable[LMSettings] | None = None, timeout_s: float = 3.0) -> None:
-        seen: set[str] = set()
-        for s in settings if settings is not None else self.settings.values():
-            if s.api_base and s.api_base not in seen:
-                seen.add(s.api_base)
-                check_endpoint(s.api_base, timeout_s)
+    def preflight(self, timeout_s: float = 3.0) -> None:
+        """Check each endpoint once; where it is llama-cpp-python's server, tell the roles its
+        structured-output dialect (it answers the OpenAI one with a 500, which DSPy retries)."""
+        from programs.lm.accounting import role_of
+
+        kinds: dict[str, str | None] = {}
+        for s in self.settings.values():
+            if s.api_base and s.api_base not in kinds:
+                kinds[s.api_base] = check_endpoint(s.api_base, timeout_s)
+        for lm in self.lms:
+            tag = role_of(lm)
+            if tag is not None and kinds.get(tag.settings.api_base or "") == LLAMA_CPP_PYTHON and tag.dialect is None:
+                tag.dialect = "json_object_schema"
 
 
-def _get(url: str, timeout_s: float) -> int:
-    """HTTP status of GET url (0 when no HTTP answer came)."""
+LLAMA_CPP_PYTHON = "llama-cpp-python"
+
+
+def _get(url: str, timeout_s: float) -> tuple[int, Any]:
+    """(HTTP status, JSON body or None) of GET url; status 0 when no HTTP answer came."""
     try:
         with urllib.request.urlopen(urllib.request.Request(url, method="GET"), timeout=timeout_s) as response:
-            return int(response.status)
+            try:
+                return int(response.status), json.loads(response.read(65536) or b"null")
+            except ValueError:
+                return int(response.status), None
     except urllib.error.HTTPError as exc:
-        return int(exc.code)
+        return int(exc.code), None
     except (urllib.error.URLError, OSError, ValueError):
-        return 0
+        return 0, None
 
 
-def check_endpoint(api_base: str, timeout_s: float = 3.0) -> None:
-    """Raise `EndpointError` when nothing listens at ``api_base`` or its path is missing /v1."""
+def _server_kind(models: Any) -> str | None:
+    """Which server a /models answer comes from, where it tells (llama-cpp-python's says
+    ``owned_by: "me"`` and lists the GGUF path)."""
+    data = models.get("data") if isinstance(models, dict) else None
+    if isinstance(data, list) and data and isinstance(data[0], dict):
+        first = data[0]
+        if first.get("owned_by") == "me" or str(first.get("id", "")).endswith(".gguf"):
+            return LLAMA_CPP_PYTHON
+    return None
+
+
+def check_endpoint(api_base: str, timeout_s: float = 3.0) -> str | None:
+    """Raise `EndpointError` when nothing listens at ``api_base`` or its path is missing /v1;
+    return the server's kind where its /models tells it."""
     parts = urlsplit(api_base)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise EndpointError(f"wrong_url: --api-base {api_base!r} is not an http(s) URL "
@@ -86,10 +114,9 @@ def check_endpoint(api_base: str, timeout_s: float = 3.0) -> None:
         raise EndpointError(f"unreachable: nothing answers at {parts.hostname}:{port} ({why}) -- is the server "
                             f"running? check --api-base") from None
     base = api_base.rstrip("/")
-    if _get(base + "/models", timeout_s) == 404 and not base.endswith("/v1") \
-            and _get(base + "/v1/models", timeout_s) == 200:
+    status, models = _get(base + "/models", timeout_s)
+    if status == 404 and not base.endswith("/v1") and _get(base + "/v1/models", timeout_s)[0] == 200:
         raise EndpointError(f"wrong_url: {base} has no /models but {base}/v1 does -- use --api-base {base}/v1")
+    return _server_kind(models) if status == 200 else None
 
 
-def describe_settings(settings: LMSettings) -> str:
-    return json.dumps(settings.redacted(), sort_keys=True)

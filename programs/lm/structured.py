@@ -70,10 +70,11 @@ def refuses_format(exc: BaseException) -> bool:
     if not isinstance(exc, (LMInvalidRequestError, LMProviderError)):
         return False
     status = getattr(exc, "status", None)
-    if status == 422:  # a request-validation error (FastAPI servers such as llama-cpp-python's), body unread
+    if status == 422:  # a request-validation error (FastAPI servers), body unread
         return True
     text = str(exc).lower()
-    return status in (400, None) and any(
+    # llama-cpp-python answers a json_schema response_format with a 500 naming the field
+    return status in (400, 500, None) and any(
         word in text for word in ("response_format", "json_schema", "json_object", "schema", "grammar"))
 
 
