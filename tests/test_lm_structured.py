@@ -145,7 +145,7 @@ def test_prompt_that_will_not_fit_is_said_before_the_call():
     warnings: list[str] = []
     ledger = CallLedger()
     with ScriptedLLMServer(replies=[Text("ok")]) as server:
-        lm = build_lm(LMSettings(model="openai/m", api_base=server.base_url, context_window=50, max_tokens=20),
+        lm = build_lm(LMSettings(model="openai/m", api_base=server.base_url, context_window=150, max_tokens=20),
                       role="explorer", ledger=ledger, warn=warnings.append)
         lm("x" * 400)
-    assert len(warnings) == 1 and "explorer prompt ~100 tokens" in warnings[0] and "50-token window" in warnings[0]
+    assert len(warnings) == 1 and "explorer prompt ~200 tokens" in warnings[0] and "150-token window" in warnings[0]

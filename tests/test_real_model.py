@@ -30,6 +30,8 @@ ITEM_KINDS = {"explorer", "writer", "adapter"}
 
 @pytest.fixture(scope="module")
 def real_lm():
+    # 8k, the model's trained window: the explorer's first prompt (~9.3k SmolLM2 tokens) overflows it,
+    # which the generate test sees classified (context_overflow, with the prompt size)
     with LlamaServer(n_ctx=8192) as server:
         proxy = RecordingProxy(server.base_url)
         try:

@@ -101,16 +101,22 @@ def explain(kind: str, detail: str, settings: LMSettings | None = None, prompt_t
     return f"{kind}{where}: {detail}" + (f" -- {advice}" if advice else "")
 
 
+# characters per token for the before-the-call check: t2t's prompts are JSON-heavy (schemas,
+# observations); SmolLM2's tokenizer gave 9,261 tokens for the explorer's first prompt of
+# ~17,200 characters (1.86 a token). Erring low makes the warning come early, not late.
+CHARS_PER_TOKEN = 2
+
+
 def estimate_tokens(messages: Any) -> int:
-    """A rough prompt size (4 characters a token) for checks made before a call."""
+    """A rough prompt size for checks made before a call (see CHARS_PER_TOKEN)."""
     if not isinstance(messages, list):
-        return len(str(messages or "")) // 4
+        return len(str(messages or "")) // CHARS_PER_TOKEN
     chars = 0
     for m in messages:
         content = m.get("content") if isinstance(m, Mapping) else None
         chars += len(content) if isinstance(content, str) else len(str(content or ""))
         chars += len(str(m.get("tool_calls") or "")) if isinstance(m, Mapping) else 0
-    return chars // 4
+    return chars // CHARS_PER_TOKEN
 
 
 class CallLedger:
