@@ -41,10 +41,15 @@ def inputs_for_signatures() -> dict[str, tuple[type, dict]]:
     assert trajectory is not None, "no offline trajectory"
     steps = list(trajectory.steps)
     user_id = next((s.call.arguments.get("user_id") for s in steps if "user_id" in s.call.arguments), "")
-    propose = dict(domain_summary="A retail store: users, orders, products.", policy=env.policy,
-                   tool_schemas=env.tool_schemas(), seed_entity=f"The customer {user_id}.",
+    # trimmed inputs (the tools the trajectory used, the policy's first part): the full explorer
+    # prompt is ~9.3k tokens, more than SmolLM2's window and minutes of prompt evaluation here
+    used = {s.call.name for s in steps}
+    schemas = [t for t in env.tool_schemas() if t["function"]["name"] in used][:4]
+    policy = env.policy[:1500]
+    propose = dict(domain_summary="A retail store: users, orders, products.", policy=policy,
+                   tool_schemas=schemas, seed_entity=f"The customer {user_id}.",
                    exploration_goal="one successful write", trajectory=steps[:1], previous_error="")
-    write = dict(trajectory=steps, policy=env.policy, required_facts=[])
+    write = dict(trajectory=steps[:2], policy=policy, required_facts=[])
     return {"ProposeExplorationCall": (ProposeExplorationCall, propose), "WriteTask": (WriteTask, write)}
 
 
@@ -53,6 +58,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--max-tokens", type=int, default=300)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", default="", help="comma-separated signature names (default: all)")
     args = parser.parse_args()
 
     import dspy
@@ -66,8 +72,10 @@ def main() -> None:
     if why:
         sys.exit(f"bench_parse_rate: {why}")
     cases = inputs_for_signatures()
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k in args.only.split(",")}
     figures: dict[str, dict[str, object]] = {}
-    with LlamaServer(n_ctx=16384) as server:
+    with LlamaServer(n_ctx=8192) as server:
         for mode, adapter in (("text, no schema", dspy.ChatAdapter()), ("schema-constrained", StructuredAdapter())):
             for name, (signature, inputs) in cases.items():
                 ledger = CallLedger()
