@@ -60,7 +60,9 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    def __init__(self, n_ctx: int = 8192, threads: int = 2, startup_s: float = 180.0) -> None:
+    # one thread by default: the two cores are shared with the rest of the suite, and llama.cpp's
+    # threads spin-wait for each other when the machine is oversubscribed
+    def __init__(self, n_ctx: int = 8192, threads: int = 1, startup_s: float = 180.0) -> None:
         self.n_ctx = n_ctx
         self.threads = threads
         self.startup_s = startup_s
@@ -77,6 +79,7 @@ class LlamaServer:
         assert gguf is not None, missing()
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads),
+               "--n_threads_batch", str(self.threads),
                "--chat_format", CHAT_FORMAT]
         with self.log.open("wb") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

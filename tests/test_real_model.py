@@ -108,15 +108,18 @@ def test_bench_agent_and_user_on_the_model(real_lm, offline_store):
     one_task = ("task_id = (SELECT min(task_id) FROM tasks_latest WHERE verified AND condition = 'general')")
     done = run_t2t("bench", "--agent-lm", MODEL_NAME, "--user-lm", MODEL_NAME, "--function-calling",
                    "--api-base", real_lm.base_url, "--tasks", one_task, "--max-turns", "1", "--store",
-                   str(offline_store), "--json", *KNOBS, *TEXT, timeout=SLOW)
+                   str(offline_store), "--json", *KNOBS, "--structured", "user=on", timeout=SLOW)
     sent = real_lm.chat_requests()[before:]
     print("bench:", done.returncode, done.stdout[-800:], done.stderr[-1500:])
     assert done.returncode in (0, 1), done.stderr
     run_id = _run_id(done.stderr)
     calls = _lm_calls(offline_store, run_id)
     assert len(calls) == len(sent) > 0 and {r for r, *_ in calls} <= {"agent", "user"}
+    # the user's messages are schema-constrained (48 tokens of free text truncate and do not parse)
+    user_requests = [b for b in sent if "tools" not in b]
+    assert user_requests and all("schema" in b.get("response_format", {}) for b in user_requests)
     agent_requests = [b for b in sent if "tools" in b]
-    assert agent_requests and all(b.get("tool_choice") == "auto" for b in agent_requests)
+    assert all(b.get("tool_choice") == "auto" for b in agent_requests)
     # assistant tool-call messages always carry content (llama.cpp's template needs it)
     assert all(m.get("content") is not None for b in agent_requests for m in b["messages"])
     with TaskStore(offline_store, read_only=True) as store:
@@ -124,7 +127,9 @@ def test_bench_agent_and_user_on_the_model(real_lm, offline_store):
                                   [run_id])
     assert len(rollouts) == 1
     termination, error, passed, reasons = rollouts[0]
-    print("rollout:", termination, error, passed, reasons)
+    print("rollout:", termination, error, passed, reasons, "agent requests:", len(agent_requests))
+    if not (error or "").startswith("user simulator"):
+        assert agent_requests  # the user opened: the agent had its turn, with native tools
     if termination == "lm_error":  # classified: whose failure, and why
         assert error.split(":")[0] in ("agent", "user simulator", "transport")
         if error.startswith(("user simulator", "transport")):
