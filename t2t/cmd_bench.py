@@ -9,8 +9,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
+from t2t.lm_options import (ContextOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt, TimeoutOpt,
+                            knob_flags)
 from t2t.output import console, err_console, print_error_line, print_json_line, print_table, print_text
 from t2t.settings import MAX_TRIALS, MAX_WORKERS
+
+BENCH_ROLES = ("agent", "user")
 
 DEFAULT_TASKS = "verified"
 
@@ -70,7 +74,8 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
     return list(by_id.values())
 
 
-def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any) -> tuple[list[Any], Any]:
+def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
+                  session: Any = None, knobs: dict[str, str] | None = None) -> tuple[list[Any], Any]:
     from programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, OracleAgent
     from programs.loop.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
 
@@ -81,16 +86,18 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any) ->
         elif name == ORACLE:
             agents.append(OracleAgent(env))
         else:
-            settings = _settings("agent", name, config, lm_config_path)
+            settings = _settings("agent", name, config, lm_config_path, knobs)
             if config.function_calling is not None:
                 settings = settings.model_copy(update={"function_calling": config.function_calling})
-            agents.append(_lm_agent(settings, env))
+            agents.append(_lm_agent(settings, env, session))
     if config.user == SCRIPTED_USER_NAME:
         user: Any = ScriptedUser()
     else:
         from programs.lm.config import build_lm
 
-        user = LMUser(build_lm(_settings("user", config.user, config, lm_config_path)),
+        user_settings = _settings("user", config.user, config, lm_config_path, knobs)
+        user_lm = session.build("user", user_settings) if session is not None else build_lm(user_settings)
+        user = LMUser(user_lm,
                       program=_compiled_user(ts, config.user_program) if config.user_program else None,
                       name=config.user)
     return agents, user
@@ -113,13 +120,14 @@ def _compiled_user(ts: Any, name: str) -> Any:
     return program
 
 
-def _settings(role: str, model: str, config: Any, lm_config_path: str | None) -> Any:
+def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
+              knobs: dict[str, str] | None = None) -> Any:
     from programs.lm.config import LMConfigError, load_lm_config
     from t2t.settings import check_lm_config_file
 
     check_lm_config_file(lm_config_path)
     try:
-        lm_config = load_lm_config(flags={f"{role}_lm": model, "api_base": config.api_base},
+        lm_config = load_lm_config(flags={f"{role}_lm": model, "api_base": config.api_base, **(knobs or {})},
                                    config_path=lm_config_path)
     except LMConfigError as exc:
         raise UserError(str(exc)) from None
@@ -128,12 +136,12 @@ def _settings(role: str, model: str, config: Any, lm_config_path: str | None) ->
     return settings
 
 
-def _lm_agent(settings: Any, env: Any) -> Any:
+def _lm_agent(settings: Any, env: Any, session: Any = None) -> Any:
     from programs.loop.agent import LMAgent
     from programs.lm.config import build_lm
 
     try:
-        lm = build_lm(settings)
+        lm = session.build("agent", settings) if session is not None else build_lm(settings)
     except RuntimeError as exc:
         raise UserError(str(exc)) from None
     native = bool(lm.supports_function_calling) if settings.function_calling is None else settings.function_calling
@@ -180,6 +188,12 @@ def bench(
                                         "acts before the user gives any withheld detail. The oracle knows the gold "
                                         "and does not ask: leave this off for calibration.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON object per score cell, then a summary.")] = False,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    structured: StructuredOpt = None,
+    context_window: ContextOpt = None,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
     from programs.loop.agent import REFERENCE_AGENTS
@@ -229,17 +243,26 @@ def bench(
         config.tool_schemas = env.tool_schemas()
         if config.user_program and config.user == SCRIPTED_USER_NAME:
             raise UserError("--user-program needs an LM user simulator: pass --user-lm MODEL")
-        agents, user = _build_agents(config, env, lm_config, ts)
+        from programs.lm.session import LMSession
+
+        knobs = knob_flags(BENCH_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
+                           temperature=temperature, structured=structured, context_window=context_window)
+        session = LMSession()  # no cache: trials of a rollout must be independent draws
+        agents, user = _build_agents(config, env, lm_config, ts, session, knobs)
+        if session.settings:
+            session.install_adapter()
         run_id = ts.start_run("bench", config.model_dump(), seed=config.db_seed, run_id=resume)
         err_console.print(f"t2t bench: run {run_id} (resume with --resume {run_id})")
         if config.tasks_source == "file" and not ts.done_task_ids(run_id):
             ts.add_tasks(run_id, task_list)
-        outcome = _run(ts, run_id, config, env, task_list, agents, user, concurrency)
-        _report(ts, run_id, config, env, task_list, outcome, json_out)
+        outcome = _run(ts, run_id, config, env, task_list, agents, user, concurrency, session)
+        if session.ledger.calls:
+            err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
+        _report(ts, run_id, config, env, task_list, outcome, json_out, session.ledger)
 
 
 def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,
-         concurrency: int) -> Any:
+         concurrency: int, session: Any = None) -> Any:
     from programs.loop.bench import plan_jobs
     from programs.loop.rollout import RolloutEngine, RolloutWriter
     from t2t.output import progress
@@ -249,7 +272,16 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
 
     engine = RolloutEngine(env, user, agents, max_turns=config.max_turns,
                            verifier=Verifier(env, require_clarification=config.require_clarification))
-    writer = RolloutWriter(ts, run_id)
+    ledger = session.ledger if session is not None else None
+    if jobs and session is not None and session.settings:
+        from programs.lm.session import EndpointError
+
+        try:  # before the first call: a server that is down costs no retries
+            session.preflight()
+        except EndpointError as exc:
+            ts.finish_run(run_id, "failed")
+            raise UserError(str(exc)) from None
+    writer = RolloutWriter(ts, run_id, ledger=ledger)
     by_id = {t.id: t for t in task_list}
     total = len(config.task_ids) * len(config.agents) * config.trials
     with progress("rollouts", total) as bar:
@@ -257,7 +289,8 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
 
         def stored(result: Any) -> None:
             writer.add(result)
-            bar.advance(bar_task)
+            bar.update(bar_task, advance=1, description="rollouts" + (f" | {ledger.progress_line()}"
+                                                                      if ledger is not None and ledger.calls else ""))
 
         try:
             _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored)
@@ -277,7 +310,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], crashes: list[Any],
-            json_out: bool) -> None:
+            json_out: bool, ledger: Any = None) -> None:
     from programs.loop.agent import REFERENCE_AGENTS
     from programs.loop.bench import calibration_problems, score_cells, stored_rows
     from programs.verification.verifier import Verifier
@@ -298,10 +331,11 @@ def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], c
     else:
         ks = [k for k in range(2, config.trials + 1)][:4]
         columns = ["agent", "condition", "tasks", "rollouts", "pass@1", *[f"pass^{k}" for k in ks],
-                   "failure reasons"]
-        table_rows = [(c.agent_model, c.condition, c.tasks, c.rollouts, _fmt(c.pass_at_1),
+                   "failure reasons", "not scored (not the agent's)"]
+        table_rows = [(c.agent_model, c.condition, c.tasks, c.rollouts, _fmt(c.pass_at_1 if c.tasks else None),
                        *[_fmt(c.pass_hat_k.get(k)) for k in ks],
-                       ", ".join(f"{r} {n}" for r, n in c.failure_reasons.items()) or "-") for c in cells]
+                       ", ".join(f"{r} {n}" for r, n in c.failure_reasons.items()) or "-",
+                       ", ".join(f"{side} {n}" for side, n in c.not_scored.items()) or "-") for c in cells]
         print_table(f"bench run {run_id} (user: {config.user}, {config.trials} trial(s), "
                     f"max {config.max_turns} turns)", columns, table_rows)
         if any(a in REFERENCE_AGENTS for a in config.agents):
@@ -320,6 +354,15 @@ def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], c
                          f"{crash.error}")
     if crashes:
         raise UserError(f"{len(crashes)} rollout(s) crashed and were not stored; rerun with --resume {run_id}")
+    lm_agents = [a for a in config.agents if a not in REFERENCE_AGENTS]
+    lm_rows = [r for r in rows if r.agent_model in lm_agents or config.user != "scripted"]
+    if lm_rows and all(r.not_agents for r in lm_rows):
+        # nothing was measured: every rollout that involved an LM failed on the LM's side
+        for line in (ledger.reasons() if ledger is not None else []) or ["every LM rollout ended lm_error"]:
+            print_error_line(f"t2t: error: {line}")
+        print_error_line(f"t2t: error: no rollout scored: all {len(lm_rows)} failed on the user simulator or "
+                         "the LM server; fix the above and redo them with a new run")
+        raise typer.Exit(1)
     if breaches:
         raise typer.Exit(1)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import sys
 import uuid
+from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 import typer
 
 from t2t.errors import UserError
+from t2t.lm_options import (ContextOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
+                            TimeoutOpt, add_knobs, cache_wanted)
 from t2t.settings import MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
@@ -48,8 +52,9 @@ def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any
         raise UserError(str(exc)) from None
 
 
-def _programs(lm_config: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
-    """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles."""
+def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+    """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles.
+    With an ``LMSession``, each LM records its calls in the session's ledger."""
     from programs.lm.config import build_lm
     from programs.generation.pipeline import GENERATION_ROLES
 
@@ -58,7 +63,7 @@ def _programs(lm_config: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str,
     for role in GENERATION_ROLES:
         settings = lm_config.for_role(role)
         if settings is not None:
-            lms[role] = build_lm(settings)
+            lms[role] = session.build(role, settings) if session is not None else build_lm(settings)
             roles[role] = settings.model
         else:
             roles[role] = "baseline"
@@ -133,13 +138,22 @@ def generate(
     guided: Annotated[bool, typer.Option("--guided", help="Coverage-guided: each batch of items aims at the "
                                                           "tool x condition cells with the fewest verified tasks "
                                                           "in the store.")] = False,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="With --resume: also redo the items that "
+                                                                      "failed on the LM (lm_error).")] = False,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    structured: StructuredOpt = None,
+    context_window: ContextOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
     from programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
     from domains.kit import KitError
-    from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+    from programs.generation.pipeline import GenerationConfig, id_prefix
     from store import TaskStore
     from store.failures import StoreSink, run_config
     from t2t.output import console, err_console, print_json_line, print_table, progress
@@ -148,9 +162,23 @@ def generate(
     chosen = _conditions(conditions)
     flags = {"lm": lm, "api_base": api_base, "explorer_lm": explorer_lm, "writer_lm": writer_lm,
              "adapter_lm": adapter_lm}
+    from programs.generation.pipeline import GENERATION_ROLES
+    from programs.lm.session import EndpointError, LMSession
+
+    add_knobs(flags, GENERATION_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
+              temperature=temperature, structured=structured, context_window=context_window)
+    if retry_failed and resume is None:
+        raise UserError("--retry-failed goes with --resume RUN_ID")
     lms_config = _lm_config(flags, lm_config)
-    modules, lms, roles = _programs(lms_config)
+    session = LMSession(cache=cache_wanted(no_cache))
+    modules, lms, roles = _programs(lms_config, session)
     source = "lm" if lms else "baseline"
+    if lms:
+        session.install_adapter()
+        try:
+            session.preflight()
+        except EndpointError as exc:
+            raise UserError(str(exc)) from None
 
     with TaskStore(store_path(store)) as task_store:
         if resume is not None:
@@ -184,25 +212,32 @@ def generate(
         versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
                     for role, module in modules.items()}
         task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
-        pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
+        pipeline = _pipeline_class(retry_failed)(env, StoreSink(task_store), config, explorer=modules["explorer"],
                                       writer=modules["writer"], adapter=modules["adapter"],
                                       program_versions=versions, lms=lms,
                                       workers=workers or (8 if lms else 1),
                                       targets=_guided_targets(task_store, env, config))
-        from store.failures import generation_items
-
-        done = len({item.index for item in generation_items(task_store, run_id) if item.index < config.n})
+        done = len({item.index for item in pipeline.sink.recorded(run_id) if item.index < config.n})
+        todo = config.n - done
+        label = f"generate {config.domain} ({config.source})"
         try:
             with progress("generating", total=config.n) as bar:
-                task = bar.add_task(f"generate {config.domain} ({config.source})", total=config.n,
-                                    completed=done)
-                summary = pipeline.run(run_id, progress=lambda item: bar.advance(task))
+                task = bar.add_task(label, total=config.n, completed=config.n - todo)
+
+                def advanced(item: Any) -> None:
+                    bar.update(task, advance=1, description=f"{label} | {session.ledger.progress_line()}"
+                               if lms else label)
+
+                summary = pipeline.run(run_id, progress=advanced)
         except KeyboardInterrupt:
             err_console.print(f"interrupted: finished items are stored; continue with --resume {run_id}")
             raise
         except KitError as exc:  # e.g. a database whose tables are empty: nothing to explore
             task_store.finish_run(run_id, "failed")
             raise UserError(f"cannot explore this database: {exc}") from None
+    if lms:
+        err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
+    _fail_on_lm(summary, session, run_id)
     if json_out:
         print_json_line({"run_id": summary.run_id, "source": config.source, "items": summary.items,
                          "failed": summary.failed, "rejected": summary.rejected,
@@ -216,6 +251,46 @@ def generate(
     for condition, reasons in summary.rejected.items():
         console.print(f"{condition} not adapted: " + ", ".join(f"{r} {k}" for r, k in sorted(reasons.items())))
     console.print(f"run {run_id}")
+
+
+def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:
+    """Nothing produced and the LM is why: the first reasons, one line each, and exit 1."""
+    produced = sum(c.tasks for c in summary.conditions)
+    lm_failed = summary.failed.get("lm_error", 0)
+    if produced or not (lm_failed or session.ledger.errors):
+        return
+    reasons = session.ledger.reasons() or [f"{lm_failed} item(s) failed on the LM's output (lm_error); see "
+                                           f"run_events of run {run_id}"]
+    for line in reasons:
+        print(f"t2t: error: {line}", file=sys.stderr)
+    print(f"t2t: error: no task produced: {lm_failed} of {summary.items} item(s) failed on the LM; fix the above "
+          f"and redo them with --resume {run_id} --retry-failed", file=sys.stderr)
+    raise typer.Exit(1)
+
+
+def _pipeline_class(retry_failed: bool) -> Any:
+    from programs.generation.pipeline import GenerationPipeline
+
+    class LedgerPipeline(GenerationPipeline):
+        """The pipeline with every LM call recorded once, by the LMs' ledger callback: the
+        pipeline's own row per failed item (no tokens, no latency) would count a failed call
+        twice, or a parse failure as a failed call. With ``retry_failed``, items that failed
+        on the LM are not done (the newest record of an index wins)."""
+
+        def generate_item(self, run_id: str, index: int) -> Any:
+            output = super().generate_item(run_id, index)
+            if self._recorder is not None:
+                output.lm_calls = [c for c in output.lm_calls if c.latency_s is not None]
+            return output
+
+        def pending_items(self, run_id: str) -> Iterator[int]:
+            if not retry_failed:
+                return super().pending_items(run_id)
+            done = {item.index for item in self.sink.recorded(run_id)
+                    if not (item.status == "failed" and item.reason == "lm_error")}
+            return (i for i in range(self.config.n) if i not in done)
+
+    return LedgerPipeline
 
 
 def _guided_targets(task_store: Any, env: Any, config: Any) -> Any:

@@ -9,6 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
+from t2t.lm_options import (ContextOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
+                            TimeoutOpt, add_knobs, cache_wanted)
 from t2t.settings import MAX_DB_USERS
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
@@ -186,6 +188,13 @@ def optimize(
                                                         help="Users in the generated database.")] = None,
     store: StoreOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object.")] = False,
+    timeout: TimeoutOpt = None,
+    retries: RetriesOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    structured: StructuredOpt = None,
+    context_window: ContextOpt = None,
+    no_cache: NoCacheOpt = False,
 ) -> None:
     """Compile a generation program with a DSPy optimizer against verification pass rates."""
     from programs.lm.config import ensure_local_cost_map
@@ -205,7 +214,12 @@ def optimize(
         raise UserError(f"--program: unknown program '{program}'; choose from {', '.join(PROGRAM_KINDS)}")
     if optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer: unknown optimizer '{optimizer}'; choose from {', '.join(OPTIMIZERS)}")
-    config = _lm_config({"lm": lm, "api_base": api_base}, lm_config)
+    from programs.lm.config import ROLES
+
+    flags = add_knobs({"lm": lm, "api_base": api_base}, ROLES, timeout=timeout, retries=retries,
+                      max_tokens=max_tokens, temperature=temperature, structured=structured,
+                      context_window=context_window)
+    config = _lm_config(flags, lm_config)
     settings = config.for_role(program)
     if settings is None:
         raise UserError(f"t2t optimize needs an LM for the {program}: pass --lm MODEL (and --api-base URL for a "
@@ -214,7 +228,7 @@ def optimize(
 
     import logging
 
-    from programs.lm.config import UsageRecorder, build_lm
+    from programs.lm.session import EndpointError, LMSession
     from store import TaskStore, Trial
     from t2t.output import console, print_json_line, print_table
     from t2t.settings import store_path
@@ -223,10 +237,13 @@ def optimize(
     path = store_path(store)
     if not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate first, or pass --store)")
-    program_lm = build_lm(settings)
+    # every call of the program, the optimizer's copies and the proposer lands in the ledger
+    session = LMSession(cache=cache_wanted(no_cache))
+    program_lm = session.build(program, settings)
     proposer_lm = program_lm
     if reflection_lm:
-        proposer_lm = build_lm(settings.model_copy(update={"model": reflection_lm}))
+        proposer_lm = session.build("optimizer", settings.model_copy(update={"model": reflection_lm}))
+    session.install_adapter()
     with TaskStore(path) as task_store:
         selects = TARGETS[program].selects
         train_ids = _selected(task_store, "--trainset", trainset, selects)
@@ -247,8 +264,11 @@ def optimize(
                       "valset": valset, "examples": {"train": len(train), "val": len(val)},
                       "lm": settings.redacted(), "reflection_lm": reflection_lm,
                       "settings": opt_settings.model_dump(), "db_initial_hash": env.initial_hash()}
+        try:  # a server that is down fails here, in one line, not after minutes of retries
+            session.preflight()
+        except EndpointError as exc:
+            raise UserError(str(exc)) from None
         run_id = task_store.start_run("optimize", run_config, seed=seed)
-        recorder = UsageRecorder()
         try:
             result = compile_program(target, optimizer, train, val, program_lm, opt_settings,
                                      reflection_lm=proposer_lm)
@@ -258,15 +278,14 @@ def optimize(
         except _lm_failures() as exc:
             task_store.finish_run(run_id, "failed")
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-            raise UserError(f"t2t optimize: the LM failed: {type(exc).__name__}: {first}") from None
+            why = session.ledger.reasons(1)
+            raise UserError(f"t2t optimize: the LM failed: {why[0] if why else f'{type(exc).__name__}: {first}'}"
+                            ) from None
         except BaseException:
             task_store.finish_run(run_id, "failed")
             raise
         finally:
-            usage = recorder.drain(program_lm, program)
-            if proposer_lm is not program_lm:
-                usage += recorder.drain(proposer_lm, "optimizer")
-            task_store.add_lm_calls(run_id, usage)
+            task_store.add_lm_calls(run_id, session.ledger.take())
         task_store.add_program(name, program, result.state, run_id, score_before=result.score_before,
                                score_after=result.score_after, optimizer=optimizer)
         task_store.add_trials(run_id, f"optimize:{name}", [Trial(**t) for t in result.trials])

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# DSPy's LM cache keys ignore the api_base: scripted servers of different tests would share answers.
+# Off unless a test turns it on, and never the user's cache folder.
+os.environ.setdefault("T2T_NO_CACHE", "1")
+os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="t2t-test-dspy-cache-")
 
 REPO = Path(__file__).resolve().parents[1]
 TAU2_DIR = REPO.parent / "shared" / "reference" / "tau2-retail"

@@ -84,13 +84,15 @@ PLANS = {
 
 # Counted by hand from PLANS: (pass@1, pass^2) per condition; "all" averages the five tasks.
 #   A general:   g1 2/2, g2 1/2 -> pass@1 (1 + .5)/2 = .75, pass^2 (1 + 0)/2 = .5
-#   A ambiguous: 1/2 -> .5, 0      A changing: 0/2 -> 0, 0      A infeasible: 1/2 -> .5, 0
-#   A all: (1 + .5 + .5 + 0 + .5)/5 = .5;  pass^2 (1 + 0 + 0 + 0 + 0)/5 = .2
+#   A ambiguous: the HTTP 500 is the server's failure, not the agent's: not scored, so 1/1 -> 1,
+#     and no pass^2 (one scored trial)      A changing: 0/2 -> 0, 0      A infeasible: 1/2 -> .5, 0
+#   A all: (1 + .5 + 1 + 0 + .5)/5 = .6;  pass^2 over the four tasks with two scored trials
+#     (1 + 0 + 0 + 0)/4 = .25
 #   B general:   g1 0/2, g2 2/2 -> .5, .5      B ambiguous: 1, 1      B changing: .5, 0
 #   B infeasible: 1, 1      B all: (0 + 1 + 1 + .5 + 1)/5 = .7;  pass^2 (0 + 1 + 1 + 0 + 1)/5 = .6
 EXPECTED = {
-    (A, "general"): (0.75, 0.5), (A, "ambiguous"): (0.5, 0.0), (A, "changing"): (0.0, 0.0),
-    (A, "infeasible"): (0.5, 0.0), (A, "all"): (0.5, 0.2),
+    (A, "general"): (0.75, 0.5), (A, "ambiguous"): (1.0, None), (A, "changing"): (0.0, 0.0),
+    (A, "infeasible"): (0.5, 0.0), (A, "all"): (0.6, 0.25),
     (B, "general"): (0.5, 0.5), (B, "ambiguous"): (1.0, 1.0), (B, "changing"): (0.5, 0.0),
     (B, "infeasible"): (1.0, 1.0), (B, "all"): (0.7, 0.6),
 }
@@ -119,11 +121,14 @@ def test_bench_scores_match_hand_counted_verdicts(bench_run):
     assert set(cells) == set(EXPECTED)
     for key, (at_1, hat_2) in EXPECTED.items():
         assert cells[key]["pass@1"] == pytest.approx(at_1), key
-        assert cells[key]["pass^k"]["2"] == pytest.approx(hat_2), key
+        assert cells[key]["pass^k"].get("2") == (None if hat_2 is None else pytest.approx(hat_2)), key
         assert cells[key]["pass^k"]["1"] == pytest.approx(at_1), key
-    assert cells[(A, "all")]["rollouts"] == 10 and cells[(A, "all")]["passed"] == 5
+    assert cells[(A, "all")]["rollouts"] == 9 and cells[(A, "all")]["passed"] == 5
+    assert cells[(A, "all")]["not_scored"] == {"transport": 1}
     assert cells[(A, "changing")]["failure_reasons"] == {"wrong_end_state": 2}
-    assert cells[(A, "ambiguous")]["failure_reasons"] == {"lm_error": 1, "wrong_end_state": 1}
+    # the server's failure is reported as such, and never as the agent's wrong end state
+    assert cells[(A, "ambiguous")]["failure_reasons"] == {} and cells[(A, "ambiguous")]["not_scored"] == {
+        "transport": 1}
     assert cells[(A, "infeasible")]["failure_reasons"]["forbidden_action"] == 1
     summary = lines[-1]
     assert summary["rollouts"] == 20 and summary["crashed"] == [] and summary["calibration"] == []
@@ -150,7 +155,7 @@ def test_bench_prints_a_table_per_condition_and_model(bench_run, tmp_path):
     _, runs = read_only_query(store, "SELECT run_id FROM runs WHERE kind = 'bench'")
     shown = run_t2t("bench", "--resume", runs[0][0], "--store", str(store))
     assert shown.returncode == 0, shown.stderr
-    for text in ("pass@1", "pass^2", "gpt-4o-mini", "ambiguous", "infeasible", "75.0%", "lm_error"):
+    for text in ("pass@1", "pass^2", "gpt-4o-mini", "ambiguous", "infeasible", "75.0%", "transport 1"):
         assert text in shown.stdout
 
 

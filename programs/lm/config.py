@@ -7,10 +7,11 @@ at all, ``LMConfig.for_role`` returns None and callers run the offline baselines
 Sources, highest precedence first (a whole source beats a lower one field by field; within a
 source, a role's own setting beats that source's default):
 
-1. ``flags``: ``{"lm": ..., "<role>_lm": ..., "api_base": ..., "<role>_api_base": ...,
-   "api_key": ..., "<role>_api_key": ...}`` (None or "" means not given; '-' may stand for '_').
-2. environment: ``T2T_LM``, ``T2T_<ROLE>_LM``, ``T2T_API_BASE``, ``T2T_<ROLE>_API_BASE``,
-   ``T2T_API_KEY``, ``T2T_<ROLE>_API_KEY`` (ROLE upper-case, e.g. ``T2T_AGENT_LM``).
+1. ``flags``: ``{"lm": ..., "<role>_lm": ..., "<knob>": ..., "<role>_<knob>": ...}`` with a knob
+   of ``KNOB_FIELDS`` (api_base, api_key, timeout, retries, max_tokens, temperature,
+   structured, context_window); None or "" means not given; '-' may stand for '_'.
+2. environment: ``T2T_LM``, ``T2T_<ROLE>_LM``, ``T2T_<KNOB>``, ``T2T_<ROLE>_<KNOB>`` (upper-case,
+   e.g. ``T2T_AGENT_LM``, ``T2T_TIMEOUT``, ``T2T_WRITER_MAX_TOKENS``).
 3. a config file, TOML (``tomllib``) or JSON (by suffix ``.json``)::
 
        [lm.default]
@@ -20,7 +21,7 @@ source, a role's own setting beats that source's default):
        api_base = "http://localhost:8000/v1"
        function_calling = true
 
-   Any ``LMSettings`` field may appear in a file; env and flags carry model, api_base, api_key.
+   Any ``LMSettings`` field may appear in a file; env and flags carry the model and the knobs.
 
 How calls behave (dspy 3.4.1 / litellm 1.110, measured against ``tests/llm_server.py``):
 
@@ -46,7 +47,7 @@ import threading
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -99,6 +100,11 @@ class LMSettings(BaseModel):
     max_tokens: int | None = None
     timeout_s: float = Field(default=60, gt=0)
     num_retries: int = Field(default=3, ge=0)
+    # JSON-schema constrained decoding for typed outputs (programs.lm.structured): "auto" tries
+    # the endpoint's dialects and falls back to plain parsing; "on" requires it; "off" never sends it
+    structured: Literal["auto", "on", "off"] = "auto"
+    # the model's window in tokens, when known: a prompt that will not fit is reported before the call
+    context_window: int | None = Field(default=None, gt=0)
     # None: ask the model maps (DSPy's for OpenAI-compatible models, else LiteLLM's).
     # True/False: explicit, for local models with custom names (vLLM, Ollama, ...).
     function_calling: bool | None = None
@@ -138,6 +144,12 @@ class LMConfig(BaseModel):
 # ---------------------------------------------------------------------------- loading
 
 _SCOPES = (DEFAULT, *ROLES)
+# flag / env name (T2T_<NAME>, T2T_<ROLE>_<NAME>) -> LMSettings field
+KNOB_FIELDS: dict[str, str] = {
+    "api_base": "api_base", "api_key": "api_key", "timeout": "timeout_s", "retries": "num_retries",
+    "max_tokens": "max_tokens", "temperature": "temperature", "structured": "structured",
+    "context_window": "context_window",
+}
 Layer = dict[str, dict[str, Any]]  # scope -> field -> value
 
 
@@ -147,7 +159,7 @@ def _blank(value: Any) -> bool:
 
 def _flag_layer(flags: Mapping[str, str | None]) -> Layer:
     layer: Layer = {}
-    suffix_field = {"lm": "model", "model": "model", "api_base": "api_base", "api_key": "api_key"}
+    suffix_field = {"lm": "model", "model": "model", **KNOB_FIELDS}
     for raw_key, value in flags.items():
         key = raw_key.strip().lower().replace("-", "_").lstrip("_")
         scope, field = DEFAULT, suffix_field.get(key)
@@ -157,8 +169,8 @@ def _flag_layer(flags: Mapping[str, str | None]) -> Layer:
                     scope, field = role, suffix_field[key[len(role) + 1:]]
                     break
         if field is None:
-            raise LMConfigError(f"unknown LM flag {raw_key!r}; use lm, api_base, api_key or <role>_lm, "
-                                f"<role>_api_base, <role>_api_key with a role in {', '.join(ROLES)}")
+            raise LMConfigError(f"unknown LM flag {raw_key!r}; use lm, {', '.join(KNOB_FIELDS)} or the same "
+                                f"prefixed with <role>_, a role in {', '.join(ROLES)}")
         if not _blank(value):
             layer.setdefault(scope, {})[field] = str(value).strip()
     return layer
@@ -166,7 +178,7 @@ def _flag_layer(flags: Mapping[str, str | None]) -> Layer:
 
 def _env_layer(environ: Mapping[str, str]) -> Layer:
     layer: Layer = {}
-    names = {"model": "LM", "api_base": "API_BASE", "api_key": "API_KEY"}
+    names = {"model": "LM", **{field: knob.upper() for knob, field in KNOB_FIELDS.items()}}
     for scope in _SCOPES:
         prefix = "T2T_" if scope == DEFAULT else f"T2T_{scope.upper()}_"
         for field, name in names.items():
@@ -260,8 +272,18 @@ def _register_function_calling(model: str) -> None:
         }})
 
 
-def build_lm(settings: LMSettings, *, cache: bool = False, **extra: Any) -> dspy.LM:
+def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = None, ledger: Any = None,
+             warn: Any = None, **extra: Any) -> dspy.LM:
     """A ``dspy.LM`` for these settings (``cache=False`` by default: tests stay deterministic).
+
+    With ``role`` and ``ledger`` (a ``programs.lm.accounting.CallLedger``), the LM carries an
+    ``LMRole`` callback: every call it (or a copy of it) makes is recorded in the ledger with
+    tokens, cost, latency and error; ``warn`` gets one-line warnings (a prompt that will not fit).
+
+    Token limit. At an ``api_base`` (a local or self-hosted OpenAI-compatible server) the limit
+    is sent as ``max_tokens`` in the request body: DSPy's own client otherwise sends
+    ``max_completion_tokens``, which llama-cpp-python ignores (outputs then run to the end of
+    the context).
 
     ``api_base`` without ``api_key`` sends the dummy key ``sk-local``: OpenAI-compatible local
     servers need none, but the clients refuse to run without one.
@@ -298,6 +320,12 @@ def build_lm(settings: LMSettings, *, cache: bool = False, **extra: Any) -> dspy
     api_key = settings.api_key or (LOCAL_DUMMY_KEY if settings.api_base else None)
     if api_key:
         kwargs["api_key"] = api_key
+    if settings.api_base and settings.max_tokens is not None:
+        kwargs["extra_body"] = {"max_tokens": settings.max_tokens}
+    if role is not None and ledger is not None:
+        from programs.lm.accounting import LMRole
+
+        kwargs["callbacks"] = [*extra.pop("callbacks", []), LMRole(role, settings, ledger, warn)]
     kwargs.update(extra)
     lm = dspy.LM(settings.model, **kwargs)
     if settings.function_calling and not lm.supports_function_calling:
@@ -344,7 +372,9 @@ def _record_of(entry: Mapping[str, Any], role: str) -> LMCall:
 
 
 class UsageRecorder:
-    """Collects per-call usage from ``dspy.LM.history``; thread-safe.
+    """Collects per-call usage; thread-safe. An LM built with a ledger (``build_lm(role=...,
+    ledger=...)``) hands over its callback's records, failed calls and latency included;
+    any other LM (e.g. ``DummyLM`` in tests) is read from ``dspy.LM.history``.
 
     ``drain(lm, role)`` returns the records of calls made since the previous drain of that LM
     (it remembers the last entry it saw by uuid, so DSPy trimming old history is harmless
@@ -358,6 +388,14 @@ class UsageRecorder:
         self.records: list[LMCall] = []
 
     def drain(self, lm: Any, role: str) -> list[LMCall]:
+        from programs.lm.accounting import role_of
+
+        tag = role_of(lm)
+        if tag is not None:  # the LM's callback recorded every call, failed ones included
+            new = tag.ledger.take(tag)
+            with self._lock:
+                self.records.extend(new)
+            return new
         history = list(getattr(lm, "history", []) or [])
         with self._lock:
             last = self._last_seen.get(id(lm))

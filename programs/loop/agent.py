@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from domains import Environment
 from signatures.conversation import AgentToolCall, AgentTurn
 from signatures.models import Action, Message, Task, TokenUsage
-from programs.loop.user_sim import LMTurnError
+from programs.loop.user_sim import turn_error
 
 DO_NOTHING = "do-nothing"
 ORACLE = "oracle"
@@ -47,6 +47,8 @@ class AgentReply(BaseModel):
 
 class AgentSession(Protocol):
     def reply(self, conversation: Sequence[Message]) -> AgentReply: ...
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply: ...
 
     def usage(self) -> TokenUsage: ...
 
@@ -74,7 +76,9 @@ def openai_messages(conversation: Sequence[Message]) -> list[dict[str, Any]]:
     """Our messages as OpenAI chat messages (tool-call arguments as JSON strings)."""
     out: list[dict[str, Any]] = []
     for m in conversation:
-        item: dict[str, Any] = {"role": m.role, "content": m.content}
+        # content is never null: llama.cpp's chat templates fail on an assistant tool-call
+        # message without it, and OpenAI-compatible servers take "" there
+        item: dict[str, Any] = {"role": m.role, "content": m.content or ""}
         if m.tool_calls:
             item["tool_calls"] = [{"id": c.id, "type": "function",
                                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
@@ -140,7 +144,7 @@ class NativeToolsAdapter(dspy.Adapter):
     def __call__(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
                  demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
         messages = self.format(signature, demos, inputs)
-        kwargs = {**lm_kwargs, "tools": list(inputs["tools"])}
+        kwargs = self._tool_kwargs(lm_kwargs, inputs)
         with _adapter_call_marker(lm, messages):
             outputs = lm(messages=messages, **kwargs)
         return [self.parse_output(output) for output in outputs]
@@ -148,10 +152,16 @@ class NativeToolsAdapter(dspy.Adapter):
     async def acall(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
                     demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
         messages = self.format(signature, demos, inputs)
-        kwargs = {**lm_kwargs, "tools": list(inputs["tools"])}
+        kwargs = self._tool_kwargs(lm_kwargs, inputs)
         with _adapter_call_marker(lm, messages):
             outputs = await lm.acall(messages=messages, **kwargs)
         return [self.parse_output(output) for output in outputs]
+
+    @staticmethod
+    def _tool_kwargs(lm_kwargs: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+        # tool_choice said explicitly: llama-cpp-python's function-calling format drops the
+        # tools of a request without it
+        return {"tool_choice": "auto", **lm_kwargs, "tools": list(inputs["tools"])}
 
     @staticmethod
     def parse_output(output: Any) -> dict[str, Any]:
@@ -188,6 +198,11 @@ class ToolCallingAgent(dspy.Module):
     def forward(self, policy: str, conversation: Sequence[Message], tools: list[dict[str, Any]]) -> dspy.Prediction:
         with dspy.context(adapter=self.adapter()):
             return self.turn(policy=policy, conversation=list(conversation), tools=tools)
+
+    async def aforward(self, policy: str, conversation: Sequence[Message],
+                       tools: list[dict[str, Any]]) -> dspy.Prediction:
+        with dspy.context(adapter=self.adapter()):
+            return await self.turn.acall(policy=policy, conversation=list(conversation), tools=tools)
 
     @property
     def instructions(self) -> str:
@@ -232,7 +247,21 @@ class _LMAgentSession:
             with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
                 prediction = agent.program(policy=agent.policy, conversation=conversation, tools=agent.tools)
         except Exception as exc:  # the LM boundary: retries already happened inside dspy.LM
-            raise LMTurnError(f"agent: {type(exc).__name__}: {exc}") from exc
+            raise turn_error("agent", "agent", exc) from exc
+        return self._reply_of(prediction)
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply:
+        agent = self.agent
+        try:
+            with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
+                prediction = await agent.program.acall(policy=agent.policy, conversation=conversation,
+                                                       tools=agent.tools)
+        except Exception as exc:
+            raise turn_error("agent", "agent", exc) from exc
+        return self._reply_of(prediction)
+
+    @staticmethod
+    def _reply_of(prediction: Any) -> AgentReply:
         calls = [c if isinstance(c, AgentToolCall) else AgentToolCall.model_validate(c)
                  for c in (prediction.tool_calls or [])]
         return AgentReply(content=(prediction.message or "").strip() or None, tool_calls=calls)
@@ -267,6 +296,9 @@ class DoNothingAgent:
 class _DoNothingSession:
     def reply(self, conversation: Sequence[Message]) -> AgentReply:
         return AgentReply(content="I'm sorry, but I can't help with that.")
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply:
+        return self.reply(conversation)
 
     def usage(self) -> TokenUsage:
         return TokenUsage()
@@ -306,6 +338,9 @@ class _OracleSession:
         self.write_tools = write_tools
         self.next = 0
         self.asked = False
+
+    async def areply(self, conversation: Sequence[Message]) -> AgentReply:
+        return self.reply(conversation)
 
     def reply(self, conversation: Sequence[Message]) -> AgentReply:
         if self.next < len(self.plan):

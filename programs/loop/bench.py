@@ -61,6 +61,9 @@ class RolloutRow(BaseModel):
     trial: int
     passed: bool
     reasons: list[str] = Field(default_factory=list)
+    # set when the rollout failed on the user simulator's or the LM transport's side: it says
+    # nothing about the agent and is left out of its scores (counted in `not_scored`)
+    not_agents: str | None = None
 
 
 class CellScore(BaseModel):
@@ -74,12 +77,13 @@ class CellScore(BaseModel):
     pass_at_1: float
     pass_hat_k: dict[int, float]  # k -> pass^k over the tasks with at least k trials
     failure_reasons: dict[str, int]  # reason -> failed rollouts carrying it
+    not_scored: dict[str, int] = Field(default_factory=dict)  # 'user' / 'transport' -> rollouts left out
 
     def public(self) -> dict[str, Any]:
         return {"agent_model": self.agent_model, "condition": self.condition, "tasks": self.tasks,
                 "rollouts": self.rollouts, "passed": self.passed, "pass@1": self.pass_at_1,
                 "pass^k": {str(k): v for k, v in self.pass_hat_k.items()},
-                "failure_reasons": self.failure_reasons}
+                "failure_reasons": self.failure_reasons, "not_scored": self.not_scored}
 
 
 class CalibrationProblem(BaseModel):
@@ -109,12 +113,19 @@ def pass_hat_k(n: int, c: int, k: int) -> float:
 
 
 def score_cells(rows: Iterable[RolloutRow], max_k: int) -> list[CellScore]:
-    """Scores per (agent, condition) and per (agent, 'all'), sorted by agent then condition."""
+    """Scores per (agent, condition) and per (agent, 'all'), sorted by agent then condition.
+    Rollouts that failed on the user's or the transport's side are counted in `not_scored`
+    only; a task none of whose rollouts is scored has no pass@1 (0 tasks in the cell)."""
     per_task: dict[tuple[str, str], dict[str, list[RolloutRow]]] = defaultdict(lambda: defaultdict(list))
+    left_out: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
         condition = row.condition or "unknown"
-        per_task[(row.agent_model, condition)][row.task_id].append(row)
-        per_task[(row.agent_model, ALL_CONDITIONS)][row.task_id].append(row)
+        for cell in ((row.agent_model, condition), (row.agent_model, ALL_CONDITIONS)):
+            if row.not_agents:
+                left_out[cell][row.not_agents] += 1
+                per_task[cell]  # the cell exists even when nothing in it is scored
+            else:
+                per_task[cell][row.task_id].append(row)
     cells = []
     for (agent, condition), tasks in per_task.items():
         counts = [(len(trials), sum(r.passed for r in trials)) for trials in tasks.values()]
@@ -131,8 +142,10 @@ def score_cells(rows: Iterable[RolloutRow], max_k: int) -> list[CellScore]:
                         reasons[reason] += 1
         cells.append(CellScore(agent_model=agent, condition=condition, tasks=len(tasks),
                                rollouts=sum(n for n, _ in counts), passed=sum(c for _, c in counts),
-                               pass_at_1=sum(c / n for n, c in counts) / len(counts), pass_hat_k=hat,
-                               failure_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0])))))
+                               pass_at_1=sum(c / n for n, c in counts) / len(counts) if counts else 0.0,
+                               pass_hat_k=hat,
+                               failure_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+                               not_scored=dict(sorted(left_out[(agent, condition)].items()))))
     order = {c: i for i, c in enumerate(("general", "ambiguous", "changing", "infeasible"))}
     cells.sort(key=lambda c: (c.agent_model, c.condition == ALL_CONDITIONS, order.get(c.condition, 9), c.condition))
     return cells
@@ -140,10 +153,16 @@ def score_cells(rows: Iterable[RolloutRow], max_k: int) -> list[CellScore]:
 
 def stored_rows(store: Any, run_id: str) -> list[RolloutRow]:
     """The run's rollouts with their newest verdicts, from the store."""
-    _, rows = store.query("SELECT task_id, condition, agent_model, trial, pass, reasons FROM rollouts_latest "
-                          "WHERE run_id = ? AND pass IS NOT NULL ORDER BY seq", [run_id])
-    return [RolloutRow(task_id=t, condition=c, agent_model=a, trial=int(k), passed=bool(p), reasons=list(r or []))
-            for t, c, a, k, p, r in rows]
+    from programs.loop.user_sim import failure_side
+
+    _, rows = store.query("SELECT task_id, condition, agent_model, trial, pass, reasons, termination, error "
+                          "FROM rollouts_latest WHERE run_id = ? AND pass IS NOT NULL ORDER BY seq", [run_id])
+    out = []
+    for t, c, a, k, p, r, termination, error in rows:
+        side = failure_side(error) if termination == "lm_error" else None
+        out.append(RolloutRow(task_id=t, condition=c, agent_model=a, trial=int(k), passed=bool(p),
+                              reasons=list(r or []), not_agents=side if side in ("user", "transport") else None))
+    return out
 
 
 # ============================================================================ jobs and calibration

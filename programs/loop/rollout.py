@@ -12,17 +12,20 @@ turn limit (agent turns), or an LM failure beyond the LM layer's retries (termin
 answered with an error observation and not run. Tool calls with unknown names or
 arguments that are not a JSON object become error observations the agent can read.
 
-`RolloutEngine.run_many` runs rollouts on a thread pool, each isolated; a rollout that
-crashes (a bug, not an LM error) is reported and the batch goes on. `RolloutWriter`
-stores finished rollouts with their verdicts in small atomic batches.
+`RolloutEngine.run_many` runs rollouts concurrently on one asyncio event loop (DSPy's async
+LM calls), each isolated; a rollout that crashes (a bug, not an LM error) is reported and
+the batch goes on. A rollout whose user simulator or LM transport failed, or whose agent
+failed before its first turn, is judged `lm_error` alone: it says nothing about the agent.
+`RolloutWriter` stores finished rollouts with their verdicts, and the LM calls recorded
+since the last write, in small atomic batches.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -88,6 +91,13 @@ class RolloutEngine:
         return spec is not None and spec.ends_conversation
 
     def run(self, task: Task, agent: Agent | str, trial: int = 0, rollout_id: str | None = None) -> RolloutResult:
+        """One rollout, on an event loop of its own (see `arun`)."""
+        return asyncio.run(self.arun(task, agent, trial, rollout_id))
+
+    async def arun(self, task: Task, agent: Agent | str, trial: int = 0,
+                   rollout_id: str | None = None) -> RolloutResult:
+        """One rollout. LM sessions await their calls (``areply``), so many rollouts share one
+        event loop; sessions with only a synchronous ``reply`` are called directly."""
         agent = self.agents[agent] if isinstance(agent, str) else agent
         started = time.perf_counter()
         rollout_id = rollout_id or rollout_id_for("adhoc", task.id, agent.name, trial)
@@ -99,10 +109,11 @@ class RolloutEngine:
         steps: list[Step] = []
         termination: Termination = "max_turns"
         error: str | None = None
+        side: str | None = None
         turns = 0
         call_ids: set[str] = set()
         try:
-            said = user.reply(spoken)
+            said = await _reply(user, spoken)
             messages.append(Message(role="user", content=said.text))
             spoken.append(ConversationTurn(role="user", content=said.text))
             while True:
@@ -112,7 +123,7 @@ class RolloutEngine:
                 if turns >= self.max_turns:
                     termination = "max_turns"
                     break
-                reply = bot.reply(messages[1:])
+                reply = await _reply(bot, messages[1:])
                 turns += 1
                 if reply.tool_calls:
                     if self._run_tool_calls(episode, reply, messages, steps, call_ids):
@@ -124,12 +135,13 @@ class RolloutEngine:
                     break
                 messages.append(Message(role="assistant", content=reply.content))
                 spoken.append(ConversationTurn(role="agent", content=reply.content))
-                said = user.reply(spoken)
+                said = await _reply(user, spoken)
                 messages.append(Message(role="user", content=said.text))
                 spoken.append(ConversationTurn(role="user", content=said.text))
         except LMTurnError as exc:
             termination = "lm_error"
             error = str(exc)[:2000]
+            side = exc.side
         usage = user.usage() + bot.usage()
         end_state_hash = episode.state_hash()
         rollout = Rollout(id=rollout_id, task_id=task.id, agent_model=agent.name, user_model=self.user.name,
@@ -137,6 +149,12 @@ class RolloutEngine:
                           termination=termination, error=error)
         verdict = self.verifier.judge(task, steps, messages, end_state_hash=end_state_hash, rollout_id=rollout_id,
                                       termination=termination)
+        if side is not None and (side != "agent" or turns == 0 and not steps):
+            # the user simulator or the transport failed, or the agent never got a turn in:
+            # nothing here judges the agent, so no end-state or action reasons are added
+            verdict = verdict.model_copy(update={"reasons": ["lm_error"], "details": [
+                f"not scored for the agent: the {'user simulator' if side == 'user' else side} failed"
+                + ("" if side != "agent" else " before the agent's first turn")]})
         return RolloutResult(rollout=rollout, verdict=verdict, wall_s=time.perf_counter() - started)
 
     def _run_tool_calls(self, episode: Any, reply: AgentReply, messages: list[Message], steps: list[Step],
@@ -185,39 +203,51 @@ class RolloutEngine:
     def run_many(self, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int = 8,
                  on_result: Callable[[RolloutResult], None] | None = None,
                  ) -> tuple[list[RolloutResult], list[RolloutCrash]]:
-        """Run jobs on `concurrency` threads; `on_result` is called on the calling thread as
-        each rollout finishes (store it there). Jobs are handed out as threads free up, so at
-        most `concurrency` rollouts are in flight and a Ctrl-C loses only those."""
+        """Run jobs with at most `concurrency` rollouts in flight, all on one event loop in
+        this thread (DSPy's async LM calls; no thread per rollout). `on_result` is called
+        here as each rollout finishes (store it there). A Ctrl-C loses only the rollouts in
+        flight."""
+        return asyncio.run(self.arun_many(tasks, jobs, concurrency, on_result))
+
+    async def arun_many(self, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int = 8,
+                        on_result: Callable[[RolloutResult], None] | None = None,
+                        ) -> tuple[list[RolloutResult], list[RolloutCrash]]:
         self.warm(tasks[j.task_id] for j in jobs)
         results: list[RolloutResult] = []
         crashes: list[RolloutCrash] = []
-        pending: dict[Future[RolloutResult], RolloutJob] = {}
         queue = list(reversed(jobs))
-        with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="rollout") as pool:
-            try:
-                while queue or pending:
-                    while queue and len(pending) < concurrency:
-                        job = queue.pop()
-                        future = pool.submit(self.run, tasks[job.task_id], job.agent, job.trial, job.rollout_id)
-                        pending[future] = job
-                    if not pending:
-                        break
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        job = pending.pop(future)
-                        try:
-                            result = future.result()
-                        except Exception as exc:  # a bug in one rollout must not stop the batch
-                            crashes.append(RolloutCrash(job=job, error=f"{type(exc).__name__}: {exc}"))
-                            continue
-                        results.append(result)
-                        if on_result is not None:
-                            on_result(result)
-            except BaseException:
-                for future in pending:
-                    future.cancel()
-                raise
+        pending: dict[asyncio.Task[RolloutResult], RolloutJob] = {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < max(1, concurrency):
+                    job = queue.pop()
+                    coro = self.arun(tasks[job.task_id], job.agent, job.trial, job.rollout_id)
+                    pending[asyncio.ensure_future(coro)] = job
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    job = pending.pop(future)
+                    exc = future.exception()
+                    if exc is not None:  # a bug in one rollout must not stop the batch
+                        if not isinstance(exc, Exception):
+                            raise exc
+                        crashes.append(RolloutCrash(job=job, error=f"{type(exc).__name__}: {exc}"))
+                        continue
+                    result = future.result()
+                    results.append(result)
+                    if on_result is not None:
+                        on_result(result)
+        finally:
+            for future in pending:
+                future.cancel()
         return results, crashes
+
+
+async def _reply(session: Any, conversation: Any) -> Any:
+    """A session's next reply: awaited when it can (``areply``), else called."""
+    areply = getattr(session, "areply", None)
+    if areply is not None:
+        return await areply(conversation)
+    return session.reply(conversation)
 
 
 class RolloutWriter:
@@ -230,9 +260,11 @@ class RolloutWriter:
     batch is never half written; a resumed run redoes exactly the rollouts not stored.
     """
 
-    def __init__(self, store: Any, run_id: str, batch_size: int = 64, max_delay_s: float = 2.0) -> None:
+    def __init__(self, store: Any, run_id: str, batch_size: int = 64, max_delay_s: float = 2.0,
+                 ledger: Any = None) -> None:
         self.store = store
         self.run_id = run_id
+        self.ledger = ledger  # a programs.lm.accounting.CallLedger: its rows go with each batch
         self.batch_size = batch_size
         self.max_delay_s = max_delay_s
         self.pending: list[RolloutResult] = []
@@ -246,8 +278,12 @@ class RolloutWriter:
 
     def flush(self) -> None:
         self._last = time.monotonic()
-        if not self.pending:
+        calls = self.ledger.take() if self.ledger is not None else []
+        if not self.pending and not calls:
             return
         batch, self.pending = self.pending, []
-        self.store.add_rollouts(self.run_id, [r.rollout for r in batch], [r.verdict for r in batch])
+        with self.store.transaction("add_rollouts"):
+            self.store.add_rollouts(self.run_id, [r.rollout for r in batch], [r.verdict for r in batch])
+            if calls:
+                self.store.add_lm_calls(self.run_id, calls)
         self.written += len(batch)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import dspy
 from pydantic import BaseModel
@@ -30,13 +30,48 @@ class UserReply(BaseModel):
     stop: bool = False
 
 
+FailureSide = Literal["agent", "user", "transport"]
+
+
 class LMTurnError(RuntimeError):
     """An LM call of the user or the agent failed beyond the LM layer's retries, or its
-    output could not be used. The rollout ends with termination 'lm_error'."""
+    output could not be used. The rollout ends with termination 'lm_error'.
+
+    ``side`` says whose failure it is: ``agent`` (the agent's output was unusable),
+    ``user`` (the simulator's was), ``transport`` (the call itself failed: server down,
+    timeout, 5xx, context overflow). Only the first counts against the agent. The message
+    starts with ``transport:`` for the last, so the stored rollout error tells the side.
+    """
+
+    def __init__(self, message: str, side: FailureSide = "agent") -> None:
+        super().__init__(message)
+        self.side: FailureSide = side
+
+
+def turn_error(who: str, side: FailureSide, exc: BaseException) -> LMTurnError:
+    """The `LMTurnError` for an exception raised by a turn's program call."""
+    from dspy.utils.exceptions import LMError
+
+    from programs.lm.accounting import error_kind
+
+    if isinstance(exc, LMError):
+        return LMTurnError(f"transport: {who}: {error_kind(exc)}: {type(exc).__name__}: {exc}", "transport")
+    return LMTurnError(f"{who}: {type(exc).__name__}: {exc}", side)
+
+
+def failure_side(error: str | None) -> FailureSide | None:
+    """The side of a stored rollout error (see `LMTurnError`)."""
+    if not error:
+        return None
+    if error.startswith("transport:"):
+        return "transport"
+    return "user" if error.startswith("user simulator:") else "agent"
 
 
 class UserSession(Protocol):
     def reply(self, conversation: Sequence[ConversationTurn]) -> UserReply: ...
+
+    async def areply(self, conversation: Sequence[ConversationTurn]) -> UserReply: ...
 
     def usage(self) -> TokenUsage: ...
 
@@ -66,6 +101,9 @@ class UserSimulator(dspy.Module):
     def forward(self, scenario: UserScenario, conversation: Sequence[ConversationTurn]) -> dspy.Prediction:
         return self.respond(scenario=scenario, conversation=list(conversation))
 
+    async def aforward(self, scenario: UserScenario, conversation: Sequence[ConversationTurn]) -> dspy.Prediction:
+        return await self.respond.acall(scenario=scenario, conversation=list(conversation))
+
 
 class LMUser:
     """A `SimulatedUser` backed by a `UserSimulator` program and a `dspy.LM`.
@@ -94,10 +132,22 @@ class _LMUserSession:
             with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
                 prediction = self.program(scenario=self.scenario, conversation=conversation)
         except Exception as exc:  # the LM boundary: retries already happened inside dspy.LM
-            raise LMTurnError(f"user simulator: {type(exc).__name__}: {exc}") from exc
+            raise turn_error("user simulator", "user", exc) from exc
+        return self._reply_of(prediction)
+
+    async def areply(self, conversation: Sequence[ConversationTurn]) -> UserReply:
+        try:
+            with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
+                prediction = await self.program.acall(scenario=self.scenario, conversation=conversation)
+        except Exception as exc:
+            raise turn_error("user simulator", "user", exc) from exc
+        return self._reply_of(prediction)
+
+    @staticmethod
+    def _reply_of(prediction: Any) -> UserReply:
         text = (prediction.message or "").strip()
         if not text:
-            raise LMTurnError("user simulator: the LM returned an empty message")
+            raise LMTurnError("user simulator: the LM returned an empty message", "user")
         return reply_of(text)
 
     def usage(self) -> TokenUsage:
@@ -190,6 +240,9 @@ class ScriptedUserSession:
 
     def usage(self) -> TokenUsage:
         return TokenUsage()
+
+    async def areply(self, conversation: Sequence[ConversationTurn]) -> UserReply:
+        return self.reply(conversation)
 
     def reply(self, conversation: Sequence[ConversationTurn]) -> UserReply:
         last_agent = next((t.content for t in reversed(conversation) if t.role == "agent"), None)

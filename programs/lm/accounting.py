@@ -1,0 +1,251 @@
+"""Every LM call accounted, through one mechanism: a DSPy LM callback.
+
+`build_lm(settings, role=..., ledger=...)` attaches an `LMRole` to the LM's instance-level
+callbacks. DSPy runs it around every ``lm(...)`` and ``await lm.acall(...)``, whoever calls:
+our programs, DSPy's adapters, its optimizers (their ``lm.copy()`` keeps the callback).
+`on_lm_end` turns the call into one `LMCall` row: tokens and cost from the history entry
+DSPy wrote for it (found by identity of the outputs list, so concurrent calls on one LM do
+not mix), latency measured between start and end, and, for a call that raised, the error
+as one classified line. Rows collect in a `CallLedger`, which commands drain into the
+store's ``lm_calls``.
+
+Errors are classified into kinds a user can act on (`ErrorKind`); `explain` gives the
+one line the CLI prints, naming the flag to change.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from dspy.utils.callback import BaseCallback
+
+from signatures.models import LMCall
+
+if TYPE_CHECKING:
+    from programs.lm.config import LMSettings
+
+ErrorKind = Literal["unreachable", "wrong_url", "context_overflow", "timeout", "rate_limit", "server_error",
+                    "auth", "bad_request", "unparsable", "other"]
+
+# what to change, per kind (the CLI's flags; the env variables are in the README)
+_ADVICE: dict[str, str] = {
+    "unreachable": "is the server running? check --api-base",
+    "wrong_url": "check --api-base: OpenAI-compatible servers usually serve under /v1",
+    "context_overflow": "use a model with a larger window, raise the server's context (llama.cpp --n_ctx), "
+                        "or lower --max-tokens",
+    "timeout": "raise --timeout",
+    "rate_limit": "lower --concurrency or raise --retries",
+    "server_error": "see the server's log; --retries sets how often a call is retried",
+    "auth": "check --api-key / T2T_API_KEY",
+    "bad_request": "the server refused the request",
+    "unparsable": "the model's output did not fit the signature; try --structured on",
+    "other": "",
+}
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """The kind of an LM failure, from DSPy's exception types (and the HTTP status)."""
+    from dspy.utils import exceptions as x
+
+    if isinstance(exc, x.AdapterParseError):
+        return "unparsable"
+    if isinstance(exc, x.ContextWindowExceededError):
+        return "context_overflow"
+    if isinstance(exc, x.LMTimeoutError):
+        return "timeout"
+    if isinstance(exc, x.LMTransportError):
+        text = str(exc).lower()
+        return "timeout" if "timed out" in text or "timeout" in text else "unreachable"
+    if isinstance(exc, x.LMRateLimitError):
+        return "rate_limit"
+    if isinstance(exc, x.LMAuthError):
+        return "auth"
+    if isinstance(exc, x.LMServerError):
+        return "server_error"
+    status = getattr(exc, "status", None)
+    text = str(exc).lower()
+    if "is not json" in text:
+        return "server_error"  # a 200 whose body is not JSON: a gateway or the server broke it
+    if status == 404 or "404" in text and "not found" in text:
+        return "wrong_url"
+    if isinstance(exc, x.LMInvalidRequestError) or status in (400, 413, 422):
+        if any(w in text for w in ("context", "n_ctx", "too long", "maximum length", "exceeds")):
+            return "context_overflow"
+        return "bad_request"
+    if isinstance(exc, x.LMProviderError) and "not json" in text:
+        return "server_error"  # a 200 whose body is not JSON: a gateway or the server broke it
+    if isinstance(exc, (ConnectionError, OSError)):
+        return "unreachable"
+    return "other"
+
+
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:limit]
+
+
+def explain(kind: str, detail: str, settings: LMSettings | None = None, prompt_tokens: int | None = None) -> str:
+    """One line: what failed, why, and what to change."""
+    advice = _ADVICE.get(kind, "")
+    where = ""
+    if settings is not None:
+        where = f" ({settings.model}" + (f" at {settings.api_base}" if settings.api_base else "") + ")"
+        if kind == "timeout":
+            advice = f"raise --timeout (now {settings.timeout_s:g} s)"
+        if kind == "context_overflow" and prompt_tokens:
+            advice = f"the prompt is ~{prompt_tokens} tokens; " + advice
+    return f"{kind}{where}: {detail}" + (f" -- {advice}" if advice else "")
+
+
+# characters per token for the before-the-call check: t2t's prompts are JSON-heavy (schemas,
+# observations); SmolLM2's tokenizer gave 9,261 tokens for the explorer's first prompt of
+# ~17,200 characters (1.86 a token). Erring low makes the warning come early, not late.
+CHARS_PER_TOKEN = 2
+
+
+def estimate_tokens(messages: Any) -> int:
+    """A rough prompt size for checks made before a call (see CHARS_PER_TOKEN)."""
+    if not isinstance(messages, list):
+        return len(str(messages or "")) // CHARS_PER_TOKEN
+    chars = 0
+    for m in messages:
+        content = m.get("content") if isinstance(m, Mapping) else None
+        chars += len(content) if isinstance(content, str) else len(str(content or ""))
+        chars += len(str(m.get("tool_calls") or "")) if isinstance(m, Mapping) else 0
+    return chars // CHARS_PER_TOKEN
+
+
+class CallLedger:
+    """Thread-safe collection of `LMCall` rows, with running totals for a progress line.
+
+    ``take()`` hands over the rows collected so far (each row once); totals and the first
+    error line of each kind stay for the run's summary.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rows: list[tuple[LMRole, LMCall]] = []
+        self.calls = 0
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.cost = 0.0
+        self.errors: Counter[str] = Counter()
+        self.first_errors: dict[str, str] = {}  # kind -> the first line explaining it
+        self.warnings: list[str] = []
+
+    def add(self, tag: LMRole, call: LMCall, kind: str | None = None, line: str | None = None) -> None:
+        with self._lock:
+            self._rows.append((tag, call))
+            self.calls += 1
+            self.prompt_tokens += call.prompt_tokens
+            self.completion_tokens += call.completion_tokens
+            self.cost += call.cost
+            if kind is not None:
+                self.errors[kind] += 1
+                self.first_errors.setdefault(kind, line or kind)
+
+    def warn_once(self, line: str) -> bool:
+        with self._lock:
+            if line in self.warnings:
+                return False
+            self.warnings.append(line)
+            return True
+
+    def take(self, tag: LMRole | None = None) -> list[LMCall]:
+        """The rows not taken yet (only those of ``tag`` when given)."""
+        with self._lock:
+            if tag is None:
+                out, self._rows = [c for _, c in self._rows], []
+                return out
+            out = [c for t, c in self._rows if t is tag]
+            self._rows = [(t, c) for t, c in self._rows if t is not tag]
+            return out
+
+    def progress_line(self) -> str:
+        errors = ", ".join(f"{k} {n}" for k, n in sorted(self.errors.items())) or "none"
+        return (f"LM calls {self.calls}, tokens {self.prompt_tokens}+{self.completion_tokens}, "
+                f"${self.cost:.4f}, errors: {errors}")
+
+    def reasons(self, limit: int = 3) -> list[str]:
+        """The first explaining line of each error kind seen, most frequent kind first."""
+        kinds = [k for k, _ in self.errors.most_common() if k in self.first_errors]
+        return [self.first_errors[k] for k in kinds[:limit]]
+
+
+class LMRole(BaseCallback):
+    """The callback every LM built for a role carries: records its calls in a ledger and
+    holds what the role's adapter needs to know (its settings, the structured-output dialect
+    found to work). Copies of the LM share it."""
+
+    def __init__(self, role: str, settings: LMSettings, ledger: CallLedger,
+                 warn: Any = None) -> None:
+        self.role = role
+        self.settings = settings
+        self.ledger = ledger
+        self.warn = warn  # called with a one-line warning (e.g. a prompt that will not fit)
+        self.dialect: str | None = None  # structured output: the response_format shape this endpoint took
+        self._lock = threading.Lock()
+        self._started: dict[str, tuple[float, Any, int]] = {}
+
+    # DSPy calls these around every LM call
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        prompt = inputs.get("messages") or inputs.get("prompt")
+        estimate = estimate_tokens(prompt)
+        window = self.settings.context_window
+        if window and estimate + (self.settings.max_tokens or 0) > window:
+            line = (f"t2t: warning: {self.role} prompt ~{estimate} tokens + max_tokens "
+                    f"{self.settings.max_tokens or 0} exceeds the {window}-token window of {self.settings.model}")
+            if self.ledger.warn_once(line) and self.warn is not None:
+                self.warn(line)
+        with self._lock:
+            self._started[call_id] = (time.perf_counter(), instance, estimate)
+
+    def on_lm_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
+        with self._lock:
+            started, instance, estimate = self._started.pop(call_id, (time.perf_counter(), None, 0))
+        latency = time.perf_counter() - started
+        model = str(getattr(instance, "model", None) or self.settings.model)
+        if exception is not None:
+            kind = error_kind(exception)
+            detail = _first_line(exception)
+            line = explain(kind, detail, self.settings, estimate)
+            self.ledger.add(self, LMCall(role=self.role, model=model, latency_s=latency,
+                                         error=f"{kind}: {detail}"), kind, f"{self.role}: {line}")
+            return
+        entry = _history_entry(instance, outputs)
+        usage = (entry or {}).get("usage") or {}
+        if not isinstance(usage, Mapping):
+            usage = dict(usage) if hasattr(usage, "keys") else {}
+        cost = (entry or {}).get("cost")
+        self.ledger.add(self, LMCall(role=self.role, model=model, prompt_tokens=_as_int(usage.get("prompt_tokens")),
+                                     completion_tokens=_as_int(usage.get("completion_tokens")),
+                                     cost=float(cost) if isinstance(cost, (int, float)) else 0.0,
+                                     latency_s=latency))
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _history_entry(lm: Any, outputs: Any) -> dict[str, Any] | None:
+    """The history entry DSPy recorded for the call that returned ``outputs``."""
+    history = getattr(lm, "history", None) or []
+    for entry in reversed(history[-64:]):
+        if entry.get("outputs") is outputs:
+            return entry
+    return None
+
+
+def role_of(lm: Any) -> LMRole | None:
+    """The `LMRole` an LM carries, if t2t built it."""
+    for callback in getattr(lm, "callbacks", None) or []:
+        if isinstance(callback, LMRole):
+            return callback
+    return None
