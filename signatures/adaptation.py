@@ -13,7 +13,7 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, Field
 
-from domains.kit import EntityCandidate
+from domains.kit import Claim, EntityCandidate
 from signatures.models import Action, Task, Trajectory, UserScenario
 
 
@@ -54,6 +54,8 @@ class InfeasibleCandidate(BaseModel):
     finding: str = Field(description="what running it on a copy of the database gave")
     request: str = Field(description="a plain wording of the request")
     related: bool = Field(description="whether it acts on a record the original task touches")
+    claims: list[Claim] = Field(default_factory=list,
+                                description="what the plain wording asserts about the database, checked by code")
 
 
 class InfeasibilityFacts(BaseModel):

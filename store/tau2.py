@@ -177,11 +177,4 @@ def task_to_tau2(task: Task) -> dict[str, Any]:
 
 def _instruction_text(task: Task) -> str:
     """Fold the structured scenario fields into tau2's free-text task instructions."""
-    scenario = task.scenario
-    parts = [scenario.task_instructions] if scenario.task_instructions else []
-    if scenario.withheld_info:
-        parts.append("Do not volunteer these details; give each one only when the agent asks for it: "
-                     + "; ".join(scenario.withheld_info) + ".")
-    if scenario.change_trigger and scenario.revised_request:
-        parts.append(f"When {scenario.change_trigger}, change your mind: {scenario.revised_request}")
-    return " ".join(parts)
+    return task.scenario.folded_instructions()
