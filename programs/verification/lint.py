@@ -72,16 +72,18 @@ def _option_lists(field: str, text: str) -> Iterator[LintFinding]:
 
 
 def _doubled_sentences(fields: list[tuple[str, str]]) -> Iterator[LintFinding]:
-    seen: dict[str, str] = {}
-    for field, text in fields:
+    """A sentence of 4+ words that occurs twice in the texts, on its own or inside another
+    sentence (a revised request repeated inside the instructions)."""
+    texts = [" ".join(text.lower().split()) for _, text in fields]
+    reported: set[str] = set()
+    for (field, _), text in zip(fields, texts):
         for match in _SENTENCE.finditer(text):
-            sentence = " ".join(match.group(0).lower().split()).strip(" \"'")
-            if len(sentence.split()) < 4:
-                continue  # "Yes." twice is fine
-            if sentence in seen:
+            sentence = match.group(0).strip(" \"'")
+            if len(sentence.split()) < 4 or sentence in reported:
+                continue
+            if sum(t.count(sentence) for t in texts) > 1:
+                reported.add(sentence)
                 yield LintFinding(rule="doubled_sentence", field=field, excerpt=sentence[:120])
-            else:
-                seen[sentence] = field
 
 
 def _raw_ids(field: str, text: str, private: frozenset[str]) -> Iterator[LintFinding]:

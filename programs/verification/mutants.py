@@ -136,6 +136,9 @@ def run_mutants(verifier: Verifier, task: Task) -> MutantReport:
     gold_episode = environment.episode()
     gold_steps = execute_calls(gold_episode, _calls(task.gold_actions))
     gold = verifier.judge(task, gold_steps, said, end_state_hash=gold_episode.state_hash())
+    gold_reasons = list(gold.reasons)
+    if any(s.error for s in gold_steps):  # a gold call a tool refuses is not a gold anyone can follow
+        gold_reasons.insert(0, "invalid_gold")
     outcomes = []
     for mutant in derive_mutants(environment, task):
         episode = environment.episode()
@@ -147,7 +150,7 @@ def run_mutants(verifier: Verifier, task: Task) -> MutantReport:
     if task.condition == "ambiguous" and task.readings:
         readings = sum(1 for r in task.readings if r.target or _reading_runs(environment, task, r.action_index,
                                                                               r.action))
-    return MutantReport(task_id=task.id, gold_passed=gold.passed, gold_reasons=gold.reasons, outcomes=outcomes,
+    return MutantReport(task_id=task.id, gold_passed=not gold_reasons, gold_reasons=gold_reasons, outcomes=outcomes,
                         executable_readings=readings)
 
 
