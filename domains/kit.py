@@ -165,6 +165,8 @@ class RequestFacts(BaseModel):
     sentence: str
     facts: list[RequiredFact] = Field(default_factory=list)
     claims: list[Claim] = Field(default_factory=list)  # what the sentence asserts about the database
+    # what the agent must tell the user (an amount it works out from what it read), asked for in the sentence
+    communicate: list[str] = Field(default_factory=list)
 
 
 class TrajectoryFacts(BaseModel):
@@ -180,6 +182,9 @@ class TrajectoryFacts(BaseModel):
 
     def all_claims(self) -> list[Claim]:
         return [c for r in self.requests for c in r.claims]
+
+    def all_communicate(self) -> list[str]:
+        return list(dict.fromkeys(c for r in self.requests for c in r.communicate))
 
 
 # ---------------------------------------------------------------- exploration

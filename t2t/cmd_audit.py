@@ -50,6 +50,8 @@ def audit(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json (ours
         ("tasks with information to tell", f"{d.communicate_share:.0%}"),
         ("tasks with a hand-off", d.handoff_tasks),
         ("tasks with a generic tool", d.generic_tool_tasks),
+        *((f"{condition}: tasks per write tool", ", ".join(f"{k} {n}" for k, n in tools.items()))
+          for condition, tools in d.by_condition_and_tool.items()),
     ])
 
 

@@ -84,7 +84,8 @@ def _options_text(options: Mapping[str, str]) -> str:
 
 def options_words(options: Mapping[str, str]) -> str:
     """Options as a customer says them: "color black, size L and grip claw"."""
-    parts = [f"{k} {v}" for k, v in options.items()]
+    # "brand Brand A" and "bagged/bagless bagless" say the value alone
+    parts = [v if k.lower() in v.lower() or v.lower() in k.lower() else f"{k} {v}" for k, v in options.items()]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
 
 

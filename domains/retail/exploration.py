@@ -252,17 +252,22 @@ def _sentence_and_facts(episode: Any, call: Call) -> RequestFacts:
         items = [_item_by_id(order, i) for i in a["item_ids"]]
         text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         listed = " and ".join(f"the {i['name']} with {options_words(i['options'])}" for i in items)
+        refund = f"{sum(i['price'] for i in items):.2f}"  # what the agent adds up from the order it read
         return RequestFacts(tool=name, sentence=f"You want to return {listed} from your delivered order {oid}, "
-                                                f"with the refund going to {text}.",
+                                                f"with the refund going to {text}. Before you confirm, ask the "
+                                                f"agent how much the refund for order {oid} comes to in total.",
+                            communicate=[refund],
                             facts=[_order_fact(oid), fact, *[RequiredFact(label="item", alternatives=[i["name"]])
                                                              for i in items]])
     if name in ("modify_pending_order_items", "exchange_delivered_order_items"):
         text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         facts = [_order_fact(oid), fact]
         changes = []
+        difference = 0.0
         for old_id, new_id in zip(a["item_ids"], a["new_item_ids"]):
             old = _item_by_id(order, old_id)
             new = _variant(episode, old["product_id"], new_id)
+            difference += new["price"] - old["price"]
             changed = {k: v for k, v in new["options"].items() if old["options"].get(k) != v}
             changes.append(f"the {old['name']} with {options_words(old['options'])} for the one with "
                            f"{options_words(changed)}")
@@ -270,9 +275,11 @@ def _sentence_and_facts(episode: Any, call: Call) -> RequestFacts:
             facts += [RequiredFact(label=f"new {k}", alternatives=[v]) for k, v in changed.items()]
         verb = "exchange" if name.startswith("exchange") else "change"
         kind = "delivered" if name.startswith("exchange") else "pending"
+        owed = "you pay" if difference >= 0 else "you get back"
         return RequestFacts(tool=name, sentence=f"In your {kind} order {oid} you want to {verb} "
-                                                f"{' and '.join(changes)}, settling any price difference with {text}.",
-                            facts=facts)
+                                                f"{' and '.join(changes)}, settling any price difference with {text}. "
+                                                f"Before you confirm, ask the agent how much {owed} for order {oid}.",
+                            facts=facts, communicate=[f"{abs(difference):.2f}"])
     return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.", facts=[])
 
 

@@ -224,7 +224,7 @@ def _adapt_ambiguous(wording: Wording, ctx: _Context) -> AdaptationResult:
     purpose = (f"ambiguous: the opening request leaves open {proposal.open_question} "
                f"({len(proposal.candidates)} candidates fit); the agent must ask before "
                f"{ctx.facts.action_label(call['name'], call['arguments'])}.")
-    adapted = ctx.adapted("ambiguous", scenario, readings=readings,
+    adapted = ctx.adapted("ambiguous", scenario, readings=readings, **_communication_of(ctx, ctx.parent.gold_actions),
                           claims=_unique(_write_claims(ctx, ctx.calls) + said_claims),
                           description=TaskDescription(purpose=purpose))
     return _finish(ctx, adapted, check_ambiguous(ctx.environment, ctx.parent, adapted, proposal.stated, index))
@@ -264,8 +264,9 @@ def _adapt_changing(wording: Wording, ctx: _Context) -> AdaptationResult:
 
 
 def _communication_of(ctx: _Context, gold: list[Action]) -> dict[str, Any]:
-    """The parent's communicate_info that still holds for a revised goal: the strings its
-    replay still shows (an amount of the first goal would be wrong now)."""
+    """The parent's communicate_info that still holds for an adapted goal: the strings its
+    replay shows (an amount of the first goal would be wrong now; an amount the parent's
+    wording asked for and the adapted wording does not ask for is dropped too)."""
     observations = "\n".join(s.observation for s in execute_calls(ctx.environment.episode(), gold))
     kept = [info for info in ctx.parent.communicate_info if info in observations]
     basis = [b for b in ctx.parent.reward_basis if b != "COMMUNICATE" or kept]

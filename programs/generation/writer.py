@@ -102,7 +102,8 @@ class BaselineWriter:
         missing = check_scenario(scenario, facts)
         if missing:  # a template that misses a fact is a bug in the grounding's templates
             return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
-        return WritingResult(task=_task(trajectory, env, scenario, [], provenance, facts.all_claims()))
+        return WritingResult(task=_task(trajectory, env, scenario, facts.all_communicate(), provenance,
+                                        facts.all_claims()))
 
 
 def _missing_reason(missing: list[RequiredFact]) -> str:
