@@ -160,7 +160,8 @@ class TaskWriter(dspy.Module):
                                                    "revised_request": None})
             # communicate info is gated by substring checks: keep only what the agent can learn from a tool
             info = [i for i in (prediction.communicate_info or []) if isinstance(i, str) and _observed(i, trajectory)]
-            return WritingResult(task=_task(trajectory, env, scenario, info, provenance, facts.all_claims()))
+            said = [c for c in (prediction.claims or []) if isinstance(c, Claim)]  # checked by the verifier
+            return WritingResult(task=_task(trajectory, env, scenario, info, provenance, facts.all_claims() + said))
         if not parsed:
             detail = str(parse_error).splitlines()[0][:200] if parse_error else ""
             raise WriterError(f"writer output did not parse after {self.attempts} attempts: {detail}")
