@@ -80,3 +80,8 @@ def test_offline_generation_keeps_only_tasks_without_findings_and_stores_them(en
     # and the lint agrees when run again from the task alone
     ids = private_ids(env)
     assert all(lint_task(t, ids) == [] for t in sink.tasks)
+
+
+def test_a_decimal_point_does_not_end_a_sentence():
+    kettle = "You want the kettle with capacity 0.5 liters and color black. Then you want the kettle with capacity 0.7 liters."
+    assert lint_task(_task(reason_for_call=kettle)) == []

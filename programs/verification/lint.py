@@ -28,7 +28,7 @@ _DOUBLE_PUNCT = re.compile(r"(?<!\.)[.;,:!?]\s*[.;,:](?!\.)")
 _OPTION_PAIRS = re.compile(r"\b[a-z][a-z ]{0,20}: [^,;:()\s]+(?:, [a-z][a-z ]{0,20}: [^,;:()\s]+)+")
 _OPTION_PAREN = re.compile(r"\(\s*[a-z][a-z ]{0,20}: [^)]+\)")
 _TOKEN = re.compile(r"[A-Za-z0-9_#@.\-]+")
-_SENTENCE = re.compile(r"[^.!?]+[.!?]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")  # a full stop inside "0.5" or "#W1.2" ends nothing
 # words that legitimately repeat ("that that" is rare enough to flag; numbers are not words here)
 _REPEAT_OK = {"had", "ha", "bye"}
 
@@ -77,8 +77,8 @@ def _doubled_sentences(fields: list[tuple[str, str]]) -> Iterator[LintFinding]:
     texts = [" ".join(text.lower().split()) for _, text in fields]
     reported: set[str] = set()
     for (field, _), text in zip(fields, texts):
-        for match in _SENTENCE.finditer(text):
-            sentence = match.group(0).strip(" \"'")
+        for part in _SENTENCE_END.split(text):
+            sentence = part.strip(" \"'")
             if len(sentence.split()) < 4 or sentence in reported:
                 continue
             if sum(t.count(sentence) for t in texts) > 1:
