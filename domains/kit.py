@@ -312,6 +312,7 @@ class InfeasibleProposal(BaseModel):
     fact: str  # why it cannot be done, in words
     related: bool  # acts on an entity the parent task touches
     request: str | None = None  # how the user asks for it, where describe_call's words would not fit
+    handoff: Call | None = None  # the hand-off the policy requires after the refusal, if any
     claims: list[Claim] = Field(default_factory=list)  # what the request asserts about the database
 
 

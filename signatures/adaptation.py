@@ -56,6 +56,8 @@ class InfeasibleCandidate(BaseModel):
     related: bool = Field(description="whether it acts on a record the original task touches")
     claims: list[Claim] = Field(default_factory=list,
                                 description="what the plain wording asserts about the database, checked by code")
+    handoff: Action | None = Field(default=None, description="the hand-off the policy requires after refusing, "
+                                                             "if any (a required action)")
 
 
 class InfeasibilityFacts(BaseModel):

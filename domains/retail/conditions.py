@@ -671,9 +671,9 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
     out: list[InfeasibleProposal] = []
 
     def add(rule: str, name: str, arguments: dict[str, Any], fact: str, order_id: str,
-            request: str | None = None, claims: list[Claim] | None = None) -> None:
+            request: str | None = None, claims: list[Claim] | None = None, handoff: Call | None = None) -> None:
         out.append(InfeasibleProposal(rule=rule, action=Call(name=name, arguments=arguments), fact=fact,
-                                      related=order_id in related_orders, request=request,
+                                      related=order_id in related_orders, request=request, handoff=handoff,
                                       claims=claims if claims is not None else call_claims(episode, name, arguments,
                                                                                           user_id)))
 
@@ -682,7 +682,12 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
         if order is None:
             continue
         oid, status = order.order_id, order.status
-        if status != "pending":
+        if status == "processed":  # the policy: refuse, then hand the user to a human agent
+            add("processed_order_handoff", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
+                f"order {oid} is 'processed': it cannot be cancelled, and the policy sends the user to a human agent",
+                oid, handoff=Call(name="transfer_to_human_agents",
+                                  arguments={"summary": f"The user wants to cancel the processed order {oid}."}))
+        elif status != "pending":
             add("cancel_non_pending", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
                 f"order {oid} is '{status}'; only orders whose status is exactly 'pending' can be cancelled", oid)
         if status == "pending (item modified)":

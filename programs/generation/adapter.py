@@ -306,8 +306,8 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
     candidates = preferred or candidates  # coverage steering asks for a forbidden write of one tool
     facts = InfeasibilityFacts(user_id=ctx.user_id, candidates=candidates)
     forbidden, scenario, explanation, said_claims = wording.word_infeasible(ctx, facts)
-    required = _required_actions(ctx, forbidden)
     chosen = next((c for c in candidates if same_call(forbidden, c.action)), None)
+    required = _required_actions(ctx, forbidden, chosen.handoff if chosen else None)
     label = ctx.facts.action_label(forbidden.name, forbidden.arguments)
     adapted = ctx.adapted(
         "infeasible", scenario, gold_actions=required, actions_should_take=[a.model_copy() for a in required],
@@ -315,6 +315,7 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
         communicate_info=[], reward_basis=["DB", "ACTION"], nl_assertions=None,
         claims=_unique((chosen.claims if chosen else []) + said_claims),
         description=TaskDescription(purpose=f"infeasible: the user asks for {label}, which must be refused"
+                                            + (", then handed to a human agent" if chosen and chosen.handoff else "")
                                             + (f" ({chosen.rule})." if chosen else "."),
                                     relevant_policies=explanation))
     check = check_infeasible(ctx.environment, adapted)
@@ -324,11 +325,19 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
     return _finish(ctx, adapted, check)
 
 
-def _required_actions(ctx: _Context, forbidden: Action) -> list[Action]:
+def _required_actions(ctx: _Context, forbidden: Action, handoff: Action | None = None) -> list[Action]:
     assert ctx.identity is not None and ctx.user_id is not None
     lookups = ctx.facts.required_lookups(ctx.environment.episode(), ctx.user_id, forbidden.name, forbidden.arguments)
     calls = [ctx.identity, *(c.model_dump() for c in lookups)]
-    return [as_action(c, action_id=str(i)) for i, c in enumerate(calls)]
+    required = [as_action(c, action_id=str(i)) for i, c in enumerate(calls)]
+    if handoff is not None:
+        required.append(handoff.model_copy(update={"action_id": str(len(required))}))
+    return required
+
+
+def _handoff_action(call: Any) -> Action:
+    """A hand-off as a required action: any summary will do (tau2's compare_args = [])."""
+    return Action(name=call.name, arguments=dict(call.arguments), compare_args=[])
 
 
 def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
@@ -350,7 +359,8 @@ def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
                 rule=proposal.rule, action=action, fact=proposal.fact, finding=check.detail,
                 request=proposal.request or ctx.facts.describe_call(episode, action.name, action.arguments),
                 related=proposal.related,
-                claims=proposal.claims or _call_claims(ctx, episode, as_call(action))))
+                claims=proposal.claims or _call_claims(ctx, episode, as_call(action)),
+                handoff=_handoff_action(proposal.handoff) if proposal.handoff else None))
     ctx.rng.shuffle(confirmed)
     confirmed.sort(key=lambda c: not c.related)  # stable: related first, seeded order within
     return confirmed
@@ -474,5 +484,7 @@ class BaselineAdapter:
             reason_for_call=f"You want to {request}.",
             known_info=ctx.identity_text(), unknown_info=self._unknown_info(ctx),
             task_instructions=("Ask for exactly this. If the agent refuses and explains why, insist once, then "
-                               "accept and end the conversation. Do not ask for anything else."))
-        return chosen.action, scenario, f"This cannot be done: {chosen.fact}.", []
+                               + ("accept being transferred to a human agent. " if chosen.handoff else
+                                  "accept and end the conversation. ") + "Do not ask for anything else."))
+        then = " The agent then transfers the user to a human agent." if chosen.handoff else ""
+        return chosen.action, scenario, f"This cannot be done: {chosen.fact}.{then}", []
