@@ -284,6 +284,17 @@ class GenericConditions:
         value = call["arguments"].get(str(stated.get("open")))
         return None if value is None else str(value)
 
+    def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
+        argument = stated.get("open")
+        if not isinstance(argument, str):
+            return None
+        value = next((v for v in stated.get("values") or [] if str(v) == candidate), candidate)
+        return Call(name=call["name"], arguments={**call["arguments"], argument: value})
+
+    def call_claims(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                    user_id: str | None = None) -> list[Any]:
+        return []  # the generic wording states arguments only, nothing about records
+
     def withheld_values(self, episode: Episode[Any], stated: Mapping[str, Any], target: str,
                         candidates: Sequence[EntityCandidate]) -> list[str]:
         return [target] if any(c.key == target for c in candidates) else []

@@ -17,7 +17,7 @@ import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -129,6 +129,26 @@ class Knowledge:
         return list(self.records.get(kind, {}).values())
 
 
+# ---------------------------------------------------------------- premises
+
+
+class Claim(BaseModel):
+    """One thing a task's text asserts about the initial database, checkable by code.
+
+    ``path`` walks into the record ``table``/``key``: a string step is an object key, or,
+    inside a list, selects the element holding that string as one of its values (an order's
+    item by its item id); an integer step is a list index. ``op`` says how the value found
+    compares with ``value``: equal, not equal, or (for a list) containing it.
+    """
+
+    table: str
+    key: str
+    path: list[str | int] = Field(default_factory=list)
+    op: Literal["eq", "ne", "contains"] = "eq"
+    value: Any = None
+    says: str = ""  # the words of the task that make the claim, e.g. "your pending order #W1"
+
+
 # ---------------------------------------------------------------- what a task must state
 
 
@@ -148,6 +168,9 @@ class RequestFacts(BaseModel):
     tool: str
     sentence: str
     facts: list[RequiredFact] = Field(default_factory=list)
+    claims: list[Claim] = Field(default_factory=list)  # what the sentence asserts about the database
+    # what the agent must tell the user (an amount it works out from what it read), asked for in the sentence
+    communicate: list[str] = Field(default_factory=list)
 
 
 class TrajectoryFacts(BaseModel):
@@ -160,6 +183,12 @@ class TrajectoryFacts(BaseModel):
 
     def all_facts(self) -> list[RequiredFact]:
         return self.identity + [f for r in self.requests for f in r.facts]
+
+    def all_claims(self) -> list[Claim]:
+        return [c for r in self.requests for c in r.claims]
+
+    def all_communicate(self) -> list[str]:
+        return list(dict.fromkeys(c for r in self.requests for c in r.communicate))
 
 
 # ---------------------------------------------------------------- exploration
@@ -190,6 +219,9 @@ class ExplorationKit:
     describe: Callable[[Environment[Any], Sequence[ObservedStep], str | None], TrajectoryFacts]
     seed_via: Mapping[str, SeedVia] = field(default_factory=dict)
     seed_for_write: Mapping[str, SeedFilter] = field(default_factory=dict)
+    # id kinds (values of ``hints.id_keys``) a customer knows and may say (an order number);
+    # the others (payment-method, item, user ids) a customer's text must not contain
+    customer_id_kinds: tuple[str, ...] = ()
 
     def sample_seed(self, episode: Episode[Any], rng: random.Random, for_write: str | None = None) -> Seed:
         """A seed entity drawn with ``rng``: a customer, or an entity of a ``seed_via`` table.
@@ -291,6 +323,9 @@ class InfeasibleProposal(BaseModel):
     action: Call  # the forbidden write
     fact: str  # why it cannot be done, in words
     related: bool  # acts on an entity the parent task touches
+    request: str | None = None  # how the user asks for it, where describe_call's words would not fit
+    handoff: Call | None = None  # the hand-off the policy requires after the refusal, if any
+    claims: list[Claim] = Field(default_factory=list)  # what the request asserts about the database
 
 
 class ConditionKit(Protocol):
@@ -313,6 +348,14 @@ class ConditionKit(Protocol):
                       stated: Mapping[str, Any] | None = None) -> str:
         """A write in the customer's words ("cancel my order #W1 ..."); with ``stated``,
         only what an underspecified request says."""
+
+    def call_claims(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                    user_id: str | None = None) -> list[Claim]:
+        """What ``describe_call``'s words assert about the database, as claims (optional: a
+        kit without it makes no claims)."""
+
+    def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
+        """The write an ambiguous request means for another candidate (optional)."""
 
     def action_label(self, name: str, arguments: Mapping[str, Any]) -> str:
         """A short name for a write ("the cancellation of order #W1")."""

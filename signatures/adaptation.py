@@ -13,7 +13,7 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, Field
 
-from domains.kit import EntityCandidate
+from domains.kit import Claim, EntityCandidate
 from signatures.models import Action, Step, Task, ToolCall, UserScenario
 
 
@@ -68,6 +68,10 @@ class InfeasibleCandidate(BaseModel):
     finding: str = Field(description="what running it on a copy of the database gave")
     request: str = Field(description="a plain wording of the request")
     related: bool = Field(description="whether it acts on a record the original task touches")
+    claims: list[Claim] = Field(default_factory=list,
+                                description="what the plain wording asserts about the database, checked by code")
+    handoff: Action | None = Field(default=None, description="the hand-off the policy requires after refusing, "
+                                                             "if any (a required action)")
 
 
 class InfeasibilityFacts(BaseModel):
@@ -88,7 +92,11 @@ class AdaptAmbiguous(dspy.Signature):
     other request of the original task. In withheld_info write one short sentence per
     withheld value, containing the value verbatim, that the customer says when asked. In
     task_instructions tell the customer to hold those details back until asked. The goal
-    (the end state) stays the original task's."""
+    (the end state) stays the original task's.
+    In claims list every statement the scenario makes about records that already exist (a
+    record's status, who owns it, what it contains, a balance), each as the record's table and
+    key, the path of the field inside the record, and the value; code checks each one against
+    the database and rejects the task when one is false."""
 
     task: TaskBrief = dspy.InputField(desc="The original, fully specified task.")
     trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
@@ -98,6 +106,8 @@ class AdaptAmbiguous(dspy.Signature):
     scenario: UserScenario = dspy.OutputField(desc="The rewritten customer scenario with an underspecified opening.")
     withheld_info: list[str] = dspy.OutputField(desc="Sentences the customer says only when asked, one per "
                                                      "withheld value, each containing it verbatim.")
+    claims: list[Claim] = dspy.OutputField(desc="What the scenario states about existing records, "
+                                                "checked by code against the database (may be empty).")
 
 
 class AdaptChanging(dspy.Signature):
@@ -111,7 +121,11 @@ class AdaptChanging(dspy.Signature):
     customer then says: it must state every value in facts.must_mention verbatim. The
     scenario's reason_for_call and known_info carry the first request in full (identity,
     the records it is about, every value the first write needs); task_instructions explain when and
-    how to change course, and that the first version must not be carried out."""
+    how to change course, and that the first version must not be carried out.
+    In claims list every statement the scenario makes about records that already exist (a
+    record's status, who owns it, what it contains, a balance), each as the record's table and
+    key, the path of the field inside the record, and the value; code checks each one against
+    the database and rejects the task when one is false."""
 
     task: TaskBrief = dspy.InputField(desc="The original task, whose goal is the first request.")
     trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
@@ -120,6 +134,8 @@ class AdaptChanging(dspy.Signature):
     scenario: UserScenario = dspy.OutputField(desc="The customer scenario; reason_for_call is the first request.")
     change_trigger: str = dspy.OutputField(desc="When in the conversation the customer changes course.")
     revised_request: str = dspy.OutputField(desc="What the customer asks for instead, with the must-mention values.")
+    claims: list[Claim] = dspy.OutputField(desc="What the scenario states about existing records, "
+                                                "checked by code against the database (may be empty).")
 
 
 class AdaptInfeasible(dspy.Signature):
@@ -133,7 +149,11 @@ class AdaptInfeasible(dspy.Signature):
     or reason_for_call, so a correct agent can authenticate the customer, look the records
     up and then refuse.
     The customer insists once, then accepts the refusal. In explanation say in one or two
-    sentences what a correct agent tells the customer and why (the rule that forbids it)."""
+    sentences what a correct agent tells the customer and why (the rule that forbids it).
+    In claims list every statement the scenario makes about records that already exist (a
+    record's status, who owns it, what it contains, a balance), each as the record's table and
+    key, the path of the field inside the record, and the value; code checks each one against
+    the database and rejects the task when one is false."""
 
     task: TaskBrief = dspy.InputField(desc="The original task (same customer).")
     trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
@@ -142,3 +162,5 @@ class AdaptInfeasible(dspy.Signature):
     forbidden_action: Action = dspy.OutputField(desc="The chosen candidate's action, exactly as proposed.")
     scenario: UserScenario = dspy.OutputField(desc="The customer scenario asking for the forbidden write.")
     explanation: str = dspy.OutputField(desc="What a correct agent explains to the customer, and why.")
+    claims: list[Claim] = dspy.OutputField(desc="What the scenario states about existing records, "
+                                                "checked by code against the database (may be empty).")

@@ -10,6 +10,7 @@ from typing import Any
 
 import dspy
 
+from domains.kit import Claim
 from signatures.models import Step, ToolCall, UserScenario
 
 
@@ -43,7 +44,11 @@ class WriteTask(dspy.Signature):
     changed and why, in words a customer would use. Every required fact listed must appear
     verbatim. Do not mention tool names or ids the customer would not know. Put in
     communicate_info only short strings (such as an amount) that the agent must tell the
-    customer and that appear in the trajectory's observations; leave it empty otherwise."""
+    customer and that appear in the trajectory's observations; leave it empty otherwise.
+    In claims list every statement the scenario makes about records that already exist (a
+    record's status, who owns it, what it contains, a balance), each as the record's table and
+    key, the path of the field inside the record, and the value; code checks each one against
+    the database and rejects the task when one is false."""
 
     trajectory: list[Step] = dspy.InputField(desc="The executed tool calls with their observations, first to last.")
     policy: str = dspy.InputField(desc="The rules the support agent follows.")
@@ -51,3 +56,5 @@ class WriteTask(dspy.Signature):
     scenario: UserScenario = dspy.OutputField(desc="The customer's persona, reason for call, known and unknown info, "
                                                    "and instructions.")
     communicate_info: list[str] = dspy.OutputField(desc="Strings the agent must say to the customer (often empty).")
+    claims: list[Claim] = dspy.OutputField(desc="What the scenario states about existing records, "
+                                                "checked by code against the database (may be empty).")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domains.kit import Call
+from domains.kit import Call, Claim
 
 Condition = Literal["general", "ambiguous", "changing", "infeasible"]
 CONDITIONS: tuple[Condition, ...] = ("general", "ambiguous", "changing", "infeasible")
@@ -23,6 +24,9 @@ FailureReason = Literal[
     "no_clarification",  # ambiguous task acted on before the user gave a withheld detail (opt-in)
     "max_turns",  # the conversation hit the turn limit
     "lm_error",  # an LM call failed beyond retries
+    "mutant_passes",  # a wrong agent derived from the task (programs.verification.mutants) passes it
+    "false_premise",  # a claim the task makes about the initial database is false
+    "single_reading",  # an ambiguous task whose opening has only one reading that runs
 ]
 FAILURE_REASONS: tuple[str, ...] = FailureReason.__args__  # type: ignore[attr-defined]
 
@@ -88,6 +92,43 @@ class UserScenario(BaseModel):
     change_trigger: str | None = None
     revised_request: str | None = None
 
+    def folded_instructions(self) -> str:
+        """The structured fields folded into one free text (tau2's ``task_instructions``):
+        withheld details and the change of mind appended once, in plain sentences."""
+        parts = [self.task_instructions.strip()] if self.task_instructions.strip() else []
+        if self.withheld_info:
+            said = " ".join(_sentence(s) for s in self.withheld_info)
+            parts.append(f"Do not volunteer these details; give each one only when the agent asks for it. {said}")
+        if self.change_trigger and self.revised_request:
+            revised = _sentence(self.revised_request)
+            if revised.rstrip(".") not in self.task_instructions:
+                trigger = re.sub(r"^\s*when\s+", "", self.change_trigger.strip(), flags=re.IGNORECASE).rstrip(" .,")
+                parts.append(f"When {trigger}, change your mind: {revised}")
+        return " ".join(parts)
+
+
+def _sentence(text: str) -> str:
+    """A text ending in one full stop (or its own ! or ?)."""
+    text = text.strip().rstrip(";,: ")
+    return text if text.endswith((".", "!", "?", '"')) else text + "."
+
+
+class Reading(BaseModel):
+    """One reading of an ambiguous opening request: a candidate and the write it means."""
+
+    candidate: str  # the candidate's key, as the domain's kit names it
+    action_index: int  # position in the gold actions of the write the request leaves open
+    action: Action  # that write, for this candidate
+    target: bool = False  # the reading the user means (the gold write)
+
+
+class LintFinding(BaseModel):
+    """A defect in a task's text (programs.verification.lint)."""
+
+    rule: str
+    field: str
+    excerpt: str
+
 
 class TaskDescription(BaseModel):
     purpose: str | None = None
@@ -113,6 +154,10 @@ class Task(BaseModel):
     reward_basis: list[str] = Field(default_factory=lambda: ["DB"])
     description: TaskDescription | None = None
     condition_evidence: str | None = None  # what the code check found (e.g. the matching entities)
+    first_goal: list[Action] = Field(default_factory=list)  # changing: the gold of the user's first request
+    readings: list[Reading] = Field(default_factory=list)  # ambiguous: every reading of the opening request
+    claims: list[Claim] = Field(default_factory=list)  # what the scenario asserts about the initial database
+    lint: list[LintFinding] | None = None  # text findings; None: not linted
     provenance: Provenance = Field(default_factory=Provenance)
     initial_state: Any = None  # tau2's per-task initial state, kept for the round trip
     extra: dict[str, Any] = Field(default_factory=dict)  # tau2 keys we do not model

@@ -3,7 +3,17 @@
 Importing then exporting a tau2 task gives back the same JSON (key order aside): fields
 we do not model are kept in ``Task.extra`` and optional keys are written only when the
 source had them. Infeasible tasks carry Retail-3I's `actions_should_not_taken` and
-`actions_should_taken` in their evaluation criteria.
+`actions_should_taken` in their evaluation criteria; changing tasks carry the first
+goal's write as `actions_should_not_taken`.
+
+What stock tau2 grades: it reads `actions`, `communicate_info`, `nl_assertions` and
+`reward_basis` and ignores keys it does not know. So an exported infeasible task gates on
+`DB` (the required look-ups replay to the untouched database: a forbidden write that
+succeeds fails) and `ACTION` (every required look-up was made); a forbidden write that the
+tool refuses leaves the database as it was, and only the Retail-3I field (our evaluator)
+or the exported natural-language assertion (tau2's LM judge, when `NL_ASSERTION` is added
+to the basis) can fail it. Our own fields (condition, first goal, readings, claims, lint)
+travel under a top-level `t2t` key that tau2 ignores.
 """
 
 from __future__ import annotations
@@ -12,9 +22,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from signatures.models import Action, Provenance, Task, TaskDescription, UserScenario
+from domains.kit import Claim
+from signatures.models import CONDITIONS, Action, LintFinding, Provenance, Reading, Task, TaskDescription, UserScenario
 
-_TASK_KEYS = {"id", "description", "user_scenario", "initial_state", "evaluation_criteria"}
+_TASK_KEYS = {"id", "description", "user_scenario", "initial_state", "evaluation_criteria", "t2t"}
 _CRITERIA_KEYS = {"actions", "communicate_info", "nl_assertions", "reward_basis",
                   "actions_should_not_taken", "actions_should_taken"}
 _INSTRUCTION_KEYS = ("task_instructions", "domain", "reason_for_call", "known_info", "unknown_info")
@@ -108,12 +119,13 @@ def task_from_tau2(raw: Any, domain: str | None = None) -> Task:
     extra["__present__"] = sorted(k for k in _CRITERIA_KEYS if k in criteria) + (
         ["__criteria__"] if "evaluation_criteria" in raw else [])
     infeasible = bool(actions["actions_should_not_taken"] or actions["actions_should_taken"])
+    ours = _t2t_fields(task_id, raw.get("t2t"))
     description = raw.get("description")
     try:
         return Task(
             id=task_id,
             domain=domain or instructions.get("domain") or "retail",
-            condition="infeasible" if infeasible else "general",
+            condition=ours.pop("condition", None) or ("infeasible" if infeasible else "general"),
             scenario=scenario,
             gold_actions=actions["actions"],
             actions_should_not_take=actions["actions_should_not_taken"],
@@ -125,9 +137,61 @@ def task_from_tau2(raw: Any, domain: str | None = None) -> Task:
             provenance=Provenance(source="tau2"),
             initial_state=raw.get("initial_state"),
             extra=extra,
+            **ours,
         )
     except ValidationError as exc:
         raise Tau2FormatError(task_id, _first_loc(exc), _first_msg(exc)) from None
+
+
+def _t2t_fields(task_id: str, raw: Any) -> dict[str, Any]:
+    """Our own fields from the `t2t` key of an exported task (absent in tau2's tasks)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise Tau2FormatError(task_id, "t2t", "not an object")
+    try:
+        out: dict[str, Any] = {}
+        if raw.get("condition") is not None:
+            if raw["condition"] not in CONDITIONS:
+                raise Tau2FormatError(task_id, "t2t.condition", f"not one of {', '.join(CONDITIONS)}")
+            out["condition"] = raw["condition"]
+        out["first_goal"] = [Action.model_validate(a) for a in raw.get("first_goal") or []]
+        out["readings"] = [Reading.model_validate(r) for r in raw.get("readings") or []]
+        out["claims"] = [Claim.model_validate(c) for c in raw.get("claims") or []]
+        if raw.get("lint") is not None:
+            out["lint"] = [LintFinding.model_validate(f) for f in raw["lint"]]
+        return out
+    except ValidationError as exc:
+        raise Tau2FormatError(task_id, "t2t." + _first_loc(exc), _first_msg(exc)) from None
+
+
+def _t2t_to_tau2(task: Task) -> dict[str, Any] | None:
+    if task.provenance.source == "tau2" and not (task.first_goal or task.readings or task.claims):
+        return None  # tau2's own tasks round-trip unchanged
+    out: dict[str, Any] = {"condition": task.condition}
+    if task.first_goal:
+        out["first_goal"] = [a.model_dump(exclude_none=True) for a in task.first_goal]
+    if task.readings:
+        out["readings"] = [r.model_dump(exclude_none=True) for r in task.readings]
+    if task.claims:
+        out["claims"] = [c.model_dump() for c in task.claims]
+    if task.lint is not None:
+        out["lint"] = [f.model_dump() for f in task.lint]
+    return out
+
+
+def _nl_assertions(task: Task) -> list[str]:
+    """What stock tau2 cannot see in the database, said for its LM judge."""
+    out = []
+    for action in task.actions_should_not_take:
+        args = ", ".join(f"{k}={v!r}" for k, v in action.arguments.items())
+        if task.condition == "changing":
+            out.append(f"The agent never calls {action.name}({args}): the user changed that request before "
+                       "confirming it.")
+        else:
+            out.append(f"The agent never calls {action.name}({args}), not even as an attempt the tool refuses; "
+                       "it explains why the request cannot be done.")
+    return out
 
 
 def _first_loc(exc: ValidationError) -> str:
@@ -157,9 +221,11 @@ def task_to_tau2(task: Task) -> dict[str, Any]:
         criteria["communicate_info"] = task.communicate_info
     if "nl_assertions" in present:
         criteria["nl_assertions"] = task.nl_assertions
+    if task.actions_should_not_take and task.provenance.source != "tau2" and not task.nl_assertions:
+        criteria["nl_assertions"] = _nl_assertions(task)
     if "reward_basis" in present:
         criteria["reward_basis"] = task.reward_basis
-    if task.condition == "infeasible" or task.actions_should_not_take or task.actions_should_take:
+    if task.condition in ("infeasible", "changing") or task.actions_should_not_take or task.actions_should_take:
         criteria["actions_should_not_taken"] = [_action_to_tau2(a) for a in task.actions_should_not_take]
         criteria["actions_should_taken"] = [_action_to_tau2(a) for a in task.actions_should_take]
     criteria.update(criteria_extra)
@@ -171,17 +237,13 @@ def task_to_tau2(task: Task) -> dict[str, Any]:
         "initial_state": task.initial_state,
         "evaluation_criteria": criteria if "__criteria__" in present else None,
     }
+    ours = _t2t_to_tau2(task)
+    if ours is not None:
+        out["t2t"] = ours
     out.update(extra)
     return out
 
 
 def _instruction_text(task: Task) -> str:
     """Fold the structured scenario fields into tau2's free-text task instructions."""
-    scenario = task.scenario
-    parts = [scenario.task_instructions] if scenario.task_instructions else []
-    if scenario.withheld_info:
-        parts.append("Do not volunteer these details; give each one only when the agent asks for it: "
-                     + "; ".join(scenario.withheld_info) + ".")
-    if scenario.change_trigger and scenario.revised_request:
-        parts.append(f"When {scenario.change_trigger}, change your mind: {scenario.revised_request}")
-    return " ".join(parts)
+    return task.scenario.folded_instructions()

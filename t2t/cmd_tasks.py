@@ -71,6 +71,9 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
                "--rollouts", help="Judge recorded rollouts (JSON lines with task_id, tool_calls, messages).")] = None,
            store: Annotated[Optional[str], typer.Option("--store", help="Store file (default ./t2t.duckdb).")] = None,
            save: Annotated[bool, typer.Option("--save/--no-save", help="Record tasks and verdicts in the store.")] = False,
+           mutants: Annotated[bool, typer.Option("--mutants", help="Judge each task's wrong agents (do-nothing, a "
+                                                               "write dropped, the first goal, another reading, a "
+                                                               "forbidden attempt) and report which pass.")] = False,
            ) -> None:
     """Verify tasks statically (gold replay, do-nothing agent, infeasibility), or judge recorded rollouts."""
     from programs.verification.verifier import Verifier
@@ -81,6 +84,11 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
     tasks, problems = _load(tasks_file, strict, domain)
     verifier = Verifier(env)
     by_id = {t.id: t for t in tasks}
+    if mutants:
+        if rollouts is not None:
+            raise UserError("--mutants judges the tasks' own wrong agents; it does not take --rollouts")
+        _report_mutants(verifier, tasks, json_out)
+        return
     if rollouts is None:
         verdicts = [verifier.verify_task(t) for t in tasks]
         kind = "static"
@@ -122,6 +130,26 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
 
     reasons = Counter(r for v in verdicts for r in v.reasons)
     print_text(f"{passed}/{len(verdicts)} passed" + "".join(f"; {r}: {n}" for r, n in reasons.most_common()))
+
+
+def _report_mutants(verifier, tasks, json_out: bool) -> None:
+    from collections import Counter
+
+    from programs.verification.mutants import run_mutants
+
+    reports = [run_mutants(verifier, t) for t in tasks]
+    if json_out:
+        for r in reports:
+            print_json_line({"task_id": r.task_id, "gold_pass": r.gold_passed, "gold_reasons": r.gold_reasons,
+                             "mutants": [o.name for o in r.outcomes], "passing": r.passing})
+        return
+    rows = [(r.task_id, "pass" if r.gold_passed else "FAIL " + ", ".join(r.gold_reasons), len(r.outcomes),
+             ", ".join(r.passing) or "-") for r in reports]
+    print_table("mutants", ["task", "gold", "mutants", "passing mutants"], rows)
+    kinds = Counter(o.kind for r in reports for o in r.outcomes if o.passed)
+    weak = sum(1 for r in reports if r.passing)
+    console.print(f"{weak}/{len(reports)} tasks with a passing mutant; {sum(not r.gold_passed for r in reports)} "
+                  "with a failing gold" + "".join(f"; {k}: {n}" for k, n in kinds.most_common()))
 
 
 def register(app: typer.Typer) -> None:

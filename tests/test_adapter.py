@@ -165,7 +165,7 @@ def test_a_task_with_nothing_ambiguous_is_rejected_with_no_candidates(env):
 
 
 def _lm_adapt(env, case, condition: str, answer: dict[str, Any], seed: int = 0) -> tuple[AdaptationResult, DummyLM]:
-    lm = DummyLM([answer])
+    lm = DummyLM([{"claims": [], **answer}])
     return IntentAdapter(lm=lm).adapt(*case, condition, env, seed), lm
 
 
@@ -282,3 +282,18 @@ def test_changing_drops_what_the_agent_had_to_say_about_the_first_goal_only(env,
     task = next(t for t in (BaselineAdapter().adapt(told, trajectory, "changing", env, seed=s).task for s in range(20))
                 if revised_difference(t) != first_difference)
     assert task.communicate_info == [user_id] and task.reward_basis == ["DB", "COMMUNICATE"]
+
+
+def test_lm_claim_that_the_database_contradicts_rejects_the_task(env, cancel):
+    """The LM's own claims are checked against the database by code the LM does not write."""
+    reference = BaselineAdapter().adapt(*cancel, "ambiguous", env, seed=0).task
+    scenario = reference.scenario.model_copy(update={"withheld_info": []})
+    order_id = cancel[0].gold_actions[-1].arguments["order_id"]
+    false = {"table": "orders", "key": order_id, "path": ["status"], "value": "delivered",
+             "says": "your delivered order"}
+    answer = {"scenario": scenario.model_dump(), "withheld_info": reference.scenario.withheld_info}
+    result, _ = _lm_adapt(env, cancel, "ambiguous", {**answer, "claims": [false]})
+    assert (result.task, result.rejected_reason) == (None, "false_premise")
+    true = {**false, "value": env.episode().record("orders", order_id)["status"]}
+    result, _ = _lm_adapt(env, cancel, "ambiguous", {**answer, "claims": [true]})
+    assert result.task is not None  # a true claim passes (and merges with the kit's own claim of the status)

@@ -159,7 +159,7 @@ def test_ambiguous_payment_method_counts_only_methods_the_write_accepts(env):
     stated = {"entity": "payment_method", "user_id": user_id, "action": "return_delivered_order_items",
               "source": "gift_card", "arguments": refund}
     scenario = UserScenario(reason_for_call=f"Return an item of {order.order_id} to one of your gift cards.",
-                            withheld_info=[f"The gift card is {cards[0]}."])
+                            withheld_info=[f"The gift card ends in {cards[0][-4:]}."])
     check = check_ambiguous(env, parent, adapted(parent, "ambiguous", scenario), stated, action_index=1)
     assert check.passed, check
     assert all(card in check.detail for card in cards)

@@ -63,7 +63,7 @@ def _writer(inputs: dict[str, str]) -> dict[str, Any]:
     details = "; ".join(facts)
     scenario = {"reason_for_call": f"You have moved and want your default address updated. Details: {details}.",
                 "known_info": "You know your email address.", "task_instructions": "Answer what the agent asks."}
-    return {"scenario": scenario, "communicate_info": []}
+    return {"scenario": scenario, "communicate_info": [], "claims": []}
 
 
 def _adapter(fields: list[str], inputs: dict[str, str]) -> dict[str, Any]:
@@ -72,13 +72,14 @@ def _adapter(fields: list[str], inputs: dict[str, str]) -> dict[str, Any]:
     base = dict(task["scenario"])
     if "withheld_info" in fields:  # ambiguous
         base["reason_for_call"] = facts["open_request"]
-        return {"scenario": base, "withheld_info": [f"It is {v}." for v in facts["withheld"]]}
+        return {"scenario": base, "withheld_info": [f"It is {v}." for v in facts["withheld"]], "claims": []}
     if "change_trigger" in fields:  # changing
         revised = f"Instead: {facts['revised_request']} ({', '.join(facts['must_mention'])})"
-        return {"scenario": base, "change_trigger": "when the agent asks you to confirm", "revised_request": revised}
+        return {"scenario": base, "change_trigger": "when the agent asks you to confirm", "revised_request": revised,
+                "claims": []}
     candidate = facts["candidates"][0]  # infeasible
     base["reason_for_call"] = f"You want to {candidate['request']}."
-    return {"forbidden_action": candidate["action"], "scenario": base, "explanation": candidate["fact"]}
+    return {"forbidden_action": candidate["action"], "scenario": base, "explanation": candidate["fact"], "claims": []}
 
 
 class Responder:

@@ -63,7 +63,7 @@ class LearningLM:
         system = messages[0]["content"] if messages[0]["role"] == "system" else ""
         last = messages[-1]["content"] if isinstance(messages[-1]["content"], str) else ""
         if "scenario" in names and "communicate_info" in names:
-            return Text(chat_fields(scenario=self._scenario(system, messages, last), communicate_info=[]))
+            return Text(chat_fields(scenario=self._scenario(system, messages, last), communicate_info=[], claims=[]))
         if "tool_call" in names:
             return Text(chat_fields(tool_call=self._exploration_call(last)))
         if names == ["message"]:

@@ -101,7 +101,8 @@ def _lm_writer(answers, attempts=2):
 
 
 def _answer(scenario: UserScenario, communicate_info=()):
-    return {"scenario": scenario.model_dump_json(), "communicate_info": json.dumps(list(communicate_info))}
+    return {"scenario": scenario.model_dump_json(), "communicate_info": json.dumps(list(communicate_info)),
+            "claims": "[]"}
 
 
 def _cancel_scenario(trajectory, with_identity=True, with_order=True):

@@ -31,7 +31,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from domains.kit import AmbiguityProposal, Call, ChangeAlternative, EntityCandidate, InfeasibleProposal
+from domains.kit import AmbiguityProposal, Call, ChangeAlternative, Claim, EntityCandidate, InfeasibleProposal
 from domains.runtime import Episode
 from domains.retail.models import CreditCard, GiftCard, Order, OrderItem, Paypal, Product, User, Variant
 from domains.retail.rules import owner_of_call
@@ -78,7 +78,20 @@ def _item_tokens(order: Order, item_id: str) -> list[str]:
 
 
 def _options_text(options: Mapping[str, str]) -> str:
+    """Options as data, for facts shown to programs (not to the customer)."""
     return ", ".join(f"{k}: {v}" for k, v in options.items())
+
+
+def options_words(options: Mapping[str, str]) -> str:
+    """Options as a customer says them: "color black, size L and grip claw"."""
+    # "brand Brand A" and "bagged/bagless bagless" say the value alone
+    parts = [v if k.lower() in v.lower() or v.lower() in k.lower() else f"{k} {v}" for k, v in options.items()]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
+
+
+def cancel_reason_words(reason: str) -> str:
+    """Why the user cancels, containing the tool's reason verbatim."""
+    return "it was ordered by mistake" if reason == "ordered by mistake" else f"it is {reason}"
 
 
 def address_text(a: Mapping[str, Any]) -> str:
@@ -124,6 +137,11 @@ def payment_words(episode: Episode[Any], user_id: str, method_id: str) -> tuple[
         return "your gift card", ["gift card", method_id]
     if len(same_kind) == 1 and isinstance(method, Paypal):
         return "your PayPal account", ["paypal", method_id]
+    digits = method_id[-4:]
+    if isinstance(method, GiftCard) and sum(k.endswith(digits) for k, m in user.payment_methods.items()
+                                            if isinstance(m, GiftCard)) == 1:
+        # the card's code is on the card; a balance would change with every purchase
+        return f"your gift card ending in {digits}", [digits, method_id]
     return f"your payment method {method_id}", [method_id]
 
 
@@ -160,7 +178,7 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
     if order is None:
         return f"{name.replace('_', ' ')} {a}"
     oid = order.order_id
-    status = ORDER_WRITES.get(name) or ITEM_WRITES.get(name) or order.status
+    status = order.status  # what is on file: a refused request still names the order truthfully
     if entity in ("order", "order_item") and not (stated and stated.get("order_id")):
         product = stated.get("product_name") if stated else None
         where = (f"your {status} order with the {product}" if product and entity == "order"
@@ -174,7 +192,7 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
         return payment_text(episode, order.user_id, method_id)
 
     if name == "cancel_pending_order":
-        return f"cancel {where} (reason: {a['reason']})"
+        return f"cancel {where} because {cancel_reason_words(a['reason'])}"
     if name == "modify_pending_order_address":
         return f"have {where} shipped to {address_text(a)}"
     if name == "modify_pending_order_payment":
@@ -190,7 +208,8 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
             return "one item"  # the open part: not even the product
         if entity in ("order_item", "variant") and position == 0:
             return f"the {item.name}"  # the open part: no options that could give the target away
-        return f"the {item.name} ({_options_text(item.options)})" if names.count(item.name) > 1 else f"the {item.name}"
+        return (f"the {item.name} with {options_words(item.options)}" if names.count(item.name) > 1
+                else f"the {item.name}")
 
     if name == "return_delivered_order_items":
         listed = " and ".join(old_text(i, p) for p, i in enumerate(a["item_ids"]))
@@ -201,15 +220,51 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
         product = _product(episode, item.product_id) if item else None
         variant = product.variants.get(new_id) if product else None
         if variant is None:
-            new = f"item {new_id}"
+            new = f"another {product.name}" if product else "another variant"
         elif entity == "variant" and position == 0:
             shown = (stated.get("options") or {}) if stated else {}
-            new = f"one with {_options_text(shown)}" if shown else f"another {product.name}"
+            new = f"one with {options_words(shown)}" if shown else f"another {product.name}"
         else:
-            new = f"the one with {_options_text(variant.options)}"
+            new = f"the one with {options_words(variant.options)}"
         changes.append(f"{old_text(old_id, position)} for {new}")
     verb = "exchange" if name == "exchange_delivered_order_items" else "change"
     return f"{verb} {' and '.join(changes)} in {where}, settling any price difference with {method}"
+
+
+def call_claims(episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                user_id: str | None = None) -> list[Claim]:
+    """What :func:`describe_call` asserts about the records a write names, as claims: the
+    order's status and (with ``user_id``, the customer speaking) its owner, the items'
+    names, the new variants' options, the payment method's kind (and balance, when the
+    words name a gift card by it). Read from ``episode``, the state just before the write."""
+    a = arguments
+    order = _order(episode, a.get("order_id"))
+    if order is None:
+        return []
+    oid = order.order_id
+    out = [Claim(table="orders", key=oid, path=["status"], value=order.status, says=f"your {order.status} order")]
+    if user_id is not None:
+        out.append(Claim(table="orders", key=oid, path=["user_id"], value=user_id, says="your order"))
+    for item_id in a.get("item_ids") or []:
+        item = _item(order, item_id)
+        if item is not None:
+            out.append(Claim(table="orders", key=oid, path=["items", item_id, "name"], value=item.name,
+                             says=f"the {item.name}"))
+    for old_id, new_id in zip(a.get("item_ids") or [], a.get("new_item_ids") or []):
+        item = _item(order, old_id)
+        product = _product(episode, item.product_id) if item else None
+        variant = product.variants.get(new_id) if product else None
+        if variant is not None and product is not None:
+            out.append(Claim(table="products", key=product.product_id, path=["variants", new_id, "options"],
+                             value=dict(variant.options), says=f"the one with {options_words(variant.options)}"))
+    method_id = a.get("payment_method_id")
+    owner = _user(episode, order.user_id)
+    method = owner.payment_methods.get(str(method_id)) if owner else None
+    if method is not None and owner is not None:
+        words = payment_text(episode, owner.user_id, str(method_id))
+        out.append(Claim(table="users", key=owner.user_id, path=["payment_methods", str(method_id), "source"],
+                         value=method.source, says=words))
+    return out
 
 
 _VAGUE_METHODS = {"credit_card": "one of your credit cards", "gift_card": "one of your gift cards",
@@ -321,6 +376,26 @@ def ambiguity_target(stated: Mapping[str, Any], action: Call) -> str | None:
             and item_ids[0] == stated.get("from_item_id")):
         return new_ids[0]
     return None
+
+
+def reading_call(stated: Mapping[str, Any], action: Call, candidate: str) -> Call | None:
+    """The write an underspecified request means when the user has ``candidate`` in mind:
+    the gold write with the open part (order, item, variant or payment method) replaced."""
+    args = dict(action["arguments"])
+    entity = stated.get("entity")
+    if entity == "order":
+        args["order_id"] = candidate
+    elif entity == "order_item" and args.get("item_ids"):
+        order_id, _, item_id = candidate.partition(" item ")
+        args["order_id"] = order_id
+        args["item_ids"] = [item_id, *args["item_ids"][1:]]
+    elif entity == "variant" and args.get("new_item_ids"):
+        args["new_item_ids"] = [candidate, *args["new_item_ids"][1:]]
+    elif entity == "payment_method":
+        args["payment_method_id"] = candidate
+    else:
+        return None
+    return Call(name=action["name"], arguments=args)
 
 
 def withheld_values(episode: Episode[Any], stated: Mapping[str, Any], target: str,
@@ -514,7 +589,9 @@ def change_alternatives(episode: Episode[Any], action: Call) -> list[ChangeAlter
         addresses = [user.address.model_dump()]
         addresses += [o.address.model_dump() for o in (_order(episode, k) for k in user.orders) if o is not None]
         current = {k: args.get(k) for k in addresses[0]}
-        seen = [current]
+        # the address already on the record would change nothing: a revised write must change it
+        on_file = order.address.model_dump() if name == "modify_pending_order_address" and order else addresses[0]
+        seen = [current, on_file]
         for address in addresses:
             if address not in seen:
                 seen.append(address)
@@ -593,16 +670,24 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
         return []
     out: list[InfeasibleProposal] = []
 
-    def add(rule: str, name: str, arguments: dict[str, Any], fact: str, order_id: str) -> None:
+    def add(rule: str, name: str, arguments: dict[str, Any], fact: str, order_id: str,
+            request: str | None = None, claims: list[Claim] | None = None, handoff: Call | None = None) -> None:
         out.append(InfeasibleProposal(rule=rule, action=Call(name=name, arguments=arguments), fact=fact,
-                                      related=order_id in related_orders))
+                                      related=order_id in related_orders, request=request, handoff=handoff,
+                                      claims=claims if claims is not None else call_claims(episode, name, arguments,
+                                                                                          user_id)))
 
     for order_id in user.orders:
         order = _order(episode, order_id)
         if order is None:
             continue
         oid, status = order.order_id, order.status
-        if status != "pending":
+        if status == "processed":  # the policy: refuse, then hand the user to a human agent
+            add("processed_order_handoff", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
+                f"order {oid} is 'processed': it cannot be cancelled, and the policy sends the user to a human agent",
+                oid, handoff=Call(name="transfer_to_human_agents",
+                                  arguments={"summary": f"The user wants to cancel the processed order {oid}."}))
+        elif status != "pending":
             add("cancel_non_pending", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
                 f"order {oid} is '{status}'; only orders whose status is exactly 'pending' can be cancelled", oid)
         if status == "pending (item modified)":
@@ -662,10 +747,17 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
         order = _order(episode, order_id)
         if order is not None and order.user_id != user_id and order.status == "pending":
             others += 1
-            fact = f"order {order.order_id} belongs to another customer; an agent serves only the authenticated user"
-            add("other_users_order", "cancel_pending_order", {"order_id": order.order_id, "reason": "no longer needed"},
-                fact, order.order_id)
+            oid = order.order_id
+            fact = f"order {oid} belongs to another customer; an agent serves only the authenticated user"
+            theirs = f"the pending order {oid}, which a family member placed with their own account,"
+            claims = [Claim(table="orders", key=oid, path=["status"], value="pending", says="the pending order"),
+                      Claim(table="orders", key=oid, path=["user_id"], op="ne", value=user_id,
+                            says="a family member placed with their own account")]
+            add("other_users_order", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
+                fact, oid, request=f"cancel {theirs} because {cancel_reason_words('no longer needed')}",
+                claims=claims)
             # the tool would ship another customer's order to this user's address: only the policy refuses
-            add("other_users_order", "modify_pending_order_address",
-                {"order_id": order.order_id, **user.address.model_dump()}, fact, order.order_id)
+            add("other_users_order", "modify_pending_order_address", {"order_id": oid, **user.address.model_dump()},
+                fact, oid, request=f"have {theirs} shipped to {address_text(user.address.model_dump())}",
+                claims=claims)
     return out

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from domains import Environment
-from domains.retail.conditions import address_text, payment_words
+from domains.retail.conditions import address_text, call_claims, cancel_reason_words, options_words, payment_words
 from domains.retail.generate import CITIES, STREETS
 from domains.retail.tools import CANCEL_REASONS, WRITE_ORDER_STATUS
 from domains.kit import (
@@ -196,10 +196,6 @@ def _order_fact(order_id: str) -> RequiredFact:
     return RequiredFact(label="order id", alternatives=[order_id, order_id.lstrip("#")])
 
 
-def _options(options: dict[str, str]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in options.items())
-
-
 def _address_facts(a: dict[str, Any]) -> list[RequiredFact]:
     facts = [RequiredFact(label="street", alternatives=[a["address1"]]),
              RequiredFact(label="city", alternatives=[a["city"]]),
@@ -223,8 +219,13 @@ def _variant(env_episode: Any, product_id: str, item_id: str) -> dict[str, Any]:
     return product["variants"][item_id]
 
 
-def _describe_write(episode: Any, call: Call) -> RequestFacts:
-    """Template sentence and facts of one retail write, read from the state just before it."""
+def _describe_write(episode: Any, call: Call, user_id: str | None) -> RequestFacts:
+    """Template sentence, facts and claims of one retail write, read from the state just before it."""
+    facts = _sentence_and_facts(episode, call)
+    return facts.model_copy(update={"claims": call_claims(episode, call.name, call.arguments, user_id)})
+
+
+def _sentence_and_facts(episode: Any, call: Call) -> RequestFacts:
     a = call.arguments
     name = call.name
     if name == "modify_user_address":
@@ -233,7 +234,7 @@ def _describe_write(episode: Any, call: Call) -> RequestFacts:
     order = episode.record("orders", a["order_id"])
     oid = a["order_id"]
     if name == "cancel_pending_order":
-        because = "you ordered it by mistake" if a["reason"] == "ordered by mistake" else "you no longer need it"
+        because = cancel_reason_words(a["reason"])
         items = ", ".join(sorted({i["name"] for i in order["items"]}))
         alternatives = (["ordered by mistake", "ordered it by mistake", "by mistake"]
                         if a["reason"] == "ordered by mistake" else ["no longer need"])
@@ -250,27 +251,35 @@ def _describe_write(episode: Any, call: Call) -> RequestFacts:
     if name == "return_delivered_order_items":
         items = [_item_by_id(order, i) for i in a["item_ids"]]
         text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
-        listed = " and ".join(f"the {i['name']} ({_options(i['options'])})" for i in items)
+        listed = " and ".join(f"the {i['name']} with {options_words(i['options'])}" for i in items)
+        refund = f"{sum(i['price'] for i in items):.2f}"  # what the agent adds up from the order it read
         return RequestFacts(tool=name, sentence=f"You want to return {listed} from your delivered order {oid}, "
-                                                f"with the refund going to {text}.",
+                                                f"with the refund going to {text}. Before you confirm, ask the "
+                                                f"agent how much the refund for order {oid} comes to in total.",
+                            communicate=[refund],
                             facts=[_order_fact(oid), fact, *[RequiredFact(label="item", alternatives=[i["name"]])
                                                              for i in items]])
     if name in ("modify_pending_order_items", "exchange_delivered_order_items"):
         text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         facts = [_order_fact(oid), fact]
         changes = []
+        difference = 0.0
         for old_id, new_id in zip(a["item_ids"], a["new_item_ids"]):
             old = _item_by_id(order, old_id)
             new = _variant(episode, old["product_id"], new_id)
+            difference += new["price"] - old["price"]
             changed = {k: v for k, v in new["options"].items() if old["options"].get(k) != v}
-            changes.append(f"the {old['name']} ({_options(old['options'])}) for the one with {_options(changed)}")
+            changes.append(f"the {old['name']} with {options_words(old['options'])} for the one with "
+                           f"{options_words(changed)}")
             facts.append(RequiredFact(label="item", alternatives=[old["name"]]))
             facts += [RequiredFact(label=f"new {k}", alternatives=[v]) for k, v in changed.items()]
         verb = "exchange" if name.startswith("exchange") else "change"
         kind = "delivered" if name.startswith("exchange") else "pending"
+        owed = "you pay" if difference >= 0 else "you get back"
         return RequestFacts(tool=name, sentence=f"In your {kind} order {oid} you want to {verb} "
-                                                f"{' and '.join(changes)}, settling any price difference with {text}.",
-                            facts=facts)
+                                                f"{' and '.join(changes)}, settling any price difference with {text}. "
+                                                f"Before you confirm, ask the agent how much {owed} for order {oid}.",
+                            facts=facts, communicate=[f"{abs(difference):.2f}"])
     return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.", facts=[])
 
 
@@ -280,10 +289,12 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
     identity: list[RequiredFact] = []
     known_info = unknown_info = None
     requests = []
+    user_id: str | None = None
     for step in steps:
         call = step.call
         spec = env.tools.get(call.name)
         if spec is not None and spec.authenticates is not None and known_info is None and not step.error:
+            user_id = spec.authenticates(call.arguments, step.observation)
             if call.name == "find_user_id_by_email":
                 known_info = f"Your email address is {call.arguments['email']}."
                 identity = [RequiredFact(label="email", alternatives=[call.arguments["email"]])]
@@ -296,7 +307,7 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
                             RequiredFact(label="zip code", alternatives=[args["zip"]])]
         spec = env.tools.get(call.name)
         if spec is not None and spec.kind == "write":
-            requests.append(_describe_write(episode, call))
+            requests.append(_describe_write(episode, call, user_id or _seed_user_id(env, seed_entity or "")))
         episode.call(call.name, call.arguments)
     if known_info is None:
         # no identity look-up in the trajectory: the agent still has to authenticate the seed user
@@ -338,4 +349,5 @@ EXPLORATION = ExplorationKit(
     seed_via={"orders": ORDER_SEED},
     seed_for_write={tool: SeedFilter("orders", lambda order, status=status: order.status == status)
                     for tool, status in WRITE_ORDER_STATUS.items()},
+    customer_id_kinds=("order_id",),
 )

@@ -24,7 +24,7 @@ import dspy
 from pydantic import BaseModel
 
 from domains import Environment, Episode
-from domains.kit import ConditionKit
+from domains.kit import Claim, ConditionKit
 from programs.verification.conditions import (
     ConditionCheck,
     as_action,
@@ -47,7 +47,7 @@ from signatures.adaptation import (
     InfeasibleCandidate,
     TaskBrief,
 )
-from signatures.models import CONDITIONS, Action, Task, TaskDescription, Trajectory, UserScenario
+from signatures.models import CONDITIONS, Action, Reading, Task, TaskDescription, Trajectory, UserScenario
 
 MAX_LM_INFEASIBLE_CANDIDATES = 8
 
@@ -125,6 +125,33 @@ def _context(task: Task, trajectory: Trajectory, environment: Environment[Any], 
     return _Context(environment, facts, task, trajectory, rng, user_id, identity)
 
 
+def _call_claims(ctx: _Context, state: Episode[Any], call: dict[str, Any]) -> list[Claim]:
+    """What the kit's words for a write assert (none when the kit makes no claims)."""
+    claims = getattr(ctx.facts, "call_claims", None)
+    return list(claims(state, call["name"], call["arguments"], ctx.user_id)) if claims is not None else []
+
+
+def _write_claims(ctx: _Context, calls: Sequence[dict[str, Any]]) -> list[Claim]:
+    """Claims of every write of ``calls``, each from the state the parent's gold reaches
+    before it (the calls keep the parent's positions)."""
+    out: list[Claim] = []
+    for index, call in enumerate(calls):
+        if ctx.is_write(call["name"]):
+            out += _call_claims(ctx, ctx.state_before(index), call)
+    return _unique(out)
+
+
+def _unique(claims: Sequence[Claim]) -> list[Claim]:
+    seen: set[str] = set()
+    out = []
+    for claim in claims:
+        key = claim.model_dump_json(exclude={"says"})
+        if key not in seen:
+            seen.add(key)
+            out.append(claim)
+    return out
+
+
 def _rejected(check: ConditionCheck) -> AdaptationResult:
     return AdaptationResult(task=None, rejected_reason=check.reason, detail=check.detail)
 
@@ -133,7 +160,7 @@ def _finish(ctx: _Context, task: Task, check: ConditionCheck) -> AdaptationResul
     if not check.passed:
         return _rejected(check)
     task = task.model_copy(update={"condition_evidence": check.detail})
-    static = check_static(Verifier(ctx.environment), task)
+    static = check_static(Verifier(ctx.environment, discriminative=True), task)
     if not static.passed:
         return _rejected(static)
     return AdaptationResult(task=task, detail=check.detail)
@@ -145,11 +172,13 @@ def _finish(ctx: _Context, task: Task, check: ConditionCheck) -> AdaptationResul
 class Wording(Protocol):
     """What differs between the LM adapter and the baseline: the words."""
 
-    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]: ...
+    # each also returns the claims its words make about the database beyond the kit's (the LM's own)
+    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]: ...
 
-    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str]: ...
+    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]: ...
 
-    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str]: ...
+    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str,
+                                                                                 list[Claim]]: ...
 
 
 def _adapt(wording: Wording, task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
@@ -184,9 +213,21 @@ def _adapt_ambiguous(wording: Wording, ctx: _Context) -> AdaptationResult:
         target=proposal.target, candidates=proposal.candidates, withheld=proposal.withheld,
         withheld_sentences=proposal.withheld_sentences,
         open_request=ctx.facts.describe_call(state, call["name"], call["arguments"], proposal.stated))
-    scenario, withheld_info = wording.word_ambiguous(ctx, facts)
+    scenario, withheld_info, said_claims = wording.word_ambiguous(ctx, facts)
     scenario = scenario.model_copy(update={"withheld_info": list(withheld_info)})
-    adapted = ctx.adapted("ambiguous", scenario)
+    reading_call = getattr(ctx.facts, "reading_call", None)
+    readings = []
+    for candidate in proposal.candidates:
+        meant = reading_call(proposal.stated, call, candidate.key) if reading_call is not None else None
+        if meant is not None:
+            readings.append(Reading(candidate=candidate.key, action_index=index, action=as_action(meant.model_dump()),
+                                    target=candidate.key == proposal.target))
+    purpose = (f"ambiguous: the opening request leaves open {proposal.open_question} "
+               f"({len(proposal.candidates)} candidates fit); the agent must ask before "
+               f"{ctx.facts.action_label(call['name'], call['arguments'])}.")
+    adapted = ctx.adapted("ambiguous", scenario, readings=readings, **_communication_of(ctx, ctx.parent.gold_actions),
+                          claims=_unique(_write_claims(ctx, ctx.calls) + said_claims),
+                          description=TaskDescription(purpose=purpose))
     return _finish(ctx, adapted, check_ambiguous(ctx.environment, ctx.parent, adapted, proposal.stated, index))
 
 
@@ -207,18 +248,26 @@ def _adapt_changing(wording: Wording, ctx: _Context) -> AdaptationResult:
         revised_request=ctx.facts.describe_call(state, revised_call["name"], revised_call["arguments"]),
         must_mention=ctx.facts.change_mentions(state, initial_call, revised_call),
         action_label=ctx.facts.action_label(initial_call["name"], initial_call["arguments"]))
-    scenario, change_trigger, revised_request = wording.word_changing(ctx, facts)
+    scenario, change_trigger, revised_request, said_claims = wording.word_changing(ctx, facts)
     scenario = scenario.model_copy(update={"change_trigger": change_trigger, "revised_request": revised_request})
     gold = list(ctx.parent.gold_actions)
     gold[index] = facts.revised_action
+    # the first version of the changed write must not be carried out
+    first_write = ctx.parent.gold_actions[index].model_copy(update={"action_id": None, "requestor": None})
+    purpose = (f"changing: the user first asks for {facts.action_label}, then changes it before confirming "
+               f"({facts.difference}); only the revised version may be carried out.")
+    claims = _write_claims(ctx, ctx.calls) + _call_claims(ctx, state, revised_call) + said_claims
     adapted = ctx.adapted("changing", scenario, gold_actions=gold, expected_state_hash=end_hash, nl_assertions=None,
-                          **_communication_of(ctx, gold))
+                          first_goal=[a.model_copy() for a in ctx.parent.gold_actions],
+                          actions_should_not_take=[first_write], claims=_unique(claims),
+                          description=TaskDescription(purpose=purpose), **_communication_of(ctx, gold))
     return _finish(ctx, adapted, check_changing(ctx.environment, adapted, ctx.parent.gold_actions))
 
 
 def _communication_of(ctx: _Context, gold: list[Action]) -> dict[str, Any]:
-    """The parent's communicate_info that still holds for a revised goal: the strings its
-    replay still shows (an amount of the first goal would be wrong now)."""
+    """The parent's communicate_info that still holds for an adapted goal: the strings its
+    replay shows (an amount of the first goal would be wrong now; an amount the parent's
+    wording asked for and the adapted wording does not ask for is dropped too)."""
     observations = "\n".join(s.observation for s in execute_calls(ctx.environment.episode(), gold))
     kept = [info for info in ctx.parent.communicate_info if info in observations]
     basis = [b for b in ctx.parent.reward_basis if b != "COMMUNICATE" or kept]
@@ -257,13 +306,18 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
     preferred = [c for c in candidates if c.action.name == ctx.prefer_write]
     candidates = preferred or candidates  # coverage steering asks for a forbidden write of one tool
     facts = InfeasibilityFacts(user_id=ctx.user_id, candidates=candidates)
-    forbidden, scenario, explanation = wording.word_infeasible(ctx, facts)
-    required = _required_actions(ctx, forbidden)
+    forbidden, scenario, explanation, said_claims = wording.word_infeasible(ctx, facts)
+    chosen = next((c for c in candidates if same_call(forbidden, c.action)), None)
+    required = _required_actions(ctx, forbidden, chosen.handoff if chosen else None)
+    label = ctx.facts.action_label(forbidden.name, forbidden.arguments)
     adapted = ctx.adapted(
         "infeasible", scenario, gold_actions=required, actions_should_take=[a.model_copy() for a in required],
         actions_should_not_take=[forbidden], expected_state_hash=ctx.environment.initial_hash(),
         communicate_info=[], reward_basis=["DB", "ACTION"], nl_assertions=None,
-        description=TaskDescription(purpose=f"The user asks for {forbidden.name}, which must be refused.",
+        claims=_unique((chosen.claims if chosen else []) + said_claims),
+        description=TaskDescription(purpose=f"infeasible: the user asks for {label}, which must be refused"
+                                            + (", then handed to a human agent" if chosen and chosen.handoff else "")
+                                            + (f" ({chosen.rule})." if chosen else "."),
                                     relevant_policies=explanation))
     check = check_infeasible(ctx.environment, adapted)
     if check.passed and not any(same_call(forbidden, c.action) for c in candidates):
@@ -272,11 +326,19 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
     return _finish(ctx, adapted, check)
 
 
-def _required_actions(ctx: _Context, forbidden: Action) -> list[Action]:
+def _required_actions(ctx: _Context, forbidden: Action, handoff: Action | None = None) -> list[Action]:
     assert ctx.identity is not None and ctx.user_id is not None
     lookups = ctx.facts.required_lookups(ctx.environment.episode(), ctx.user_id, forbidden.name, forbidden.arguments)
     calls = [ctx.identity, *(c.model_dump() for c in lookups)]
-    return [as_action(c, action_id=str(i)) for i, c in enumerate(calls)]
+    required = [as_action(c, action_id=str(i)) for i, c in enumerate(calls)]
+    if handoff is not None:
+        required.append(handoff.model_copy(update={"action_id": str(len(required))}))
+    return required
+
+
+def _handoff_action(call: Any) -> Action:
+    """A hand-off as a required action: any summary will do (tau2's compare_args = [])."""
+    return Action(name=call.name, arguments=dict(call.arguments), compare_args=[])
 
 
 def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
@@ -296,8 +358,10 @@ def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
         if check.passed:
             confirmed.append(InfeasibleCandidate(
                 rule=proposal.rule, action=action, fact=proposal.fact, finding=check.detail,
-                request=ctx.facts.describe_call(episode, action.name, action.arguments),
-                related=proposal.related))
+                request=proposal.request or ctx.facts.describe_call(episode, action.name, action.arguments),
+                related=proposal.related,
+                claims=proposal.claims or _call_claims(ctx, episode, as_call(action)),
+                handoff=_handoff_action(proposal.handoff) if proposal.handoff else None))
     ctx.rng.shuffle(confirmed)
     confirmed.sort(key=lambda c: not c.related)  # stable: related first, seeded order within
     return confirmed
@@ -339,21 +403,28 @@ class IntentAdapter(dspy.Module):
         return self.adapt(task, trajectory, condition, env, seed, prefer_write)
 
     # Wording
-    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]:
+    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]:
         out = self.ambiguous(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
                              policy=ctx.environment.policy, facts=facts)
-        return out.scenario, list(out.withheld_info)
+        return out.scenario, list(out.withheld_info), _lm_claims(out)
 
-    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str]:
+    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
         out = self.changing(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
                             policy=ctx.environment.policy, facts=facts)
-        return out.scenario, out.change_trigger, out.revised_request
+        return out.scenario, out.change_trigger, out.revised_request, _lm_claims(out)
 
-    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str]:
+    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str,
+                                                                                 list[Claim]]:
         shown = facts.model_copy(update={"candidates": _one_per_rule(facts.candidates)[:MAX_LM_INFEASIBLE_CANDIDATES]})
         out = self.infeasible(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
                               policy=ctx.environment.policy, facts=shown)
-        return out.forbidden_action, out.scenario, out.explanation
+        return out.forbidden_action, out.scenario, out.explanation, _lm_claims(out)
+
+
+def _lm_claims(prediction: Any) -> list[Claim]:
+    """The claims an LM prediction lists (a prediction without the field lists none)."""
+    claims = getattr(prediction, "claims", None) or []
+    return [c for c in claims if isinstance(c, Claim)]
 
 
 # ---------------------------------------------------------------- the offline baseline
@@ -381,7 +452,7 @@ class BaselineAdapter:
     def _unknown_info(ctx: _Context) -> str | None:
         return ctx.facts.forgotten_identity(ctx.identity) if ctx.identity else None
 
-    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str]]:
+    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]:
         what = facts.open_question
         withheld = list(facts.withheld_sentences)
         scenario = UserScenario(
@@ -391,32 +462,33 @@ class BaselineAdapter:
             task_instructions=(f"Open with your request as stated, without saying {what}. Give those details "
                                "only when the agent asks for them, then confirm the action once the agent lists "
                                "the details you want."))
-        return scenario, withheld
+        return scenario, withheld, []
 
-    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str]:
-        trigger = (f"when the agent has listed the details of {facts.action_label} and asks you to confirm it, "
+    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
+        trigger = (f"the agent has listed the details of {facts.action_label} and asks you to confirm it, "
                    "before you say yes")
         revised = f"You have changed your mind: instead, you want to {facts.revised_request}."
         scenario = UserScenario(
             persona=ctx.parent.scenario.persona,
             reason_for_call=self._requests(ctx, {}),
             known_info=ctx.identity_text(), unknown_info=self._unknown_info(ctx),
-            task_instructions=(f"Open with the request above. Then, {trigger}, do not confirm; say: \"{revised}\" "
-                               "Confirm only the revised version."))
-        return scenario, trigger, revised
+            task_instructions=("Open with the request above. At the point given below, do not confirm: ask for the "
+                               "revised version instead, and confirm only that one."))
+        return scenario, trigger, revised, []
 
-    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str]:
+    def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str,
+                                                                                 list[Claim]]:
         candidates = facts.candidates
         rule = ctx.rng.choice(sorted({c.rule for c in candidates}))
         # related candidates come first: take the first of the chosen rule
         chosen = next(c for c in candidates if c.rule == rule)
         request = chosen.request
-        if chosen.rule == "other_users_order":
-            request += ", an order a family member placed with their own account"
         scenario = UserScenario(
             persona=ctx.parent.scenario.persona,
             reason_for_call=f"You want to {request}.",
             known_info=ctx.identity_text(), unknown_info=self._unknown_info(ctx),
             task_instructions=("Ask for exactly this. If the agent refuses and explains why, insist once, then "
-                               "accept and end the conversation. Do not ask for anything else."))
-        return chosen.action, scenario, f"This cannot be done: {chosen.fact}."
+                               + ("accept being transferred to a human agent. " if chosen.handoff else
+                                  "accept and end the conversation. ") + "Do not ask for anything else."))
+        then = " The agent then transfers the user to a human agent." if chosen.handoff else ""
+        return chosen.action, scenario, f"This cannot be done: {chosen.fact}.{then}", []

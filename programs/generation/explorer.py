@@ -48,6 +48,26 @@ def _call_key(call: ToolCall) -> str:
     return call.name + json.dumps(call.arguments, sort_keys=True)
 
 
+def _necessary_writes(env: Environment[Any], steps: list[Step], end_state_hash: str) -> tuple[list[Step], str]:
+    """The steps without any write that a later one undoes or overwrites (a second address
+    change): the trajectory ends in the same state without it, so no task could require it.
+    The remaining calls are run again, so every observation is the one the agent would see."""
+    index = 0
+    while index < len(steps):
+        if env.tools[steps[index].call.name].kind == "write":
+            episode = env.episode()
+            rest = steps[:index] + steps[index + 1:]
+            replayed = []
+            for step in rest:
+                result = episode.call(step.call.name, step.call.arguments)
+                replayed.append(Step(call=step.call, observation=result.output, error=result.error))
+            if episode.state_hash() == end_state_hash and not any(s.error for s in replayed):
+                steps = replayed
+                continue
+        index += 1
+    return steps, end_state_hash
+
+
 def _accept(env: Environment[Any], steps: list[Step], dropped: list[Step], proposals: int, *, trajectory_id: str,
             seed_entity: str, goal: str, end_state_hash: str, provenance: Provenance) -> ExplorationResult:
     """The checks every explorer applies before a trajectory is kept."""
@@ -55,6 +75,7 @@ def _accept(env: Environment[Any], steps: list[Step], dropped: list[Step], propo
     def reject(reason: str) -> ExplorationResult:
         return ExplorationResult(dropped=dropped, proposals=proposals, rejected_reason=reason)
 
+    steps, end_state_hash = _necessary_writes(env, steps, end_state_hash)
     if not any(env.tools[s.call.name].kind == "write" for s in steps):
         return reject("no successful write within the step limit")
     if end_state_hash == env.initial_hash():
@@ -123,7 +144,7 @@ class BaselineExplorer:
 
     name = "baseline_explorer"
 
-    def __init__(self, max_steps: int = 16, max_writes: int = 2, grounding: ExplorationKit | None = None) -> None:
+    def __init__(self, max_steps: int = 20, max_writes: int = 3, grounding: ExplorationKit | None = None) -> None:
         self.max_steps = max_steps
         self.max_writes = max_writes
         self.grounding = grounding

@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from domains import Environment
+from programs.verification.lint import lint_task, private_ids
 from programs.verification.verifier import Verifier
 from signatures.models import (
     CONDITIONS,
@@ -201,7 +202,9 @@ class GenerationPipeline:
         # coverage-guided runs (optimize.coverage): item index -> a target with .tool (the
         # write to make first) and .goal (recorded as the trajectory's goal), or None
         self.targets = targets
-        self.verifier = Verifier(env)
+        # mutants and premises too: a kept task fails every plausible wrong agent and claims only truths
+        self.verifier = Verifier(env, discriminative=True)
+        self._private_ids: frozenset[str] | None = None
         self._errors = _lm_errors()
         self._usage_lock = threading.Lock()
         self._recorder: Any = None
@@ -274,11 +277,18 @@ class GenerationPipeline:
             else:
                 tasks.append(adapted.task)
         verdicts = [self.verifier.verify_task(t) for t in tasks]
+        tasks = [self._linted(t) for t in tasks]
         item = GenerationItem(index=index, seed=seed, status="done", trajectory_id=trajectory.id,
                               general_task_id=general.id, tasks={t.condition: t.id for t in tasks},
                               verified={t.condition: v.passed for t, v in zip(tasks, verdicts)},
                               rejected=rejected, **counts)
         return ItemOutput(item=item, trajectory=trajectory, tasks=tasks, verdicts=verdicts, lm_calls=failed_calls)
+
+    def _linted(self, task: Task) -> Task:
+        """The task with its text findings recorded (``programs.verification.lint``)."""
+        if self._private_ids is None:
+            self._private_ids = private_ids(self.env)
+        return task.model_copy(update={"lint": lint_task(task, self._private_ids)})
 
     @staticmethod
     def _failed(index: int, seed: int, stage: Literal["explore", "write"], reason: Any, detail: str,

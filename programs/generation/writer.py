@@ -21,7 +21,7 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment
-from domains.kit import ExplorationKit, RequiredFact, TrajectoryFacts
+from domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
 from programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
 from signatures.generation import WriteTask
 from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
@@ -48,7 +48,7 @@ def general_task_id(trajectory: Trajectory) -> str:
 
 
 def _task(trajectory: Trajectory, env: Environment[Any], scenario: UserScenario, communicate_info: list[str],
-          provenance: Provenance | None) -> Task:
+          provenance: Provenance | None, claims: list[Claim]) -> Task:
     task_id = general_task_id(trajectory)
     gold = [Action(name=s.call.name, arguments=dict(s.call.arguments), action_id=f"{task_id}_{i}",
                    requestor="assistant") for i, s in enumerate(trajectory.steps)]
@@ -64,9 +64,17 @@ def _task(trajectory: Trajectory, env: Environment[Any], scenario: UserScenario,
         initial_state_hash=env.initial_hash(),
         communicate_info=communicate_info,
         reward_basis=["DB", "COMMUNICATE"] if communicate_info else ["DB"],
-        description=TaskDescription(purpose=f"general task from trajectory {trajectory.id}: {', '.join(writes)}"),
+        description=TaskDescription(purpose=general_purpose(writes, communicate_info)),
+        claims=claims,
         provenance=prov,
     )
+
+
+def general_purpose(writes: list[str], communicate_info: list[str]) -> str:
+    """What a general task is, in one line: the writes the user asks for, and what the agent must say."""
+    asked = ", then ".join(w.replace("_", " ") for w in writes) or "information only"
+    told = f"; the agent must tell the user {', '.join(communicate_info)}" if communicate_info else ""
+    return f"general: the user asks for {len(writes)} change(s): {asked}{told}."
 
 
 def check_scenario(scenario: UserScenario, facts: TrajectoryFacts) -> list[RequiredFact]:
@@ -94,7 +102,8 @@ class BaselineWriter:
         missing = check_scenario(scenario, facts)
         if missing:  # a template that misses a fact is a bug in the grounding's templates
             return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
-        return WritingResult(task=_task(trajectory, env, scenario, [], provenance))
+        return WritingResult(task=_task(trajectory, env, scenario, facts.all_communicate(), provenance,
+                                        facts.all_claims()))
 
 
 def _missing_reason(missing: list[RequiredFact]) -> str:
@@ -151,7 +160,8 @@ class TaskWriter(dspy.Module):
                                                    "revised_request": None})
             # communicate info is gated by substring checks: keep only what the agent can learn from a tool
             info = [i for i in (prediction.communicate_info or []) if isinstance(i, str) and _observed(i, trajectory)]
-            return WritingResult(task=_task(trajectory, env, scenario, info, provenance))
+            said = [c for c in (prediction.claims or []) if isinstance(c, Claim)]  # checked by the verifier
+            return WritingResult(task=_task(trajectory, env, scenario, info, provenance, facts.all_claims() + said))
         if not parsed:
             detail = str(parse_error).splitlines()[0][:200] if parse_error else ""
             raise WriterError(f"writer output did not parse after {self.attempts} attempts: {detail}")

@@ -53,6 +53,7 @@ RejectionReason = Literal[
     "initial_goal_invalid",  # the first goal fails on replay
     "same_end_state",  # the first goal ends where the revised one does
     "revised_request_incomplete",  # the revised request does not state a value that tells it apart
+    "revised_write_no_change",  # the revised write leaves its record as it was (the value already on file)
     # infeasible
     "forbidden_not_write",  # a forbidden action is missing or is not a write tool
     "missing_authentication",  # the required actions do not authenticate a user
@@ -66,6 +67,9 @@ RejectionReason = Literal[
     "invalid_gold",
     "not_infeasible",
     "invalid_task",
+    "mutant_passes",  # a wrong agent passes the task; the detail names the mutant
+    "false_premise",  # the task claims something about the database that is not so
+    "single_reading",  # an ambiguous opening with only one reading that runs
 ]
 
 
@@ -181,6 +185,13 @@ def check_changing(environment: Environment[Any], adapted: Task, initial_actions
     if not (scenario.change_trigger or "").strip() or not (scenario.revised_request or "").strip():
         return _reject("change_not_stated", "the scenario must say when the user changes course and to what")
     differing = _differing_writes(environment, initial_actions, adapted.gold_actions)
+    for index, _, after in differing:
+        before = _state_before(environment, adapted.gold_actions, index)
+        changed = before.fork()
+        changed.call(after.name, after.arguments)
+        if changed.state_hash() == before.state_hash():
+            return _reject("revised_write_no_change", f"{after.name} {json.dumps(after.arguments, sort_keys=True)} "
+                                                      "leaves the database as it was just before it")
     needed: list[str] = []
     for index, before, after in differing:
         state = _state_before(environment, adapted.gold_actions, index)

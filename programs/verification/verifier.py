@@ -115,12 +115,19 @@ def reveals(text: str | None, detail: str) -> bool:
 class Verifier:
     """Verifies tasks and rollouts against one environment; caches gold replays per task."""
 
-    def __init__(self, environment: Environment[Any], require_clarification: bool = False) -> None:
+    def __init__(self, environment: Environment[Any], require_clarification: bool = False,
+                 discriminative: bool = False) -> None:
         """``require_clarification``: an ambiguous task's rollout also fails (``no_clarification``)
         when the user gave no withheld detail before the agent's first write. Agents that know
-        the gold (the oracle) act without asking, so calibration runs leave it off."""
+        the gold (the oracle) act without asking, so calibration runs leave it off.
+
+        ``discriminative``: static verification also judges the task's mutants
+        (``programs.verification.mutants``) and its claims about the database
+        (``programs.verification.premises``); a passing mutant fails the task
+        (``mutant_passes``), and so does a false claim (``false_premise``)."""
         self.environment = environment
         self.require_clarification = require_clarification
+        self.discriminative = discriminative
         self._write_tools = {name for name, spec in environment.tools.items() if spec.kind == "write"}
         self._gold: dict[str, GoldReplay] = {}
 
@@ -168,9 +175,36 @@ class Verifier:
         if noop.passed:
             reasons.append("noop_passes")
             details.append("a do-nothing agent passes this task")
+        if self.discriminative and not reasons:
+            reasons_d, details_d = self._check_discriminative(task)
+            reasons += reasons_d
+            details += details_d
         if task.nl_assertions and "NL_ASSERTION" in task.reward_basis:
             details.append(f"{len(task.nl_assertions)} natural-language assertion(s) need an LM judge; not gated")
         return Verdict(task_id=task.id, passed=not reasons, reasons=reasons, details=details)
+
+    def _check_discriminative(self, task: Task) -> tuple[list[FailureReason], list[str]]:
+        from programs.verification.mutants import run_mutants
+        from programs.verification.premises import false_claims
+
+        reasons: list[FailureReason] = []
+        details: list[str] = []
+        report = run_mutants(self, task)
+        if not report.gold_passed:
+            reasons.append("invalid_gold")
+            details.append(f"the gold, run as a rollout, fails: {', '.join(report.gold_reasons)}")
+        passing = [n for n in report.passing if n != "do_nothing"]  # do_nothing is noop_passes
+        if passing:
+            reasons.append("mutant_passes")
+            details.append(f"mutant(s) pass: {', '.join(passing)}")
+        if report.executable_readings is not None and report.executable_readings < 2:
+            reasons.append("single_reading")
+            details.append(f"only {report.executable_readings} reading of the opening request runs")
+        false = false_claims(self.environment, task.claims)
+        if false:
+            reasons.append("false_premise")
+            details += [f"false claim: {f}" for f in false]
+        return reasons, details
 
     def _check_infeasible(self, task: Task) -> tuple[list[FailureReason], list[str]]:
         if not task.actions_should_not_take:

@@ -1,0 +1,60 @@
+"""Premises: what a task says about the initial database, checked against that database.
+
+A writer or adapter that says "your pending order #W1" claims that order #W1 is pending
+and belongs to the user. Each such statement travels with the task as a
+``domains.kit.Claim``; this module reads the record the claim names from a fresh episode's
+plain JSON (not through any kit, writer or adapter code) and compares.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from domains import Environment
+from domains.kit import Claim
+
+_MISSING = object()
+
+
+def _step(value: Any, step: str | int) -> Any:
+    if isinstance(step, int):
+        return value[step] if isinstance(value, list) and -len(value) <= step < len(value) else _MISSING
+    if isinstance(value, dict):
+        return value.get(step, _MISSING)
+    if isinstance(value, list):  # the element holding `step` as one of its values
+        return next((e for e in value if isinstance(e, dict) and step in e.values()), _MISSING)
+    return _MISSING
+
+
+def resolve(environment: Environment[Any], claim: Claim) -> Any:
+    """The value a claim is about in the initial database, or ``None`` when the record or
+    the path does not exist."""
+    value: Any = environment.episode().record(claim.table, claim.key)
+    for step in claim.path:
+        if value is None or value is _MISSING:
+            return None
+        value = _step(value, step)
+    return None if value is _MISSING else value
+
+
+def holds(environment: Environment[Any], claim: Claim) -> bool:
+    found = resolve(environment, claim)
+    if claim.op == "contains":
+        return isinstance(found, (list, dict, str)) and claim.value in found
+    if claim.op == "ne":
+        return found is not None and found != claim.value
+    return found is not None and found == claim.value
+
+
+def describe(claim: Claim) -> str:
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in claim.path)
+    said = f" (said as {claim.says!r})" if claim.says else ""
+    return f"{claim.table}/{claim.key}{path} {claim.op} {json.dumps(claim.value)}{said}"
+
+
+def false_claims(environment: Environment[Any], claims: Iterable[Claim]) -> list[str]:
+    """The claims that do not hold on the environment's initial database, described."""
+    return [f"{describe(c)}, found {json.dumps(resolve(environment, c), default=str)}"
+            for c in claims if not holds(environment, c)]
