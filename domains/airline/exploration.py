@@ -527,4 +527,6 @@ EXPLORATION = ExplorationKit(
     describe=describe,
     seed_via={"reservations": RESERVATION_SEED},
     seed_for_write=SEED_FOR_WRITE,
+    # airline customers state their user id and reservation codes
+    customer_id_kinds=("user_id", "reservation_id"),
 )
