@@ -178,7 +178,8 @@ def _respond(body: dict[str, Any]):
     elif "communicate_info" in fields:
         facts = "; ".join(_json(inputs["required_facts"]))
         answer = {"scenario": {"reason_for_call": f"You want to cancel a trip. Details: {facts}.",
-                               "task_instructions": "Answer what the agent asks."}, "communicate_info": []}
+                               "task_instructions": "Answer what the agent asks."}, "communicate_info": [],
+                  "claims": []}
     else:
         answer = _adapter(fields, inputs)
     return Text(json.dumps(answer)) if body.get("response_format") else Text(chat_fields(**answer))
