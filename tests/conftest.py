@@ -59,3 +59,14 @@ def tau2_tasks(tau2_dir: Path):
     tasks, problems = load_tasks(tau2_dir / "tasks.json")
     assert not problems
     return tasks
+
+
+@pytest.fixture(autouse=True)
+def dspy_default_adapter():
+    """An in-process `t2t` run installs its structured adapter globally (for its worker
+    threads); put DSPy's default back so the next test starts from it."""
+    import dspy
+
+    adapter = dspy.settings.adapter
+    yield
+    dspy.settings.configure(adapter=adapter)
