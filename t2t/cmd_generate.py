@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 import typer
@@ -153,7 +152,7 @@ def generate(
 
     ensure_local_cost_map()
     from domains.kit import KitError
-    from programs.generation.pipeline import GenerationConfig, id_prefix
+    from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from store import TaskStore
     from store.failures import StoreSink, run_config
     from t2t.output import console, err_console, print_json_line, print_table, progress
@@ -212,11 +211,11 @@ def generate(
         versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
                     for role, module in modules.items()}
         task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
-        pipeline = _pipeline_class(retry_failed)(env, StoreSink(task_store), config, explorer=modules["explorer"],
+        pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
                                       writer=modules["writer"], adapter=modules["adapter"],
                                       program_versions=versions, lms=lms,
                                       workers=workers or (8 if lms else 1),
-                                      targets=_guided_targets(task_store, env, config))
+                                      targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
         done = len({item.index for item in pipeline.sink.recorded(run_id) if item.index < config.n})
         todo = config.n - done
         label = f"generate {config.domain} ({config.source})"
@@ -266,31 +265,6 @@ def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:
     print(f"t2t: error: no task produced: {lm_failed} of {summary.items} item(s) failed on the LM; fix the above "
           f"and redo them with --resume {run_id} --retry-failed", file=sys.stderr)
     raise typer.Exit(1)
-
-
-def _pipeline_class(retry_failed: bool) -> Any:
-    from programs.generation.pipeline import GenerationPipeline
-
-    class LedgerPipeline(GenerationPipeline):
-        """The pipeline with every LM call recorded once, by the LMs' ledger callback: the
-        pipeline's own row per failed item (no tokens, no latency) would count a failed call
-        twice, or a parse failure as a failed call. With ``retry_failed``, items that failed
-        on the LM are not done (the newest record of an index wins)."""
-
-        def generate_item(self, run_id: str, index: int) -> Any:
-            output = super().generate_item(run_id, index)
-            if self._recorder is not None:
-                output.lm_calls = [c for c in output.lm_calls if c.latency_s is not None]
-            return output
-
-        def pending_items(self, run_id: str) -> Iterator[int]:
-            if not retry_failed:
-                return super().pending_items(run_id)
-            done = {item.index for item in self.sink.recorded(run_id)
-                    if not (item.status == "failed" and item.reason == "lm_error")}
-            return (i for i in range(self.config.n) if i not in done)
-
-    return LedgerPipeline
 
 
 def _guided_targets(task_store: Any, env: Any, config: Any) -> Any:
