@@ -6,6 +6,7 @@ pydantic models of ``signatures.models`` and carry a one-line description each.
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -42,10 +43,13 @@ def exploration_signature(base: type[dspy.Signature], tool_names: tuple[str, ...
     """``base`` (a `ProposeExplorationCall`, its instruction as an optimizer left it) with the
     proposal's tool name typed as a ``Literal`` of these tools: a schema for constrained
     decoding that can only name them, and a parse that rejects any other name."""
+    # a module attribute of its own, so that DSPy's cache can pickle demos holding one
+    name = "ProposedToolCall_" + hashlib.blake2b("|".join(tool_names).encode(), digest_size=6).hexdigest()
     proposed = create_model(
-        "ProposedToolCall", __base__=BaseModel,
+        name, __base__=BaseModel, __module__=__name__,
         name=(Literal[tool_names], Field(description="One of the domain's tools.")),  # type: ignore[valid-type]
         arguments=(dict[str, Any], Field(default_factory=dict, description="The call's arguments.")))
+    globals()[name] = proposed
     return base.with_updated_fields("tool_call", type_=proposed)
 
 

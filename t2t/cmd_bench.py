@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt, TimeoutOpt,
-                            knob_flags)
+from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
+                            TimeoutOpt, knob_flags)
 from t2t.output import console, err_console, print_error_line, print_json_line, print_table, print_text
 from t2t.settings import MAX_TRIALS, MAX_WORKERS
 
@@ -194,6 +194,7 @@ def bench(
     temperature: TemperatureOpt = None,
     structured: StructuredOpt = None,
     context_window: ContextOpt = None,
+    max_concurrent: MaxConcurrentOpt = None,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
     from programs.loop.agent import REFERENCE_AGENTS
@@ -246,7 +247,8 @@ def bench(
         from programs.lm.session import LMSession
 
         knobs = knob_flags(BENCH_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
-                           temperature=temperature, structured=structured, context_window=context_window)
+                           temperature=temperature, structured=structured, context_window=context_window,
+                           max_concurrent=max_concurrent)
         session = LMSession()  # no cache: trials of a rollout must be independent draws
         agents, user = _build_agents(config, env, lm_config, ts, session, knobs)
         if session.settings:

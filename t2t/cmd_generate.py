@@ -10,8 +10,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
-                            TimeoutOpt, add_knobs, cache_wanted)
+from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
+                            TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
 from t2t.settings import MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
@@ -145,6 +145,7 @@ def generate(
     temperature: TemperatureOpt = None,
     structured: StructuredOpt = None,
     context_window: ContextOpt = None,
+    max_concurrent: MaxConcurrentOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
@@ -165,7 +166,8 @@ def generate(
     from programs.lm.session import EndpointError, LMSession
 
     add_knobs(flags, GENERATION_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
-              temperature=temperature, structured=structured, context_window=context_window)
+              temperature=temperature, structured=structured, context_window=context_window,
+              max_concurrent=max_concurrent)
     if retry_failed and resume is None:
         raise UserError("--retry-failed goes with --resume RUN_ID")
     lms_config = _lm_config(flags, lm_config)

@@ -255,7 +255,7 @@ class Explorer(dspy.Module):
         previous_error = ""
         proposals = 0
         while proposals < self.max_steps and walk.writes < target:
-            call = yield dict(signature=signature, domain_summary=env.domain.summary, tools=tools,
+            call = yield dict(signature=signature, domain_summary=env.domain.summary, policy=env.policy, tools=tools,
                               seed_entity=start.description, exploration_goal=instruction,
                               trajectory=shown_steps(walk.steps), previous_error=previous_error)
             proposals += 1

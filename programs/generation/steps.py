@@ -3,8 +3,9 @@
 A generation program's loop (the explorer's proposals, the writer's attempts, the adapter's
 wording) is written once, as a generator that yields each LM request and receives its
 answer; an answer that raises is thrown into the generator at its ``yield``, so the loop
-catches what it retries where it asks. `run_steps` answers with a plain call (the offline baselines, DSPy's ``__call__``);
-`arun_steps` awaits the answer (DSPy's ``acall``), so many items share one event loop.
+catches what it retries where it asks. `run_steps` answers with a plain call (the offline
+baselines, DSPy's ``__call__``); `arun_steps` awaits the answer (DSPy's ``acall``), so many
+items share one event loop.
 """
 
 from __future__ import annotations
