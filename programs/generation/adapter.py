@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from domains import Environment, Episode
 from domains.kit import Claim, ConditionKit
-from programs.generation.prompting import shown_steps
+from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
 from programs.generation.steps import Steps, arun_steps, run_steps
 from programs.verification.conditions import (
     ConditionCheck,
@@ -51,7 +51,7 @@ from signatures.adaptation import (
 )
 from signatures.models import CONDITIONS, Action, Reading, Task, TaskDescription, Trajectory, UserScenario
 
-MAX_LM_INFEASIBLE_CANDIDATES = 8
+MAX_LM_INFEASIBLE_CANDIDATES = 4  # each costs ~250 tokens of a small model's window
 
 
 class AdaptationResult(BaseModel):
@@ -439,8 +439,10 @@ class IntentAdapter(dspy.Module):
     # Wording: each condition's words from one prediction, called (word_*) or awaited (aword_*)
     @staticmethod
     def _inputs(ctx: _Context, facts: Any) -> dict[str, Any]:
-        return dict(task=TaskBrief.of(ctx.parent), trajectory=shown_steps(ctx.trajectory.steps),
-                    policy=ctx.environment.policy, facts=facts)
+        """The prediction's inputs. No policy: code found the facts, and each refused write
+        comes with the rule and the fact that refuse it."""
+        return dict(task=TaskBrief.of(ctx.parent), facts=facts,
+                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS))
 
     @staticmethod
     def _ambiguous_words(out: Any) -> tuple[UserScenario, list[str], list[Claim]]:
@@ -456,7 +458,9 @@ class IntentAdapter(dspy.Module):
 
     @staticmethod
     def _shown_candidates(facts: InfeasibilityFacts) -> InfeasibilityFacts:
-        return facts.model_copy(update={"candidates": _one_per_rule(facts.candidates)[:MAX_LM_INFEASIBLE_CANDIDATES]})
+        """One candidate per rule, the first few; their claims are code's business, not the LM's."""
+        shown = [c.model_copy(update={"claims": []}) for c in _one_per_rule(facts.candidates)]
+        return facts.model_copy(update={"candidates": shown[:MAX_LM_INFEASIBLE_CANDIDATES]})
 
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]:
         return self._ambiguous_words(self.ambiguous(**self._inputs(ctx, facts)))

@@ -19,9 +19,11 @@ from typing import Any
 
 from signatures.models import Step
 
-# the observation characters the newest steps may show in full, and what an older one keeps
+# the observation characters the newest steps may show in full (the explorer and the writer;
+# the adapter, which also gets the code's findings, less), and what an older one keeps
 OBSERVATION_BUDGET_CHARS = 3000
-OLD_OBSERVATION_CHARS = 240
+ADAPTER_OBSERVATION_CHARS = 1500
+OLD_OBSERVATION_CHARS = 120
 
 
 def _type_of(schema: dict[str, Any], defs: dict[str, Any]) -> str:
