@@ -147,6 +147,10 @@ def generate(
     context_window: ContextOpt = None,
     max_concurrent: MaxConcurrentOpt = None,
     no_cache: NoCacheOpt = False,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the LM calls, tokens and cost the run would "
+                                                              "make, counted on the real prompts (rendered on "
+                                                              "offline explorations of its first items), and "
+                                                              "exit without calling a model.")] = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
     from programs.lm.config import ensure_local_cost_map
@@ -171,6 +175,11 @@ def generate(
     if retry_failed and resume is None:
         raise UserError("--retry-failed goes with --resume RUN_ID")
     lms_config = _lm_config(flags, lm_config)
+    if estimate:
+        if resume is not None:
+            raise UserError("--estimate plans a new run; it does not go with --resume")
+        _print_estimate(load_environment(domain, db, seed=seed, users=users), n, seed, chosen, lms_config, json_out)
+        return
     session = LMSession(cache=cache_wanted(no_cache))
     modules, lms, roles = _programs(lms_config, session)
     source = "lm" if lms else "baseline"
@@ -252,6 +261,69 @@ def generate(
     for condition, reasons in summary.rejected.items():
         console.print(f"{condition} not adapted: " + ", ".join(f"{r} {k}" for r, k in sorted(reasons.items())))
     console.print(f"run {run_id}")
+
+
+def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_config: Any, json_out: bool) -> None:
+    """`--estimate`: what the run would send, per role and in all; no model is called."""
+    from domains.kit import KitError
+    from programs.generation.estimate import estimate_run, litellm_tokenizer
+    from programs.generation.pipeline import GENERATION_ROLES
+    from t2t.output import console, print_json_line, print_table
+
+    settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}
+    models = {role: s.model for role, s in settings.items() if s is not None}
+    try:
+        plan = estimate_run(env, items=n, run_seed=seed, conditions=conditions,
+                            tokenizer=lambda role: litellm_tokenizer(models.get(role, "")),
+                            structured={role: s.structured for role, s in settings.items() if s is not None},
+                            models=models)
+    except KitError as exc:
+        raise UserError(f"--estimate renders prompts on offline explorations of the run's items: {exc}") from None
+    # roles on the offline baselines make no LM call
+    roles = [r for r in plan.roles if r.role in models] if models else plan.roles
+    plan = plan.model_copy(update={"roles": roles})
+    cost, most = (plan.cost(), plan.cost(upper=True)) if models else (0.0, 0.0)
+    warnings = []
+    for role in roles:
+        window = settings[role.role].context_window if settings.get(role.role) else None
+        reserve = (settings[role.role].max_tokens or 0) if settings.get(role.role) else 0
+        if window and role.max_prompt + reserve > window:
+            warnings.append(f"t2t: warning: {role.role} prompts reach {role.max_prompt} tokens + max_tokens {reserve}, "
+                            f"over the {window}-token window")
+    for line in warnings:
+        print(line, file=sys.stderr)
+    # offline, nothing is sent: the per-role sizes say what an LM run would send
+    totals = [plan.tokens(r) for r in roles] if models else []
+    bounds = [plan.tokens(r, upper=True) for r in roles] if models else []
+    if json_out:
+        print_json_line({
+            "items": n, "sampled": plan.sampled, "offline": not models,
+            "roles": [{"role": r.role, "model": models.get(r.role), "calls_per_item": round(r.calls_per_item, 3),
+                       "max_calls_per_item": r.max_calls_per_item, "prompt_tokens_mean": round(r.mean_prompt, 1),
+                       "prompt_tokens_max": r.max_prompt, "completion_tokens_mean": round(r.mean_completion, 1)}
+                      for r in roles],
+            "calls": round(plan.calls()) if models else 0, "max_calls": plan.calls(upper=True) if models else 0,
+            "prompt_tokens": round(sum(p for p, _ in totals)), "completion_tokens": round(sum(c for _, c in totals)),
+            "max_prompt_tokens": round(sum(p for p, _ in bounds)),
+            "max_completion_tokens": round(sum(c for _, c in bounds)),
+            "cost_usd": cost, "max_cost_usd": most})
+        return
+    print_table(f"estimate: generate {env.domain.name}, --n {n}, prompts rendered on {plan.sampled} offline item(s)",
+                ["role", "model", "calls/item", "max", "prompt (mean)", "prompt (max)", "completion"],
+                [(r.role, models.get(r.role, "(none: tokens if run with an LM)"), f"{r.calls_per_item:.1f}",
+                  r.max_calls_per_item, f"{r.mean_prompt:,.0f}", f"{r.max_prompt:,}", f"{r.mean_completion:,.0f}")
+                 for r in roles])
+    if not models:
+        console.print("no LM configured: this run makes no LM call (offline baselines); the table shows what an "
+                      "LM run would send, counted with LiteLLM's default tokenizer")
+        return
+    price = (f"${cost:,.4f} (at most ${most:,.4f})" if cost is not None and most is not None else
+             "cost unknown: LiteLLM has no price for " + ", ".join(sorted(set(models.values()))))
+    console.print(f"estimate: {plan.calls():,.0f} LM calls (at most {plan.calls(upper=True):,.0f} with every re-ask; "
+                  f"a failing call is retried up to --retries times on top), "
+                  f"{sum(p for p, _ in totals):,.0f} prompt + {sum(c for _, c in totals):,.0f} completion tokens "
+                  f"(at most {sum(p for p, _ in bounds):,.0f} + {sum(c for _, c in bounds):,.0f}), {price}",
+                  markup=False, highlight=False)
 
 
 def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:

@@ -89,9 +89,12 @@ class RunEstimate(BaseModel):
 
 def token_prices(model: str) -> tuple[float, float] | None:
     """USD per (prompt, completion) token from LiteLLM's model map, or None when it has no price."""
+    if not model:
+        return None
     ensure_local_cost_map()
     import litellm
 
+    litellm.suppress_debug_info = True  # else it prints a provider list for every model it does not know
     try:
         prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
     except Exception:  # noqa: BLE001 - LiteLLM raises for a model it does not know
@@ -121,10 +124,12 @@ def _answer_tokens(count: Tokenizer, answer: dict[str, Any]) -> int:
 
 
 def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions: Sequence[str],
-                 count: Tokenizer, structured: dict[str, str] | None = None, sample: int = 5,
+                 tokenizer: Callable[[str], Tokenizer], structured: dict[str, str] | None = None, sample: int = 5,
                  models: dict[str, str] | None = None) -> RunEstimate:
-    """Render every prompt the LM programs would send on the first ``sample`` items of the run."""
+    """Render every prompt the LM programs would send on the first ``sample`` items of the run;
+    ``tokenizer(role)`` counts a role's messages."""
     structured = structured or {}
+    counts = {role: tokenizer(role) for role in ("explorer", "writer", "adapter")}
     explorer, writer, adapter = Explorer(), TaskWriter(), IntentAdapter()
     kit = lm_kit(env)
     adapted = [c for c in conditions if c != "general"]
@@ -151,13 +156,14 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
             continue
         steps = trajectory.steps
         whole = trajectory.steps
-        instruction = trajectory.goal
+        seed_entity, instruction = _lm_start(env, kit, explorer, seed)
         # the explorer: one proposal per step (up to its step limit), each shown the steps before it
         steps = steps[:explorer.max_steps]
         for position, step in enumerate(steps):
             inputs = dict(domain_summary=env.domain.summary, policy=env.policy, tools=tools,
-                          seed_entity=_seed_description(env, kit, seed), exploration_goal=instruction,
+                          seed_entity=seed_entity, exploration_goal=instruction,
                           trajectory=shown_steps(steps[:position]), previous_error="")
+            count = counts["explorer"]
             roles["explorer"].prompt_tokens.append(count(formats["explorer"].format(signature, [], inputs)))
             roles["explorer"].completion_tokens.append(_answer_tokens(count, {"tool_call": step.call.model_dump(
                 include={"name", "arguments"})}))
@@ -165,6 +171,7 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
         written = BaselineWriter().write(trajectory, env)
         facts = kit.describe(env, whole, trajectory.seed_entity)
         inputs = dict(trajectory=shown_steps(whole), required_facts=[f.prompt_line() for f in facts.all_facts()])
+        count = counts["writer"]
         roles["writer"].prompt_tokens.append(count(formats["writer"].format(writer.write_task.signature, [], inputs)))
         if written.task is not None:
             roles["writer"].completion_tokens.append(_answer_tokens(count, {
@@ -180,9 +187,9 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
             shown = (IntentAdapter._shown_candidates(request.facts) if condition == "infeasible" else request.facts)
             prompt = formats["adapter"].format(ADAPT_SIGNATURES[condition], [], IntentAdapter._inputs(request.ctx,
                                                                                                     shown))
-            roles["adapter"].prompt_tokens.append(count(prompt))
+            roles["adapter"].prompt_tokens.append(counts["adapter"](prompt))
             words = _word(BaselineAdapter(), request)
-            roles["adapter"].completion_tokens.append(_answer_tokens(count, {"words": list(words)}))
+            roles["adapter"].completion_tokens.append(_answer_tokens(counts["adapter"], {"words": list(words)}))
             planned["adapter"] += 1
     for role, calls in planned.items():
         roles[role].calls_per_item = calls / sampled if sampled else 0.0
@@ -199,13 +206,12 @@ def _first_request(steps: Any) -> WordingRequest | None:
     return request if isinstance(request, WordingRequest) else None
 
 
-def _seed_description(env: Environment[Any], kit: Any, seed: int) -> str:
-    """The seed entity's description as the LM explorer gets it for this seed."""
+def _lm_start(env: Environment[Any], kit: Any, explorer: Explorer, seed: int) -> tuple[str, str]:
+    """The seed entity's description and the goal the LM explorer gets for this seed (its own
+    draw: it plans fewer writes than the baseline)."""
     import random
 
-    from programs.generation.explorer import _plan, _Walk
+    from programs.generation.explorer import _goal, _plan, _Walk
 
-    explorer = Explorer()
-    walk = _Walk(env, kit)
-    _, _, start = _plan(env, kit, walk, random.Random(seed), explorer.max_writes, None)
-    return start.description
+    target, _, start = _plan(env, kit, _Walk(env, kit), random.Random(seed), explorer.max_writes, None)
+    return start.description, _goal(target)
