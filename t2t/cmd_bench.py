@@ -288,11 +288,12 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
     total = len(config.task_ids) * len(config.agents) * config.trials
     with progress("rollouts", total) as bar:
         bar_task = bar.add_task("rollouts", total=total, completed=total - len(jobs))
+        if ledger is not None:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
+            ledger.on_call(lambda line: bar.update(bar_task, description=f"rollouts | {line}"))
 
         def stored(result: Any) -> None:
             writer.add(result)
-            bar.update(bar_task, advance=1, description="rollouts" + (f" | {ledger.progress_line()}"
-                                                                      if ledger is not None and ledger.calls else ""))
+            bar.update(bar_task, advance=1)
 
         try:
             _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored)

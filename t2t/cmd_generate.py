@@ -233,12 +233,9 @@ def generate(
         try:
             with progress("generating", total=config.n) as bar:
                 task = bar.add_task(label, total=config.n, completed=config.n - todo)
-
-                def advanced(item: Any) -> None:
-                    bar.update(task, advance=1, description=f"{label} | {session.ledger.progress_line()}"
-                               if lms else label)
-
-                summary = pipeline.run(run_id, progress=advanced)
+                if lms:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
+                    session.ledger.on_call(lambda line: bar.update(task, description=f"{label} | {line}"))
+                summary = pipeline.run(run_id, progress=lambda item: bar.update(task, advance=1))
         except KeyboardInterrupt:
             err_console.print(f"interrupted: finished items are stored; continue with --resume {run_id}")
             raise

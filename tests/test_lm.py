@@ -285,6 +285,23 @@ def test_max_concurrent_bounds_a_roles_calls_in_flight():
         assert server.errors == []
 
 
+def test_the_ledger_feeds_a_live_line_after_every_call_failed_ones_included():
+    from programs.lm.session import LMSession
+
+    lines: list[str] = []
+    with ScriptedLLMServer(replies=[ANSWER, Fault(500)]) as server:
+        session = LMSession(warn=None)
+        session.ledger.on_call(lines.append)
+        lm = session.build("writer", _settings(server, num_retries=0))
+        _ask(lm)
+        with pytest.raises(LMServerError):
+            _ask(lm, "again?")
+    assert len(lines) == 2
+    assert lines[0].startswith("LM calls 1, tokens ") and lines[0].endswith("errors: none")
+    assert lines[1].startswith("LM calls 2, ") and lines[1].endswith("errors: server_error 1")
+    assert float(lines[0].split("$")[1].split(",")[0]) > 0  # gpt-4o-mini is priced: even a cheap call shows
+
+
 def test_max_concurrent_is_a_per_role_knob_from_flags_env_and_file(tmp_path):
     config = _write(tmp_path, "lm.toml", "[lm.default]\nmodel = 'openai/x'\n[lm.writer]\nmax_concurrent = 3\n")
     resolved = load_lm_config(flags={"max_concurrent": "4", "explorer_max_concurrent": "1"}, config_path=config,
