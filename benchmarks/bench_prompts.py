@@ -54,7 +54,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="smollm2", help="smollm2 (default) or litellm:MODEL")
     args = parser.parse_args()
 
-    from programs.generation.estimate import estimate_run, litellm_tokenizer
+    from programs.generation.estimate import estimate_run
+    from programs.lm.estimate import litellm_tokenizer
     from signatures.models import CONDITIONS
     from t2t.settings import load_environment
 

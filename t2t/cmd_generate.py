@@ -263,9 +263,10 @@ def generate(
 def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_config: Any, json_out: bool) -> None:
     """`--estimate`: what the run would send, per role and in all; no model is called."""
     from domains.kit import KitError
-    from programs.generation.estimate import estimate_run, litellm_tokenizer
+    from programs.generation.estimate import estimate_run
     from programs.generation.pipeline import GENERATION_ROLES
-    from t2t.output import console, print_json_line, print_table
+    from programs.lm.estimate import litellm_tokenizer
+    from t2t.estimate import print_estimate
 
     settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}
     models = {role: s.model for role, s in settings.items() if s is not None}
@@ -276,51 +277,9 @@ def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_conf
                             models=models)
     except KitError as exc:
         raise UserError(f"--estimate renders prompts on offline explorations of the run's items: {exc}") from None
-    # roles on the offline baselines make no LM call
-    roles = [r for r in plan.roles if r.role in models] if models else plan.roles
-    plan = plan.model_copy(update={"roles": roles})
-    cost, most = (plan.cost(), plan.cost(upper=True)) if models else (0.0, 0.0)
-    warnings = []
-    for role in roles:
-        window = settings[role.role].context_window if settings.get(role.role) else None
-        reserve = (settings[role.role].max_tokens or 0) if settings.get(role.role) else 0
-        if window and role.max_prompt + reserve > window:
-            warnings.append(f"t2t: warning: {role.role} prompts reach {role.max_prompt} tokens + max_tokens {reserve}, "
-                            f"over the {window}-token window")
-    for line in warnings:
-        print(line, file=sys.stderr)
-    # offline, nothing is sent: the per-role sizes say what an LM run would send
-    totals = [plan.tokens(r) for r in roles] if models else []
-    bounds = [plan.tokens(r, upper=True) for r in roles] if models else []
-    if json_out:
-        print_json_line({
-            "items": n, "sampled": plan.sampled, "offline": not models,
-            "roles": [{"role": r.role, "model": models.get(r.role), "calls_per_item": round(r.calls_per_item, 3),
-                       "max_calls_per_item": r.max_calls_per_item, "prompt_tokens_mean": round(r.mean_prompt, 1),
-                       "prompt_tokens_max": r.max_prompt, "completion_tokens_mean": round(r.mean_completion, 1)}
-                      for r in roles],
-            "calls": round(plan.calls()) if models else 0, "max_calls": plan.calls(upper=True) if models else 0,
-            "prompt_tokens": round(sum(p for p, _ in totals)), "completion_tokens": round(sum(c for _, c in totals)),
-            "max_prompt_tokens": round(sum(p for p, _ in bounds)),
-            "max_completion_tokens": round(sum(c for _, c in bounds)),
-            "cost_usd": cost, "max_cost_usd": most})
-        return
-    print_table(f"estimate: generate {env.domain.name}, --n {n}, prompts rendered on {plan.sampled} offline item(s)",
-                ["role", "model", "calls/item", "max", "prompt (mean)", "prompt (max)", "completion"],
-                [(r.role, models.get(r.role, "(none: tokens if run with an LM)"), f"{r.calls_per_item:.1f}",
-                  r.max_calls_per_item, f"{r.mean_prompt:,.0f}", f"{r.max_prompt:,}", f"{r.mean_completion:,.0f}")
-                 for r in roles])
-    if not models:
-        console.print("no LM configured: this run makes no LM call (offline baselines); the table shows what an "
-                      "LM run would send, counted with LiteLLM's default tokenizer")
-        return
-    price = (f"${cost:,.4f} (at most ${most:,.4f})" if cost is not None and most is not None else
-             "cost unknown: LiteLLM has no price for " + ", ".join(sorted(set(models.values()))))
-    console.print(f"estimate: {plan.calls():,.0f} LM calls (at most {plan.calls(upper=True):,.0f} with every re-ask; "
-                  f"a failing call is retried up to --retries times on top), "
-                  f"{sum(p for p, _ in totals):,.0f} prompt + {sum(c for _, c in totals):,.0f} completion tokens "
-                  f"(at most {sum(p for p, _ in bounds):,.0f} + {sum(c for _, c in bounds):,.0f}), {price}",
-                  markup=False, highlight=False)
+    print_estimate(plan, settings, json_out, unit="item",
+                   title=f"estimate: generate {env.domain.name}, --n {n}, prompts rendered on {plan.sampled} "
+                         "offline item(s)")
 
 
 def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:

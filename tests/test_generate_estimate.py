@@ -9,7 +9,8 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from programs.generation.estimate import estimate_run, litellm_tokenizer
+from programs.generation.estimate import estimate_run
+from programs.lm.estimate import litellm_tokenizer
 from t2t.cli import app
 from t2t.settings import load_environment
 from tests.cli import run_t2t
@@ -37,7 +38,7 @@ def test_estimate_prints_calls_tokens_and_cost_without_calling_the_model(tmp_pat
     assert not store.exists()  # nothing run, nothing stored
     plan = json.loads(result.stdout.strip().splitlines()[-1])
     roles = {r["role"]: r for r in plan["roles"]}
-    assert set(roles) == {"explorer", "writer", "adapter"} and plan["items"] == 6
+    assert set(roles) == {"explorer", "writer", "adapter"} and plan["units"] == 6 and plan["unit"] == "item"
     assert roles["writer"]["calls_per_item"] == 1.0
     assert 0 < roles["adapter"]["calls_per_item"] <= 2  # two adapted conditions, when they have candidates
     assert plan["calls"] == round(6 * sum(r["calls_per_item"] for r in plan["roles"]))

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dspy
-from pydantic import BaseModel, Field
 
 from domains import Environment
 from programs.generation.adapter import BaselineAdapter, IntentAdapter, WordingRequest, _adapt, _word
@@ -29,85 +28,11 @@ from programs.generation.grounding import lm_kit
 from programs.generation.pipeline import condition_seed, item_seed
 from programs.generation.prompting import compact_tools, shown_steps
 from programs.generation.writer import BaselineWriter, TaskWriter
-from programs.lm.config import ensure_local_cost_map
+from programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer
 from signatures.adaptation import AdaptAmbiguous, AdaptChanging, AdaptInfeasible
 from signatures.generation import exploration_signature
 
-Tokenizer = Callable[[list[dict[str, Any]]], int]
 ADAPT_SIGNATURES = {"ambiguous": AdaptAmbiguous, "changing": AdaptChanging, "infeasible": AdaptInfeasible}
-
-
-class RolePrompts(BaseModel):
-    """One role's calls on the sampled items: how many, and their prompt and answer sizes."""
-
-    role: str
-    calls_per_item: float  # planned: what the sample's items would ask
-    max_calls_per_item: int  # with every re-ask the programs allow
-    prompt_tokens: list[int] = Field(default_factory=list)  # one per rendered call
-    completion_tokens: list[int] = Field(default_factory=list)
-
-    @property
-    def mean_prompt(self) -> float:
-        return sum(self.prompt_tokens) / len(self.prompt_tokens) if self.prompt_tokens else 0.0
-
-    @property
-    def max_prompt(self) -> int:
-        return max(self.prompt_tokens, default=0)
-
-    @property
-    def mean_completion(self) -> float:
-        return sum(self.completion_tokens) / len(self.completion_tokens) if self.completion_tokens else 0.0
-
-
-class RunEstimate(BaseModel):
-    """What a run of ``items`` items would send, per role and in all."""
-
-    items: int
-    sampled: int
-    roles: list[RolePrompts]
-    models: dict[str, str] = Field(default_factory=dict)  # role -> model, for the cost
-
-    def calls(self, upper: bool = False) -> float:
-        return self.items * sum(r.max_calls_per_item if upper else r.calls_per_item for r in self.roles)
-
-    def tokens(self, role: RolePrompts, upper: bool = False) -> tuple[float, float]:
-        """(prompt, completion) tokens of a role over the run; the bound takes the largest prompt."""
-        calls = self.items * (role.max_calls_per_item if upper else role.calls_per_item)
-        return calls * (role.max_prompt if upper else role.mean_prompt), calls * role.mean_completion
-
-    def cost(self, upper: bool = False) -> float | None:
-        """USD where LiteLLM prices every role's model, else None."""
-        total = 0.0
-        for role in self.roles:
-            price = token_prices(self.models.get(role.role, ""))
-            if price is None:
-                return None
-            prompt, completion = self.tokens(role, upper)
-            total += prompt * price[0] + completion * price[1]
-        return total
-
-
-def token_prices(model: str) -> tuple[float, float] | None:
-    """USD per (prompt, completion) token from LiteLLM's model map, or None when it has no price."""
-    if not model:
-        return None
-    ensure_local_cost_map()
-    import litellm
-
-    litellm.suppress_debug_info = True  # else it prints a provider list for every model it does not know
-    try:
-        prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
-    except Exception:  # noqa: BLE001 - LiteLLM raises for a model it does not know
-        return None
-    return (float(prompt), float(completion)) if prompt or completion else None
-
-
-def litellm_tokenizer(model: str) -> Tokenizer:
-    """Count with LiteLLM's tokenizer for ``model`` (its default one for a model it does not know)."""
-    ensure_local_cost_map()
-    import litellm
-
-    return lambda messages: int(litellm.token_counter(model=model, messages=messages))
 
 
 def _adapter_for(structured: str) -> dspy.Adapter:
@@ -193,7 +118,7 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
             planned["adapter"] += 1
     for role, calls in planned.items():
         roles[role].calls_per_item = calls / sampled if sampled else 0.0
-    return RunEstimate(items=items, sampled=sampled, roles=list(roles.values()), models=models or {})
+    return RunEstimate(units=items, sampled=sampled, roles=list(roles.values()), models=models or {})
 
 
 def _first_request(steps: Any) -> WordingRequest | None:
