@@ -195,6 +195,10 @@ def bench(
     structured: StructuredOpt = None,
     context_window: ContextOpt = None,
     max_concurrent: MaxConcurrentOpt = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the LM calls, tokens and cost the run would "
+                                                              "make, counted on the real prompts rendered on the "
+                                                              "reference agents' conversations, and exit without "
+                                                              "calling a model.")] = False,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
     from programs.loop.agent import REFERENCE_AGENTS
@@ -251,6 +255,11 @@ def bench(
                            max_concurrent=max_concurrent)
         session = LMSession()  # no cache: trials of a rollout must be independent draws
         agents, user = _build_agents(config, env, lm_config, ts, session, knobs)
+        if estimate:
+            if resume is not None:
+                raise UserError("--estimate plans a new run; it does not go with --resume")
+            _print_estimate(env, task_list, agents, user, config, json_out)
+            return
         if session.settings:
             session.install_adapter()
         run_id = ts.start_run("bench", config.model_dump(), seed=config.db_seed, run_id=resume)
@@ -261,6 +270,36 @@ def bench(
         if session.ledger.calls:
             err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
         _report(ts, run_id, config, env, task_list, outcome, json_out, session.ledger)
+
+
+def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any, config: Any,
+                    json_out: bool) -> None:
+    """`--estimate`: what the run would send, per role and in all; no model is called."""
+    from programs.lm.accounting import role_of
+    from programs.lm.estimate import adapter_for, litellm_tokenizer, litellm_tool_tokenizer
+    from programs.loop.agent import LMAgent
+    from programs.loop.estimate import estimate_rollouts
+    from programs.loop.user_sim import LMUser
+    from t2t.estimate import print_estimate
+
+    lm_agents = [a for a in agents if isinstance(a, LMAgent)]
+    lm_user = user if isinstance(user, LMUser) else None
+    settings: dict[str, Any] = {f"agent {a.name}": role_of(a.lm).settings for a in lm_agents}
+    if lm_user is not None:
+        settings["user"] = role_of(lm_user.lm).settings
+    models = {role: s.model for role, s in settings.items()}
+    tools = env.tool_schemas()
+
+    def tokenizer(role: str, with_tools: bool) -> Any:
+        model = models.get(role, "")
+        return litellm_tool_tokenizer(model, tools) if with_tools else litellm_tokenizer(model)
+
+    plan = estimate_rollouts(env, task_list, agents=lm_agents, user=lm_user, trials=config.trials,
+                             max_turns=config.max_turns, tokenizer=tokenizer, models=models,
+                             user_adapter=adapter_for(settings["user"].structured) if lm_user else None)
+    print_estimate(plan, settings, json_out, unit="task",
+                   title=f"estimate: bench, {len(task_list)} task(s) x {config.trials} trial(s), prompts rendered "
+                         f"on the oracle's conversations of {plan.sampled} task(s)")
 
 
 def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,

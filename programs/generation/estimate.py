@@ -28,19 +28,11 @@ from programs.generation.grounding import lm_kit
 from programs.generation.pipeline import condition_seed, item_seed
 from programs.generation.prompting import compact_tools, shown_steps
 from programs.generation.writer import BaselineWriter, TaskWriter
-from programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer
+from programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer, adapter_for
 from signatures.adaptation import AdaptAmbiguous, AdaptChanging, AdaptInfeasible
 from signatures.generation import exploration_signature
 
 ADAPT_SIGNATURES = {"ambiguous": AdaptAmbiguous, "changing": AdaptChanging, "infeasible": AdaptInfeasible}
-
-
-def _adapter_for(structured: str) -> dspy.Adapter:
-    """The adapter the role's calls go through: the structured one formats as DSPy's JSON
-    adapter does; ``off`` is DSPy's text format."""
-    from programs.lm.structured import StructuredAdapter
-
-    return dspy.ChatAdapter() if structured == "off" else StructuredAdapter()
 
 
 def _answer_tokens(count: Tokenizer, answer: dict[str, Any]) -> int:
@@ -68,7 +60,7 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
         "adapter": RolePrompts(role="adapter", calls_per_item=0.0,
                                max_calls_per_item=2 * len(adapted) * text_reask["adapter"]),  # adapt_attempts
     }
-    formats = {role: _adapter_for(structured.get(role, "auto")) for role in roles}
+    formats = {role: adapter_for(structured.get(role, "auto")) for role in roles}
     signature = exploration_signature(explorer.propose.signature, tuple(env.tools))
     tools = compact_tools(env)
     sampled = min(sample, items)

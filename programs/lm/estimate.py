@@ -96,3 +96,13 @@ def litellm_tool_tokenizer(model: str, tools: list[dict[str, Any]]) -> Tokenizer
     import litellm
 
     return lambda messages: int(litellm.token_counter(model=model, messages=messages, tools=tools))
+
+
+def adapter_for(structured: str) -> Any:
+    """The adapter a role's typed calls go through (``programs.lm.session.LMSession.install_adapter``):
+    the structured one formats as DSPy's JSON adapter does; ``off`` is DSPy's text format."""
+    import dspy
+
+    from programs.lm.structured import StructuredAdapter
+
+    return dspy.ChatAdapter() if structured == "off" else StructuredAdapter()

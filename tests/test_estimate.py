@@ -1,5 +1,5 @@
-"""`t2t generate --estimate`: the LM calls, tokens and cost of a run, counted on the prompts the
-LM programs really send, without calling a model."""
+"""`t2t generate --estimate` and `t2t bench --estimate`: the LM calls, tokens and cost of a run,
+counted on the prompts the LM programs really send, without calling a model."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from programs.generation.estimate import estimate_run
+from store import TaskStore
 from programs.lm.estimate import litellm_tokenizer
 from t2t.cli import app
 from t2t.settings import load_environment
@@ -68,3 +69,28 @@ def test_estimate_with_resume_is_one_clear_error(tmp_path):
     done = run_t2t("generate", "--estimate", "--resume", "abc", "--store", str(tmp_path / "s.duckdb"))
     assert done.returncode == 2 and done.stderr.startswith("t2t: error: --estimate")
     assert len(done.stderr.splitlines()) == 1
+
+
+def test_bench_estimate_counts_agent_and_user_turns_without_calling_the_model(tmp_path):
+    store = tmp_path / "offline.duckdb"
+    made = CliRunner().invoke(app, ["generate", "--n", "2", "--conditions", "general", "--store", str(store)])
+    assert made.exit_code == 0, made.output
+    with ScriptedLLMServer(replies=[]) as server:
+        result = CliRunner().invoke(app, ["bench", "--agent-lm", MODEL, "--user-lm", MODEL, "--function-calling",
+                                          "--api-base", server.base_url, "--store", str(store), "--trials", "3",
+                                          "--max-turns", "8", "--estimate", "--json"])
+        assert server.requests == [] and server.errors == []
+    assert result.exit_code == 0, result.output
+    plan = json.loads(result.stdout.strip().splitlines()[-1])
+    roles = {r["role"]: r for r in plan["roles"]}
+    assert set(roles) == {f"agent {MODEL}", "user"} and plan["units"] == 2 * 3
+    agent, user = roles[f"agent {MODEL}"], roles["user"]
+    # the oracle's conversation: a tool call or a message per agent turn, a user turn after each message
+    assert 1 <= agent["calls_per_task"] <= agent["max_calls_per_task"] == 8
+    assert 1 <= user["calls_per_task"] <= user["max_calls_per_task"] == 9
+    assert agent["prompt_tokens_mean"] > user["prompt_tokens_mean"] > 0  # the agent also gets policy and tools
+    assert plan["calls"] == round(6 * (agent["calls_per_task"] + user["calls_per_task"]))
+    assert 0 < plan["cost_usd"] <= plan["max_cost_usd"]
+    with TaskStore(store, read_only=True) as ts:
+        _, [(bench_runs,)] = ts.query("SELECT count(*) FROM runs WHERE kind = 'bench'")
+    assert bench_runs == 0  # nothing was run
