@@ -15,12 +15,18 @@ threads (the ceiling the DSPy client itself sets here), the client's and the ser
 per LM call, and the engine's own time per turn with no LM at all (reference agent x
 scripted user), which is the pipeline's overhead.
 
-    python benchmarks/bench_rollouts.py [--concurrency 32] [--latency 0.1] [--rollouts 640]
+    python benchmarks/bench_rollouts.py [--concurrency 32] [--latency 0.1] [--rollouts 640] [--profile 30]
+
+``--profile N`` runs the measured rollouts under a profiler and prints the N functions with the
+most CPU time of their own: yappi where it is installed (every thread, so DSPy's
+``asyncio.to_thread`` work shows too), else cProfile (the event loop's thread only). Profiling
+slows the client several times over: its throughput figure is not the benchmark's.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -28,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -200,6 +207,43 @@ def engine_overhead(turn_rollouts: int = 400) -> dict[str, float]:
     return {"turns": turns, "engine_ms_per_turn": 1000 * elapsed / turns}
 
 
+@contextlib.contextmanager
+def profiled(top: int) -> Iterator[None]:
+    """Profile the block when ``top`` > 0 and print its ``top`` functions by own CPU time."""
+    if top <= 0:
+        yield
+        return
+    try:
+        import yappi
+    except ImportError:
+        yappi = None
+    if yappi is not None:
+        yappi.set_clock_type("cpu")
+        yappi.start(builtins=False)
+        try:
+            yield
+        finally:
+            yappi.stop()
+            stats = yappi.get_func_stats()
+            stats.sort("tsub")
+            print("profile (yappi, CPU time, all threads): own s, total s, calls, function")
+            for entry in list(stats)[:top]:
+                where = entry.module.split("site-packages/")[-1]
+                print(f"{entry.tsub:8.3f} {entry.ttot:8.3f} {entry.ncall:8d}  {where}:{entry.lineno} {entry.name}")
+        return
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    try:
+        yield
+    finally:
+        profile.disable()
+        print("profile (cProfile, the event loop's thread only; install yappi for every thread):")
+        pstats.Stats(profile).sort_stats("tottime").print_stats(top)
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process (Linux /proc; -inf elsewhere)."""
     try:
@@ -217,6 +261,8 @@ def main() -> None:
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare dspy.Predict comparison")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="profile the measured rollouts and print the N costliest functions")
     args = parser.parse_args()
     if args.serve:
         serve(args.latency)
@@ -224,7 +270,8 @@ def main() -> None:
     proc, base_url = start_server(args.latency)
     try:
         server_cpu0 = process_cpu_s(proc.pid)
-        figures = run_lm_rollouts(base_url, args.concurrency, args.rollouts, args.latency)
+        with profiled(args.profile):
+            figures = run_lm_rollouts(base_url, args.concurrency, args.rollouts, args.latency)
         server_cpu = process_cpu_s(proc.pid) - server_cpu0
         if server_cpu >= 0:
             figures["server_cpu_ms_per_call"] = 1000 * server_cpu / figures["lm_calls"]  # warm-up included

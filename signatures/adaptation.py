@@ -14,21 +14,20 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains.kit import Claim, EntityCandidate
-from signatures.models import Action, Step, Task, ToolCall, UserScenario
+from signatures.models import Action, Step, Task, UserScenario
 
 
 class TaskBrief(BaseModel):
-    """What an adapter needs of the original task: its scenario and goal, without ids,
-    hashes or provenance the LM has no use for."""
+    """What an adapter needs of the original task: its scenario, without ids, hashes or
+    provenance the LM has no use for. Its goal, the gold actions, is the trajectory's calls,
+    which the adapter is shown with their observations (not twice)."""
 
     scenario: UserScenario
-    gold_actions: list[ToolCall]
     communicate_info: list[str] = Field(default_factory=list)
 
     @classmethod
     def of(cls, task: Task) -> TaskBrief:
-        return cls(scenario=task.scenario, communicate_info=list(task.communicate_info),
-                   gold_actions=[ToolCall(name=a.name, arguments=dict(a.arguments)) for a in task.gold_actions])
+        return cls(scenario=task.scenario, communicate_info=list(task.communicate_info))
 
 
 class AmbiguityFacts(BaseModel):
@@ -99,8 +98,8 @@ class AdaptAmbiguous(dspy.Signature):
     the database and rejects the task when one is false."""
 
     task: TaskBrief = dspy.InputField(desc="The original, fully specified task.")
-    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
-    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from (its gold "
+                                                  "actions), long observations cut.")
     facts: AmbiguityFacts = dspy.InputField(desc="The candidates, the target and the values to withhold, "
                                                  "found by code.")
     scenario: UserScenario = dspy.OutputField(desc="The rewritten customer scenario with an underspecified opening.")
@@ -128,8 +127,8 @@ class AdaptChanging(dspy.Signature):
     the database and rejects the task when one is false."""
 
     task: TaskBrief = dspy.InputField(desc="The original task, whose goal is the first request.")
-    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
-    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from (its gold "
+                                                  "actions), long observations cut.")
     facts: ChangeFacts = dspy.InputField(desc="The first and the revised write, found and checked by code.")
     scenario: UserScenario = dspy.OutputField(desc="The customer scenario; reason_for_call is the first request.")
     change_trigger: str = dspy.OutputField(desc="When in the conversation the customer changes course.")
@@ -156,8 +155,8 @@ class AdaptInfeasible(dspy.Signature):
     the database and rejects the task when one is false."""
 
     task: TaskBrief = dspy.InputField(desc="The original task (same customer).")
-    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from.")
-    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls the task was written from (its gold "
+                                                  "actions), long observations cut.")
     facts: InfeasibilityFacts = dspy.InputField(desc="The forbidden writes code proposes, with why each is refused.")
     forbidden_action: Action = dspy.OutputField(desc="The chosen candidate's action, exactly as proposed.")
     scenario: UserScenario = dspy.OutputField(desc="The customer scenario asking for the forbidden write.")

@@ -6,9 +6,12 @@ pydantic models of ``signatures.models`` and carry a one-line description each.
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+from functools import lru_cache
+from typing import Any, Literal
 
 import dspy
+from pydantic import BaseModel, Field, create_model
 
 from domains.kit import Claim
 from signatures.models import Step, ToolCall, UserScenario
@@ -26,12 +29,28 @@ class ProposeExplorationCall(dspy.Signature):
 
     domain_summary: str = dspy.InputField(desc="What the environment is: its entities and what can be done.")
     policy: str = dspy.InputField(desc="The rules a support agent must follow in this domain.")
-    tool_schemas: list[dict[str, Any]] = dspy.InputField(desc="The tools, as OpenAI function schemas.")
+    tools: list[str] = dspy.InputField(desc="The tools, one a line: name(parameter: type, optional?: type) "
+                                            "[read|write|generic] -- what it does.")
     seed_entity: str = dspy.InputField(desc="The customer to serve and what they would tell an agent.")
     exploration_goal: str = dspy.InputField(desc="What the trajectory must achieve, e.g. how many writes.")
     trajectory: list[Step] = dspy.InputField(desc="The successful calls so far, each with its observation.")
     previous_error: str = dspy.InputField(desc="Error of the previous proposal (dropped), or empty if none.")
     tool_call: ToolCall = dspy.OutputField(desc="The next call: a tool name and its JSON arguments.")
+
+
+@lru_cache(maxsize=64)
+def exploration_signature(base: type[dspy.Signature], tool_names: tuple[str, ...]) -> type[dspy.Signature]:
+    """``base`` (a `ProposeExplorationCall`, its instruction as an optimizer left it) with the
+    proposal's tool name typed as a ``Literal`` of these tools: a schema for constrained
+    decoding that can only name them, and a parse that rejects any other name."""
+    # a module attribute of its own, so that DSPy's cache can pickle demos holding one
+    name = "ProposedToolCall_" + hashlib.blake2b("|".join(tool_names).encode(), digest_size=6).hexdigest()
+    proposed = create_model(
+        name, __base__=BaseModel, __module__=__name__,
+        name=(Literal[tool_names], Field(description="One of the domain's tools.")),  # type: ignore[valid-type]
+        arguments=(dict[str, Any], Field(default_factory=dict, description="The call's arguments.")))
+    globals()[name] = proposed
+    return base.with_updated_fields("tool_call", type_=proposed)
 
 
 class WriteTask(dspy.Signature):
@@ -50,8 +69,8 @@ class WriteTask(dspy.Signature):
     key, the path of the field inside the record, and the value; code checks each one against
     the database and rejects the task when one is false."""
 
-    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls with their observations, first to last.")
-    policy: str = dspy.InputField(desc="The rules the support agent follows.")
+    trajectory: list[Step] = dspy.InputField(desc="The executed tool calls with their observations, first to last "
+                                                  "(long observations cut).")
     required_facts: list[str] = dspy.InputField(desc="Facts the scenario must state verbatim.")
     scenario: UserScenario = dspy.OutputField(desc="The customer's persona, reason for call, known and unknown info, "
                                                    "and instructions.")

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt, TimeoutOpt,
-                            knob_flags)
+from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
+                            TimeoutOpt, knob_flags)
 from t2t.output import console, err_console, print_error_line, print_json_line, print_table, print_text
 from t2t.settings import MAX_TRIALS, MAX_WORKERS
 
@@ -194,6 +194,11 @@ def bench(
     temperature: TemperatureOpt = None,
     structured: StructuredOpt = None,
     context_window: ContextOpt = None,
+    max_concurrent: MaxConcurrentOpt = None,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the LM calls, tokens and cost the run would "
+                                                              "make, counted on the real prompts rendered on the "
+                                                              "reference agents' conversations, and exit without "
+                                                              "calling a model.")] = False,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
     from programs.loop.agent import REFERENCE_AGENTS
@@ -246,9 +251,15 @@ def bench(
         from programs.lm.session import LMSession
 
         knobs = knob_flags(BENCH_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
-                           temperature=temperature, structured=structured, context_window=context_window)
+                           temperature=temperature, structured=structured, context_window=context_window,
+                           max_concurrent=max_concurrent)
         session = LMSession()  # no cache: trials of a rollout must be independent draws
         agents, user = _build_agents(config, env, lm_config, ts, session, knobs)
+        if estimate:
+            if resume is not None:
+                raise UserError("--estimate plans a new run; it does not go with --resume")
+            _print_estimate(env, task_list, agents, user, config, json_out)
+            return
         if session.settings:
             session.install_adapter()
         run_id = ts.start_run("bench", config.model_dump(), seed=config.db_seed, run_id=resume)
@@ -259,6 +270,36 @@ def bench(
         if session.ledger.calls:
             err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
         _report(ts, run_id, config, env, task_list, outcome, json_out, session.ledger)
+
+
+def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any, config: Any,
+                    json_out: bool) -> None:
+    """`--estimate`: what the run would send, per role and in all; no model is called."""
+    from programs.lm.accounting import role_of
+    from programs.lm.estimate import adapter_for, litellm_tokenizer, litellm_tool_tokenizer
+    from programs.loop.agent import LMAgent
+    from programs.loop.estimate import estimate_rollouts
+    from programs.loop.user_sim import LMUser
+    from t2t.estimate import print_estimate
+
+    lm_agents = [a for a in agents if isinstance(a, LMAgent)]
+    lm_user = user if isinstance(user, LMUser) else None
+    settings: dict[str, Any] = {f"agent {a.name}": role_of(a.lm).settings for a in lm_agents}
+    if lm_user is not None:
+        settings["user"] = role_of(lm_user.lm).settings
+    models = {role: s.model for role, s in settings.items()}
+    tools = env.tool_schemas()
+
+    def tokenizer(role: str, with_tools: bool) -> Any:
+        model = models.get(role, "")
+        return litellm_tool_tokenizer(model, tools) if with_tools else litellm_tokenizer(model)
+
+    plan = estimate_rollouts(env, task_list, agents=lm_agents, user=lm_user, trials=config.trials,
+                             max_turns=config.max_turns, tokenizer=tokenizer, models=models,
+                             user_adapter=adapter_for(settings["user"].structured) if lm_user else None)
+    print_estimate(plan, settings, json_out, unit="task",
+                   title=f"estimate: bench, {len(task_list)} task(s) x {config.trials} trial(s), prompts rendered "
+                         f"on the oracle's conversations of {plan.sampled} task(s)")
 
 
 def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,
@@ -286,11 +327,12 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
     total = len(config.task_ids) * len(config.agents) * config.trials
     with progress("rollouts", total) as bar:
         bar_task = bar.add_task("rollouts", total=total, completed=total - len(jobs))
+        if ledger is not None:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
+            ledger.on_call(lambda line: bar.update(bar_task, description=f"rollouts | {line}"))
 
         def stored(result: Any) -> None:
             writer.add(result)
-            bar.update(bar_task, advance=1, description="rollouts" + (f" | {ledger.progress_line()}"
-                                                                      if ledger is not None and ledger.calls else ""))
+            bar.update(bar_task, advance=1)
 
         try:
             _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Iterator
 from typing import Annotated, Any, Optional
 
 import typer
 
 from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
-                            TimeoutOpt, add_knobs, cache_wanted)
+from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
+                            TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
 from t2t.settings import MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
@@ -146,14 +145,19 @@ def generate(
     temperature: TemperatureOpt = None,
     structured: StructuredOpt = None,
     context_window: ContextOpt = None,
+    max_concurrent: MaxConcurrentOpt = None,
     no_cache: NoCacheOpt = False,
+    estimate: Annotated[bool, typer.Option("--estimate", help="Print the LM calls, tokens and cost the run would "
+                                                              "make, counted on the real prompts (rendered on "
+                                                              "offline explorations of its first items), and "
+                                                              "exit without calling a model.")] = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
     from programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
     from domains.kit import KitError
-    from programs.generation.pipeline import GenerationConfig, id_prefix
+    from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from store import TaskStore
     from store.failures import StoreSink, run_config
     from t2t.output import console, err_console, print_json_line, print_table, progress
@@ -166,10 +170,16 @@ def generate(
     from programs.lm.session import EndpointError, LMSession
 
     add_knobs(flags, GENERATION_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
-              temperature=temperature, structured=structured, context_window=context_window)
+              temperature=temperature, structured=structured, context_window=context_window,
+              max_concurrent=max_concurrent)
     if retry_failed and resume is None:
         raise UserError("--retry-failed goes with --resume RUN_ID")
     lms_config = _lm_config(flags, lm_config)
+    if estimate:
+        if resume is not None:
+            raise UserError("--estimate plans a new run; it does not go with --resume")
+        _print_estimate(load_environment(domain, db, seed=seed, users=users), n, seed, chosen, lms_config, json_out)
+        return
     session = LMSession(cache=cache_wanted(no_cache))
     modules, lms, roles = _programs(lms_config, session)
     source = "lm" if lms else "baseline"
@@ -212,23 +222,20 @@ def generate(
         versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
                     for role, module in modules.items()}
         task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
-        pipeline = _pipeline_class(retry_failed)(env, StoreSink(task_store), config, explorer=modules["explorer"],
+        pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
                                       writer=modules["writer"], adapter=modules["adapter"],
                                       program_versions=versions, lms=lms,
                                       workers=workers or (8 if lms else 1),
-                                      targets=_guided_targets(task_store, env, config))
+                                      targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
         done = len({item.index for item in pipeline.sink.recorded(run_id) if item.index < config.n})
         todo = config.n - done
         label = f"generate {config.domain} ({config.source})"
         try:
             with progress("generating", total=config.n) as bar:
                 task = bar.add_task(label, total=config.n, completed=config.n - todo)
-
-                def advanced(item: Any) -> None:
-                    bar.update(task, advance=1, description=f"{label} | {session.ledger.progress_line()}"
-                               if lms else label)
-
-                summary = pipeline.run(run_id, progress=advanced)
+                if lms:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
+                    session.ledger.on_call(lambda line: bar.update(task, description=f"{label} | {line}"))
+                summary = pipeline.run(run_id, progress=lambda item: bar.update(task, advance=1))
         except KeyboardInterrupt:
             err_console.print(f"interrupted: finished items are stored; continue with --resume {run_id}")
             raise
@@ -253,6 +260,28 @@ def generate(
     console.print(f"run {run_id}")
 
 
+def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_config: Any, json_out: bool) -> None:
+    """`--estimate`: what the run would send, per role and in all; no model is called."""
+    from domains.kit import KitError
+    from programs.generation.estimate import estimate_run
+    from programs.generation.pipeline import GENERATION_ROLES
+    from programs.lm.estimate import litellm_tokenizer
+    from t2t.estimate import print_estimate
+
+    settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}
+    models = {role: s.model for role, s in settings.items() if s is not None}
+    try:
+        plan = estimate_run(env, items=n, run_seed=seed, conditions=conditions,
+                            tokenizer=lambda role: litellm_tokenizer(models.get(role, "")),
+                            structured={role: s.structured for role, s in settings.items() if s is not None},
+                            models=models)
+    except KitError as exc:
+        raise UserError(f"--estimate renders prompts on offline explorations of the run's items: {exc}") from None
+    print_estimate(plan, settings, json_out, unit="item",
+                   title=f"estimate: generate {env.domain.name}, --n {n}, prompts rendered on {plan.sampled} "
+                         "offline item(s)")
+
+
 def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:
     """Nothing produced and the LM is why: the first reasons, one line each, and exit 1."""
     produced = sum(c.tasks for c in summary.conditions)
@@ -266,31 +295,6 @@ def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:
     print(f"t2t: error: no task produced: {lm_failed} of {summary.items} item(s) failed on the LM; fix the above "
           f"and redo them with --resume {run_id} --retry-failed", file=sys.stderr)
     raise typer.Exit(1)
-
-
-def _pipeline_class(retry_failed: bool) -> Any:
-    from programs.generation.pipeline import GenerationPipeline
-
-    class LedgerPipeline(GenerationPipeline):
-        """The pipeline with every LM call recorded once, by the LMs' ledger callback: the
-        pipeline's own row per failed item (no tokens, no latency) would count a failed call
-        twice, or a parse failure as a failed call. With ``retry_failed``, items that failed
-        on the LM are not done (the newest record of an index wins)."""
-
-        def generate_item(self, run_id: str, index: int) -> Any:
-            output = super().generate_item(run_id, index)
-            if self._recorder is not None:
-                output.lm_calls = [c for c in output.lm_calls if c.latency_s is not None]
-            return output
-
-        def pending_items(self, run_id: str) -> Iterator[int]:
-            if not retry_failed:
-                return super().pending_items(run_id)
-            done = {item.index for item in self.sink.recorded(run_id)
-                    if not (item.status == "failed" and item.reason == "lm_error")}
-            return (i for i in range(self.config.n) if i not in done)
-
-    return LedgerPipeline
 
 
 def _guided_targets(task_store: Any, env: Any, config: Any) -> Any:

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
-                            TimeoutOpt, add_knobs, cache_wanted)
+from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
+                            TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
 from t2t.settings import MAX_DB_USERS
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
@@ -194,6 +194,7 @@ def optimize(
     temperature: TemperatureOpt = None,
     structured: StructuredOpt = None,
     context_window: ContextOpt = None,
+    max_concurrent: MaxConcurrentOpt = None,
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Compile a generation program with a DSPy optimizer against verification pass rates."""
@@ -218,7 +219,7 @@ def optimize(
 
     flags = add_knobs({"lm": lm, "api_base": api_base}, ROLES, timeout=timeout, retries=retries,
                       max_tokens=max_tokens, temperature=temperature, structured=structured,
-                      context_window=context_window)
+                      context_window=context_window, max_concurrent=max_concurrent)
     config = _lm_config(flags, lm_config)
     settings = config.for_role(program)
     if settings is None:

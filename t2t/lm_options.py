@@ -1,5 +1,5 @@
 """The LM knobs every LM command takes: timeout, retries, max tokens, temperature, structured
-output, context window. Each flag takes one value for every role, or ``ROLE=VALUE`` pairs
+output, context window, calls in flight. Each flag takes one value for every role, or ``ROLE=VALUE`` pairs
 (``--timeout 120``, ``--timeout writer=300,agent=60``, ``--timeout 60,explorer=300``); the
 same knobs come from ``T2T_<KNOB>`` / ``T2T_<ROLE>_<KNOB>`` and the config file."""
 
@@ -27,6 +27,9 @@ StructuredOpt = Annotated[Optional[str], typer.Option(
 ContextOpt = Annotated[Optional[str], typer.Option(
     "--context-window", help=f"The model's window in tokens: a prompt that will not fit is said before the call. "
                              f"{_PER_ROLE}")]
+MaxConcurrentOpt = Annotated[Optional[str], typer.Option(
+    "--max-concurrent", help=f"LM calls of a role in flight at once (env T2T_MAX_CONCURRENT). [default: no bound "
+                             f"beyond --workers / --concurrency] {_PER_ROLE}")]
 NoCacheOpt = Annotated[bool, typer.Option(
     "--no-cache", help="Do not use DSPy's LM cache (on by default for generation: a re-run costs nothing; "
                        "env T2T_NO_CACHE=1).")]
@@ -54,9 +57,11 @@ def knob_flags(roles: tuple[str, ...], **values: Optional[str]) -> dict[str, str
 
 def add_knobs(flags: dict[str, Any], roles: tuple[str, ...], *, timeout: Optional[str] = None,
               retries: Optional[str] = None, max_tokens: Optional[str] = None, temperature: Optional[str] = None,
-              structured: Optional[str] = None, context_window: Optional[str] = None) -> dict[str, Any]:
+              structured: Optional[str] = None, context_window: Optional[str] = None,
+              max_concurrent: Optional[str] = None) -> dict[str, Any]:
     flags.update(knob_flags(roles, timeout=timeout, retries=retries, max_tokens=max_tokens,
-                            temperature=temperature, structured=structured, context_window=context_window))
+                            temperature=temperature, structured=structured, context_window=context_window,
+                            max_concurrent=max_concurrent))
     return flags
 
 

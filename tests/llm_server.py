@@ -243,6 +243,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"request body is not JSON: {exc}")
             return
         index = srv._record(body)
+        try:
+            self._serve(srv, body, index)
+        finally:
+            srv._left()
+
+    def _serve(self, srv: ScriptedLLMServer, body: dict[str, Any], index: int) -> None:
         if body.get("stream"):
             srv._fail(f"request {index}: stream=true is not supported by ScriptedLLMServer")
             self._error(400, "ScriptedLLMServer: stream=true is not supported")
@@ -316,7 +322,8 @@ class ScriptedLLMServer:
     Give ``replies`` (served in order; an exhausted script answers 400, see the module
     docstring) or a ``responder`` called with each request body (it may return a plain str,
     meaning ``Text``); with neither, ``default_responder``. ``latency_s`` delays every
-    answer. ``requests`` holds every request body received, in arrival order.
+    answer. ``requests`` holds every request body received, in arrival order;
+    ``max_in_flight`` the most requests it was answering at once.
     """
 
     def __init__(self, responder: Responder | None = None, replies: list[Reply] | None = None,
@@ -330,6 +337,8 @@ class ScriptedLLMServer:
         self._lock = threading.Lock()
         self._requests: list[dict[str, Any]] = []
         self._errors: list[str] = []
+        self._in_flight = 0
+        self.max_in_flight = 0  # the most chat requests being answered at once
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -391,6 +400,7 @@ class ScriptedLLMServer:
         with self._lock:
             self._requests.clear()
             self._errors.clear()
+            self.max_in_flight = self._in_flight
             if replies is not None:
                 self._replies = list(replies)
                 self._responder = None
@@ -399,7 +409,13 @@ class ScriptedLLMServer:
     def _record(self, body: dict[str, Any]) -> int:
         with self._lock:
             self._requests.append(body)
+            self._in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self._in_flight)
             return len(self._requests) - 1
+
+    def _left(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _fail(self, message: str) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -165,3 +166,43 @@ def test_generate_through_a_real_lm_survives_injected_faults(tmp_path):
         _, [(config_json,)] = store.query("SELECT config FROM runs WHERE run_id = ?", [run_id])
         assert json.loads(config_json)["roles"] == {"explorer": "openai/gpt-4o-mini", "writer": "openai/gpt-4o-mini",
                                                     "adapter": "openai/gpt-4o-mini"}
+
+
+class InFlight:
+    """Wraps a responder: each answer takes ``seconds``; records the most requests of each kind at once."""
+
+    def __init__(self, responder: Responder, seconds: float = 0.1) -> None:
+        self.responder = responder
+        self.seconds = seconds
+        self.lock = threading.Lock()
+        self.now: dict[str, int] = {}
+        self.most: dict[str, int] = {}
+
+    def __call__(self, body: dict[str, Any]):
+        fields = output_field_names(body)
+        kind = "explorer" if fields == ["tool_call"] else "writer" if "communicate_info" in fields else "adapter"
+        with self.lock:
+            self.now[kind] = self.now.get(kind, 0) + 1
+            self.most[kind] = max(self.most.get(kind, 0), self.now[kind])
+        try:
+            time.sleep(self.seconds)
+            return self.responder(body)
+        finally:
+            with self.lock:
+                self.now[kind] -= 1
+
+
+@pytest.mark.parametrize("bound", [None, 1])
+def test_max_concurrent_bounds_a_roles_calls_across_items_in_flight(tmp_path, bound):
+    in_flight = InFlight(Responder({}))
+    with ScriptedLLMServer(responder=in_flight) as server:
+        result = CliRunner().invoke(app, [
+            "generate", "--lm", "openai/gpt-4o-mini", "--api-base", server.base_url, "--n", "4", "--users", "60",
+            "--seed", "2", "--conditions", "general", "--workers", "4", "--store", str(tmp_path / "c.duckdb"),
+            "--json", "--no-cache", *(["--max-concurrent", f"explorer={bound}"] if bound else [])])
+        assert server.errors == []
+    assert result.exit_code == 0, result.output
+    if bound is None:
+        assert in_flight.most["explorer"] > 1  # four items explore at once
+    else:
+        assert in_flight.most["explorer"] == bound

@@ -5,9 +5,11 @@ No network: every LM call goes to tests/llm_server.py on 127.0.0.1.
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -250,6 +252,67 @@ def test_predict_through_real_lm_and_usage_recording():
         assert total == recorder.total("writer")
         assert total.prompt_tokens == sum(r.prompt_tokens for r in recorder.records)
         assert server.errors == []
+
+
+def _many_at_once(lm, calls: int = 6) -> None:
+    """``calls`` predictions started together: awaited on one event loop, then on as many threads."""
+    predict = dspy.Predict("question -> answer")
+
+    async def gathered():
+        with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
+            await asyncio.gather(*(predict.acall(question=f"q{i}") for i in range(calls)))
+
+    asyncio.run(gathered())
+    threads = [threading.Thread(target=_ask, args=(lm, f"t{i}")) for i in range(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_max_concurrent_bounds_a_roles_calls_in_flight():
+    with ScriptedLLMServer(responder=lambda body: ANSWER, latency_s=0.15) as server:
+        _many_at_once(build_lm(_settings(server)))
+        assert server.max_in_flight > 2  # unbounded, the calls overlap
+        for limit in (1, 2):
+            server.reset()
+            lm = build_lm(_settings(server, max_concurrent=limit))
+            _many_at_once(lm)
+            assert server.max_in_flight == limit and len(server.requests) == 12
+            server.reset()
+            _many_at_once(lm.copy(temperature=0.5))  # an optimizer's copy shares the bound
+            assert server.max_in_flight == limit
+        assert server.errors == []
+
+
+def test_the_ledger_feeds_a_live_line_after_every_call_failed_ones_included():
+    from programs.lm.session import LMSession
+
+    lines: list[str] = []
+    with ScriptedLLMServer(replies=[ANSWER, Fault(500)]) as server:
+        session = LMSession(warn=None)
+        session.ledger.on_call(lines.append)
+        lm = session.build("writer", _settings(server, num_retries=0))
+        _ask(lm)
+        with pytest.raises(LMServerError):
+            _ask(lm, "again?")
+    assert len(lines) == 2
+    assert lines[0].startswith("LM calls 1, tokens ") and lines[0].endswith("errors: none")
+    assert lines[1].startswith("LM calls 2, ") and lines[1].endswith("errors: server_error 1")
+    assert float(lines[0].split("$")[1].split(",")[0]) > 0  # gpt-4o-mini is priced: even a cheap call shows
+
+
+def test_max_concurrent_is_a_per_role_knob_from_flags_env_and_file(tmp_path):
+    config = _write(tmp_path, "lm.toml", "[lm.default]\nmodel = 'openai/x'\n[lm.writer]\nmax_concurrent = 3\n")
+    resolved = load_lm_config(flags={"max_concurrent": "4", "explorer_max_concurrent": "1"}, config_path=config,
+                              environ={"T2T_ADAPTER_MAX_CONCURRENT": "2"})
+    assert resolved.for_role("explorer").max_concurrent == 1
+    assert resolved.for_role("adapter").max_concurrent == 4  # a flag's default beats the role's env variable
+    assert load_lm_config(config_path=config, environ={"T2T_ADAPTER_MAX_CONCURRENT": "2"}).for_role(
+        "adapter").max_concurrent == 2
+    assert load_lm_config(config_path=config, environ={}).for_role("writer").max_concurrent == 3
+    with pytest.raises(LMConfigError, match="max_concurrent"):
+        load_lm_config(flags={"lm": "openai/x", "max_concurrent": "0"}, environ={})
 
 
 @pytest.mark.parametrize(

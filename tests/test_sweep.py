@@ -104,19 +104,19 @@ def test_a_trial_killed_midway_resumes_its_own_generation_run(env, tmp_path, mon
     from programs.generation.pipeline import GenerationPipeline
 
     path = tmp_path / "kill.duckdb"
-    original = GenerationPipeline.generate_item
+    original = GenerationPipeline.agenerate_item
     calls = {"n": 0}
 
-    def dies_on_second_item(self, run_id, index):
+    async def dies_on_second_item(self, run_id, index):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return original(self, run_id, index)
+        return await original(self, run_id, index)
 
-    monkeypatch.setattr(GenerationPipeline, "generate_item", dies_on_second_item)
+    monkeypatch.setattr(GenerationPipeline, "agenerate_item", dies_on_second_item)
     with pytest.raises(KeyboardInterrupt):
         _sweep(env, path, trials=1)
-    monkeypatch.setattr(GenerationPipeline, "generate_item", original)
+    monkeypatch.setattr(GenerationPipeline, "agenerate_item", original)
     report = _sweep(env, path, trials=1)
     run_id = report.trials[0]["user_attrs"]["run_id"]
     with TaskStore(path, read_only=True) as store:

@@ -25,6 +25,8 @@ from pydantic import BaseModel
 
 from domains import Environment, Episode
 from domains.kit import Claim, ConditionKit
+from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
+from programs.generation.steps import Steps, arun_steps, run_steps
 from programs.verification.conditions import (
     ConditionCheck,
     as_action,
@@ -49,7 +51,7 @@ from signatures.adaptation import (
 )
 from signatures.models import CONDITIONS, Action, Reading, Task, TaskDescription, Trajectory, UserScenario
 
-MAX_LM_INFEASIBLE_CANDIDATES = 8
+MAX_LM_INFEASIBLE_CANDIDATES = 4  # each costs ~250 tokens of a small model's window
 
 
 class AdaptationResult(BaseModel):
@@ -181,8 +183,30 @@ class Wording(Protocol):
                                                                                  list[Claim]]: ...
 
 
-def _adapt(wording: Wording, task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
-           seed: int, prefer_write: str | None = None) -> AdaptationResult:
+@dataclass(frozen=True)
+class WordingRequest:
+    """What the control flow asks the wording step for: ``word_<condition>(ctx, facts)``."""
+
+    condition: str
+    ctx: _Context
+    facts: Any
+
+
+def _word(wording: Wording, request: WordingRequest) -> Any:
+    return getattr(wording, f"word_{request.condition}")(request.ctx, request.facts)
+
+
+async def _aword(wording: Wording, request: WordingRequest) -> Any:
+    """The wording's async ``aword_<condition>`` where it has one (the LM's), else its plain one."""
+    asynchronous = getattr(wording, f"aword_{request.condition}", None)
+    if asynchronous is None:
+        return _word(wording, request)
+    return await asynchronous(request.ctx, request.facts)
+
+
+def _adapt(task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
+           seed: int, prefer_write: str | None = None) -> Steps[AdaptationResult]:
+    """The adaptation: yields one `WordingRequest`, receives the words, checks the result."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; conditions are {', '.join(CONDITIONS)}")
     if condition == "general":
@@ -190,17 +214,17 @@ def _adapt(wording: Wording, task: Task, trajectory: Trajectory, condition: str,
     ctx = _context(task, trajectory, environment, seed, condition)
     ctx.prefer_write = prefer_write
     if condition == "ambiguous":
-        return _adapt_ambiguous(wording, ctx)
+        return (yield from _adapt_ambiguous(ctx))
     if condition == "changing":
-        return _adapt_changing(wording, ctx)
-    return _adapt_infeasible(wording, ctx)
+        return (yield from _adapt_changing(ctx))
+    return (yield from _adapt_infeasible(ctx))
 
 
 def _no_candidates(detail: str) -> AdaptationResult:
     return AdaptationResult(task=None, rejected_reason="no_candidates", detail=detail)
 
 
-def _adapt_ambiguous(wording: Wording, ctx: _Context) -> AdaptationResult:
+def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
     proposals = ctx.facts.ambiguity_proposals(ctx.environment.episode(), ctx.calls)
     if not proposals:
         return _no_candidates("no write of the task has an underspecified version that two entities fit")
@@ -213,7 +237,7 @@ def _adapt_ambiguous(wording: Wording, ctx: _Context) -> AdaptationResult:
         target=proposal.target, candidates=proposal.candidates, withheld=proposal.withheld,
         withheld_sentences=proposal.withheld_sentences,
         open_request=ctx.facts.describe_call(state, call["name"], call["arguments"], proposal.stated))
-    scenario, withheld_info, said_claims = wording.word_ambiguous(ctx, facts)
+    scenario, withheld_info, said_claims = yield WordingRequest("ambiguous", ctx, facts)
     scenario = scenario.model_copy(update={"withheld_info": list(withheld_info)})
     reading_call = getattr(ctx.facts, "reading_call", None)
     readings = []
@@ -231,7 +255,7 @@ def _adapt_ambiguous(wording: Wording, ctx: _Context) -> AdaptationResult:
     return _finish(ctx, adapted, check_ambiguous(ctx.environment, ctx.parent, adapted, proposal.stated, index))
 
 
-def _adapt_changing(wording: Wording, ctx: _Context) -> AdaptationResult:
+def _adapt_changing(ctx: _Context) -> Steps[AdaptationResult]:
     chosen = _revised_goal(ctx)
     if chosen is None:
         return _no_candidates("no write of the task has another version that replays cleanly to another end state")
@@ -248,7 +272,7 @@ def _adapt_changing(wording: Wording, ctx: _Context) -> AdaptationResult:
         revised_request=ctx.facts.describe_call(state, revised_call["name"], revised_call["arguments"]),
         must_mention=ctx.facts.change_mentions(state, initial_call, revised_call),
         action_label=ctx.facts.action_label(initial_call["name"], initial_call["arguments"]))
-    scenario, change_trigger, revised_request, said_claims = wording.word_changing(ctx, facts)
+    scenario, change_trigger, revised_request, said_claims = yield WordingRequest("changing", ctx, facts)
     scenario = scenario.model_copy(update={"change_trigger": change_trigger, "revised_request": revised_request})
     gold = list(ctx.parent.gold_actions)
     gold[index] = facts.revised_action
@@ -297,7 +321,7 @@ def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
     return None
 
 
-def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
+def _adapt_infeasible(ctx: _Context) -> Steps[AdaptationResult]:
     if ctx.user_id is None or ctx.identity is None:
         return _no_candidates("the task names no user to authenticate")
     candidates = _infeasible_candidates(ctx)
@@ -306,7 +330,7 @@ def _adapt_infeasible(wording: Wording, ctx: _Context) -> AdaptationResult:
     preferred = [c for c in candidates if c.action.name == ctx.prefer_write]
     candidates = preferred or candidates  # coverage steering asks for a forbidden write of one tool
     facts = InfeasibilityFacts(user_id=ctx.user_id, candidates=candidates)
-    forbidden, scenario, explanation, said_claims = wording.word_infeasible(ctx, facts)
+    forbidden, scenario, explanation, said_claims = yield WordingRequest("infeasible", ctx, facts)
     chosen = next((c for c in candidates if same_call(forbidden, c.action)), None)
     required = _required_actions(ctx, forbidden, chosen.handoff if chosen else None)
     label = ctx.facts.action_label(forbidden.name, forbidden.arguments)
@@ -393,32 +417,71 @@ class IntentAdapter(dspy.Module):
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
               seed: int, prefer_write: str | None = None) -> AdaptationResult:
-        if self.adapter_lm is None:
-            return _adapt(self, task, trajectory, condition, env, seed, prefer_write)
-        with dspy.context(lm=self.adapter_lm):
-            return _adapt(self, task, trajectory, condition, env, seed, prefer_write)
+        steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
+        with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
+            return run_steps(steps, lambda request: _word(self, request))
+
+    async def aadapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
+                     seed: int, prefer_write: str | None = None) -> AdaptationResult:
+        """`adapt` with DSPy's async LM calls (``acall``)."""
+        steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
+        with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
+            return await arun_steps(steps, lambda request: _aword(self, request))
 
     def forward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
                 seed: int, prefer_write: str | None = None) -> AdaptationResult:
         return self.adapt(task, trajectory, condition, env, seed, prefer_write)
 
-    # Wording
-    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]:
-        out = self.ambiguous(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
-                             policy=ctx.environment.policy, facts=facts)
+    async def aforward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
+                       seed: int, prefer_write: str | None = None) -> AdaptationResult:
+        return await self.aadapt(task, trajectory, condition, env, seed, prefer_write)
+
+    # Wording: each condition's words from one prediction, called (word_*) or awaited (aword_*)
+    @staticmethod
+    def _inputs(ctx: _Context, facts: Any) -> dict[str, Any]:
+        """The prediction's inputs. No policy: code found the facts, and each refused write
+        comes with the rule and the fact that refuse it."""
+        return dict(task=TaskBrief.of(ctx.parent), facts=facts,
+                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS))
+
+    @staticmethod
+    def _ambiguous_words(out: Any) -> tuple[UserScenario, list[str], list[Claim]]:
         return out.scenario, list(out.withheld_info), _lm_claims(out)
 
-    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
-        out = self.changing(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
-                            policy=ctx.environment.policy, facts=facts)
+    @staticmethod
+    def _changing_words(out: Any) -> tuple[UserScenario, str, str, list[Claim]]:
         return out.scenario, out.change_trigger, out.revised_request, _lm_claims(out)
+
+    @staticmethod
+    def _infeasible_words(out: Any) -> tuple[Action, UserScenario, str, list[Claim]]:
+        return out.forbidden_action, out.scenario, out.explanation, _lm_claims(out)
+
+    @staticmethod
+    def _shown_candidates(facts: InfeasibilityFacts) -> InfeasibilityFacts:
+        """One candidate per rule, the first few; their claims are code's business, not the LM's."""
+        shown = [c.model_copy(update={"claims": []}) for c in _one_per_rule(facts.candidates)]
+        return facts.model_copy(update={"candidates": shown[:MAX_LM_INFEASIBLE_CANDIDATES]})
+
+    def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]:
+        return self._ambiguous_words(self.ambiguous(**self._inputs(ctx, facts)))
+
+    async def aword_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str],
+                                                                                   list[Claim]]:
+        return self._ambiguous_words(await self.ambiguous.acall(**self._inputs(ctx, facts)))
+
+    def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
+        return self._changing_words(self.changing(**self._inputs(ctx, facts)))
+
+    async def aword_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
+        return self._changing_words(await self.changing.acall(**self._inputs(ctx, facts)))
 
     def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str,
                                                                                  list[Claim]]:
-        shown = facts.model_copy(update={"candidates": _one_per_rule(facts.candidates)[:MAX_LM_INFEASIBLE_CANDIDATES]})
-        out = self.infeasible(task=TaskBrief.of(ctx.parent), trajectory=ctx.trajectory.steps,
-                              policy=ctx.environment.policy, facts=shown)
-        return out.forbidden_action, out.scenario, out.explanation, _lm_claims(out)
+        return self._infeasible_words(self.infeasible(**self._inputs(ctx, self._shown_candidates(facts))))
+
+    async def aword_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str,
+                                                                                        list[Claim]]:
+        return self._infeasible_words(await self.infeasible.acall(**self._inputs(ctx, self._shown_candidates(facts))))
 
 
 def _lm_claims(prediction: Any) -> list[Claim]:
@@ -437,7 +500,8 @@ class BaselineAdapter:
               seed: int, prefer_write: str | None = None) -> AdaptationResult:
         """``prefer_write``: for an infeasible task, forbid a write of this tool when one is
         refused for the user (coverage steering); otherwise any refused write."""
-        return _adapt(self, task, trajectory, condition, env, seed, prefer_write)
+        return run_steps(_adapt(task, trajectory, condition, env, seed, prefer_write),
+                         lambda request: _word(self, request))
 
     @staticmethod
     def _requests(ctx: _Context, replace: dict[int, str]) -> str:

@@ -27,7 +27,9 @@ from pydantic import BaseModel, Field
 from domains import Environment, Episode
 from domains.kit import ExplorationKit, Knowledge, Seed
 from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
-from signatures.generation import ProposeExplorationCall
+from programs.generation.steps import Steps, arun_steps, run_steps
+from programs.generation.prompting import compact_tools, shown_steps
+from signatures.generation import ProposeExplorationCall, exploration_signature
 from signatures.models import Provenance, Step, ToolCall, Trajectory
 
 
@@ -219,9 +221,13 @@ class BaselineExplorer:
 class Explorer(dspy.Module):
     """LM explorer: one Predict proposes each call; code executes, filters and validates.
 
-    An output that does not parse is asked again (``parse_attempts`` in all per proposal);
-    after that ``ExplorationError`` is raised. LM call failures (after the LM's own retries)
-    propagate as DSPy's ``LMError``.
+    The proposal's tool name is typed as a ``Literal`` of the domain's tools (built per
+    domain, ``signatures.generation.exploration_signature``), so constrained decoding can
+    only name a tool the domain has. An output that does not parse is asked again
+    (``parse_attempts`` in all per proposal); after that ``ExplorationError`` is raised. LM
+    call failures (after the LM's own retries) propagate as DSPy's ``LMError``. ``explore``
+    calls the LM synchronously, ``aexplore`` awaits it (DSPy's ``acall``); both run the
+    same loop (`_walk`).
     """
 
     name = "explorer"
@@ -235,21 +241,23 @@ class Explorer(dspy.Module):
         self.parse_attempts = parse_attempts
         self.grounding = grounding
 
-    def forward(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
-                provenance: Provenance | None = None, target_write: str | None = None,
-                goal: str | None = None) -> ExplorationResult:
+    def _walk(self, env: Environment[Any], seed: int, trajectory_id: str | None, provenance: Provenance | None,
+              target_write: str | None, goal: str | None) -> Steps[ExplorationResult]:
+        """The exploration loop: yields each proposal's inputs, receives the proposed call."""
         grounding = self.grounding or lm_kit(env)
         rng = random.Random(seed)
         walk = _Walk(env, grounding)
         target, _, start = _plan(env, grounding, walk, rng, self.max_writes, target_write)
         instruction = _goal(target, target_write)
-        schemas = env.tool_schemas()
+        # the optimizer may have rewritten the instruction: type the tool names on the current signature
+        signature = exploration_signature(self.propose.signature, tuple(env.tools))
+        tools = compact_tools(env)
         previous_error = ""
         proposals = 0
         while proposals < self.max_steps and walk.writes < target:
-            call = self._propose(domain_summary=env.domain.summary, policy=env.policy, tool_schemas=schemas,
-                                 seed_entity=start.description, exploration_goal=instruction,
-                                 trajectory=list(walk.steps), previous_error=previous_error)
+            call = yield dict(signature=signature, domain_summary=env.domain.summary, policy=env.policy, tools=tools,
+                              seed_entity=start.description, exploration_goal=instruction,
+                              trajectory=shown_steps(walk.steps), previous_error=previous_error)
             proposals += 1
             step = walk.run(call)
             previous_error = (f"{call.name}({json.dumps(call.arguments, sort_keys=True)}) failed: {step.observation}"
@@ -259,25 +267,49 @@ class Explorer(dspy.Module):
                        goal=goal or instruction, end_state_hash=walk.episode.state_hash(),
                        provenance=provenance or Provenance(source="lm", seed=seed))
 
+    def forward(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
+                provenance: Provenance | None = None, target_write: str | None = None,
+                goal: str | None = None) -> ExplorationResult:
+        return run_steps(self._walk(env, seed, trajectory_id, provenance, target_write, goal), self._propose)
+
+    async def aforward(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
+                       provenance: Provenance | None = None, target_write: str | None = None,
+                       goal: str | None = None) -> ExplorationResult:
+        return await arun_steps(self._walk(env, seed, trajectory_id, provenance, target_write, goal),
+                                self._apropose)
+
     def explore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
                 provenance: Provenance | None = None, target_write: str | None = None,
                 goal: str | None = None) -> ExplorationResult:
         return self(env=env, seed=seed, trajectory_id=trajectory_id, provenance=provenance,
                     target_write=target_write, goal=goal)
 
-    def _propose(self, **inputs: Any) -> ToolCall:
+    async def aexplore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
+                       provenance: Provenance | None = None, target_write: str | None = None,
+                       goal: str | None = None) -> ExplorationResult:
+        return await self.acall(env=env, seed=seed, trajectory_id=trajectory_id, provenance=provenance,
+                                target_write=target_write, goal=goal)
+
+    def _propose(self, inputs: dict[str, Any]) -> ToolCall:
+        return run_steps(self._asks(), lambda _: self.propose(**inputs))
+
+    async def _apropose(self, inputs: dict[str, Any]) -> ToolCall:
+        return await arun_steps(self._asks(), lambda _: self.propose.acall(**inputs))
+
+    def _asks(self) -> Steps[ToolCall]:
+        """Up to ``parse_attempts`` predictions until one is a tool call."""
         from dspy.utils.exceptions import AdapterParseError
 
         last: Exception | None = None
         for _ in range(self.parse_attempts):
             try:
-                prediction = self.propose(**inputs)
+                prediction = yield None
             except (AdapterParseError, ValueError) as exc:
                 last = exc
                 continue
             call = prediction.tool_call
-            if isinstance(call, ToolCall) and call.name:
-                return call
+            if isinstance(call, BaseModel) and getattr(call, "name", None):
+                return ToolCall(name=call.name, arguments=dict(getattr(call, "arguments", None) or {}))
             last = ValueError(f"proposal is not a tool call: {call!r}")
         raise ExplorationError(f"explorer output did not parse after {self.parse_attempts} attempts: "
                                f"{str(last).splitlines()[0][:200] if last else ''}")

@@ -8,18 +8,24 @@ failed, goes to the sink the caller provides (``ItemSink``; the command line's i
 store's, ``store.failures.StoreSink``, one transaction per item), so an interrupted run
 loses only the items in flight, and ``resume`` skips the recorded ones.
 
+Items run on one asyncio event loop: a program with async methods (``aexplore``, ``awrite``,
+``aadapt``: the LM programs, on DSPy's ``acall``) is awaited, so ``workers`` items wait on the
+network at once; the offline baselines are plain calls that never yield, so an offline run does
+the items one after another in index order, as it always did.
+
 Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
 output does not parse. What still fails is recorded on the item with its reason
-(``lm_error``), and the run goes on.
+(``lm_error``), and the run goes on. Every LM call, failed or not, is recorded once, by the
+LM's ledger callback (``programs.lm.accounting``), not here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from itertools import chain, islice
+from itertools import islice
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
@@ -119,7 +125,6 @@ class ItemOutput(BaseModel):
     trajectory: Trajectory | None = None
     tasks: list[Task] = Field(default_factory=list)
     verdicts: list[Verdict] = Field(default_factory=list)
-    lm_calls: list[LMCall] = Field(default_factory=list)
 
 
 def item_seed(run_seed: int, index: int) -> int:
@@ -187,7 +192,7 @@ class GenerationPipeline:
                  program_versions: dict[str, str] | None = None, lms: dict[str, Any] | None = None,
                  workers: int = 1, adapt_attempts: int = 2,
                  after_item: Callable[[GenerationItem], None] | None = None,
-                 targets: Callable[[int], Any] | None = None) -> None:
+                 targets: Callable[[int], Any] | None = None, retry_failed: bool = False) -> None:
         self.env = env
         self.sink = sink
         self.config = config
@@ -202,6 +207,7 @@ class GenerationPipeline:
         # coverage-guided runs (optimize.coverage): item index -> a target with .tool (the
         # write to make first) and .goal (recorded as the trajectory's goal), or None
         self.targets = targets
+        self.retry_failed = retry_failed  # a resumed run also redoes the items that failed on the LM
         # mutants and premises too: a kept task fails every plausible wrong agent and claims only truths
         self.verifier = Verifier(env, discriminative=True)
         self._private_ids: frozenset[str] | None = None
@@ -216,38 +222,38 @@ class GenerationPipeline:
     # ------------------------------------------------------------ one item
 
     def generate_item(self, run_id: str, index: int) -> ItemOutput:
+        """`agenerate_item` on an event loop of its own."""
+        return asyncio.run(self.agenerate_item(run_id, index))
+
+    async def agenerate_item(self, run_id: str, index: int) -> ItemOutput:
         """Explore, write, adapt and verify item ``index``; never raises for LM failures."""
         config = self.config
         seed = item_seed(config.seed, index)
         provenance = Provenance(source=config.source, run_id=run_id, program_versions=self.program_versions,
                                 seed=seed)
         trajectory_id = f"{config.id_prefix}-{index:05d}"
-        failed_calls: list[LMCall] = []
 
         target = self.targets(index) if self.targets is not None else None
         steer = {"target_write": target.tool, "goal": target.goal} if target is not None else {}
         try:
-            explored = self.explorer.explore(self.env, seed, trajectory_id=trajectory_id, **steer,
-                                             provenance=provenance.model_copy(update={"trajectory_id": trajectory_id}))
+            explored = await _call(self.explorer, "explore", self.env, seed, trajectory_id=trajectory_id, **steer,
+                                   provenance=provenance.model_copy(update={"trajectory_id": trajectory_id}))
         except self._errors as exc:
-            failed_calls.append(self._failed_call("explorer", exc))
-            return self._failed(index, seed, "explore", "lm_error", _first_line(exc), None, failed_calls)
+            return self._failed(index, seed, "explore", "lm_error", _first_line(exc), None)
         trajectory = explored.trajectory
         counts = {"proposals": explored.proposals, "dropped_calls": len(explored.dropped)}
         if trajectory is None:
             return self._failed(index, seed, "explore", "no_trajectory", explored.rejected_reason or "", None,
-                                failed_calls, **counts)
+                                **counts)
         try:
-            written = self.writer.write(trajectory, self.env, provenance.model_copy(
+            written = await _call(self.writer, "write", trajectory, self.env, provenance.model_copy(
                 update={"trajectory_id": trajectory.id}))
         except self._errors as exc:
-            failed_calls.append(self._failed_call("writer", exc))
-            return self._failed(index, seed, "write", "lm_error", _first_line(exc), trajectory, failed_calls,
-                                **counts)
+            return self._failed(index, seed, "write", "lm_error", _first_line(exc), trajectory, **counts)
         general = written.task
         if general is None:
             return self._failed(index, seed, "write", "writer_rejected", written.rejected_reason or "", trajectory,
-                                failed_calls, **counts)
+                                **counts)
         tasks: list[Task] = []
         rejected: dict[str, str] = {}
         if "general" in config.conditions:
@@ -262,11 +268,10 @@ class GenerationPipeline:
             for _ in range(self.adapt_attempts):  # the adapter leaves re-asking on unparseable output to us
                 try:
                     prefer = target.tool if target is not None and target.condition == condition else None
-                    adapted = self.adapter.adapt(general, trajectory, condition, self.env,
-                                                 condition_seed(seed, condition), prefer_write=prefer)
+                    adapted = await _call(self.adapter, "adapt", general, trajectory, condition, self.env,
+                                          condition_seed(seed, condition), prefer_write=prefer)
                     break
                 except self._errors as exc:
-                    failed_calls.append(self._failed_call("adapter", exc))
                     rejected[condition] = f"lm_error: {_first_line(exc)}"
             if adapted is None:
                 continue
@@ -282,7 +287,7 @@ class GenerationPipeline:
                               general_task_id=general.id, tasks={t.condition: t.id for t in tasks},
                               verified={t.condition: v.passed for t, v in zip(tasks, verdicts)},
                               rejected=rejected, **counts)
-        return ItemOutput(item=item, trajectory=trajectory, tasks=tasks, verdicts=verdicts, lm_calls=failed_calls)
+        return ItemOutput(item=item, trajectory=trajectory, tasks=tasks, verdicts=verdicts)
 
     def _linted(self, task: Task) -> Task:
         """The task with its text findings recorded (``programs.verification.lint``)."""
@@ -292,14 +297,10 @@ class GenerationPipeline:
 
     @staticmethod
     def _failed(index: int, seed: int, stage: Literal["explore", "write"], reason: Any, detail: str,
-                trajectory: Trajectory | None, lm_calls: list[LMCall], **counts: int) -> ItemOutput:
+                trajectory: Trajectory | None, **counts: int) -> ItemOutput:
         item = GenerationItem(index=index, seed=seed, status="failed", stage=stage, reason=reason, detail=detail,
                               trajectory_id=trajectory.id if trajectory else None, **counts)
-        return ItemOutput(item=item, trajectory=trajectory, lm_calls=lm_calls)
-
-    def _failed_call(self, role: str, exc: BaseException) -> LMCall:
-        lm = self.lms.get(role)
-        return LMCall(role=role, model=str(getattr(lm, "model", "") or ""), error=_first_line(exc))
+        return ItemOutput(item=item, trajectory=trajectory)
 
     def _drain_usage(self) -> list[LMCall]:
         if self._recorder is None:
@@ -311,15 +312,17 @@ class GenerationPipeline:
         return out
 
     def _store(self, run_id: str, output: ItemOutput) -> None:
-        lm_calls = output.lm_calls + self._drain_usage()
+        # the calls recorded since the last item: this one's, and those of items still in flight
         self.sink.add(run_id, output.item, [output.trajectory] if output.trajectory else [], output.tasks,
-                      output.verdicts, lm_calls)
+                      output.verdicts, self._drain_usage())
 
     # ------------------------------------------------------------ the run
 
     def pending_items(self, run_id: str) -> Iterator[int]:
-        """Indexes not yet recorded, produced lazily: --n may be far larger than memory."""
-        done = {item.index for item in self.sink.recorded(run_id)}
+        """Indexes not yet recorded (with ``retry_failed``, also those that failed on the LM; the
+        newest record of an index wins), produced lazily: --n may be far larger than memory."""
+        done = {item.index for item in self.sink.recorded(run_id)
+                if not (self.retry_failed and item.status == "failed" and item.reason == "lm_error")}
         return (i for i in range(self.config.n) if i not in done)
 
     def run(self, run_id: str, progress: Callable[[GenerationItem], None] | None = None) -> RunSummary:
@@ -328,43 +331,45 @@ class GenerationPipeline:
         The run row must exist (``start_run``). On KeyboardInterrupt the run is marked
         'interrupted' and the interrupt propagates; committed items stay.
         """
-        todo = self.pending_items(run_id)
         try:
-            for output in self._outputs(run_id, todo):
-                self._store(run_id, output)
-                if progress is not None:
-                    progress(output.item)
-                if self.after_item is not None:
-                    self.after_item(output.item)
+            asyncio.run(self._run_items(run_id, self.pending_items(run_id), progress))
         except KeyboardInterrupt:
             self.sink.finish(run_id, "interrupted")
             raise
         self.sink.finish(run_id, "finished")
         return summarize(run_id, self.sink.recorded(run_id), self.config.conditions)
 
-    def _outputs(self, run_id: str, todo: Iterable[int]) -> Iterator[ItemOutput]:
+    async def _run_items(self, run_id: str, todo: Iterable[int],
+                         progress: Callable[[GenerationItem], None] | None) -> None:
+        """Keep ``workers`` items in flight on this loop; store each as it finishes (this loop's
+        thread is the only writer), those finishing together in index order."""
         queue = iter(todo)
-        first = list(islice(queue, 2))
-        queue = chain(first, queue)
-        if self.workers == 1 or len(first) <= 1:
-            for index in queue:
-                yield self.generate_item(run_id, index)
-            return
-        # LM runs spend their time waiting on the network: keep `workers` items in flight and
-        # store each as it finishes (the main thread is the only writer)
-        executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="t2t-generate")
-        pending: set[Future[ItemOutput]] = set()
+        pending: set[asyncio.Task[ItemOutput]] = set()
         try:
             while True:
                 for index in islice(queue, self.workers - len(pending)):
-                    pending.add(executor.submit(self.generate_item, run_id, index))
+                    pending.add(asyncio.ensure_future(self.agenerate_item(run_id, index)))
                 if not pending:
                     break
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: f.result().item.index):
-                    yield future.result()
+                    output = future.result()
+                    self._store(run_id, output)
+                    if progress is not None:
+                        progress(output.item)
+                    if self.after_item is not None:
+                        self.after_item(output.item)
         finally:
-            executor.shutdown(wait=False, cancel_futures=True)
+            for future in pending:
+                future.cancel()
+
+
+async def _call(program: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+    """``program.a<method>`` awaited where the program has it (DSPy's async path), else ``program.<method>``."""
+    asynchronous = getattr(program, "a" + method, None)
+    if asynchronous is not None:
+        return await asynchronous(*args, **kwargs)
+    return getattr(program, method)(*args, **kwargs)
 
 
 def summarize(run_id: str, items: Sequence[GenerationItem], conditions: Sequence[str]) -> RunSummary:

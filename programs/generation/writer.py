@@ -23,6 +23,8 @@ from pydantic import BaseModel, Field
 from domains import Environment
 from domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
 from programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
+from programs.generation.prompting import shown_steps
+from programs.generation.steps import Steps, arun_steps, run_steps
 from signatures.generation import WriteTask
 from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
 
@@ -131,8 +133,9 @@ class TaskWriter(dspy.Module):
         self.attempts = attempts
         self.grounding = grounding
 
-    def forward(self, trajectory: Trajectory, env: Environment[Any],
-                provenance: Provenance | None = None) -> WritingResult:
+    def _attempts(self, trajectory: Trajectory, env: Environment[Any],
+                  provenance: Provenance | None) -> Steps[WritingResult]:
+        """The writing loop: yields each prediction's inputs, receives the prediction."""
         from dspy.utils.exceptions import AdapterParseError
 
         grounding = self.grounding or lm_kit(env)
@@ -143,7 +146,7 @@ class TaskWriter(dspy.Module):
         parsed = False
         for _ in range(self.attempts):
             try:
-                prediction = self.write_task(trajectory=trajectory.steps, policy=env.policy, required_facts=required)
+                prediction = yield dict(trajectory=shown_steps(trajectory.steps), required_facts=required)
             except (AdapterParseError, ValueError) as exc:
                 parse_error = exc
                 continue
@@ -167,6 +170,19 @@ class TaskWriter(dspy.Module):
             raise WriterError(f"writer output did not parse after {self.attempts} attempts: {detail}")
         return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
 
+    def forward(self, trajectory: Trajectory, env: Environment[Any],
+                provenance: Provenance | None = None) -> WritingResult:
+        return run_steps(self._attempts(trajectory, env, provenance), lambda inputs: self.write_task(**inputs))
+
+    async def aforward(self, trajectory: Trajectory, env: Environment[Any],
+                       provenance: Provenance | None = None) -> WritingResult:
+        return await arun_steps(self._attempts(trajectory, env, provenance),
+                                lambda inputs: self.write_task.acall(**inputs))
+
     def write(self, trajectory: Trajectory, env: Environment[Any],
               provenance: Provenance | None = None) -> WritingResult:
         return self(trajectory=trajectory, env=env, provenance=provenance)
+
+    async def awrite(self, trajectory: Trajectory, env: Environment[Any],
+                     provenance: Provenance | None = None) -> WritingResult:
+        return await self.acall(trajectory=trajectory, env=env, provenance=provenance)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from dspy.utils.callback import BaseCallback
@@ -123,7 +123,9 @@ class CallLedger:
     """Thread-safe collection of `LMCall` rows, with running totals for a progress line.
 
     ``take()`` hands over the rows collected so far (each row once); totals and the first
-    error line of each kind stay for the run's summary.
+    error line of each kind stay for the run's summary. Functions given to ``on_call`` are
+    called after each recorded call (from whichever thread made it) with the progress line:
+    the commands' live line is fed from here, not from their own counting.
     """
 
     def __init__(self) -> None:
@@ -136,6 +138,10 @@ class CallLedger:
         self.errors: Counter[str] = Counter()
         self.first_errors: dict[str, str] = {}  # kind -> the first line explaining it
         self.warnings: list[str] = []
+        self._listeners: list[Callable[[str], None]] = []
+
+    def on_call(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
 
     def add(self, tag: LMRole, call: LMCall, kind: str | None = None, line: str | None = None) -> None:
         with self._lock:
@@ -147,6 +153,9 @@ class CallLedger:
             if kind is not None:
                 self.errors[kind] += 1
                 self.first_errors.setdefault(kind, line or kind)
+            progress = self.progress_line() if self._listeners else ""
+        for listener in self._listeners:
+            listener(progress)
 
     def warn_once(self, line: str) -> bool:
         with self._lock:
@@ -167,8 +176,9 @@ class CallLedger:
 
     def progress_line(self) -> str:
         errors = ", ".join(f"{k} {n}" for k, n in sorted(self.errors.items())) or "none"
+        cost = f"{self.cost:.4f}" if self.cost >= 0.01 or not self.cost else f"{self.cost:.6f}"  # cents show
         return (f"LM calls {self.calls}, tokens {self.prompt_tokens}+{self.completion_tokens}, "
-                f"${self.cost:.4f}, errors: {errors}")
+                f"${cost}, errors: {errors}")
 
     def reasons(self, limit: int = 3) -> list[str]:
         """The first explaining line of each error kind seen, most frequent kind first."""

@@ -9,7 +9,7 @@ source, a role's own setting beats that source's default):
 
 1. ``flags``: ``{"lm": ..., "<role>_lm": ..., "<knob>": ..., "<role>_<knob>": ...}`` with a knob
    of ``KNOB_FIELDS`` (api_base, api_key, timeout, retries, max_tokens, temperature,
-   structured, context_window); None or "" means not given; '-' may stand for '_'.
+   structured, context_window, max_concurrent); None or "" means not given; '-' may stand for '_'.
 2. environment: ``T2T_LM``, ``T2T_<ROLE>_LM``, ``T2T_<KNOB>``, ``T2T_<ROLE>_<KNOB>`` (upper-case,
    e.g. ``T2T_AGENT_LM``, ``T2T_TIMEOUT``, ``T2T_WRITER_MAX_TOKENS``).
 3. a config file, TOML (``tomllib``) or JSON (by suffix ``.json``)::
@@ -105,6 +105,9 @@ class LMSettings(BaseModel):
     structured: Literal["auto", "on", "off"] = "auto"
     # the model's window in tokens, when known: a prompt that will not fit is reported before the call
     context_window: int | None = Field(default=None, gt=0)
+    # at most this many calls of the role in flight at once (programs.lm.limits); None: no bound
+    # beyond the command's own (--workers, --concurrency)
+    max_concurrent: int | None = Field(default=None, ge=1)
     # None: ask the model maps (DSPy's for OpenAI-compatible models, else LiteLLM's).
     # True/False: explicit, for local models with custom names (vLLM, Ollama, ...).
     function_calling: bool | None = None
@@ -148,7 +151,7 @@ _SCOPES = (DEFAULT, *ROLES)
 KNOB_FIELDS: dict[str, str] = {
     "api_base": "api_base", "api_key": "api_key", "timeout": "timeout_s", "retries": "num_retries",
     "max_tokens": "max_tokens", "temperature": "temperature", "structured": "structured",
-    "context_window": "context_window",
+    "context_window": "context_window", "max_concurrent": "max_concurrent",
 }
 Layer = dict[str, dict[str, Any]]  # scope -> field -> value
 
@@ -303,10 +306,13 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
       ``use_native_function_calling=supports_native_tools(settings)`` to the adapter.
     - ``None``: whatever the maps say; check ``lm.supports_function_calling``.
 
+    Concurrency. With ``max_concurrent`` the LM is a ``programs.lm.limits.BoundedLM``: at most
+    that many of its calls (and its copies') are in flight at once.
+
     ``extra`` goes to ``dspy.LM`` unchanged (e.g. ``callbacks``).
     """
     ensure_local_cost_map()
-    import dspy
+    from programs.lm.limits import BoundedLM, CallLimiter
 
     kwargs: dict[str, Any] = dict(
         temperature=settings.temperature,
@@ -327,14 +333,16 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
 
         kwargs["callbacks"] = [*extra.pop("callbacks", []), LMRole(role, settings, ledger, warn)]
     kwargs.update(extra)
-    lm = dspy.LM(settings.model, **kwargs)
+    lm = BoundedLM(settings.model, **kwargs)
     if settings.function_calling and not lm.supports_function_calling:
         _register_function_calling(settings.model)
         kwargs["engine"] = "litellm"
-        lm = dspy.LM(settings.model, **kwargs)
+        lm = BoundedLM(settings.model, **kwargs)
         if not lm.supports_function_calling:
             raise RuntimeError(f"function_calling=True but DSPy still sees no function calling for "
                                f"{settings.model!r} after registering it with LiteLLM")
+    if settings.max_concurrent is not None:
+        lm.limiter = CallLimiter(settings.max_concurrent)
     return lm
 
 
