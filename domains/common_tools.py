@@ -28,6 +28,25 @@ def _evaluate(node: ast.AST) -> float:
     raise ToolError("Invalid expression")
 
 
+def evaluate(expression: str) -> float:
+    """The value of an arithmetic expression as ``calculate`` computes it (ToolError if it is not one)."""
+    if any(ch not in "0123456789+-*/(). " for ch in expression):
+        raise ToolError("Invalid characters in expression")
+    try:
+        return _evaluate(ast.parse(expression, mode="eval"))
+    except SyntaxError:
+        raise ToolError("Invalid expression") from None
+    except ZeroDivisionError:
+        raise ToolError("Division by zero") from None
+
+
+def amount_text(value: float) -> str:
+    """An amount as an agent reads it off ``calculate`` ("540" for 540.0, "12.5", "99.99"): a
+    substring of what ``calculate`` prints and of the same amount written with cents."""
+    rounded = round(value, 2)
+    return str(int(rounded)) if rounded == int(rounded) else str(rounded)
+
+
 @tool("generic")
 def calculate(tx: Transaction, expression: str) -> str:
     """Evaluate an arithmetic expression and return the result rounded to two decimals.
@@ -35,15 +54,7 @@ def calculate(tx: Transaction, expression: str) -> str:
     Args:
         expression: Numbers, parentheses, spaces and the operators + - * / only, e.g. '(12.5 + 3) * 2'.
     """
-    if any(ch not in "0123456789+-*/(). " for ch in expression):
-        raise ToolError("Invalid characters in expression")
-    try:
-        value = _evaluate(ast.parse(expression, mode="eval"))
-    except SyntaxError:
-        raise ToolError("Invalid expression") from None
-    except ZeroDivisionError:
-        raise ToolError("Division by zero") from None
-    return str(round(value, 2))
+    return str(round(evaluate(expression), 2))
 
 
 @tool("generic", ends_conversation=True)

@@ -173,6 +173,16 @@ def generic_exploration(env: Environment[Any]) -> ExplorationKit:
 # ---------------------------------------------------------------- conditions
 
 
+def open_reading(stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
+    """The write an underspecified request (``stated``, this kit's shape) means for
+    ``candidate``: the call with its open argument set to that value."""
+    argument = stated.get("open")
+    if not isinstance(argument, str):
+        return None
+    value = next((v for v in stated.get("values") or [] if str(v) == candidate), candidate)
+    return Call(name=call["name"], arguments={**call["arguments"], argument: value})
+
+
 class GenericConditions:
     """A ``domains.kit.ConditionKit`` for any domain, from tool specs, observations and forks.
 
@@ -285,11 +295,7 @@ class GenericConditions:
         return None if value is None else str(value)
 
     def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
-        argument = stated.get("open")
-        if not isinstance(argument, str):
-            return None
-        value = next((v for v in stated.get("values") or [] if str(v) == candidate), candidate)
-        return Call(name=call["name"], arguments={**call["arguments"], argument: value})
+        return open_reading(stated, call, candidate)
 
     def call_claims(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
                     user_id: str | None = None) -> list[Any]:

@@ -21,6 +21,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from domains.common_tools import amount_text, evaluate
 from domains.runtime import Environment, Episode
 
 
@@ -162,6 +163,19 @@ class RequiredFact(BaseModel):
         return f"{self.label}: {self.alternatives[0]}"
 
 
+class Calculation(BaseModel):
+    """An amount the agent works out from numbers it read (a refund total, a fare
+    difference) and must tell the user, who asks for it with ``question``."""
+
+    expression: str  # as an agent would hand it to the `calculate` tool, e.g. "(129.5 + 40) * 2"
+    question: str  # e.g. "Before you confirm, ask the agent how much the refund comes to in total."
+
+    @property
+    def result(self) -> str:
+        """The amount, as `calculate` gives it (one home: ``domains.common_tools``)."""
+        return amount_text(evaluate(self.expression))
+
+
 class RequestFacts(BaseModel):
     """One write of a trajectory as the user asks for it: a template sentence and its facts."""
 
@@ -169,8 +183,16 @@ class RequestFacts(BaseModel):
     sentence: str
     facts: list[RequiredFact] = Field(default_factory=list)
     claims: list[Claim] = Field(default_factory=list)  # what the sentence asserts about the database
-    # what the agent must tell the user (an amount it works out from what it read), asked for in the sentence
-    communicate: list[str] = Field(default_factory=list)
+    # amounts the agent must tell the user, each asked for by its question at the end of the sentence
+    calculations: list[Calculation] = Field(default_factory=list)
+
+    @property
+    def communicate(self) -> list[str]:
+        return [c.result for c in self.calculations]
+
+    @property
+    def questions(self) -> list[str]:
+        return [c.question for c in self.calculations]
 
 
 class TrajectoryFacts(BaseModel):
@@ -222,6 +244,9 @@ class ExplorationKit:
     # id kinds (values of ``hints.id_keys``) a customer knows and may say (an order number);
     # the others (payment-method, item, user ids) a customer's text must not contain
     customer_id_kinds: tuple[str, ...] = ()
+    # the amounts an agent works out before a write (the state just before it), which the
+    # task asks it to tell; the baseline explorer runs about half of them through `calculate`
+    calculations: Callable[[Episode[Any], Call], list[Calculation]] | None = None
 
     def sample_seed(self, episode: Episode[Any], rng: random.Random, for_write: str | None = None) -> Seed:
         """A seed entity drawn with ``rng``: a customer, or an entity of a ``seed_via`` table.

@@ -19,13 +19,21 @@ forks, so nothing here is trusted for a condition.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from domains.airline.constants import INSURANCE_PER_PASSENGER, MAX_PASSENGERS, PRICE_PER_EXTRA_BAG, TODAY
-from domains.airline.exploration import payment_words, trip_words
-from domains.airline.knowledge import CABIN_WORDS, alternative_flights, user_reservations
+from domains.airline.knowledge import (
+    CABIN_WORDS,
+    VAGUE,
+    alternative_flights,
+    payment_words,
+    request_claims,
+    request_words,
+    trip_claims,
+    trip_words,
+    user_reservations,
+)
 from domains.airline.models import Available, Flight, Reservation
 from domains.airline.rules import (
     any_flown,
@@ -36,16 +44,16 @@ from domains.airline.rules import (
     reservation,
     user,
 )
-from domains.generic_kit import GenericConditions
+from domains.generic_kit import GenericConditions, open_reading
 from domains.retail.generate import FIRST_NAMES
-from domains.kit import AmbiguityProposal, Call, ChangeAlternative, EntityCandidate, InfeasibleProposal
+from domains.kit import AmbiguityProposal, Call, ChangeAlternative, Claim, EntityCandidate, InfeasibleProposal
 from domains.runtime import Episode, PolicyContext
 
 MAX_OTHER_USERS = 2
 NOUNS = {"book_reservation": "booking", "cancel_reservation": "cancellation",
          "update_reservation_flights": "flight change", "update_reservation_baggages": "bag change",
          "update_reservation_passengers": "passenger change", "send_certificate": "compensation"}
-VAGUE = {"reservation_id": "one of your reservations", "payment_id": "one of your payment methods"}
+HANDOFF = "transfer_to_human_agents"
 
 
 def _generic(episode: Episode[Any]) -> GenericConditions:
@@ -102,59 +110,17 @@ class AirlineConditions:
 
     def describe_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
                       stated: Mapping[str, Any] | None = None) -> str:
-        """A write as a first-person request, from the state just before it; with ``stated``,
-        the argument it leaves open is said only vaguely."""
-        a = arguments
-        vague = str(stated.get("open")) if stated else None
-        booking = reservation(episode, a.get("reservation_id"))
-        owner_id = _owner_of_call(episode, name, a) or str(a.get("user_id", ""))
+        """A write as the customer asks for it (``knowledge.request_words``, airline's one
+        wording, which the writer's templates use too)."""
+        return request_words(episode, name, arguments, stated)
 
-        def pay(method_id: Any) -> str:
-            if vague == "payment_id":
-                return VAGUE["payment_id"]
-            return payment_words(episode, owner_id, str(method_id))[0]
+    def call_claims(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                    user_id: str | None = None) -> list[Claim]:
+        return request_claims(episode, name, arguments, user_id)
 
-        if vague == "reservation_id":
-            trip = VAGUE["reservation_id"]
-        elif booking is not None:
-            trip = f"reservation {booking.reservation_id} ({trip_words(booking)})"
-        else:
-            trip = f"reservation {a.get('reservation_id')}"
-        if name == "cancel_reservation":
-            return f"cancel {trip}"
-        if name == "update_reservation_baggages":
-            return f"have {a.get('total_baggages')} checked bag(s) in all on {trip}, paying any fee with " \
-                   f"{pay(a.get('payment_id'))}"
-        if name == "update_reservation_passengers":
-            people = ", ".join(f"{p.get('first_name')} {p.get('last_name')} (born {p.get('dob')})"
-                               for p in a.get("passengers") or [] if isinstance(p, Mapping))
-            return f"have the passengers of {trip} be {people}"
-        if name == "update_reservation_flights":
-            cabin = CABIN_WORDS.get(str(a.get("cabin")), str(a.get("cabin")))
-            legs = [f for f in a.get("flights") or [] if isinstance(f, Mapping)]
-            same = booking is not None and [(s.flight_number, s.date) for s in booking.flights] == \
-                [(f.get("flight_number"), f.get("date")) for f in legs]
-            if same:
-                return f"move {trip} to {cabin} on the same flights, settling the fare difference with " \
-                       f"{pay(a.get('payment_id'))}"
-            flights = ", then ".join(_leg_words(episode, str(f.get("flight_number")), str(f.get("date"))) for f in legs)
-            return f"change {trip} to {flights}, in {cabin}, settling the fare difference with " \
-                   f"{pay(a.get('payment_id'))}"
-        if name == "book_reservation":
-            legs = [f for f in a.get("flights") or [] if isinstance(f, Mapping)]
-            flights = ", then ".join(_leg_words(episode, str(f.get("flight_number")), str(f.get("date"))) for f in legs)
-            people = " and ".join(f"{p.get('first_name')} {p.get('last_name')} (born {p.get('dob')})"
-                                  for p in a.get("passengers") or [] if isinstance(p, Mapping))
-            methods = [m for m in a.get("payment_methods") or [] if isinstance(m, Mapping)]
-            paying = " and ".join(f"{m.get('amount')} with {pay(m.get('payment_id'))}" for m in methods)
-            insured = "with" if a.get("insurance") == "yes" else "without"
-            cabin = CABIN_WORDS.get(str(a.get("cabin")), str(a.get("cabin")))
-            return (f"book a one-way trip from {a.get('origin')} to {a.get('destination')} on {flights}, in {cabin}, "
-                    f"for {people}, with {a.get('total_baggages')} checked bag(s) in all, {insured} travel "
-                    f"insurance, paying {paying}")
-        if name == "send_certificate":
-            return f"receive a travel certificate of {a.get('amount')} dollars as compensation for a disrupted flight"
-        return f"{name.replace('_', ' ')} {json.dumps(dict(a), sort_keys=True)}"
+    def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
+        """The write an agent that guessed ``candidate`` for the open argument would make."""
+        return open_reading(stated, call, candidate)
 
     def action_label(self, name: str, arguments: Mapping[str, Any]) -> str:
         noun = NOUNS.get(name, name.replace("_", " "))
@@ -242,9 +208,11 @@ class AirlineConditions:
         related = set(self.related_entities(calls))
         out: list[InfeasibleProposal] = []
 
-        def add(rule: str, name: str, arguments: dict[str, Any], fact: str, rid: str | None = None) -> None:
+        def add(rule: str, name: str, arguments: dict[str, Any], fact: str, rid: str | None = None,
+                handoff: Call | None = None) -> None:
             out.append(InfeasibleProposal(rule=rule, action=Call(name=name, arguments=arguments), fact=fact,
-                                          related=rid in related if rid else False))
+                                          related=rid in related if rid else False, handoff=handoff,
+                                          claims=request_claims(episode, name, arguments, user_id)))
 
         cards = _charge_methods(episode, user_id, 0)
         for booking in user_reservations(episode, user_id):
@@ -252,11 +220,14 @@ class AirlineConditions:
             active = booking.status is None
             flown = any_flown(episode, booking)
             if active and (flown or not cancellation_grounds(episode, booking)):
+                # the policy: a trip already under way cannot be cancelled, and goes to a human agent
+                handoff = Call(name=HANDOFF, arguments={"summary": f"The user wants to cancel reservation {rid}, "
+                                                                   "part of which has already been flown."})
                 add("cancellation_allowed", "cancel_reservation", {"reservation_id": rid},
                     f"reservation {rid} may not be cancelled: " + (
-                        "a segment was already flown" if flown else
+                        "a segment was already flown, so the user is handed to a human agent" if flown else
                         "it was booked more than 24 hours ago, no flight was cancelled by the airline, it is not "
-                        "business and has no insurance"), rid)
+                        "business and has no insurance"), rid, handoff=handoff if flown else None)
             if not active:
                 continue
             if booking.total_baggages > 0 and cards:
@@ -315,13 +286,6 @@ class AirlineConditions:
         out += _booking_proposals(episode, owner.user_id)
         out += _other_users(episode, user_id)
         return out
-
-
-def _leg_words(episode: Episode[Any], number: str, date: str) -> str:
-    flight = _flight(episode, number)
-    if flight is None:
-        return f"flight {number} on {date}"
-    return f"the {flight.origin}-{flight.destination} flight on {date} departing at {_departure(episode, number)}"
 
 
 def _other_destination_flight(episode: Episode[Any], origin: str, destination: str, date: str, cabin: str,
@@ -472,10 +436,15 @@ def _other_users(episode: Episode[Any], user_id: str) -> list[InfeasibleProposal
         booking = cast(Reservation, episode.get("reservations", key))
         if booking.user_id != user_id and booking.status is None and cancellation_grounds(episode, booking) \
                 and not any_flown(episode, booking):
+            trip = f"reservation {key} ({trip_words(booking)})"
             out.append(InfeasibleProposal(
                 rule="act_for_authenticated_user", related=False,
                 action=Call(name="cancel_reservation", arguments={"reservation_id": key}),
-                fact=f"reservation {key} belongs to another user; the agent acts only for the authenticated user"))
+                fact=f"reservation {key} belongs to another user; the agent acts only for the authenticated user",
+                request=f"cancel {trip}, which a friend booked with their own account, on their behalf",
+                claims=[*trip_claims(booking, None),
+                        Claim(table="reservations", key=key, path=["user_id"], op="ne", value=user_id,
+                              says="which a friend booked with their own account")]))
     return out
 
 

@@ -20,15 +20,25 @@ from typing import Any, cast
 
 from domains import Environment
 from domains.airline.constants import INSURANCE_PER_PASSENGER, NOW, PRICE_PER_EXTRA_BAG, TODAY
-from domains.airline.knowledge import CABIN_WORDS
+from domains.airline.calculations import calculations
+from domains.airline.knowledge import (
+    CABIN_WORDS,
+    booked_in_task,
+    cancel_reason,
+    flight_words,
+    payment_words,
+    request_claims,
+    request_words,
+    trip_words,
+    user_reservations,
+)
 from domains.airline.models import Reservation
 from domains.airline.rules import (
     any_flown,
-    booked_within_24h,
     cancellation_grounds,
     compensation_due,
     free_bags,
-    segment_status,
+    owner_of_call,
     user,
 )
 from domains.kit import (
@@ -46,7 +56,9 @@ from domains.kit import (
 from domains.runtime import Episode
 
 HINTS = GroundingHints(
-    id_keys={"user_id": "user_id", "reservation_id": "reservation_id", "reservations": "reservation_id"},
+    # payment ids are known to the walk's records too; customers never say them (lint)
+    id_keys={"user_id": "user_id", "reservation_id": "reservation_id", "reservations": "reservation_id",
+             "payment_id": "payment_id", "payment_methods": "payment_id"},
     entity_keys=("reservation_id", "user_id"),
 )
 
@@ -81,17 +93,11 @@ def reservation_reads(booking: dict[str, Any]) -> list[Call]:
     return list({json.dumps(c.model_dump(), sort_keys=True): c for c in calls}.values())
 
 
-def _trip_words(booking: Mapping[str, Any]) -> str:
-    kind = "round trip" if booking["flight_type"] == "round_trip" else "one-way trip"
-    first = booking["flights"][0]["date"] if booking["flights"] else ""
-    return f"{kind} from {booking['origin']} to {booking['destination']} on {first}".strip()
-
-
 RESERVATION_SEED = SeedVia(
     customer_key=lambda booking: booking["user_id"],
     first_reads=reservation_reads,
     describe=lambda booking: f"They are calling about their reservation {booking['reservation_id']} "
-                             f"({_trip_words(booking)}).",
+                             f"({trip_words(booking)}).",
 )
 
 
@@ -357,142 +363,68 @@ WRITE_BUILDERS = {
 }
 
 
-# ---------------------------------------------------------------- words and facts
-
-
-def payment_words(episode: Episode[Any], user_id: str, method_id: str) -> tuple[str, list[str]]:
-    """A payment method as its owner names it, and the words that single it out (first the
-    one a request states): a card by brand and last four digits; a gift card or certificate
-    by kind, with its id only where the owner has several of that kind."""
-    owner = user(episode, user_id)
-    method = owner.payment_methods.get(method_id) if owner else None
-    if method is None:
-        return f"payment method {method_id}", [method_id]
-    if method.source == "credit_card":
-        return (f"your {method.brand} credit card ending in {method.last_four}",  # type: ignore[union-attr]
-                [method.last_four, method_id])  # type: ignore[union-attr]
-    kind = method.source.replace("_", " ")
-    same = [m for m in owner.payment_methods.values() if m.source == method.source] if owner else []
-    if len(same) == 1:
-        return f"your {kind}", [kind, method_id]
-    return f"your {kind} {method_id}", [method_id]
-
-
-def trip_words(booking: Reservation) -> str:
-    return _trip_words(booking.model_dump())
+# ---------------------------------------------------------------- facts of a write
 
 
 def _rid_fact(reservation_id: str) -> RequiredFact:
     return RequiredFact(label="reservation id", alternatives=[reservation_id])
 
 
-def _clock(time: str) -> str:
-    return time[:5]  # "06:30:00" -> "06:30"
-
-
-def _flight_words(episode: Episode[Any], number: str, date: str) -> tuple[str, str]:
-    """A flight as a traveller names it (route, day and departure time) and the time alone."""
-    flight = episode.get("flights", number)
-    if flight is None:
-        return f"flight {number} on {date}", number
-    departure = _clock(flight.scheduled_departure_time_est)  # type: ignore[attr-defined]
-    return (f"the {flight.origin}-{flight.destination} flight on {date} departing at "  # type: ignore[attr-defined]
-            f"{departure}", departure)
-
-
-def _cancel_reason(episode: Episode[Any], booking: Reservation) -> tuple[str, list[str]]:
-    """Why the customer cancels, in words that match a ground the policy accepts."""
-    if any(segment_status(episode, s) == "cancelled" for s in booking.flights):
-        return "the airline cancelled one of its flights", []
-    if booked_within_24h(booking):
-        return "you booked it only a few hours ago and your plans have changed", []
-    if booking.cabin == "business":
-        return "your plans have changed", []
-    return "you are ill and cannot travel (your booking has travel insurance)", [
-        RequiredFact(label="reason", alternatives=["ill", "sick", "health"])]
-
-
-def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any]) -> RequestFacts:
-    """Template sentence and facts of one airline write, read from the state just before it."""
+def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any],
+                     user_id: str | None = None) -> RequestFacts:
+    """Sentence, facts, claims and amounts of one airline write, read from the state just
+    before it. The words are ``knowledge.request_words`` (the condition kit says writes with
+    the same function); the facts are what of them the agent must hear."""
     booking = cast(Reservation | None, episode.get("reservations", str(a.get("reservation_id", ""))))
+    owner_id = owner_of_call(episode, name, a) or str(a.get("user_id", ""))
+    facts: list[RequiredFact] = []
+
+    def payment(method_id: str) -> RequiredFact:
+        return RequiredFact(label="payment method", alternatives=payment_words(episode, owner_id, method_id)[1])
+
     if name == "book_reservation":
-        owner = user(episode, a["user_id"])
-        assert owner is not None
-        flight, departure = _flight_words(episode, a["flights"][0]["flight_number"], a["flights"][0]["date"])
-        extra = [f"{p['first_name']} {p['last_name']} (born {p['dob']})" for p in a["passengers"]]
-        payment, words = payment_words(episode, owner.user_id, a["payment_methods"][0]["payment_id"])
-        insured = "with" if a["insurance"] == "yes" else "without"
+        leg = a["flights"][0]
+        _, departure = flight_words(episode, leg["flight_number"], leg["date"])
         facts = [RequiredFact(label="origin", alternatives=[a["origin"]]),
                  RequiredFact(label="destination", alternatives=[a["destination"]]),
-                 RequiredFact(label="date", alternatives=[a["flights"][0]["date"]]),
-                 RequiredFact(label="departure time", alternatives=[departure, a["flights"][0]["flight_number"]]),
+                 RequiredFact(label="date", alternatives=[leg["date"]]),
+                 RequiredFact(label="departure time", alternatives=[departure, leg["flight_number"]]),
                  RequiredFact(label="cabin", alternatives=[CABIN_WORDS[a["cabin"]]]),
-                 RequiredFact(label="payment method", alternatives=words)]
+                 payment(a["payment_methods"][0]["payment_id"])]
         for p in a["passengers"]:
             facts += [RequiredFact(label="passenger", alternatives=[f"{p['first_name']} {p['last_name']}"]),
                       RequiredFact(label="passenger date of birth", alternatives=[p["dob"]])]
-        return RequestFacts(tool=name, facts=facts, sentence=(
-            f"You want to book a one-way trip on {flight}, in {CABIN_WORDS[a['cabin']]}, for "
-            f"{' and '.join(extra)}, with {a['total_baggages']} checked bag(s) in all, {insured} travel insurance, "
-            f"paying the whole price with {payment}."))
-    if name == "send_certificate":
-        owner = user(episode, a["user_id"])
-        cancelled = next(((r, s) for r in (episode.get("reservations", k) for k in (owner.reservations if owner else []))
-                          if r is not None for s in cast(Reservation, r).flights
-                          if segment_status(episode, s) == "cancelled"
-                          and len(cast(Reservation, r).passengers) * 100 == a["amount"]), None)
-        if cancelled is None:
-            return RequestFacts(tool=name, sentence="Your flight was disrupted and you want to be compensated.")
-        held, segment = cast(tuple[Reservation, Any], cancelled)
-        flight, _ = _flight_words(episode, segment.flight_number, segment.date)
-        return RequestFacts(tool=name, facts=[_rid_fact(held.reservation_id)], sentence=(
-            f"The airline cancelled {flight} of your reservation {held.reservation_id}; you want to be "
-            f"compensated for the trouble."))
-    assert booking is not None
-    rid = booking.reservation_id
-    trip = f"your reservation {rid} ({trip_words(booking)})"
-    if name == "cancel_reservation":
-        reason, facts = _cancel_reason(episode, booking)
-        return RequestFacts(tool=name, facts=[_rid_fact(rid), *facts],
-                            sentence=f"You want to cancel {trip} because {reason}.")
-    if name == "update_reservation_baggages":
-        payment, words = payment_words(episode, booking.user_id, a["payment_id"])
-        added = a["total_baggages"] - booking.total_baggages
-        return RequestFacts(tool=name, facts=[_rid_fact(rid), RequiredFact(label="bags in all", alternatives=[
-            f"{a['total_baggages']} checked bag"]), RequiredFact(label="payment method", alternatives=words)],
-            sentence=(f"You want to add {added} checked bag(s) to {trip}, {a['total_baggages']} checked bag(s) in "
-                      f"all, paying any fee with {payment}."))
-    if name == "update_reservation_flights":
-        payment, words = payment_words(episode, booking.user_id, a["payment_id"])
-        kept = [(s.flight_number, s.date) for s in booking.flights]
-        wanted = [(f["flight_number"], f["date"]) for f in a["flights"]]
-        facts = [_rid_fact(rid), RequiredFact(label="payment method", alternatives=words)]
-        if wanted == kept:
-            facts.append(RequiredFact(label="cabin", alternatives=[CABIN_WORDS[a["cabin"]]]))
-            return RequestFacts(tool=name, facts=facts, sentence=(
-                f"You want to move {trip} to {CABIN_WORDS[a['cabin']]} on the same flights, settling the fare "
-                f"difference with {payment}."))
-        changes = []
-        for (old_number, old_date), (new_number, new_date) in zip(kept, wanted):
-            if (old_number, old_date) != (new_number, new_date):
-                old, _ = _flight_words(episode, old_number, old_date)
-                new, departure = _flight_words(episode, new_number, new_date)
-                changes.append(f"{old} for the one departing at {departure} the same day")
-                facts.append(RequiredFact(label="new departure time", alternatives=[departure, new_number]))
-        return RequestFacts(tool=name, facts=facts, sentence=(
-            f"On {trip} you want to swap {' and '.join(changes)}, keeping everything else, and settle any fare "
-            f"difference with {payment}."))
-    if name == "update_reservation_passengers":
-        swaps, facts = [], [_rid_fact(rid)]
-        for old, new in zip(booking.passengers, a["passengers"]):
-            if (old.first_name, old.last_name, old.dob) != (new["first_name"], new["last_name"], new["dob"]):
-                swaps.append(f"{old.first_name} {old.last_name} replaced by {new['first_name']} {new['last_name']} "
-                             f"(born {new['dob']})")
-                facts += [RequiredFact(label="new passenger", alternatives=[f"{new['first_name']} {new['last_name']}"]),
-                          RequiredFact(label="new passenger date of birth", alternatives=[new["dob"]])]
-        return RequestFacts(tool=name, facts=facts,
-                            sentence=f"On {trip} you want {' and '.join(swaps) or 'the passengers updated'}.")
-    return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.")
+    elif name == "send_certificate":
+        words = request_words(episode, name, a)
+        facts = [_rid_fact(r) for r in (b.reservation_id for b in user_reservations(episode, owner_id)) if r in words]
+    elif booking is not None:
+        # a reservation booked earlier in the task is named by its trip: no id to state
+        facts = [] if booked_in_task(episode, booking.reservation_id) else [_rid_fact(booking.reservation_id)]
+        if name == "cancel_reservation":
+            facts += cancel_reason(episode, booking)[1]
+        elif name == "update_reservation_baggages":
+            facts += [RequiredFact(label="bags in all", alternatives=[f"{a['total_baggages']} checked bag"]),
+                      payment(a["payment_id"])]
+        elif name == "update_reservation_flights":
+            facts.append(payment(a["payment_id"]))
+            kept = [(s.flight_number, s.date) for s in booking.flights]
+            wanted = [(f["flight_number"], f["date"]) for f in a["flights"]]
+            if wanted == kept:
+                facts.append(RequiredFact(label="cabin", alternatives=[CABIN_WORDS[a["cabin"]]]))
+            for number, date in wanted:
+                if (number, date) not in kept:
+                    facts.append(RequiredFact(label="new departure time",
+                                              alternatives=[flight_words(episode, number, date)[1], number]))
+        elif name == "update_reservation_passengers":
+            for old, new in zip(booking.passengers, a["passengers"]):
+                if (old.first_name, old.last_name, old.dob) != (new["first_name"], new["last_name"], new["dob"]):
+                    facts += [RequiredFact(label="new passenger",
+                                           alternatives=[f"{new['first_name']} {new['last_name']}"]),
+                              RequiredFact(label="new passenger date of birth", alternatives=[new["dob"]])]
+    amounts = calculations(episode, Call(name=name, arguments=dict(a)))
+    sentence = " ".join([f"You want to {request_words(episode, name, a)}.", *(c.question for c in amounts)])
+    return RequestFacts(tool=name, sentence=sentence, facts=facts, calculations=amounts,
+                        claims=request_claims(episode, name, a, user_id))
 
 
 def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: str | None) -> TrajectoryFacts:
@@ -506,7 +438,9 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
         if spec is not None and spec.authenticates is not None and user_id is None and not step.error:
             user_id = spec.authenticates(call.arguments, step.observation)
         if spec is not None and spec.kind == "write":
-            requests.append(describe_request(episode, call.name, call.arguments))
+            owner = user_id or (env.domain.owner_of(env.episode(), *seed_entity.split("/", 1))
+                                if seed_entity and "/" in seed_entity else None)
+            requests.append(describe_request(episode, call.name, call.arguments, owner))
         episode.call(call.name, call.arguments)
     if user_id is None and seed_entity:
         table, _, key = seed_entity.partition("/")
@@ -529,4 +463,5 @@ EXPLORATION = ExplorationKit(
     seed_for_write=SEED_FOR_WRITE,
     # airline customers state their user id and reservation codes
     customer_id_kinds=("user_id", "reservation_id"),
+    calculations=calculations,
 )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from domains import Environment
+from domains.retail.calculations import calculations
 from domains.retail.conditions import address_text, call_claims, cancel_reason_words, options_words, payment_words
 from domains.retail.generate import CITIES, STREETS
 from domains.retail.tools import CANCEL_REASONS, WRITE_ORDER_STATUS
@@ -222,7 +223,10 @@ def _variant(env_episode: Any, product_id: str, item_id: str) -> dict[str, Any]:
 def _describe_write(episode: Any, call: Call, user_id: str | None) -> RequestFacts:
     """Template sentence, facts and claims of one retail write, read from the state just before it."""
     facts = _sentence_and_facts(episode, call)
-    return facts.model_copy(update={"claims": call_claims(episode, call.name, call.arguments, user_id)})
+    amounts = calculations(episode, call)
+    sentence = " ".join([facts.sentence, *(c.question for c in amounts)])
+    return facts.model_copy(update={"claims": call_claims(episode, call.name, call.arguments, user_id),
+                                    "sentence": sentence, "calculations": amounts})
 
 
 def _sentence_and_facts(episode: Any, call: Call) -> RequestFacts:
@@ -252,22 +256,17 @@ def _sentence_and_facts(episode: Any, call: Call) -> RequestFacts:
         items = [_item_by_id(order, i) for i in a["item_ids"]]
         text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         listed = " and ".join(f"the {i['name']} with {options_words(i['options'])}" for i in items)
-        refund = f"{sum(i['price'] for i in items):.2f}"  # what the agent adds up from the order it read
         return RequestFacts(tool=name, sentence=f"You want to return {listed} from your delivered order {oid}, "
-                                                f"with the refund going to {text}. Before you confirm, ask the "
-                                                f"agent how much the refund for order {oid} comes to in total.",
-                            communicate=[refund],
+                                                f"with the refund going to {text}.",
                             facts=[_order_fact(oid), fact, *[RequiredFact(label="item", alternatives=[i["name"]])
                                                              for i in items]])
     if name in ("modify_pending_order_items", "exchange_delivered_order_items"):
         text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
         facts = [_order_fact(oid), fact]
         changes = []
-        difference = 0.0
         for old_id, new_id in zip(a["item_ids"], a["new_item_ids"]):
             old = _item_by_id(order, old_id)
             new = _variant(episode, old["product_id"], new_id)
-            difference += new["price"] - old["price"]
             changed = {k: v for k, v in new["options"].items() if old["options"].get(k) != v}
             changes.append(f"the {old['name']} with {options_words(old['options'])} for the one with "
                            f"{options_words(changed)}")
@@ -275,11 +274,9 @@ def _sentence_and_facts(episode: Any, call: Call) -> RequestFacts:
             facts += [RequiredFact(label=f"new {k}", alternatives=[v]) for k, v in changed.items()]
         verb = "exchange" if name.startswith("exchange") else "change"
         kind = "delivered" if name.startswith("exchange") else "pending"
-        owed = "you pay" if difference >= 0 else "you get back"
         return RequestFacts(tool=name, sentence=f"In your {kind} order {oid} you want to {verb} "
-                                                f"{' and '.join(changes)}, settling any price difference with {text}. "
-                                                f"Before you confirm, ask the agent how much {owed} for order {oid}.",
-                            facts=facts, communicate=[f"{abs(difference):.2f}"])
+                                                f"{' and '.join(changes)}, settling any price difference with {text}.",
+                            facts=facts)
     return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.", facts=[])
 
 
@@ -350,4 +347,5 @@ EXPLORATION = ExplorationKit(
     seed_for_write={tool: SeedFilter("orders", lambda order, status=status: order.status == status)
                     for tool, status in WRITE_ORDER_STATUS.items()},
     customer_id_kinds=("order_id",),
+    calculations=calculations,
 )

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from domains import Environment, Episode
 from domains.kit import Claim, ConditionKit
+from programs.generation.grounding import lm_kit
 from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
 from programs.generation.steps import Steps, arun_steps, run_steps
 from programs.verification.conditions import (
@@ -238,7 +239,8 @@ def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
         withheld_sentences=proposal.withheld_sentences,
         open_request=ctx.facts.describe_call(state, call["name"], call["arguments"], proposal.stated))
     scenario, withheld_info, said_claims = yield WordingRequest("ambiguous", ctx, facts)
-    scenario = scenario.model_copy(update={"withheld_info": list(withheld_info)})
+    scenario = _asking(ctx, scenario.model_copy(update={"withheld_info": list(withheld_info)}),
+                       ctx.parent.gold_actions)
     reading_call = getattr(ctx.facts, "reading_call", None)
     readings = []
     for candidate in proposal.candidates:
@@ -276,6 +278,7 @@ def _adapt_changing(ctx: _Context) -> Steps[AdaptationResult]:
     scenario = scenario.model_copy(update={"change_trigger": change_trigger, "revised_request": revised_request})
     gold = list(ctx.parent.gold_actions)
     gold[index] = facts.revised_action
+    scenario = _asking(ctx, scenario, gold)
     # the first version of the changed write must not be carried out
     first_write = ctx.parent.gold_actions[index].model_copy(update={"action_id": None, "requestor": None})
     purpose = (f"changing: the user first asks for {facts.action_label}, then changes it before confirming "
@@ -288,14 +291,37 @@ def _adapt_changing(ctx: _Context) -> Steps[AdaptationResult]:
     return _finish(ctx, adapted, check_changing(ctx.environment, adapted, ctx.parent.gold_actions))
 
 
+def _amounts(ctx: _Context, gold: Sequence[Action]) -> tuple[list[str], list[str]]:
+    """The amounts the domain's kit works out for the writes of ``gold`` (what the agent must
+    tell), and the questions that ask for them."""
+    grounding = lm_kit(ctx.environment)
+    facts = grounding.describe(ctx.environment, execute_calls(ctx.environment.episode(), gold),
+                               ctx.trajectory.seed_entity)
+    return facts.all_communicate(), list(dict.fromkeys(q for r in facts.requests for q in r.questions))
+
+
 def _communication_of(ctx: _Context, gold: list[Action]) -> dict[str, Any]:
-    """The parent's communicate_info that still holds for an adapted goal: the strings its
-    replay shows (an amount of the first goal would be wrong now; an amount the parent's
-    wording asked for and the adapted wording does not ask for is dropped too)."""
+    """What the agent must tell the user for an adapted goal: the amounts of *its* writes
+    (a changing task's revised write, not the first goal's, whose amount would now be
+    wrong), plus the parent's other strings (an LM writer's) that its replay still shows."""
+    amounts, _ = _amounts(ctx, gold)
+    parent_amounts, _ = _amounts(ctx, ctx.parent.gold_actions)
     observations = "\n".join(s.observation for s in execute_calls(ctx.environment.episode(), gold))
-    kept = [info for info in ctx.parent.communicate_info if info in observations]
-    basis = [b for b in ctx.parent.reward_basis if b != "COMMUNICATE" or kept]
+    others = [info for info in ctx.parent.communicate_info if info not in parent_amounts and info in observations]
+    kept = list(dict.fromkeys(amounts + others))
+    basis = [b for b in ctx.parent.reward_basis if b != "COMMUNICATE"] + (["COMMUNICATE"] if kept else [])
     return {"communicate_info": kept, "reward_basis": basis}
+
+
+def _asking(ctx: _Context, scenario: UserScenario, gold: Sequence[Action]) -> UserScenario:
+    """The scenario with the user's questions for the amounts of ``gold`` in its
+    instructions: code's words, so that what the agent must tell is asked for, LM or not."""
+    _, questions = _amounts(ctx, gold)
+    asked = [q for q in questions if q not in (scenario.task_instructions or "")]
+    if not asked:
+        return scenario
+    return scenario.model_copy(update={"task_instructions": " ".join(
+        [t for t in (scenario.task_instructions or "",) if t] + asked)})
 
 
 def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:

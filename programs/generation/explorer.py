@@ -25,7 +25,7 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment, Episode
-from domains.kit import ExplorationKit, Knowledge, Seed
+from domains.kit import Call, ExplorationKit, Knowledge, Seed
 from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
 from programs.generation.steps import Steps, arun_steps, run_steps
 from programs.generation.prompting import compact_tools, shown_steps
@@ -58,7 +58,10 @@ def _necessary_writes(env: Environment[Any], steps: list[Step], end_state_hash: 
     while index < len(steps):
         if env.tools[steps[index].call.name].kind == "write":
             episode = env.episode()
-            rest = steps[:index] + steps[index + 1:]
+            start = index  # a sum worked out for this write goes with it
+            while start > 0 and steps[start - 1].call.name == "calculate":
+                start -= 1
+            rest = steps[:start] + steps[index + 1:]
             replayed = []
             for step in rest:
                 result = episode.call(step.call.name, step.call.arguments)
@@ -158,6 +161,8 @@ class BaselineExplorer:
         write that tool when the data allows; ``goal`` is recorded as the trajectory's goal."""
         grounding = self.grounding or baseline_kit(env)
         rng = random.Random(seed)
+        # its own stream: whether a sum goes through `calculate` leaves the walk itself as it was
+        sums = random.Random(f"{seed}:calculate")
         walk = _Walk(env, grounding)
         target, intended, start = _plan(env, grounding, walk, rng, self.max_writes, target_write)
         write_tools = sorted(t for t in grounding.write_builders if t in env.tools)
@@ -179,12 +184,29 @@ class BaselineExplorer:
                 if not fallback:
                     break
                 call = rng.choice(fallback)
+            proposals += self._calculate_first(env, grounding, walk, sums, call)
             walk.run(call)
             proposals += 1
         return _accept(env, walk.steps, walk.dropped, proposals,
                        trajectory_id=trajectory_id or f"traj-{seed}", seed_entity=start.entity,
                        goal=goal or _goal(target, target_write), end_state_hash=walk.episode.state_hash(),
                        provenance=provenance or Provenance(source="baseline", seed=seed))
+
+    @staticmethod
+    def _calculate_first(env: Environment[Any], grounding: ExplorationKit, walk: _Walk, sums: random.Random,
+                         call: ToolCall) -> int:
+        """Before a write whose amount the task will ask for, work the sum out with the
+        `calculate` tool about half the time (an agent may also do it in its head); the
+        number of calls made."""
+        if grounding.calculations is None or "calculate" not in env.tools \
+                or env.tools[call.name].kind != "write":
+            return 0
+        made = 0
+        for calculation in grounding.calculations(walk.episode, Call(name=call.name, arguments=call.arguments)):
+            if sums.random() < 0.5:
+                walk.run(ToolCall(name="calculate", arguments={"expression": calculation.expression}))
+                made += 1
+        return made
 
     @staticmethod
     def _read_candidates(env: Environment[Any], grounding: ExplorationKit, knowledge: Knowledge) -> list[ToolCall]:
