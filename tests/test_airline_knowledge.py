@@ -75,19 +75,40 @@ def test_writes_in_the_customers_words(env):
     booking = knowledge.user_reservations(episode, owner.user_id)[0]
     rid = booking.reservation_id
     refs = [{"flight_number": s.flight_number, "date": s.date} for s in booking.flights]
+    card = next(k for k, m in owner.payment_methods.items() if m.source == "credit_card")
     said = {
-        "cancel_reservation": knowledge.describe_write(episode, "cancel_reservation", {"reservation_id": rid}),
-        "cabin": knowledge.describe_write(episode, "update_reservation_flights",
-                                          {"reservation_id": rid, "cabin": "business", "flights": refs}),
-        "bags": knowledge.describe_write(episode, "update_reservation_baggages",
-                                         {"reservation_id": rid, "total_baggages": 3}),
+        "cancel_reservation": knowledge.request_words(episode, "cancel_reservation", {"reservation_id": rid}),
+        "cabin": knowledge.request_words(episode, "update_reservation_flights",
+                                         {"reservation_id": rid, "cabin": "business", "flights": refs,
+                                          "payment_id": card}),
+        "bags": knowledge.request_words(episode, "update_reservation_baggages",
+                                        {"reservation_id": rid, "total_baggages": booking.total_baggages + 2,
+                                         "payment_id": card}),
     }
     for text in said.values():
         assert rid in text and booking.origin in text and booking.destination in text
-    assert said["cabin"].endswith("to business.") and "3 checked bag(s)" in said["bags"]
-    booked = knowledge.describe_write(episode, "book_reservation", {
-        "origin": "JFK", "destination": "SEA", "flight_type": "one_way", "cabin": "basic_economy",
-        "flights": [{"flight_number": "HAT001", "date": "2024-05-20"}], "passengers": [{}, {}],
-        "total_baggages": 1, "insurance": "yes"})
-    assert booked == ("I'd like to book a one-way trip from JFK to SEA in basic economy for 2 passenger(s) on "
-                      "HAT001 on 2024-05-20, 1 checked bag(s), with travel insurance.")
+        assert card not in text  # a card by brand and last digits, never by its id
+    assert "to business on the same flights" in said["cabin"]
+    assert f"add 2 checked bag(s)" in said["bags"] and "ending in" in said["bags"]
+    first = refs[0]
+    booked = knowledge.request_words(episode, "book_reservation", {
+        "user_id": owner.user_id, "origin": booking.origin, "destination": booking.destination,
+        "flight_type": "one_way", "cabin": "basic_economy", "flights": [first],
+        "passengers": [{"first_name": "Ada", "last_name": "Lovelace", "dob": "1990-12-10"}],
+        "payment_methods": [{"payment_id": card, "amount": 100}], "total_baggages": 1, "insurance": "yes"})
+    assert booked.startswith("book a one-way trip on the ") and "in basic economy, for Ada Lovelace (born " \
+        "1990-12-10), with 1 checked bag(s) in all, with travel insurance, paying the whole price with your" in booked
+
+
+def test_the_words_claim_only_what_the_database_says(env):
+    from programs.verification.premises import false_claims
+
+    episode = env.episode()
+    owner = next(u for u in _users(env) if u.reservations)
+    for booking in knowledge.user_reservations(episode, owner.user_id):
+        claims = knowledge.request_claims(episode, "cancel_reservation", {"reservation_id": booking.reservation_id},
+                                          owner.user_id)
+        assert claims and not false_claims(env, claims)
+        # said to another user, "your reservation" is false
+        assert false_claims(env, knowledge.request_claims(episode, "cancel_reservation",
+                                                          {"reservation_id": booking.reservation_id}, "nobody_1"))

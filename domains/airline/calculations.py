@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from domains.airline.constants import INSURANCE_PER_PASSENGER, PRICE_PER_EXTRA_BAG
-from domains.airline.knowledge import booked_in_task, flight_words, trip_words
+from domains.airline.knowledge import CABIN_WORDS, booked_in_task, flight_words, trip_words
 from domains.airline.models import Available, Flight, Reservation
 from domains.airline.rules import reservation, user
 from domains.kit import Calculation, Call
@@ -80,8 +80,10 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
             parts.append(f"{PRICE_PER_EXTRA_BAG} * {int(a['nonfree_baggages'])}")
         first = a["flights"][0]
         on = flight_words(episode, first["flight_number"], first["date"])[0]
-        return [Calculation(expression=" + ".join(parts),
-                            question=f"Before you confirm, ask the agent for the total price of the booking on {on}.")]
+        people = " and ".join(f"{p.get('first_name')} {p.get('last_name')}" for p in a.get("passengers") or [])
+        cabin = CABIN_WORDS.get(str(a.get("cabin")), str(a.get("cabin")))
+        return [Calculation(expression=" + ".join(parts), question=(
+            f"Before you confirm, ask the agent for the total price of the {cabin} booking for {people} on {on}."))]
     if call.name == "cancel_reservation" and booking is not None:
         paid = [p.amount for p in booking.payment_history]
         if not paid or sum(paid) <= 0:
