@@ -281,7 +281,14 @@ def test_changing_drops_what_the_agent_had_to_say_about_the_first_goal_only(env,
     # a seed whose revision swaps the new variant for one of another price
     task = next(t for t in (BaselineAdapter().adapt(told, trajectory, "changing", env, seed=s).task for s in range(20))
                 if revised_difference(t) != first_difference)
-    assert task.communicate_info == [user_id] and task.reward_basis == ["DB", "COMMUNICATE"]
+    # the revised goal's own amount, worked out by the kit, replaces the first goal's; the
+    # parent's other string (still observed) stays
+    revised = abs(float(revised_difference(task)))
+    assert first_difference not in task.communicate_info and user_id in task.communicate_info
+    amounts = [float(i) for i in task.communicate_info if i != user_id]
+    assert amounts == [pytest.approx(revised)] and task.reward_basis == ["DB", "COMMUNICATE"]
+    # and the user asks for it
+    assert "Before you confirm, ask the agent how much" in task.scenario.task_instructions
 
 
 def test_lm_claim_that_the_database_contradicts_rejects_the_task(env, cancel):
