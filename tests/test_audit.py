@@ -41,7 +41,25 @@ def test_audit_of_tau2_airline():
     if not (AIRLINE_DIR / "db.json").is_file():
         pytest.skip(f"tau2 airline reference data not found at {AIRLINE_DIR}")
     report = _audit(AIRLINE_DIR / "tasks.json", "airline", AIRLINE_DIR / "db.json")
-    assert report["diversity"]["tasks"] > 0 and "counts" in report
+    raw = json.loads((AIRLINE_DIR / "tasks.json").read_text())
+    by_problem: dict[str, set[str]] = {}
+    for finding in report["findings"]:
+        by_problem.setdefault(finding["problem"], set()).add(finding["task_id"])
+    # every gold replays; the 23 tasks that end where they start (and ask nothing to be said
+    # that a silent agent fails) pass a do-nothing agent
+    assert "failing_gold" not in by_problem and len(by_problem["noop_passes"]) == 23
+    # task 13's whole gold is a hand-off: dropping it changes no record and still passes
+    assert by_problem["mutant_passes"] == {"13"}
+    assert report["non_discriminative_writes"] == {"transfer_to_human_agents": 1}
+    assert [a["name"] for a in next(t for t in raw if t["id"] == "13")["evaluation_criteria"]["actions"]] == \
+        ["transfer_to_human_agents"]
+    # the text: a raw certificate id a customer would say by its kind, and a doubled "and"
+    texts = {t["id"]: json.dumps(t["user_scenario"]) for t in raw}
+    assert by_problem["lint"] == {"23", "45"} and report["lint_rules"] == {"doubled_word": 2, "raw_id": 1}
+    assert "certificate_9984806" in texts["23"] and " and and " in texts["45"]
+    diversity = report["diversity"]
+    assert diversity["tasks"] == 50 and diversity["writes_per_task"]["0"] == 24
+    assert diversity["handoff_tasks"] == 1 and diversity["generic_tool_tasks"] == 1
 
 
 def get_domain_or_none(name: str):
