@@ -139,8 +139,26 @@ class AirlineConditions:
 
     def ambiguity_proposals(self, episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> list[AmbiguityProposal]:
         # only the arguments a customer can leave vague: which reservation, which payment method
-        return [p for p in _generic(episode).ambiguity_proposals(episode, calls)
-                if p.stated.get("open") in VAGUE]
+        out = []
+        state = episode.fork()
+        proposals = [p for p in _generic(episode).ambiguity_proposals(episode, calls) if p.stated.get("open") in VAGUE]
+        for index, call in enumerate(calls):
+            for proposal in (p for p in proposals if p.action_index == index):
+                if proposal.stated.get("open") == "payment_id":
+                    # the user names the method as they know it, never by its id
+                    withheld = self.withheld_values(state, proposal.stated, proposal.target, proposal.candidates)
+                    owner = self._stated_owner(state, proposal.stated)
+                    proposal = proposal.model_copy(update={"withheld": withheld, "withheld_sentences": [
+                        f"You mean {payment_words(state, owner, proposal.target)[0]}."]})
+                out.append(proposal)
+            state.call(call["name"], call["arguments"])
+        return out
+
+    @staticmethod
+    def _stated_owner(episode: Episode[Any], stated: Mapping[str, Any]) -> str:
+        arguments = dict(stated.get("arguments") or {})
+        name = str(stated.get("call"))
+        return _owner_of_call(episode, name, arguments) or str(arguments.get("user_id", ""))
 
     def ambiguity_candidates(self, episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]:
         return _generic(episode).ambiguity_candidates(episode, stated)
@@ -151,7 +169,11 @@ class AirlineConditions:
 
     def withheld_values(self, episode: Episode[Any], stated: Mapping[str, Any], target: str,
                         candidates: Sequence[EntityCandidate]) -> list[str]:
-        return [target] if any(c.key == target for c in candidates) else []
+        if not any(c.key == target for c in candidates):
+            return []
+        if stated.get("open") == "payment_id":
+            return payment_words(episode, self._stated_owner(episode, stated), target)[1][:1]
+        return [target]
 
     # ------------------------------------------------------------ changing
 

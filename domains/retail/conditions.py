@@ -429,8 +429,8 @@ def withheld_values(episode: Episode[Any], stated: Mapping[str, Any], target: st
             return []
         stated_options = stated.get("options") or {}
         variants = [product.variants[k] for k in others if k in product.variants]
-        return [v for k, v in chosen.options.items()
-                if k not in stated_options and any(o.options.get(k) != v for o in variants)]
+        return list(dict.fromkeys(v for k, v in chosen.options.items()
+                                  if k not in stated_options and any(o.options.get(k) != v for o in variants)))
     return []
 
 
@@ -462,13 +462,15 @@ def _withheld_sentences(episode: Episode[Any], stated: Mapping[str, Any], target
         options = dict(variant.options) if variant else {}
     elif stated.get("entity") == "payment_method":
         return [f"You mean {payment_text(episode, str(stated.get('user_id')), target)}."]
-    by_value = {v: k for k, v in options.items()}
     out = []
-    for value in values:
+    for value in dict.fromkeys(values):  # one sentence per value, naming every option that has it
+        keys = [k for k, v in options.items() if v == value]
         if value.startswith("#"):
             out.append(f"The order is {value}.")
-        elif value in by_value:
-            out.append(f"The {by_value[value]} is {value}.")
+        elif len(keys) > 1:
+            out.append(f"The {', '.join(keys[:-1])} and {keys[-1]} are {value}.")
+        elif keys:
+            out.append(f"The {keys[0]} is {value}.")
         elif stated.get("entity") == "order_item":
             out.append(f"The item is the {value}.")
         else:

@@ -24,7 +24,7 @@ import dspy
 from pydantic import BaseModel
 
 from domains import Environment, Episode
-from domains.kit import Claim, ConditionKit
+from domains.kit import Call, Claim, ConditionKit
 from programs.generation.grounding import lm_kit
 from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
 from programs.generation.steps import Steps, arun_steps, run_steps
@@ -276,8 +276,7 @@ def _adapt_changing(ctx: _Context) -> Steps[AdaptationResult]:
         action_label=ctx.facts.action_label(initial_call["name"], initial_call["arguments"]))
     scenario, change_trigger, revised_request, said_claims = yield WordingRequest("changing", ctx, facts)
     scenario = scenario.model_copy(update={"change_trigger": change_trigger, "revised_request": revised_request})
-    gold = list(ctx.parent.gold_actions)
-    gold[index] = facts.revised_action
+    gold = _recalculated(ctx, index, facts.revised_action)
     scenario = _asking(ctx, scenario, gold)
     # the first version of the changed write must not be carried out
     first_write = ctx.parent.gold_actions[index].model_copy(update={"action_id": None, "requestor": None})
@@ -298,6 +297,32 @@ def _amounts(ctx: _Context, gold: Sequence[Action]) -> tuple[list[str], list[str
     facts = grounding.describe(ctx.environment, execute_calls(ctx.environment.episode(), gold),
                                ctx.trajectory.seed_entity)
     return facts.all_communicate(), list(dict.fromkeys(q for r in facts.requests for q in r.questions))
+
+
+def _recalculated(ctx: _Context, index: int, revised: Action) -> list[Action]:
+    """The parent's gold with its write at ``index`` revised, and every sum the gold works
+    out with `calculate` before a write redone on the revised goal's state: the first goal's
+    sums (of the changed write, or of a later one it affects) are no step toward the revised goal."""
+    gold = list(ctx.parent.gold_actions)
+    gold[index] = revised
+    kit = lm_kit(ctx.environment)
+    if kit.calculations is None or not any(a.name == "calculate" for a in gold):
+        return gold
+    episode = ctx.environment.episode()
+    out: list[Action] = []
+    pending: list[Action] = []
+    for action in gold:
+        if action.name == "calculate":
+            pending.append(action)
+            continue
+        if pending:
+            sums = kit.calculations(episode, Call(name=action.name, arguments=dict(action.arguments)))
+            out += [old.model_copy(update={"arguments": {"expression": c.expression}})
+                    for old, c in zip(pending, sums)]
+            pending = []
+        out.append(action)
+        episode.call(action.name, action.arguments)
+    return out
 
 
 def _communication_of(ctx: _Context, gold: list[Action]) -> dict[str, Any]:
