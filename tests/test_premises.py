@@ -64,7 +64,9 @@ def test_a_revised_write_always_changes_its_record(env):
     assert changing
     for task in changing:
         first = {_key(a) for a in task.first_goal}
-        index = next(i for i, a in enumerate(task.gold_actions) if _key(a) not in first)
+        # the first differing write (a sum redone with `calculate` for it differs too, and changes nothing)
+        index = next(i for i, a in enumerate(task.gold_actions)
+                     if _key(a) not in first and env.tools[a.name].kind == "write")
         before = env.episode()
         execute_calls(before, task.gold_actions[:index])
         after = before.fork()
