@@ -46,7 +46,7 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
             return []
         return [Calculation(expression=f"{PRICE_PER_EXTRA_BAG} * {added}",
                             question=f"Before you confirm, ask the agent how much the extra bags on "
-                                     f"{_trip(episode, booking)} will cost.")]
+                                     f"{_trip(episode, booking)}, {a.get('total_baggages')} in all, will cost.")]
     if call.name == "update_reservation_flights" and booking is not None:
         cabin = str(a.get("cabin"))
         old, new = [], []
@@ -65,8 +65,12 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
         more, less = (new, old) if difference > 0 else (old, new)
         owed = "you pay" if difference > 0 else "you get back"
         terms = f"({' + '.join(map(_n, more))} - {' - '.join(map(_n, less))}) * {count}"
+        # the new cabin and departure times: a second change of the same reservation asks anew
+        times = " and ".join(flight_words(episode, f["flight_number"], f["date"])[1] for f in a.get("flights") or [])
+        cabin_words = CABIN_WORDS.get(cabin, cabin)
         return [Calculation(expression=terms, question=f"Before you confirm, ask the agent how much {owed} in all "
-                                                       f"for the change of {_trip(episode, booking)}.")]
+                                                       f"for the change of {_trip(episode, booking)} to "
+                                                       f"{cabin_words} departing at {times}.")]
     if call.name == "book_reservation":
         owner = user(episode, a.get("user_id"))
         count = len(a.get("passengers") or [])
