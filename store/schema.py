@@ -30,6 +30,9 @@ TABLE_DOCS: dict[str, str] = {
     "messages": "One row per rollout message (OpenAI-shaped).",
     "lm_calls": "One row per LM call: role, model, tokens, cost, latency, error.",
     "trials": "Optimizer / sweep trials: study, params, value, state.",
+    "finetune_runs": ("One row per finished `t2t finetune` run (status finished or failed): base model, method, "
+                      "config JSON, the data selection (SQL filter and parameters, or the JSONL file), rows and "
+                      "examples trained on, losses per logged step, output directory, merged model directory."),
     "superseded": ("Rows of tasks, rollouts and verdicts replaced by a newer insert with the same key "
                    "(task_id; rollout_id; static verdict: task_id; rollout verdict: task_id and rollout_id): "
                    "tbl, seq, by_seq. "
@@ -218,7 +221,7 @@ def _m1_tables(cur: duckdb.DuckDBPyConnection) -> None:
         );
     """)
     for name, doc in TABLE_DOCS.items():
-        if name != "schema_version":
+        if name not in ("schema_version", *_LATER_TABLES):
             cur.execute(f"COMMENT ON TABLE {name} IS {_sql_str(doc)}")
 
 
@@ -393,11 +396,41 @@ def _m2_views(cur: duckdb.DuckDBPyConnection) -> None:
         cur.execute(f"COMMENT ON VIEW {name} IS {_sql_str(VIEW_DOCS[name])}")
 
 
+def _m3_finetune_runs(cur: duckdb.DuckDBPyConnection) -> None:
+    cur.execute("""
+        CREATE TABLE finetune_runs (
+            run_id        VARCHAR NOT NULL,
+            base          VARCHAR NOT NULL,
+            method        VARCHAR NOT NULL,
+            config        JSON,
+            data_source   VARCHAR NOT NULL,
+            data_sql      VARCHAR,
+            data_params   JSON,
+            n_rows        INTEGER NOT NULL,
+            n_examples    INTEGER NOT NULL,
+            losses        JSON,
+            first_loss    DOUBLE,
+            final_loss    DOUBLE,
+            output        VARCHAR,
+            merged_output VARCHAR,
+            status        VARCHAR NOT NULL,
+            error         VARCHAR,
+            wall_s        DOUBLE,
+            created_at    TIMESTAMP NOT NULL
+        )
+    """)
+    cur.execute(f"COMMENT ON TABLE finetune_runs IS {_sql_str(TABLE_DOCS['finetune_runs'])}")
+
+
+# tables made by migrations after the first (the first comments every other table)
+_LATER_TABLES = ("finetune_runs",)
+
 Migration = tuple[int, str, Callable[[duckdb.DuckDBPyConnection], None]]
 
 MIGRATIONS: list[Migration] = [
     (1, "tables", _m1_tables),
     (2, "views", _m2_views),
+    (3, "finetune_runs", _m3_finetune_runs),
 ]
 LATEST_VERSION = MIGRATIONS[-1][0]
 

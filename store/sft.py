@@ -74,13 +74,10 @@ def sft_record(rollout: Rollout, tools: list[dict[str, Any]] | None) -> dict[str
     return record
 
 
-def export_sft(store: Any, where: str | None, path: str | os.PathLike[str], params: list | None = None,
-               replace: bool = False) -> int:
-    """Write the passing rollouts matching `where` (SQL over `rollouts_latest`: condition,
-    agent_model, user_model, task_id, run_id, trial, termination, ...) as fine-tuning JSONL.
-    Returns the number of lines written. An existing file is replaced only with `replace`;
-    the store's own files never."""
-    from store.outfile import output_file
+def sft_records(store: Any, where: str | None, params: list | None = None) -> list[dict[str, Any]]:
+    """The fine-tuning records of the passing rollouts matching `where` (SQL over
+    `rollouts_latest`: condition, agent_model, user_model, task_id, run_id, trial,
+    termination, ...), in store order; what `export_sft` writes, one dict a line."""
     from store.sqlcheck import FILTER_SLOT
 
     # checked first in this place: the filter then stays the right operand of `pass AND`
@@ -94,12 +91,18 @@ def export_sft(store: Any, where: str | None, path: str | os.PathLike[str], para
         _, config_rows = store.query("SELECT config FROM runs WHERE run_id = ? LIMIT 1", [run_id])
         config = json.loads(config_rows[0][0]) if config_rows and config_rows[0][0] else {}
         tools_of[run_id] = config.get("tool_schemas") if isinstance(config, dict) else None
-    written = 0
+    records = [sft_record(rollout, tools_of.get(run_of.get(rollout.id, ""))) for rollout in rollouts]
+    return [r for r in records if r is not None]
+
+
+def export_sft(store: Any, where: str | None, path: str | os.PathLike[str], params: list | None = None,
+               replace: bool = False) -> int:
+    """Write `sft_records(store, where, params)` as fine-tuning JSONL. Returns the number of
+    lines written. An existing file is replaced only with `replace`; the store's own files never."""
+    from store.outfile import output_file
+
+    records = sft_records(store, where, params)
     with output_file(path, replace=replace, protected=store.store_files()) as fh:
-        for rollout in rollouts:
-            record = sft_record(rollout, tools_of.get(run_of.get(rollout.id, "")))
-            if record is None:
-                continue
+        for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-            written += 1
-    return written
+    return len(records)

@@ -22,7 +22,7 @@ from signatures.models import Message, Rollout, Step, Task, ToolCall, Trajectory
 
 from . import schema
 from .errors import StoreError
-from .records import LMCall, Trial
+from .records import FinetuneRun, LMCall, Trial
 from .outfile import output_file
 from .sqlcheck import FILTER_SLOT, check_read_only_sql, confine_filter
 
@@ -558,6 +558,19 @@ class TaskStore:
         with self._write("add_trials") as cur:
             self._require_run(cur, run_id)
             self._insert(cur, "trials", batch, {"run_id": run_id, "study": study, "created_at": now})
+
+    def add_finetune_run(self, run: FinetuneRun) -> None:
+        """The record of a `t2t finetune` run (its `runs` row must exist)."""
+        losses = [p.loss for p in run.losses]
+        with self._write("add_finetune_run") as cur:
+            self._require_run(cur, run.run_id)
+            cur.execute(
+                "INSERT INTO finetune_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run.run_id, run.base, run.method, _json(run.config), run.data_source, run.data_sql,
+                 _json(run.data_params), run.n_rows, run.n_examples, _json([p.model_dump() for p in run.losses]),
+                 losses[0] if losses else None, losses[-1] if losses else None, run.output, run.merged_output,
+                 run.status, run.error, run.wall_s, schema.utcnow()],
+            ).fetchall()
 
     # ------------------------------------------------------------------ reads
 

@@ -22,9 +22,9 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from t2t import cmd_audit, cmd_bench, cmd_domain, cmd_generate, cmd_optimize, cmd_store, cmd_tasks
+    from t2t import cmd_audit, cmd_bench, cmd_domain, cmd_finetune, cmd_generate, cmd_optimize, cmd_store, cmd_tasks
 
-    for module in (cmd_domain, cmd_tasks, cmd_store, cmd_generate, cmd_bench, cmd_optimize, cmd_audit):
+    for module in (cmd_domain, cmd_tasks, cmd_store, cmd_generate, cmd_bench, cmd_optimize, cmd_audit, cmd_finetune):
         module.register(app)
 
 

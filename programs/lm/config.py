@@ -310,9 +310,17 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
     that many of its calls (and its copies') are in flight at once.
 
     ``extra`` goes to ``dspy.LM`` unchanged (e.g. ``callbacks``).
+
+    Local models. ``local/PATH`` (a GGUF file, a model directory, a `t2t finetune` output)
+    builds a `programs.lm.local.LocalLM` that generates in this process; endpoint knobs
+    (api_base, timeout, retries, max_concurrent) do not apply to it.
     """
     ensure_local_cost_map()
+    from programs.lm.local import is_local_model
     from programs.lm.limits import BoundedLM, CallLimiter
+
+    if is_local_model(settings.model):
+        return _build_local(settings, role, ledger, warn, **extra)
 
     kwargs: dict[str, Any] = dict(
         temperature=settings.temperature,
@@ -346,12 +354,34 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
     return lm
 
 
+def _build_local(settings: LMSettings, role: str | None, ledger: Any, warn: Any, **extra: Any) -> dspy.BaseLM:
+    """``local/PATH``: a model run in this process (`programs.lm.local.LocalLM`), with the same
+    ledger callback as any other LM. A missing path or missing training packages is a config
+    error (one line at the command line)."""
+    from programs.lm.local import LocalLM, TrainExtraMissing
+
+    callbacks = list(extra.pop("callbacks", []))
+    if role is not None and ledger is not None:
+        from programs.lm.accounting import LMRole
+
+        callbacks.append(LMRole(role, settings, ledger, warn))
+    try:
+        return LocalLM(settings.model, temperature=settings.temperature, max_tokens=settings.max_tokens,
+                       callbacks=callbacks, **extra)
+    except (TrainExtraMissing, ValueError, OSError) as exc:
+        raise LMConfigError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+
+
 def supports_native_tools(settings: LMSettings) -> bool:
     """Whether an LM built from ``settings`` gets native OpenAI ``tools`` (see ``build_lm``):
     the explicit ``function_calling`` when set, else what the model maps say. Use it as
     ``dspy.ChatAdapter(use_native_function_calling=supports_native_tools(settings))``."""
     if settings.function_calling is not None:
         return settings.function_calling
+    from programs.lm.local import is_local_model
+
+    if is_local_model(settings.model):
+        return True  # LocalLM renders tools for any model (without loading it here)
     return bool(build_lm(settings).supports_function_calling)
 
 

@@ -1,0 +1,297 @@
+"""A local model as a DSPy LM: ``local/PATH`` runs a transformers model in this process.
+
+PATH is one of
+
+- a GGUF file (transformers dequantizes it: ``from_pretrained(dir, gguf_file=name)``),
+- a Hugging Face model directory (config, weights, tokenizer),
+- a `t2t finetune` output directory: a LoRA adapter (loaded onto its base with peft), or a
+  fully fine-tuned model; ``t2t_finetune.json`` there names the base.
+
+`LocalLM` takes an OpenAI-style chat request (messages with assistant ``tool_calls`` and
+``tool`` results, ``tools``; ``tool_choice`` and ``response_format`` are ignored), renders it
+with `programs.lm.chat_format` (the rendering `t2t finetune` trains on), generates, and answers
+in the OpenAI response shape: ``choices[0].message`` with ``content`` and ``tool_calls``, and
+``usage``. It is a ``dspy.BaseLM``, so DSPy runs its callbacks around every call and
+``build_lm``'s ledger records each one in ``lm_calls`` like any other LM's.
+
+One model is loaded per (path, device) and shared by every copy of the LM (DSPy copies an
+LM per rollout); generation holds a lock, so concurrent rollouts take turns. The key/value
+cache of the last few conversations is kept: a rollout's next turn repeats its previous
+prompt, so only the new tokens are computed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import dspy
+
+from programs.lm.chat_format import ChatFormat
+
+LOCAL_PREFIX = "local/"
+FINETUNE_META = "t2t_finetune.json"
+DEFAULT_MAX_NEW_TOKENS = 256
+TRAIN_EXTRA_HINT = "pip install 'trajectory2task[train]'"
+
+
+class TrainExtraMissing(ImportError):
+    """The training packages are not installed; the message is one line saying what to install."""
+
+
+def require_train_extra(what: str, packages: tuple[str, ...] = ("torch", "transformers", "peft")) -> None:
+    """Raise `TrainExtraMissing` unless the packages (of the train extra) import."""
+    missing = []
+    for name in packages:
+        try:
+            __import__(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise TrainExtraMissing(f"{what} needs the training packages ({', '.join(missing)} missing): "
+                                f"{TRAIN_EXTRA_HINT}")
+
+
+def is_local_model(model: str) -> bool:
+    return model.startswith(LOCAL_PREFIX)
+
+
+def local_path(model: str) -> str:
+    return model[len(LOCAL_PREFIX):]
+
+
+def check_model_path(path: str) -> Path:
+    """A ``local/PATH`` that exists and is a GGUF file or a model directory, else ValueError."""
+    p = Path(path).expanduser()
+    if not path:
+        raise ValueError("local/PATH: no path given (e.g. local/./model.gguf or local/./my-finetune)")
+    if p.is_file():
+        if p.suffix.lower() != ".gguf":
+            raise ValueError(f"local/{path}: a model file must be GGUF (.gguf); or give a model directory")
+        return p
+    if p.is_dir():
+        if not any((p / n).is_file() for n in ("config.json", "adapter_config.json", FINETUNE_META)):
+            raise ValueError(f"local/{path}: not a model directory (no config.json or adapter_config.json)")
+        return p
+    raise ValueError(f"local/{path}: no such model file or directory")
+
+
+def _dtype(torch: Any, device: str) -> Any:
+    return torch.float32 if device == "cpu" else torch.bfloat16
+
+
+def load_tokenizer_and_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Any]:
+    """(tokenizer, model) for a GGUF file, a model directory or a `t2t finetune` output."""
+    require_train_extra("a local model")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    p = Path(path).expanduser()
+    dtype = _dtype(torch, device)
+    if p.is_file():  # GGUF
+        tokenizer = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
+    elif (p / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        tokenizer = AutoTokenizer.from_pretrained(str(p))
+        base_tokenizer, base = load_tokenizer_and_model(_adapter_base(p), device)
+        del base_tokenizer  # the adapter directory carries the tokenizer it was trained with
+        model = PeftModel.from_pretrained(base, str(p))
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(str(p))
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype)
+    model.to(device)
+    model.eval()
+    return tokenizer, model
+
+
+def _adapter_base(adapter_dir: Path) -> str:
+    meta = adapter_dir / FINETUNE_META
+    if meta.is_file():
+        base = json.loads(meta.read_text(encoding="utf-8")).get("base")
+        if base:
+            return str(base)
+    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{adapter_dir}: the adapter does not name its base model")
+    return str(base)
+
+
+class _Cached:
+    """A conversation's key/value cache and the token ids it covers."""
+
+    def __init__(self, ids: list[int], cache: Any) -> None:
+        self.ids = ids
+        self.cache = cache
+
+
+class LocalEngine:
+    """One loaded model: renders, generates, parses. Thread-safe (one generation at a time)."""
+
+    KEEP_CACHES = 4
+    MIN_REUSE = 32  # shorter shared prefixes are recomputed
+
+    def __init__(self, path: str, device: str = "cpu", threads: int | None = None) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.path = path
+        self.device = device
+        self.tokenizer, self.model = load_tokenizer_and_model(path, device)
+        self.format = ChatFormat(self.tokenizer)
+        self.lock = threading.Lock()
+        self.caches: list[_Cached] = []
+        self.stop_ids = self._stop_ids()
+
+    def _stop_ids(self) -> list[int]:
+        ids = set()
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(int(self.tokenizer.eos_token_id))
+        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid >= 0 and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return sorted(ids)
+
+    def _take_cache(self, ids: list[int]) -> tuple[Any, int]:
+        """The kept cache sharing the longest prefix with ``ids``, cropped to it (or None)."""
+        best, best_len = None, 0
+        for entry in self.caches:
+            n = 0
+            # the cache holds all but the last generated token; at least one new token goes in
+            limit = min(len(entry.ids), entry.cache.get_seq_length(), len(ids) - 1)
+            while n < limit and entry.ids[n] == ids[n]:
+                n += 1
+            if n > best_len:
+                best, best_len = entry, n
+        if best is None or best_len < self.MIN_REUSE:
+            return None, 0
+        self.caches.remove(best)
+        have = best.cache.get_seq_length()
+        if have > best_len:
+            best.cache.crop(best_len - have)  # negative: remove that many tokens from the end
+        return best.cache, best_len
+
+    def generate(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, max_new_tokens: int,
+                 temperature: float | None) -> tuple[str, int, int]:
+        """(completion text, prompt tokens, completion tokens)."""
+        import torch
+
+        prompt = self.format.render(messages, tools, add_generation_prompt=True)
+        ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        sample = bool(temperature and temperature > 0)
+        with self.lock, torch.inference_mode():
+            cache, reused = self._take_cache(ids)
+            try:
+                out, cache = self._run(ids, cache, max_new_tokens, sample, temperature)
+            except Exception:
+                if cache is None:
+                    raise
+                out, cache = self._run(ids, None, max_new_tokens, sample, temperature)  # a stale cache: start over
+            new = out[len(ids):]
+            if cache is not None:
+                self.caches.append(_Cached(list(ids) + list(new), cache))
+                del self.caches[:-self.KEEP_CACHES]
+        while new and new[-1] in self.stop_ids:
+            new = new[:-1]
+        text = self.tokenizer.decode(new, skip_special_tokens=False)
+        for special in self.tokenizer.all_special_tokens:  # end markers, padding; tool-call tags stay
+            if special not in ("<tool_call>", "</tool_call>"):
+                text = text.replace(special, "")
+        return text, len(ids), len(out) - len(ids)
+
+    def _run(self, ids: list[int], cache: Any, max_new_tokens: int, sample: bool,
+             temperature: float | None) -> tuple[list[int], Any]:
+        import torch
+        from transformers import DynamicCache
+
+        cache = cache if cache is not None else DynamicCache()
+        input_ids = torch.tensor([ids], device=self.device)
+        kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, do_sample=sample, **{_cache_name(): cache},
+                                      attention_mask=torch.ones_like(input_ids), eos_token_id=self.stop_ids or None,
+                                      pad_token_id=self.tokenizer.pad_token_id or (self.stop_ids or [0])[0],
+                                      return_dict_in_generate=True)
+        if sample:
+            kwargs["temperature"] = float(temperature or 1.0)
+        else:  # greedy; the model's own sampling defaults would only warn here
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        result = self.model.generate(input_ids, **kwargs)
+        return result.sequences[0].tolist(), getattr(result, _cache_name())
+
+
+def _cache_name() -> str:
+    """What generate calls its key/value cache: ``cache`` in newer transformers, else
+    ``past_key_values``."""
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+    return "cache" if "cache" in getattr(GenerateDecoderOnlyOutput, "__dataclass_fields__", {}) else "past_key_values"
+
+
+_engines: dict[tuple[str, str], LocalEngine] = {}
+_engines_lock = threading.Lock()
+
+
+def engine_for(path: str, device: str = "cpu", threads: int | None = None) -> LocalEngine:
+    key = (str(Path(path).expanduser().resolve()), device)
+    with _engines_lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = LocalEngine(path, device, threads)
+        return engine
+
+
+class LocalLM(dspy.BaseLM):
+    """``local/PATH`` as a DSPy LM (see module doc). Copies share the loaded model."""
+
+    def __init__(self, model: str, *, device: str | None = None, threads: int | None = None,
+                 temperature: float | None = None, max_tokens: int | None = None,
+                 callbacks: list[Any] | None = None, **kwargs: Any) -> None:
+        path = local_path(model) if is_local_model(model) else model
+        check_model_path(path)
+        for unused in ("cache", "num_retries", "timeout", "api_base", "api_key", "extra_body"):
+            kwargs.pop(unused, None)  # in-process: nothing to cache, retry, time out or reach
+        super().__init__(model=LOCAL_PREFIX + path if not is_local_model(model) else model, temperature=temperature,
+                         max_tokens=max_tokens, cache=False, callbacks=callbacks, num_retries=0, **kwargs)
+        self.device = device or os.environ.get("T2T_LOCAL_DEVICE") or "cpu"
+        self.engine = engine_for(path, self.device, threads)
+
+    @property
+    def supports_function_calling(self) -> bool:
+        return True  # tools are rendered into the prompt by programs.lm.chat_format, for any model
+
+    def forward(self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
+                **kwargs: Any) -> dict[str, Any]:
+        merged = {**self.kwargs, **kwargs}
+        conversation = list(messages or [{"role": "user", "content": prompt or ""}])
+        max_new = merged.get("max_tokens") or merged.get("max_completion_tokens") or DEFAULT_MAX_NEW_TOKENS
+        started = time.perf_counter()
+        text, prompt_tokens, completion_tokens = self.engine.generate(
+            conversation, merged.get("tools"), int(max_new), merged.get("temperature"))
+        parsed = self.engine.format.parse(text)
+        message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+        if parsed.tool_calls:
+            message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in parsed.tool_calls]
+        finish = "tool_calls" if parsed.tool_calls else ("length" if completion_tokens >= int(max_new) else "stop")
+        return {
+            "id": f"local-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+            "latency_s": time.perf_counter() - started,
+        }
+
+    async def aforward(self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
+                       **kwargs: Any) -> dict[str, Any]:
+        # generation is CPU/GPU-bound: off the event loop, so other rollouts' scripted turns go on
+        return await asyncio.to_thread(self.forward, prompt, messages, **kwargs)

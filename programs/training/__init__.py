@@ -1,0 +1,1 @@
+"""Training on the tasks: supervised fine-tuning on successful rollouts (finetune)."""

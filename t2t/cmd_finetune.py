@@ -1,0 +1,163 @@
+"""`t2t finetune`: supervised fine-tuning of a local model on successful rollouts."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from t2t.errors import UserError
+from t2t.output import console, err_console, print_json_line
+from t2t.settings import store_path
+
+
+def _selection(ts: Any, where: str | None, condition: str | None, model: str | None) -> tuple[str | None, list[Any]]:
+    """The SQL filter over rollouts_latest (with ? parameters) that picks the conversations."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    if where and where.strip():
+        ts.check_filter(where)  # alone first: then it stays one operand of the AND below
+        clauses.append(f"(\n{where}\n)")
+    if condition:
+        clauses.append("condition = ?")
+        params.append(condition)
+    if model:
+        clauses.append("agent_model = ?")
+        params.append(model)
+    return (" AND ".join(clauses) or None), params
+
+
+def finetune(
+    base: Annotated[str, typer.Option("--base", help="Base model: a GGUF file, a Hugging Face model directory, or "
+                                                     "a t2t finetune output directory.")],
+    output: Annotated[Path, typer.Option("--output", help="Directory to write (written beside, renamed at the end).")],
+    store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb): "
+                                                                 "the data's source, and where the run is recorded.")] = None,
+    where: Annotated[Optional[str], typer.Option(
+        "--where", help="SQL filter over rollouts_latest choosing the passing rollouts to train on "
+                        "(e.g. \"agent_model = 'oracle'\").")] = None,
+    condition: Annotated[Optional[str], typer.Option("--condition", help="Only rollouts of this condition.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Only rollouts of this agent model.")] = None,
+    data: Annotated[Optional[Path], typer.Option(
+        "--data", help="Train on this JSONL file (from t2t export --format sft) instead of the store's rollouts.")] = None,
+    method: Annotated[str, typer.Option("--method", help="lora (default) or full.")] = "lora",
+    merge: Annotated[bool, typer.Option("--merge", help="Also save the merged model (LoRA) under DIR/merged.")] = False,
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data.", min=0.01)] = 3.0,
+    max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps "
+                                                                         "(overrides --epochs).", min=1)] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(
+        "--lr", help="Learning rate. [default: 2e-4 for LoRA, 1e-5 full]", min=0)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per device step.", min=1)] = 1,
+    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Steps accumulated per optimizer step.", min=1)] = 1,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Cut examples to this many tokens. "
+                                                                           "[default: no cut]", min=16)] = None,
+    lora_r: Annotated[int, typer.Option("--lora-r", help="LoRA rank.", min=1)] = 16,
+    lora_alpha: Annotated[int, typer.Option("--lora-alpha", help="LoRA alpha.", min=1)] = 32,
+    seed: Annotated[int, typer.Option("--seed", help="Training seed.")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    threads: Annotated[Optional[int], typer.Option("--threads", help="CPU threads for torch.", min=1)] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace --output if it exists.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the run record as one JSON object.")] = False,
+) -> None:
+    """Fine-tune a local model on successful rollouts (LoRA by default); the run is recorded in the store."""
+    from programs.lm.local import TrainExtraMissing, check_model_path, require_train_extra
+    from programs.training.finetune import TRAIN_PACKAGES
+
+    try:  # first: without the extra nothing else can be done
+        require_train_extra("t2t finetune", TRAIN_PACKAGES)
+    except TrainExtraMissing as exc:
+        raise UserError(str(exc)) from None
+    from pydantic import ValidationError
+
+    from programs.training.finetune import DataError, FinetuneConfig, read_sft_file, train
+    from store import TaskStore
+    from store.records import FinetuneRun
+
+    if method not in ("lora", "full"):
+        raise UserError(f"--method {method!r}: use lora or full")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"--device {device!r}: use cpu or cuda")
+    if data is not None and (where or condition or model):
+        raise UserError("--data trains on a file: --where, --condition and --model select from the store instead")
+    try:
+        check_model_path(base)
+    except ValueError as exc:
+        raise UserError(f"--base: {str(exc).removeprefix('local/')}") from None
+    if output.exists() and not force:
+        raise UserError(f"{output} exists (pass --force to replace it)")
+    if output.exists() and not output.is_dir():
+        raise UserError(f"{output} exists and is not a directory")
+    try:
+        config = FinetuneConfig(base=base, output=str(output), method=method, merge=merge, epochs=epochs,  # type: ignore[arg-type]
+                                max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size,
+                                grad_accum=grad_accum, max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha,
+                                seed=seed, device=device, threads=threads)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+    path = store_path(store)
+    if data is None and not path.exists():
+        raise UserError(f"{path}: no store here yet (run t2t generate and t2t bench, or pass --store or --data)")
+    if path.resolve() == output.resolve() or output.resolve() in path.resolve().parents:
+        raise UserError(f"--output {output} would hold the store {path}: choose another directory")
+    with TaskStore(path) as ts:
+        if data is not None:
+            try:
+                records = read_sft_file(data)
+            except DataError as exc:
+                raise UserError(str(exc)) from None
+            source, sql, params = str(data), None, []
+        else:
+            from store.sft import sft_records
+
+            sql, params = _selection(ts, where, condition, model)
+            records = sft_records(ts, sql, params)
+            source = "store"
+        if not records:
+            raise UserError("no passing rollout matches the selection: nothing to train on "
+                            "(see t2t sql \"SELECT agent_model, condition, count(*) FROM rollouts_latest "
+                            "WHERE pass GROUP BY ALL\")")
+        run_id = ts.start_run("finetune", {**config.model_dump(), "data_source": source, "data_sql": sql,
+                                           "data_params": params})
+        err_console.print(f"t2t finetune: run {run_id}: {len(records)} conversation(s), {config.method} on "
+                          f"{config.base}", markup=False, highlight=False)
+
+        def progress(line: str) -> None:
+            err_console.print(f"t2t finetune: {line}", markup=False, highlight=False)
+
+        started = time.perf_counter()
+        record = dict(run_id=run_id, base=config.base, method=config.method, config=config.model_dump(),
+                      data_source=source, data_sql=sql, data_params=params, n_rows=len(records))
+        try:
+            outcome = train(config, records, run_id, progress, replace=force)
+        except (DataError, FileExistsError) as exc:
+            ts.add_finetune_run(FinetuneRun(**record, n_examples=0, status="failed", error=str(exc),
+                                            wall_s=time.perf_counter() - started))
+            ts.finish_run(run_id, "failed")
+            raise UserError(str(exc)) from None
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+            ts.add_finetune_run(FinetuneRun(**record, n_examples=0, status=status,
+                                            error=f"{type(exc).__name__}: {exc}"[:2000],
+                                            wall_s=time.perf_counter() - started))
+            ts.finish_run(run_id, status)
+            raise
+        run = FinetuneRun(**record, n_examples=outcome.n_examples, losses=outcome.losses, output=outcome.output,
+                          merged_output=outcome.merged_output, status="finished", wall_s=time.perf_counter() - started)
+        ts.add_finetune_run(run)
+        ts.finish_run(run_id, "finished")
+    if json_out:
+        print_json_line(json.loads(run.model_dump_json()))
+        return
+    first, last = (outcome.losses[0].loss, outcome.losses[-1].loss) if outcome.losses else (None, None)
+    losses = f"loss {first:.4f} -> {last:.4f} over {len(outcome.losses)} logged step(s)" if first is not None else "no loss logged"
+    console.print(f"finetune run {run_id}: {outcome.n_examples} example(s), {losses}; wrote {outcome.output}"
+                  + (f" (merged: {outcome.merged_output})" if outcome.merged_output else "")
+                  + f"; benchmark it with: t2t bench --agent-lm local/{outcome.output}", markup=False, highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("finetune")(finetune)
