@@ -91,7 +91,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
                 settings = settings.model_copy(update={"function_calling": config.function_calling})
             agents.append(_lm_agent(settings, env, session))
     if config.user == SCRIPTED_USER_NAME:
-        user: Any = ScriptedUser()
+        user: Any = ScriptedUser(env.domain.tools)
     else:
         from programs.lm.config import build_lm
 
