@@ -186,7 +186,7 @@ _IDENTITY = ("identify", "authenticate", "verify your identity", "who you are", 
 
 def identity_cues(tools: Iterable[ToolSpec]) -> tuple[str, ...]:
     """What an agent asking who the user is says, read from the tools declared `authenticates`:
-    each of their parameters as words ('first_name' -> 'first name') and 'your' + its last
+    each of their parameters as words ('member_no' -> 'member no') and 'your' + its last
     word ('your name'), after the domain-general phrases."""
     cues = list(_IDENTITY)
     for spec in tools:
