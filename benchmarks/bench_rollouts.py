@@ -195,7 +195,7 @@ def engine_overhead(turn_rollouts: int = 400) -> dict[str, float]:
     tasks = list(make_tasks(env).values())
     from programs.loop.rollout import RolloutJob
 
-    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)])
+    engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)])
     by_id = {t.id: t for t in tasks}
     jobs = [RolloutJob(task_id=tasks[i % len(tasks)].id, agent="oracle", trial=i, rollout_id=f"r{i}")
             for i in range(turn_rollouts)]

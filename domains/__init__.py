@@ -18,10 +18,15 @@ def list_domains() -> list[str]:
     return sorted(BUILTIN_DOMAINS)
 
 
+def domain_module(name: str) -> str:
+    """The module path a domain name loads: a built-in's package, or the name itself."""
+    return BUILTIN_DOMAINS.get(name, name)
+
+
 def get_domain(name: str) -> Domain:
     """The built-in domain ``name``, or the DOMAIN of the package or module ``name``
     ('mypkg' or 'mypkg.module')."""
-    module_path = BUILTIN_DOMAINS.get(name, name)
+    module_path = domain_module(name)
     if not all(part.isidentifier() for part in module_path.split(".")):
         raise UnknownDomainError(f"unknown domain '{name}' (built-in: {', '.join(list_domains())}; "
                                  "or a package or module exposing DOMAIN)")
@@ -35,5 +40,5 @@ def get_domain(name: str) -> Domain:
     return domain
 
 
-__all__ = ["Domain", "Environment", "Episode", "PolicyContext", "ToolResult", "ToolSpec", "get_domain",
+__all__ = ["Domain", "Environment", "Episode", "PolicyContext", "ToolResult", "ToolSpec", "domain_module", "get_domain",
            "list_domains", "UnknownDomainError"]

@@ -397,7 +397,7 @@ def oracle_rollout_runner(env: Environment[Any], verifier: Verifier) -> RolloutR
         from programs.loop.user_sim import ScriptedUser
     except ImportError:
         return gold_replay_runner(verifier)
-    return RolloutEngine(env, ScriptedUser(), [OracleAgent(env)], verifier=verifier).runner(ORACLE)
+    return RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)], verifier=verifier).runner(ORACLE)
 
 
 def _tasks(store: TaskStore, ids: Sequence[str]) -> list[Task]:

@@ -21,12 +21,12 @@ class InputFileError(ValueError):
 class ItemProblem(BaseModel):
     """One bad entry of an input file: which item, which field, what is wrong."""
 
-    item_id: str
+    entry_id: str
     field: str
     problem: str
 
     def line(self) -> str:
-        return f"task {self.item_id}: {self.field}: {self.problem}"
+        return f"task {self.entry_id}: {self.field}: {self.problem}"
 
 
 class RecordedRollout(BaseModel):
@@ -147,19 +147,19 @@ def load_tasks(path: str | Path, *, strict: bool = False, domain: str | None = N
             else:
                 task = task_from_tau2(entry, domain=domain)
         except Tau2FormatError as exc:
-            problem = ItemProblem(item_id=exc.task_id if exc.task_id != "?" else f"#{index}", field=exc.field,
+            problem = ItemProblem(entry_id=exc.task_id if exc.task_id != "?" else f"#{index}", field=exc.field,
                                   problem=str(exc).split(": ", 2)[-1])
         except ValidationError as exc:
             err = exc.errors()[0]
             item = entry.get("id", f"#{index}") if isinstance(entry, dict) else f"#{index}"
-            problem = ItemProblem(item_id=str(item), field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
+            problem = ItemProblem(entry_id=str(item), field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
         else:
             refusal = _task_refusal(task, seen)
             if refusal is None:
                 seen.add(task.id)
                 tasks.append(task)
                 continue
-            problem = ItemProblem(item_id=task.id, field=refusal[0], problem=refusal[1])
+            problem = ItemProblem(entry_id=task.id, field=refusal[0], problem=refusal[1])
         if strict:
             raise InputFileError(problem.line())
         problems.append(problem)
@@ -176,7 +176,7 @@ def load_rollouts(path: str | Path, *, strict: bool = False) -> tuple[list[Recor
         except ValidationError as exc:
             err = exc.errors()[0]
             item = entry.get("task_id", f"line {index + 1}") if isinstance(entry, dict) else f"line {index + 1}"
-            problem = ItemProblem(item_id=str(item), field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
+            problem = ItemProblem(entry_id=str(item), field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
             if strict:
                 raise InputFileError(problem.line()) from None
             problems.append(problem)

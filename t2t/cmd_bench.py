@@ -91,7 +91,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
                 settings = settings.model_copy(update={"function_calling": config.function_calling})
             agents.append(_lm_agent(settings, env, session))
     if config.user == SCRIPTED_USER_NAME:
-        user: Any = ScriptedUser()
+        user: Any = ScriptedUser(env.domain.tools)
     else:
         from programs.lm.config import build_lm
 
@@ -354,7 +354,8 @@ def _fmt(value: float | None) -> str:
 def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], crashes: list[Any],
             json_out: bool, ledger: Any = None) -> None:
     from programs.loop.agent import REFERENCE_AGENTS
-    from programs.loop.bench import calibration_problems, score_cells, stored_rows
+    from optimize.metrics import score_cells
+    from programs.loop.bench import calibration_problems, stored_rows
     from programs.verification.verifier import Verifier
 
     rows = stored_rows(ts, run_id)

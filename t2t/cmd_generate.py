@@ -156,6 +156,7 @@ def generate(
     from programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
+    from domains import domain_module
     from domains.kit import KitError
     from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from store import TaskStore
@@ -199,14 +200,17 @@ def generate(
             if config.roles != roles:
                 used = ", ".join(f"{r}: {m}" for r, m in sorted(config.roles.items()))
                 raise UserError(f"--resume: run {resume} used {used}; configure the same LMs to resume it")
-            env = load_environment(config.domain, config.db_path, seed=config.seed, users=config.db_users)
+            # by module path: a domain package outside the built-ins is not known by its name
+            env = load_environment(config.domain_module or config.domain, config.db_path, seed=config.seed,
+                                   users=config.db_users)
             if env.initial_hash() != config.db_initial_hash:
                 raise UserError(f"--resume: the database differs from the one run {resume} started on")
             run_id = resume
         else:
             env = load_environment(domain, db, seed=seed, users=users)
             run_id = uuid.uuid4().hex
-            config = GenerationConfig(domain=env.domain.name, n=n, conditions=chosen, seed=seed,
+            config = GenerationConfig(domain=env.domain.name, domain_module=domain_module(domain), n=n,
+                                      conditions=chosen, seed=seed,
                                       db_path=os.path.abspath(db) if db else None, db_users=users,
                                       db_initial_hash=env.initial_hash(), source=source, roles=roles,
                                       programs=programs, guided=guided)

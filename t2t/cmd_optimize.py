@@ -155,7 +155,8 @@ def _environment_for(store: Any, kind: str, ids: list[str], domain: str, db: Opt
                               f"WHERE x.{key} = ? AND r.kind = 'generate' LIMIT 1", [ids[0]])
         if rows:
             config = json.loads(rows[0][0]) if isinstance(rows[0][0], str) else rows[0][0]
-            return load_environment(config.get("domain", domain), config.get("db_path"),
+            module = config.get("domain_module") or config.get("domain", domain)  # a package is known by its path
+            return load_environment(module, config.get("db_path"),
                                     seed=int(config.get("seed", DEFAULT_DB_SEED)),
                                     users=int(config.get("db_users", DEFAULT_DB_USERS)))
     return load_environment(domain, db, seed=DEFAULT_DB_SEED if seed is None else seed,

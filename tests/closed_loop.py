@@ -108,7 +108,7 @@ def store_tasks(store: Any, tasks: dict[str, Task]) -> str:
 
 
 def opening_of(task: Task) -> str:
-    return ScriptedUser().session(task.scenario).opening()
+    return ScriptedUser(get_domain("retail").tools).session(task.scenario).opening()
 
 
 # ============================================================================ scripted LM

@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from programs.loop.bench import RolloutRow, pass_hat_k, plan_jobs, score_cells
+from optimize.metrics import RolloutRow, pass_hat_k, score_cells
+from programs.loop.bench import plan_jobs
 from signatures.models import Action, Task
 from store import TaskStore, read_only_query
 from tests.cli import REPO, run_t2t

@@ -308,3 +308,31 @@ def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay
         opening = f"{task.scenario.reason_for_call} {task.scenario.known_info or ''}"
         assert not any(w.removeprefix("The ").split(" is ")[-1].rstrip(".") in opening
                        for w in task.scenario.withheld_info)
+
+
+def test_a_run_of_a_package_resumes_by_its_module_path(package, tmp_path):
+    """The run records the module it loaded the domain from; --resume loads it again (the
+    domain's own name, 'rentals', is no module)."""
+    import duckdb
+
+    from store.failures import ITEM_EVENT, generation_items
+
+    store = tmp_path / "t2t.duckdb"
+    runner = CliRunner()
+    args = ["generate", "--domain", "rentals_pkg.with_kit", "--db", str(package), "--n", "4", "--seed", "3"]
+    assert runner.invoke(app, [*args, "--store", str(store)]).exit_code == 0
+    with TaskStore(store, read_only=True) as s:
+        _, [(run_id, config)] = s.query("SELECT run_id, config FROM runs")
+        whole = {t.id for t in s.tasks("TRUE")}
+    assert json.loads(config)["domain_module"] == "rentals_pkg.with_kit"
+    con = duckdb.connect(str(store))  # as if the run was killed after its first two items
+    con.execute("DELETE FROM run_events WHERE run_id = ? AND status = ? AND "
+                "CAST(json_extract(details, '$.index') AS INTEGER) >= 2", [run_id, ITEM_EVENT])
+    con.close()
+    with TaskStore(store, read_only=True) as s:
+        assert [i.index for i in generation_items(s, run_id)] == [0, 1]
+    resumed = runner.invoke(app, ["generate", "--resume", run_id, "--store", str(store)])
+    assert resumed.exit_code == 0, resumed.output
+    with TaskStore(store, read_only=True) as s:
+        assert [i.index for i in generation_items(s, run_id)] == [0, 1, 2, 3]
+        assert {t.id for t in s.tasks("TRUE")} == whole

@@ -171,7 +171,7 @@ def test_429_500_and_timeouts_are_retried_and_the_rollout_passes(env, tasks):
     responder = FaultyAt(planned(env, tasks, ["pass"]), {1: Fault(429), 2: Fault(500), 4: Hang(5.0)})
     with ScriptedLLMServer(responder=responder) as server:
         lm = build_lm(LMSettings(model=AGENT, api_base=server.base_url, timeout_s=0.5, num_retries=3))
-        result = RolloutEngine(env, ScriptedUser(), [LMAgent(lm, env)]).run(tasks["general-1"], AGENT)
+        result = RolloutEngine(env, ScriptedUser(env.domain.tools), [LMAgent(lm, env)]).run(tasks["general-1"], AGENT)
         statuses = len(server.requests)
     assert result.verdict.passed, result.verdict
     assert result.rollout.termination == "user_stop"
@@ -192,7 +192,7 @@ def test_invalid_arguments_and_unknown_tools_become_observations_the_agent_reads
                Text("It has been cancelled.")]
     with ScriptedLLMServer(replies=replies) as server:
         lm = build_lm(LMSettings(model=AGENT, api_base=server.base_url))
-        result = RolloutEngine(env, ScriptedUser(), [LMAgent(lm, env)]).run(task, AGENT)
+        result = RolloutEngine(env, ScriptedUser(env.domain.tools), [LMAgent(lm, env)]).run(task, AGENT)
         requests = server.requests
     assert server.errors == []
     observations = [r["messages"][-1] for r in requests[2:5]]  # what the agent read after each bad call
@@ -210,7 +210,7 @@ def test_a_malformed_reply_ends_the_rollout_as_lm_error(env, tasks):
     responder = FaultyAt(planned(env, tasks, ["pass"]), {1: Malformed()})
     with ScriptedLLMServer(responder=responder) as server:
         lm = build_lm(LMSettings(model=AGENT, api_base=server.base_url))
-        result = RolloutEngine(env, ScriptedUser(), [LMAgent(lm, env)]).run(tasks["general-1"], AGENT)
+        result = RolloutEngine(env, ScriptedUser(env.domain.tools), [LMAgent(lm, env)]).run(tasks["general-1"], AGENT)
     assert result.rollout.termination == "lm_error" and "lm_error" in result.verdict.reasons
     assert len(result.rollout.steps) == 1  # the look-up before the broken reply was kept
 
@@ -219,7 +219,7 @@ def test_an_lm_failing_beyond_retries_ends_as_lm_error_and_the_batch_goes_on(env
     plans = ["pass", "lm_error", "pass"]
     with ScriptedLLMServer(responder=planned(env, tasks, plans)) as server:
         lm = build_lm(LMSettings(model=AGENT, api_base=server.base_url, num_retries=2))
-        engine = RolloutEngine(env, ScriptedUser(), [LMAgent(lm, env)])
+        engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [LMAgent(lm, env)])
         jobs = [RolloutJob(task_id="general-1", agent=AGENT, trial=k, rollout_id=f"r{k}") for k in range(3)]
         results, crashes = engine.run_many(tasks, jobs, concurrency=3)
     assert crashes == []
@@ -265,7 +265,7 @@ def call(name: str, **arguments: Any) -> AgentToolCall:
 
 def test_a_crashing_rollout_is_reported_and_the_batch_goes_on(env, tasks):
     agent = ScriptAgent("bug", [AgentReply(content="Your order has been handled.")], explode_on="general-2")
-    engine = RolloutEngine(env, ScriptedUser(), [agent])
+    engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [agent])
     jobs = [RolloutJob(task_id=t, agent="bug", trial=0, rollout_id=t) for t in tasks]
     results, crashes = engine.run_many(tasks, jobs, concurrency=2)
     assert [c.job.task_id for c in crashes] == ["general-2"] and "a bug in an agent" in crashes[0].error
@@ -277,14 +277,14 @@ def test_a_crashing_rollout_is_reported_and_the_batch_goes_on(env, tasks):
 
 def test_a_transfer_ends_the_rollout(env, tasks):
     agent = ScriptAgent("t", [AgentReply(tool_calls=[call("transfer_to_human_agents", summary="help")])])
-    result = RolloutEngine(env, ScriptedUser(), [agent]).run(tasks["general-1"], "t")
+    result = RolloutEngine(env, ScriptedUser(env.domain.tools), [agent]).run(tasks["general-1"], "t")
     assert result.rollout.termination == "transfer"
     assert [m.role for m in result.rollout.messages] == ["system", "user", "assistant", "tool"]
 
 
 def test_the_turn_limit_ends_the_rollout_with_reason_max_turns(env, tasks):
     agent = ScriptAgent("loop", [AgentReply(tool_calls=[call("list_all_product_types")])])
-    result = RolloutEngine(env, ScriptedUser(), [agent], max_turns=3).run(tasks["general-1"], "loop")
+    result = RolloutEngine(env, ScriptedUser(env.domain.tools), [agent], max_turns=3).run(tasks["general-1"], "loop")
     assert result.rollout.termination == "max_turns"
     assert len(result.rollout.steps) == 3
     assert "max_turns" in result.verdict.reasons
@@ -296,7 +296,7 @@ def test_one_tool_call_per_turn_extra_calls_are_answered_but_not_run(env, tasks)
     agent = ScriptAgent("greedy", [
         AgentReply(tool_calls=[call(login.name, **login.arguments), call(cancel.name, **cancel.arguments)]),
         AgentReply(content="Anything else?")])
-    result = RolloutEngine(env, ScriptedUser(), [agent]).run(task, "greedy")
+    result = RolloutEngine(env, ScriptedUser(env.domain.tools), [agent]).run(task, "greedy")
     rollout = result.rollout
     assert [s.call.name for s in rollout.steps] == [login.name]  # the cancel was not run
     tool_messages = [m for m in rollout.messages if m.role == "tool"]
@@ -306,7 +306,7 @@ def test_one_tool_call_per_turn_extra_calls_are_answered_but_not_run(env, tasks)
 
 
 def test_an_empty_agent_turn_ends_the_rollout(env, tasks):
-    result = RolloutEngine(env, ScriptedUser(), [ScriptAgent("mute", [AgentReply()])]).run(tasks["general-1"], "mute")
+    result = RolloutEngine(env, ScriptedUser(env.domain.tools), [ScriptAgent("mute", [AgentReply()])]).run(tasks["general-1"], "mute")
     assert result.rollout.termination == "agent_stop"
 
 
@@ -314,7 +314,7 @@ def test_an_empty_agent_turn_ends_the_rollout(env, tasks):
 
 
 def test_concurrent_rollouts_are_isolated_on_their_own_episodes(env, tasks):
-    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)])
+    engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)])
     jobs = [RolloutJob(task_id=t, agent="oracle", trial=k, rollout_id=f"{t}-{k}") for t in tasks for k in range(8)]
     results, crashes = engine.run_many(tasks, jobs, concurrency=8)
     assert crashes == [] and len(results) == len(jobs)
@@ -325,7 +325,7 @@ def test_concurrent_rollouts_are_isolated_on_their_own_episodes(env, tasks):
 
 
 def test_rollouts_are_stored_with_their_verdicts_in_atomic_batches(env, tasks, tmp_path):
-    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)])
+    engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)])
     with TaskStore(tmp_path / "s.duckdb") as store:
         run_id = store.start_run("bench", {})
         store.add_tasks(run_id, list(tasks.values()))
@@ -354,7 +354,7 @@ def test_rollouts_are_stored_with_their_verdicts_in_atomic_batches(env, tasks, t
 def test_the_oracle_and_do_nothing_calibrate_every_condition(env, tasks):
     from programs.loop.agent import DoNothingAgent
 
-    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env), DoNothingAgent(env)])
+    engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env), DoNothingAgent(env)])
     verifier = Verifier(env)
     for task in tasks.values():
         assert verifier.verify_task(task).passed
@@ -365,7 +365,7 @@ def test_the_oracle_and_do_nothing_calibrate_every_condition(env, tasks):
 def test_the_engine_gives_metrics_a_closed_loop_reference_rollout(env, tasks):
     from optimize.metrics import check_task
 
-    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)])
+    engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)])
     verifier = Verifier(env)
     for task in tasks.values():
         checked = check_task(verifier, task, run_rollout=engine.runner("oracle"))
@@ -380,7 +380,7 @@ def test_tool_call_ids_in_the_transcript_are_unique_even_when_the_lm_reuses_them
         AgentReply(tool_calls=[AgentToolCall(id="call_0", name=lookup.name, arguments=lookup.arguments)]),
         AgentReply(tool_calls=[AgentToolCall(name=lookup.name, arguments=lookup.arguments)]),
         AgentReply(content="Is there anything else?")])
-    messages = RolloutEngine(env, ScriptedUser(), [agent]).run(task, "reuse").rollout.messages
+    messages = RolloutEngine(env, ScriptedUser(env.domain.tools), [agent]).run(task, "reuse").rollout.messages
     ids = [c.id for m in messages for c in m.tool_calls or []]
     assert len(ids) == 3 and len(set(ids)) == 3 and ids[0] == "call_0"
     assert [m.tool_call_id for m in messages if m.role == "tool"] == ids

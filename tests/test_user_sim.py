@@ -7,6 +7,7 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
+from domains import get_domain
 from programs.loop.user_sim import (
     LMTurnError,
     LMUser,
@@ -14,9 +15,12 @@ from programs.loop.user_sim import (
     ScriptedUserSettings,
     UserSimulator,
     first_person,
+    identity_cues,
 )
 from signatures.conversation import STOP_SIGNAL, ConversationTurn
 from signatures.models import UserScenario
+
+RETAIL = get_domain("retail")
 
 
 def talk(session, *agent_lines: str) -> list[str]:
@@ -47,14 +51,14 @@ def test_first_person_rewrites_scenario_prose():
 
 
 def test_scripted_user_opens_with_the_reason_and_withholds_details():
-    opening = ScriptedUser().session(AMBIGUOUS).reply([])
+    opening = ScriptedUser(RETAIL.tools).session(AMBIGUOUS).reply([])
     assert opening.text == "I want to exchange the keyboard I bought."
     assert not opening.stop
     assert "#W1234567" not in opening.text and "clicky" not in opening.text
 
 
 def test_withheld_details_only_come_when_asked_one_per_question():
-    said = talk(ScriptedUser().session(AMBIGUOUS),
+    said = talk(ScriptedUser(RETAIL.tools).session(AMBIGUOUS),
                 "Could you tell me your name and zip code?",
                 "Thanks, I found your account.",  # a statement, no question: nothing revealed
                 "Which order is the keyboard in?",
@@ -69,7 +73,7 @@ def test_changing_user_revises_at_the_confirmation_point_not_before():
     scenario = UserScenario(reason_for_call="You want to cancel order #W1.", known_info="Your email is a@b.c.",
                             change_trigger="when the agent asks you to confirm the cancellation",
                             revised_request="You changed your mind: cancel order #W2 instead.")
-    said = talk(ScriptedUser().session(scenario),
+    said = talk(ScriptedUser(RETAIL.tools).session(scenario),
                 "What is your email address?",
                 "Order #W1 is pending with 2 items.",
                 "I will cancel #W1. Do you confirm (yes/no)?",
@@ -83,14 +87,14 @@ def test_changing_user_with_a_details_trigger_revises_when_details_are_shown():
     scenario = UserScenario(reason_for_call="You want to return the lamp.", known_info="Your email is a@b.c.",
                             change_trigger="after the agent lists the order details",
                             revised_request="You would rather exchange it.")
-    said = talk(ScriptedUser().session(scenario), "What is your email?", "Your order has a lamp and a desk.")
+    said = talk(ScriptedUser(RETAIL.tools).session(scenario), "What is your email?", "Your order has a lamp and a desk.")
     assert said[1] == "My email is a@b.c."
     assert said[2] == "I would rather exchange it."
 
 
 def test_infeasible_user_insists_within_its_limit_then_stops():
     scenario = UserScenario(reason_for_call="You want to cancel a delivered order.")
-    session = ScriptedUser(ScriptedUserSettings(max_insist=2)).session(scenario)
+    session = ScriptedUser(RETAIL.tools, ScriptedUserSettings(max_insist=2)).session(scenario)
     said = talk(session, "Sorry, I cannot cancel a delivered order.", "I'm afraid that is not possible.",
                 "Unfortunately our policy does not allow it.")
     assert STOP_SIGNAL not in said[1] and STOP_SIGNAL not in said[2]
@@ -101,7 +105,7 @@ def test_infeasible_user_insists_within_its_limit_then_stops():
 @pytest.mark.parametrize("agent_line", ["Your order has been cancelled.", "Is there anything else I can do?",
                                         "I am transferring you to a human agent."])
 def test_the_user_ends_with_the_stop_signal(agent_line):
-    session = ScriptedUser().session(UserScenario(reason_for_call="You want to cancel order #W1."))
+    session = ScriptedUser(RETAIL.tools).session(UserScenario(reason_for_call="You want to cancel order #W1."))
     session.reply([])
     reply = session.reply([ConversationTurn(role="user", content="x"), ConversationTurn(role="agent",
                                                                                         content=agent_line)])
@@ -109,7 +113,7 @@ def test_the_user_ends_with_the_stop_signal(agent_line):
 
 
 def test_an_unproductive_conversation_stops_after_max_idle_turns():
-    session = ScriptedUser(ScriptedUserSettings(max_idle=2)).session(UserScenario(reason_for_call="Help."))
+    session = ScriptedUser(RETAIL.tools, ScriptedUserSettings(max_idle=2)).session(UserScenario(reason_for_call="Help."))
     said = talk(session, "Hmm.", "Let me see.")
     assert not said[1].endswith(STOP_SIGNAL)
     assert said[2].endswith(STOP_SIGNAL)
@@ -152,3 +156,21 @@ def test_user_simulator_is_a_dspy_program_with_a_tunable_instruction():
     with dspy.context(lm=lm):
         program(scenario=AMBIGUOUS, conversation=[])
     assert "Be terse." in lm.history[-1]["messages"][0]["content"]
+
+
+def test_identity_cues_come_from_the_domains_authenticating_tools():
+    retail = identity_cues(RETAIL.tools)
+    assert {"email", "first name", "last name", "zip", "your name"} <= set(retail)
+    airline = identity_cues(get_domain("airline").tools)
+    assert "user id" in airline and "email" not in airline and "zip" not in airline
+    # a domain with no authenticating tool is asked who the user is in general words only
+    assert "email" not in identity_cues(t for t in RETAIL.tools if t.authenticates is None)
+
+
+def test_the_scripted_user_answers_an_identity_question_in_its_domains_words():
+    scenario = UserScenario(reason_for_call="You want to change a flight.", known_info="Your user id is mia_li_1.")
+    airline = ScriptedUser(get_domain("airline").tools)
+    assert talk(airline.session(scenario), "What is your user id?")[1] == "My user id is mia_li_1."
+    # the retail words are not airline's: asked for an email, this user has no identity to give
+    said = talk(airline.session(scenario), "What is your email?")[1]
+    assert "mia_li_1" not in said

@@ -31,11 +31,19 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from domains.kit import AmbiguityProposal, Call, ChangeAlternative, Claim, EntityCandidate, InfeasibleProposal
+from domains.kit import (
+    AmbiguityProposal,
+    Call,
+    ChangeAlternative,
+    Claim,
+    EntityCandidate,
+    InfeasibleProposal,
+    RequiredFact,
+)
 from domains.runtime import Episode
-from domains.retail.models import CreditCard, GiftCard, Order, OrderItem, Paypal, Product, User, Variant
+from domains.retail.models import CANCEL_REASONS, CreditCard, GiftCard, Order, OrderItem, Paypal, Product, User, Variant
 from domains.retail.rules import owner_of_call
-from domains.retail.tools import CANCEL_REASONS, WRITE_ORDER_STATUS
+from domains.retail.tools import WRITE_ORDER_STATUS
 
 ITEM_WRITES = {name: status for name, status in WRITE_ORDER_STATUS.items() if "items" in name}
 ORDER_WRITES = {name: status for name, status in WRITE_ORDER_STATUS.items() if name not in ITEM_WRITES}
@@ -89,9 +97,23 @@ def options_words(options: Mapping[str, str]) -> str:
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
 
 
+# Each cancel reason as a customer gives it: the clause after "because" (with the tool's
+# reason verbatim), and the phrases any of which states the reason in a request.
+CANCEL_REASON_WORDS: dict[str, tuple[str, list[str]]] = {
+    "no longer needed": ("it is no longer needed", ["no longer need"]),
+    "ordered by mistake": ("it was ordered by mistake", ["ordered by mistake", "ordered it by mistake", "by mistake"]),
+}
+ANY_CANCEL_REASON = CANCEL_REASONS[0]  # where the reason does not matter (the write is refused anyway)
+
+
 def cancel_reason_words(reason: str) -> str:
     """Why the user cancels, containing the tool's reason verbatim."""
-    return "it was ordered by mistake" if reason == "ordered by mistake" else f"it is {reason}"
+    return CANCEL_REASON_WORDS[reason][0] if reason in CANCEL_REASON_WORDS else f"it is {reason}"
+
+
+def cancel_reason_phrases(reason: str) -> list[str]:
+    """Phrases any one of which states ``reason`` in a request."""
+    return list(CANCEL_REASON_WORDS[reason][1]) if reason in CANCEL_REASON_WORDS else [reason]
 
 
 def address_text(a: Mapping[str, Any]) -> str:
@@ -112,6 +134,16 @@ def identity_text(call: Mapping[str, Any]) -> str:
     if call["name"] == "find_user_id_by_email":
         return f"Your email address is {args['email']}."
     return f"You are {args['first_name']} {args['last_name']}, zip code {args['zip']}."
+
+
+def identity_facts(call: Mapping[str, Any]) -> list[RequiredFact]:
+    """What a request must state for the identity look-up ``call`` to find the user."""
+    args = call["arguments"]
+    if call["name"] == "find_user_id_by_email":
+        return [RequiredFact(label="email", alternatives=[args["email"]])]
+    return [RequiredFact(label="first name", alternatives=[args["first_name"]]),
+            RequiredFact(label="last name", alternatives=[args["last_name"]]),
+            RequiredFact(label="zip code", alternatives=[args["zip"]])]
 
 
 def forgotten_identity(call: Mapping[str, Any]) -> str | None:
@@ -685,12 +717,12 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
             continue
         oid, status = order.order_id, order.status
         if status == "processed":  # the policy: refuse, then hand the user to a human agent
-            add("processed_order_handoff", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
+            add("processed_order_handoff", "cancel_pending_order", {"order_id": oid, "reason": ANY_CANCEL_REASON},
                 f"order {oid} is 'processed': it cannot be cancelled, and the policy sends the user to a human agent",
                 oid, handoff=Call(name="transfer_to_human_agents",
                                   arguments={"summary": f"The user wants to cancel the processed order {oid}."}))
         elif status != "pending":
-            add("cancel_non_pending", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
+            add("cancel_non_pending", "cancel_pending_order", {"order_id": oid, "reason": ANY_CANCEL_REASON},
                 f"order {oid} is '{status}'; only orders whose status is exactly 'pending' can be cancelled", oid)
         if status == "pending (item modified)":
             for item in order.items:
@@ -755,8 +787,8 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
             claims = [Claim(table="orders", key=oid, path=["status"], value="pending", says="the pending order"),
                       Claim(table="orders", key=oid, path=["user_id"], op="ne", value=user_id,
                             says="a family member placed with their own account")]
-            add("other_users_order", "cancel_pending_order", {"order_id": oid, "reason": "no longer needed"},
-                fact, oid, request=f"cancel {theirs} because {cancel_reason_words('no longer needed')}",
+            add("other_users_order", "cancel_pending_order", {"order_id": oid, "reason": ANY_CANCEL_REASON},
+                fact, oid, request=f"cancel {theirs} because {cancel_reason_words(ANY_CANCEL_REASON)}",
                 claims=claims)
             # the tool would ship another customer's order to this user's address: only the policy refuses
             add("other_users_order", "modify_pending_order_address", {"order_id": oid, **user.address.model_dump()},

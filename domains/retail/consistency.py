@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from domains.retail.models import ORDER_STATUSES, CreditCard, GiftCard, Order, RetailDB, User
+from domains.retail.models import CANCEL_REASONS, ORDER_STATUSES, CreditCard, GiftCard, Order, RetailDB, User
 
-CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 TOLERANCE = 0.01 + 1e-9
 FULFILLED_STATUSES = ("processed", "delivered", "exchange requested", "return requested")
 EXCHANGE_FIELDS = ("exchange_items", "exchange_new_items", "exchange_payment_method_id",

@@ -14,9 +14,19 @@ from typing import Any
 
 from domains import Environment
 from domains.retail.calculations import calculations
-from domains.retail.conditions import address_text, call_claims, cancel_reason_words, options_words, payment_words
+from domains.retail.conditions import (
+    call_claims,
+    cancel_reason_phrases,
+    describe_call,
+    forgotten_identity,
+    identity_facts,
+    identity_lookup,
+    identity_text,
+    payment_words,
+)
 from domains.retail.generate import CITIES, STREETS
-from domains.retail.tools import CANCEL_REASONS, WRITE_ORDER_STATUS
+from domains.retail.models import CANCEL_REASONS
+from domains.retail.tools import WRITE_ORDER_STATUS
 from domains.kit import (
     Call,
     ExplorationKit,
@@ -206,9 +216,8 @@ def _address_facts(a: dict[str, Any]) -> list[RequiredFact]:
     return facts
 
 
-def _payment(episode: Any, user_id: str, method_id: str) -> tuple[str, RequiredFact]:
-    text, words = payment_words(episode, user_id, method_id)
-    return text, RequiredFact(label="payment method", alternatives=words)
+def _payment_fact(episode: Any, user_id: str, method_id: str) -> RequiredFact:
+    return RequiredFact(label="payment method", alternatives=payment_words(episode, user_id, method_id)[1])
 
 
 def _item_by_id(order: dict[str, Any], item_id: str) -> dict[str, Any]:
@@ -230,54 +239,38 @@ def _describe_write(episode: Any, call: Call, user_id: str | None) -> RequestFac
 
 
 def _sentence_and_facts(episode: Any, call: Call) -> RequestFacts:
+    """The request in the write's one wording (`conditions.describe_call`) and the facts it must
+    state (amounts the agent works out come from `calculations`)."""
     a = call.arguments
     name = call.name
+    sentence = f"You want to {describe_call(episode, name, a)}."
     if name == "modify_user_address":
-        return RequestFacts(tool=name, sentence=f"You have moved and want your default address changed to "
-                                                f"{address_text(a)}.", facts=_address_facts(a))
+        return RequestFacts(tool=name, sentence=sentence, facts=_address_facts(a))
     order = episode.record("orders", a["order_id"])
     oid = a["order_id"]
     if name == "cancel_pending_order":
-        because = cancel_reason_words(a["reason"])
-        items = ", ".join(sorted({i["name"] for i in order["items"]}))
-        alternatives = (["ordered by mistake", "ordered it by mistake", "by mistake"]
-                        if a["reason"] == "ordered by mistake" else ["no longer need"])
-        return RequestFacts(tool=name, sentence=f"You want to cancel your order {oid} (with the {items}) because "
-                                                f"{because}.",
-                            facts=[_order_fact(oid), RequiredFact(label="cancel reason", alternatives=alternatives)])
+        return RequestFacts(tool=name, sentence=sentence, facts=[
+            _order_fact(oid), RequiredFact(label="cancel reason", alternatives=cancel_reason_phrases(a["reason"]))])
     if name == "modify_pending_order_address":
-        return RequestFacts(tool=name, sentence=f"You want your pending order {oid} shipped to {address_text(a)} "
-                                                f"instead.", facts=[_order_fact(oid), *_address_facts(a)])
+        return RequestFacts(tool=name, sentence=sentence, facts=[_order_fact(oid), *_address_facts(a)])
     if name == "modify_pending_order_payment":
-        text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
-        return RequestFacts(tool=name, sentence=f"You want to pay for your pending order {oid} with {text} instead.",
-                            facts=[_order_fact(oid), fact])
+        return RequestFacts(tool=name, sentence=sentence,
+                            facts=[_order_fact(oid), _payment_fact(episode, order["user_id"], a["payment_method_id"])])
     if name == "return_delivered_order_items":
         items = [_item_by_id(order, i) for i in a["item_ids"]]
-        text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
-        listed = " and ".join(f"the {i['name']} with {options_words(i['options'])}" for i in items)
-        return RequestFacts(tool=name, sentence=f"You want to return {listed} from your delivered order {oid}, "
-                                                f"with the refund going to {text}.",
-                            facts=[_order_fact(oid), fact, *[RequiredFact(label="item", alternatives=[i["name"]])
-                                                             for i in items]])
+        return RequestFacts(tool=name, sentence=sentence,
+                            facts=[_order_fact(oid), _payment_fact(episode, order["user_id"], a["payment_method_id"]),
+                                   *[RequiredFact(label="item", alternatives=[i["name"]]) for i in items]])
     if name in ("modify_pending_order_items", "exchange_delivered_order_items"):
-        text, fact = _payment(episode, order["user_id"], a["payment_method_id"])
-        facts = [_order_fact(oid), fact]
-        changes = []
+        facts = [_order_fact(oid), _payment_fact(episode, order["user_id"], a["payment_method_id"])]
         for old_id, new_id in zip(a["item_ids"], a["new_item_ids"]):
             old = _item_by_id(order, old_id)
             new = _variant(episode, old["product_id"], new_id)
             changed = {k: v for k, v in new["options"].items() if old["options"].get(k) != v}
-            changes.append(f"the {old['name']} with {options_words(old['options'])} for the one with "
-                           f"{options_words(changed)}")
             facts.append(RequiredFact(label="item", alternatives=[old["name"]]))
             facts += [RequiredFact(label=f"new {k}", alternatives=[v]) for k, v in changed.items()]
-        verb = "exchange" if name.startswith("exchange") else "change"
-        kind = "delivered" if name.startswith("exchange") else "pending"
-        return RequestFacts(tool=name, sentence=f"In your {kind} order {oid} you want to {verb} "
-                                                f"{' and '.join(changes)}, settling any price difference with {text}.",
-                            facts=facts)
-    return RequestFacts(tool=name, sentence=f"You want the agent to {name.replace('_', ' ')}.", facts=[])
+        return RequestFacts(tool=name, sentence=sentence, facts=facts)
+    return RequestFacts(tool=name, sentence=sentence, facts=[])
 
 
 def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: str | None) -> TrajectoryFacts:
@@ -292,16 +285,9 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
         spec = env.tools.get(call.name)
         if spec is not None and spec.authenticates is not None and known_info is None and not step.error:
             user_id = spec.authenticates(call.arguments, step.observation)
-            if call.name == "find_user_id_by_email":
-                known_info = f"Your email address is {call.arguments['email']}."
-                identity = [RequiredFact(label="email", alternatives=[call.arguments["email"]])]
-            else:
-                args = call.arguments
-                known_info = f"You are {args['first_name']} {args['last_name']}, living in zip code {args['zip']}."
-                unknown_info = "You do not remember your email address."
-                identity = [RequiredFact(label="first name", alternatives=[args["first_name"]]),
-                            RequiredFact(label="last name", alternatives=[args["last_name"]]),
-                            RequiredFact(label="zip code", alternatives=[args["zip"]])]
+            lookup = call.model_dump()
+            known_info, unknown_info = identity_text(lookup), forgotten_identity(lookup)
+            identity = identity_facts(lookup)
         spec = env.tools.get(call.name)
         if spec is not None and spec.kind == "write":
             requests.append(_describe_write(episode, call, user_id or _seed_user_id(env, seed_entity or "")))
@@ -309,10 +295,9 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
     if known_info is None:
         # no identity look-up in the trajectory: the agent still has to authenticate the seed user
         user_id = _seed_user_id(env, seed_entity or "")
-        user = episode.record("users", user_id) if user_id else None
-        if user is not None:
-            known_info = f"Your email address is {user['email']}."
-            identity = [RequiredFact(label="email", alternatives=[user["email"]])]
+        lookup = identity_lookup(episode, user_id) if user_id else None
+        if lookup is not None:
+            known_info, identity = identity_text(lookup.model_dump()), identity_facts(lookup.model_dump())
         else:
             known_info = ""
     return TrajectoryFacts(known_info=known_info, unknown_info=unknown_info, identity=identity, requests=requests)

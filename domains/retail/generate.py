@@ -15,6 +15,7 @@ import itertools
 import random
 
 from domains.retail.models import (
+    CANCEL_REASONS,
     ORDER_STATUSES,
     Address,
     CreditCard,
@@ -31,8 +32,6 @@ from domains.retail.models import (
     UserName,
     Variant,
 )
-
-CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 
 # name, option dimensions with their values, (low, high) price range in dollars
 CATALOGUE: tuple[tuple[str, dict[str, list[str]], tuple[float, float]], ...] = (

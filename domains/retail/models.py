@@ -15,6 +15,8 @@ ORDER_STATUSES = (
     "exchange requested",
     "return requested",
 )
+# The reasons cancel_pending_order takes; the tool refuses any other.
+CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 
 
 class Variant(BaseModel):

@@ -7,9 +7,8 @@ from typing import cast
 
 from domains.common_tools import calculate, transfer_to_human_agents  # noqa: F401  (retail's tool list)
 from domains.runtime import ToolError, Transaction, tool, user_from_output
-from domains.retail.models import Address, GiftCard, Order, Payment, PaymentMethod, Product, User, Variant
-
-CANCEL_REASONS = ("no longer needed", "ordered by mistake")
+from domains.retail.models import (CANCEL_REASONS, Address, GiftCard, Order, Payment, PaymentMethod, Product, User,
+                                   Variant)
 # The order status each order write needs (a tool check, or the policy rule for the
 # address and payment changes, which the tools let through on 'pending (item modified)').
 WRITE_ORDER_STATUS = {

@@ -83,6 +83,8 @@ class GenerationConfig(BaseModel):
     """Everything that determines a run's items; recorded as the run's config."""
 
     domain: str = "retail"
+    # the module the domain was loaded from ('domains.retail', 'mypkg.module'): --resume loads it again
+    domain_module: str | None = None
     n: int = Field(ge=1, description="items to explore; each yields a general task and its adaptations")
     conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS))
     seed: int = 0

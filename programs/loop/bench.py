@@ -1,12 +1,7 @@
 """Benchmark orchestration: rollouts for every (task, agent, trial), stored, then scored.
 
-Metrics, per agent model and task condition (and over all conditions):
-
-- pass@1: the mean over tasks of c/n (n trials of the task, c of them passed);
-- pass^k (tau-bench): the chance that k trials drawn without replacement from a task's n all
-  pass, C(c, k) / C(n, k), averaged over the tasks with n >= k.
-
-Scores are computed from the store's rows of the run, so a resumed run is scored on every
+The scores (pass@1 and pass^k per agent model and task condition) live with the other
+metrics in `optimize.metrics`. They are computed from the store's rows of the run, so a resumed run is scored on every
 rollout it holds, from before and after the interruption.
 
 Reference agents calibrate the task set: on a task that passes static verification, the
@@ -16,18 +11,15 @@ task that breaks either.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from math import comb
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from optimize.metrics import RolloutRow
 from programs.loop.agent import DO_NOTHING, ORACLE
 from programs.loop.rollout import RolloutJob, rollout_id_for
 from signatures.models import Task, Verdict
-
-ALL_CONDITIONS = "all"
 
 
 class BenchConfig(BaseModel):
@@ -52,40 +44,6 @@ class BenchConfig(BaseModel):
     tool_schemas: list[dict[str, Any]] = Field(default_factory=list)
 
 
-class RolloutRow(BaseModel):
-    """One stored rollout with its verdict, as read back for scoring."""
-
-    task_id: str
-    condition: str | None
-    agent_model: str
-    trial: int
-    passed: bool
-    reasons: list[str] = Field(default_factory=list)
-    # set when the rollout failed on the user simulator's or the LM transport's side: it says
-    # nothing about the agent and is left out of its scores (counted in `not_scored`)
-    not_agents: str | None = None
-
-
-class CellScore(BaseModel):
-    """Scores of one agent on one condition (or on all of them)."""
-
-    agent_model: str
-    condition: str
-    tasks: int
-    rollouts: int
-    passed: int
-    pass_at_1: float
-    pass_hat_k: dict[int, float]  # k -> pass^k over the tasks with at least k trials
-    failure_reasons: dict[str, int]  # reason -> failed rollouts carrying it
-    not_scored: dict[str, int] = Field(default_factory=dict)  # 'user' / 'transport' -> rollouts left out
-
-    def public(self) -> dict[str, Any]:
-        return {"agent_model": self.agent_model, "condition": self.condition, "tasks": self.tasks,
-                "rollouts": self.rollouts, "passed": self.passed, "pass@1": self.pass_at_1,
-                "pass^k": {str(k): v for k, v in self.pass_hat_k.items()},
-                "failure_reasons": self.failure_reasons, "not_scored": self.not_scored}
-
-
 class CalibrationProblem(BaseModel):
     """A task a reference agent contradicts: do-nothing passes it, or the oracle fails it."""
 
@@ -100,55 +58,6 @@ class CalibrationProblem(BaseModel):
             f"oracle fails ({', '.join(self.rollout_reasons) or 'no reason'})"
         status = "verified" if self.verified else f"not verified: {', '.join(self.verify_reasons) or '?'}"
         return f"{self.task_id}: {what} [{status}]"
-
-
-# ============================================================================ metrics
-
-
-def pass_hat_k(n: int, c: int, k: int) -> float:
-    """C(c, k) / C(n, k): the chance that k of the n trials, drawn without replacement, all pass."""
-    if not 0 <= c <= n or k < 1 or k > n:
-        raise ValueError(f"pass^k needs 0 <= c <= n and 1 <= k <= n (n={n}, c={c}, k={k})")
-    return comb(c, k) / comb(n, k)
-
-
-def score_cells(rows: Iterable[RolloutRow], max_k: int) -> list[CellScore]:
-    """Scores per (agent, condition) and per (agent, 'all'), sorted by agent then condition.
-    Rollouts that failed on the user's or the transport's side are counted in `not_scored`
-    only; a task none of whose rollouts is scored has no pass@1 (0 tasks in the cell)."""
-    per_task: dict[tuple[str, str], dict[str, list[RolloutRow]]] = defaultdict(lambda: defaultdict(list))
-    left_out: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    for row in rows:
-        condition = row.condition or "unknown"
-        for cell in ((row.agent_model, condition), (row.agent_model, ALL_CONDITIONS)):
-            if row.not_agents:
-                left_out[cell][row.not_agents] += 1
-                per_task[cell]  # the cell exists even when nothing in it is scored
-            else:
-                per_task[cell][row.task_id].append(row)
-    cells = []
-    for (agent, condition), tasks in per_task.items():
-        counts = [(len(trials), sum(r.passed for r in trials)) for trials in tasks.values()]
-        hat = {}
-        for k in range(1, max_k + 1):
-            eligible = [pass_hat_k(n, c, k) for n, c in counts if n >= k]
-            if eligible:
-                hat[k] = sum(eligible) / len(eligible)
-        reasons: dict[str, int] = defaultdict(int)
-        for trials in tasks.values():
-            for row in trials:
-                if not row.passed:
-                    for reason in row.reasons or ["unknown"]:
-                        reasons[reason] += 1
-        cells.append(CellScore(agent_model=agent, condition=condition, tasks=len(tasks),
-                               rollouts=sum(n for n, _ in counts), passed=sum(c for _, c in counts),
-                               pass_at_1=sum(c / n for n, c in counts) / len(counts) if counts else 0.0,
-                               pass_hat_k=hat,
-                               failure_reasons=dict(sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-                               not_scored=dict(sorted(left_out[(agent, condition)].items()))))
-    order = {c: i for i, c in enumerate(("general", "ambiguous", "changing", "infeasible"))}
-    cells.sort(key=lambda c: (c.agent_model, c.condition == ALL_CONDITIONS, order.get(c.condition, 9), c.condition))
-    return cells
 
 
 def stored_rows(store: Any, run_id: str) -> list[RolloutRow]:

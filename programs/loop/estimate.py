@@ -33,7 +33,7 @@ def estimate_rollouts(env: Environment[Any], tasks: Sequence[Task], *, agents: S
                       user_adapter: Any = None, sample: int = 5) -> RunEstimate:
     """``tokenizer(role, with_tools)`` counts a role's messages (with the tool schemas when the
     agent sends them natively); ``models`` maps each role (``agent <model>``, ``user``) to its model."""
-    engine = RolloutEngine(env, ScriptedUser(), [OracleAgent(env)], max_turns=max_turns)
+    engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)], max_turns=max_turns)
     sampled = list(tasks)[:sample]
     agent_roles = {agent.name: RolePrompts(role=f"agent {agent.name}", calls_per_item=0.0,
                                            max_calls_per_item=max_turns) for agent in agents}

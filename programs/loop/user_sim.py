@@ -11,12 +11,13 @@ A user ends the conversation by putting `STOP_SIGNAL` in a message.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal, Protocol
 
 import dspy
 from pydantic import BaseModel
 
+from domains.runtime import ToolSpec
 from signatures.conversation import STOP_SIGNAL, ConversationTurn, SimulateUser
 from signatures.models import TokenUsage, UserScenario
 
@@ -178,8 +179,26 @@ def _has(text: str, words: Sequence[str]) -> bool:
     return any(w in text for w in words)
 
 
-_IDENTITY = ("email", "zip", "full name", "your name", "first name", "last name", "identify", "authenticate",
-             "verify your identity", "user id", "locate your account", "find your account")
+# Asking who the user is, in any domain; the domain's own words come from identity_cues.
+_IDENTITY = ("identify", "authenticate", "verify your identity", "who you are", "locate your account",
+             "find your account")
+
+
+def identity_cues(tools: Iterable[ToolSpec]) -> tuple[str, ...]:
+    """What an agent asking who the user is says, read from the tools declared `authenticates`:
+    each of their parameters as words ('member_no' -> 'member no') and 'your' + its last
+    word ('your name'), after the domain-general phrases."""
+    cues = list(_IDENTITY)
+    for spec in tools:
+        if spec.authenticates is None:
+            continue
+        for parameter in spec.arguments_model.model_fields:
+            words = parameter.replace("_", " ").strip().lower()
+            if words:
+                cues += [words, f"your {words.split()[-1]}"]
+    return tuple(dict.fromkeys(cues))
+
+
 _CONFIRM = ("confirm", "yes/no", "(yes", "shall i", "should i proceed", "would you like me to proceed",
             "do you want me to", "like me to go ahead", "proceed?", "go ahead?")
 _REFUSAL = ("cannot", "can't", "can not", "unable", "not able", "not possible", "not allowed", "not permitted",
@@ -202,7 +221,8 @@ class ScriptedUser:
     Deterministic; no LM. The rules, in order, for each agent message:
 
     1. the agent transfers the user to a human: stop;
-    2. the agent asks who the user is: the scenario's `known_info`;
+    2. the agent asks who the user is (a question with one of the `identity_cues` of the
+       domain's authenticating tools): the scenario's `known_info`;
     3. a changing scenario reaches its change point: `revised_request`. The point is read
        from `change_trigger`: a trigger about confirming fires when the agent asks for
        confirmation; a trigger about the agent listing, showing or finding details fires on
@@ -219,17 +239,20 @@ class ScriptedUser:
 
     name = SCRIPTED_USER_NAME
 
-    def __init__(self, settings: ScriptedUserSettings | None = None) -> None:
+    def __init__(self, tools: Iterable[ToolSpec], settings: ScriptedUserSettings | None = None) -> None:
         self.settings = settings or ScriptedUserSettings()
+        self.identity = identity_cues(tools)
 
     def session(self, scenario: UserScenario) -> ScriptedUserSession:
-        return ScriptedUserSession(scenario, self.settings)
+        return ScriptedUserSession(scenario, self.settings, self.identity)
 
 
 class ScriptedUserSession:
-    def __init__(self, scenario: UserScenario, settings: ScriptedUserSettings) -> None:
+    def __init__(self, scenario: UserScenario, settings: ScriptedUserSettings,
+                 identity: Sequence[str]) -> None:
         self.scenario = scenario
         self.settings = settings
+        self.identity = tuple(identity)
         self.revealed = 0
         self.identified = False
         self.changed = False
@@ -255,7 +278,7 @@ class ScriptedUserSession:
 
     def answer(self, agent_text: str) -> str:
         text = agent_text.lower()
-        asks_identity = _has(text, _IDENTITY) and "?" in text
+        asks_identity = _has(text, self.identity) and "?" in text
         if _has(text, _TRANSFER) and not asks_identity:
             return f"Okay, thank you. {STOP_SIGNAL}"
         if asks_identity and not self.identified:
