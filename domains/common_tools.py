@@ -40,6 +40,14 @@ def evaluate(expression: str) -> float:
         raise ToolError("Division by zero") from None
 
 
+CALCULATOR_TOOL = "calculate"  # the name generation code uses to work a sum out with the tool below
+
+
+def calculator_arguments(expression: str) -> dict[str, str]:
+    """The arguments of a ``calculate`` call for ``expression``."""
+    return {"expression": expression}
+
+
 def amount_text(value: float) -> str:
     """An amount as an agent reads it off ``calculate`` ("540" for 540.0, "12.5", "99.99"): a
     substring of what ``calculate`` prints and of the same amount written with cents."""

@@ -21,7 +21,7 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from domains.common_tools import amount_text, evaluate
+from domains.common_tools import CALCULATOR_TOOL, amount_text, calculator_arguments, evaluate
 from domains.runtime import Environment, Episode
 
 
@@ -174,6 +174,10 @@ class Calculation(BaseModel):
     def result(self) -> str:
         """The amount, as `calculate` gives it (one home: ``domains.common_tools``)."""
         return amount_text(evaluate(self.expression))
+
+    def call(self) -> Call:
+        """The calculator call that works this amount out."""
+        return Call(name=CALCULATOR_TOOL, arguments=calculator_arguments(self.expression))
 
 
 class RequestFacts(BaseModel):

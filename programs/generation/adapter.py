@@ -24,6 +24,7 @@ import dspy
 from pydantic import BaseModel
 
 from domains import Environment, Episode
+from domains.common_tools import CALCULATOR_TOOL
 from domains.kit import Call, Claim, ConditionKit
 from programs.generation.grounding import lm_kit
 from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
@@ -306,18 +307,18 @@ def _recalculated(ctx: _Context, index: int, revised: Action) -> list[Action]:
     gold = list(ctx.parent.gold_actions)
     gold[index] = revised
     kit = lm_kit(ctx.environment)
-    if kit.calculations is None or not any(a.name == "calculate" for a in gold):
+    if kit.calculations is None or not any(a.name == CALCULATOR_TOOL for a in gold):
         return gold
     episode = ctx.environment.episode()
     out: list[Action] = []
     pending: list[Action] = []
     for action in gold:
-        if action.name == "calculate":
+        if action.name == CALCULATOR_TOOL:
             pending.append(action)
             continue
         if pending:
             sums = kit.calculations(episode, Call(name=action.name, arguments=dict(action.arguments)))
-            out += [old.model_copy(update={"arguments": {"expression": c.expression}})
+            out += [old.model_copy(update={"arguments": c.call().arguments})
                     for old, c in zip(pending, sums)]
             pending = []
         out.append(action)

@@ -25,6 +25,7 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment, Episode
+from domains.common_tools import CALCULATOR_TOOL
 from domains.kit import Call, ExplorationKit, Knowledge, Seed
 from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
 from programs.generation.steps import Steps, arun_steps, run_steps
@@ -59,7 +60,7 @@ def _necessary_writes(env: Environment[Any], steps: list[Step], end_state_hash: 
         if env.tools[steps[index].call.name].kind == "write":
             episode = env.episode()
             start = index  # a sum worked out for this write goes with it
-            while start > 0 and steps[start - 1].call.name == "calculate":
+            while start > 0 and steps[start - 1].call.name == CALCULATOR_TOOL:
                 start -= 1
             rest = steps[:start] + steps[index + 1:]
             replayed = []
@@ -198,13 +199,14 @@ class BaselineExplorer:
         """Before a write whose amount the task will ask for, work the sum out with the
         `calculate` tool about half the time (an agent may also do it in its head); the
         number of calls made."""
-        if grounding.calculations is None or "calculate" not in env.tools \
+        if grounding.calculations is None or CALCULATOR_TOOL not in env.tools \
                 or env.tools[call.name].kind != "write":
             return 0
         made = 0
         for calculation in grounding.calculations(walk.episode, Call(name=call.name, arguments=call.arguments)):
             if sums.random() < 0.5:
-                walk.run(ToolCall(name="calculate", arguments={"expression": calculation.expression}))
+                sum_call = calculation.call()
+                walk.run(ToolCall(name=sum_call.name, arguments=sum_call.arguments))
                 made += 1
         return made
 
