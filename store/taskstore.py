@@ -601,6 +601,23 @@ class TaskStore:
         """Raise StoreError unless `where` is one SQL expression (a WHERE condition)."""
         self.filtered(f"SELECT * FROM tasks_latest WHERE {FILTER_SLOT}", where)
 
+    def selection(self, where: str | None, condition: str | None = None,
+                  agent_model: str | None = None) -> tuple[str | None, list[str]]:
+        """One SQL filter (with ``?`` parameters) from a user's ``--where`` and the
+        ``--condition`` / ``--model`` shortcuts; None when nothing is selected."""
+        clauses: list[str] = []
+        params: list[str] = []
+        if where and where.strip():
+            self.check_filter(where)  # alone first: then it stays one operand of the AND below
+            clauses.append(f"(\n{where}\n)")
+        if condition:
+            clauses.append("condition = ?")
+            params.append(condition)
+        if agent_model:
+            clauses.append("agent_model = ?")
+            params.append(agent_model)
+        return (" AND ".join(clauses) or None), params
+
     def tasks(self, where: str | None = None, params: list | None = None) -> list[Task]:
         """Tasks (newest copy of each) matching an SQL filter over `tasks_latest`'s columns,
         e.g. "condition = 'ambiguous' AND verified", in insertion order."""

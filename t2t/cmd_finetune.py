@@ -5,29 +5,13 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Optional
 
 import typer
 
 from t2t.errors import UserError
 from t2t.output import console, err_console, print_json_line
 from t2t.settings import store_path
-
-
-def _selection(ts: Any, where: str | None, condition: str | None, model: str | None) -> tuple[str | None, list[Any]]:
-    """The SQL filter over rollouts_latest (with ? parameters) that picks the conversations."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    if where and where.strip():
-        ts.check_filter(where)  # alone first: then it stays one operand of the AND below
-        clauses.append(f"(\n{where}\n)")
-    if condition:
-        clauses.append("condition = ?")
-        params.append(condition)
-    if model:
-        clauses.append("agent_model = ?")
-        params.append(model)
-    return (" AND ".join(clauses) or None), params
 
 
 def finetune(
@@ -113,7 +97,7 @@ def finetune(
         else:
             from store.sft import sft_records
 
-            sql, params = _selection(ts, where, condition, model)
+            sql, params = ts.selection(where, condition, model)
             records = sft_records(ts, sql, params)
             source = "store"
         if not records:

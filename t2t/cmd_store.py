@@ -86,18 +86,7 @@ def export(out: Annotated[Path, typer.Option("--out", help="File to write (never
     if not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store)")
     with TaskStore(path, read_only=True) as ts:
-        clauses: list[str] = []
-        params: list[str] = []
-        if where and where.strip():
-            ts.check_filter(where)  # alone first: then it stays one operand of the AND below
-            clauses.append(f"(\n{where}\n)")
-        if condition:
-            clauses.append("condition = ?")
-            params.append(condition)
-        if model:
-            clauses.append("agent_model = ?")
-            params.append(model)
-        filter_sql = " AND ".join(clauses) or None
+        filter_sql, params = ts.selection(where, condition, model)
         if format == "tau2":
             n = ts.export_tau2(filter_sql, out, params, replace=force)
         elif format == "parquet":
