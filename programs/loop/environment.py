@@ -145,7 +145,7 @@ class TaskEnv(gym.Env[str, str]):
         self.environment = environment
         self.tasks = list(tasks)
         self.by_id = {t.id: t for t in self.tasks}
-        self.user = user or ScriptedUser()
+        self.user = user or ScriptedUser(environment.domain.tools)
         self.verifier = Verifier(environment, require_clarification=require_clarification)
         # the rollout engine's own turn mechanics (ids, one call per turn, hand-overs)
         self.engine = RolloutEngine(environment, self.user, [], verifier=self.verifier, max_turns=max_turns)
