@@ -49,7 +49,7 @@ def inputs_for_signatures() -> dict[str, tuple[type, dict]]:
     propose = dict(domain_summary="A retail store: users, orders, products.", policy=policy,
                    tool_schemas=schemas, seed_entity=f"The customer {user_id}.",
                    exploration_goal="one successful write", trajectory=steps[:1], previous_error="")
-    write = dict(trajectory=steps[:2], policy=policy, required_facts=[])
+    write = dict(trajectory=steps[:2], policy=policy, required_facts=[], previous_error="")
     return {"ProposeExplorationCall": (ProposeExplorationCall, propose), "WriteTask": (WriteTask, write)}
 
 

@@ -72,6 +72,7 @@ class WriteTask(dspy.Signature):
     trajectory: list[Step] = dspy.InputField(desc="The executed tool calls with their observations, first to last "
                                                   "(long observations cut).")
     required_facts: list[str] = dspy.InputField(desc="Facts the scenario must state verbatim.")
+    previous_error: str = dspy.InputField(desc="Why the previous answer was not accepted; empty on the first try.")
     scenario: UserScenario = dspy.OutputField(desc="The customer's persona, reason for call, known and unknown info, "
                                                    "and instructions.")
     communicate_info: list[str] = dspy.OutputField(desc="Strings the agent must say to the customer (often empty).")

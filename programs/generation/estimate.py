@@ -87,7 +87,8 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
         planned["explorer"] += len(steps)
         written = BaselineWriter().write(trajectory, env)
         facts = kit.describe(env, whole, trajectory.seed_entity)
-        inputs = dict(trajectory=shown_steps(whole), required_facts=[f.prompt_line() for f in facts.all_facts()])
+        inputs = dict(trajectory=shown_steps(whole), required_facts=[f.prompt_line() for f in facts.all_facts()],
+                      previous_error="")
         count = counts["writer"]
         roles["writer"].prompt_tokens.append(count(formats["writer"].format(writer.write_task.signature, [], inputs)))
         if written.task is not None:

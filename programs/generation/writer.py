@@ -144,19 +144,25 @@ class TaskWriter(dspy.Module):
         parse_error: Exception | None = None
         missing: list[RequiredFact] = []
         parsed = False
+        previous_error = ""  # a re-ask shows the model what was wrong with its last answer
         for _ in range(self.attempts):
             try:
-                prediction = yield dict(trajectory=shown_steps(trajectory.steps), required_facts=required)
+                prediction = yield dict(trajectory=shown_steps(trajectory.steps), required_facts=required,
+                                        previous_error=previous_error)
             except (AdapterParseError, ValueError) as exc:
                 parse_error = exc
+                previous_error = "Your answer could not be read: " + str(exc).splitlines()[0][:300]
                 continue
             scenario = prediction.scenario
             if not isinstance(scenario, UserScenario):
                 parse_error = ValueError(f"scenario is not a UserScenario: {scenario!r}")
+                previous_error = "Your answer had no scenario object."
                 continue
             parsed = True
             missing = check_scenario(scenario, facts)
             if missing:
+                previous_error = f"The scenario did not state these required facts verbatim: " \
+                                 f"{'; '.join(f.prompt_line() for f in missing)}"
                 continue
             # the general condition has no withheld details and no change of mind
             scenario = scenario.model_copy(update={"withheld_info": [], "change_trigger": None,
