@@ -421,7 +421,7 @@ def test_tau2_initial_state_duplicates_and_unknown_reward_basis_are_refused(tmp_
     path.write_text(json.dumps(entries))
     tasks, problems = load_tasks(path)
     assert [t.id for t in tasks] == ["N"]
-    assert [(p.item_id, p.field) for p in problems] == [("S", "initial_state"), ("N", "id"), ("R", "reward_basis")]
+    assert [(p.entry_id, p.field) for p in problems] == [("S", "initial_state"), ("N", "id"), ("R", "reward_basis")]
     assert "VIBES" in problems[2].problem
     with pytest.raises(InputFileError, match="initial_state"):
         load_tasks(path, strict=True)
