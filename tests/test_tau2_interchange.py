@@ -56,7 +56,7 @@ def test_bad_tasks_are_reported_by_id_and_field_and_the_good_ones_go_on(tmp_path
     path.write_text(json.dumps([good, missing_scenario, bad_action]))
     tasks, problems = load_tasks(path)
     assert [t.id for t in tasks] == [good["id"]]
-    assert [(p.item_id, p.field) for p in problems] == [
+    assert [(p.entry_id, p.field) for p in problems] == [
         (tau2_tasks_raw[1]["id"], "user_scenario"), (tau2_tasks_raw[2]["id"], "evaluation_criteria.actions[0].name")]
     with pytest.raises(InputFileError, match=f"task {tau2_tasks_raw[1]['id']}: user_scenario"):
         load_tasks(path, strict=True)
