@@ -2,8 +2,9 @@
 
 The two sides see different worlds. The user simulator gets the user scenario and the
 words exchanged so far, never the task's gold actions or criteria. The agent gets the
-policy, the tool schemas and the conversation (its own tool calls and their results
-included), never the scenario.
+policy, the tools (`dspy.Tool`) and the conversation as a `dspy.History` of chat messages
+(its own tool calls and their results included), never the scenario; it answers with a
+message or `dspy.ToolCalls`.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ class AgentTurn(dspy.Signature):
     when the policy says so."""
 
     policy: str = dspy.InputField(desc="the policy you must follow")
-    conversation: list[Message] = dspy.InputField(
-        desc="the conversation so far: user messages, your messages, your tool calls and their results")
-    tools: list[dict[str, Any]] = dspy.InputField(desc="OpenAI function schemas of the tools you may call")
+    history: dspy.History = dspy.InputField(
+        desc="the conversation so far as chat messages: the user's, yours, your tool calls and their results")
+    tools: list[dspy.Tool] = dspy.InputField(desc="the tools you may call")
     message: str = dspy.OutputField(desc="your message to the user; empty when you call a tool")
-    tool_calls: list[AgentToolCall] = dspy.OutputField(
-        desc="the tool call to make this turn (at most one), as a JSON list; [] when you write to the user")
+    tool_calls: dspy.ToolCalls = dspy.OutputField(
+        desc="the tool call to make this turn (at most one); none when you write to the user")

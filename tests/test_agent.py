@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import dspy
 import pytest
 
 from programs.loop.agent import (
@@ -142,3 +143,32 @@ def test_oracle_replays_gold_one_call_per_turn_and_asks_before_the_first_write(e
 def test_do_nothing_agent_never_calls_a_tool(env):
     session = DoNothingAgent(env).session(make_tasks(env)["general-1"])
     assert all(not session.reply([]).tool_calls for _ in range(3))
+
+
+def test_a_demod_agents_request_carries_its_demo(env):
+    program = ToolCallingAgent()
+    program.turn.demos = [dspy.Example(history=dspy.History(messages=[
+        {"role": "user", "content": "DEMO-MARK: please cancel my order"}]),
+        message="Could you confirm the order id first?", tool_calls=None)]
+    with ScriptedLLMServer(replies=[Text("Hello!")]) as server:
+        lm = build_lm(LMSettings(model="openai/gpt-4o-mini", api_base=server.base_url))
+        LMAgent(lm, env, program=program).session(make_tasks(env)["general-1"]).reply(CONVERSATION[:1])
+        system = server.requests[0]["messages"][0]["content"]
+    assert "DEMO-MARK: please cancel my order" in system and "Could you confirm the order id first?" in system
+    assert server.requests[0]["tools"] == env.tool_schemas()
+
+
+def test_a_reask_after_a_parse_failure_is_not_answered_from_the_cache(env):
+    """Text mode: the first reply does not parse; the re-ask carries its own rollout_id, so
+    DSPy's cache (on here) does not hand back the failed reply: the server sees both asks."""
+    import uuid
+
+    unique = [Message(role="user", content=f"Hello {uuid.uuid4().hex}")]
+    replies = [Text("no fields here"), Text(chat_fields(message="Hi there", tool_calls=[]))]
+    with ScriptedLLMServer(replies=replies) as server:
+        settings = LMSettings(model="openai/my-text-model", api_base=server.base_url, function_calling=False)
+        agent = LMAgent(build_lm(settings, cache=True), env, native_function_calling=False)
+        reply = agent.session(make_tasks(env)["general-1"]).reply(unique)
+        asked = len(server.requests)
+    assert asked == 2
+    assert reply.content == "Hi there" and reply.tool_calls == []

@@ -28,7 +28,7 @@ from domains import Environment, Episode
 from domains.common_tools import CALCULATOR_TOOL
 from domains.kit import Call, ExplorationKit, Knowledge, Seed
 from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
-from programs.generation.steps import Steps, arun_steps, run_steps
+from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
 from programs.generation.prompting import compact_tools, shown_steps
 from signatures.generation import ProposeExplorationCall, exploration_signature
 from signatures.models import Provenance, Step, ToolCall, Trajectory
@@ -315,19 +315,20 @@ class Explorer(dspy.Module):
                                 target_write=target_write, goal=goal)
 
     def _propose(self, inputs: dict[str, Any]) -> ToolCall:
-        return run_steps(self._asks(), lambda _: self.propose(**inputs))
+        return run_steps(self._asks(), lambda config: self.propose(**inputs, config=config))
 
     async def _apropose(self, inputs: dict[str, Any]) -> ToolCall:
-        return await arun_steps(self._asks(), lambda _: self.propose.acall(**inputs))
+        return await arun_steps(self._asks(), lambda config: self.propose.acall(**inputs, config=config))
 
     def _asks(self) -> Steps[ToolCall]:
-        """Up to ``parse_attempts`` predictions until one is a tool call."""
+        """Up to ``parse_attempts`` predictions until one is a tool call; each yields the LM
+        config of its ask (a re-ask has its own rollout id)."""
         from dspy.utils.exceptions import AdapterParseError
 
         last: Exception | None = None
-        for _ in range(self.parse_attempts):
+        for attempt in range(self.parse_attempts):
             try:
-                prediction = yield None
+                prediction = yield ask_config(attempt)
             except (AdapterParseError, ValueError) as exc:
                 last = exc
                 continue

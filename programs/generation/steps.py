@@ -17,6 +17,13 @@ Result = TypeVar("Result")
 Steps = Generator[Any, Any, Result]
 
 
+def ask_config(attempt: int) -> dict[str, Any]:
+    """The LM config (Predict's ``config``) of one ask of a loop: nothing for the first ask,
+    and its own ``rollout_id`` for each re-ask, so that DSPy's cache, which keys on the
+    request and the rollout id, does not answer a re-ask with the reply that failed."""
+    return {"rollout_id": attempt} if attempt else {}
+
+
 def run_steps(steps: Steps[Result], answer: Callable[[Any], Any]) -> Result:
     """Drive ``steps`` to its return value, answering each request with ``answer(request)``."""
     try:

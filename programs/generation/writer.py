@@ -24,7 +24,7 @@ from domains import Environment
 from domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
 from programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
 from programs.generation.prompting import shown_steps
-from programs.generation.steps import Steps, arun_steps, run_steps
+from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
 from signatures.generation import WriteTask
 from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
 
@@ -145,10 +145,11 @@ class TaskWriter(dspy.Module):
         missing: list[RequiredFact] = []
         parsed = False
         previous_error = ""  # a re-ask shows the model what was wrong with its last answer
-        for _ in range(self.attempts):
+        for attempt in range(self.attempts):
             try:
                 prediction = yield dict(trajectory=shown_steps(trajectory.steps), required_facts=required,
-                                        previous_error=previous_error)
+                                        previous_error=previous_error,
+                                        config=ask_config(attempt))  # a re-ask has its own rollout id
             except (AdapterParseError, ValueError) as exc:
                 parse_error = exc
                 previous_error = "Your answer could not be read: " + str(exc).splitlines()[0][:300]

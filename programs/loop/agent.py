@@ -1,17 +1,26 @@
-"""The agent under test (`ToolCallingAgent`, a dspy program) and two offline reference agents.
+"""The agent under test (`ToolCallingAgent`, a DSPy program) and two offline reference agents.
 
-`ToolCallingAgent` is one `dspy.Predict(AgentTurn)`: its signature's instruction is the
-part an optimizer tunes. How a turn reaches the LM is chosen explicitly
-(`native_function_calling`):
+`ToolCallingAgent` is one `dspy.Predict(AgentTurn)` on DSPy's own tool-calling types: the
+conversation comes in as a `dspy.History` of chat messages, the tools as `dspy.Tool`s and
+the calls go out as `dspy.ToolCalls`. Its instruction and its demos are what an optimizer
+tunes (`t2t optimize --program agent`); both reach the model. How a turn reaches the LM is
+chosen explicitly (`native_function_calling`), and `AgentAdapter` (a `dspy.ChatAdapter`)
+renders it:
 
-- native (the default): `NativeToolsAdapter` sends what a tool-calling agent sends to any
-  chat-completions API: a system message (the instruction and the domain policy), the
-  conversation as OpenAI messages (assistant `tool_calls`, `tool` results) and the tool
-  schemas in the request's `tools`. The reply's text is the message to the user; its
-  `tool_calls` are the calls. Arguments that are not a JSON object are kept as an error
-  for the rollout to show the agent, never repaired silently.
-- text: DSPy's `ChatAdapter` with the same signature: tools are described in the prompt
-  and the LM writes its calls as a JSON list. For models with no function calling.
+- native (the default): what a tool-calling agent sends to any chat-completions API: a
+  system message (the instruction, the demos as example exchanges, the domain policy), the
+  conversation as OpenAI messages (assistant `tool_calls`, `tool` results; assistant content
+  is "" and never null, which llama.cpp's chat templates need) and the tools in the
+  request's `tools`, each with the domain's exact JSON schema (`SchemaTool`). The reply's
+  text is the message to the user as it is (no field markers); its `tool_calls` are the
+  calls. Arguments that are not a JSON object are kept as an error for the rollout to show
+  the agent, never repaired (DSPy's own parse would repair them with json_repair).
+- text: the same signature through `dspy.ChatAdapter`'s field format, the conversation as
+  a transcript and the tools described in the prompt; the LM writes its calls as JSON. For
+  models with no function calling.
+
+A reply that does not parse is asked again (`parse_attempts` in all), each re-ask with its
+own `rollout_id`, so that DSPy's cache does not hand back the same failed reply.
 
 Reference agents calibrate a task set offline: `DoNothingAgent` never calls a tool (every
 verified task must fail for it), `OracleAgent` replays the task's gold actions (every
@@ -21,21 +30,22 @@ verified task must pass for it).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from contextlib import nullcontext
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment
+from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
+from programs.loop.user_sim import turn_error
 from signatures.conversation import AgentToolCall, AgentTurn
 from signatures.models import Action, Message, Task, TokenUsage
-from programs.loop.user_sim import turn_error
 
 DO_NOTHING = "do-nothing"
 ORACLE = "oracle"
 REFERENCE_AGENTS = (DO_NOTHING, ORACLE)
+DEMO_MESSAGES = 6  # the last messages of a demo's conversation shown with it
 
 
 class AgentReply(BaseModel):
@@ -64,29 +74,126 @@ class Agent(Protocol):
     def session(self, task: Task) -> AgentSession: ...
 
 
-def system_prompt(instructions: str, policy: str) -> str:
-    """The agent's system message: its instruction, then the domain policy."""
-    return f"{instructions.strip()}\n\n<policy>\n{policy.strip()}\n</policy>"
+# ============================================================================ DSPy types
 
 
-# ============================================================================ native adapter
+class SchemaTool(dspy.Tool):
+    """A `dspy.Tool` that sends the domain's own function schema unchanged.
+
+    `dspy.Tool.format_as_litellm_function_call` rebuilds the schema from `args` (dropping
+    `additionalProperties: false` and recomputing `required`); the agent must see the tool
+    exactly as the domain declares it. The agent never runs a tool itself: the rollout runs
+    its calls on the episode.
+    """
+
+    openai_schema: dict[str, Any] = Field(default_factory=dict)
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        function = schema["function"]
+        super().__init__(_run_by_the_rollout, name=function["name"], desc=function.get("description") or "",
+                         args=dict(function.get("parameters", {}).get("properties", {})))
+        self.openai_schema = json.loads(json.dumps(schema))
+
+    def format_as_litellm_function_call(self) -> dict[str, Any]:
+        return json.loads(json.dumps(self.openai_schema))
 
 
-def openai_messages(conversation: Sequence[Message]) -> list[dict[str, Any]]:
-    """Our messages as OpenAI chat messages (tool-call arguments as JSON strings)."""
+def _run_by_the_rollout(**arguments: Any) -> Any:
+    raise RuntimeError("the agent's tools run in the rollout's episode, not through dspy.Tool")
+
+
+def agent_tools(schemas: Sequence[Mapping[str, Any]]) -> list[dspy.Tool]:
+    return [SchemaTool(schema) for schema in schemas]
+
+
+class ParsedToolCall(dspy.ToolCalls.ToolCall):
+    """A call as the provider sent it; ``arguments_error`` set (and ``args`` empty) when its
+    arguments were not a JSON object."""
+
+    arguments_error: str | None = None
+
+
+def history_of(conversation: Sequence[Message]) -> dspy.History:
+    """The conversation as the `dspy.History` the agent program takes: one chat message each."""
+    return dspy.History(messages=[m.model_dump(mode="json", exclude_none=True) for m in conversation])
+
+
+def _messages_of(history: Any) -> list[dict[str, Any]]:
+    """History messages from a `dspy.History` or its saved form (demos loaded from a store)."""
+    if isinstance(history, dspy.History):
+        return list(history.messages)
+    if isinstance(history, Mapping):
+        return list(history.get("messages") or [])
+    return list(history or [])
+
+
+def _calls_of(tool_calls: Any) -> list[dict[str, Any]]:
+    """[{name, args}] from `dspy.ToolCalls` or its saved form."""
+    if isinstance(tool_calls, dspy.ToolCalls):
+        return [{"name": c.name, "args": c.args} for c in tool_calls.tool_calls]
+    if isinstance(tool_calls, Mapping):
+        return [{"name": c.get("name"), "args": c.get("args") or {}} for c in tool_calls.get("tool_calls") or []]
+    return []
+
+
+# ============================================================================ rendering
+
+
+def openai_messages(conversation: Sequence[Message] | Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Chat messages as OpenAI messages (tool-call arguments as JSON strings)."""
     out: list[dict[str, Any]] = []
-    for m in conversation:
+    for raw in conversation:
+        m = raw.model_dump(mode="json", exclude_none=True) if isinstance(raw, Message) else dict(raw)
         # content is never null: llama.cpp's chat templates fail on an assistant tool-call
         # message without it, and OpenAI-compatible servers take "" there
-        item: dict[str, Any] = {"role": m.role, "content": m.content or ""}
-        if m.tool_calls:
-            item["tool_calls"] = [{"id": c.id, "type": "function",
-                                   "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
-                                  for c in m.tool_calls]
-        if m.tool_call_id is not None:
-            item["tool_call_id"] = m.tool_call_id
+        item: dict[str, Any] = {"role": m["role"], "content": m.get("content") or ""}
+        if m.get("tool_calls"):
+            item["tool_calls"] = [{"id": c.get("id"), "type": "function",
+                                   "function": {"name": c["name"], "arguments": json.dumps(c.get("arguments") or {})}}
+                                  for c in m["tool_calls"]]
+        if m.get("tool_call_id") is not None:
+            item["tool_call_id"] = m["tool_call_id"]
         out.append(item)
     return out
+
+
+def transcript(messages: Sequence[Mapping[str, Any]]) -> str:
+    """Chat messages as plain lines, for the text mode and for demos."""
+    lines = []
+    for m in messages:
+        role, content = m.get("role"), m.get("content") or ""
+        if role == "system":
+            continue
+        for call in m.get("tool_calls") or []:
+            lines.append(f"assistant calls {call['name']} {json.dumps(call.get('arguments') or {}, sort_keys=True)}")
+        if role == "tool":
+            lines.append(f"tool result: {content}")
+        elif content:
+            lines.append(f"{role}: {content}")
+    return "\n".join(lines)
+
+
+def _demo_text(demo: Mapping[str, Any]) -> str:
+    shown = _messages_of(demo.get("history"))[-DEMO_MESSAGES:]
+    calls = _calls_of(demo.get("tool_calls"))
+    if calls:
+        reply = "\n".join(f"call {c['name']} {json.dumps(c['args'], sort_keys=True)}" for c in calls)
+    else:
+        reply = str(demo.get("message") or "")
+    return f"<example>\n<conversation>\n{transcript(shown)}\n</conversation>\n<reply>\n{reply}\n</reply>\n</example>"
+
+
+def system_prompt(instructions: str, policy: str, demos: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The agent's system message: its instruction, its demos as example turns, the policy."""
+    parts = [instructions.strip()]
+    if demos:
+        parts.append("Examples of good turns (the end of a conversation, then the reply):\n"
+                     + "\n".join(_demo_text(d) for d in demos))
+    parts.append(f"<policy>\n{policy.strip()}\n</policy>")
+    return "\n\n".join(parts)
+
+
+# ============================================================================ the adapter
 
 
 def _field(obj: Any, key: str) -> Any:
@@ -120,93 +227,130 @@ def parse_arguments(raw: Any) -> tuple[dict[str, Any], str | None]:
     return value, None
 
 
-def _adapter_call_marker(lm: Any, messages: list[dict[str, Any]]) -> Any:
-    # DSPy 3.4 warns about OpenAI-style messages passed to an LM unless an adapter makes the
-    # call; this marks our adapter's call the way DSPy's own adapters do.
-    try:
-        from dspy.clients._deprecation import adapter_message_call
-    except ImportError:  # other DSPy versions: no marker, at most a warning
-        return nullcontext()
-    return adapter_message_call(lm, messages)
+class AgentAdapter(dspy.ChatAdapter):
+    """`dspy.ChatAdapter` for `AgentTurn`-shaped signatures (see the module docstring).
 
-
-class NativeToolsAdapter(dspy.Adapter):
-    """Runs an `AgentTurn`-shaped signature through native function calling (see module doc).
-
-    Demos are not rendered: the signature's instruction is what optimizers tune here.
+    Native mode keeps DSPy's planning (`_call_preprocess` puts the tools in the request and
+    takes the tool fields out of the signature) and replaces what DSPy would render and
+    parse: OpenAI messages instead of field markers, plain text as the message, argument
+    errors kept. Text mode is DSPy's field format with the history as a transcript. No JSON
+    adapter fallback: a reply that does not parse is re-asked by `ToolCallingAgent`.
     """
+
+    def __init__(self, native_function_calling: bool) -> None:
+        super().__init__(use_native_function_calling=native_function_calling, use_json_adapter_fallback=False)
+
+    def _call_preprocess(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
+                         inputs: dict[str, Any]) -> type[dspy.Signature]:
+        if self.use_native_function_calling:
+            if not getattr(lm, "supports_function_calling", False):  # DSPy would drop the tools silently
+                raise ValueError(f"{getattr(lm, 'model', lm)!r} is not known to support function calling")
+            # said explicitly: llama-cpp-python's function-calling format drops the tools of a
+            # request without it
+            lm_kwargs.setdefault("tool_choice", "auto")
+        return super()._call_preprocess(lm, lm_kwargs, signature, inputs)
 
     def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        system = system_prompt(signature.instructions, inputs["policy"])
-        return [{"role": "system", "content": system}, *openai_messages(inputs["conversation"])]
+        history = _messages_of(inputs.get("history"))
+        if self.use_native_function_calling:
+            system = system_prompt(signature.instructions, str(inputs.get("policy") or ""), demos)
+            return [{"role": "system", "content": system}, *openai_messages(history)]
+        text_signature = signature.delete("history").insert(
+            1, "conversation", dspy.InputField(desc="the conversation so far, oldest first"), type_=str)
+        text_inputs = {k: v for k, v in inputs.items() if k != "history"} | {"conversation": transcript(history)}
+        text_demos = [{k: v for k, v in d.items() if k != "history"}
+                      | {"conversation": transcript(_messages_of(d.get("history"))[-DEMO_MESSAGES:])}
+                      for d in demos]
+        return super().format(text_signature, text_demos, text_inputs)
 
-    def __call__(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
-                 demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        messages = self.format(signature, demos, inputs)
-        kwargs = self._tool_kwargs(lm_kwargs, inputs)
-        with _adapter_call_marker(lm, messages):
-            outputs = lm(messages=messages, **kwargs)
-        return [self.parse_output(output) for output in outputs]
-
-    async def acall(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
-                    demos: list[dict[str, Any]], inputs: dict[str, Any]) -> list[dict[str, Any]]:
-        messages = self.format(signature, demos, inputs)
-        kwargs = self._tool_kwargs(lm_kwargs, inputs)
-        with _adapter_call_marker(lm, messages):
-            outputs = await lm.acall(messages=messages, **kwargs)
-        return [self.parse_output(output) for output in outputs]
-
-    @staticmethod
-    def _tool_kwargs(lm_kwargs: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
-        # tool_choice said explicitly: llama-cpp-python's function-calling format drops the
-        # tools of a request without it
-        return {"tool_choice": "auto", **lm_kwargs, "tools": list(inputs["tools"])}
+    def _call_postprocess(self, processed_signature: type[dspy.Signature], original_signature: type[dspy.Signature],
+                          outputs: list[Any], lm: Any, lm_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        if not self.use_native_function_calling:
+            return super()._call_postprocess(processed_signature, original_signature, outputs, lm, lm_kwargs)
+        return [self.parse_native(output) for output in outputs]
 
     @staticmethod
-    def parse_output(output: Any) -> dict[str, Any]:
+    def parse_native(output: Any) -> dict[str, Any]:
+        """One native completion -> {message, tool_calls}: the text as it is, the calls with
+        their argument errors."""
         if not isinstance(output, dict):
-            return {"message": output or "", "tool_calls": []}
+            return {"message": output or "", "tool_calls": None}
         calls = []
         for raw in output.get("tool_calls") or []:
             function = _field(raw, "function") or {}
             arguments, error = parse_arguments(_field(function, "arguments"))
-            calls.append(AgentToolCall(id=_field(raw, "id"), name=str(_field(function, "name") or ""),
-                                       arguments=arguments, arguments_error=error))
-        return {"message": output.get("text") or "", "tool_calls": calls}
+            calls.append(ParsedToolCall(id=_field(raw, "id"), name=str(_field(function, "name") or ""),
+                                        args=arguments, arguments_error=error))
+        return {"message": output.get("text") or "", "tool_calls": dspy.ToolCalls(tool_calls=calls) if calls else None}
 
 
 # Adapters hold no per-call state: one of each serves every agent and thread.
-_NATIVE_ADAPTER = NativeToolsAdapter()
-_TEXT_ADAPTER = dspy.ChatAdapter()
+_ADAPTERS = {True: AgentAdapter(native_function_calling=True), False: AgentAdapter(native_function_calling=False)}
 
 
 # ============================================================================ LM agent
 
 
 class ToolCallingAgent(dspy.Module):
-    """One agent turn: policy + conversation + tool schemas -> a message or tool calls."""
+    """One agent turn: policy + history + tools -> a message or tool calls."""
 
-    def __init__(self, native_function_calling: bool = True) -> None:
+    def __init__(self, native_function_calling: bool = True, parse_attempts: int = 2) -> None:
         super().__init__()
         self.turn = dspy.Predict(AgentTurn)
         self.native_function_calling = native_function_calling
+        self.parse_attempts = max(1, parse_attempts)
 
     def adapter(self) -> dspy.Adapter:
-        return _NATIVE_ADAPTER if self.native_function_calling else _TEXT_ADAPTER
+        return _ADAPTERS[self.native_function_calling]
 
-    def forward(self, policy: str, conversation: Sequence[Message], tools: list[dict[str, Any]]) -> dspy.Prediction:
-        with dspy.context(adapter=self.adapter()):
-            return self.turn(policy=policy, conversation=list(conversation), tools=tools)
+    def _asks(self, trial: int) -> Steps[dspy.Prediction]:
+        """Up to ``parse_attempts`` predictions until one parses; each yields the LM config of
+        its call. The first ask of trial 0 has no rollout id (the plain cached call); every
+        other ask, and every ask of another trial, has its own."""
+        from dspy.utils.exceptions import AdapterParseError
 
-    async def aforward(self, policy: str, conversation: Sequence[Message],
-                       tools: list[dict[str, Any]]) -> dspy.Prediction:
+        last: Exception | None = None
+        for attempt in range(self.parse_attempts):
+            try:
+                return (yield ask_config(trial * self.parse_attempts + attempt))
+            except AdapterParseError as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    def forward(self, policy: str, history: dspy.History, tools: list[dspy.Tool], trial: int = 0) -> dspy.Prediction:
         with dspy.context(adapter=self.adapter()):
-            return await self.turn.acall(policy=policy, conversation=list(conversation), tools=tools)
+            return run_steps(self._asks(trial), lambda config: self.turn(policy=policy, history=history, tools=tools,
+                                                                           config=config))
+
+    async def aforward(self, policy: str, history: dspy.History, tools: list[dspy.Tool],
+                       trial: int = 0) -> dspy.Prediction:
+        with dspy.context(adapter=self.adapter()):
+            return await arun_steps(self._asks(trial), lambda config: self.turn.acall(
+                policy=policy, history=history, tools=tools, config=config))
 
     @property
     def instructions(self) -> str:
         return self.turn.signature.instructions
+
+    def system_prompt(self, policy: str) -> str:
+        return system_prompt(self.instructions, policy, self.turn.demos if self.native_function_calling else ())
+
+    def messages(self, policy: str, conversation: Sequence[Message], tools: list[dspy.Tool]) -> list[dict[str, Any]]:
+        """The chat messages one turn sends (for estimates); the tools travel beside them."""
+        inputs = {"policy": policy, "history": history_of(conversation), "tools": tools}
+        return self.adapter().format(self.turn.signature, list(self.turn.demos), inputs)
+
+
+def reply_of(prediction: Any) -> AgentReply:
+    """The agent program's prediction as the rollout's `AgentReply`."""
+    calls = []
+    tool_calls = getattr(prediction, "tool_calls", None)
+    for call in (tool_calls.tool_calls if isinstance(tool_calls, dspy.ToolCalls) else []):
+        calls.append(AgentToolCall(id=call.id, name=call.name, arguments=dict(call.args or {}),
+                                   arguments_error=getattr(call, "arguments_error", None)))
+    return AgentReply(content=(getattr(prediction, "message", None) or "").strip() or None, tool_calls=calls)
 
 
 class LMAgent:
@@ -225,11 +369,12 @@ class LMAgent:
         self.program = program or ToolCallingAgent(native_function_calling)
         self.program.native_function_calling = native_function_calling
         self.policy = environment.policy
-        self.tools = environment.tool_schemas()
+        self.tool_schemas = environment.tool_schemas()
+        self.tools = agent_tools(self.tool_schemas)
         self.name = name or str(getattr(lm, "model", "lm"))
 
     def system_prompt(self) -> str:
-        return system_prompt(self.program.instructions, self.policy)
+        return self.program.system_prompt(self.policy)
 
     def session(self, task: Task) -> _LMAgentSession:
         del task  # the agent under test plays blind: it learns the task from the user only
@@ -245,26 +390,20 @@ class _LMAgentSession:
         agent = self.agent
         try:
             with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
-                prediction = agent.program(policy=agent.policy, conversation=conversation, tools=agent.tools)
+                prediction = agent.program(policy=agent.policy, history=history_of(conversation), tools=agent.tools)
         except Exception as exc:  # the LM boundary: retries already happened inside dspy.LM
             raise turn_error("agent", "agent", exc) from exc
-        return self._reply_of(prediction)
+        return reply_of(prediction)
 
     async def areply(self, conversation: Sequence[Message]) -> AgentReply:
         agent = self.agent
         try:
             with dspy.context(lm=self.lm, warn_on_type_mismatch=False):
-                prediction = await agent.program.acall(policy=agent.policy, conversation=conversation,
+                prediction = await agent.program.acall(policy=agent.policy, history=history_of(conversation),
                                                        tools=agent.tools)
         except Exception as exc:
             raise turn_error("agent", "agent", exc) from exc
-        return self._reply_of(prediction)
-
-    @staticmethod
-    def _reply_of(prediction: Any) -> AgentReply:
-        calls = [c if isinstance(c, AgentToolCall) else AgentToolCall.model_validate(c)
-                 for c in (prediction.tool_calls or [])]
-        return AgentReply(content=(prediction.message or "").strip() or None, tool_calls=calls)
+        return reply_of(prediction)
 
     def usage(self) -> TokenUsage:
         from programs.lm.config import usage_of

@@ -71,8 +71,7 @@ def estimate_rollouts(env: Environment[Any], tasks: Sequence[Task], *, agents: S
 def _count_agent_turn(agent: LMAgent, role: RolePrompts, conversation: list[Message], reply: Message,
                       count: Tokenizer, count_text: Tokenizer) -> None:
     program = agent.program
-    inputs = {"policy": agent.policy, "conversation": conversation, "tools": agent.tools}
-    role.prompt_tokens.append(count(program.adapter().format(program.turn.signature, [], inputs)))
+    role.prompt_tokens.append(count(program.messages(agent.policy, conversation, agent.tools)))
     answer = {"message": reply.content or "",
               "tool_calls": [{"name": c.name, "arguments": c.arguments} for c in reply.tool_calls or []]}
     role.completion_tokens.append(count_text([{"role": "assistant", "content": json.dumps(answer)}]))
