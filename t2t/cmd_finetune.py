@@ -140,7 +140,8 @@ def finetune(
     losses = f"loss {first:.4f} -> {last:.4f} over {len(outcome.losses)} logged step(s)" if first is not None else "no loss logged"
     console.print(f"finetune run {run_id}: {outcome.n_examples} example(s), {losses}; wrote {outcome.output}"
                   + (f" (merged: {outcome.merged_output})" if outcome.merged_output else "")
-                  + f"; benchmark it with: t2t bench --agent-lm local/{outcome.output}", markup=False, highlight=False)
+                  + f"; benchmark it with: t2t bench --agent-lm local/{outcome.output}", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

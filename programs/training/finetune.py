@@ -186,6 +186,9 @@ def train(config: FinetuneConfig, records: Sequence[dict[str, Any]], run_id: str
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # progress is ours, one line a step; no bars on stderr
     if config.threads:
         torch.set_num_threads(config.threads)
     if config.device == "cuda" and not torch.cuda.is_available():

@@ -1,0 +1,169 @@
+"""`t2t finetune` and `--agent-lm local/PATH` on CPU, with nothing downloaded.
+
+A tiny causal LM is built from a config inside the test (random weights, a tokenizer trained
+on the data), fine-tuned for a few steps on SFT rows
+exported from offline oracle rollouts, reloaded, and run as the agent under test by
+`t2t bench`. The model is random: what must hold is that training lowers the loss on its
+data, the run is recorded, and the checkpoint plays whole rollouts whose verdicts and LM
+calls land in the store. The other half of the contract, the line a user gets without the
+training packages, is checked with a stand-in `torch` that cannot be imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from store import read_only_query
+from tests.cli import run_t2t
+
+transformers = pytest.importorskip("transformers", reason="the train extra is not installed (pip install -e '.[train]')")
+pytest.importorskip("trl", reason="the train extra is not installed (pip install -e '.[train]')")
+pytest.importorskip("peft", reason="the train extra is not installed (pip install -e '.[train]')")
+
+TRAIN_TIMEOUT = 900  # seconds; a few steps on ~5k-token conversations, two shared cores
+
+
+# ChatML, the form SmolLM2 and Qwen use; no tools in it, so tools go through the text rendering
+CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _tiny_model(directory: Path, texts: list[str]) -> Path:
+    """A two-layer Llama with a byte-level BPE tokenizer trained here on ``texts``; random weights.
+
+    A small vocabulary keeps a training step to seconds: with a real one (49k entries) the
+    output layer over ~5k-token conversations costs more than the rest of the model."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2048, special_tokens=specials,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=specials[0], eos_token=specials[2],
+                                        pad_token=specials[0])
+    tokenizer.chat_template = CHATML
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32768,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    directory.mkdir(parents=True)
+    LlamaForCausalLM(config).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A store with offline tasks and reference rollouts, the SFT file of the oracle's passing ones, a tiny model."""
+    root = tmp_path_factory.mktemp("finetune")
+    store = root / "t2t.duckdb"
+    generated = run_t2t("generate", "--n", "2", "--conditions", "general,infeasible", "--store", str(store),
+                        timeout=300)
+    assert generated.returncode == 0, generated.stderr
+    benched = run_t2t("bench", "--store", str(store), timeout=300)
+    assert benched.returncode == 0, benched.stderr
+    sft = root / "sft.jsonl"
+    exported = run_t2t("export", "--format", "sft", "--out", str(sft), "--store", str(store),
+                       "--model", "oracle")
+    assert exported.returncode == 0, exported.stderr
+    rows = [json.loads(line) for line in sft.read_text().splitlines()]
+    assert rows, "the oracle passed no rollout: nothing to train on"
+    return store, sft, rows, _tiny_model(root / "tiny", sft.read_text().splitlines())
+
+
+def _run_record(store: Path, run_id: str) -> dict:
+    _, rows = read_only_query(store, f"SELECT status, n_rows, n_examples, losses, output, merged_output, data_source "
+                                     f"FROM finetune_runs WHERE run_id = '{run_id}'")
+    assert len(rows) == 1, f"finetune run {run_id} is not recorded once: {rows}"
+    status, n_rows, n_examples, losses, output, merged, source = rows[0]
+    losses = json.loads(losses) if isinstance(losses, str) else losses
+    return dict(status=status, n_rows=n_rows, n_examples=n_examples, losses=losses, output=output, merged=merged,
+                source=source)
+
+
+def test_finetune_lowers_the_loss_and_the_checkpoint_plays_the_agent_in_bench(workspace):
+    store, sft, rows, tiny = workspace
+    out = tiny.parent / "tuned"
+    trained = run_t2t("finetune", "--base", str(tiny), "--data", str(sft), "--output", str(out), "--store",
+                      str(store), "--method", "full", "--lr", "1e-2", "--max-steps", "12", "--threads", "2", "--json",
+                      timeout=TRAIN_TIMEOUT)
+    assert trained.returncode == 0, trained.stderr
+    summary = json.loads(trained.stdout)
+    record = _run_record(store, summary["run_id"])
+    assert record["status"] == "finished" and record["n_rows"] == len(rows) and record["source"] == str(sft)
+    losses = [point["loss"] for point in record["losses"]]
+    assert len(losses) == 12, losses
+    # the model starts at chance (about ln of the vocabulary); a few steps on its own data must bring that down
+    assert sum(losses[-3:]) / 3 < 0.8 * (sum(losses[:3]) / 3), losses
+    assert (out / "config.json").is_file() and (out / "t2t_finetune.json").is_file()
+    assert not [p for p in out.parent.iterdir() if ".t2t-tmp-" in p.name], "a temporary directory was left behind"
+
+    # the checkpoint reloads in-process and plays whole rollouts; verdicts and calls land in the store
+    agent = f"local/{out}"
+    benched = run_t2t("bench", "--agent-lm", agent, "--store", str(store), "--max-turns", "3", "--trials", "1",
+                      "--tasks", "condition = 'general'", "--max-tokens", "agent=24", timeout=TRAIN_TIMEOUT)
+    assert benched.returncode in (0, 1), benched.stderr  # 1: a random model may fail every task
+    _, verdicts = read_only_query(store, "SELECT count(*), count(pass) FROM rollouts_latest "
+                                         f"WHERE agent_model = '{agent}'")
+    _, tasks = read_only_query(store, "SELECT count(*) FROM tasks_latest WHERE verified AND condition = 'general'")
+    assert verdicts[0][0] == verdicts[0][1] == tasks[0][0] > 0, (verdicts, tasks, benched.stderr)
+    _, calls = read_only_query(store, "SELECT count(*), sum(prompt_tokens), count(latency_s) FROM lm_calls "
+                                      f"WHERE model = '{agent}'")
+    n_calls, prompt_tokens, timed = calls[0]
+    assert n_calls >= verdicts[0][0] and prompt_tokens > 0 and timed == n_calls, calls
+
+
+def test_lora_with_merge_writes_an_adapter_and_a_merged_model_that_both_load(workspace):
+    store, sft, rows, tiny = workspace
+    out = tiny.parent / "lora"
+    trained = run_t2t("finetune", "--base", str(tiny), "--data", str(sft), "--output", str(out), "--store",
+                      str(store), "--merge", "--max-steps", "2", "--threads", "2", "--json", timeout=TRAIN_TIMEOUT)
+    assert trained.returncode == 0, trained.stderr
+    record = _run_record(store, json.loads(trained.stdout)["run_id"])
+    assert record["status"] == "finished" and record["merged"] == str(out / "merged")
+    assert (out / "adapter_config.json").is_file() and (out / "merged" / "config.json").is_file()
+
+    from programs.lm.local import load_tokenizer_and_model
+
+    _, adapter = load_tokenizer_and_model(out)
+    _, merged = load_tokenizer_and_model(out / "merged")
+    import torch
+
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    with torch.inference_mode():
+        a = adapter(input_ids=ids).logits
+        m = merged(input_ids=ids).logits
+    assert torch.allclose(a, m, atol=1e-4), "the merged model does not compute what base + adapter computes"
+
+
+def test_an_existing_output_is_refused_and_nothing_is_recorded(workspace):
+    store, sft, rows, tiny = workspace
+    _, before = read_only_query(store, "SELECT count(*) FROM finetune_runs")
+    refused = run_t2t("finetune", "--base", str(tiny), "--data", str(sft), "--output", str(tiny), "--store", str(store))
+    assert refused.returncode != 0
+    assert len(refused.stderr.strip().splitlines()) == 1 and "exists" in refused.stderr
+    _, after = read_only_query(store, "SELECT count(*) FROM finetune_runs")
+    assert after == before
+
+
+def test_without_the_training_packages_finetune_says_what_to_install_in_one_line(tmp_path):
+    # a stand-in torch that fails to import, first on the path: the command must not get past its first check
+    fake = tmp_path / "site"
+    (fake / "torch").mkdir(parents=True)
+    (fake / "torch" / "__init__.py").write_text("raise ImportError('torch is not installed')\n")
+    store = tmp_path / "t2t.duckdb"
+    done = run_t2t("finetune", "--base", "missing.gguf", "--output", str(tmp_path / "out"), "--store", str(store),
+                   env={"PYTHONPATH": os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")])}, cwd=tmp_path)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "torch" in lines[0] and "pip install" in lines[0], done.stderr
+    assert not store.exists() and not (tmp_path / "out").exists()
