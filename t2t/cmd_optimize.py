@@ -278,8 +278,9 @@ def optimize(
         train = target.examples(task_store, train_ids)
         val = target.examples(task_store, val_ids) if valset else train
         if not train:
-            raise UserError(f"--trainset: none of the {len(train_ids)} selected {selects} gives a "
-                            f"{program} example on this database (pass the --db/--seed/--users they were made on)")
+            why = "is verified on this database" if program == "agent" else f"gives a {program} example on this database"
+            raise UserError(f"--trainset: none of the {len(train_ids)} selected {selects} {why} (pass the "
+                            "--db/--seed/--users they were made on)")
         opt_settings = OptimizerSettings(max_bootstrapped_demos=max_demos, num_candidates=candidates,
                                          num_trials=trials, max_metric_calls=max_metric_calls, num_threads=threads,
                                          seed=seed or 0)

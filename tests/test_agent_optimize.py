@@ -255,3 +255,15 @@ def test_an_adapter_reask_has_its_own_rollout_id(retail):
             result = adapter.adapt(*case, "ambiguous", env, 0, attempt=1)
         assert len(server.requests) == 2 and server.errors == []
     assert result.task is not None, result
+
+
+def test_the_agent_learns_from_verified_tasks_only(env, tasks, tmp_path):
+    broken = tasks["general-1"].model_copy(update={"id": "broken-1", "expected_state_hash": env.initial_hash()})
+    store = _store({"broken-1": broken, **tasks}, tmp_path / "t2t.duckdb")
+    with TaskStore(store, read_only=True) as ts:
+        examples = AgentTarget(env).examples(ts, ["broken-1", "general-1"])
+    assert [e.task.id for e in examples] == ["general-1"]
+    done = run_t2t("optimize", "--program", "agent", "--optimizer", "bootstrap", "--trainset", "task_id = 'broken-1'",
+                   "--lm", MODEL, "--api-base", "http://127.0.0.1:9/v1", "--store", str(store))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
+    assert "none of the 1 selected tasks is verified" in done.stderr
