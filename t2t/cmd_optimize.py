@@ -278,7 +278,8 @@ def optimize(
         train = target.examples(task_store, train_ids)
         val = target.examples(task_store, val_ids) if valset else train
         if not train:
-            why = "is verified on this database" if program == "agent" else f"gives a {program} example on this database"
+            why = ("is verified on this database" if program == "agent"
+                   else f"gives a {program} example on this database")
             raise UserError(f"--trainset: none of the {len(train_ids)} selected {selects} {why} (pass the "
                             "--db/--seed/--users they were made on)")
         opt_settings = OptimizerSettings(max_bootstrapped_demos=max_demos, num_candidates=candidates,
