@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import dspy
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from optimize.coverage import parse_goal
 from optimize.metrics import (
@@ -398,6 +398,14 @@ class AgentMetric(BaseModel):
     name: Literal["pass1", "pass^k"] = "pass1"
     k: int = Field(default=1, ge=1)
     trials: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentMetric:
+        if self.name == "pass1" and self.k != 1:
+            raise ValueError("pass1 is k = 1")
+        if self.trials < self.k:
+            raise ValueError(f"pass^{self.k} needs at least {self.k} trials per task, not {self.trials}")
+        return self
 
     @classmethod
     def of(cls, name: str = "pass1", k: int | None = None, trials: int | None = None) -> AgentMetric:

@@ -267,3 +267,12 @@ def test_the_agent_learns_from_verified_tasks_only(env, tasks, tmp_path):
                    "--lm", MODEL, "--api-base", "http://127.0.0.1:9/v1", "--store", str(store))
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0
     assert "none of the 1 selected tasks is verified" in done.stderr
+
+
+def test_an_inconsistent_agent_metric_cannot_be_built():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="at least 3 trials"):
+        AgentMetric(name="pass^k", k=3, trials=2)
+    with pytest.raises(ValidationError, match="pass1 is k = 1"):
+        AgentMetric(name="pass1", k=2, trials=2)
