@@ -77,10 +77,16 @@ BOOT_PLANS = {"general-1": ["fail", "pass", "pass"], "general-2": ["pass", "pass
 def optimized(env, tasks, tmp_path_factory):
     store = _store(tasks, tmp_path_factory.mktemp("agent-opt") / "t2t.duckdb")
     responder = PlannedAgentLM(tasks, _plans(BOOT_PLANS), write_tools(env))
-    with ScriptedLLMServer(responder=responder) as server:
-        result = _optimize(server, store, "--trainset", "condition = 'general'", "--name", "agent-boot",
-                           "--max-demos", "2")
-        assert server.errors == []
+    # the in-process run installs its adapter globally; conftest's per-test reset runs after
+    # module fixtures, so this one puts DSPy's adapter back itself
+    adapter = dspy.settings.adapter
+    try:
+        with ScriptedLLMServer(responder=responder) as server:
+            result = _optimize(server, store, "--trainset", "condition = 'general'", "--name", "agent-boot",
+                               "--max-demos", "2")
+            assert server.errors == []
+    finally:
+        dspy.settings.configure(adapter=adapter)
     return store, _summary(result), responder
 
 
