@@ -2,7 +2,7 @@
 
 `t2t optimize` builds its pieces here:
 
-- a target per program kind (explorer, writer, adapter, user): the DSPy module to tune,
+- a target per program kind (explorer, writer, adapter, user, agent): the DSPy module to tune,
   the harness the optimizer runs (module + environment), the examples built from store
   items, and the metric;
 - `compile_program`: scores the module on the validation set, runs the optimizer
@@ -16,7 +16,9 @@ Examples. Each kind learns from what the store already holds:
 - writer: the trajectories of the selected tasks (one example per trajectory);
 - adapter: a selected adapted task gives (its parent general task, trajectory, condition,
   seed); a selected general task gives one example per adapted condition;
-- user: the selected tasks (a conversation per task, played against the oracle agent).
+- user: the selected tasks (a conversation per task, played against the oracle agent);
+- agent: the selected tasks that pass static verification (rollouts of the agent under
+  optimization with the offline scripted user; the verifier's verdict is the metric).
 
 The harness keeps the environment out of DSPy's deep copies (optimizers copy programs
 many times; a database must not be copied with them) and returns a `dspy.Prediction`
@@ -31,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import dspy
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from optimize.coverage import parse_goal
 from optimize.metrics import (
@@ -41,6 +43,7 @@ from optimize.metrics import (
     Score,
     check_trajectory,
     gold_replay_runner,
+    pass_hat_k,
     score_tasks,
     user_fidelity,
 )
@@ -53,9 +56,10 @@ if TYPE_CHECKING:
     from domains import Environment
     from store import TaskStore
 
-ProgramKind = Literal["explorer", "writer", "adapter", "user"]
+ProgramKind = Literal["explorer", "writer", "adapter", "user", "agent"]
 OptimizerName = Literal["bootstrap", "mipro", "gepa"]
-PROGRAM_KINDS: tuple[str, ...] = ("explorer", "writer", "adapter", "user")
+PROGRAM_KINDS: tuple[str, ...] = ("explorer", "writer", "adapter", "user", "agent")
+AGENT_METRICS: tuple[str, ...] = ("pass1", "pass^k")
 OPTIMIZERS: tuple[str, ...] = ("bootstrap", "mipro", "gepa")
 ADAPTED_CONDITIONS: tuple[str, ...] = tuple(c for c in CONDITIONS if c != "general")
 
@@ -133,6 +137,9 @@ class Target:
 
     def metric(self) -> DSPyMetric:
         return DSPyMetric(self.score, name=f"{self.kind}_metric", pass_threshold=self.bootstrap_threshold)
+
+    def finalize(self, program: dspy.Module) -> None:
+        """Tidy the compiled program (the module under the harness) before it is scored and saved."""
 
     # ------------------------------------------------------------ helpers
 
@@ -384,8 +391,161 @@ class UserTarget(Target):
                              getattr(prediction, "verdict", None), write_tools)
 
 
+class AgentMetric(BaseModel):
+    """How the agent target scores a task: pass^k estimated from ``trials`` rollouts per task
+    (pass1 is k = 1: the share of passing trials)."""
+
+    name: Literal["pass1", "pass^k"] = "pass1"
+    k: int = Field(default=1, ge=1)
+    trials: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AgentMetric:
+        if self.name == "pass1" and self.k != 1:
+            raise ValueError("pass1 is k = 1")
+        if self.trials < self.k:
+            raise ValueError(f"pass^{self.k} needs at least {self.k} trials per task, not {self.trials}")
+        return self
+
+    @classmethod
+    def of(cls, name: str = "pass1", k: int | None = None, trials: int | None = None) -> AgentMetric:
+        """The metric a command line asks for, or a CompileError saying in one line what is wrong."""
+        if name not in AGENT_METRICS:
+            raise CompileError(f"--metric: unknown metric {name!r}; choose from {', '.join(AGENT_METRICS)}")
+        if name == "pass1":
+            if k is not None and k != 1:
+                raise CompileError("--k goes with --metric pass^k (pass1 is k = 1)")
+            k = 1
+        elif k is None:
+            raise CompileError("--metric pass^k needs --k K (how many trials must all pass)")
+        elif k < 1:
+            raise CompileError(f"--k must be at least 1, not {k}")
+        trials = k if trials is None else trials
+        if trials < k:
+            raise CompileError(f"--metric-trials {trials} is fewer than --k {k}: pass^k needs at least k trials "
+                               "per task")
+        return cls(name=name, k=k, trials=trials)
+
+
+class _ProgramAgent:
+    """An `Agent` over the `ToolCallingAgent` under optimization, called under the current
+    DSPy settings (the optimizer's LM and trace), not a private LM copy. One per trial: the
+    trial number gives every ask of the trial its own rollout id (independent draws)."""
+
+    name = "agent-under-optimization"
+
+    def __init__(self, program: dspy.Module, env: Environment[Any], trial: int) -> None:
+        from programs.loop.agent import agent_tools
+
+        self.program = program
+        self.policy = env.policy
+        self.tools = agent_tools(env.tool_schemas())
+        self.trial = trial
+
+    def system_prompt(self) -> str:
+        return self.program.system_prompt(self.policy)
+
+    def session(self, task: Task) -> _ProgramAgentSession:
+        del task  # the agent under test plays blind, as in programs.loop.agent.LMAgent
+        return _ProgramAgentSession(self)
+
+
+class _ProgramAgentSession:
+    def __init__(self, agent: _ProgramAgent) -> None:
+        self.agent = agent
+
+    def reply(self, conversation: Sequence[Any]) -> Any:
+        from programs.loop.agent import history_of, reply_of
+        from programs.loop.user_sim import turn_error
+
+        agent = self.agent
+        try:
+            with dspy.context(warn_on_type_mismatch=False):
+                prediction = agent.program(policy=agent.policy, history=history_of(conversation), tools=agent.tools,
+                                           trial=agent.trial)
+        except Exception as exc:  # the LM boundary, as in programs.loop.agent
+            raise turn_error("agent", "agent", exc) from exc
+        return reply_of(prediction)
+
+    def usage(self) -> Any:
+        from signatures.models import TokenUsage
+
+        return TokenUsage()
+
+
+class _AgentHarness(dspy.Module):
+    def __init__(self, program: dspy.Module, env: Environment[Any], verifier: Verifier, max_turns: int,
+                 trials: int) -> None:
+        super().__init__()
+        self.program = program
+        self.shared = _Shared((env, verifier))
+        self.max_turns = max_turns
+        self.trials = trials
+
+    def forward(self, task: Task) -> dspy.Prediction:
+        from programs.loop.rollout import RolloutEngine, rollout_id_for
+        from programs.loop.user_sim import LMTurnError, ScriptedUser
+
+        env, verifier = self.shared.value
+        engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [], verifier=verifier, max_turns=self.max_turns)
+        rollouts, verdicts = [], []
+        for trial in range(self.trials):
+            agent = _ProgramAgent(self.program, env, trial)
+            outcome = engine.run(task, agent, trial, rollout_id_for("optimize", task.id, agent.name, trial))
+            if (outcome.rollout.error or "").startswith("transport:"):
+                # the server failed, not the agent: an error for the optimizer (see evaluate), not a 0
+                raise LMTurnError(outcome.rollout.error or "transport failure", "transport")
+            rollouts.append(outcome.rollout)
+            verdicts.append(outcome.verdict)
+        return dspy.Prediction(result=rollouts, verdicts=verdicts)
+
+
+class AgentTarget(Target):
+    """The LM agent (`ToolCallingAgent`): rollouts of each task with the offline scripted
+    user, scored by the verifier's verdicts (pass = 1) as pass^k over `metric.trials` trials."""
+
+    kind = role = "agent"
+
+    def __init__(self, env: Environment[Any], verifier: Verifier | None = None,
+                 metric: AgentMetric | None = None, native_function_calling: bool = True,
+                 max_turns: int = DEFAULT_MAX_TURNS) -> None:
+        super().__init__(env, verifier)
+        self.agent_metric = metric or AgentMetric()
+        self.native_function_calling = native_function_calling
+        self.max_turns = max_turns
+
+    def student(self) -> dspy.Module:
+        from programs.loop.agent import ToolCallingAgent
+
+        return ToolCallingAgent(native_function_calling=self.native_function_calling)
+
+    def harness(self, program: dspy.Module) -> dspy.Module:
+        return _AgentHarness(program, self.env, self.verifier, self.max_turns, self.agent_metric.trials)
+
+    def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
+        # an unverified task's verdict says nothing about the agent: only verified tasks teach it
+        return [dspy.Example(task=t).with_inputs("task") for t in _tasks(store, ids)
+                if self._matching_db([t.initial_state_hash]) and self.verifier.verify_task(t).passed]
+
+    def score(self, example: dspy.Example, prediction: Any) -> Score:
+        verdicts = list(getattr(prediction, "verdicts", None) or [])
+        if not verdicts:
+            return Score(value=0.0, feedback="no rollout was run")
+        passed = sum(v.passed for v in verdicts)
+        value = pass_hat_k(len(verdicts), passed, min(self.agent_metric.k, len(verdicts)))
+        failed = [f"trial {i}: {', '.join(v.reasons) or 'failed'}" + (f" ({'; '.join(v.details[:2])})"
+                                                                        if v.details else "")
+                  for i, v in enumerate(verdicts) if not v.passed]
+        return Score(value=value, feedback=f"task {example.task.id}: " + " | ".join(failed) if failed else "")
+
+    def finalize(self, program: dspy.Module) -> None:
+        from programs.loop.agent import compact_demos
+
+        compact_demos(program)
+
+
 TARGETS: dict[str, type[Target]] = {"explorer": ExplorerTarget, "writer": WriterTarget, "adapter": AdapterTarget,
-                                    "user": UserTarget}
+                                    "user": UserTarget, "agent": AgentTarget}
 
 
 def oracle_rollout_runner(env: Environment[Any], verifier: Verifier) -> RolloutRunner:
@@ -551,6 +711,7 @@ def compile_program(target: Target, optimizer: str, trainset: list[dspy.Example]
     with dspy.context(lm=lm):
         score_before = evaluate(harness, valset, metric, settings.num_threads)
         compiled, trials = _run_optimizer(optimizer, harness, target, trainset, valset, settings, lm, reflection_lm)
+        target.finalize(compiled.program)
         score_after = evaluate(compiled, valset, metric, settings.num_threads)
     after_summary = _predictor_summary(compiled)
     state = compiled.program.dump_state()
@@ -570,7 +731,10 @@ def compile_program(target: Target, optimizer: str, trainset: list[dspy.Example]
                          instructions_changed=changed, trials=numbered)
 
 
-def make_target(kind: str, env: Environment[Any], verifier: Verifier | None = None) -> Target:
+def make_target(kind: str, env: Environment[Any], verifier: Verifier | None = None,
+                **options: Any) -> Target:
+    """The target of a program kind; ``options`` go to its constructor (the agent's metric
+    and function-calling mode)."""
     if kind not in TARGETS:
         raise CompileError(f"unknown program {kind!r}; choose from {', '.join(PROGRAM_KINDS)}")
-    return TARGETS[kind](env, verifier)
+    return TARGETS[kind](env, verifier, **options)

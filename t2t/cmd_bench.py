@@ -36,8 +36,8 @@ def _stored_config(ts: Any, run_id: str) -> dict[str, Any]:
 def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
     """A resumed run keeps what defines its rollouts; flags may only repeat those values."""
     merged = dict(stored)
-    defining = ("agents", "user", "user_program", "trials", "tasks", "domain", "db", "db_seed", "max_turns",
-                "function_calling", "require_clarification")
+    defining = ("agents", "user", "user_program", "agent_program", "trials", "tasks", "domain", "db", "db_seed",
+                "max_turns", "function_calling", "require_clarification")
     for key, value in given.items():
         if value is None:
             continue
@@ -80,6 +80,10 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
     from programs.loop.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
 
     agents: list[Any] = []
+    if config.agent_program and all(name in (DO_NOTHING, ORACLE) for name in config.agents):
+        raise UserError("--agent-program needs an LM agent: pass --agent-lm MODEL")
+    # checked before any LM is built: a bad name costs nothing
+    compiled = _compiled_agent(ts, config.agent_program) if config.agent_program else None
     for name in config.agents:
         if name == DO_NOTHING:
             agents.append(DoNothingAgent(env))
@@ -89,7 +93,8 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
             settings = _settings("agent", name, config, lm_config_path, knobs)
             if config.function_calling is not None:
                 settings = settings.model_copy(update={"function_calling": config.function_calling})
-            agents.append(_lm_agent(settings, env, session))
+            # each LM agent gets its own copy of the compiled program (the agent sets its mode on it)
+            agents.append(_lm_agent(settings, env, session, compiled.deepcopy() if compiled is not None else None))
     if config.user == SCRIPTED_USER_NAME:
         user: Any = ScriptedUser(env.domain.tools)
     else:
@@ -120,6 +125,23 @@ def _compiled_user(ts: Any, name: str) -> Any:
     return program
 
 
+def _compiled_agent(ts: Any, name: str) -> Any:
+    """A ToolCallingAgent with the compiled state saved under ``name`` by `t2t optimize --program agent`."""
+    from programs.loop.agent import ToolCallingAgent
+
+    record = ts.latest_program(name)
+    if record is None:
+        raise UserError(f"--agent-program: no program named '{name}' in the store")
+    if record["program"] != "agent":
+        raise UserError(f"--agent-program: '{name}' holds a '{record['program']}' program, not an agent")
+    program = ToolCallingAgent()
+    try:
+        program.load_state(record["state"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"--agent-program: the state in '{name}' does not fit the agent: {exc}") from None
+    return program
+
+
 def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
               knobs: dict[str, str] | None = None) -> Any:
     from programs.lm.config import LMConfigError, load_lm_config
@@ -136,7 +158,7 @@ def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
     return settings
 
 
-def _lm_agent(settings: Any, env: Any, session: Any = None) -> Any:
+def _lm_agent(settings: Any, env: Any, session: Any = None, program: Any = None) -> Any:
     from programs.loop.agent import LMAgent
     from programs.lm.config import build_lm
 
@@ -150,7 +172,7 @@ def _lm_agent(settings: Any, env: Any, session: Any = None) -> Any:
                 f"{settings.model} is not known to support function calling (pass --function-calling to send "
                 "native tools anyway)")
         err_console.print(f"t2t bench: {settings.model}: tools described in the prompt text ({note})")
-    return LMAgent(lm, env, native_function_calling=native, name=settings.model)
+    return LMAgent(lm, env, program=program, native_function_calling=native, name=settings.model)
 
 
 def bench(
@@ -162,6 +184,9 @@ def bench(
     user_program: Annotated[Optional[str], typer.Option(
         "--user-program", help="Compiled user-simulator state saved by `t2t optimize --program user --name NAME`; "
                                "needs --user-lm.")] = None,
+    agent_program: Annotated[Optional[str], typer.Option(
+        "--agent-program", help="Compiled agent state saved by `t2t optimize --program agent --name NAME`, "
+                                "loaded into every --agent-lm model.")] = None,
     trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). [default: 1]",
                                                   min=1, max=MAX_TRIALS)] = None,
     tasks: Annotated[Optional[str], typer.Option(
@@ -210,7 +235,8 @@ def bench(
     given: dict[str, Any] = {
         "agents": _split_models(agent_lm) or None, "user": user_lm, "trials": trials, "tasks": tasks,
         "domain": domain, "db": db, "db_seed": seed, "max_turns": max_turns, "function_calling": function_calling,
-        "api_base": api_base, "user_program": user_program, "require_clarification": require_clarification,
+        "api_base": api_base, "user_program": user_program, "agent_program": agent_program,
+        "require_clarification": require_clarification,
     }
     if given["agents"] is not None and len(set(given["agents"])) != len(given["agents"]):
         raise UserError("--agent-lm names a model twice")
@@ -230,6 +256,7 @@ def bench(
                 "tasks_source": "file" if Path(tasks_arg).is_file() else "store", "tasks": tasks_arg,
                 "task_ids": [], "agents": given["agents"] or list(REFERENCE_AGENTS),
                 "user": user_lm or SCRIPTED_USER_NAME, "user_program": user_program,
+                "agent_program": agent_program,
                 "require_clarification": bool(require_clarification),
                 "trials": trials or 1, "max_turns": max_turns or 30,
                 "function_calling": function_calling, "api_base": api_base,

@@ -11,7 +11,7 @@ import typer
 from t2t.errors import UserError
 from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
                             TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
-from t2t.settings import MAX_DB_USERS
+from t2t.settings import MAX_DB_USERS, MAX_TRIALS
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 LmOpt = Annotated[Optional[str], typer.Option("--lm", help="LiteLLM model string, e.g. openai/gpt-4o-mini.")]
@@ -126,14 +126,17 @@ def _fmt(value: Any) -> str:
 
 OPTIMIZE_HELP = """Optimize a generation program with a DSPy optimizer, scored by verification.
 
---program explorer|writer|adapter|user picks the module; --optimizer bootstrap|mipro|gepa picks
+--program explorer|writer|adapter|user|agent picks the module; --optimizer bootstrap|mipro|gepa picks
 dspy.BootstrapFewShot, dspy.MIPROv2 or dspy.GEPA. --trainset selects the examples from the store: a
-filter over tasks_latest (writer, adapter, user) or the trajectories table (explorer), e.g.
+filter over tasks_latest (writer, adapter, user, agent) or the trajectories table (explorer), e.g.
 "condition = 'general' AND verified", or a full query whose first column is the task or trajectory id.
 The metric is computed by code: a task must pass static verification, a rollout of the oracle agent with
 the scripted user, and its condition checks; a trajectory must be valid and new; a simulated user must
-keep to its scenario. The compiled state (instructions and demos) is saved in the store under --name with
-the scores before and after and the optimizer's trials; `t2t generate --programs NAME` loads it.
+keep to its scenario; the agent's rollouts with the offline scripted user must pass the verifier
+(--metric pass1, or --metric pass^k --k K over --metric-trials N rollouts per task; the agent learns from
+verified tasks only). The compiled state (instructions and demos) is saved in the store under --name with
+the scores before and after and the optimizer's trials; `t2t generate --programs NAME` loads it, and
+`t2t bench --agent-program NAME` an agent's.
 
 Needs an LM for the program's role (--lm, --<role>-lm via --lm-config, or T2T_LM). The database is the
 one the selected items were generated on (from their generate run), unless --db/--seed/--users say
@@ -164,7 +167,7 @@ def _environment_for(store: Any, kind: str, ids: list[str], domain: str, db: Opt
 
 
 def optimize(
-    program: Annotated[str, typer.Option("--program", help="explorer, writer, adapter or user.")],
+    program: Annotated[str, typer.Option("--program", help="explorer, writer, adapter, user or agent.")],
     optimizer: Annotated[str, typer.Option("--optimizer", help="bootstrap, mipro or gepa.")],
     trainset: Annotated[str, typer.Option("--trainset", help="SQL selecting the training items (see above).")],
     valset: Annotated[Optional[str], typer.Option("--valset", help="SQL selecting the validation items "
@@ -181,6 +184,16 @@ def optimize(
     trials: Annotated[int, typer.Option("--trials", min=1, help="MIPROv2 trials.")] = 8,
     max_metric_calls: Annotated[int, typer.Option("--max-metric-calls", min=1, help="GEPA budget.")] = 40,
     threads: Annotated[int, typer.Option("--threads", min=1, help="Examples evaluated at once.")] = 1,
+    metric: Annotated[Optional[str], typer.Option(
+        "--metric", help="The agent's metric: pass1 or pass^k (with --k). [default: pass1]")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", help="pass^k: the trials that must all pass.")] = None,
+    metric_trials: Annotated[Optional[int], typer.Option(
+        "--metric-trials", min=1, max=MAX_TRIALS,
+        help="The agent's rollouts per task and evaluation (pass^k is estimated from them). [default: k]")] = None,
+    function_calling: Annotated[Optional[bool], typer.Option(
+        "--function-calling/--no-function-calling",
+        help="The agent: send tools natively, or describe them in the prompt. Default: what LiteLLM's model map "
+             "says.")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the generated database (and the "
                                                                "optimizer).")] = None,
     domain: DomainOpt = "retail",
@@ -216,6 +229,7 @@ def optimize(
         raise UserError(f"--program: unknown program '{program}'; choose from {', '.join(PROGRAM_KINDS)}")
     if optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer: unknown optimizer '{optimizer}'; choose from {', '.join(OPTIMIZERS)}")
+    agent_metric = _agent_metric(program, metric, k, metric_trials, function_calling)
     from programs.lm.config import ROLES
 
     flags = add_knobs({"lm": lm, "api_base": api_base}, ROLES, timeout=timeout, retries=retries,
@@ -226,6 +240,8 @@ def optimize(
     if settings is None:
         raise UserError(f"t2t optimize needs an LM for the {program}: pass --lm MODEL (and --api-base URL for a "
                         f"local server), --lm-config FILE, or set T2T_LM")
+    if function_calling is not None:
+        settings = settings.model_copy(update={"function_calling": function_calling})
     name = name or f"{program}-{optimizer}"
 
     import logging
@@ -253,12 +269,19 @@ def optimize(
             raise UserError(f"--trainset selects no {selects}")
         val_ids = _selected(task_store, "--valset", valset, selects) if valset else train_ids
         env = _environment_for(task_store, program, train_ids, domain, db, seed, users)
-        target = make_target(program, env)
+        options: dict[str, Any] = {}
+        if agent_metric is not None:
+            native = (bool(program_lm.supports_function_calling) if settings.function_calling is None
+                      else settings.function_calling)
+            options = {"metric": agent_metric, "native_function_calling": native}
+        target = make_target(program, env, **options)
         train = target.examples(task_store, train_ids)
         val = target.examples(task_store, val_ids) if valset else train
         if not train:
-            raise UserError(f"--trainset: none of the {len(train_ids)} selected {selects} gives a "
-                            f"{program} example on this database (pass the --db/--seed/--users they were made on)")
+            why = ("is verified on this database" if program == "agent"
+                   else f"gives a {program} example on this database")
+            raise UserError(f"--trainset: none of the {len(train_ids)} selected {selects} {why} (pass the "
+                            "--db/--seed/--users they were made on)")
         opt_settings = OptimizerSettings(max_bootstrapped_demos=max_demos, num_candidates=candidates,
                                          num_trials=trials, max_metric_calls=max_metric_calls, num_threads=threads,
                                          seed=seed or 0)
@@ -266,6 +289,8 @@ def optimize(
                       "valset": valset, "examples": {"train": len(train), "val": len(val)},
                       "lm": settings.redacted(), "reflection_lm": reflection_lm,
                       "settings": opt_settings.model_dump(), "db_initial_hash": env.initial_hash()}
+        if agent_metric is not None:
+            run_config |= {"metric": agent_metric.model_dump(), "function_calling": options["native_function_calling"]}
         try:  # a server that is down fails here, in one line, not after minutes of retries
             session.preflight()
         except EndpointError as exc:
@@ -307,7 +332,27 @@ def optimize(
         console.print("note: the compiled program scores lower than the uncompiled one on the validation set")
     if program in ("explorer", "writer", "adapter"):
         console.print(f"use it: t2t generate --programs {name} --{program}-lm {settings.model}")
+    elif program == "agent":
+        console.print(f"use it: t2t bench --agent-lm {settings.model} --agent-program {name}")
     console.print(f"run {run_id}")
+
+
+def _agent_metric(program: str, metric: Optional[str], k: Optional[int], trials: Optional[int],
+                  function_calling: Optional[bool]) -> Any:
+    """The agent target's metric from --metric/--k/--metric-trials (None for other programs,
+    which take none of these flags)."""
+    from optimize.compile import AgentMetric, CompileError
+
+    if program != "agent":
+        given = [flag for flag, value in (("--metric", metric), ("--k", k), ("--metric-trials", trials),
+                                          ("--function-calling", function_calling)) if value is not None]
+        if given:
+            raise UserError(f"{given[0]} goes with --program agent, not --program {program}")
+        return None
+    try:
+        return AgentMetric.of(metric or "pass1", k, trials)
+    except CompileError as exc:
+        raise UserError(str(exc)) from None
 
 
 def _selected(task_store: Any, flag: str, sql: str, selects: str) -> list[str]:

@@ -28,7 +28,7 @@ from domains.common_tools import CALCULATOR_TOOL
 from domains.kit import Call, Claim, ConditionKit
 from programs.generation.grounding import lm_kit
 from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
-from programs.generation.steps import Steps, arun_steps, run_steps
+from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
 from programs.verification.conditions import (
     ConditionCheck,
     as_action,
@@ -77,6 +77,7 @@ class _Context:
     user_id: str | None
     identity: dict[str, Any] | None  # the look-up that authenticates the user, as a call
     prefer_write: str | None = None  # infeasible: forbid a write of this tool when one is refused
+    attempt: int = 0  # which ask of the caller's re-asks this is (an LM ask gets its own rollout id)
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -207,7 +208,7 @@ async def _aword(wording: Wording, request: WordingRequest) -> Any:
 
 
 def _adapt(task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
-           seed: int, prefer_write: str | None = None) -> Steps[AdaptationResult]:
+           seed: int, prefer_write: str | None = None, attempt: int = 0) -> Steps[AdaptationResult]:
     """The adaptation: yields one `WordingRequest`, receives the words, checks the result."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; conditions are {', '.join(CONDITIONS)}")
@@ -215,6 +216,7 @@ def _adapt(task: Task, trajectory: Trajectory, condition: str, environment: Envi
         return AdaptationResult(task=task)
     ctx = _context(task, trajectory, environment, seed, condition)
     ctx.prefer_write = prefer_write
+    ctx.attempt = attempt
     if condition == "ambiguous":
         return (yield from _adapt_ambiguous(ctx))
     if condition == "changing":
@@ -468,25 +470,27 @@ class IntentAdapter(dspy.Module):
         self.adapter_lm = lm
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-              seed: int, prefer_write: str | None = None) -> AdaptationResult:
-        steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
+              seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
+        """``attempt``: the caller's re-ask number after output that did not parse; each
+        re-ask has its own rollout id, so that DSPy's cache does not hand back the failed reply."""
+        steps = _adapt(task, trajectory, condition, env, seed, prefer_write, attempt)
         with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
             return run_steps(steps, lambda request: _word(self, request))
 
     async def aadapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                     seed: int, prefer_write: str | None = None) -> AdaptationResult:
+                     seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
         """`adapt` with DSPy's async LM calls (``acall``)."""
-        steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
+        steps = _adapt(task, trajectory, condition, env, seed, prefer_write, attempt)
         with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
             return await arun_steps(steps, lambda request: _aword(self, request))
 
     def forward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                seed: int, prefer_write: str | None = None) -> AdaptationResult:
-        return self.adapt(task, trajectory, condition, env, seed, prefer_write)
+                seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
+        return self.adapt(task, trajectory, condition, env, seed, prefer_write, attempt)
 
     async def aforward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                       seed: int, prefer_write: str | None = None) -> AdaptationResult:
-        return await self.aadapt(task, trajectory, condition, env, seed, prefer_write)
+                       seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
+        return await self.aadapt(task, trajectory, condition, env, seed, prefer_write, attempt)
 
     # Wording: each condition's words from one prediction, called (word_*) or awaited (aword_*)
     @staticmethod
@@ -494,7 +498,8 @@ class IntentAdapter(dspy.Module):
         """The prediction's inputs. No policy: code found the facts, and each refused write
         comes with the rule and the fact that refuse it."""
         return dict(task=TaskBrief.of(ctx.parent), facts=facts,
-                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS))
+                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS),
+                    config=ask_config(ctx.attempt))
 
     @staticmethod
     def _ambiguous_words(out: Any) -> tuple[UserScenario, list[str], list[Claim]]:
@@ -549,9 +554,10 @@ class BaselineAdapter:
     """Adapts tasks with templates: no LM, deterministic for a seed."""
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-              seed: int, prefer_write: str | None = None) -> AdaptationResult:
+              seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
         """``prefer_write``: for an infeasible task, forbid a write of this tool when one is
-        refused for the user (coverage steering); otherwise any refused write."""
+        refused for the user (coverage steering); otherwise any refused write. ``attempt`` is
+        taken for the adapter protocol and changes nothing: the templates always parse."""
         return run_steps(_adapt(task, trajectory, condition, env, seed, prefer_write),
                          lambda request: _word(self, request))
 

@@ -73,7 +73,7 @@ class WriterProgram(Protocol):
 
 class AdapterProgram(Protocol):
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any], seed: int,
-              prefer_write: str | None = None) -> Any: ...
+              prefer_write: str | None = None, attempt: int = 0) -> Any: ...
 
 
 # ---------------------------------------------------------------- configuration and results
@@ -267,11 +267,12 @@ class GenerationPipeline:
                 rejected[condition] = "no adapter"
                 continue
             adapted = None
-            for _ in range(self.adapt_attempts):  # the adapter leaves re-asking on unparseable output to us
+            for attempt in range(self.adapt_attempts):  # the adapter leaves re-asking on unparseable output to us
                 try:
                     prefer = target.tool if target is not None and target.condition == condition else None
+                    # each re-ask says its number: the LM adapter gives it its own rollout id
                     adapted = await _call(self.adapter, "adapt", general, trajectory, condition, self.env,
-                                          condition_seed(seed, condition), prefer_write=prefer)
+                                          condition_seed(seed, condition), prefer_write=prefer, attempt=attempt)
                     break
                 except self._errors as exc:
                     rejected[condition] = f"lm_error: {_first_line(exc)}"

@@ -343,6 +343,22 @@ class ToolCallingAgent(dspy.Module):
         return self.adapter().format(self.turn.signature, list(self.turn.demos), inputs)
 
 
+def compact_demo(demo: Mapping[str, Any]) -> dspy.Example:
+    """A demo cut to what the agent shows of it: the last `DEMO_MESSAGES` messages of its
+    history and its reply. A bootstrapped trace also holds the policy and every tool, the
+    same on every turn; kept, they would make the saved state large and each text-mode demo
+    a copy of the tool list."""
+    kept = {"history": dspy.History(messages=_messages_of(demo.get("history"))[-DEMO_MESSAGES:]),
+            "message": demo.get("message"), "tool_calls": demo.get("tool_calls")}
+    if demo.get("augmented"):
+        kept["augmented"] = True
+    return dspy.Example(**kept)
+
+
+def compact_demos(program: ToolCallingAgent) -> None:
+    program.turn.demos = [compact_demo(d) for d in program.turn.demos]
+
+
 def reply_of(prediction: Any) -> AgentReply:
     """The agent program's prediction as the rollout's `AgentReply`."""
     calls = []

@@ -35,6 +35,7 @@ class BenchConfig(BaseModel):
     agents: list[str]
     user: str
     user_program: str | None = None  # compiled user-simulator state (t2t optimize --program user)
+    agent_program: str | None = None  # compiled agent state for the LM agents (t2t optimize --program agent)
     trials: int
     max_turns: int
     require_clarification: bool = False  # ambiguous tasks also fail with no_clarification
