@@ -85,7 +85,6 @@ def main() -> None:
                                                                    "each gives one task per condition.")
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--eval-seed", type=int, default=1)
-    parser.add_argument("--users", type=int, default=60, help="Users in each generated database.")
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--max-steps", type=int, help="Optimizer steps (overrides --epochs).")
     parser.add_argument("--lr", type=float, help="Learning rate (t2t finetune's default when absent).")
@@ -112,8 +111,7 @@ def main() -> None:
     try:
         started = time.perf_counter()
         train_store, sft = work / "train.duckdb", work / "train.jsonl"
-        common = ["--users", str(args.users)]
-        t2t("generate", "--domain", "retail", "--n", str(args.train_items), "--seed", str(args.train_seed), *common,
+        t2t("generate", "--domain", "retail", "--n", str(args.train_items), "--seed", str(args.train_seed),
             "--store", str(train_store), log=log)
         t2t("bench", "--agent-lm", "oracle", "--store", str(train_store), "--seed", str(args.train_seed), log=log)
         t2t("export", "--format", "sft", "--model", "oracle", "--out", str(sft), "--store", str(train_store), log=log)
@@ -121,7 +119,7 @@ def main() -> None:
 
         held_out = {"retail": (work / "retail.duckdb", args.eval_seed), "airline": (work / "airline.duckdb", 0)}
         for domain, (store, seed) in held_out.items():
-            t2t("generate", "--domain", domain, "--n", str(args.eval_items), "--seed", str(seed), *common,
+            t2t("generate", "--domain", domain, "--n", str(args.eval_items), "--seed", str(seed),
                 "--store", str(store), log=log)
 
         def bench(agent: str) -> dict[str, dict[str, Any]]:
