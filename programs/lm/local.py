@@ -97,6 +97,10 @@ def load_tokenizer_and_model(path: str | os.PathLike[str], device: str = "cpu") 
     if p.is_file():  # GGUF
         tokenizer = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
         model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
+        # The tensors are dequantized on load; the GGUF quantizer left attached would make Trainer
+        # refuse to train and save_pretrained write a quantization config the weights no longer have.
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
     elif (p / "adapter_config.json").is_file():
         from peft import PeftModel
 
