@@ -95,7 +95,9 @@ class SchemaTool(dspy.Tool):
         self.openai_schema = json.loads(json.dumps(schema))
 
     def format_as_litellm_function_call(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.openai_schema))
+        # the tool's own (private, copied-once) schema, not a fresh copy per call: it is asked
+        # for on every agent turn, and what receives it (DSPy's request building) only reads it
+        return self.openai_schema
 
 
 def _run_by_the_rollout(**arguments: Any) -> Any:
