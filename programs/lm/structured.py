@@ -86,7 +86,9 @@ def lm_for(lm: Any, dialect: str) -> Any:
     twin = getattr(lm, "dspy_engine_lm", None)
     if dialect != "json_object_schema" or twin is None:
         return lm
-    return twin.copy(**dict(lm.kwargs))
+    # (None values are left out: DSPy's copy drops a key set to None, and its truncation
+    # warning reads kwargs['temperature'])
+    return twin.copy(**{k: v for k, v in lm.kwargs.items() if v is not None})
 
 
 def _mode_of(lm: Any) -> str:
