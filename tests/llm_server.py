@@ -212,6 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
                 f"Content-Length: {len(body)}", "Connection: keep-alive"]
         head += [f"{k}: {v}" for k, v in (extra or {}).items()]
         data = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body
+        self._stop_counting()  # before the write: once the client has the answer it may send the next
         try:
             self.wfile.write(data)  # the one write
             self.wfile.flush()
@@ -243,10 +244,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(400, f"request body is not JSON: {exc}")
             return
         index = srv._record(body)
+        self._counted = True
         try:
             self._serve(srv, body, index)
         finally:
-            srv._left()
+            self._stop_counting()
+
+    def _stop_counting(self) -> None:
+        """This request is no longer in flight (once: the answer or the handler's end)."""
+        if getattr(self, "_counted", False):
+            self._counted = False
+            self.server.owner._left()
 
     def _serve(self, srv: ScriptedLLMServer, body: dict[str, Any], index: int) -> None:
         if body.get("stream"):

@@ -130,7 +130,7 @@ class CallLedger:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._rows: list[tuple[LMRole, LMCall]] = []
+        self._rows: list[tuple[LMRole | None, LMCall]] = []
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
@@ -143,7 +143,7 @@ class CallLedger:
     def on_call(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
 
-    def add(self, tag: LMRole, call: LMCall, kind: str | None = None, line: str | None = None) -> None:
+    def add(self, tag: LMRole | None, call: LMCall, kind: str | None = None, line: str | None = None) -> None:
         with self._lock:
             self._rows.append((tag, call))
             self.calls += 1
@@ -156,6 +156,13 @@ class CallLedger:
             progress = self.progress_line() if self._listeners else ""
         for listener in self._listeners:
             listener(progress)
+
+    def add_rows(self, calls: list[LMCall]) -> None:
+        """Rows recorded elsewhere (a rollout worker process's copy of this ledger), untagged:
+        ``take()`` hands them over, ``take(tag)`` does not."""
+        for call in calls:
+            kind = call.error.split(":", 1)[0] if call.error else None
+            self.add(None, call, kind, f"{call.role}: {call.error}" if call.error else None)
 
     def warn_once(self, line: str) -> bool:
         with self._lock:

@@ -48,12 +48,25 @@ class BoundedLM(dspy.LM):
     """A ``dspy.LM`` with its calls bounded by ``limiter`` (None: unbounded)."""
 
     limiter: CallLimiter | None = None
+    # the same LM on DSPy's own engines, when this one runs on t2t's api_base engine
+    # (programs.lm.config.build_lm): for requests DSPy's canonical form cannot carry
+    dspy_engine_lm: dspy.LM | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self.limiter is None:
             return super().__call__(*args, **kwargs)
         with self.limiter.for_threads:
             return super().__call__(*args, **kwargs)
+
+    def update_history(self, entry: dict[str, Any]) -> None:
+        if entry.get("cost") is None and entry.get("usage"):
+            from programs.lm.http_engine import OpenAIChatEngine, token_cost
+
+            if isinstance(self.engine, OpenAIChatEngine):  # DSPy prices no custom engine's calls
+                usage = entry["usage"]
+                entry["cost"] = token_cost(self.model, int(usage.get("prompt_tokens") or 0),
+                                           int(usage.get("completion_tokens") or 0))
+        super().update_history(entry)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:
         if self.limiter is None:

@@ -78,6 +78,19 @@ def refuses_format(exc: BaseException) -> bool:
         word in text for word in ("response_format", "json_schema", "json_object", "schema", "grammar"))
 
 
+def lm_for(lm: Any, dialect: str) -> Any:
+    """The LM to send ``dialect`` with. llama-cpp-python's ``{"type": "json_object", "schema"}``
+    has no place in DSPy's canonical request, which DSPy builds before any custom engine
+    sees it: an LM on t2t's api_base engine (`programs.lm.http_engine`) sends that dialect
+    through its twin on DSPy's own engines (LiteLLM then), with the LM's current settings."""
+    twin = getattr(lm, "dspy_engine_lm", None)
+    if dialect != "json_object_schema" or twin is None:
+        return lm
+    # (None values are left out: DSPy's copy drops a key set to None, and its truncation
+    # warning reads kwargs['temperature'])
+    return twin.copy(**{k: v for k, v in lm.kwargs.items() if v is not None})
+
+
 def _mode_of(lm: Any) -> str:
     tag = role_of(lm)
     return tag.settings.structured if tag is not None else "auto"
@@ -124,7 +137,7 @@ class StructuredAdapter(dspy.JSONAdapter):
                 break
             kwargs = {**lm_kwargs, "response_format": response_format(signature, dialect)}
             try:
-                out = super().__call__(lm, kwargs, signature, demos, inputs)
+                out = super().__call__(lm_for(lm, dialect), kwargs, signature, demos, inputs)
             except (LMInvalidRequestError, LMProviderError) as exc:
                 if not refuses_format(exc):
                     raise
@@ -144,7 +157,7 @@ class StructuredAdapter(dspy.JSONAdapter):
                 break
             kwargs = {**lm_kwargs, "response_format": response_format(signature, dialect)}
             try:
-                out = await super().acall(lm, kwargs, signature, demos, inputs)
+                out = await super().acall(lm_for(lm, dialect), kwargs, signature, demos, inputs)
             except (LMInvalidRequestError, LMProviderError) as exc:
                 if not refuses_format(exc):
                     raise

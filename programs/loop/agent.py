@@ -95,7 +95,9 @@ class SchemaTool(dspy.Tool):
         self.openai_schema = json.loads(json.dumps(schema))
 
     def format_as_litellm_function_call(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self.openai_schema))
+        # the tool's own (private, copied-once) schema, not a fresh copy per call: it is asked
+        # for on every agent turn, and what receives it (DSPy's request building) only reads it
+        return self.openai_schema
 
 
 def _run_by_the_rollout(**arguments: Any) -> Any:
@@ -239,16 +241,40 @@ class AgentAdapter(dspy.ChatAdapter):
 
     def __init__(self, native_function_calling: bool) -> None:
         super().__init__(use_native_function_calling=native_function_calling, use_json_adapter_fallback=False)
+        # DSPy's planning builds the render signature anew on every call (`Signature.delete` and
+        # `insert` each create a pydantic model class, ~1 ms of CPU apiece): for a given
+        # signature it is always the same class, so it is made once. Keyed by the signature
+        # class itself (an optimizer's new instructions or demos make a new class).
+        self._planned: dict[type[dspy.Signature], type[dspy.Signature]] = {}
+        self._text_signatures: dict[type[dspy.Signature], type[dspy.Signature]] = {}
 
     def _call_preprocess(self, lm: Any, lm_kwargs: dict[str, Any], signature: type[dspy.Signature],
                          inputs: dict[str, Any]) -> type[dspy.Signature]:
-        if self.use_native_function_calling:
-            if not getattr(lm, "supports_function_calling", False):  # DSPy would drop the tools silently
-                raise ValueError(f"{getattr(lm, 'model', lm)!r} is not known to support function calling")
-            # said explicitly: llama-cpp-python's function-calling format drops the tools of a
-            # request without it
-            lm_kwargs.setdefault("tool_choice", "auto")
-        return super()._call_preprocess(lm, lm_kwargs, signature, inputs)
+        if not self.use_native_function_calling:
+            return super()._call_preprocess(lm, lm_kwargs, signature, inputs)
+        if not getattr(lm, "supports_function_calling", False):  # DSPy would drop the tools silently
+            raise ValueError(f"{getattr(lm, 'model', lm)!r} is not known to support function calling")
+        # said explicitly: llama-cpp-python's function-calling format drops the tools of a
+        # request without it
+        lm_kwargs.setdefault("tool_choice", "auto")
+        planned = self._planned.get(signature)
+        tools_field = self._get_tool_call_input_field_name(signature)
+        if planned is not None and tools_field is not None:
+            # what DSPy's planning puts in the request, without rebuilding the signature
+            tools = inputs[tools_field]
+            lm_kwargs["tools"] = [tool.format_as_litellm_function_call()
+                                  for tool in (tools if isinstance(tools, list) else [tools])]
+            if self.parallel_tool_calls is not None and lm_kwargs.get("parallel_tool_calls") is None:
+                lm_kwargs["parallel_tool_calls"] = self.parallel_tool_calls
+            return planned
+        before = dict(lm_kwargs)
+        planned = super()._call_preprocess(lm, lm_kwargs, signature, inputs)
+        changed = {k for k in set(before) | set(lm_kwargs) if before.get(k, None) is not lm_kwargs.get(k, None)}
+        # cached only when planning did nothing else than put the tools in (a native response
+        # type such as reasoning or citations may change more, and is then planned every call)
+        if tools_field is not None and changed <= {"tools", "parallel_tool_calls"}:
+            self._planned[signature] = planned
+        return planned
 
     def format(self, signature: type[dspy.Signature], demos: list[dict[str, Any]],
                inputs: dict[str, Any]) -> list[dict[str, Any]]:
@@ -256,8 +282,10 @@ class AgentAdapter(dspy.ChatAdapter):
         if self.use_native_function_calling:
             system = system_prompt(signature.instructions, str(inputs.get("policy") or ""), demos)
             return [{"role": "system", "content": system}, *openai_messages(history)]
-        text_signature = signature.delete("history").insert(
-            1, "conversation", dspy.InputField(desc="the conversation so far, oldest first"), type_=str)
+        text_signature = self._text_signatures.get(signature)
+        if text_signature is None:
+            text_signature = self._text_signatures[signature] = signature.delete("history").insert(
+                1, "conversation", dspy.InputField(desc="the conversation so far, oldest first"), type_=str)
         text_inputs = {k: v for k, v in inputs.items() if k != "history"} | {"conversation": transcript(history)}
         text_demos = [{k: v for k, v in d.items() if k != "history"}
                       | {"conversation": transcript(_messages_of(d.get("history"))[-DEMO_MESSAGES:])}

@@ -1,0 +1,508 @@
+"""A lean DSPy engine for self-hosted OpenAI-compatible endpoints (``--api-base``).
+
+DSPy 3.4's own HTTP path spends ~1 ms of client CPU on every call beyond the request
+conversion DSPy always does: a proxy lookup that scans the whole environment per request,
+backend selection and routing per call (in a worker thread), advisory pricing (in another).
+A rollout engine with 128 calls in flight on one event loop cannot afford it. This module
+plugs into DSPy's engine extension point (``dspy.LM(model, engine=..., async_engine=...)``,
+the ``complete(Request) -> Response`` contract of ``dspy.clients.engines.base``): DSPy keeps
+its cache, retries (``num_retries``, the server's ``Retry-After``), callbacks, history and
+usage; the engine makes one HTTP attempt and raises ``dspy.lm15`` errors, which DSPy turns
+into its ``LM*Error`` classes as for its own engines.
+
+What it sends: the chat-completions JSON a self-hosted server takes (messages, tools,
+``tool_choice``, ``response_format``, ``max_tokens`` spelled so llama.cpp obeys it, sampling
+knobs), to ``<api_base>/chat/completions`` over keep-alive HTTP/1.1 connections (standard
+library only: asyncio streams for the async engine, one ``http.client`` connection per
+thread for the sync one). The reply is read by DSPy's own ``dspy.lm15.response_from_openai_chat``.
+
+What it does not do: proxies (``build_lm`` uses DSPy's engine when a proxy variable applies
+to the endpoint; resolved once, at build time), streaming deltas (a stream is the whole
+response as events), media parts and built-in tools (refused with a one-line error).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import math
+import socket
+import ssl
+import threading
+import urllib.request
+import weakref
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from dspy import lm15
+
+__all__ = ["AsyncOpenAIChatEngine", "Endpoint", "OpenAIChatEngine", "chat_body", "engines_for", "proxied", "token_cost"]
+
+# words of a 400 that mean the prompt did not fit (llama.cpp, vLLM, OpenAI spellings)
+_CONTEXT_WORDS = ("context length", "context_length", "maximum context", "n_ctx", "too long", "exceeds the context",
+                  "context window")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to reach one OpenAI-compatible server."""
+
+    api_base: str
+    api_key: str | None = None
+    timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.api_base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"api_base must be an http(s) URL, not {self.api_base!r}")
+        if not (isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise ValueError("timeout_s must be a positive number of seconds")
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.api_base).scheme == "https"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.api_base).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.api_base)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.api_base).path.rstrip("/") + "/chat/completions"
+
+    def headers(self, length: int) -> str:
+        lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Content-Type: application/json",
+                 "Accept: application/json", f"Content-Length: {length}", "Connection: keep-alive",
+                 "User-Agent: t2t-dspy-engine"]
+        if self.api_key:
+            lines.append(f"Authorization: Bearer {self.api_key}")
+        return "\r\n".join(lines) + "\r\n\r\n"
+
+
+def proxied(api_base: str) -> bool:
+    """Whether the environment's proxy settings route ``api_base`` through a proxy (this
+    engine connects directly, so the caller then keeps DSPy's own engine)."""
+    proxies = urllib.request.getproxies()
+    scheme = urlsplit(api_base).scheme
+    if not (proxies.get(scheme) or proxies.get("all")):
+        return False
+    return not urllib.request.proxy_bypass(urlsplit(api_base).hostname or "")
+
+
+# ---------------------------------------------------------------------------- request -> JSON
+
+
+def _refuse(what: str) -> lm15.UnsupportedFeatureError:
+    return lm15.UnsupportedFeatureError(f"the api_base engine cannot send {what}; use a text-only request",
+                                        feature=what)
+
+
+def _text_of(parts: Any, where: str) -> str:
+    chunks = []
+    for part in parts:
+        if isinstance(part, lm15.TextPart):
+            chunks.append(part.text)
+        elif isinstance(part, (lm15.ThinkingPart, lm15.CitationPart)):
+            continue  # the model's own reasoning and citations are not sent back
+        else:
+            raise _refuse(f"{getattr(part, 'type', type(part).__name__)} parts in {where}")
+    return "".join(chunks)
+
+
+def _messages(request: lm15.Request) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    if request.system is not None:
+        system = request.system if isinstance(request.system, str) else _text_of(request.system, "the system prompt")
+        out.append({"role": "system", "content": system})
+    for message in request.messages:
+        if message.role == "tool" or any(isinstance(p, lm15.ToolResultPart) for p in message.parts):
+            for part in message.parts:
+                if not isinstance(part, lm15.ToolResultPart):
+                    raise _refuse("a tool message with parts other than tool results")
+                out.append({"role": "tool", "tool_call_id": part.id, "content": _text_of(part.content, "a tool result")})
+            continue
+        calls = [p for p in message.parts if isinstance(p, lm15.ToolCallPart)]
+        text = _text_of([p for p in message.parts if not isinstance(p, lm15.ToolCallPart)], f"a {message.role} message")
+        row: dict[str, Any] = {"role": message.role, "content": text}
+        if calls:
+            row["tool_calls"] = [{"id": c.id, "type": "function",
+                                  "function": {"name": c.name, "arguments": json.dumps(c.input)}} for c in calls]
+        out.append(row)
+    return out
+
+
+def _tool_choice(choice: lm15.ToolChoice) -> Any:
+    if choice.mode in ("auto", "none") and not choice.allowed:
+        return choice.mode
+    if choice.mode == "required" and not choice.allowed:
+        return "required"
+    if len(choice.allowed) == 1 and choice.mode in ("required", "auto"):
+        return {"type": "function", "function": {"name": choice.allowed[0]}}
+    raise _refuse(f"tool_choice {choice.mode!r} restricted to {list(choice.allowed)}")
+
+
+def chat_body(request: lm15.Request) -> dict[str, Any]:
+    """The chat-completions JSON body for a canonical request (the model id without its
+    ``provider/`` prefix, as LiteLLM sends it)."""
+    _, slash, rest = request.model.partition("/")
+    body: dict[str, Any] = {"model": rest if slash and rest else request.model, "messages": _messages(request)}
+    if request.tools:
+        tools = []
+        for tool in request.tools:
+            if not isinstance(tool, lm15.FunctionTool):
+                raise _refuse(f"the built-in tool {tool.name!r}")
+            function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+            if tool.description is not None:
+                function["description"] = tool.description
+            tools.append({"type": "function", "function": function})
+        body["tools"] = tools
+    config = request.config
+    if config.max_tokens is not None:
+        body["max_tokens"] = config.max_tokens  # llama.cpp ignores max_completion_tokens
+    for name in ("temperature", "top_p", "top_k", "seed", "frequency_penalty", "presence_penalty"):
+        value = getattr(config, name)
+        if value is not None:
+            body[name] = value
+    if config.stop:
+        body["stop"] = list(config.stop)
+    if config.logprobs is not None:
+        body["logprobs"] = True
+        if config.logprobs:
+            body["top_logprobs"] = config.logprobs
+    if config.response_format is not None:
+        fmt = config.response_format
+        if fmt["type"] == "json_object":
+            body["response_format"] = {"type": "json_object"}
+        else:
+            inner = {"name": fmt.get("name") or "response", "schema": fmt["schema"]}
+            if "strict" in fmt:
+                inner["strict"] = fmt["strict"]
+            body["response_format"] = {"type": "json_schema", "json_schema": inner}
+    if config.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(config.tool_choice)
+        if config.tool_choice.parallel is not None:
+            body["parallel_tool_calls"] = config.tool_choice.parallel
+    if config.reasoning is not None or config.cache is not None or config.probabilities is not None:
+        raise _refuse("reasoning, prompt-cache or probability settings")
+    for name in ("service_tier", "user_id", "store"):
+        if getattr(config, name) is not None:
+            body["user" if name == "user_id" else name] = getattr(config, name)
+    body.update(config.extensions or {})
+    return body
+
+
+# ---------------------------------------------------------------------------- reply -> Response
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    try:
+        value = float(headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def http_error(status: int, raw: bytes, headers: Mapping[str, str]) -> lm15.ProviderError:
+    """The ``dspy.lm15`` error for an HTTP failure: its message is the server's own (the
+    ``error.message`` of an OpenAI-style body, else the first 500 characters)."""
+    text = raw.decode("utf-8", "replace").strip()
+    message = text[:500] or f"HTTP {status}"
+    try:
+        data = json.loads(text)
+        error = data.get("error") if isinstance(data, dict) else None
+        detail = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
+        if detail:
+            message = str(detail)[:500]
+    except ValueError:
+        pass
+    message = f"HTTP {status}: {message}"
+    meta: dict[str, Any] = {"provider": "openai", "status": status, "retry_after": _retry_after(headers)}
+    if status in (401, 403):
+        return lm15.AuthError(message, **meta)
+    if status == 429:
+        return lm15.RateLimitError(message, **meta)
+    if status in (408, 504):
+        return lm15.TimeoutError(message, **meta)
+    if status in (400, 404, 409, 413, 422):
+        if status in (400, 413) and any(word in message.lower() for word in _CONTEXT_WORDS):
+            return lm15.ContextLengthError(message, **meta)
+        return lm15.InvalidRequestError(message, **meta)
+    if 500 <= status <= 599:
+        return lm15.ServerError(message, **meta)
+    return lm15.ProviderError(message, **meta)
+
+
+def response_of(request: lm15.Request, status: int, raw: bytes, headers: Mapping[str, str]) -> lm15.Response:
+    if not 200 <= status < 300:
+        raise http_error(status, raw, headers)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise lm15.ProviderError(f"the response body is not JSON: {raw[:200]!r}", provider="openai",
+                                 status=status) from None
+    if not isinstance(body, dict):
+        raise lm15.ProviderError("the response body is not JSON object", provider="openai", status=status)
+    return lm15.response_from_openai_chat(body, model=request.model)
+
+
+# ---------------------------------------------------------------------------- async engine
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection on an event loop."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def exchange(self, head: bytes, payload: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+        """Send one request; (status, headers, body, whether the connection stays usable)."""
+        self.writer.write(head + payload)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionResetError("the server closed the connection")
+        fields = status_line.split(None, 2)
+        status = int(fields[1])
+        headers: dict[str, str] = {}
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while (await self.reader.readline()) not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    break
+                chunks.append(await self.reader.readexactly(size))
+                await self.reader.readexactly(2)
+            body = b"".join(chunks)
+        elif "content-length" in headers:
+            body = await self.reader.readexactly(int(headers["content-length"]))
+        else:  # the body runs to the end of the connection
+            body = await self.reader.read()
+            return status, headers, body, False
+        keep = headers.get("connection", "").lower() != "close" and not fields[0].endswith(b"1.0")
+        return status, headers, body, keep
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class AsyncOpenAIChatEngine:
+    """``async complete(Request) -> Response`` against one endpoint: one attempt per call
+    (DSPy retries), idle connections pooled per event loop."""
+
+    # what DSPy's adapters may rely on (dspy.clients.capabilities reads these; set by engines_for)
+    supports_function_calling = False
+    supports_reasoning = False
+    supports_response_schema = False
+    supported_params: frozenset[str] = frozenset()
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._lock = threading.Lock()
+        self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Connection]] = (
+            weakref.WeakKeyDictionary())
+        self._ssl = ssl.create_default_context() if endpoint.tls else None
+
+    def _pool(self) -> list[_Connection]:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            pool = self._idle.get(loop)
+            if pool is None:
+                pool = self._idle[loop] = []
+            return pool
+
+    async def _open(self) -> _Connection:
+        e = self.endpoint
+        reader, writer = await asyncio.open_connection(e.host, e.port, ssl=self._ssl, limit=2**24)
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return _Connection(reader, writer)
+
+    async def _send(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
+        head = self.endpoint.headers(len(payload)).encode("latin-1")
+        pool = self._pool()
+        while pool:  # a pooled connection the server has since closed: try the next, then a new one
+            connection = pool.pop()
+            try:
+                status, headers, body, keep = await connection.exchange(head, payload)
+            except (ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError):
+                connection.close()
+                continue
+            except BaseException:  # a timeout or cancellation mid-exchange: the connection is spent
+                connection.close()
+                raise
+            (pool.append if keep else lambda c: c.close())(connection)
+            return status, headers, body
+        connection = await self._open()
+        try:
+            status, headers, body, keep = await connection.exchange(head, payload)
+        except BaseException:
+            connection.close()
+            raise
+        (pool.append if keep else lambda c: c.close())(connection)
+        return status, headers, body
+
+    async def complete(self, request: lm15.Request) -> lm15.Response:
+        payload = json.dumps(chat_body(request), ensure_ascii=False).encode("utf-8")
+        e = self.endpoint
+        try:
+            async with asyncio.timeout(e.timeout_s):
+                status, headers, raw = await self._send(payload)
+        except TimeoutError:
+            raise lm15.TimeoutError(f"request to {e.api_base} timed out after {e.timeout_s:g} s",
+                                    provider="openai") from None
+        except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
+            raise lm15.TransportError(f"cannot reach {e.host}:{e.port}: {exc or type(exc).__name__}",
+                                      provider="openai") from None
+        return response_of(request, status, raw, headers)
+
+    async def stream(self, request: lm15.Request) -> AsyncIterator[Any]:
+        for event in lm15.response_to_events(await self.complete(request)):
+            yield event
+
+    async def aclose(self) -> None:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            pool = self._idle.pop(loop, [])
+        for connection in pool:
+            connection.close()
+
+    def dump_state(self) -> dict[str, Any]:
+        return {"api_base": self.endpoint.api_base, "timeout_s": self.endpoint.timeout_s}  # never the key
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> AsyncOpenAIChatEngine:
+        return cls(Endpoint(api_base=state["api_base"], timeout_s=state.get("timeout_s", 60.0)))
+
+
+# ---------------------------------------------------------------------------- sync engine
+
+
+class OpenAIChatEngine:
+    """``complete(Request) -> Response`` for calls from threads: one keep-alive
+    ``http.client`` connection per thread."""
+
+    supports_function_calling = False
+    supports_reasoning = False
+    supports_response_schema = False
+    supported_params: frozenset[str] = frozenset()
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        self._local = threading.local()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        connection = getattr(self._local, "connection", None)
+        if connection is None:
+            e = self.endpoint
+            cls = http.client.HTTPSConnection if e.tls else http.client.HTTPConnection
+            connection = cls(e.host, e.port, timeout=e.timeout_s)
+            self._local.connection = connection
+        return connection
+
+    def _send(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
+        e = self.endpoint
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "t2t-dspy-engine"}
+        if e.api_key:
+            headers["Authorization"] = f"Bearer {e.api_key}"
+        for fresh in (False, True):  # a kept-alive connection the server closed: once more, on a new one
+            connection = self._connection()
+            reused = connection.sock is not None
+            try:
+                connection.request("POST", e.path, body=payload, headers=headers)
+                response = connection.getresponse()
+                raw = response.read()
+            except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
+                connection.close()
+                if reused and not fresh:
+                    continue
+                raise lm15.TransportError(f"cannot reach {e.host}:{e.port}: {exc}", provider="openai") from None
+            except TimeoutError:
+                connection.close()
+                raise lm15.TimeoutError(f"request to {e.api_base} timed out after {e.timeout_s:g} s",
+                                        provider="openai") from None
+            except OSError as exc:
+                connection.close()
+                raise lm15.TransportError(f"cannot reach {e.host}:{e.port}: {exc}", provider="openai") from None
+            if response.will_close:
+                connection.close()
+            return response.status, {k.lower(): v for k, v in response.getheaders()}, raw
+        raise AssertionError("unreachable")
+
+    def complete(self, request: lm15.Request) -> lm15.Response:
+        payload = json.dumps(chat_body(request), ensure_ascii=False).encode("utf-8")
+        status, headers, raw = self._send(payload)
+        return response_of(request, status, raw, headers)
+
+    def stream(self, request: lm15.Request) -> Iterator[Any]:
+        yield from lm15.response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+
+    def dump_state(self) -> dict[str, Any]:
+        return {"api_base": self.endpoint.api_base, "timeout_s": self.endpoint.timeout_s}  # never the key
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> OpenAIChatEngine:
+        return cls(Endpoint(api_base=state["api_base"], timeout_s=state.get("timeout_s", 60.0)))
+
+
+_RATES: dict[str, tuple[float, float] | None] = {}
+_rates_lock = threading.Lock()
+
+
+def token_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """USD for a call's tokens at the rates of DSPy's bundled model map (looked up once per
+    model), or None when the model is not priced there."""
+    with _rates_lock:
+        if model not in _RATES:
+            from dspy.clients.model_metadata import model_info, rate
+
+            provider, _, name = model.partition("/") if "/" in model else ("openai", "", model)
+            info = model_info(provider, name) or {}
+            rates = rate(info, "input_cost_per_token"), rate(info, "output_cost_per_token")
+            _RATES[model] = rates if None not in rates else None  # type: ignore[assignment]
+        rates = _RATES[model]
+    if rates is None:
+        return None
+    return prompt_tokens * rates[0] + completion_tokens * rates[1]
+
+
+def engines_for(endpoint: Endpoint, like: Any = None, function_calling: bool | None = None) -> dict[str, Any]:
+    """``dspy.LM`` keyword arguments that send its calls through these engines.
+
+    DSPy asks a custom engine, not its model maps, what the model can do (the
+    ``supports_*`` hints adapters read): they are copied from ``like`` (the same model on
+    DSPy's own engine), ``function_calling`` overriding the map's answer when given."""
+    hints: dict[str, Any] = {}
+    if like is not None:
+        hints = {"supports_function_calling": bool(like.supports_function_calling),
+                 "supports_reasoning": bool(like.supports_reasoning),
+                 "supports_response_schema": bool(like.supports_response_schema),
+                 "supported_params": frozenset(like.supported_params)}
+    if function_calling is not None:
+        hints["supports_function_calling"] = function_calling
+    pair = {"engine": OpenAIChatEngine(endpoint), "async_engine": AsyncOpenAIChatEngine(endpoint)}
+    for engine in pair.values():
+        for name, value in hints.items():
+            setattr(engine, name, value)
+    return pair
