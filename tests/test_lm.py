@@ -424,3 +424,18 @@ def test_malformed_reply_is_retried_on_the_litellm_engine():
         assert lm.engine == "litellm"
         assert _ask(lm).answer == "forty-two"
         assert len(server.requests) == 2
+
+
+def test_both_engines_answer_the_same_and_the_environment_chooses_between_them():
+    from programs.lm.http_engine import OpenAIChatEngine
+
+    with ScriptedLLMServer(responder=lambda body: ANSWER) as server:
+        env = {"T2T_LM": "openai/gpt-4o-mini", "T2T_API_BASE": server.base_url}
+        lean = build_lm(load_lm_config(environ=env).for_role("writer"))
+        dspy_own = build_lm(load_lm_config(environ={**env, "T2T_ENGINE": "dspy"}).for_role("writer"))
+        assert isinstance(lean.engine, OpenAIChatEngine)
+        assert not isinstance(getattr(dspy_own, "engine", None), OpenAIChatEngine)
+        assert _ask(lean).answer == _ask(dspy_own).answer == "forty-two"
+        first, second = server.requests
+        assert first["messages"] == second["messages"] and first["model"] == second["model"] == "gpt-4o-mini"
+        assert server.errors == []
