@@ -34,7 +34,7 @@ import urllib.request
 import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 from dspy import lm15
@@ -301,11 +301,10 @@ class _Connection:
         self.writer.close()
 
 
-class AsyncOpenAIChatEngine:
-    """``async complete(Request) -> Response`` against one endpoint: one attempt per call
-    (DSPy retries), idle connections pooled per event loop."""
+class _EngineBase:
+    """What both engines share: the endpoint, the capability hints DSPy's adapters read
+    (``dspy.clients.capabilities``; set by ``engines_for``) and the state DSPy saves."""
 
-    # what DSPy's adapters may rely on (dspy.clients.capabilities reads these; set by engines_for)
     supports_function_calling = False
     supports_reasoning = False
     supports_response_schema = False
@@ -313,6 +312,21 @@ class AsyncOpenAIChatEngine:
 
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
+
+    def dump_state(self) -> dict[str, Any]:
+        return {"api_base": self.endpoint.api_base, "timeout_s": self.endpoint.timeout_s}  # never the key
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> Self:
+        return cls(Endpoint(api_base=state["api_base"], timeout_s=state.get("timeout_s", 60.0)))
+
+
+class AsyncOpenAIChatEngine(_EngineBase):
+    """``async complete(Request) -> Response`` against one endpoint: one attempt per call
+    (DSPy retries), idle connections pooled per event loop."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        super().__init__(endpoint)
         self._lock = threading.Lock()
         self._idle: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Connection]] = (
             weakref.WeakKeyDictionary())
@@ -383,28 +397,16 @@ class AsyncOpenAIChatEngine:
         for connection in pool:
             connection.close()
 
-    def dump_state(self) -> dict[str, Any]:
-        return {"api_base": self.endpoint.api_base, "timeout_s": self.endpoint.timeout_s}  # never the key
-
-    @classmethod
-    def load_state(cls, state: dict[str, Any]) -> AsyncOpenAIChatEngine:
-        return cls(Endpoint(api_base=state["api_base"], timeout_s=state.get("timeout_s", 60.0)))
-
 
 # ---------------------------------------------------------------------------- sync engine
 
 
-class OpenAIChatEngine:
+class OpenAIChatEngine(_EngineBase):
     """``complete(Request) -> Response`` for calls from threads: one keep-alive
     ``http.client`` connection per thread."""
 
-    supports_function_calling = False
-    supports_reasoning = False
-    supports_response_schema = False
-    supported_params: frozenset[str] = frozenset()
-
     def __init__(self, endpoint: Endpoint) -> None:
-        self.endpoint = endpoint
+        super().__init__(endpoint)
         self._local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -458,12 +460,6 @@ class OpenAIChatEngine:
         if connection is not None:
             connection.close()
 
-    def dump_state(self) -> dict[str, Any]:
-        return {"api_base": self.endpoint.api_base, "timeout_s": self.endpoint.timeout_s}  # never the key
-
-    @classmethod
-    def load_state(cls, state: dict[str, Any]) -> OpenAIChatEngine:
-        return cls(Endpoint(api_base=state["api_base"], timeout_s=state.get("timeout_s", 60.0)))
 
 
 _RATES: dict[str, tuple[float, float] | None] = {}
