@@ -199,6 +199,9 @@ def bench(
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1,
                                              max=MAX_WORKERS)] = 8,
+    processes: Annotated[int, typer.Option(
+        "--processes", help="Worker processes the rollouts are sharded over, each with its own event loop "
+                            "(for a client bound by its CPU at a high --concurrency).", min=1, max=64)] = 1,
     max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. [default: 30]",
                                                      min=1)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,
@@ -293,7 +296,7 @@ def bench(
         err_console.print(f"t2t bench: run {run_id} (resume with --resume {run_id})")
         if config.tasks_source == "file" and not ts.done_task_ids(run_id):
             ts.add_tasks(run_id, task_list)
-        outcome = _run(ts, run_id, config, env, task_list, agents, user, concurrency, session)
+        outcome = _run(ts, run_id, config, env, task_list, agents, user, concurrency, session, processes)
         if session.ledger.calls:
             err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
         _report(ts, run_id, config, env, task_list, outcome, json_out, session.ledger)
@@ -330,7 +333,7 @@ def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any
 
 
 def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,
-         concurrency: int, session: Any = None) -> Any:
+         concurrency: int, session: Any = None, processes: int = 1) -> Any:
     from programs.loop.bench import plan_jobs
     from programs.loop.rollout import RolloutEngine, RolloutWriter
     from t2t.output import progress
@@ -362,7 +365,8 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
             bar.update(bar_task, advance=1)
 
         try:
-            _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored)
+            _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored,
+                                          workers=processes, ledger=ledger)
         except BaseException:
             writer.flush()
             ts.finish_run(run_id, "interrupted")
