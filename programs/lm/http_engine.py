@@ -192,9 +192,12 @@ def chat_body(request: lm15.Request) -> dict[str, Any]:
             body["parallel_tool_calls"] = config.tool_choice.parallel
     if config.reasoning is not None or config.cache is not None or config.probabilities is not None:
         raise _refuse("reasoning, prompt-cache or probability settings")
-    for name in ("service_tier", "user_id", "store"):
-        if getattr(config, name) is not None:
-            body["user" if name == "user_id" else name] = getattr(config, name)
+    if config.service_tier is not None:
+        body["service_tier"] = config.service_tier
+    if config.user_id is not None:  # the caller's end-user id, OpenAI's "user"
+        body["user"] = config.user_id
+    if config.store is not None:
+        body["store"] = config.store
     body.update(config.extensions or {})
     return body
 
