@@ -325,8 +325,12 @@ def test_an_unreachable_lm_is_an_error_not_a_zero_score(env, store_path):
                              timeout_s=2))
     from dspy.utils.exceptions import LMError
 
-    with pytest.raises(LMError, match="failed to connect"):
+    from programs.lm.accounting import error_kind
+
+    with pytest.raises(LMError) as raised:
         compile_program(target, "bootstrap", examples[:1], examples[:1], lm, SMALL)
+    # the engine's wording may change; the kind a user is told about must not
+    assert error_kind(raised.value) == "unreachable", str(raised.value)
 
 
 def test_optimize_command_says_an_lm_failure_in_one_line(store_path, tmp_path):
