@@ -439,3 +439,36 @@ def test_both_engines_answer_the_same_and_the_environment_chooses_between_them()
         first, second = server.requests
         assert first["messages"] == second["messages"] and first["model"] == second["model"] == "gpt-4o-mini"
         assert server.errors == []
+
+
+def test_dspys_handoffs_run_on_the_loops_thread_and_other_work_still_gets_a_thread(monkeypatch):
+    """programs.lm.event_loop: DSPy's own steps of an async call skip the thread pool; a
+    blocking call handed to the default executor (a DNS lookup, a local model) does not."""
+    import functools
+
+    from dspy.clients import execution
+
+    from programs.lm import event_loop
+
+    prepared_on: list[int] = []
+    real_prepare = execution.prepare
+
+    @functools.wraps(real_prepare)  # keeps its module: still one of DSPy's hand-offs
+    def prepare(*args, **kwargs):
+        prepared_on.append(threading.get_ident())
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(execution, "prepare", prepare)
+    with ScriptedLLMServer(replies=[ANSWER, ANSWER]) as server:
+        lm = build_lm(_settings(server))
+
+        async def main() -> tuple[int, int, str]:
+            with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
+                answer = (await dspy.Predict("question -> answer").acall(question="six times seven?")).answer
+            return threading.get_ident(), await asyncio.to_thread(threading.get_ident), answer
+
+        loop_thread, worker_thread, answer = event_loop.run(main())
+        on_plain_loop = asyncio.run(main())[0]
+    assert answer == "forty-two"
+    assert prepared_on[0] == loop_thread and worker_thread != loop_thread
+    assert prepared_on[1] != on_plain_loop  # on asyncio's own loop the same step is on a thread

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from domains import Environment
+from programs.lm import event_loop
 from programs.verification.lint import lint_task, private_ids
 from programs.verification.verifier import Verifier
 from signatures.models import (
@@ -225,7 +226,7 @@ class GenerationPipeline:
 
     def generate_item(self, run_id: str, index: int) -> ItemOutput:
         """`agenerate_item` on an event loop of its own."""
-        return asyncio.run(self.agenerate_item(run_id, index))
+        return event_loop.run(self.agenerate_item(run_id, index))
 
     async def agenerate_item(self, run_id: str, index: int) -> ItemOutput:
         """Explore, write, adapt and verify item ``index``; never raises for LM failures."""
@@ -335,7 +336,7 @@ class GenerationPipeline:
         'interrupted' and the interrupt propagates; committed items stay.
         """
         try:
-            asyncio.run(self._run_items(run_id, self.pending_items(run_id), progress))
+            event_loop.run(self._run_items(run_id, self.pending_items(run_id), progress))
         except KeyboardInterrupt:
             self.sink.finish(run_id, "interrupted")
             raise

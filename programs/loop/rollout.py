@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict
 
 from domains import Environment
 from programs.loop.agent import Agent, AgentReply
+from programs.lm import event_loop
 from programs.loop.user_sim import LMTurnError, SimulatedUser
 from programs.verification.verifier import Verifier
 from signatures.conversation import ConversationTurn
@@ -92,7 +93,7 @@ class RolloutEngine:
 
     def run(self, task: Task, agent: Agent | str, trial: int = 0, rollout_id: str | None = None) -> RolloutResult:
         """One rollout, on an event loop of its own (see `arun`)."""
-        return asyncio.run(self.arun(task, agent, trial, rollout_id))
+        return event_loop.run(self.arun(task, agent, trial, rollout_id))
 
     async def arun(self, task: Task, agent: Agent | str, trial: int = 0,
                    rollout_id: str | None = None) -> RolloutResult:
@@ -218,7 +219,7 @@ class RolloutEngine:
             from programs.loop.shards import run_sharded
 
             return run_sharded(self, tasks, jobs, concurrency, on_result, min(workers, len(jobs)), ledger)
-        return asyncio.run(self.arun_many(tasks, jobs, concurrency, on_result))
+        return event_loop.run(self.arun_many(tasks, jobs, concurrency, on_result))
 
     async def arun_many(self, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int = 8,
                         on_result: Callable[[RolloutResult], None] | None = None,

@@ -14,13 +14,14 @@ A worker that dies reports its unfinished jobs as crashes; the batch goes on.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import multiprocessing
 import pickle
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
+
+from programs.lm import event_loop
 
 if TYPE_CHECKING:
     from programs.loop.rollout import RolloutCrash, RolloutEngine, RolloutJob, RolloutResult
@@ -34,7 +35,7 @@ def _worker(engine: RolloutEngine, tasks: dict[str, Task], jobs: Sequence[Rollou
         conn.send_bytes(pickle.dumps(("result", result, calls)))
 
     try:
-        _, crashes = asyncio.run(engine.arun_many(tasks, jobs, concurrency, send))
+        _, crashes = event_loop.run(engine.arun_many(tasks, jobs, concurrency, send))
         conn.send_bytes(pickle.dumps(("done", crashes, ledger.take() if ledger is not None else [])))
     except BaseException as exc:  # reported by the parent as crashes of the jobs not done
         conn.send_bytes(pickle.dumps(("failed", f"{type(exc).__name__}: {exc}", [])))
