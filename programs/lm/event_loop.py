@@ -17,6 +17,7 @@ import asyncio
 import concurrent.futures
 import contextvars
 import functools
+import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -52,6 +53,12 @@ class InlineHandoffLoop(asyncio.SelectorEventLoop):
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(coro)`` on an `InlineHandoffLoop`."""
-    with asyncio.Runner(loop_factory=InlineHandoffLoop) as runner:
-        return runner.run(coro)
+    """``asyncio.run(coro)`` on an `InlineHandoffLoop`, with what exists before the run frozen
+    out of the garbage collector's scans (``gc.freeze``): each full collection otherwise walks
+    the domain's database and the programs again, stalling every rollout in flight."""
+    gc.freeze()
+    try:
+        with asyncio.Runner(loop_factory=InlineHandoffLoop) as runner:
+            return runner.run(coro)
+    finally:
+        gc.unfreeze()
