@@ -3,9 +3,9 @@
 DSPy 3.4's async LM call hands its request preparation, its pricing and its cache steps to
 ``asyncio.to_thread``: pure-Python work of well under a millisecond, which holds the GIL
 anyway. Each hand-off costs a worker thread's turn at the GIL and a wake-up write to the
-loop's self-pipe (a system call, ~0.1 ms on this machine), twice or more per LM call: with
-128 rollouts in flight on one loop that was a fifth of the client's CPU per call
-(``benchmarks/bench_rollouts.py``). `run` uses a loop that runs those hand-offs, and only
+loop's self-pipe (a system call, ~0.1 ms on this machine), twice or more per LM call: the
+rollout benchmark's profile showed three socket sends per call where one carries the request
+(``benchmarks/bench_rollouts.py --profile``). `run` uses a loop that runs those hand-offs, and only
 those (functions of ``dspy.clients.execution``), at once on its own thread, in the caller's
 context. Anything else handed to the default executor still gets a thread: a DNS lookup, a
 proxy's connect, a credential refresh, a local model's forward pass.
