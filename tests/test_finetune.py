@@ -186,3 +186,47 @@ def test_a_gguf_base_loads_as_a_trainable_unquantized_model(tmp_path):
     validate_quantization_for_training(model)  # raises for a model Trainer would refuse
     model.config.save_pretrained(str(tmp_path))
     assert getattr(AutoConfig.from_pretrained(str(tmp_path)), "quantization_config", None) is None
+
+
+def test_the_agent_at_inference_sends_the_model_exactly_the_tokens_it_was_trained_on(workspace, monkeypatch):
+    """Training and inference agree token for token: for every assistant turn of an SFT row, the
+    prompt the LM agent (DSPy program, its adapter, `local/PATH`) feeds the model equals the
+    training example up to that turn's first trained token. The tiny model's ChatML template
+    takes no tools, so the tool descriptions and calls go through t2t's text rendering."""
+    from domains import get_domain
+    from programs.lm.local import LocalLM
+    from programs.loop.agent import LMAgent
+    from programs.training.finetune import build_examples
+    from signatures.models import Message, ToolCall
+
+    _, _, rows, tiny = workspace
+    row = max(rows, key=lambda r: sum(m["role"] == "assistant" for m in r["messages"]))
+    lm = LocalLM(f"local/{tiny}")
+    engine = lm.engine
+    assert not engine.format.native_tools
+    (example,) = build_examples(engine.tokenizer, [row])
+    trained_from = [i for i, label in enumerate(example.labels)
+                    if label != -100 and (i == 0 or example.labels[i - 1] == -100)]
+
+    prompts: list[list[int]] = []
+
+    def capture(ids, cache, max_new_tokens, sample, temperature):
+        prompts.append(list(ids))
+        return list(ids) + [engine.stop_ids[0]], None  # end at once: only the prompt matters here
+
+    monkeypatch.setattr(engine, "_run", capture)
+    domain = get_domain("retail")
+    agent = LMAgent(lm, domain.environment(domain.generate_db(0, 10)))
+    assert row["messages"][0] == {"role": "system", "content": agent.system_prompt()}
+
+    def message(m: dict) -> Message:
+        calls = [ToolCall(name=c["function"]["name"], arguments=json.loads(c["function"]["arguments"]),
+                          id=c.get("id")) for c in m.get("tool_calls") or []] or None
+        return Message(role=m["role"], content=m.get("content"), tool_calls=calls, tool_call_id=m.get("tool_call_id"))
+
+    turns = [i for i, m in enumerate(row["messages"]) if m["role"] == "assistant"]
+    for i in turns:
+        agent.session(None).reply([message(m) for m in row["messages"][1:i]])
+    assert len(prompts) == len(turns) == len(trained_from)
+    for prompt, start in zip(prompts, trained_from):
+        assert prompt == example.input_ids[:start]
