@@ -230,7 +230,7 @@ def test_bad_agent_program_names_fail_in_one_line(tasks, tmp_path):
 
 def test_an_adapter_reask_has_its_own_rollout_id(retail):
     """With DSPy's cache on, asking again with the same request returns the failed reply from
-    the cache; the re-ask (attempt 1) carries its own rollout id and reaches the server."""
+    the cache; the re-ask carries its own rollout id and reaches the server."""
     from dspy.utils.exceptions import AdapterParseError
 
     from programs.generation.adapter import BaselineAdapter, IntentAdapter
@@ -251,16 +251,18 @@ def test_an_adapter_reask_has_its_own_rollout_id(retail):
         # a model name of its own: nothing else in this process has cached its requests
         lm = build_lm(LMSettings(model=f"openai/t2t-reask-{uuid.uuid4().hex[:8]}", api_base=server.base_url),
                       cache=True)
-        adapter = IntentAdapter(lm=lm)
         with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
             with pytest.raises(AdapterParseError):
-                adapter.adapt(*case, "ambiguous", env, 0)
+                IntentAdapter(lm=lm, attempts=1).adapt(*case, "ambiguous", env, 0)
             with pytest.raises(AdapterParseError):
-                adapter.adapt(*case, "ambiguous", env, 0)  # the same ask: the cache answers, not the server
+                IntentAdapter(lm=lm, attempts=1).adapt(*case, "ambiguous", env, 0)  # the cache answers
             assert len(server.requests) == 1
-            result = adapter.adapt(*case, "ambiguous", env, 0, attempt=1)
-        assert len(server.requests) == 2 and server.errors == []
+            result = IntentAdapter(lm=lm, attempts=2).adapt(*case, "ambiguous", env, 0)
+            assert len(server.requests) == 2 and server.errors == []  # the first ask again from the cache
+            again = IntentAdapter(lm=lm, attempts=2).adapt(*case, "ambiguous", env, 0)
+        assert len(server.requests) == 2  # both asks from the cache, each under its own rollout id
     assert result.task is not None, result
+    assert again.task is not None and again.task.scenario == result.task.scenario
 
 
 def test_the_agent_learns_from_verified_tasks_only(env, tasks, tmp_path):

@@ -28,7 +28,8 @@ from domains.common_tools import CALCULATOR_TOOL
 from domains.kit import Call, Claim, ConditionKit
 from programs.generation.grounding import lm_kit
 from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
-from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
+from programs.generation.reask import Reask
+from programs.generation.steps import Steps, arun_steps, run_steps
 from programs.verification.conditions import (
     ConditionCheck,
     as_action,
@@ -77,7 +78,6 @@ class _Context:
     user_id: str | None
     identity: dict[str, Any] | None  # the look-up that authenticates the user, as a call
     prefer_write: str | None = None  # infeasible: forbid a write of this tool when one is refused
-    attempt: int = 0  # which ask of the caller's re-asks this is (an LM ask gets its own rollout id)
 
     @property
     def calls(self) -> list[dict[str, Any]]:
@@ -208,7 +208,7 @@ async def _aword(wording: Wording, request: WordingRequest) -> Any:
 
 
 def _adapt(task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
-           seed: int, prefer_write: str | None = None, attempt: int = 0) -> Steps[AdaptationResult]:
+           seed: int, prefer_write: str | None = None) -> Steps[AdaptationResult]:
     """The adaptation: yields one `WordingRequest`, receives the words, checks the result."""
     if condition not in CONDITIONS:
         raise ValueError(f"unknown condition {condition!r}; conditions are {', '.join(CONDITIONS)}")
@@ -216,7 +216,6 @@ def _adapt(task: Task, trajectory: Trajectory, condition: str, environment: Envi
         return AdaptationResult(task=task)
     ctx = _context(task, trajectory, environment, seed, condition)
     ctx.prefer_write = prefer_write
-    ctx.attempt = attempt
     if condition == "ambiguous":
         return (yield from _adapt_ambiguous(ctx))
     if condition == "changing":
@@ -459,38 +458,47 @@ def _one_per_rule(candidates: Sequence[InfeasibleCandidate]) -> list[InfeasibleC
 
 
 class IntentAdapter(dspy.Module):
-    """Adapts tasks with an LM: one ``dspy.Predict`` per condition, checked by code."""
+    """Adapts tasks with an LM: one ``dspy.Predict`` per condition, checked by code.
 
-    def __init__(self, lm: dspy.BaseLM | None = None) -> None:
+    A wording that does not parse is asked again (``attempts`` in all,
+    `programs.generation.reask.Reask`: DSPy's BestOfN, each ask with its own rollout id);
+    after that the last parse error is raised."""
+
+    def __init__(self, lm: dspy.BaseLM | None = None, attempts: int = 2) -> None:
         super().__init__()
         self.ambiguous = dspy.Predict(AdaptAmbiguous)
         self.changing = dspy.Predict(AdaptChanging)
         self.infeasible = dspy.Predict(AdaptInfeasible)
         # kept out of the predictors so that saved state holds no LM; None: dspy.settings.lm
         self.adapter_lm = lm
+        self.attempts = max(1, attempts)
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-              seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
-        """``attempt``: the caller's re-ask number after output that did not parse; each
-        re-ask has its own rollout id, so that DSPy's cache does not hand back the failed reply."""
-        steps = _adapt(task, trajectory, condition, env, seed, prefer_write, attempt)
+              seed: int, prefer_write: str | None = None) -> AdaptationResult:
+        steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
         with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
             return run_steps(steps, lambda request: _word(self, request))
 
     async def aadapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                     seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
+                     seed: int, prefer_write: str | None = None) -> AdaptationResult:
         """`adapt` with DSPy's async LM calls (``acall``)."""
-        steps = _adapt(task, trajectory, condition, env, seed, prefer_write, attempt)
+        steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
         with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
             return await arun_steps(steps, lambda request: _aword(self, request))
 
     def forward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
-        return self.adapt(task, trajectory, condition, env, seed, prefer_write, attempt)
+                seed: int, prefer_write: str | None = None) -> AdaptationResult:
+        return self.adapt(task, trajectory, condition, env, seed, prefer_write)
 
     async def aforward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                       seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
-        return await self.aadapt(task, trajectory, condition, env, seed, prefer_write, attempt)
+                       seed: int, prefer_write: str | None = None) -> AdaptationResult:
+        return await self.aadapt(task, trajectory, condition, env, seed, prefer_write)
+
+    def _ask(self, predict: dspy.Predict, inputs: dict[str, Any]) -> dspy.Prediction:
+        return Reask(predict, self.attempts)(**inputs).parsed()
+
+    async def _aask(self, predict: dspy.Predict, inputs: dict[str, Any]) -> dspy.Prediction:
+        return (await Reask(predict, self.attempts).acall(**inputs)).parsed()
 
     # Wording: each condition's words from one prediction, called (word_*) or awaited (aword_*)
     @staticmethod
@@ -498,8 +506,7 @@ class IntentAdapter(dspy.Module):
         """The prediction's inputs. No policy: code found the facts, and each refused write
         comes with the rule and the fact that refuse it."""
         return dict(task=TaskBrief.of(ctx.parent), facts=facts,
-                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS),
-                    config=ask_config(ctx.attempt))
+                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS))
 
     @staticmethod
     def _ambiguous_words(out: Any) -> tuple[UserScenario, list[str], list[Claim]]:
@@ -520,25 +527,25 @@ class IntentAdapter(dspy.Module):
         return facts.model_copy(update={"candidates": shown[:MAX_LM_INFEASIBLE_CANDIDATES]})
 
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]:
-        return self._ambiguous_words(self.ambiguous(**self._inputs(ctx, facts)))
+        return self._ambiguous_words(self._ask(self.ambiguous, self._inputs(ctx, facts)))
 
     async def aword_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str],
                                                                                    list[Claim]]:
-        return self._ambiguous_words(await self.ambiguous.acall(**self._inputs(ctx, facts)))
+        return self._ambiguous_words(await self._aask(self.ambiguous, self._inputs(ctx, facts)))
 
     def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
-        return self._changing_words(self.changing(**self._inputs(ctx, facts)))
+        return self._changing_words(self._ask(self.changing, self._inputs(ctx, facts)))
 
     async def aword_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
-        return self._changing_words(await self.changing.acall(**self._inputs(ctx, facts)))
+        return self._changing_words(await self._aask(self.changing, self._inputs(ctx, facts)))
 
     def word_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str,
                                                                                  list[Claim]]:
-        return self._infeasible_words(self.infeasible(**self._inputs(ctx, self._shown_candidates(facts))))
+        return self._infeasible_words(self._ask(self.infeasible, self._inputs(ctx, self._shown_candidates(facts))))
 
     async def aword_infeasible(self, ctx: _Context, facts: InfeasibilityFacts) -> tuple[Action, UserScenario, str,
                                                                                         list[Claim]]:
-        return self._infeasible_words(await self.infeasible.acall(**self._inputs(ctx, self._shown_candidates(facts))))
+        return self._infeasible_words(await self._aask(self.infeasible, self._inputs(ctx, self._shown_candidates(facts))))
 
 
 def _lm_claims(prediction: Any) -> list[Claim]:
@@ -554,10 +561,9 @@ class BaselineAdapter:
     """Adapts tasks with templates: no LM, deterministic for a seed."""
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-              seed: int, prefer_write: str | None = None, attempt: int = 0) -> AdaptationResult:
+              seed: int, prefer_write: str | None = None) -> AdaptationResult:
         """``prefer_write``: for an infeasible task, forbid a write of this tool when one is
-        refused for the user (coverage steering); otherwise any refused write. ``attempt`` is
-        taken for the adapter protocol and changes nothing: the templates always parse."""
+        refused for the user (coverage steering); otherwise any refused write."""
         return run_steps(_adapt(task, trajectory, condition, env, seed, prefer_write),
                          lambda request: _word(self, request))
 

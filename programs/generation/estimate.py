@@ -58,7 +58,7 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
         "writer": RolePrompts(role="writer", calls_per_item=0.0,
                               max_calls_per_item=writer.attempts * text_reask["writer"]),
         "adapter": RolePrompts(role="adapter", calls_per_item=0.0,
-                               max_calls_per_item=2 * len(adapted) * text_reask["adapter"]),  # adapt_attempts
+                               max_calls_per_item=adapter.attempts * len(adapted) * text_reask["adapter"]),
     }
     formats = {role: adapter_for(structured.get(role, "auto")) for role in roles}
     signature = exploration_signature(explorer.propose.signature, tuple(env.tools))

@@ -28,7 +28,8 @@ from domains import Environment, Episode
 from domains.common_tools import CALCULATOR_TOOL
 from domains.kit import Call, ExplorationKit, Knowledge, Seed
 from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
-from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
+from programs.generation.reask import Answer, Reask, Verdict, first_line
+from programs.generation.steps import Steps, arun_steps, run_steps
 from programs.generation.prompting import compact_tools, shown_steps
 from signatures.generation import ProposeExplorationCall, exploration_signature
 from signatures.models import Provenance, Step, ToolCall, Trajectory
@@ -314,27 +315,31 @@ class Explorer(dspy.Module):
         return await self.acall(env=env, seed=seed, trajectory_id=trajectory_id, provenance=provenance,
                                 target_write=target_write, goal=goal)
 
-    def _propose(self, inputs: dict[str, Any]) -> ToolCall:
-        return run_steps(self._asks(), lambda config: self.propose(**inputs, config=config))
-
-    async def _apropose(self, inputs: dict[str, Any]) -> ToolCall:
-        return await arun_steps(self._asks(), lambda config: self.propose.acall(**inputs, config=config))
-
-    def _asks(self) -> Steps[ToolCall]:
-        """Up to ``parse_attempts`` predictions until one is a tool call; each yields the LM
-        config of its ask (a re-ask has its own rollout id)."""
+    def _reask(self) -> Reask:
+        """Up to ``parse_attempts`` asks until one is a tool call (DSPy's BestOfN, each ask
+        with its own rollout id); a re-ask is told why the last answer was not one."""
         from dspy.utils.exceptions import AdapterParseError
 
-        last: Exception | None = None
-        for attempt in range(self.parse_attempts):
-            try:
-                prediction = yield ask_config(attempt)
-            except (AdapterParseError, ValueError) as exc:
-                last = exc
-                continue
-            call = prediction.tool_call
-            if isinstance(call, BaseModel) and getattr(call, "name", None):
-                return ToolCall(name=call.name, arguments=dict(getattr(call, "arguments", None) or {}))
-            last = ValueError(f"proposal is not a tool call: {call!r}")
-        raise ExplorationError(f"explorer output did not parse after {self.parse_attempts} attempts: "
-                               f"{str(last).splitlines()[0][:200] if last else ''}")
+        return Reask(self.propose, self.parse_attempts, _is_tool_call, feedback_field="previous_error",
+                     unreadable=(AdapterParseError, ValueError))
+
+    def _propose(self, inputs: dict[str, Any]) -> ToolCall:
+        return self._proposed(self._reask()(**inputs))
+
+    async def _apropose(self, inputs: dict[str, Any]) -> ToolCall:
+        return self._proposed(await self._reask().acall(**inputs))
+
+    def _proposed(self, answer: Answer) -> ToolCall:
+        if not answer.accepted:
+            detail = (first_line(answer.unreadable) if answer.prediction is None and answer.unreadable
+                      else answer.verdict.feedback)
+            raise ExplorationError(f"explorer output did not parse after {answer.attempts} attempts: {detail[:200]}")
+        call = answer.prediction.tool_call
+        return ToolCall(name=call.name, arguments=dict(getattr(call, "arguments", None) or {}))
+
+
+def _is_tool_call(prediction: dspy.Prediction) -> Verdict:
+    call = prediction.tool_call
+    if isinstance(call, BaseModel) and getattr(call, "name", None):
+        return Verdict(1.0)
+    return Verdict(0.0, f"Your answer was not a tool call: {call!r}"[:300])

@@ -74,7 +74,7 @@ class WriterProgram(Protocol):
 
 class AdapterProgram(Protocol):
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any], seed: int,
-              prefer_write: str | None = None, attempt: int = 0) -> Any: ...
+              prefer_write: str | None = None) -> Any: ...
 
 
 # ---------------------------------------------------------------- configuration and results
@@ -193,7 +193,7 @@ class GenerationPipeline:
     def __init__(self, env: Environment[Any], sink: ItemSink, config: GenerationConfig, *,
                  explorer: ExplorerProgram, writer: WriterProgram, adapter: AdapterProgram | None,
                  program_versions: dict[str, str] | None = None, lms: dict[str, Any] | None = None,
-                 workers: int = 1, adapt_attempts: int = 2,
+                 workers: int = 1,
                  after_item: Callable[[GenerationItem], None] | None = None,
                  targets: Callable[[int], Any] | None = None, retry_failed: bool = False) -> None:
         self.env = env
@@ -205,7 +205,6 @@ class GenerationPipeline:
         self.program_versions = program_versions or {}
         self.lms = lms or {}
         self.workers = max(1, workers)
-        self.adapt_attempts = max(1, adapt_attempts)
         self.after_item = after_item
         # coverage-guided runs (optimize.coverage): item index -> a target with .tool (the
         # write to make first) and .goal (recorded as the trajectory's goal), or None
@@ -268,18 +267,14 @@ class GenerationPipeline:
                 rejected[condition] = "no adapter"
                 continue
             adapted = None
-            for attempt in range(self.adapt_attempts):  # the adapter leaves re-asking on unparseable output to us
-                try:
-                    prefer = target.tool if target is not None and target.condition == condition else None
-                    # each re-ask says its number: the LM adapter gives it its own rollout id
-                    adapted = await _call(self.adapter, "adapt", general, trajectory, condition, self.env,
-                                          condition_seed(seed, condition), prefer_write=prefer, attempt=attempt)
-                    break
-                except self._errors as exc:
-                    rejected[condition] = f"lm_error: {_first_line(exc)}"
+            try:  # the LM adapter re-asks a wording that does not parse itself
+                prefer = target.tool if target is not None and target.condition == condition else None
+                adapted = await _call(self.adapter, "adapt", general, trajectory, condition, self.env,
+                                      condition_seed(seed, condition), prefer_write=prefer)
+            except self._errors as exc:
+                rejected[condition] = f"lm_error: {_first_line(exc)}"
             if adapted is None:
                 continue
-            rejected.pop(condition, None)
             if adapted.task is None:
                 detail = getattr(adapted, "detail", None)
                 rejected[condition] = (adapted.rejected_reason or "rejected") + (f": {detail}" if detail else "")

@@ -1,7 +1,7 @@
 """One control flow for a program's sync and async paths.
 
-A generation program's loop (the explorer's proposals, the writer's attempts, the adapter's
-wording) is written once, as a generator that yields each LM request and receives its
+A program's loop (the explorer's proposals, the adapter's wording, a re-ask's attempt) is
+written once, as a generator that yields each LM request and receives its
 answer; an answer that raises is thrown into the generator at its ``yield``, so the loop
 catches what it retries where it asks. `run_steps` answers with a plain call (the offline
 baselines, DSPy's ``__call__``); `arun_steps` awaits the answer (DSPy's ``acall``), so many
@@ -15,13 +15,6 @@ from typing import Any, TypeVar
 
 Result = TypeVar("Result")
 Steps = Generator[Any, Any, Result]
-
-
-def ask_config(attempt: int) -> dict[str, Any]:
-    """The LM config (Predict's ``config``) of one ask of a loop: nothing for the first ask,
-    and its own ``rollout_id`` for each re-ask, so that DSPy's cache, which keys on the
-    request and the rollout id, does not answer a re-ask with the reply that failed."""
-    return {"rollout_id": attempt} if attempt else {}
 
 
 def run_steps(steps: Steps[Result], answer: Callable[[Any], Any]) -> Result:

@@ -24,7 +24,7 @@ from domains import Environment
 from domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
 from programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
 from programs.generation.prompting import shown_steps
-from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
+from programs.generation.reask import Answer, Reask, Verdict, first_line
 from signatures.generation import WriteTask
 from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
 
@@ -120,9 +120,10 @@ def _observed(info: str, trajectory: Trajectory) -> bool:
 class TaskWriter(dspy.Module):
     """LM writer: one Predict writes the scenario; code checks it states the required facts.
 
-    Up to ``attempts`` predictions are made; an output that does not parse or misses a fact
-    is asked again. After that: a rejection (missing facts) or ``WriterError`` (no output
-    parsed at all).
+    Up to ``attempts`` predictions are made (`programs.generation.reask.Reask`, DSPy's
+    BestOfN); an output that does not parse or misses a fact is asked again, with what was
+    wrong in ``previous_error``. After that: a rejection naming the facts the closest
+    attempt missed, or ``WriterError`` (no output parsed at all).
     """
 
     name = "writer"
@@ -133,58 +134,56 @@ class TaskWriter(dspy.Module):
         self.attempts = attempts
         self.grounding = grounding
 
-    def _attempts(self, trajectory: Trajectory, env: Environment[Any],
-                  provenance: Provenance | None) -> Steps[WritingResult]:
-        """The writing loop: yields each prediction's inputs, receives the prediction."""
+    def _reask(self, trajectory: Trajectory, env: Environment[Any]) -> tuple[Reask, TrajectoryFacts, dict[str, Any]]:
         from dspy.utils.exceptions import AdapterParseError
 
         grounding = self.grounding or lm_kit(env)
         facts = grounding.describe(env, trajectory.steps, trajectory.seed_entity)
         required = [f.prompt_line() for f in facts.all_facts()]
-        parse_error: Exception | None = None
-        missing: list[RequiredFact] = []
-        parsed = False
-        previous_error = ""  # a re-ask shows the model what was wrong with its last answer
-        for attempt in range(self.attempts):
-            try:
-                prediction = yield dict(trajectory=shown_steps(trajectory.steps), required_facts=required,
-                                        previous_error=previous_error,
-                                        config=ask_config(attempt))  # a re-ask has its own rollout id
-            except (AdapterParseError, ValueError) as exc:
-                parse_error = exc
-                previous_error = "Your answer could not be read: " + str(exc).splitlines()[0][:300]
-                continue
+
+        def judge(prediction: dspy.Prediction) -> Verdict:
             scenario = prediction.scenario
             if not isinstance(scenario, UserScenario):
-                parse_error = ValueError(f"scenario is not a UserScenario: {scenario!r}")
-                previous_error = "Your answer had no scenario object."
-                continue
-            parsed = True
+                return Verdict(0.0, "Your answer had no scenario object.")
             missing = check_scenario(scenario, facts)
-            if missing:
-                previous_error = f"The scenario did not state these required facts verbatim: " \
-                                 f"{'; '.join(f.prompt_line() for f in missing)}"
-                continue
-            # the general condition has no withheld details and no change of mind
-            scenario = scenario.model_copy(update={"withheld_info": [], "change_trigger": None,
-                                                   "revised_request": None})
-            # communicate info is gated by substring checks: keep only what the agent can learn from a tool
-            info = [i for i in (prediction.communicate_info or []) if isinstance(i, str) and _observed(i, trajectory)]
-            said = [c for c in (prediction.claims or []) if isinstance(c, Claim)]  # checked by the verifier
-            return WritingResult(task=_task(trajectory, env, scenario, info, provenance, facts.all_claims() + said))
-        if not parsed:
-            detail = str(parse_error).splitlines()[0][:200] if parse_error else ""
-            raise WriterError(f"writer output did not parse after {self.attempts} attempts: {detail}")
-        return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
+            if not missing:
+                return Verdict(1.0)
+            # parsed beats unparsed, and more facts stated beats fewer
+            return Verdict(0.5 + 0.49 * (1 - len(missing) / len(required)),
+                           "The scenario did not state these required facts verbatim: "
+                           + "; ".join(f.prompt_line() for f in missing))
+
+        reask = Reask(self.write_task, self.attempts, judge, feedback_field="previous_error",
+                      unreadable=(AdapterParseError, ValueError))
+        inputs = dict(trajectory=shown_steps(trajectory.steps), required_facts=required, previous_error="")
+        return reask, facts, inputs
+
+    def _result(self, answer: Answer, trajectory: Trajectory, env: Environment[Any], facts: TrajectoryFacts,
+                provenance: Provenance | None) -> WritingResult:
+        prediction = answer.prediction
+        if prediction is None or not isinstance(prediction.scenario, UserScenario):
+            detail = first_line(answer.unreadable) if answer.unreadable else f"no scenario in {prediction!r}"[:200]
+            raise WriterError(f"writer output did not parse after {answer.attempts} attempts: {detail}")
+        missing = check_scenario(prediction.scenario, facts)
+        if missing:
+            return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
+        # the general condition has no withheld details and no change of mind
+        scenario = prediction.scenario.model_copy(update={"withheld_info": [], "change_trigger": None,
+                                                          "revised_request": None})
+        # communicate info is gated by substring checks: keep only what the agent can learn from a tool
+        info = [i for i in (prediction.communicate_info or []) if isinstance(i, str) and _observed(i, trajectory)]
+        said = [c for c in (prediction.claims or []) if isinstance(c, Claim)]  # checked by the verifier
+        return WritingResult(task=_task(trajectory, env, scenario, info, provenance, facts.all_claims() + said))
 
     def forward(self, trajectory: Trajectory, env: Environment[Any],
                 provenance: Provenance | None = None) -> WritingResult:
-        return run_steps(self._attempts(trajectory, env, provenance), lambda inputs: self.write_task(**inputs))
+        reask, facts, inputs = self._reask(trajectory, env)
+        return self._result(reask(**inputs), trajectory, env, facts, provenance)
 
     async def aforward(self, trajectory: Trajectory, env: Environment[Any],
                        provenance: Provenance | None = None) -> WritingResult:
-        return await arun_steps(self._attempts(trajectory, env, provenance),
-                                lambda inputs: self.write_task.acall(**inputs))
+        reask, facts, inputs = self._reask(trajectory, env)
+        return self._result(await reask.acall(**inputs), trajectory, env, facts, provenance)
 
     def write(self, trajectory: Trajectory, env: Environment[Any],
               provenance: Provenance | None = None) -> WritingResult:

@@ -19,8 +19,9 @@ renders it:
   a transcript and the tools described in the prompt; the LM writes its calls as JSON. For
   models with no function calling.
 
-A reply that does not parse is asked again (`parse_attempts` in all), each re-ask with its
-own `rollout_id`, so that DSPy's cache does not hand back the same failed reply.
+A reply that does not parse is asked again (`parse_attempts` in all, through
+`programs.generation.reask.Reask`, DSPy's BestOfN), each re-ask with its own `rollout_id`,
+so that DSPy's cache does not hand back the same failed reply.
 
 Reference agents calibrate a task set offline: `DoNothingAgent` never calls a tool (every
 verified task must fail for it), `OracleAgent` replays the task's gold actions (every
@@ -37,7 +38,7 @@ import dspy
 from pydantic import BaseModel, Field
 
 from domains import Environment
-from programs.generation.steps import Steps, arun_steps, ask_config, run_steps
+from programs.generation.reask import Reask
 from programs.loop.user_sim import turn_error
 from signatures.conversation import AgentToolCall, AgentTurn
 from signatures.models import Action, Message, Task, TokenUsage
@@ -332,31 +333,20 @@ class ToolCallingAgent(dspy.Module):
     def adapter(self) -> dspy.Adapter:
         return _ADAPTERS[self.native_function_calling]
 
-    def _asks(self, trial: int) -> Steps[dspy.Prediction]:
-        """Up to ``parse_attempts`` predictions until one parses; each yields the LM config of
-        its call. The first ask of trial 0 has no rollout id (the plain cached call); every
-        other ask, and every ask of another trial, has its own."""
-        from dspy.utils.exceptions import AdapterParseError
-
-        last: Exception | None = None
-        for attempt in range(self.parse_attempts):
-            try:
-                return (yield ask_config(trial * self.parse_attempts + attempt))
-            except AdapterParseError as exc:
-                last = exc
-        assert last is not None
-        raise last
+    def _reask(self, trial: int) -> Reask:
+        """Up to ``parse_attempts`` asks until one parses (DSPy's BestOfN). The first ask of
+        trial 0 has no rollout id (the plain cached call); every other ask, and every ask of
+        another trial, has its own."""
+        return Reask(self.turn, self.parse_attempts, rollout_offset=trial * self.parse_attempts)
 
     def forward(self, policy: str, history: dspy.History, tools: list[dspy.Tool], trial: int = 0) -> dspy.Prediction:
         with dspy.context(adapter=self.adapter()):
-            return run_steps(self._asks(trial), lambda config: self.turn(policy=policy, history=history, tools=tools,
-                                                                           config=config))
+            return self._reask(trial)(policy=policy, history=history, tools=tools).parsed()
 
     async def aforward(self, policy: str, history: dspy.History, tools: list[dspy.Tool],
                        trial: int = 0) -> dspy.Prediction:
         with dspy.context(adapter=self.adapter()):
-            return await arun_steps(self._asks(trial), lambda config: self.turn.acall(
-                policy=policy, history=history, tools=tools, config=config))
+            return (await self._reask(trial).acall(policy=policy, history=history, tools=tools)).parsed()
 
     @property
     def instructions(self) -> str:
