@@ -117,3 +117,15 @@ def test_the_trace_names_the_programs_own_predictor_and_holds_the_accepted_attem
     assert trace[0][2].count == 3
     assert set(trace[0][1]) == {"text", "previous_error"}  # inputs only: no LM, no config
     assert len(lm.history) == 3  # every attempt's call is in the program's LM history
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_the_trace_stays_within_max_trace_size(asynchronous):
+    """Outside an optimizer the trace is DSPy's global one: re-asks must not grow it for ever."""
+    predict = dspy.Predict(Count)
+    with ScriptedLLMServer(replies=[Text(chat_fields(count=3))] * 3) as server:
+        predict.set_lm(_lm(server))
+        with dspy.context(trace=[], max_trace_size=2):
+            for _ in range(3):
+                _ask(predict, asynchronous)
+            assert len(dspy.settings.trace) == 2

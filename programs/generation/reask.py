@@ -94,22 +94,19 @@ class Attempt(dspy.Module):
         """BestOfN hands each attempt a copy of the LM with its own ``rollout_id`` (at
         ``temperature=1.0``); the attempt takes the rollout id and asks the program's own LM
         with it, at that LM's temperature, into its history and callbacks."""
-        self.use_rollout(lm.kwargs.get("rollout_id") or 0)
-
-    def use_rollout(self, rollout_id: int) -> None:
-        self.rollout_id = rollout_id + self.rollout_offset
+        self.rollout_id = (lm.kwargs.get("rollout_id") or 0) + self.rollout_offset
 
     def get_lm(self) -> dspy.BaseLM | None:
         return self.predict.lm
 
-    def _ask(self, asking: _Asking, inputs: dict[str, Any]) -> Steps[_Tried]:
+    def _ask(self, asking: _Asking, inputs: dict[str, Any], rollout_id: int | None) -> Steps[_Tried]:
         if asking.failure is not None:
             return _Tried(None, _NO_ANSWER)
         asking.attempts += 1
         if self.feedback_field and asking.feedback is not None:
             inputs = {**inputs, self.feedback_field: asking.feedback}
-        if self.rollout_id:  # the first ask of a plain LM has none: the cached call
-            inputs = {**inputs, "config": {**inputs.get("config", {}), "rollout_id": self.rollout_id}}
+        if rollout_id:  # the first ask of a plain LM has none: the cached call
+            inputs = {**inputs, "config": {**inputs.get("config", {}), "rollout_id": rollout_id}}
         try:
             answer = yield inputs
         except self.unreadable as exc:
@@ -124,11 +121,22 @@ class Attempt(dspy.Module):
         return _Tried(answer, verdict)
 
     def forward(self, asking: _Asking, **inputs: Any) -> _Tried:
-        return run_steps(self._ask(asking, inputs), lambda request: self.predict(**request))
+        """BestOfN's call, on its copy of this attempt (``set_lm`` gave it the rollout id)."""
+        return run_steps(self._ask(asking, inputs, self.rollout_id), lambda request: self.predict(**request))
 
-    async def aforward(self, asking: _Asking, **inputs: Any) -> _Tried:
+    async def aforward(self, asking: _Asking, rollout_id: int, **inputs: Any) -> _Tried:
+        """`Reask.aforward`'s call: the rollout id comes as an argument, so no copy is made."""
         predict = self.predict
-        return await arun_steps(self._ask(asking, inputs), lambda request: predict.acall(**request))
+        return await arun_steps(self._ask(asking, inputs, rollout_id + self.rollout_offset),
+                                lambda request: predict.acall(**request))
+
+
+def _cap_trace() -> None:
+    """Hold the trace to ``max_trace_size``, as Predict does for its own entries: BestOfN
+    extends the caller's trace (outside an optimizer, DSPy's global one) without a bound."""
+    trace, limit = dspy.settings.trace, dspy.settings.max_trace_size
+    if trace is not None and len(trace) > limit:
+        del trace[:len(trace) - limit]
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -179,7 +187,9 @@ class Reask(dspy.BestOfN):
 
     def forward(self, **inputs: Any) -> Answer:
         asking = _Asking()
-        return self._answer(asking, super().forward(asking=asking, **inputs))
+        best = super().forward(asking=asking, **inputs)
+        _cap_trace()
+        return self._answer(asking, best)
 
     async def aforward(self, **inputs: Any) -> Answer:
         """BestOfN's ``forward`` with each attempt awaited (DSPy 3.4.1 has no async BestOfN)."""
@@ -189,10 +199,9 @@ class Reask(dspy.BestOfN):
         start = lm.kwargs.get("rollout_id", 0)
         best, best_trace, best_reward = None, None, -float("inf")
         for rollout_id in range(start, start + self.N):
-            attempt = module.deepcopy()
-            attempt.use_rollout(rollout_id)  # all that an attempt takes from BestOfN's LM copy
             with dspy.context(trace=[]):
-                tried = await attempt.aforward(asking=asking, **inputs)
+                # BestOfN copies the attempt and the LM per rollout id; an attempt takes only the id
+                tried = await module.aforward(asking, rollout_id, **inputs)
                 trace = dspy.settings.trace.copy()
                 reward = reward_fn(inputs, tried)
             if reward > best_reward:
@@ -201,6 +210,7 @@ class Reask(dspy.BestOfN):
                 break
         if best_trace:
             dspy.settings.trace.extend(best_trace)
+            _cap_trace()
         return self._answer(asking, best)
 
     @staticmethod
