@@ -55,6 +55,37 @@ def test_the_env_passes_gymnasiums_checker(domain):
     assert json.loads(observation)["messages"][0]["role"] == "system"
 
 
+def test_the_longest_actions_keep_every_observation_in_its_space():
+    """The observation is the whole conversation: with actions as long as the action space
+    allows (tool calls whose arguments are quotes, which JSON escapes), every observation up
+    to the last turn stays within the observation space."""
+    env = TaskEnv(list(offline_tasks("retail")), load_environment("retail"), max_turns=3)
+    observation, _ = env.reset(seed=0)
+    assert env.observation_space.contains(observation)
+    longest = env.action_space.max_length
+
+    def action(turn: int) -> str:
+        def text(n: int) -> str:
+            return json.dumps({"content": "", "tool_calls": [{"id": f"call-{turn}", "type": "function", "function": {
+                "name": "no_such_tool", "arguments": json.dumps({"q": '"' * n})}}]})
+        n = longest // 4
+        while len(text(n + 1)) <= longest:  # grow to the longest action the space holds
+            n += max(1, (longest - len(text(n))) // 4)
+        while len(text(n)) > longest:
+            n -= 1
+        return text(n)
+
+    truncated, turn = False, 0
+    while not truncated:
+        act = action(turn)
+        assert env.action_space.contains(act) and len(act) > longest - 8
+        observation, _, terminated, truncated, _ = env.step(act)
+        assert not terminated
+        assert env.observation_space.contains(observation), len(observation)
+        turn += 1
+    assert turn == 3 and len(observation) > 3 * longest  # the actions really are in it
+
+
 @pytest.mark.parametrize("domain", DOMAINS)
 def test_oracle_earns_reward_1_and_do_nothing_0_in_every_condition(domain):
     tasks = offline_tasks(domain)

@@ -46,7 +46,14 @@ from signatures.models import Message, Rollout, Step, Task, ToolCall
 ENV_ID = "t2t/TaskEnv-v0"
 # observations and actions are JSON with ASCII escapes: printable ASCII is every character they hold
 CHARSET = frozenset(string.printable) - frozenset("\x0b\x0c")
-MAX_TEXT = 1 << 22
+MAX_ACTION = 1 << 16  # characters in one agent turn: a message or the JSON of its tool calls
+
+
+def observation_bound(system: str, max_turns: int) -> int:
+    """The longest observation an episode can produce: the system message and, per turn, an
+    action at full length JSON-escaped (at most twice as long) with room as large again for
+    its tool results or the user's reply."""
+    return 2 * len(system) + (max_turns + 1) * 4 * MAX_ACTION
 
 
 def _as_agent_call(name: Any, raw_arguments: Any, call_id: Any = None) -> AgentToolCall:
@@ -153,8 +160,10 @@ class TaskEnv(gym.Env[str, str]):
         self.render_mode = render_mode
         self.tools = environment.tool_schemas()
         self.system = system_prompt(AgentTurn.instructions, environment.policy)
-        self.observation_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset=CHARSET)
-        self.action_space = spaces.Text(max_length=MAX_TEXT, min_length=0, charset=CHARSET)
+        # the observation is the whole conversation, so its bound grows with the turns allowed
+        self.observation_space = spaces.Text(max_length=observation_bound(self.system, max_turns), min_length=0,
+                                             charset=CHARSET)
+        self.action_space = spaces.Text(max_length=MAX_ACTION, min_length=0, charset=CHARSET)
         self._task: Task | None = None
         self._done = True
 
