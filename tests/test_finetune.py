@@ -202,7 +202,7 @@ def test_the_agent_at_inference_sends_the_model_exactly_the_tokens_it_was_traine
     _, _, rows, tiny = workspace
     row = max(rows, key=lambda r: sum(m["role"] == "assistant" for m in r["messages"]))
     lm = LocalLM(f"local/{tiny}")
-    engine = lm.engine
+    engine = lm.local_model
     assert not engine.format.native_tools
     (example,) = build_examples(engine.tokenizer, [row])
     trained_from = [i for i, label in enumerate(example.labels)

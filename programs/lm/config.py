@@ -377,7 +377,7 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
     return lm
 
 
-def _build_local(settings: LMSettings, role: str | None, ledger: Any, warn: Any, **extra: Any) -> dspy.BaseLM:
+def _build_local(settings: LMSettings, role: str | None, ledger: Any, warn: Any, **extra: Any) -> dspy.LM:
     """``local/PATH``: a model run in this process (`programs.lm.local.LocalLM`), with the same
     ledger callback as any other LM. A missing path or missing training packages is a config
     error (one line at the command line)."""

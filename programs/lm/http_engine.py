@@ -160,9 +160,11 @@ def chat_body(request: lm15.Request) -> dict[str, Any]:
         for tool in request.tools:
             if not isinstance(tool, lm15.FunctionTool):
                 raise _refuse(f"the built-in tool {tool.name!r}")
-            function: dict[str, Any] = {"name": tool.name, "parameters": tool.parameters}
+            # OpenAI's key order (a local model renders the tools as JSON text, as it was trained on)
+            function: dict[str, Any] = {"name": tool.name}
             if tool.description is not None:
                 function["description"] = tool.description
+            function["parameters"] = tool.parameters
             tools.append({"type": "function", "function": function})
         body["tools"] = tools
     config = request.config

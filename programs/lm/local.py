@@ -7,17 +7,20 @@ PATH is one of
 - a `t2t finetune` output directory: a LoRA adapter (loaded onto its base with peft), or a
   fully fine-tuned model; ``t2t_finetune.json`` there names the base.
 
-`LocalLM` takes an OpenAI-style chat request (messages with assistant ``tool_calls`` and
-``tool`` results, ``tools``; ``tool_choice`` and ``response_format`` are ignored), renders it
-with `programs.lm.chat_format` (the rendering `t2t finetune` trains on), generates, and answers
-in the OpenAI response shape: ``choices[0].message`` with ``content`` and ``tool_calls``, and
-``usage``. It is a ``dspy.BaseLM``, so DSPy runs its callbacks around every call and
+`LocalLM` is a ``dspy.LM`` on DSPy's engine interface: `LocalChatEngine` answers
+``complete(Request) -> Response``. It takes DSPy's canonical request as the chat-completions
+body the api_base engine would send (`programs.lm.http_engine.chat_body`: messages with
+assistant ``tool_calls`` and ``tool`` results, ``tools``; ``tool_choice`` and
+``response_format`` are ignored), renders it with `programs.lm.chat_format` (the rendering
+`t2t finetune` trains on), generates, and reads the completion back as an OpenAI chat reply
+(``content``, ``tool_calls``, ``usage``). DSPy runs its callbacks around every call, so
 ``build_lm``'s ledger records each one in ``lm_calls`` like any other LM's.
 
-One model is loaded per (path, device) and shared by every copy of the LM (DSPy copies an
-LM per rollout); generation holds a lock, so concurrent rollouts take turns. The key/value
-cache of the last few conversations is kept: a rollout's next turn repeats its previous
-prompt, so only the new tokens are computed.
+One model (`LocalModel`) is loaded per (path, device) and shared by every copy of the LM
+(DSPy copies an LM per rollout); generation holds a lock, so concurrent rollouts take turns,
+and the async engine generates on a worker thread, off the event loop. The key/value cache
+of the last few conversations is kept: a rollout's next turn repeats its previous prompt, so
+only the new tokens are computed.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ import asyncio
 import json
 import os
 import threading
-import time
 import uuid
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import dspy
+from dspy import lm15
 
 from programs.lm.chat_format import ChatFormat
 
@@ -137,7 +141,7 @@ class _Cached:
         self.cache = cache
 
 
-class LocalEngine:
+class LocalModel:
     """One loaded model: renders, generates, parses. Thread-safe (one generation at a time)."""
 
     KEEP_CACHES = 4
@@ -240,20 +244,75 @@ def _cache_name() -> str:
     return "cache" if "cache" in getattr(GenerateDecoderOnlyOutput, "__dataclass_fields__", {}) else "past_key_values"
 
 
-_engines: dict[tuple[str, str], LocalEngine] = {}
-_engines_lock = threading.Lock()
+_models: dict[tuple[str, str], LocalModel] = {}
+_models_lock = threading.Lock()
 
 
-def engine_for(path: str, device: str = "cpu", threads: int | None = None) -> LocalEngine:
+def model_for(path: str, device: str = "cpu", threads: int | None = None) -> LocalModel:
     key = (str(Path(path).expanduser().resolve()), device)
-    with _engines_lock:
-        engine = _engines.get(key)
-        if engine is None:
-            engine = _engines[key] = LocalEngine(path, device, threads)
-        return engine
+    with _models_lock:
+        model = _models.get(key)
+        if model is None:
+            model = _models[key] = LocalModel(path, device, threads)
+        return model
 
 
-class LocalLM(dspy.BaseLM):
+class LocalChatEngine:
+    """``complete(Request) -> Response`` with a `LocalModel` (see module doc)."""
+
+    # what DSPy's adapters ask an engine (dspy.clients.capabilities)
+    supports_function_calling = True  # tools are rendered into the prompt by chat_format, for any model
+    supports_reasoning = False
+    supports_response_schema = False
+    supported_params: frozenset[str] = frozenset({"max_tokens", "temperature"})
+
+    def __init__(self, model: LocalModel) -> None:
+        self.model = model
+
+    def complete(self, request: lm15.Request) -> lm15.Response:
+        from programs.lm.http_engine import chat_body
+
+        body = chat_body(request)
+        max_new = int(body.get("max_tokens") or DEFAULT_MAX_NEW_TOKENS)
+        text, prompt_tokens, completion_tokens = self.model.generate(
+            body["messages"], body.get("tools"), max_new, body.get("temperature"))
+        parsed = self.model.format.parse(text)
+        message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
+        if parsed.tool_calls:
+            message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                                      "function": {"name": c.name, "arguments": c.arguments}}
+                                     for c in parsed.tool_calls]
+        finish = "tool_calls" if parsed.tool_calls else ("length" if completion_tokens >= max_new else "stop")
+        reply = {"id": f"local-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "model": request.model,
+                 "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                 "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                           "total_tokens": prompt_tokens + completion_tokens}}
+        return lm15.response_from_openai_chat(reply, model=request.model)
+
+    def stream(self, request: lm15.Request) -> Iterator[Any]:
+        yield from lm15.response_to_events(self.complete(request))
+
+    def dump_state(self) -> dict[str, Any]:
+        return {"path": self.model.path, "device": self.model.device}
+
+    @classmethod
+    def load_state(cls, state: dict[str, Any]) -> LocalChatEngine:
+        return cls(model_for(state["path"], state.get("device", "cpu")))
+
+
+class AsyncLocalChatEngine(LocalChatEngine):
+    """`LocalChatEngine` awaited: generation is CPU/GPU-bound, so it runs on a worker thread
+    and the event loop goes on with other rollouts' turns."""
+
+    async def complete(self, request: lm15.Request) -> lm15.Response:  # type: ignore[override]
+        return await asyncio.to_thread(LocalChatEngine.complete, self, request)
+
+    async def stream(self, request: lm15.Request) -> AsyncIterator[Any]:  # type: ignore[override]
+        for event in lm15.response_to_events(await self.complete(request)):
+            yield event
+
+
+class LocalLM(dspy.LM):
     """``local/PATH`` as a DSPy LM (see module doc). Copies share the loaded model."""
 
     def __init__(self, model: str, *, device: str | None = None, threads: int | None = None,
@@ -263,39 +322,9 @@ class LocalLM(dspy.BaseLM):
         check_model_path(path)
         for unused in ("cache", "num_retries", "timeout", "api_base", "api_key", "extra_body"):
             kwargs.pop(unused, None)  # in-process: nothing to cache, retry, time out or reach
-        super().__init__(model=LOCAL_PREFIX + path if not is_local_model(model) else model, temperature=temperature,
-                         max_tokens=max_tokens, cache=False, callbacks=callbacks, num_retries=0, **kwargs)
         self.device = device or os.environ.get("T2T_LOCAL_DEVICE") or "cpu"
-        self.engine = engine_for(path, self.device, threads)
-
-    @property
-    def supports_function_calling(self) -> bool:
-        return True  # tools are rendered into the prompt by programs.lm.chat_format, for any model
-
-    def forward(self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
-                **kwargs: Any) -> dict[str, Any]:
-        merged = {**self.kwargs, **kwargs}
-        conversation = list(messages or [{"role": "user", "content": prompt or ""}])
-        max_new = merged.get("max_tokens") or merged.get("max_completion_tokens") or DEFAULT_MAX_NEW_TOKENS
-        started = time.perf_counter()
-        text, prompt_tokens, completion_tokens = self.engine.generate(
-            conversation, merged.get("tools"), int(max_new), merged.get("temperature"))
-        parsed = self.engine.format.parse(text)
-        message: dict[str, Any] = {"role": "assistant", "content": parsed.content}
-        if parsed.tool_calls:
-            message["tool_calls"] = [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
-                                      "function": {"name": c.name, "arguments": c.arguments}}
-                                     for c in parsed.tool_calls]
-        finish = "tool_calls" if parsed.tool_calls else ("length" if completion_tokens >= int(max_new) else "stop")
-        return {
-            "id": f"local-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-            "latency_s": time.perf_counter() - started,
-        }
-
-    async def aforward(self, prompt: str | None = None, messages: list[dict[str, Any]] | None = None,
-                       **kwargs: Any) -> dict[str, Any]:
-        # generation is CPU/GPU-bound: off the event loop, so other rollouts' scripted turns go on
-        return await asyncio.to_thread(self.forward, prompt, messages, **kwargs)
+        self.local_model = model_for(path, self.device, threads)
+        super().__init__(model=LOCAL_PREFIX + path if not is_local_model(model) else model, temperature=temperature,
+                         max_tokens=max_tokens, cache=False, callbacks=callbacks, num_retries=0,
+                         engine=LocalChatEngine(self.local_model), async_engine=AsyncLocalChatEngine(self.local_model),
+                         **kwargs)

@@ -341,7 +341,7 @@ class ToolCallingAgent(dspy.Module):
 
     def forward(self, policy: str, history: dspy.History, tools: list[dspy.Tool], trial: int = 0) -> dspy.Prediction:
         with dspy.context(adapter=self.adapter()):
-            return self._reask(trial).forward(policy=policy, history=history, tools=tools).parsed()
+            return self._reask(trial)(policy=policy, history=history, tools=tools).parsed()
 
     async def aforward(self, policy: str, history: dspy.History, tools: list[dspy.Tool],
                        trial: int = 0) -> dspy.Prediction:
