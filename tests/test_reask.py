@@ -129,3 +129,9 @@ def test_the_trace_stays_within_max_trace_size(asynchronous):
             for _ in range(3):
                 _ask(predict, asynchronous)
             assert len(dspy.settings.trace) == 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])
+def test_no_lm_is_an_error_that_says_so(asynchronous):
+    with dspy.context(lm=None), pytest.raises(ValueError, match="No LM is loaded"):
+        _ask(dspy.Predict(Count), asynchronous)

@@ -28,9 +28,10 @@ from domains import Environment, Episode
 from domains.common_tools import CALCULATOR_TOOL
 from domains.kit import Call, ExplorationKit, Knowledge, Seed
 from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
-from programs.generation.reask import Answer, Reask, Verdict, first_line
+from programs.generation.reask import Answer, Reask, Verdict
 from programs.generation.steps import Steps, arun_steps, run_steps
 from programs.generation.prompting import compact_tools, shown_steps
+from programs.lm.accounting import first_line
 from signatures.generation import ProposeExplorationCall, exploration_signature
 from signatures.models import Provenance, Step, ToolCall, Trajectory
 

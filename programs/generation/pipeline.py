@@ -32,6 +32,7 @@ from pydantic import BaseModel, Field
 
 from domains import Environment
 from programs.lm import event_loop
+from programs.lm.accounting import first_line
 from programs.verification.lint import lint_task, private_ids
 from programs.verification.verifier import Verifier
 from signatures.models import (
@@ -175,8 +176,7 @@ def _lm_errors() -> tuple[type[BaseException], ...]:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:300] if text else ''}"
+    return f"{type(exc).__name__}: {first_line(exc, 300)}"
 
 
 # ---------------------------------------------------------------- the pipeline

@@ -33,6 +33,7 @@ from typing import Any
 import dspy
 
 from programs.generation.steps import Steps, arun_steps, run_steps
+from programs.lm.accounting import first_line
 
 
 @dataclass(frozen=True)
@@ -139,11 +140,6 @@ def _cap_trace() -> None:
         del trace[:len(trace) - limit]
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    lines = str(exc).splitlines()
-    return (lines[0] if lines else type(exc).__name__)[:limit]
-
-
 @dataclass
 class Answer:
     """What a `Reask` returns: the returned attempt's prediction (None when no attempt
@@ -185,7 +181,17 @@ class Reask(dspy.BestOfN):
                                         rollout_offset),
                          N=max(1, attempts), reward_fn=lambda _inputs, attempt: attempt.verdict.reward, threshold=1.0)
 
+    def _lm(self) -> dspy.BaseLM:
+        """The LM BestOfN copies per attempt; none is an error in the caller's terms (BestOfN
+        itself would fail on ``None.kwargs``)."""
+        lm = self.module.get_lm() or dspy.settings.lm
+        if lm is None:
+            raise ValueError("No LM is loaded: configure one with dspy.configure(lm=dspy.LM(...)) "
+                             "or set it on the program with program.set_lm(lm)")
+        return lm
+
     def forward(self, **inputs: Any) -> Answer:
+        self._lm()
         asking = _Asking()
         best = super().forward(asking=asking, **inputs)
         _cap_trace()
@@ -195,8 +201,7 @@ class Reask(dspy.BestOfN):
         """BestOfN's ``forward`` with each attempt awaited (DSPy 3.4.1 has no async BestOfN)."""
         asking = _Asking()
         module, reward_fn, threshold = self.module, self.reward_fn, self.threshold
-        lm = module.get_lm() or dspy.settings.lm
-        start = lm.kwargs.get("rollout_id", 0)
+        start = self._lm().kwargs.get("rollout_id", 0)
         best, best_trace, best_reward = None, None, -float("inf")
         for rollout_id in range(start, start + self.N):
             with dspy.context(trace=[]):
@@ -208,7 +213,7 @@ class Reask(dspy.BestOfN):
                 best, best_trace, best_reward = tried, trace, reward
             if reward >= threshold:
                 break
-        if best_trace:
+        if best_trace and dspy.settings.trace is not None:
             dspy.settings.trace.extend(best_trace)
             _cap_trace()
         return self._answer(asking, best)

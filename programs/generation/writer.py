@@ -24,7 +24,8 @@ from domains import Environment
 from domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
 from programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
 from programs.generation.prompting import shown_steps
-from programs.generation.reask import Answer, Reask, Verdict, first_line
+from programs.lm.accounting import first_line
+from programs.generation.reask import Answer, Reask, Verdict
 from signatures.generation import WriteTask
 from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
 

@@ -83,7 +83,8 @@ def error_kind(exc: BaseException) -> ErrorKind:
     return "other"
 
 
-def _first_line(exc: BaseException, limit: int = 240) -> str:
+def first_line(exc: BaseException, limit: int = 240) -> str:
+    """An exception's first non-blank line (its type's name when it has none), cut to ``limit``."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     return (lines[0] if lines else type(exc).__name__)[:limit]
 
@@ -228,7 +229,7 @@ class LMRole(BaseCallback):
         model = str(getattr(instance, "model", None) or self.settings.model)
         if exception is not None:
             kind = error_kind(exception)
-            detail = _first_line(exception)
+            detail = first_line(exception)
             line = explain(kind, detail, self.settings, estimate)
             self.ledger.add(self, LMCall(role=self.role, model=model, latency_s=latency,
                                          error=f"{kind}: {detail}"), kind, f"{self.role}: {line}")
