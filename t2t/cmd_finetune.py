@@ -56,7 +56,7 @@ def finetune(
         raise UserError(str(exc)) from None
     from pydantic import ValidationError
 
-    from programs.training.finetune import DataError, FinetuneConfig, read_sft_file, train
+    from programs.training.finetune import DataError, FinetuneConfig, check_output_paths, read_sft_file, train
     from store import TaskStore
     from store.records import FinetuneRun
 
@@ -85,8 +85,10 @@ def finetune(
     path = store_path(store)
     if data is None and not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate and t2t bench, or pass --store or --data)")
-    if path.resolve() == output.resolve() or output.resolve() in path.resolve().parents:
-        raise UserError(f"--output {output} would hold the store {path}: choose another directory")
+    try:
+        check_output_paths(output, base, data, path)
+    except DataError as exc:
+        raise UserError(str(exc)) from None
     with TaskStore(path) as ts:
         if data is not None:
             try:

@@ -148,8 +148,8 @@ def _report_mutants(verifier, tasks, json_out: bool) -> None:
     print_table("mutants", ["task", "gold", "mutants", "passing mutants"], rows)
     kinds = Counter(o.kind for r in reports for o in r.outcomes if o.passed)
     weak = sum(1 for r in reports if r.passing)
-    console.print(f"{weak}/{len(reports)} tasks with a passing mutant; {sum(not r.gold_passed for r in reports)} "
-                  "with a failing gold" + "".join(f"; {k}: {n}" for k, n in kinds.most_common()))
+    print_text(f"{weak}/{len(reports)} tasks with a passing mutant; {sum(not r.gold_passed for r in reports)} "
+               "with a failing gold" + "".join(f"; {k}: {n}" for k, n in kinds.most_common()))
 
 
 def register(app: typer.Typer) -> None:

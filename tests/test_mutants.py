@@ -143,3 +143,15 @@ def test_infeasible_tasks_whose_policy_requires_a_hand_off_fail_without_it():
         dropped = [o for o in report.outcomes if o.kind == "drop_write" and o.name.endswith("transfer_to_human_agents")]
         assert report.gold_passed and dropped and dropped[0].reasons == ["missing_required_action"]
         assert "processed" in env.policy and task.actions_should_take[-1].compare_args == []
+
+
+def test_verify_mutants_prints_its_table_and_summary_and_exits_zero(tmp_path):
+    # the README's `t2t verify tasks.json --mutants` (a NameError after the table once)
+    from tests.cli import run_t2t
+
+    store, tasks = tmp_path / "t2t.duckdb", tmp_path / "tasks.json"
+    assert run_t2t("generate", "--n", "1", "--conditions", "general", "--store", str(store)).returncode == 0
+    assert run_t2t("export", "--format", "tau2", "--out", str(tasks), "--store", str(store)).returncode == 0
+    result = run_t2t("verify", str(tasks), "--mutants")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "tasks with a passing mutant" in result.stdout

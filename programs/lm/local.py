@@ -82,6 +82,7 @@ def check_model_path(path: str) -> Path:
     if p.is_dir():
         if not any((p / n).is_file() for n in ("config.json", "adapter_config.json", FINETUNE_META)):
             raise ValueError(f"local/{path}: not a model directory (no config.json or adapter_config.json)")
+        _refuse_custom_code(p)
         return p
     raise ValueError(f"local/{path}: no such model file or directory")
 
@@ -90,17 +91,77 @@ def _dtype(torch: Any, device: str) -> Any:
     return torch.float32 if device == "cpu" else torch.bfloat16
 
 
-def load_tokenizer_and_model(path: str | os.PathLike[str], device: str = "cpu") -> tuple[Any, Any]:
-    """(tokenizer, model) for a GGUF file, a model directory or a `t2t finetune` output."""
+class ModelLoadError(ValueError):
+    """A model path that cannot be loaded safely; the message is one line."""
+
+
+# Every transformers/peft load: never run code shipped in a model directory (``auto_map``),
+# never reach the hub (a base named by hub id must be downloaded by the user beforehand).
+SAFE_LOAD = {"trust_remote_code": False, "local_files_only": True}
+MAX_ADAPTER_DEPTH = 4
+
+
+def _refuse_custom_code(p: Path) -> None:
+    """A directory whose config or tokenizer config maps to its own Python code is refused up front:
+    transformers would otherwise ask on stdout (corrupting --json) or fail on a closed stdin."""
+    for name in ("config.json", "tokenizer_config.json", "adapter_config.json"):
+        f = p / name
+        if not f.is_file():
+            continue
+        if f.stat().st_size > 16 << 20:
+            raise ModelLoadError(f"{f}: larger than 16 MiB, not a model config")
+        try:
+            data = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ModelLoadError(f"{f}: not a JSON config ({str(exc).splitlines()[0][:120]})") from None
+        if not isinstance(data, dict):
+            raise ModelLoadError(f"{f}: not a JSON object")
+        if data.get("auto_map"):
+            raise ModelLoadError(f"{p}: the model needs its own Python code ({name} has auto_map); "
+                                 "t2t never runs code from a model directory")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def load_tokenizer_and_model(path: str | os.PathLike[str], device: str = "cpu",
+                             _seen: tuple[Path, ...] = ()) -> tuple[Any, Any]:
+    """(tokenizer, model) for a GGUF file, a model directory or a `t2t finetune` output.
+
+    Nothing is downloaded and no code from the directory runs (`SAFE_LOAD`); anything that
+    cannot be loaded is a `ModelLoadError` with one line."""
     require_train_extra("a local model")
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path).expanduser()
+    resolved = p.resolve()
+    if resolved in _seen or len(_seen) >= MAX_ADAPTER_DEPTH:
+        raise ModelLoadError(f"{p}: the adapter's base chain loops or is deeper than {MAX_ADAPTER_DEPTH} "
+                             "(an adapter cannot be its own base)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device cuda: no CUDA device is visible to torch (use cpu)")
+    if not p.exists():
+        raise ModelLoadError(f"{p}: no such model file or directory (a hub id is not downloaded; "
+                             "download the model and give its directory)")
+    if p.is_dir():
+        _refuse_custom_code(p)
+    try:
+        return _load(p, device, torch, (*_seen, resolved))
+    except (ModelLoadError, TrainExtraMissing):
+        raise
+    except Exception as exc:  # transformers, peft, gguf and torch raise many kinds for a bad directory
+        raise ModelLoadError(f"{p}: cannot load the model: {type(exc).__name__}: {_first_line(exc)}") from None
+
+
+def _load(p: Path, device: str, torch: Any, seen: tuple[Path, ...]) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     dtype = _dtype(torch, device)
     if p.is_file():  # GGUF
-        tokenizer = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
-        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name, **SAFE_LOAD)
+        model = AutoModelForCausalLM.from_pretrained(str(p.parent), gguf_file=p.name, dtype=dtype, **SAFE_LOAD)
         # The tensors are dequantized on load; the GGUF quantizer left attached would make Trainer
         # refuse to train and save_pretrained write a quantization config the weights no longer have.
         if getattr(model, "hf_quantizer", None) is not None:
@@ -108,13 +169,14 @@ def load_tokenizer_and_model(path: str | os.PathLike[str], device: str = "cpu") 
     elif (p / "adapter_config.json").is_file():
         from peft import PeftModel
 
-        tokenizer = AutoTokenizer.from_pretrained(str(p))
-        base_tokenizer, base = load_tokenizer_and_model(_adapter_base(p), device)
+        base_tokenizer, base = load_tokenizer_and_model(_adapter_base(p), device, seen)
         del base_tokenizer  # the adapter directory carries the tokenizer it was trained with
-        model = PeftModel.from_pretrained(base, str(p))
+        tokenizer = AutoTokenizer.from_pretrained(str(p), **SAFE_LOAD)
+        model = PeftModel.from_pretrained(base, str(p), local_files_only=True)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(str(p))
-        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(str(p), **SAFE_LOAD)
+        # safetensors only: a pickle (.bin) checkpoint can run code when unpickled
+        model = AutoModelForCausalLM.from_pretrained(str(p), dtype=dtype, use_safetensors=True, **SAFE_LOAD)
     model.to(device)
     model.eval()
     return tokenizer, model
@@ -122,15 +184,25 @@ def load_tokenizer_and_model(path: str | os.PathLike[str], device: str = "cpu") 
 
 def _adapter_base(adapter_dir: Path) -> str:
     meta = adapter_dir / FINETUNE_META
+    base = None
     if meta.is_file():
-        base = json.loads(meta.read_text(encoding="utf-8")).get("base")
-        if base:
-            return str(base)
-    config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
+        try:
+            data = json.loads(meta.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            raise ModelLoadError(f"{meta}: not JSON") from None
+        base = data.get("base") if isinstance(data, dict) else None
     if not base:
-        raise ValueError(f"{adapter_dir}: the adapter does not name its base model")
-    return str(base)
+        config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
+        base = config.get("base_model_name_or_path") if isinstance(config, dict) else None
+    if not base or not isinstance(base, str):
+        raise ModelLoadError(f"{adapter_dir}: the adapter does not name its base model")
+    base_path = Path(base).expanduser()
+    if not base_path.is_absolute():
+        base_path = adapter_dir / base_path if (adapter_dir / base_path).exists() else base_path
+    if not base_path.exists():
+        raise ModelLoadError(f"{adapter_dir}: its base {base!r} is not a local file or directory "
+                             "(t2t downloads nothing: download the base and point the adapter at it)")
+    return str(base_path)
 
 
 class _Cached:

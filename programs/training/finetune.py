@@ -147,10 +147,29 @@ def _loss_recorder(losses: list[LossPoint], progress: Callable[[str], None], tot
     return LossRecorder()
 
 
-def _load_base(config: FinetuneConfig) -> tuple[Any, Any]:
-    from programs.lm.local import load_tokenizer_and_model
+def check_output_paths(output: Path, base: str, data: Path | None, store: Path | None) -> None:
+    """Refuse an ``output`` that would replace or sit inside the base model, the training data
+    or the store (``--force`` swaps the whole output directory out), or that holds one of them."""
+    out = output.expanduser().resolve()
+    named = [("--base", Path(base).expanduser().resolve())]
+    if data is not None:
+        named.append(("--data", data.expanduser().resolve()))
+    if store is not None:
+        named.append(("the store", store.expanduser().resolve()))
+    for flag, other in named:
+        if other == out or out in other.parents:
+            raise DataError(f"--output {output} would replace {flag} {other.name!r}: choose another directory")
+        if other in out.parents and other.is_dir():
+            raise DataError(f"--output {output} lies inside {flag} {other.name!r}: choose another directory")
 
-    tokenizer, model = load_tokenizer_and_model(config.base, config.device)
+
+def _load_base(config: FinetuneConfig) -> tuple[Any, Any]:
+    from programs.lm.local import ModelLoadError, load_tokenizer_and_model
+
+    try:
+        tokenizer, model = load_tokenizer_and_model(config.base, config.device)
+    except ModelLoadError as exc:
+        raise DataError(f"--base: {exc}") from None
     if hasattr(model, "merge_and_unload"):  # a t2t finetune adapter as the base: train on top of its merge
         model = model.merge_and_unload()
     model.train()
