@@ -43,7 +43,7 @@ CONDITIONS = ("general", "ambiguous", "changing", "infeasible")
 
 def t2t(*args: str, log: list[dict[str, Any]], ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[str]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "t2t.cli", *args], cwd=REPO, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "trajectory2task.cli", *args], cwd=REPO, capture_output=True, text=True,
                           env=dict(os.environ, COLUMNS="200"))
     wall = time.perf_counter() - started
     log.append({"command": "t2t " + " ".join(args), "rc": done.returncode, "wall_s": round(wall, 1)})
@@ -55,7 +55,7 @@ def t2t(*args: str, log: list[dict[str, Any]], ok: tuple[int, ...] = (0,)) -> su
 
 
 def pass_at_1(store: Path, agent: str) -> dict[str, dict[str, Any]]:
-    from store import read_only_query
+    from trajectory2task.store import read_only_query
 
     _, rows = read_only_query(store, "SELECT condition, count(*), count(*) FILTER (WHERE pass), "
                                      "count(*) FILTER (WHERE error LIKE 'transport:%' OR error LIKE 'user simulator:%') "

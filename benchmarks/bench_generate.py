@@ -33,7 +33,7 @@ def main() -> None:
         for i in range(args.repeat):
             store = Path(tmp) / f"run{i}.duckdb"
             start = time.perf_counter()
-            done = subprocess.run([sys.executable, "-m", "t2t.cli", "generate", "--domain", "retail", "--n",
+            done = subprocess.run([sys.executable, "-m", "trajectory2task.cli", "generate", "--domain", "retail", "--n",
                                    str(args.n), "--store", str(store), "--json"],
                                   env=env, capture_output=True, text=True)
             seconds.append(time.perf_counter() - start)

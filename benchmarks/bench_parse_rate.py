@@ -27,9 +27,9 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 def inputs_for_signatures() -> dict[str, tuple[type, dict]]:
-    from domains import get_domain
-    from programs.generation.explorer import BaselineExplorer
-    from signatures.generation import ProposeExplorationCall, WriteTask
+    from trajectory2task.domains import get_domain
+    from trajectory2task.programs.generation.explorer import BaselineExplorer
+    from trajectory2task.signatures.generation import ProposeExplorationCall, WriteTask
 
     domain = get_domain("retail")
     env = domain.environment(domain.generate_db(0, 60))
@@ -63,9 +63,9 @@ def main() -> None:
 
     import dspy
 
-    from programs.lm.accounting import CallLedger, role_of
-    from programs.lm.config import LMSettings, build_lm
-    from programs.lm.structured import StructuredAdapter
+    from trajectory2task.programs.lm.accounting import CallLedger, role_of
+    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.structured import StructuredAdapter
     from tests.real_model import MODEL_NAME, LlamaServer, missing
 
     why = missing()

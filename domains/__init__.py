@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import importlib
 
-from domains.runtime import Domain, Environment, Episode, PolicyContext, ToolResult, ToolSpec
+from trajectory2task.domains.runtime import Domain, Environment, Episode, PolicyContext, ToolResult, ToolSpec
 
-BUILTIN_DOMAINS = {"retail": "domains.retail", "airline": "domains.airline"}
+BUILTIN_DOMAINS = {"retail": "trajectory2task.domains.retail", "airline": "trajectory2task.domains.airline"}
 # A domain is named by a built-in name, or by an importable package or module exposing DOMAIN.
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ast
 import operator
 
-from domains.runtime import ToolError, Transaction, tool
+from trajectory2task.domains.runtime import ToolError, Transaction, tool
 
 _OPERATORS = {
     ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,

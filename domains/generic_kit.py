@@ -14,7 +14,7 @@ entity, labelled by the JSON keys it appears under), and from running calls on f
 - *infeasible*: a write with an alternative that a tool check refuses (``ToolError``, not a
   malformed call) or that breaks an enumerated policy rule.
 
-A domain kit (``domains.kit``) gives better candidates and words; the programs check every
+A domain kit (``trajectory2task.domains.kit``) gives better candidates and words; the programs check every
 proposal the same way whichever kit made it.
 """
 
@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from domains.kit import (
+from trajectory2task.domains.kit import (
     AmbiguityProposal,
     Call,
     ChangeAlternative,
@@ -38,7 +38,7 @@ from domains.kit import (
     RequiredFact,
     TrajectoryFacts,
 )
-from domains.runtime import Environment, Episode, PolicyContext, ToolSpec
+from trajectory2task.domains.runtime import Environment, Episode, PolicyContext, ToolSpec
 
 MAX_ALTERNATIVES_PER_ARGUMENT = 6
 MAX_SEED_DESCRIPTION = 400
@@ -184,7 +184,7 @@ def open_reading(stated: Mapping[str, Any], call: Mapping[str, Any], candidate: 
 
 
 class GenericConditions:
-    """A ``domains.kit.ConditionKit`` for any domain, from tool specs, observations and forks.
+    """A ``trajectory2task.domains.kit.ConditionKit`` for any domain, from tool specs, observations and forks.
 
     ``stated`` (what an underspecified request states) is ``{"call": name, "open": argument,
     "arguments": the other arguments, "values": the values that fit}``; each fitting value

@@ -21,8 +21,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from domains.common_tools import CALCULATOR_TOOL, amount_text, calculator_arguments, evaluate
-from domains.runtime import Environment, Episode
+from trajectory2task.domains.common_tools import CALCULATOR_TOOL, amount_text, calculator_arguments, evaluate
+from trajectory2task.domains.runtime import Environment, Episode
 
 
 class KitError(LookupError):
@@ -37,7 +37,7 @@ class Call(BaseModel):
 
 
 class ObservedStep(Protocol):
-    """A call with the environment's answer (``signatures.models.Step`` is one)."""
+    """A call with the environment's answer (``trajectory2task.signatures.models.Step`` is one)."""
 
     @property
     def call(self) -> Call: ...
@@ -172,7 +172,7 @@ class Calculation(BaseModel):
 
     @property
     def result(self) -> str:
-        """The amount, as `calculate` gives it (one home: ``domains.common_tools``)."""
+        """The amount, as `calculate` gives it (one home: ``trajectory2task.domains.common_tools``)."""
         return amount_text(evaluate(self.expression))
 
     def call(self) -> Call:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 if TYPE_CHECKING:
-    from domains.kit import GenerationKit
+    from trajectory2task.domains.kit import GenerationKit
 
 ToolKind = Literal["read", "write", "generic"]  # generic: neither reads nor writes the database
 # How an authenticating tool names the user it authenticated: from (arguments, output).
@@ -426,7 +426,7 @@ class Domain(Generic[DB]):
     generate_db: Callable[[int, int], DB] | None = None
     check_db: Callable[[DB], list[str]] = field(default=lambda db: [])
     owner_of: Callable[[Episode[Any], str, str], str | None] = field(default=lambda ep, table, key: None)
-    kit: GenerationKit | None = None  # optional help for generation (domains.kit)
+    kit: GenerationKit | None = None  # optional help for generation (trajectory2task.domains.kit)
 
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)

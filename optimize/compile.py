@@ -1,4 +1,4 @@
-"""Compiling the generation programs with DSPy optimizers, scored by `optimize.metrics`.
+"""Compiling the generation programs with DSPy optimizers, scored by `trajectory2task.optimize.metrics`.
 
 `t2t optimize` builds its pieces here:
 
@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import dspy
 from pydantic import BaseModel, Field, model_validator
 
-from optimize.coverage import parse_goal
-from optimize.metrics import (
+from trajectory2task.optimize.coverage import parse_goal
+from trajectory2task.optimize.metrics import (
     DSPyMetric,
     NoveltyReference,
     RolloutRunner,
@@ -47,14 +47,14 @@ from optimize.metrics import (
     score_tasks,
     user_fidelity,
 )
-from programs.loop.rollout import DEFAULT_MAX_TURNS
-from programs.verification.verifier import Verifier
-from signatures.models import CONDITIONS, Task, Trajectory
-from store.sqlcheck import FILTER_SLOT
+from trajectory2task.programs.loop.rollout import DEFAULT_MAX_TURNS
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.signatures.models import CONDITIONS, Task, Trajectory
+from trajectory2task.store.sqlcheck import FILTER_SLOT
 
 if TYPE_CHECKING:
-    from domains import Environment
-    from store import TaskStore
+    from trajectory2task.domains import Environment
+    from trajectory2task.store import TaskStore
 
 ProgramKind = Literal["explorer", "writer", "adapter", "user", "agent"]
 OptimizerName = Literal["bootstrap", "mipro", "gepa"]
@@ -178,7 +178,7 @@ class ExplorerTarget(Target):
         self.max_writes = max_writes
 
     def student(self) -> dspy.Module:
-        from programs.generation.explorer import Explorer
+        from trajectory2task.programs.generation.explorer import Explorer
 
         return Explorer(max_steps=self.max_steps, max_writes=self.max_writes)
 
@@ -244,7 +244,7 @@ class WriterTarget(_TaskTarget):
     kind = role = "writer"
 
     def student(self) -> dspy.Module:
-        from programs.generation.writer import TaskWriter
+        from trajectory2task.programs.generation.writer import TaskWriter
 
         return TaskWriter()
 
@@ -273,7 +273,7 @@ class AdapterTarget(_TaskTarget):
     kind = role = "adapter"
 
     def student(self) -> dspy.Module:
-        from programs.generation.adapter import IntentAdapter
+        from trajectory2task.programs.generation.adapter import IntentAdapter
 
         return IntentAdapter()
 
@@ -281,7 +281,7 @@ class AdapterTarget(_TaskTarget):
         return _AdapterHarness(program, self.env)
 
     def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
-        from programs.generation.pipeline import condition_seed
+        from trajectory2task.programs.generation.pipeline import condition_seed
 
         selected = _tasks(store, ids)
         pairs: list[tuple[str, str]] = []  # (general task id, condition)
@@ -325,11 +325,11 @@ class _ProgramUserSession:
         self.scenario = scenario
 
     def reply(self, conversation: Sequence[Any]) -> Any:
-        from programs.loop.user_sim import LMTurnError, reply_of
+        from trajectory2task.programs.loop.user_sim import LMTurnError, reply_of
 
         try:
             prediction = self.program(scenario=self.scenario, conversation=list(conversation))
-        except Exception as exc:  # the LM boundary, as in programs.loop.user_sim
+        except Exception as exc:  # the LM boundary, as in trajectory2task.programs.loop.user_sim
             raise LMTurnError(f"user simulator: {type(exc).__name__}: {exc}") from exc
         text = (getattr(prediction, "message", "") or "").strip()
         if not text:
@@ -337,7 +337,7 @@ class _ProgramUserSession:
         return reply_of(text)
 
     def usage(self) -> Any:
-        from signatures.models import TokenUsage
+        from trajectory2task.signatures.models import TokenUsage
 
         return TokenUsage()
 
@@ -350,8 +350,8 @@ class _UserHarness(dspy.Module):
         self.max_turns = max_turns
 
     def forward(self, task: Task) -> dspy.Prediction:
-        from programs.loop.agent import ORACLE, OracleAgent
-        from programs.loop.rollout import RolloutEngine
+        from trajectory2task.programs.loop.agent import ORACLE, OracleAgent
+        from trajectory2task.programs.loop.rollout import RolloutEngine
 
         env, verifier = self.shared.value
         engine = RolloutEngine(env, _ProgramUser(self.program), [OracleAgent(env)], verifier=verifier,
@@ -373,7 +373,7 @@ class UserTarget(Target):
         self.max_turns = max_turns
 
     def student(self) -> dspy.Module:
-        from programs.loop.user_sim import UserSimulator
+        from trajectory2task.programs.loop.user_sim import UserSimulator
 
         return UserSimulator()
 
@@ -435,7 +435,7 @@ class _ProgramAgent:
     name = "agent-under-optimization"
 
     def __init__(self, program: dspy.Module, env: Environment[Any], trial: int) -> None:
-        from programs.loop.agent import agent_tools
+        from trajectory2task.programs.loop.agent import agent_tools
 
         self.program = program
         self.policy = env.policy
@@ -446,7 +446,7 @@ class _ProgramAgent:
         return self.program.system_prompt(self.policy)
 
     def session(self, task: Task) -> _ProgramAgentSession:
-        del task  # the agent under test plays blind, as in programs.loop.agent.LMAgent
+        del task  # the agent under test plays blind, as in trajectory2task.programs.loop.agent.LMAgent
         return _ProgramAgentSession(self)
 
 
@@ -455,20 +455,20 @@ class _ProgramAgentSession:
         self.agent = agent
 
     def reply(self, conversation: Sequence[Any]) -> Any:
-        from programs.loop.agent import history_of, reply_of
-        from programs.loop.user_sim import turn_error
+        from trajectory2task.programs.loop.agent import history_of, reply_of
+        from trajectory2task.programs.loop.user_sim import turn_error
 
         agent = self.agent
         try:
             with dspy.context(warn_on_type_mismatch=False):
                 prediction = agent.program(policy=agent.policy, history=history_of(conversation), tools=agent.tools,
                                            trial=agent.trial)
-        except Exception as exc:  # the LM boundary, as in programs.loop.agent
+        except Exception as exc:  # the LM boundary, as in trajectory2task.programs.loop.agent
             raise turn_error("agent", "agent", exc) from exc
         return reply_of(prediction)
 
     def usage(self) -> Any:
-        from signatures.models import TokenUsage
+        from trajectory2task.signatures.models import TokenUsage
 
         return TokenUsage()
 
@@ -483,8 +483,8 @@ class _AgentHarness(dspy.Module):
         self.trials = trials
 
     def forward(self, task: Task) -> dspy.Prediction:
-        from programs.loop.rollout import RolloutEngine, rollout_id_for
-        from programs.loop.user_sim import LMTurnError, ScriptedUser
+        from trajectory2task.programs.loop.rollout import RolloutEngine, rollout_id_for
+        from trajectory2task.programs.loop.user_sim import LMTurnError, ScriptedUser
 
         env, verifier = self.shared.value
         engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [], verifier=verifier, max_turns=self.max_turns)
@@ -515,7 +515,7 @@ class AgentTarget(Target):
         self.max_turns = max_turns
 
     def student(self) -> dspy.Module:
-        from programs.loop.agent import ToolCallingAgent
+        from trajectory2task.programs.loop.agent import ToolCallingAgent
 
         return ToolCallingAgent(native_function_calling=self.native_function_calling)
 
@@ -539,7 +539,7 @@ class AgentTarget(Target):
         return Score(value=value, feedback=f"task {example.task.id}: " + " | ".join(failed) if failed else "")
 
     def finalize(self, program: dspy.Module) -> None:
-        from programs.loop.agent import compact_demos
+        from trajectory2task.programs.loop.agent import compact_demos
 
         compact_demos(program)
 
@@ -552,9 +552,9 @@ def oracle_rollout_runner(env: Environment[Any], verifier: Verifier) -> RolloutR
     """The reference rollout of the writer/adapter metric: the oracle agent with the scripted
     user (the closed loop's offline references); gold replay if the closed loop is absent."""
     try:
-        from programs.loop.agent import ORACLE, OracleAgent
-        from programs.loop.rollout import RolloutEngine
-        from programs.loop.user_sim import ScriptedUser
+        from trajectory2task.programs.loop.agent import ORACLE, OracleAgent
+        from trajectory2task.programs.loop.rollout import RolloutEngine
+        from trajectory2task.programs.loop.user_sim import ScriptedUser
     except ImportError:
         return gold_replay_runner(verifier)
     return RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)], verifier=verifier).runner(ORACLE)

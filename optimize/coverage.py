@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from signatures.models import CONDITIONS, Condition
+from trajectory2task.signatures.models import CONDITIONS, Condition
 
 if TYPE_CHECKING:
-    from store import TaskStore
+    from trajectory2task.store import TaskStore
 
 # Verified tasks per cell, counted like the tool_coverage view (newest copy of each task,
 # newest static verdict), with the infeasible tasks' forbidden writes as their tools.

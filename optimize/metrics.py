@@ -1,7 +1,7 @@
 """Metrics for the generation programs, computed from verdicts and code checks only.
 
 Nothing here asks an LM for its opinion. Each score is built from the verifier's verdicts
-(`programs.verification.verifier.Verifier`), replays on the domain's environment, and string checks of
+(`trajectory2task.programs.verification.verifier.Verifier`), replays on the domain's environment, and string checks of
 a conversation against the task's own fields.
 
 - explorer: valid x novel. A trajectory is valid when every call ran without error, it
@@ -41,9 +41,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domains import Environment
-from programs.verification.verifier import Verifier, clarified, execute_calls, first_write_index, reveals
-from signatures.models import Message, Rollout, Task, Trajectory, Verdict
+from trajectory2task.domains import Environment
+from trajectory2task.programs.verification.verifier import Verifier, clarified, execute_calls, first_write_index, reveals
+from trajectory2task.signatures.models import Message, Rollout, Task, Trajectory, Verdict
 
 
 class Score(BaseModel):

@@ -39,14 +39,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from signatures.models import CONDITIONS
+from trajectory2task.signatures.models import CONDITIONS
 
 if TYPE_CHECKING:
     import optuna
 
-    from domains import Environment
-    from programs.lm.config import LMConfig
-    from store import TaskStore
+    from trajectory2task.domains import Environment
+    from trajectory2task.programs.lm.config import LMConfig
+    from trajectory2task.store import TaskStore
 
 # Correlation of each numeric knob with the trial value, per study (replace 'sweep').
 KNOB_EFFECTS_SQL = """
@@ -223,7 +223,7 @@ def run_sweep(store: TaskStore, settings: SweepSettings, space: dict[str, Any], 
     import optuna
     from optuna.trial import TrialState
 
-    from store import Trial
+    from trajectory2task.store import Trial
 
     run_id = store.start_run("sweep", {**(run_config or {}), **settings.model_dump(mode="json")}, seed=settings.seed)
     study = load_study(store, settings.study, space)
@@ -292,11 +292,11 @@ def offline_cost(items: Sequence[Any]) -> float:
 def build_programs(lm_config: LMConfig | None, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
                                                                                  dict[str, str]]:
     """(programs by role, LMs by role, role -> model or 'baseline') for a trial's knobs."""
-    from programs.generation.adapter import BaselineAdapter, IntentAdapter
-    from programs.generation.explorer import BaselineExplorer, Explorer
-    from programs.lm.config import build_lm
-    from programs.generation.pipeline import GENERATION_ROLES
-    from programs.generation.writer import BaselineWriter, TaskWriter
+    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
+    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
+    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
 
     lms: dict[str, Any] = {}
     roles: dict[str, str] = {}
@@ -326,8 +326,8 @@ def pipeline_evaluator(store: TaskStore, env: Environment[Any], settings: SweepS
                        lm_config: LMConfig | None = None, programs_name: str | None = None,
                        load_programs: Callable[[dict[str, Any]], None] | None = None) -> Evaluate:
     """An `Evaluate` that runs one generation run per trial into `store` and scores it."""
-    from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-    from store.failures import StoreSink, generation_items
+    from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+    from trajectory2task.store.failures import StoreSink, generation_items
 
     def evaluate(number: int, params: dict[str, Any]) -> TrialOutcome:
         programs, lms, roles = build_programs(lm_config, params)

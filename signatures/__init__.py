@@ -1,1 +1,1 @@
-"""Typed contracts: pydantic models (``signatures.models``) and DSPy signatures over them."""
+"""Typed contracts: pydantic models (``trajectory2task.signatures.models``) and DSPy signatures over them."""

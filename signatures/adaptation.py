@@ -13,8 +13,8 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, Field
 
-from domains.kit import Claim, EntityCandidate
-from signatures.models import Action, Step, Task, UserScenario
+from trajectory2task.domains.kit import Claim, EntityCandidate
+from trajectory2task.signatures.models import Action, Step, Task, UserScenario
 
 
 class TaskBrief(BaseModel):

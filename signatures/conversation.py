@@ -14,7 +14,7 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel, Field
 
-from signatures.models import Message, UserScenario
+from trajectory2task.signatures.models import Message, UserScenario
 
 STOP_SIGNAL = "###STOP###"  # the user simulator ends the conversation with this token
 

@@ -1,7 +1,7 @@
 """DSPy signatures of the generation steps: propose an exploration call, write a task.
 
 Each docstring is the instruction an optimizer rewrites; the fields are typed with the
-pydantic models of ``signatures.models`` and carry a one-line description each.
+pydantic models of ``trajectory2task.signatures.models`` and carry a one-line description each.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any, Literal
 import dspy
 from pydantic import BaseModel, Field, create_model
 
-from domains.kit import Claim
-from signatures.models import Step, ToolCall, UserScenario
+from trajectory2task.domains.kit import Claim
+from trajectory2task.signatures.models import Step, ToolCall, UserScenario
 
 
 class ProposeExplorationCall(dspy.Signature):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from domains.kit import Call, Claim
+from trajectory2task.domains.kit import Call, Claim
 
 Condition = Literal["general", "ambiguous", "changing", "infeasible"]
 CONDITIONS: tuple[Condition, ...] = ("general", "ambiguous", "changing", "infeasible")
@@ -24,7 +24,7 @@ FailureReason = Literal[
     "no_clarification",  # ambiguous task acted on before the user gave a withheld detail (opt-in)
     "max_turns",  # the conversation hit the turn limit
     "lm_error",  # an LM call failed beyond retries
-    "mutant_passes",  # a wrong agent derived from the task (programs.verification.mutants) passes it
+    "mutant_passes",  # a wrong agent derived from the task (trajectory2task.programs.verification.mutants) passes it
     "false_premise",  # a claim the task makes about the initial database is false
     "single_reading",  # an ambiguous task whose opening has only one reading that runs
 ]
@@ -123,7 +123,7 @@ class Reading(BaseModel):
 
 
 class LintFinding(BaseModel):
-    """A defect in a task's text (programs.verification.lint)."""
+    """A defect in a task's text (trajectory2task.programs.verification.lint)."""
 
     rule: str
     field: str

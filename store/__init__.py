@@ -1,6 +1,6 @@
 """The task store: one DuckDB file, append-only tables, SQL views, exports.
 
-Knows the pydantic models of `signatures.models` only (never DSPy, LiteLLM or domains).
+Knows the pydantic models of `trajectory2task.signatures.models` only (never DSPy, LiteLLM or domains).
 """
 
 from .errors import StoreError

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from signatures.models import GenerationItem, Task, Trajectory, Verdict
+from trajectory2task.signatures.models import GenerationItem, Task, Trajectory, Verdict
 
 from .records import LMCall
 from .taskstore import TaskStore
@@ -57,7 +57,7 @@ def run_config(store: TaskStore, run_id: str) -> tuple[str, dict[str, Any], int 
 
 
 class StoreSink:
-    """The generation pipeline's sink (``programs.generation.pipeline.ItemSink``) over a store:
+    """The generation pipeline's sink (``trajectory2task.programs.generation.pipeline.ItemSink``) over a store:
     each finished item in one transaction, recorded items read back for resume."""
 
     def __init__(self, store: TaskStore) -> None:

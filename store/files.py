@@ -10,8 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from signatures.models import Message, Task, ToolCall
-from store.tau2 import Tau2FormatError, task_from_tau2
+from trajectory2task.signatures.models import Message, Task, ToolCall
+from trajectory2task.store.tau2 import Tau2FormatError, task_from_tau2
 
 
 class InputFileError(ValueError):

@@ -1,4 +1,4 @@
-"""Records the store keeps that are not part of the task data model (signatures.models)."""
+"""Records the store keeps that are not part of the task data model (trajectory2task.signatures.models)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from signatures.models import LMCall
+from trajectory2task.signatures.models import LMCall
 
 __all__ = ["FinetuneRun", "LMCall", "LossPoint", "Trial"]
 

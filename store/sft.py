@@ -21,7 +21,7 @@ import os
 import re
 from typing import Any
 
-from signatures.models import Message, Rollout
+from trajectory2task.signatures.models import Message, Rollout
 
 _CONTROL_MARKER = re.compile(r"\s*###[A-Z][A-Z_-]*###\s*")
 
@@ -78,7 +78,7 @@ def sft_records(store: Any, where: str | None, params: list | None = None) -> li
     """The fine-tuning records of the passing rollouts matching `where` (SQL over
     `rollouts_latest`: condition, agent_model, user_model, task_id, run_id, trial,
     termination, ...), in store order; what `export_sft` writes, one dict a line."""
-    from store.sqlcheck import FILTER_SLOT
+    from trajectory2task.store.sqlcheck import FILTER_SLOT
 
     # checked first in this place: the filter then stays the right operand of `pass AND`
     selected = store.filtered(f"SELECT rollout_id, run_id FROM rollouts_latest WHERE pass AND {FILTER_SLOT}", where)
@@ -99,7 +99,7 @@ def export_sft(store: Any, where: str | None, path: str | os.PathLike[str], para
                replace: bool = False) -> int:
     """Write `sft_records(store, where, params)` as fine-tuning JSONL. Returns the number of
     lines written. An existing file is replaced only with `replace`; the store's own files never."""
-    from store.outfile import output_file
+    from trajectory2task.store.outfile import output_file
 
     records = sft_records(store, where, params)
     with output_file(path, replace=replace, protected=store.store_files()) as fh:

@@ -18,7 +18,7 @@ import duckdb
 import pyarrow as pa
 from pydantic_core import to_json
 
-from signatures.models import Message, Rollout, Step, Task, ToolCall, Trajectory, Verdict
+from trajectory2task.signatures.models import Message, Rollout, Step, Task, ToolCall, Trajectory, Verdict
 
 from . import schema
 from .errors import StoreError

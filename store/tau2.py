@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from domains.kit import Claim
-from signatures.models import CONDITIONS, Action, LintFinding, Provenance, Reading, Task, TaskDescription, UserScenario
+from trajectory2task.domains.kit import Claim
+from trajectory2task.signatures.models import CONDITIONS, Action, LintFinding, Provenance, Reading, Task, TaskDescription, UserScenario
 
 _TASK_KEYS = {"id", "description", "user_scenario", "initial_state", "evaluation_criteria", "t2t"}
 _CRITERIA_KEYS = {"actions", "communicate_info", "nl_assertions", "reward_basis",

@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from t2t.errors import UserError
+from trajectory2task.errors import UserError
 
 app = typer.Typer(
     name="t2t",
@@ -22,7 +22,7 @@ app = typer.Typer(
 
 
 def _register() -> None:
-    from t2t import cmd_audit, cmd_bench, cmd_domain, cmd_finetune, cmd_generate, cmd_optimize, cmd_store, cmd_tasks
+    from trajectory2task import cmd_audit, cmd_bench, cmd_domain, cmd_finetune, cmd_generate, cmd_optimize, cmd_store, cmd_tasks
 
     for module in (cmd_domain, cmd_tasks, cmd_store, cmd_generate, cmd_bench, cmd_optimize, cmd_audit, cmd_finetune):
         module.register(app)
@@ -32,7 +32,7 @@ _register()
 
 # Errors whose message is meant for the user, by (module, class). The modules load only in
 # the commands that raise them, so they are looked up lazily to keep `t2t` quick to start.
-_USER_FACING = (("store.errors", "StoreError"), ("domains", "UnknownDomainError"), ("domains.kit", "KitError"), ("programs.lm.config", "LMConfigError"))
+_USER_FACING = (("trajectory2task.store.errors", "StoreError"), ("trajectory2task.domains", "UnknownDomainError"), ("trajectory2task.domains.kit", "KitError"), ("trajectory2task.programs.lm.config", "LMConfigError"))
 
 
 def _is_user_facing(exc: BaseException) -> bool:
@@ -44,7 +44,7 @@ def _is_user_facing(exc: BaseException) -> bool:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    from t2t.output import terminal_text
+    from trajectory2task.output import terminal_text
 
     # one line whatever the message holds: newlines and control characters are escaped
     print(f"t2t: error: {terminal_text(message)}", file=sys.stderr)
@@ -83,7 +83,7 @@ def _tolerant_streams() -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
-    from store.files import InputFileError
+    from trajectory2task.store.files import InputFileError
 
     # click's exception classes, wherever this Typer takes click from (newer Typers ship
     # their own copy): the module that defines typer.BadParameter defines them all

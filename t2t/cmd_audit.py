@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from t2t.cmd_tasks import DbOpt, DomainOpt, PolicyOpt, StrictOpt, _load
-from t2t.output import console, print_json_line, print_table
-from t2t.settings import load_environment
+from trajectory2task.cmd_tasks import DbOpt, DomainOpt, PolicyOpt, StrictOpt, _load
+from trajectory2task.output import console, print_json_line, print_table
+from trajectory2task.settings import load_environment
 
 
 def audit(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json (ours or tau2's), or JSON lines of tasks.")],
@@ -17,8 +17,8 @@ def audit(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json (ours
           json_out: Annotated[bool, typer.Option("--json", help="One JSON object instead of tables.")] = False,
           strict: StrictOpt = False) -> None:
     """Mutants, premises, text lint and diversity figures of a task set."""
-    from programs.verification.audit import audit as run_audit
-    from t2t.errors import UserError
+    from trajectory2task.programs.verification.audit import audit as run_audit
+    from trajectory2task.errors import UserError
 
     env = load_environment(domain, db, policy)
     tasks, _ = _load(tasks_file, strict, domain)

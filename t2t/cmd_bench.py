@@ -8,11 +8,11 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
+from trajectory2task.errors import UserError
+from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
                             TimeoutOpt, knob_flags)
-from t2t.output import console, err_console, print_error_line, print_json_line, print_table, print_text
-from t2t.settings import MAX_TRIALS, MAX_WORKERS
+from trajectory2task.output import console, err_console, print_error_line, print_json_line, print_table, print_text
+from trajectory2task.settings import MAX_TRIALS, MAX_WORKERS
 
 BENCH_ROLES = ("agent", "user")
 
@@ -49,8 +49,8 @@ def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, An
 
 
 def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
-    from programs.loop.bench import tasks_by_id
-    from store.files import load_tasks
+    from trajectory2task.programs.loop.bench import tasks_by_id
+    from trajectory2task.store.files import load_tasks
 
     if config.tasks_source == "file":
         tasks, problems = load_tasks(Path(config.tasks), domain=config.domain)
@@ -59,7 +59,7 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
     elif resume:
         tasks = ts.tasks("list_contains(?, task_id)", [config.task_ids])
     else:
-        from store import StoreError
+        from trajectory2task.store import StoreError
 
         try:
             tasks = ts.tasks(config.tasks)
@@ -76,8 +76,8 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
 
 def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
                   session: Any = None, knobs: dict[str, str] | None = None) -> tuple[list[Any], Any]:
-    from programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, OracleAgent
-    from programs.loop.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
+    from trajectory2task.programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, OracleAgent
+    from trajectory2task.programs.loop.user_sim import SCRIPTED_USER_NAME, LMUser, ScriptedUser
 
     agents: list[Any] = []
     if config.agent_program and all(name in (DO_NOTHING, ORACLE) for name in config.agents):
@@ -98,7 +98,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
     if config.user == SCRIPTED_USER_NAME:
         user: Any = ScriptedUser(env.domain.tools)
     else:
-        from programs.lm.config import build_lm
+        from trajectory2task.programs.lm.config import build_lm
 
         user_settings = _settings("user", config.user, config, lm_config_path, knobs)
         user_lm = session.build("user", user_settings) if session is not None else build_lm(user_settings)
@@ -110,7 +110,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
 
 def _compiled_user(ts: Any, name: str) -> Any:
     """A UserSimulator with the compiled state saved under ``name`` by `t2t optimize --program user`."""
-    from programs.loop.user_sim import UserSimulator
+    from trajectory2task.programs.loop.user_sim import UserSimulator
 
     record = ts.latest_program(name)
     if record is None:
@@ -127,7 +127,7 @@ def _compiled_user(ts: Any, name: str) -> Any:
 
 def _compiled_agent(ts: Any, name: str) -> Any:
     """A ToolCallingAgent with the compiled state saved under ``name`` by `t2t optimize --program agent`."""
-    from programs.loop.agent import ToolCallingAgent
+    from trajectory2task.programs.loop.agent import ToolCallingAgent
 
     record = ts.latest_program(name)
     if record is None:
@@ -144,8 +144,8 @@ def _compiled_agent(ts: Any, name: str) -> Any:
 
 def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
               knobs: dict[str, str] | None = None) -> Any:
-    from programs.lm.config import LMConfigError, load_lm_config
-    from t2t.settings import check_lm_config_file
+    from trajectory2task.programs.lm.config import LMConfigError, load_lm_config
+    from trajectory2task.settings import check_lm_config_file
 
     check_lm_config_file(lm_config_path)
     try:
@@ -159,8 +159,8 @@ def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
 
 
 def _lm_agent(settings: Any, env: Any, session: Any = None, program: Any = None) -> Any:
-    from programs.loop.agent import LMAgent
-    from programs.lm.config import build_lm
+    from trajectory2task.programs.loop.agent import LMAgent
+    from trajectory2task.programs.lm.config import build_lm
 
     try:
         lm = session.build("agent", settings) if session is not None else build_lm(settings)
@@ -229,10 +229,10 @@ def bench(
                                                               "calling a model.")] = False,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
-    from programs.loop.agent import REFERENCE_AGENTS
-    from programs.loop.user_sim import SCRIPTED_USER_NAME
-    from store import TaskStore
-    from t2t.settings import DEFAULT_DB_SEED, load_environment, store_path
+    from trajectory2task.programs.loop.agent import REFERENCE_AGENTS
+    from trajectory2task.programs.loop.user_sim import SCRIPTED_USER_NAME
+    from trajectory2task.store import TaskStore
+    from trajectory2task.settings import DEFAULT_DB_SEED, load_environment, store_path
 
     path = store_path(store)
     given: dict[str, Any] = {
@@ -248,7 +248,7 @@ def bench(
     if not path.exists() and (resume is not None or tasks is None or not Path(tasks).is_file()):
         raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store or a tasks file)")
     with TaskStore(path) as ts:
-        from programs.loop.bench import BenchConfig
+        from trajectory2task.programs.loop.bench import BenchConfig
 
         if resume is not None:
             raw = _merge_resume(_stored_config(ts, resume), given)
@@ -278,7 +278,7 @@ def bench(
         config.tool_schemas = env.tool_schemas()
         if config.user_program and config.user == SCRIPTED_USER_NAME:
             raise UserError("--user-program needs an LM user simulator: pass --user-lm MODEL")
-        from programs.lm.session import LMSession
+        from trajectory2task.programs.lm.session import LMSession
 
         knobs = knob_flags(BENCH_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
                            temperature=temperature, structured=structured, context_window=context_window,
@@ -305,12 +305,12 @@ def bench(
 def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any, config: Any,
                     json_out: bool) -> None:
     """`--estimate`: what the run would send, per role and in all; no model is called."""
-    from programs.lm.accounting import role_of
-    from programs.lm.estimate import adapter_for, litellm_tokenizer, litellm_tool_tokenizer
-    from programs.loop.agent import LMAgent
-    from programs.loop.estimate import estimate_rollouts
-    from programs.loop.user_sim import LMUser
-    from t2t.estimate import print_estimate
+    from trajectory2task.programs.lm.accounting import role_of
+    from trajectory2task.programs.lm.estimate import adapter_for, litellm_tokenizer, litellm_tool_tokenizer
+    from trajectory2task.programs.loop.agent import LMAgent
+    from trajectory2task.programs.loop.estimate import estimate_rollouts
+    from trajectory2task.programs.loop.user_sim import LMUser
+    from trajectory2task.estimate import print_estimate
 
     lm_agents = [a for a in agents if isinstance(a, LMAgent)]
     lm_user = user if isinstance(user, LMUser) else None
@@ -334,18 +334,18 @@ def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any
 
 def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,
          concurrency: int, session: Any = None, processes: int = 1) -> Any:
-    from programs.loop.bench import plan_jobs
-    from programs.loop.rollout import RolloutEngine, RolloutWriter
-    from t2t.output import progress
+    from trajectory2task.programs.loop.bench import plan_jobs
+    from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter
+    from trajectory2task.output import progress
 
     jobs = plan_jobs(run_id, config.task_ids, config.agents, config.trials, ts.done_rollout_keys(run_id))
-    from programs.verification.verifier import Verifier
+    from trajectory2task.programs.verification.verifier import Verifier
 
     engine = RolloutEngine(env, user, agents, max_turns=config.max_turns,
                            verifier=Verifier(env, require_clarification=config.require_clarification))
     ledger = session.ledger if session is not None else None
     if jobs and session is not None and session.settings:
-        from programs.lm.session import EndpointError
+        from trajectory2task.programs.lm.session import EndpointError
 
         try:  # before the first call: a server that is down costs no retries
             session.preflight()
@@ -384,10 +384,10 @@ def _fmt(value: float | None) -> str:
 
 def _report(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], crashes: list[Any],
             json_out: bool, ledger: Any = None) -> None:
-    from programs.loop.agent import REFERENCE_AGENTS
-    from optimize.metrics import score_cells
-    from programs.loop.bench import calibration_problems, stored_rows
-    from programs.verification.verifier import Verifier
+    from trajectory2task.programs.loop.agent import REFERENCE_AGENTS
+    from trajectory2task.optimize.metrics import score_cells
+    from trajectory2task.programs.loop.bench import calibration_problems, stored_rows
+    from trajectory2task.programs.verification.verifier import Verifier
 
     rows = stored_rows(ts, run_id)
     cells = score_cells(rows, config.trials)

@@ -7,16 +7,16 @@ from typing import Annotated, Optional
 
 import typer
 
-from t2t.errors import UserError
-from t2t.output import console, print_table, print_text
-from t2t.settings import MAX_DB_USERS, load_environment, read_text_file, resolve_domain
+from trajectory2task.errors import UserError
+from trajectory2task.output import console, print_table, print_text
+from trajectory2task.settings import MAX_DB_USERS, load_environment, read_text_file, resolve_domain
 
 domain_app = typer.Typer(help="Inspect a domain, generate or check its databases.", no_args_is_help=True)
 
 
 def domains() -> None:
     """List the domains."""
-    from domains import list_domains
+    from trajectory2task.domains import list_domains
 
     rows = []
     for name in list_domains():
@@ -61,7 +61,7 @@ def generate_db(name: Annotated[str, typer.Argument(help="Domain name, e.g. reta
                 force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
                 ) -> None:
     """Generate a fresh database of the domain's schema (seeded, byte-for-byte reproducible)."""
-    from store.outfile import check_output_path, output_file
+    from trajectory2task.store.outfile import check_output_path, output_file
 
     domain = resolve_domain(name)
     if domain.generate_db is None:

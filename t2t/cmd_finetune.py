@@ -9,9 +9,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from t2t.errors import UserError
-from t2t.output import console, err_console, print_json_line
-from t2t.settings import store_path
+from trajectory2task.errors import UserError
+from trajectory2task.output import console, err_console, print_json_line
+from trajectory2task.settings import store_path
 
 
 def finetune(
@@ -47,8 +47,8 @@ def finetune(
     json_out: Annotated[bool, typer.Option("--json", help="Print the run record as one JSON object.")] = False,
 ) -> None:
     """Fine-tune a local model on successful rollouts (LoRA by default); the run is recorded in the store."""
-    from programs.lm.local import TrainExtraMissing, check_model_path, require_train_extra
-    from programs.training.finetune import TRAIN_PACKAGES
+    from trajectory2task.programs.lm.local import TrainExtraMissing, check_model_path, require_train_extra
+    from trajectory2task.programs.training.finetune import TRAIN_PACKAGES
 
     try:  # first: without the extra nothing else can be done
         require_train_extra("t2t finetune", TRAIN_PACKAGES)
@@ -56,9 +56,9 @@ def finetune(
         raise UserError(str(exc)) from None
     from pydantic import ValidationError
 
-    from programs.training.finetune import DataError, FinetuneConfig, check_output_paths, read_sft_file, train
-    from store import TaskStore
-    from store.records import FinetuneRun
+    from trajectory2task.programs.training.finetune import DataError, FinetuneConfig, check_output_paths, read_sft_file, train
+    from trajectory2task.store import TaskStore
+    from trajectory2task.store.records import FinetuneRun
 
     if method not in ("lora", "full"):
         raise UserError(f"--method {method!r}: use lora or full")
@@ -97,7 +97,7 @@ def finetune(
                 raise UserError(str(exc)) from None
             source, sql, params = str(data), None, []
         else:
-            from store.sft import sft_records
+            from trajectory2task.store.sft import sft_records
 
             sql, params = ts.selection(where, condition, model)
             records = sft_records(ts, sql, params)

@@ -9,10 +9,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
+from trajectory2task.errors import UserError
+from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
                             TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
-from t2t.settings import MAX_DB_USERS, MAX_WORKERS
+from trajectory2task.settings import MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
 HELP = """Generate verifiable tasks: explore trajectories, write a general task from each, adapt it to the
@@ -30,7 +30,7 @@ program is 'explorer', 'writer' or 'adapter' holds that module's DSPy state; one
 
 
 def _conditions(text: str) -> list[str]:
-    from signatures.models import CONDITIONS
+    from trajectory2task.signatures.models import CONDITIONS
 
     chosen = [c.strip() for c in text.split(",") if c.strip()]
     unknown = [c for c in chosen if c not in CONDITIONS]
@@ -41,8 +41,8 @@ def _conditions(text: str) -> list[str]:
 
 
 def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any:
-    from programs.lm.config import LMConfigError, load_lm_config
-    from t2t.settings import check_lm_config_file
+    from trajectory2task.programs.lm.config import LMConfigError, load_lm_config
+    from trajectory2task.settings import check_lm_config_file
 
     check_lm_config_file(lm_config)
     try:
@@ -54,8 +54,8 @@ def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any
 def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles.
     With an ``LMSession``, each LM records its calls in the session's ledger."""
-    from programs.lm.config import build_lm
-    from programs.generation.pipeline import GENERATION_ROLES
+    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
 
     lms: dict[str, Any] = {}
     roles: dict[str, str] = {}
@@ -66,9 +66,9 @@ def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict
             roles[role] = settings.model
         else:
             roles[role] = "baseline"
-    from programs.generation.adapter import BaselineAdapter, IntentAdapter
-    from programs.generation.explorer import BaselineExplorer, Explorer
-    from programs.generation.writer import BaselineWriter, TaskWriter
+    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
+    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
 
     modules: dict[str, Any] = {
         "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
@@ -153,22 +153,22 @@ def generate(
                                                               "exit without calling a model.")] = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
-    from programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
-    from domains import domain_module
-    from domains.kit import KitError
-    from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-    from store import TaskStore
-    from store.failures import StoreSink, run_config
-    from t2t.output import console, err_console, print_json_line, print_table, progress
-    from t2t.settings import load_environment, store_path
+    from trajectory2task.domains import domain_module
+    from trajectory2task.domains.kit import KitError
+    from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+    from trajectory2task.store import TaskStore
+    from trajectory2task.store.failures import StoreSink, run_config
+    from trajectory2task.output import console, err_console, print_json_line, print_table, progress
+    from trajectory2task.settings import load_environment, store_path
 
     chosen = _conditions(conditions)
     flags = {"lm": lm, "api_base": api_base, "explorer_lm": explorer_lm, "writer_lm": writer_lm,
              "adapter_lm": adapter_lm}
-    from programs.generation.pipeline import GENERATION_ROLES
-    from programs.lm.session import EndpointError, LMSession
+    from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
+    from trajectory2task.programs.lm.session import EndpointError, LMSession
 
     add_knobs(flags, GENERATION_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
               temperature=temperature, structured=structured, context_window=context_window,
@@ -266,11 +266,11 @@ def generate(
 
 def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_config: Any, json_out: bool) -> None:
     """`--estimate`: what the run would send, per role and in all; no model is called."""
-    from domains.kit import KitError
-    from programs.generation.estimate import estimate_run
-    from programs.generation.pipeline import GENERATION_ROLES
-    from programs.lm.estimate import litellm_tokenizer
-    from t2t.estimate import print_estimate
+    from trajectory2task.domains.kit import KitError
+    from trajectory2task.programs.generation.estimate import estimate_run
+    from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
+    from trajectory2task.programs.lm.estimate import litellm_tokenizer
+    from trajectory2task.estimate import print_estimate
 
     settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}
     models = {role: s.model for role, s in settings.items() if s is not None}
@@ -302,10 +302,10 @@ def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:
 
 
 def _guided_targets(task_store: Any, env: Any, config: Any) -> Any:
-    """The coverage-guided plan (optimize.coverage) when the run is guided, else None."""
+    """The coverage-guided plan (trajectory2task.optimize.coverage) when the run is guided, else None."""
     if not config.guided:
         return None
-    from optimize.coverage import GuidedTargets
+    from trajectory2task.optimize.coverage import GuidedTargets
 
     return GuidedTargets(task_store, env.domain, config.conditions)
 

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from t2t.errors import UserError
-from t2t.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
+from trajectory2task.errors import UserError
+from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
                             TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
-from t2t.settings import MAX_DB_USERS, MAX_TRIALS
+from trajectory2task.settings import MAX_DB_USERS, MAX_TRIALS
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 LmOpt = Annotated[Optional[str], typer.Option("--lm", help="LiteLLM model string, e.g. openai/gpt-4o-mini.")]
@@ -37,8 +37,8 @@ that stopped midway. Which knobs mattered: printed at the end, and with SQL, e.g
 
 
 def _lm_config(flags: dict[str, Optional[str]], config_path: Optional[str]) -> Any:
-    from programs.lm.config import LMConfigError, load_lm_config
-    from t2t.settings import check_lm_config_file
+    from trajectory2task.programs.lm.config import LMConfigError, load_lm_config
+    from trajectory2task.settings import check_lm_config_file
 
     check_lm_config_file(config_path)
     try:
@@ -62,10 +62,10 @@ def sweep(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Optuna sweep over the pipeline's knobs, maximizing verified tasks per unit cost."""
-    from programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
-    from optimize.sweep import (
+    from trajectory2task.optimize.sweep import (
         KNOB_LEVELS_SQL,
         PIPELINE_KNOBS,
         SweepSettings,
@@ -74,9 +74,9 @@ def sweep(
         search_space,
         stored_trials,
     )
-    from store import TaskStore
-    from t2t.output import console, err_console, print_json_line, print_table, progress
-    from t2t.settings import load_environment, store_path
+    from trajectory2task.store import TaskStore
+    from trajectory2task.output import console, err_console, print_json_line, print_table, progress
+    from trajectory2task.settings import load_environment, store_path
 
     config = _lm_config({"lm": lm, "api_base": api_base}, lm_config)
     with_lm = not config.offline
@@ -150,7 +150,7 @@ def _environment_for(store: Any, kind: str, ids: list[str], domain: str, db: Opt
     generate run used."""
     import json
 
-    from t2t.settings import DEFAULT_DB_SEED, DEFAULT_DB_USERS, load_environment
+    from trajectory2task.settings import DEFAULT_DB_SEED, DEFAULT_DB_USERS, load_environment
 
     if db is None and seed is None and users is None and ids:
         table, key = ("trajectories", "trajectory_id") if kind == "explorer" else ("tasks_latest", "task_id")
@@ -212,10 +212,10 @@ def optimize(
     no_cache: NoCacheOpt = False,
 ) -> None:
     """Compile a generation program with a DSPy optimizer against verification pass rates."""
-    from programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
-    from optimize.compile import (
+    from trajectory2task.optimize.compile import (
         OPTIMIZERS,
         PROGRAM_KINDS,
         TARGETS,
@@ -230,7 +230,7 @@ def optimize(
     if optimizer not in OPTIMIZERS:
         raise UserError(f"--optimizer: unknown optimizer '{optimizer}'; choose from {', '.join(OPTIMIZERS)}")
     agent_metric = _agent_metric(program, metric, k, metric_trials, function_calling)
-    from programs.lm.config import ROLES
+    from trajectory2task.programs.lm.config import ROLES
 
     flags = add_knobs({"lm": lm, "api_base": api_base}, ROLES, timeout=timeout, retries=retries,
                       max_tokens=max_tokens, temperature=temperature, structured=structured,
@@ -246,10 +246,10 @@ def optimize(
 
     import logging
 
-    from programs.lm.session import EndpointError, LMSession
-    from store import TaskStore, Trial
-    from t2t.output import console, print_json_line, print_table
-    from t2t.settings import store_path
+    from trajectory2task.programs.lm.session import EndpointError, LMSession
+    from trajectory2task.store import TaskStore, Trial
+    from trajectory2task.output import console, print_json_line, print_table
+    from trajectory2task.settings import store_path
 
     logging.getLogger("dspy").setLevel(logging.WARNING)
     path = store_path(store)
@@ -341,7 +341,7 @@ def _agent_metric(program: str, metric: Optional[str], k: Optional[int], trials:
                   function_calling: Optional[bool]) -> Any:
     """The agent target's metric from --metric/--k/--metric-trials (None for other programs,
     which take none of these flags)."""
-    from optimize.compile import AgentMetric, CompileError
+    from trajectory2task.optimize.compile import AgentMetric, CompileError
 
     if program != "agent":
         given = [flag for flag, value in (("--metric", metric), ("--k", k), ("--metric-trials", trials),
@@ -357,8 +357,8 @@ def _agent_metric(program: str, metric: Optional[str], k: Optional[int], trials:
 
 def _selected(task_store: Any, flag: str, sql: str, selects: str) -> list[str]:
     """The ids an --trainset/--valset expression selects; refused SQL names the flag."""
-    from optimize.compile import select_ids
-    from store import StoreError
+    from trajectory2task.optimize.compile import select_ids
+    from trajectory2task.store import StoreError
 
     try:
         return select_ids(task_store, sql, selects)
@@ -370,9 +370,9 @@ def _lm_failures() -> tuple[type[BaseException], ...]:
     """What a program raises when its LM failed beyond retries or never gave parsable output."""
     from dspy.utils.exceptions import AdapterParseError, LMError
 
-    from programs.generation.explorer import ExplorationError
-    from programs.loop.user_sim import LMTurnError
-    from programs.generation.writer import WriterError
+    from trajectory2task.programs.generation.explorer import ExplorationError
+    from trajectory2task.programs.loop.user_sim import LMTurnError
+    from trajectory2task.programs.generation.writer import WriterError
 
     return (LMError, AdapterParseError, ExplorationError, WriterError, LMTurnError)
 

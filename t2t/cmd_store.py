@@ -9,9 +9,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from t2t.errors import UserError
-from t2t.output import console, print_json_line, print_table
-from t2t.settings import store_path
+from trajectory2task.errors import UserError
+from trajectory2task.output import console, print_json_line, print_table
+from trajectory2task.settings import store_path
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 
@@ -21,7 +21,7 @@ def sql(query: Annotated[str, typer.Argument(help="One SELECT statement.")], sto
         csv_out: Annotated[bool, typer.Option("--csv", help="CSV with a header row, LF line endings.")] = False
         ) -> None:
     """Run one read-only SELECT over the store and print the result."""
-    from store import read_only_query
+    from trajectory2task.store import read_only_query
 
     if json_out and csv_out:
         raise UserError("--json and --csv exclude each other")
@@ -76,7 +76,7 @@ def export(out: Annotated[Path, typer.Option("--out", help="File to write (never
            force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
            store: StoreOpt = None) -> None:
     """Export selected tasks (tau2 tasks.json, Parquet) or successful rollouts (sft chat JSONL)."""
-    from store import TaskStore
+    from trajectory2task.store import TaskStore
 
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format '{format}' (use tau2, parquet or sft)")
@@ -92,7 +92,7 @@ def export(out: Annotated[Path, typer.Option("--out", help="File to write (never
         elif format == "parquet":
             n = ts.export_parquet(filter_sql, out, params, replace=force)
         else:
-            from store.sft import export_sft
+            from trajectory2task.store.sft import export_sft
 
             n = export_sft(ts, filter_sql, out, params, replace=force)
     console.print(f"wrote {n} record(s) to {out}", markup=False, highlight=False)

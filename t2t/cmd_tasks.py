@@ -7,8 +7,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from t2t.output import print_error_line, print_json_line, print_table, print_text
-from t2t.settings import load_environment
+from trajectory2task.output import print_error_line, print_json_line, print_table, print_text
+from trajectory2task.settings import load_environment
 
 DomainOpt = Annotated[str, typer.Option("--domain", help="Domain name.")]
 DbOpt = Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a generated one, seed 0).")]
@@ -18,7 +18,7 @@ StrictOpt = Annotated[bool, typer.Option("--strict", help="Stop at the first mal
 
 
 def _load(tasks_file: Path, strict: bool, domain: str):
-    from store.files import load_tasks
+    from trajectory2task.store.files import load_tasks
 
     tasks, problems = load_tasks(tasks_file, strict=strict, domain=domain)
     for problem in problems:
@@ -30,7 +30,7 @@ def replay(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
            domain: DomainOpt = "retail", db: DbOpt = None, policy: PolicyOpt = None, json_out: JsonOpt = False,
            strict: StrictOpt = False) -> None:
     """Replay each task's gold actions on a fresh copy of the database and report errors and changes."""
-    from programs.verification.verifier import Verifier
+    from trajectory2task.programs.verification.verifier import Verifier
 
     env = load_environment(domain, db, policy)
     unknown_tools = set()
@@ -38,7 +38,7 @@ def replay(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
     for task in tasks:
         unknown_tools |= {a.name for a in task.gold_actions if a.name not in env.tools}
     if unknown_tools:
-        from t2t.errors import UserError
+        from trajectory2task.errors import UserError
 
         raise UserError(f"unknown tool(s) for domain {domain}: {', '.join(sorted(unknown_tools))}")
     verifier = Verifier(env)
@@ -76,9 +76,9 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
                                                                "forbidden attempt) and report which pass.")] = False,
            ) -> None:
     """Verify tasks statically (gold replay, do-nothing agent, infeasibility), or judge recorded rollouts."""
-    from programs.verification.verifier import Verifier
-    from store.files import load_rollouts
-    from t2t.errors import UserError
+    from trajectory2task.programs.verification.verifier import Verifier
+    from trajectory2task.store.files import load_rollouts
+    from trajectory2task.errors import UserError
 
     env = load_environment(domain, db, policy)
     tasks, problems = _load(tasks_file, strict, domain)
@@ -103,14 +103,14 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
             task = by_id.get(item.task_id)
             if task is None:
                 raise UserError(f"rollout on line {index + 1} names task {item.task_id}, which is not in {tasks_file}")
-            from signatures.models import Step
+            from trajectory2task.signatures.models import Step
 
             steps = [Step(call=c, observation="") for c in item.tool_calls]
             verdicts.append(verifier.judge(task, steps, item.messages, rollout_id=f"line-{index + 1}"))
         kind = "rollout"
     if save:
-        from store import TaskStore
-        from t2t.settings import store_path
+        from trajectory2task.store import TaskStore
+        from trajectory2task.settings import store_path
 
         with TaskStore(store_path(store)) as ts:
             run_id = ts.start_run("verify", {"tasks_file": str(tasks_file), "db": db, "domain": domain,
@@ -135,7 +135,7 @@ def verify(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json, or 
 def _report_mutants(verifier, tasks, json_out: bool) -> None:
     from collections import Counter
 
-    from programs.verification.mutants import run_mutants
+    from trajectory2task.programs.verification.mutants import run_mutants
 
     reports = [run_mutants(verifier, t) for t in tasks]
     if json_out:

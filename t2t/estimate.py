@@ -1,4 +1,4 @@
-"""Printing a run's `--estimate` (``programs.lm.estimate.RunEstimate``): a table per role and one
+"""Printing a run's `--estimate` (``trajectory2task.programs.lm.estimate.RunEstimate``): a table per role and one
 line in all, or one JSON object."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from t2t.output import console, print_json_line, print_table
+from trajectory2task.output import console, print_json_line, print_table
 
 
 def print_estimate(plan: Any, settings: dict[str, Any], json_out: bool, *, unit: str, title: str) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from t2t.errors import UserError
+from trajectory2task.errors import UserError
 
 _PER_ROLE = "One value, or ROLE=VALUE pairs separated by commas."
 

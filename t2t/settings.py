@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from t2t.errors import UserError
+from trajectory2task.errors import UserError
 
 DEFAULT_STORE = "t2t.duckdb"
 DEFAULT_DB_SEED = 0
@@ -24,7 +24,7 @@ def store_path(flag: str | None) -> Path:
 
 
 def resolve_domain(name: str) -> Any:
-    from domains import UnknownDomainError, get_domain
+    from trajectory2task.domains import UnknownDomainError, get_domain
 
     # a built-in name or an importable module path (package.module); anything else, such
     # as a relative '.foo', is not a name import_module can take
@@ -41,7 +41,7 @@ def resolve_domain(name: str) -> Any:
 def read_text_file(path: str, what: str) -> str:
     """A UTF-8 text file named on the command line (a policy, an LM config), refused in
     one line when it is missing, not a regular file, too large or not UTF-8."""
-    from store.files import InputFileError, read_input_text
+    from trajectory2task.store.files import InputFileError, read_input_text
 
     try:
         return read_input_text(path, what)

@@ -14,5 +14,5 @@ def run_t2t(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
             timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True", COLUMNS="200")
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "t2t.cli", *args], cwd=cwd or REPO, env=full_env,
+    return subprocess.run([sys.executable, "-m", "trajectory2task.cli", *args], cwd=cwd or REPO, env=full_env,
                           capture_output=True, text=True, timeout=timeout)

@@ -16,10 +16,10 @@ from collections import defaultdict
 from functools import lru_cache
 from typing import Any
 
-from domains import get_domain
-from programs.loop.user_sim import ScriptedUser
-from programs.verification.verifier import Verifier
-from signatures.models import Action, Task, UserScenario
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.loop.user_sim import ScriptedUser
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.signatures.models import Action, Task, UserScenario
 from tests.llm_server import Fault, Reply, Text, ToolCalls, chat_fields, output_field_names
 
 DB_SEED = 0

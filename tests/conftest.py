@@ -42,7 +42,7 @@ def tau2_expected(tau2_dir: Path) -> dict[str, dict]:
 
 @pytest.fixture(scope="session")
 def retail():
-    from domains import get_domain
+    from trajectory2task.domains import get_domain
 
     return get_domain("retail")
 
@@ -54,7 +54,7 @@ def tau2_env(retail, tau2_dir: Path):
 
 @pytest.fixture(scope="session")
 def tau2_tasks(tau2_dir: Path):
-    from store.files import load_tasks
+    from trajectory2task.store.files import load_tasks
 
     tasks, problems = load_tasks(tau2_dir / "tasks.json")
     assert not problems

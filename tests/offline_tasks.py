@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from programs.generation.adapter import BaselineAdapter
-from programs.generation.explorer import BaselineExplorer
-from programs.generation.pipeline import GenerationConfig, GenerationPipeline
-from programs.generation.writer import BaselineWriter
-from signatures.models import GenerationItem, Task, Verdict
+from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline
+from trajectory2task.programs.generation.writer import BaselineWriter
+from trajectory2task.signatures.models import GenerationItem, Task, Verdict
 
 
 class MemorySink:

@@ -13,10 +13,10 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
-from domains import get_domain
-from programs.generation.adapter import AdaptationResult, BaselineAdapter, IntentAdapter
-from programs.verification.verifier import Verifier, execute_calls
-from signatures.models import Action, Task, Trajectory
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.generation.adapter import AdaptationResult, BaselineAdapter, IntentAdapter
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.signatures.models import Action, Task, Trajectory
 from tests.test_conditions import (
     DB_SEED,
     DB_USERS,

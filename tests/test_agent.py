@@ -9,7 +9,7 @@ import json
 import dspy
 import pytest
 
-from programs.loop.agent import (
+from trajectory2task.programs.loop.agent import (
     DoNothingAgent,
     LMAgent,
     OracleAgent,
@@ -17,9 +17,9 @@ from programs.loop.agent import (
     openai_messages,
     parse_arguments,
 )
-from programs.lm.config import LMSettings, build_lm
-from signatures.conversation import AgentTurn
-from signatures.models import Message, ToolCall
+from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.signatures.conversation import AgentTurn
+from trajectory2task.signatures.models import Message, ToolCall
 from tests.closed_loop import environment, make_tasks
 from tests.llm_server import ScriptedLLMServer, Text, ToolCalls, chat_fields
 

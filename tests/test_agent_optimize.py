@@ -18,11 +18,11 @@ import dspy
 import pytest
 from typer.testing import CliRunner
 
-from optimize.compile import AgentMetric, AgentTarget, CompileError
-from programs.lm.config import LMSettings, build_lm
-from programs.loop.agent import DEMO_MESSAGES
-from store import TaskStore
-from t2t.cli import app
+from trajectory2task.optimize.compile import AgentMetric, AgentTarget, CompileError
+from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.loop.agent import DEMO_MESSAGES
+from trajectory2task.store import TaskStore
+from trajectory2task.cli import app
 from tests.cli import run_t2t
 from tests.closed_loop import PlannedAgentLM, environment, make_tasks, store_tasks, write_tools
 from tests.llm_server import ScriptedLLMServer, Text, chat_fields
@@ -233,7 +233,7 @@ def test_an_adapter_reask_has_its_own_rollout_id(retail):
     the cache; the re-ask carries its own rollout id and reaches the server."""
     from dspy.utils.exceptions import AdapterParseError
 
-    from programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
     from tests.test_adapter import _user_with_pending_orders
     from tests.test_conditions import DB_SEED, DB_USERS, auth, build_general, orders_of
 

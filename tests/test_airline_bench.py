@@ -78,7 +78,7 @@ def _tau2_task(task_id: str, actions: list[tuple[str, dict]], user_id: str) -> d
 
 
 def test_bench_calibrates_on_tasks_over_a_generated_database(tmp_path):
-    from domains.airline.generate import dump_db, generate_airline_db
+    from trajectory2task.domains.airline.generate import dump_db, generate_airline_db
 
     db = generate_airline_db(5, 20)
     db_path = tmp_path / "db.json"

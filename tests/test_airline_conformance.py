@@ -12,7 +12,7 @@ from tests.cli import run_t2t
 
 @pytest.fixture(scope="module")
 def env():
-    from domains import get_domain
+    from trajectory2task.domains import get_domain
 
     domain = get_domain("airline")
     return domain.environment(domain.load_db(str(require_airline() / "db.json")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from domains import get_domain
+from trajectory2task.domains import get_domain
 from tests.airline_ref import require_airline
 from tests.cli import run_t2t
 

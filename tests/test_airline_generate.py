@@ -8,10 +8,10 @@ from collections.abc import Callable
 
 import pytest
 
-from domains.airline.consistency import check_airline_db
-from domains.airline.constants import FREE_BAGS, NEW_RESERVATION_IDS, TODAY
-from domains.airline.generate import dump_db, generate_airline_db
-from domains.airline.models import AirlineDB, Available, Certificate, GiftCard, Landed
+from trajectory2task.domains.airline.consistency import check_airline_db
+from trajectory2task.domains.airline.constants import FREE_BAGS, NEW_RESERVATION_IDS, TODAY
+from trajectory2task.domains.airline.generate import dump_db, generate_airline_db
+from trajectory2task.domains.airline.models import AirlineDB, Available, Certificate, GiftCard, Landed
 from tests.airline_ref import require_airline
 from tests.cli import run_t2t
 

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from domains import get_domain
-from domains.runtime import PolicyContext
-from store import TaskStore
-from t2t.cli import app
+from trajectory2task.domains import get_domain
+from trajectory2task.domains.runtime import PolicyContext
+from trajectory2task.store import TaskStore
+from trajectory2task.cli import app
 from tests.airline_ref import require_airline
 from tests.llm_server import ScriptedLLMServer, Text, chat_fields, output_field_names
 from tests.test_generate_lm import _adapter, _inputs, _json

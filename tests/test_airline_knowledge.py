@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from domains import get_domain
-from domains.airline import knowledge
-from domains.runtime import PolicyContext
+from trajectory2task.domains import get_domain
+from trajectory2task.domains.airline import knowledge
+from trajectory2task.domains.runtime import PolicyContext
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_writes_in_the_customers_words(env):
 
 
 def test_the_words_claim_only_what_the_database_says(env):
-    from programs.verification.premises import false_claims
+    from trajectory2task.programs.verification.premises import false_claims
 
     episode = env.episode()
     owner = next(u for u in _users(env) if u.reservations)

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from domains import get_domain
-from domains.runtime import PolicyContext
+from trajectory2task.domains import get_domain
+from trajectory2task.domains.runtime import PolicyContext
 
 ANN, BOB = "ann_lee_1000", "bob_kim_2000"
 

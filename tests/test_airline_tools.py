@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from domains import get_domain
-from domains.airline.constants import CURRENT_TIME
-from domains.airline.models import Available, Certificate, CreditCard, GiftCard
-from domains.airline.tools import ALL_TOOLS, next_leg_date
+from trajectory2task.domains import get_domain
+from trajectory2task.domains.airline.constants import CURRENT_TIME
+from trajectory2task.domains.airline.models import Available, Certificate, CreditCard, GiftCard
+from trajectory2task.domains.airline.tools import ALL_TOOLS, next_leg_date
 
 WRITES = {"book_reservation", "cancel_reservation", "send_certificate", "update_reservation_baggages",
           "update_reservation_flights", "update_reservation_passengers"}

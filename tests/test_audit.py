@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from domains import get_domain
-from store.tau2 import task_to_tau2
+from trajectory2task.domains import get_domain
+from trajectory2task.store.tau2 import task_to_tau2
 from tests.cli import REPO, run_t2t
 from tests.offline_tasks import generate_offline
 
@@ -89,7 +89,7 @@ def test_audit_of_a_missing_file_is_one_error_line(tmp_path):
 
 
 def test_exported_tasks_keep_what_our_evaluator_and_stock_tau2_read():
-    from store.tau2 import task_from_tau2
+    from trajectory2task.store.tau2 import task_from_tau2
 
     domain = get_domain("retail")
     env = domain.environment(domain.generate_db(0, 150))

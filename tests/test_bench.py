@@ -12,10 +12,10 @@ import time
 
 import pytest
 
-from optimize.metrics import RolloutRow, pass_hat_k, score_cells
-from programs.loop.bench import plan_jobs
-from signatures.models import Action, Task
-from store import TaskStore, read_only_query
+from trajectory2task.optimize.metrics import RolloutRow, pass_hat_k, score_cells
+from trajectory2task.programs.loop.bench import plan_jobs
+from trajectory2task.signatures.models import Action, Task
+from trajectory2task.store import TaskStore, read_only_query
 from tests.cli import REPO, run_t2t
 from tests.closed_loop import PlannedAgentLM, environment, write_tools, make_tasks, store_tasks
 from tests.llm_server import ScriptedLLMServer
@@ -229,7 +229,7 @@ def test_a_bench_killed_mid_run_resumes_with_no_duplicate_and_no_lost_rollout(en
     total = len(tasks) * len(models) * trials
     calls_per_rollout = 5  # look-up, look-up, confirmation, write, closing (the infeasible task has fewer)
     with ScriptedLLMServer(responder=responder, latency_s=0.03) as server:
-        args = [sys.executable, "-m", "t2t.cli", "bench", "--agent-lm", ",".join(models), "--trials", str(trials),
+        args = [sys.executable, "-m", "trajectory2task.cli", "bench", "--agent-lm", ",".join(models), "--trials", str(trials),
                 "--api-base", server.base_url, "--store", str(store), "--concurrency", "2"]
         proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 env=dict(os.environ, LITELLM_LOCAL_MODEL_COST_MAP="True"))

@@ -6,8 +6,8 @@ import json
 
 import dspy
 
-from programs.loop.user_sim import UserSimulator
-from store import TaskStore
+from trajectory2task.programs.loop.user_sim import UserSimulator
+from trajectory2task.store import TaskStore
 from tests.cli import run_t2t
 from tests.closed_loop import environment, is_user_request, make_tasks, store_tasks, user_reply
 from tests.llm_server import ScriptedLLMServer

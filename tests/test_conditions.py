@@ -1,7 +1,7 @@
 """Condition checks: each accepts a correct adaptation and rejects a wrong one with its own reason.
 
 The adapted tasks here are built by hand on a generated database, so every test exercises
-exactly one rule of ``programs.verification.conditions``; removing that rule makes its test fail.
+exactly one rule of ``trajectory2task.programs.verification.conditions``; removing that rule makes its test fail.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from domains import get_domain
-from domains.retail.models import Order, RetailDB
-from programs.verification.conditions import check_ambiguous, check_changing, check_infeasible, check_static, mentions
-from programs.verification.verifier import Verifier, execute_calls
-from signatures.models import Action, Provenance, Task, ToolCall, Trajectory, UserScenario
+from trajectory2task.domains import get_domain
+from trajectory2task.domains.retail.models import Order, RetailDB
+from trajectory2task.programs.verification.conditions import check_ambiguous, check_changing, check_infeasible, check_static, mentions
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.signatures.models import Action, Provenance, Task, ToolCall, Trajectory, UserScenario
 
 DB_SEED, DB_USERS = 7, 200
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from domains import get_domain
-from programs.verification.audit import audit
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.verification.audit import audit
 from tests.offline_tasks import generate_offline
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"

@@ -12,7 +12,7 @@ import re
 import tokenize
 from pathlib import Path
 
-from domains import get_domain, list_domains
+from trajectory2task.domains import get_domain, list_domains
 from tests.cli import REPO
 
 GENERAL_PACKAGES = ("programs", "signatures", "optimize", "store", "t2t")
@@ -87,7 +87,7 @@ def test_the_scan_finds_a_domain_name_where_there_is_one(tmp_path):
 
 
 def test_retail_cancel_reasons_have_one_home_and_one_wording_each():
-    from domains.retail import conditions, models, tools
+    from trajectory2task.domains.retail import conditions, models, tools
 
     assert tools.CANCEL_REASONS is models.CANCEL_REASONS
     assert set(conditions.CANCEL_REASON_WORDS) == set(models.CANCEL_REASONS)

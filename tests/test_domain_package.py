@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from store import TaskStore
-from t2t.cli import app
+from trajectory2task.store import TaskStore
+from trajectory2task.cli import app
 from tests.cli import REPO, run_t2t
 from tests.llm_server import ScriptedLLMServer, Text, chat_fields, output_field_names
 from tests.test_generate_lm import _adapter, _inputs, _json
@@ -33,7 +33,7 @@ PACKAGE = {
 
         from pydantic import BaseModel
 
-        from domains.runtime import Domain, ToolError, Transaction, tool, tool_spec, user_from_argument
+        from trajectory2task.domains.runtime import Domain, ToolError, Transaction, tool, tool_spec, user_from_argument
 
 
         class Member(BaseModel):
@@ -95,8 +95,8 @@ PACKAGE = {
         import dataclasses
         import random
 
-        from domains.generic_kit import describe_steps
-        from domains.kit import Call, ExplorationKit, GenerationKit, GroundingHints, Knowledge
+        from trajectory2task.domains.generic_kit import describe_steps
+        from trajectory2task.domains.kit import Call, ExplorationKit, GenerationKit, GroundingHints, Knowledge
 
         from rentals_pkg import DOMAIN as PLAIN
 
@@ -239,15 +239,15 @@ def test_signature_instructions_carry_no_domain_words():
     """Domain words come from the domain's inputs, so a rewritten instruction fits any domain."""
     import dspy
 
-    import signatures.adaptation
-    import signatures.conversation
-    import signatures.generation
-    from domains import get_domain
+    import trajectory2task.signatures.adaptation
+    import trajectory2task.signatures.conversation
+    import trajectory2task.signatures.generation
+    from trajectory2task.domains import get_domain
 
     retail_words = {t.name for t in get_domain("retail").tools} | {"order", "zip", "email", "payment", "item",
                                                                    "product", "address"}
     found = {}
-    for module in (signatures.generation, signatures.adaptation, signatures.conversation):
+    for module in (trajectory2task.signatures.generation, trajectory2task.signatures.adaptation, trajectory2task.signatures.conversation):
         for name, value in vars(module).items():
             if isinstance(value, type) and issubclass(value, dspy.Signature) and value is not dspy.Signature:
                 text = value.instructions.lower() + " ".join(
@@ -263,12 +263,12 @@ def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay
     conditions; each is then re-checked here by plain replays on fresh episodes."""
     import dataclasses
 
-    from domains import get_domain
-    from domains.kit import GenerationKit
-    from domains.runtime import PolicyContext
-    from programs.generation.adapter import BaselineAdapter
-    from programs.generation.explorer import BaselineExplorer
-    from programs.generation.writer import BaselineWriter
+    from trajectory2task.domains import get_domain
+    from trajectory2task.domains.kit import GenerationKit
+    from trajectory2task.domains.runtime import PolicyContext
+    from trajectory2task.programs.generation.adapter import BaselineAdapter
+    from trajectory2task.programs.generation.explorer import BaselineExplorer
+    from trajectory2task.programs.generation.writer import BaselineWriter
 
     retail = get_domain("retail")
     plain = dataclasses.replace(retail, kit=GenerationKit(exploration=retail.kit.exploration, conditions=None))
@@ -315,7 +315,7 @@ def test_a_run_of_a_package_resumes_by_its_module_path(package, tmp_path):
     domain's own name, 'rentals', is no module)."""
     import duckdb
 
-    from store.failures import ITEM_EVENT, generation_items
+    from trajectory2task.store.failures import ITEM_EVENT, generation_items
 
     store = tmp_path / "t2t.duckdb"
     runner = CliRunner()

@@ -14,10 +14,10 @@ gym = pytest.importorskip("gymnasium", reason="the train extra is not installed:
 
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
-from programs.loop.agent import DoNothingAgent, OracleAgent  # noqa: E402
-from programs.loop.environment import (ENV_ID, TaskEnv, action_text, conversation_of, grpo_dataset,  # noqa: E402
+from trajectory2task.programs.loop.agent import DoNothingAgent, OracleAgent  # noqa: E402
+from trajectory2task.programs.loop.environment import (ENV_ID, TaskEnv, action_text, conversation_of, grpo_dataset,  # noqa: E402
                                        grpo_reward, load_environment, parse_action)
-from signatures.models import Task  # noqa: E402
+from trajectory2task.signatures.models import Task  # noqa: E402
 from tests.offline_tasks import generate_offline  # noqa: E402
 
 DOMAINS = ("retail", "airline")

@@ -9,11 +9,11 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from programs.generation.estimate import estimate_run
-from store import TaskStore
-from programs.lm.estimate import litellm_tokenizer
-from t2t.cli import app
-from t2t.settings import load_environment
+from trajectory2task.programs.generation.estimate import estimate_run
+from trajectory2task.store import TaskStore
+from trajectory2task.programs.lm.estimate import litellm_tokenizer
+from trajectory2task.cli import app
+from trajectory2task.settings import load_environment
 from tests.cli import run_t2t
 from tests.llm_server import ScriptedLLMServer
 from tests.test_generate_lm import Responder

@@ -10,9 +10,9 @@ import pytest
 from dspy.utils import DummyLM
 from pydantic import BaseModel
 
-from domains.runtime import Domain, Transaction, tool, tool_spec
-from programs.generation.explorer import BaselineExplorer, ExplorationError, Explorer
-from programs.verification.verifier import execute_calls
+from trajectory2task.domains.runtime import Domain, Transaction, tool, tool_spec
+from trajectory2task.programs.generation.explorer import BaselineExplorer, ExplorationError, Explorer
+from trajectory2task.programs.verification.verifier import execute_calls
 
 ID_ARGS = ("user_id", "order_id", "payment_method_id")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from store import read_only_query
+from trajectory2task.store import read_only_query
 from tests.cli import run_t2t
 from tests.tiny_model import tiny_model as _tiny_model
 
@@ -99,7 +99,7 @@ def test_lora_with_merge_writes_an_adapter_and_a_merged_model_that_both_load(wor
     assert record["status"] == "finished" and record["merged"] == str(out / "merged")
     assert (out / "adapter_config.json").is_file() and (out / "merged" / "config.json").is_file()
 
-    from programs.lm.local import load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import load_tokenizer_and_model
 
     _, adapter = load_tokenizer_and_model(out)
     _, merged = load_tokenizer_and_model(out / "merged")
@@ -147,7 +147,7 @@ def test_a_gguf_base_loads_as_a_trainable_unquantized_model(tmp_path):
     from transformers import AutoConfig
     from transformers.trainer_utils import validate_quantization_for_training
 
-    from programs.lm.local import load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import load_tokenizer_and_model
 
     _, model = load_tokenizer_and_model(gguf)
     validate_quantization_for_training(model)  # raises for a model Trainer would refuse
@@ -160,11 +160,11 @@ def test_the_agent_at_inference_sends_the_model_exactly_the_tokens_it_was_traine
     prompt the LM agent (DSPy program, its adapter, `local/PATH`) feeds the model equals the
     training example up to that turn's first trained token. The tiny model's ChatML template
     takes no tools, so the tool descriptions and calls go through t2t's text rendering."""
-    from domains import get_domain
-    from programs.lm.local import LocalLM
-    from programs.loop.agent import LMAgent
-    from programs.training.finetune import build_examples
-    from signatures.models import Message, ToolCall
+    from trajectory2task.domains import get_domain
+    from trajectory2task.programs.lm.local import LocalLM
+    from trajectory2task.programs.loop.agent import LMAgent
+    from trajectory2task.programs.training.finetune import build_examples
+    from trajectory2task.signatures.models import Message, ToolCall
 
     _, _, rows, tiny = workspace
     row = max(rows, key=lambda r: sum(m["role"] == "assistant" for m in r["messages"]))

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from signatures.models import Provenance, Task, UserScenario
-from store import StoreError, TaskStore
-from store.files import InputFileError, load_rollouts, load_tasks
+from trajectory2task.signatures.models import Provenance, Task, UserScenario
+from trajectory2task.store import StoreError, TaskStore
+from trajectory2task.store.files import InputFileError, load_rollouts, load_tasks
 
 SECRET = "t2t-fuzz-secret-91c2"
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -134,8 +134,8 @@ def test_task_and_rollout_files_load_or_give_one_line(tmp_path, content):
 @FUZZ
 @given(content=_file_contents())
 def test_database_files_load_or_give_one_line(tmp_path, content):
-    from t2t.errors import UserError
-    from t2t.settings import load_environment
+    from trajectory2task.errors import UserError
+    from trajectory2task.settings import load_environment
 
     path = tmp_path / "db.json"
     path.write_bytes(content)
@@ -147,7 +147,7 @@ def test_database_files_load_or_give_one_line(tmp_path, content):
 
 @pytest.fixture(scope="module")
 def episode_factory():
-    from domains import get_domain
+    from trajectory2task.domains import get_domain
 
     domain = get_domain("retail")
     env = domain.environment(domain.generate_db(0, 5))
@@ -193,7 +193,7 @@ def cli_store(tmp_path_factory) -> Path:
 def test_sql_and_export_commands_answer_or_give_one_error_line(cli_store, capsys, monkeypatch, data):
     import sys
 
-    from t2t.cli import main
+    from trajectory2task.cli import main
 
     text = data.draw(sql_text(cli_store.parent / "secret.txt"))
     out = cli_store.parent / "out.json"

@@ -12,9 +12,9 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from store import TaskStore
-from store.failures import generation_items
-from t2t.cli import app
+from trajectory2task.store import TaskStore
+from trajectory2task.store.failures import generation_items
+from trajectory2task.cli import app
 from tests.cli import REPO, run_t2t
 
 SMALL = ["--users", "150", "--seed", "3"]
@@ -81,7 +81,7 @@ def test_conditions_option_limits_the_tasks(tmp_path):
 
 
 def test_generate_on_a_given_db_records_it(tmp_path, retail):
-    from domains.retail.generate import dump_db
+    from trajectory2task.domains.retail.generate import dump_db
 
     db_file = tmp_path / "db.json"
     db_file.write_text(dump_db(retail.generate_db(9, 80)))
@@ -104,7 +104,7 @@ def test_killed_run_resumes_without_duplicates_to_the_uninterrupted_result(tmp_p
     args = ["generate", "--n", "16", *SMALL]
     env = {k: v for k, v in os.environ.items() if not k.startswith("T2T_")}
     env.update(LITELLM_LOCAL_MODEL_COST_MAP="True")
-    proc = subprocess.Popen([sys.executable, "-m", "t2t.cli", *args, "--store", str(cut)], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "trajectory2task.cli", *args, "--store", str(cut)], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     # each committed item grows the write-ahead log by some 25 KB: kill after a few items
@@ -148,9 +148,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_programs_state_is_loaded_into_the_lm_modules(tmp_path):
-    from programs.generation.writer import BaselineWriter, TaskWriter
-    from t2t.cmd_generate import load_program_state
-    from t2t.errors import UserError
+    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+    from trajectory2task.cmd_generate import load_program_state
+    from trajectory2task.errors import UserError
 
     tuned = TaskWriter()
     tuned.write_task.signature = tuned.write_task.signature.with_instructions("Write tersely.")

@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from store import TaskStore
-from store.failures import generation_items
-from t2t.cli import app
+from trajectory2task.store import TaskStore
+from trajectory2task.store.failures import generation_items
+from trajectory2task.cli import app
 from tests.llm_server import Fault, Hang, Malformed, ScriptedLLMServer, Text, chat_fields, output_field_names
 
 FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\Z)", re.S)

@@ -8,14 +8,14 @@ import shutil
 
 import pytest
 
-from optimize.coverage import GIVE_UP_AFTER, GuidedTargets, coverage_cells, pick_targets, target_goal
-from programs.generation.adapter import BaselineAdapter
-from programs.generation.explorer import BaselineExplorer
-from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-from programs.generation.writer import BaselineWriter
-from signatures.models import CONDITIONS, Trajectory
-from store import TaskStore
-from store.failures import StoreSink
+from trajectory2task.optimize.coverage import GIVE_UP_AFTER, GuidedTargets, coverage_cells, pick_targets, target_goal
+from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+from trajectory2task.programs.generation.writer import BaselineWriter
+from trajectory2task.signatures.models import CONDITIONS, Trajectory
+from trajectory2task.store import TaskStore
+from trajectory2task.store.failures import StoreSink
 
 USERS = 60
 DB_SEED = 3
@@ -164,7 +164,7 @@ def test_generate_guided_command_aims_batches_and_records_it(tmp_path):
     store = tmp_path / "cli.duckdb"
     from typer.testing import CliRunner
 
-    from t2t.cli import app
+    from trajectory2task.cli import app
 
     for _ in range(2):
         result = CliRunner().invoke(app, ["generate", "--n", "3", "--users", str(USERS), "--seed", str(DB_SEED),

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from signatures.models import Provenance, Task, UserScenario, Verdict
-from store import StoreError, TaskStore
+from trajectory2task.signatures.models import Provenance, Task, UserScenario, Verdict
+from trajectory2task.store import StoreError, TaskStore
 from tests.cli import REPO, run_t2t
 
 SECRET = "t2t-secret-marker-5f0c"
@@ -54,8 +54,8 @@ def task_count(path: Path) -> int:
 
 
 def t2t(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    """The real entry point (`t2t.cli.main`) in this process: (exit status, stdout, stderr)."""
-    from t2t.cli import main
+    """The real entry point (`trajectory2task.cli.main`) in this process: (exit status, stdout, stderr)."""
+    from trajectory2task.cli import main
 
     monkeypatch.setattr(sys, "argv", ["t2t", *args])
     try:
@@ -168,12 +168,12 @@ def test_export_io_errors_are_one_line_and_leave_no_temp_file(capsys, monkeypatc
 
 
 def test_export_on_a_full_disk_leaves_neither_output_nor_temp_file(capsys, monkeypatch, store_path, tmp_path):
-    import store.outfile
+    import trajectory2task.store.outfile
 
     def full(fd):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(store.outfile.os, "fsync", full)
+    monkeypatch.setattr(trajectory2task.store.outfile.os, "fsync", full)
     out = tmp_path / "tasks.json"
     code, _, err = t2t(capsys, monkeypatch, "export", "--out", str(out), "--store", str(store_path))
     assert_one_error_line(code, err, "No space left on device")
@@ -280,7 +280,7 @@ def test_bench_tasks_filter_injection_is_one_line(capsys, monkeypatch, store_pat
 
 
 def test_optimize_trainset_filter_injection_is_refused(store_path, secret_file):
-    from optimize.compile import select_ids
+    from trajectory2task.optimize.compile import select_ids
 
     with TaskStore(store_path) as ts:
         for where in UNION_FILTERS[:3]:
@@ -409,7 +409,7 @@ def tau2_task(task_id: str, **criteria) -> dict:
 
 
 def test_tau2_initial_state_duplicates_and_unknown_reward_basis_are_refused(tmp_path):
-    from store.files import InputFileError, load_tasks
+    from trajectory2task.store.files import InputFileError, load_tasks
 
     with_state = tau2_task("S")
     with_state["initial_state"] = {"initialization_data": {"agent_data": {"users": {}}},
@@ -460,12 +460,12 @@ def test_sizes_above_the_documented_maximum_are_one_line(capsys, monkeypatch, tm
 def test_generate_plans_its_items_lazily(tmp_path):
     from collections.abc import Iterator
 
-    from domains import get_domain
-    from programs.generation.adapter import BaselineAdapter
-    from programs.generation.explorer import BaselineExplorer
-    from programs.generation.pipeline import GenerationConfig, GenerationPipeline
-    from programs.generation.writer import BaselineWriter
-    from store.failures import StoreSink
+    from trajectory2task.domains import get_domain
+    from trajectory2task.programs.generation.adapter import BaselineAdapter
+    from trajectory2task.programs.generation.explorer import BaselineExplorer
+    from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline
+    from trajectory2task.programs.generation.writer import BaselineWriter
+    from trajectory2task.store.failures import StoreSink
 
     domain = get_domain("retail")
     env = domain.environment(domain.generate_db(0, 5))
@@ -484,7 +484,7 @@ def test_generate_plans_its_items_lazily(tmp_path):
 
 def test_stdout_to_a_full_device_is_one_line(store_path):
     with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, "-m", "t2t.cli", "sql", "SELECT * FROM tasks",
+        result = subprocess.run([sys.executable, "-m", "trajectory2task.cli", "sql", "SELECT * FROM tasks",
                                  "--store", str(store_path), "--json"], cwd=REPO, stdout=full, stderr=subprocess.PIPE,
                                 text=True, timeout=120)
     assert_one_error_line(result.returncode, result.stderr, "standard output", "No space left on device")
@@ -518,7 +518,7 @@ def test_parameter_errors_are_one_line_with_status_2(capsys, monkeypatch, args, 
 
 
 def test_tool_call_with_a_list_or_dict_name_is_an_error_observation():
-    from domains import get_domain
+    from trajectory2task.domains import get_domain
 
     domain = get_domain("retail")
     episode = domain.environment(domain.generate_db(0, 5)).episode()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from domains import get_domain
-from programs.verification.lint import lint_task, private_ids
-from signatures.models import Task, TaskDescription, UserScenario
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.verification.lint import lint_task, private_ids
+from trajectory2task.signatures.models import Task, TaskDescription, UserScenario
 from tests.offline_tasks import generate_offline
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from programs.lm.config import (
+from trajectory2task.programs.lm.config import (
     ROLES,
     LMCall,
     LMConfigError,
@@ -286,7 +286,7 @@ def test_max_concurrent_bounds_a_roles_calls_in_flight():
 
 
 def test_the_ledger_feeds_a_live_line_after_every_call_failed_ones_included():
-    from programs.lm.session import LMSession
+    from trajectory2task.programs.lm.session import LMSession
 
     lines: list[str] = []
     with ScriptedLLMServer(replies=[ANSWER, Fault(500)]) as server:
@@ -427,7 +427,7 @@ def test_malformed_reply_is_retried_on_the_litellm_engine():
 
 
 def test_both_engines_answer_the_same_and_the_environment_chooses_between_them():
-    from programs.lm.http_engine import OpenAIChatEngine
+    from trajectory2task.programs.lm.http_engine import OpenAIChatEngine
 
     with ScriptedLLMServer(responder=lambda body: ANSWER) as server:
         env = {"T2T_LM": "openai/gpt-4o-mini", "T2T_API_BASE": server.base_url}
@@ -442,13 +442,13 @@ def test_both_engines_answer_the_same_and_the_environment_chooses_between_them()
 
 
 def test_dspys_handoffs_run_on_the_loops_thread_and_other_work_still_gets_a_thread(monkeypatch):
-    """programs.lm.event_loop: DSPy's own steps of an async call skip the thread pool; a
+    """trajectory2task.programs.lm.event_loop: DSPy's own steps of an async call skip the thread pool; a
     blocking call handed to the default executor (a DNS lookup, a local model) does not."""
     import functools
 
     from dspy.clients import execution
 
-    from programs.lm import event_loop
+    from trajectory2task.programs.lm import event_loop
 
     prepared_on: list[int] = []
     real_prepare = execution.prepare

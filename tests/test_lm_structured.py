@@ -1,4 +1,4 @@
-"""Structured output (programs.lm.structured) and call accounting (programs.lm.accounting),
+"""Structured output (trajectory2task.programs.lm.structured) and call accounting (trajectory2task.programs.lm.accounting),
 against the scripted OpenAI-compatible server: what is sent, what is recorded."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import dspy
 import pytest
 from pydantic import BaseModel
 
-from programs.lm.accounting import CallLedger
-from programs.lm.config import LMSettings, build_lm, load_lm_config
-from programs.lm.structured import StructuredAdapter, StructuredOutputRefused
+from trajectory2task.programs.lm.accounting import CallLedger
+from trajectory2task.programs.lm.config import LMSettings, build_lm, load_lm_config
+from trajectory2task.programs.lm.structured import StructuredAdapter, StructuredOutputRefused
 from tests.llm_server import Fault, ScriptedLLMServer, Text, chat_fields
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from optimize.metrics import (
+from trajectory2task.optimize.metrics import (
     DSPyMetric,
     NoveltyReference,
     Score,
@@ -18,8 +18,8 @@ from optimize.metrics import (
     trajectory_problems,
     user_fidelity,
 )
-from programs.verification.verifier import Verifier, execute_calls
-from signatures.models import Action, Message, Rollout, Task, ToolCall, Trajectory, UserScenario, Verdict
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.signatures.models import Action, Message, Rollout, Task, ToolCall, Trajectory, UserScenario, Verdict
 
 
 @pytest.fixture(scope="module")

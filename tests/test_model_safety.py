@@ -51,7 +51,7 @@ def test_finetune_refuses_a_model_directory_with_its_own_code_even_when_told_yes
 
     from tests.cli import REPO
 
-    result = subprocess.run([sys.executable, "-m", "t2t.cli", "finetune", "--base", str(evil), "--data", str(data),
+    result = subprocess.run([sys.executable, "-m", "trajectory2task.cli", "finetune", "--base", str(evil), "--data", str(data),
                              "--output", str(out), "--store", str(tmp_path / "s.duckdb")],
                             input="y\n" * 20, capture_output=True, text=True, cwd=REPO, timeout=300)
     assert "never runs code" in _one_error_line(result)
@@ -71,7 +71,7 @@ def test_bench_with_a_local_model_that_needs_its_own_code_fails_in_one_line_and_
 
 def test_loading_with_trust_remote_code_off_even_without_auto_map_in_the_config(tiny, tmp_path):
     # a tokenizer config with auto_map is refused as well (the tokenizer class would run code too)
-    from programs.lm.local import ModelLoadError, load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import ModelLoadError, load_tokenizer_and_model
 
     import shutil
 
@@ -112,7 +112,7 @@ def _adapter_dir(root: Path, base: str) -> Path:
 
 
 def test_an_adapter_that_names_itself_as_base_is_one_error_not_a_recursion(tmp_path):
-    from programs.lm.local import ModelLoadError, load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import ModelLoadError, load_tokenizer_and_model
 
     adapter = tmp_path / "adapter"
     _adapter_dir(tmp_path, str(adapter))
@@ -128,7 +128,7 @@ def test_an_adapter_whose_base_is_a_hub_id_is_refused_without_contacting_the_hub
 
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    from programs.lm.local import ModelLoadError, load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import ModelLoadError, load_tokenizer_and_model
 
     adapter = _adapter_dir(tmp_path, "HuggingFaceTB/SmolLM2-135M-Instruct")
     with pytest.raises(ModelLoadError, match="downloads nothing"):
@@ -139,7 +139,7 @@ def test_a_pickle_checkpoint_is_not_unpickled(tiny, tmp_path):
     # only safetensors weights load: a pytorch_model.bin can run code when unpickled
     import shutil
 
-    from programs.lm.local import ModelLoadError, load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import ModelLoadError, load_tokenizer_and_model
 
     copy = tmp_path / "pickled"
     shutil.copytree(tiny, copy)
@@ -150,7 +150,7 @@ def test_a_pickle_checkpoint_is_not_unpickled(tiny, tmp_path):
 
 
 def test_a_text_file_named_gguf_and_an_empty_config_are_one_error_each(tmp_path):
-    from programs.lm.local import ModelLoadError, load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import ModelLoadError, load_tokenizer_and_model
 
     fake = tmp_path / "model.gguf"
     fake.write_text("not a gguf file")

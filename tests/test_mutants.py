@@ -6,10 +6,10 @@ from collections import Counter
 
 import pytest
 
-from domains import get_domain
-from programs.verification.mutants import derive_mutants, run_mutants
-from programs.verification.verifier import Verifier, execute_calls
-from signatures.models import Action, Task, ToolCall, UserScenario
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.verification.mutants import derive_mutants, run_mutants
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.signatures.models import Action, Task, ToolCall, UserScenario
 from tests.offline_tasks import generate_offline
 
 DB_SEED, DB_USERS = 3, 200

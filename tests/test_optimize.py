@@ -16,7 +16,7 @@ import dspy
 import pytest
 from typer.testing import CliRunner
 
-from optimize.compile import (
+from trajectory2task.optimize.compile import (
     AdapterTarget,
     ExplorerTarget,
     OptimizerSettings,
@@ -25,15 +25,15 @@ from optimize.compile import (
     compile_program,
     select_ids,
 )
-from programs.generation.adapter import BaselineAdapter
-from programs.generation.explorer import BaselineExplorer
-from programs.lm.config import LMSettings, build_lm
-from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-from programs.generation.writer import BaselineWriter
-from signatures.models import CONDITIONS
-from store import TaskStore
-from store.failures import StoreSink
-from t2t.cli import app
+from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+from trajectory2task.programs.generation.writer import BaselineWriter
+from trajectory2task.signatures.models import CONDITIONS
+from trajectory2task.store import TaskStore
+from trajectory2task.store.failures import StoreSink
+from trajectory2task.cli import app
 from tests.cli import run_t2t
 from tests.llm_server import ScriptedLLMServer, Text, chat_fields, output_field_names
 
@@ -288,7 +288,7 @@ def test_adapter_examples_pair_parents_with_conditions_and_the_metric_checks_the
 
 def test_writer_metric_counts_a_task_whose_gold_misses_its_end_state(env, store_path):
     target, examples = _writer_examples(env, store_path)
-    from programs.generation.writer import BaselineWriter as Writer
+    from trajectory2task.programs.generation.writer import BaselineWriter as Writer
 
     written = Writer().write(examples[0].trajectory, env)
     good = target.score(examples[0], dspy.Prediction(result=written))
@@ -325,7 +325,7 @@ def test_an_unreachable_lm_is_an_error_not_a_zero_score(env, store_path):
                              timeout_s=2))
     from dspy.utils.exceptions import LMError
 
-    from programs.lm.accounting import error_kind
+    from trajectory2task.programs.lm.accounting import error_kind
 
     with pytest.raises(LMError) as raised:
         compile_program(target, "bootstrap", examples[:1], examples[:1], lm, SMALL)

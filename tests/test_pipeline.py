@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 from dspy.utils.exceptions import LMServerError
 
-from programs.generation.adapter import BaselineAdapter
-from programs.generation.explorer import BaselineExplorer
-from programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, item_seed
-from programs.generation.writer import BaselineWriter, WriterError
-from signatures.models import CONDITIONS
-from store import TaskStore
-from store.failures import StoreSink, generation_items
+from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, item_seed
+from trajectory2task.programs.generation.writer import BaselineWriter, WriterError
+from trajectory2task.signatures.models import CONDITIONS
+from trajectory2task.store import TaskStore
+from trajectory2task.store.failures import StoreSink, generation_items
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import pytest
 
-from domains import get_domain
-from domains.kit import Claim
-from programs.verification.premises import false_claims, holds
-from programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.domains import get_domain
+from trajectory2task.domains.kit import Claim
+from trajectory2task.programs.verification.premises import false_claims, holds
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls
 from tests.offline_tasks import generate_offline
 
 

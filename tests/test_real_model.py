@@ -14,8 +14,8 @@ import re
 
 import pytest
 
-from store import TaskStore
-from store.failures import generation_items
+from trajectory2task.store import TaskStore
+from trajectory2task.store.failures import generation_items
 from tests.cli import run_t2t
 from tests.real_model import MODEL_NAME, LlamaServer, RecordingProxy, missing
 

@@ -1,4 +1,4 @@
-"""Re-asking on DSPy's BestOfN (`programs.generation.reask.Reask`), through a real
+"""Re-asking on DSPy's BestOfN (`trajectory2task.programs.generation.reask.Reask`), through a real
 ``dspy.LM`` against the scripted server: what each attempt sends, what the caller gets."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import uuid
 import dspy
 import pytest
 
-from programs.generation.reask import Reask, Verdict
-from programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.generation.reask import Reask, Verdict
+from trajectory2task.programs.lm.config import LMSettings, build_lm
 from tests.llm_server import Fault, ScriptedLLMServer, Text, chat_fields
 
 

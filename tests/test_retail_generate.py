@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from domains import get_domain
-from domains.retail.consistency import check_retail_db
-from domains.retail.generate import dump_db, generate_retail_db
-from domains.retail.models import (
+from trajectory2task.domains import get_domain
+from trajectory2task.domains.retail.consistency import check_retail_db
+from trajectory2task.domains.retail.generate import dump_db, generate_retail_db
+from trajectory2task.domains.retail.models import (
     ORDER_STATUSES,
     CreditCard,
     GiftCard,

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from programs.loop.agent import AgentReply, LMAgent, OracleAgent
-from programs.lm.config import LMSettings, build_lm
-from programs.loop.rollout import ONE_CALL_PER_TURN, RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
-from programs.loop.user_sim import LMUser, ScriptedUser
-from programs.verification.verifier import Verifier
-from signatures.conversation import AgentToolCall
-from signatures.models import Action, Message, Task, TokenUsage, UserScenario
-from store import TaskStore
+from trajectory2task.programs.loop.agent import AgentReply, LMAgent, OracleAgent
+from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.loop.rollout import ONE_CALL_PER_TURN, RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
+from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.signatures.conversation import AgentToolCall
+from trajectory2task.signatures.models import Action, Message, Task, TokenUsage, UserScenario
+from trajectory2task.store import TaskStore
 from tests.closed_loop import PlannedAgentLM, environment, write_tools, is_user_request, make_tasks, user_reply
 from tests.llm_server import Fault, Hang, ScriptedLLMServer, Text, ToolCalls
 
@@ -352,7 +352,7 @@ def test_rollouts_are_stored_with_their_verdicts_in_atomic_batches(env, tasks, t
 
 
 def test_the_oracle_and_do_nothing_calibrate_every_condition(env, tasks):
-    from programs.loop.agent import DoNothingAgent
+    from trajectory2task.programs.loop.agent import DoNothingAgent
 
     engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env), DoNothingAgent(env)])
     verifier = Verifier(env)
@@ -363,7 +363,7 @@ def test_the_oracle_and_do_nothing_calibrate_every_condition(env, tasks):
 
 
 def test_the_engine_gives_metrics_a_closed_loop_reference_rollout(env, tasks):
-    from optimize.metrics import check_task
+    from trajectory2task.optimize.metrics import check_task
 
     engine = RolloutEngine(env, ScriptedUser(env.domain.tools), [OracleAgent(env)])
     verifier = Verifier(env)

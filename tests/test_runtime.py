@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from domains.runtime import ToolResult
+from trajectory2task.domains.runtime import ToolResult
 
 
 @pytest.fixture(scope="module")

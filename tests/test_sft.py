@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from signatures.models import Message, Rollout, ToolCall
-from store import TaskStore, read_only_query
-from store.sft import sft_messages, sft_record
+from trajectory2task.signatures.models import Message, Rollout, ToolCall
+from trajectory2task.store import TaskStore, read_only_query
+from trajectory2task.store.sft import sft_messages, sft_record
 from tests.cli import run_t2t
 from tests.closed_loop import PlannedAgentLM, environment, make_tasks, store_tasks
 from tests.llm_server import ScriptedLLMServer

@@ -11,14 +11,14 @@ import os
 
 import pytest
 
-from programs.lm.accounting import CallLedger
-from programs.lm.config import LMSettings, build_lm
-from programs.loop.agent import LMAgent, OracleAgent
-from programs.loop.rollout import RolloutEngine, RolloutJob
-from programs.loop.user_sim import LMUser, ScriptedUser
+from trajectory2task.programs.lm.accounting import CallLedger
+from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.loop.agent import LMAgent, OracleAgent
+from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutJob
+from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
 from tests.closed_loop import environment, make_tasks
 from tests.llm_server import ScriptedLLMServer
-from store import TaskStore
+from trajectory2task.store import TaskStore
 from tests.test_rollout import AGENT, Conversation
 
 pytestmark = pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
@@ -64,7 +64,7 @@ def test_the_workers_lm_calls_reach_the_parents_ledger():
 
 
 def test_bench_processes_stores_every_rollout_and_every_lm_call(tmp_path):
-    from store import read_only_query
+    from trajectory2task.store import read_only_query
     from tests.cli import run_t2t
     from tests.closed_loop import is_user_request, store_tasks, user_reply
 

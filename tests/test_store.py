@@ -9,7 +9,7 @@ import threading
 import duckdb
 import pytest
 
-from signatures.models import (
+from trajectory2task.signatures.models import (
     Action,
     Message,
     Provenance,
@@ -22,8 +22,8 @@ from signatures.models import (
     UserScenario,
     Verdict,
 )
-from store import LMCall, StoreError, TaskStore, Trial, VIEW_DOCS, read_only_query
-from store import schema as store_schema
+from trajectory2task.store import LMCall, StoreError, TaskStore, Trial, VIEW_DOCS, read_only_query
+from trajectory2task.store import schema as store_schema
 
 # ---------------------------------------------------------------- builders
 
@@ -184,7 +184,7 @@ def test_trajectories_round_trip(store):
 def test_tau2_tasks_round_trip_through_the_store(store, tau2_tasks_raw):
     """Every tau2 retail task survives add_tasks -> tasks() unchanged (the stored JSON leaves
     out None fields; nulls inside dicts such as arguments and initial_state are kept)."""
-    tau2 = pytest.importorskip("store.tau2")
+    tau2 = pytest.importorskip("trajectory2task.store.tau2")
     tasks = [tau2.task_from_tau2(raw) for raw in tau2_tasks_raw]
     run = store.start_run("verify", {})
     store.add_tasks(run, tasks)
@@ -611,7 +611,7 @@ def test_export_parquet_round_trip(fixture_store, tmp_path):
 
 
 def test_export_tau2(fixture_store, tmp_path):
-    tau2 = pytest.importorskip("store.tau2")
+    tau2 = pytest.importorskip("trajectory2task.store.tau2")
     if not hasattr(tau2, "task_to_tau2"):
         pytest.skip("store/tau2.py has no task_to_tau2 yet")
     out = tmp_path / "tasks.json"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from store import TaskStore, read_only_query
+from trajectory2task.store import TaskStore, read_only_query
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH = 100
@@ -29,8 +29,8 @@ STEPS = 20
 
 CHILD = textwrap.dedent('''
     import sys, time
-    from signatures.models import Step, ToolCall, Trajectory
-    from store import TaskStore
+    from trajectory2task.signatures.models import Step, ToolCall, Trajectory
+    from trajectory2task.store import TaskStore
 
     path, prefix, batches, sleep_in, ckpt = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
     BATCH, STEPS = {batch}, {steps}

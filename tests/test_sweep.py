@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from optimize.sweep import (
+from trajectory2task.optimize.sweep import (
     KNOB_EFFECTS_SQL,
     KNOB_LEVELS_SQL,
     SweepSettings,
@@ -18,8 +18,8 @@ from optimize.sweep import (
     search_space,
     stored_trials,
 )
-from store import TaskStore
-from store.failures import GenerationItem, generation_items
+from trajectory2task.store import TaskStore
+from trajectory2task.store.failures import GenerationItem, generation_items
 
 USERS = 60
 
@@ -101,7 +101,7 @@ def test_a_stopped_study_resumes_to_the_trials_of_an_uninterrupted_one(env, tmp_
 
 
 def test_a_trial_killed_midway_resumes_its_own_generation_run(env, tmp_path, monkeypatch):
-    from programs.generation.pipeline import GenerationPipeline
+    from trajectory2task.programs.generation.pipeline import GenerationPipeline
 
     path = tmp_path / "kill.duckdb"
     original = GenerationPipeline.agenerate_item
@@ -177,7 +177,7 @@ def test_lm_temperatures_are_knobs_only_with_an_lm():
 def test_sweep_command_runs_and_resumes(tmp_path):
     from typer.testing import CliRunner
 
-    from t2t.cli import app
+    from trajectory2task.cli import app
 
     store = str(tmp_path / "cli.duckdb")
     args = ["sweep", "--n", "2", "--users", str(USERS), "--study", "cli", "--store", store, "--json"]
@@ -191,7 +191,7 @@ def test_sweep_command_runs_and_resumes(tmp_path):
 
 
 def test_with_an_lm_temperatures_reach_the_requests_and_cost_counts_lm_calls(env, tmp_path):
-    from programs.lm.config import load_lm_config
+    from trajectory2task.programs.lm.config import load_lm_config
     from tests.llm_server import ScriptedLLMServer
 
     settings = _settings(1, study="lm", n=1)

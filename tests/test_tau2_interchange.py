@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from signatures.models import Action, Task, UserScenario
-from store.files import InputFileError, load_tasks
-from store.tau2 import task_from_tau2, task_to_tau2
+from trajectory2task.signatures.models import Action, Task, UserScenario
+from trajectory2task.store.files import InputFileError, load_tasks
+from trajectory2task.store.tau2 import task_from_tau2, task_to_tau2
 
 
 def test_round_trip_of_all_114_shared_tasks(tau2_tasks_raw):

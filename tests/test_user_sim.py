@@ -7,8 +7,8 @@ import dspy
 import pytest
 from dspy.utils import DummyLM
 
-from domains import get_domain
-from programs.loop.user_sim import (
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.loop.user_sim import (
     LMTurnError,
     LMUser,
     ScriptedUser,
@@ -17,8 +17,8 @@ from programs.loop.user_sim import (
     first_person,
     identity_cues,
 )
-from signatures.conversation import STOP_SIGNAL, ConversationTurn
-from signatures.models import UserScenario
+from trajectory2task.signatures.conversation import STOP_SIGNAL, ConversationTurn
+from trajectory2task.signatures.models import UserScenario
 
 RETAIL = get_domain("retail")
 
@@ -138,7 +138,7 @@ def test_user_simulator_sends_scenario_and_spoken_turns_and_detects_stop():
 
 
 def test_user_simulator_lm_failure_is_an_lm_turn_error():
-    from programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.config import LMSettings, build_lm
     from tests.llm_server import Fault, ScriptedLLMServer
 
     with ScriptedLLMServer(replies=[Fault(400)]) as server:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from programs.verification.verifier import Verifier
-from signatures.models import Action, Message, Step, Task, ToolCall, UserScenario
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.signatures.models import Action, Message, Step, Task, ToolCall, UserScenario
 
 INVALID_GOLD = {"2", "3", "4", "35", "37", "38", "39", "46", "47", "54", "55", "64", "67", "68", "105"}
 

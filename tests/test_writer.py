@@ -8,10 +8,10 @@ import json
 import pytest
 from dspy.utils import DummyLM
 
-from programs.generation.explorer import BaselineExplorer
-from programs.verification.verifier import Verifier
-from programs.generation.writer import BaselineWriter, TaskWriter, WriterError
-from signatures.models import Provenance, UserScenario
+from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter, WriterError
+from trajectory2task.signatures.models import Provenance, UserScenario
 
 
 @pytest.fixture(scope="module")

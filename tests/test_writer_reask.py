@@ -5,8 +5,8 @@ from __future__ import annotations
 import dspy
 from dspy.utils import DummyLM
 
-from programs.generation.explorer import BaselineExplorer
-from programs.generation.writer import BaselineWriter, TaskWriter
+from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
 
 
 def test_a_reask_carries_the_missing_facts_and_the_parse_error(retail):

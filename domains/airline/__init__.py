@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from domains.airline.consistency import check_airline_db
-from domains.airline.generate import generate_airline_db
-from domains.airline.kit import KIT
-from domains.airline.models import AirlineDB
-from domains.airline.rules import POLICY_RULES, record_owner
-from domains.airline.tools import ALL_TOOLS
-from domains.runtime import Domain, tool_spec
+from trajectory2task.domains.airline.consistency import check_airline_db
+from trajectory2task.domains.airline.generate import generate_airline_db
+from trajectory2task.domains.airline.kit import KIT
+from trajectory2task.domains.airline.models import AirlineDB
+from trajectory2task.domains.airline.rules import POLICY_RULES, record_owner
+from trajectory2task.domains.airline.tools import ALL_TOOLS
+from trajectory2task.domains.runtime import Domain, tool_spec
 
 DOMAIN: Domain[AirlineDB] = Domain(
     name="airline",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from domains.airline.constants import INSURANCE_PER_PASSENGER, PRICE_PER_EXTRA_BAG
-from domains.airline.knowledge import CABIN_WORDS, booked_in_task, flight_words, trip_words
-from domains.airline.models import Available, Flight, Reservation
-from domains.airline.rules import reservation, user
-from domains.kit import Calculation, Call
-from domains.runtime import Episode
+from trajectory2task.domains.airline.constants import INSURANCE_PER_PASSENGER, PRICE_PER_EXTRA_BAG
+from trajectory2task.domains.airline.knowledge import CABIN_WORDS, booked_in_task, flight_words, trip_words
+from trajectory2task.domains.airline.models import Available, Flight, Reservation
+from trajectory2task.domains.airline.rules import reservation, user
+from trajectory2task.domains.kit import Calculation, Call
+from trajectory2task.domains.runtime import Episode
 
 
 def _fare(episode: Episode[Any], number: str, date: str, cabin: str) -> float | None:

@@ -1,6 +1,6 @@
 """Airline facts for the intent conditions (ambiguous, changing, infeasible): airline's ConditionKit.
 
-What the domain-general kit (``domains.generic_kit.GenericConditions``) cannot know:
+What the domain-general kit (``trajectory2task.domains.generic_kit.GenericConditions``) cannot know:
 
 - words: a write as a customer asks for it (trips by route and date, flights by departure
   time, cards by brand and last digits), and with an ambiguity's open argument left vague;
@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from domains.airline.constants import INSURANCE_PER_PASSENGER, MAX_PASSENGERS, PRICE_PER_EXTRA_BAG, TODAY
-from domains.airline.knowledge import (
+from trajectory2task.domains.airline.constants import INSURANCE_PER_PASSENGER, MAX_PASSENGERS, PRICE_PER_EXTRA_BAG, TODAY
+from trajectory2task.domains.airline.knowledge import (
     CABIN_WORDS,
     VAGUE,
     alternative_flights,
@@ -34,8 +34,8 @@ from domains.airline.knowledge import (
     trip_words,
     user_reservations,
 )
-from domains.airline.models import Available, Flight, Reservation
-from domains.airline.rules import (
+from trajectory2task.domains.airline.models import Available, Flight, Reservation
+from trajectory2task.domains.airline.rules import (
     any_flown,
     cancellation_grounds,
     compensation_due,
@@ -44,10 +44,10 @@ from domains.airline.rules import (
     reservation,
     user,
 )
-from domains.generic_kit import GenericConditions, open_reading
-from domains.retail.generate import FIRST_NAMES
-from domains.kit import AmbiguityProposal, Call, ChangeAlternative, Claim, EntityCandidate, InfeasibleProposal
-from domains.runtime import Episode, PolicyContext
+from trajectory2task.domains.generic_kit import GenericConditions, open_reading
+from trajectory2task.domains.retail.generate import FIRST_NAMES
+from trajectory2task.domains.kit import AmbiguityProposal, Call, ChangeAlternative, Claim, EntityCandidate, InfeasibleProposal
+from trajectory2task.domains.runtime import Episode, PolicyContext
 
 MAX_OTHER_USERS = 2
 NOUNS = {"book_reservation": "booking", "cancel_reservation": "cancellation",
@@ -94,7 +94,7 @@ def _charge_methods(episode: Episode[Any], user_id: str, amount: float) -> list[
 
 
 class AirlineConditions:
-    """Airline's ``domains.kit.ConditionKit``; ``stated`` has the generic kit's shape."""
+    """Airline's ``trajectory2task.domains.kit.ConditionKit``; ``stated`` has the generic kit's shape."""
 
     def identity_lookup(self, episode: Episode[Any], user_id: str) -> Call | None:
         return Call(name="get_user_details", arguments={"user_id": user_id}) if user(episode, user_id) else None

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from datetime import datetime
 
-from domains.airline.constants import (
+from trajectory2task.domains.airline.constants import (
     AIRPORTS,
     FREE_BAGS,
     INSURANCE_PER_PASSENGER,
@@ -24,7 +24,7 @@ from domains.airline.constants import (
     PRICE_PER_EXTRA_BAG,
     TODAY,
 )
-from domains.airline.models import (
+from trajectory2task.domains.airline.models import (
     CABINS,
     AirlineDB,
     Available,

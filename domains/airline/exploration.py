@@ -18,10 +18,10 @@ from datetime import datetime, timedelta
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from domains import Environment
-from domains.airline.constants import INSURANCE_PER_PASSENGER, NOW, PRICE_PER_EXTRA_BAG, TODAY
-from domains.airline.calculations import calculations
-from domains.airline.knowledge import (
+from trajectory2task.domains import Environment
+from trajectory2task.domains.airline.constants import INSURANCE_PER_PASSENGER, NOW, PRICE_PER_EXTRA_BAG, TODAY
+from trajectory2task.domains.airline.calculations import calculations
+from trajectory2task.domains.airline.knowledge import (
     CABIN_WORDS,
     booked_in_task,
     cancel_reason,
@@ -32,8 +32,8 @@ from domains.airline.knowledge import (
     trip_words,
     user_reservations,
 )
-from domains.airline.models import Reservation
-from domains.airline.rules import (
+from trajectory2task.domains.airline.models import Reservation
+from trajectory2task.domains.airline.rules import (
     any_flown,
     cancellation_grounds,
     compensation_due,
@@ -41,7 +41,7 @@ from domains.airline.rules import (
     owner_of_call,
     user,
 )
-from domains.kit import (
+from trajectory2task.domains.kit import (
     Call,
     ExplorationKit,
     GroundingHints,
@@ -53,7 +53,7 @@ from domains.kit import (
     SeedVia,
     TrajectoryFacts,
 )
-from domains.runtime import Episode
+from trajectory2task.domains.runtime import Episode
 
 HINTS = GroundingHints(
     # payment ids are known to the walk's records too; customers never say them (lint)

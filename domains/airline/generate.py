@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from datetime import date, datetime, timedelta
 
-from domains.airline.constants import (
+from trajectory2task.domains.airline.constants import (
     AIRPORTS,
     FREE_BAGS,
     INSURANCE_PER_PASSENGER,
@@ -27,7 +27,7 @@ from domains.airline.constants import (
     PRICE_PER_EXTRA_BAG,
     TODAY,
 )
-from domains.airline.models import (
+from trajectory2task.domains.airline.models import (
     CABINS,
     Address,
     AirlineDB,
@@ -50,7 +50,7 @@ from domains.airline.models import (
     ReservationFlight,
     User,
 )
-from domains.retail.generate import CITIES, FIRST_NAMES, LAST_NAMES, STREETS
+from trajectory2task.domains.retail.generate import CITIES, FIRST_NAMES, LAST_NAMES, STREETS
 
 FIRST_DATE = date(2024, 5, 1)
 DAYS = 30  # 2024-05-01 .. 2024-05-30

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domains.airline.conditions import CONDITIONS
-from domains.airline.exploration import EXPLORATION
-from domains.kit import GenerationKit
+from trajectory2task.domains.airline.conditions import CONDITIONS
+from trajectory2task.domains.airline.exploration import EXPLORATION
+from trajectory2task.domains.kit import GenerationKit
 
 KIT = GenerationKit(exploration=EXPLORATION, conditions=CONDITIONS)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from domains.airline.models import Available, CreditCard, Flight, Reservation
-from domains.airline.rules import (
+from trajectory2task.domains.airline.models import Available, CreditCard, Flight, Reservation
+from trajectory2task.domains.airline.rules import (
     any_flown,
     booked_within_24h,
     cancellation_grounds,
@@ -20,8 +20,8 @@ from domains.airline.rules import (
     segment_status,
     user,
 )
-from domains.kit import Claim, RequiredFact
-from domains.runtime import Episode
+from trajectory2task.domains.kit import Claim, RequiredFact
+from trajectory2task.domains.runtime import Episode
 
 CABIN_WORDS = {"basic_economy": "basic economy", "economy": "economy", "business": "business"}
 

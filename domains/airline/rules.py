@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from domains.airline.constants import (
+from trajectory2task.domains.airline.constants import (
     BOOKING_PAYMENT_LIMITS,
     COMPENSATION_CANCELLED_PER_PASSENGER,
     COMPENSATION_DELAYED_PER_PASSENGER,
@@ -23,8 +23,8 @@ from domains.airline.constants import (
     MAX_PASSENGERS,
     NOW,
 )
-from domains.airline.models import Flight, Reservation, ReservationFlight, User
-from domains.runtime import Episode, PolicyContext, PolicyRule
+from trajectory2task.domains.airline.models import Flight, Reservation, ReservationFlight, User
+from trajectory2task.domains.runtime import Episode, PolicyContext, PolicyRule
 
 RESERVATION_WRITES = ("cancel_reservation", "update_reservation_baggages", "update_reservation_flights",
                       "update_reservation_passengers")

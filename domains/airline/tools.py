@@ -11,7 +11,7 @@ from typing import cast
 
 from pydantic import BaseModel
 
-from domains.airline.constants import (
+from trajectory2task.domains.airline.constants import (
     AIRPORTS,
     CURRENT_TIME,
     INSURANCE_PER_PASSENGER,
@@ -19,7 +19,7 @@ from domains.airline.constants import (
     NEW_RESERVATION_IDS,
     PRICE_PER_EXTRA_BAG,
 )
-from domains.airline.models import (
+from trajectory2task.domains.airline.models import (
     Available,
     Cabin,
     Certificate,
@@ -33,8 +33,8 @@ from domains.airline.models import (
     ReservationFlight,
     User,
 )
-from domains.common_tools import calculate, transfer_to_human_agents
-from domains.runtime import ToolError, Transaction, tool, user_from_argument
+from trajectory2task.domains.common_tools import calculate, transfer_to_human_agents
+from trajectory2task.domains.runtime import ToolError, Transaction, tool, user_from_argument
 
 
 class FlightRef(BaseModel):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from domains.runtime import Domain, tool_spec
-from domains.retail.consistency import check_retail_db
-from domains.retail.generate import generate_retail_db
-from domains.retail.kit import KIT
-from domains.retail.models import RetailDB
-from domains.retail.rules import POLICY_RULES, record_owner
-from domains.retail.tools import ALL_TOOLS
+from trajectory2task.domains.runtime import Domain, tool_spec
+from trajectory2task.domains.retail.consistency import check_retail_db
+from trajectory2task.domains.retail.generate import generate_retail_db
+from trajectory2task.domains.retail.kit import KIT
+from trajectory2task.domains.retail.models import RetailDB
+from trajectory2task.domains.retail.rules import POLICY_RULES, record_owner
+from trajectory2task.domains.retail.tools import ALL_TOOLS
 
 DOMAIN: Domain[RetailDB] = Domain(
     name="retail",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from domains.kit import Calculation, Call
-from domains.runtime import Episode
+from trajectory2task.domains.kit import Calculation, Call
+from trajectory2task.domains.runtime import Episode
 
 
 def _number(value: float) -> str:

@@ -1,11 +1,11 @@
 """Retail facts for the intent conditions (ambiguous, changing, infeasible), as plain data.
 
-``programs.verification.conditions`` and ``programs.generation.adapter`` hold the control flow and the checks; what
+``trajectory2task.programs.verification.conditions`` and ``trajectory2task.programs.generation.adapter`` hold the control flow and the checks; what
 they need to know about retail comes from here: which entities fit an underspecified
 request, which argument of a write can be revised, which writes the tools or the policy
 refuse, which look-ups reveal that, and short first-person sentences describing a write.
-This module is retail's ``domains.kit.ConditionKit``: every function takes an
-:class:`~domains.runtime.Episode` and returns the kit's pydantic models or strings.
+This module is retail's ``trajectory2task.domains.kit.ConditionKit``: every function takes an
+:class:`~trajectory2task.domains.runtime.Episode` and returns the kit's pydantic models or strings.
 
 Shapes
 ------
@@ -31,7 +31,7 @@ import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from domains.kit import (
+from trajectory2task.domains.kit import (
     AmbiguityProposal,
     Call,
     ChangeAlternative,
@@ -40,10 +40,10 @@ from domains.kit import (
     InfeasibleProposal,
     RequiredFact,
 )
-from domains.runtime import Episode
-from domains.retail.models import CANCEL_REASONS, CreditCard, GiftCard, Order, OrderItem, Paypal, Product, User, Variant
-from domains.retail.rules import owner_of_call
-from domains.retail.tools import WRITE_ORDER_STATUS
+from trajectory2task.domains.runtime import Episode
+from trajectory2task.domains.retail.models import CANCEL_REASONS, CreditCard, GiftCard, Order, OrderItem, Paypal, Product, User, Variant
+from trajectory2task.domains.retail.rules import owner_of_call
+from trajectory2task.domains.retail.tools import WRITE_ORDER_STATUS
 
 ITEM_WRITES = {name: status for name, status in WRITE_ORDER_STATUS.items() if "items" in name}
 ORDER_WRITES = {name: status for name, status in WRITE_ORDER_STATUS.items() if name not in ITEM_WRITES}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from domains.retail.models import CANCEL_REASONS, ORDER_STATUSES, CreditCard, GiftCard, Order, RetailDB, User
+from trajectory2task.domains.retail.models import CANCEL_REASONS, ORDER_STATUSES, CreditCard, GiftCard, Order, RetailDB, User
 
 TOLERANCE = 0.01 + 1e-9
 FULFILLED_STATUSES = ("processed", "delivered", "exchange requested", "return requested")

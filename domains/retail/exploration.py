@@ -12,9 +12,9 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
-from domains import Environment
-from domains.retail.calculations import calculations
-from domains.retail.conditions import (
+from trajectory2task.domains import Environment
+from trajectory2task.domains.retail.calculations import calculations
+from trajectory2task.domains.retail.conditions import (
     call_claims,
     cancel_reason_phrases,
     describe_call,
@@ -24,10 +24,10 @@ from domains.retail.conditions import (
     identity_text,
     payment_words,
 )
-from domains.retail.generate import CITIES, STREETS
-from domains.retail.models import CANCEL_REASONS
-from domains.retail.tools import WRITE_ORDER_STATUS
-from domains.kit import (
+from trajectory2task.domains.retail.generate import CITIES, STREETS
+from trajectory2task.domains.retail.models import CANCEL_REASONS
+from trajectory2task.domains.retail.tools import WRITE_ORDER_STATUS
+from trajectory2task.domains.kit import (
     Call,
     ExplorationKit,
     GroundingHints,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from domains.retail.models import (
+from trajectory2task.domains.retail.models import (
     CANCEL_REASONS,
     ORDER_STATUSES,
     Address,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from domains.kit import GenerationKit
-from domains.retail import conditions
-from domains.retail.exploration import EXPLORATION
+from trajectory2task.domains.kit import GenerationKit
+from trajectory2task.domains.retail import conditions
+from trajectory2task.domains.retail.exploration import EXPLORATION
 
 KIT = GenerationKit(exploration=EXPLORATION, conditions=conditions)

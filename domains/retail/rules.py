@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast
 
-from domains.runtime import Episode, PolicyContext, PolicyRule
-from domains.retail.models import Order
-from domains.retail.tools import WRITE_ORDER_STATUS
+from trajectory2task.domains.runtime import Episode, PolicyContext, PolicyRule
+from trajectory2task.domains.retail.models import Order
+from trajectory2task.domains.retail.tools import WRITE_ORDER_STATUS
 
 def record_owner(episode: Episode[Any], table: str, key: str) -> str | None:
     """The user id a record belongs to (orders through their user, users themselves)."""

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import cast
 
-from domains.common_tools import calculate, transfer_to_human_agents  # noqa: F401  (retail's tool list)
-from domains.runtime import ToolError, Transaction, tool, user_from_output
-from domains.retail.models import (CANCEL_REASONS, Address, GiftCard, Order, Payment, PaymentMethod, Product, User,
+from trajectory2task.domains.common_tools import calculate, transfer_to_human_agents  # noqa: F401  (retail's tool list)
+from trajectory2task.domains.runtime import ToolError, Transaction, tool, user_from_output
+from trajectory2task.domains.retail.models import (CANCEL_REASONS, Address, GiftCard, Order, Payment, PaymentMethod, Product, User,
                                    Variant)
 # The order status each order write needs (a tool check, or the policy rule for the
 # address and payment changes, which the tools let through on 'pending (item modified)').

@@ -3,11 +3,11 @@
 One control flow serves both adapters: code proposes (the candidates of an ambiguous
 request, a revised goal that replays cleanly, forbidden writes confirmed by running them
 on a copy of the database), a wording step writes the scenario, and code checks the
-result (``programs.verification.conditions``) and runs the verifier's static checks. Only the wording
+result (``trajectory2task.programs.verification.conditions``) and runs the verifier's static checks. Only the wording
 differs: :class:`IntentAdapter` asks an LM, one ``dspy.Predict`` per condition signature;
 :class:`BaselineAdapter` fills templates. A rejected adaptation comes back with
 ``task=None`` and a machine-readable ``rejected_reason`` (see
-``programs.verification.conditions.RejectionReason``).
+``trajectory2task.programs.verification.conditions.RejectionReason``).
 
 LM errors (after DSPy's own retries) and unparseable LM output propagate as exceptions,
 for the caller to retry or record.
@@ -23,14 +23,14 @@ from typing import Any, Protocol
 import dspy
 from pydantic import BaseModel
 
-from domains import Environment, Episode
-from domains.common_tools import CALCULATOR_TOOL
-from domains.kit import Call, Claim, ConditionKit
-from programs.generation.grounding import lm_kit
-from programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
-from programs.generation.reask import Reask
-from programs.generation.steps import Steps, arun_steps, run_steps
-from programs.verification.conditions import (
+from trajectory2task.domains import Environment, Episode
+from trajectory2task.domains.common_tools import CALCULATOR_TOOL
+from trajectory2task.domains.kit import Call, Claim, ConditionKit
+from trajectory2task.programs.generation.grounding import lm_kit
+from trajectory2task.programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
+from trajectory2task.programs.generation.reask import Reask
+from trajectory2task.programs.generation.steps import Steps, arun_steps, run_steps
+from trajectory2task.programs.verification.conditions import (
     ConditionCheck,
     as_action,
     as_call,
@@ -41,8 +41,8 @@ from programs.verification.conditions import (
     condition_facts,
     same_call,
 )
-from programs.verification.verifier import Verifier, authenticated_user, execute_calls
-from signatures.adaptation import (
+from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls
+from trajectory2task.signatures.adaptation import (
     AdaptAmbiguous,
     AdaptChanging,
     AdaptInfeasible,
@@ -52,7 +52,7 @@ from signatures.adaptation import (
     InfeasibleCandidate,
     TaskBrief,
 )
-from signatures.models import CONDITIONS, Action, Reading, Task, TaskDescription, Trajectory, UserScenario
+from trajectory2task.signatures.models import CONDITIONS, Action, Reading, Task, TaskDescription, Trajectory, UserScenario
 
 MAX_LM_INFEASIBLE_CANDIDATES = 4  # each costs ~250 tokens of a small model's window
 
@@ -461,7 +461,7 @@ class IntentAdapter(dspy.Module):
     """Adapts tasks with an LM: one ``dspy.Predict`` per condition, checked by code.
 
     A wording that does not parse is asked again (``attempts`` in all,
-    `programs.generation.reask.Reask`: DSPy's BestOfN, each ask with its own rollout id);
+    `trajectory2task.programs.generation.reask.Reask`: DSPy's BestOfN, each ask with its own rollout id);
     after that the last parse error is raised."""
 
     def __init__(self, lm: dspy.BaseLM | None = None, attempts: int = 2) -> None:

@@ -21,16 +21,16 @@ from typing import Any
 
 import dspy
 
-from domains import Environment
-from programs.generation.adapter import BaselineAdapter, IntentAdapter, WordingRequest, _adapt, _word
-from programs.generation.explorer import BaselineExplorer, Explorer
-from programs.generation.grounding import lm_kit
-from programs.generation.pipeline import condition_seed, item_seed
-from programs.generation.prompting import compact_tools, shown_steps
-from programs.generation.writer import BaselineWriter, TaskWriter
-from programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer, adapter_for
-from signatures.adaptation import AdaptAmbiguous, AdaptChanging, AdaptInfeasible
-from signatures.generation import exploration_signature
+from trajectory2task.domains import Environment
+from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter, WordingRequest, _adapt, _word
+from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
+from trajectory2task.programs.generation.grounding import lm_kit
+from trajectory2task.programs.generation.pipeline import condition_seed, item_seed
+from trajectory2task.programs.generation.prompting import compact_tools, shown_steps
+from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer, adapter_for
+from trajectory2task.signatures.adaptation import AdaptAmbiguous, AdaptChanging, AdaptInfeasible
+from trajectory2task.signatures.generation import exploration_signature
 
 ADAPT_SIGNATURES = {"ambiguous": AdaptAmbiguous, "changing": AdaptChanging, "infeasible": AdaptInfeasible}
 
@@ -129,7 +129,7 @@ def _lm_start(env: Environment[Any], kit: Any, explorer: Explorer, seed: int) ->
     draw: it plans fewer writes than the baseline)."""
     import random
 
-    from programs.generation.explorer import _goal, _plan, _Walk
+    from trajectory2task.programs.generation.explorer import _goal, _plan, _Walk
 
     target, _, start = _plan(env, kit, _Walk(env, kit), random.Random(seed), explorer.max_writes, None)
     return start.description, _goal(target)

@@ -24,16 +24,16 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, Field
 
-from domains import Environment, Episode
-from domains.common_tools import CALCULATOR_TOOL
-from domains.kit import Call, ExplorationKit, Knowledge, Seed
-from programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
-from programs.generation.reask import Answer, Reask, Verdict
-from programs.generation.steps import Steps, arun_steps, run_steps
-from programs.generation.prompting import compact_tools, shown_steps
-from programs.lm.accounting import first_line
-from signatures.generation import ProposeExplorationCall, exploration_signature
-from signatures.models import Provenance, Step, ToolCall, Trajectory
+from trajectory2task.domains import Environment, Episode
+from trajectory2task.domains.common_tools import CALCULATOR_TOOL
+from trajectory2task.domains.kit import Call, ExplorationKit, Knowledge, Seed
+from trajectory2task.programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
+from trajectory2task.programs.generation.reask import Answer, Reask, Verdict
+from trajectory2task.programs.generation.steps import Steps, arun_steps, run_steps
+from trajectory2task.programs.generation.prompting import compact_tools, shown_steps
+from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.signatures.generation import ProposeExplorationCall, exploration_signature
+from trajectory2task.signatures.models import Provenance, Step, ToolCall, Trajectory
 
 
 class ExplorationResult(BaseModel):
@@ -248,7 +248,7 @@ class Explorer(dspy.Module):
     """LM explorer: one Predict proposes each call; code executes, filters and validates.
 
     The proposal's tool name is typed as a ``Literal`` of the domain's tools (built per
-    domain, ``signatures.generation.exploration_signature``), so constrained decoding can
+    domain, ``trajectory2task.signatures.generation.exploration_signature``), so constrained decoding can
     only name a tool the domain has. An output that does not parse is asked again
     (``parse_attempts`` in all per proposal); after that ``ExplorationError`` is raised. LM
     call failures (after the LM's own retries) propagate as DSPy's ``LMError``. ``explore``

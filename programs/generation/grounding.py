@@ -1,7 +1,7 @@
 """Generic helpers of exploration and task writing: fact checks and trajectory replay.
 
 What a domain knows (where ids sit in observations, how to build a write, which facts a
-task must state) comes from its generation kit (``domains.kit``); this module holds what
+task must state) comes from its generation kit (``trajectory2task.domains.kit``); this module holds what
 works the same for every domain.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from domains import Environment
-from domains.kit import ExplorationKit, KitError, RequiredFact
-from signatures.models import Step, UserScenario
+from trajectory2task.domains import Environment
+from trajectory2task.domains.kit import ExplorationKit, KitError, RequiredFact
+from trajectory2task.signatures.models import Step, UserScenario
 
 # ---------------------------------------------------------------- facts
 
@@ -65,6 +65,6 @@ def baseline_kit(env: Environment[Any]) -> ExplorationKit:
 
 def lm_kit(env: Environment[Any]) -> ExplorationKit:
     """What the LM programs use: the domain's kit, or the domain-general one."""
-    from domains.generic_kit import generic_exploration
+    from trajectory2task.domains.generic_kit import generic_exploration
 
     return env.domain.kit.exploration if env.domain.kit is not None else generic_exploration(env)

@@ -5,7 +5,7 @@ A run works through items 0..n-1. Item i explores one trajectory from a seed der
 A valid trajectory becomes a general task (the writer) and one adapted task per chosen
 condition (the adapter); every task gets a static verdict. Each finished item, done or
 failed, goes to the sink the caller provides (``ItemSink``; the command line's is the task
-store's, ``store.failures.StoreSink``, one transaction per item), so an interrupted run
+store's, ``trajectory2task.store.failures.StoreSink``, one transaction per item), so an interrupted run
 loses only the items in flight, and ``resume`` skips the recorded ones.
 
 Items run on one asyncio event loop: a program with async methods (``aexplore``, ``awrite``,
@@ -16,7 +16,7 @@ the items one after another in index order, as it always did.
 Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
 output does not parse. What still fails is recorded on the item with its reason
 (``lm_error``), and the run goes on. Every LM call, failed or not, is recorded once, by the
-LM's ledger callback (``programs.lm.accounting``), not here.
+LM's ledger callback (``trajectory2task.programs.lm.accounting``), not here.
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
-from domains import Environment
-from programs.lm import event_loop
-from programs.lm.accounting import first_line
-from programs.verification.lint import lint_task, private_ids
-from programs.verification.verifier import Verifier
-from signatures.models import (
+from trajectory2task.domains import Environment
+from trajectory2task.programs.lm import event_loop
+from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.programs.verification.lint import lint_task, private_ids
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.signatures.models import (
     CONDITIONS,
     Condition,
     GenerationItem,
@@ -85,7 +85,7 @@ class GenerationConfig(BaseModel):
     """Everything that determines a run's items; recorded as the run's config."""
 
     domain: str = "retail"
-    # the module the domain was loaded from ('domains.retail', 'mypkg.module'): --resume loads it again
+    # the module the domain was loaded from ('trajectory2task.domains.retail', 'mypkg.module'): --resume loads it again
     domain_module: str | None = None
     n: int = Field(ge=1, description="items to explore; each yields a general task and its adaptations")
     conditions: list[Condition] = Field(default_factory=lambda: list(CONDITIONS))
@@ -96,7 +96,7 @@ class GenerationConfig(BaseModel):
     source: Literal["baseline", "lm"] = "baseline"
     roles: dict[str, str] = Field(default_factory=dict)  # role -> 'baseline' or the LM model string
     programs: str | None = None  # compiled program state name loaded from the store
-    guided: bool = False  # coverage-guided (optimize.coverage): items depend on the store's state
+    guided: bool = False  # coverage-guided (trajectory2task.optimize.coverage): items depend on the store's state
     id_prefix: str = ""
 
 
@@ -160,12 +160,12 @@ def _lm_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'the LM failed us' (after retries), not a bug in our code."""
     from dspy.utils.exceptions import AdapterParseError, LMError
 
-    from programs.generation.explorer import ExplorationError
-    from programs.generation.writer import WriterError
+    from trajectory2task.programs.generation.explorer import ExplorationError
+    from trajectory2task.programs.generation.writer import WriterError
 
     errors: list[type[BaseException]] = [LMError, AdapterParseError, ExplorationError, WriterError]
     try:
-        from programs.generation import adapter as adapter_module
+        from trajectory2task.programs.generation import adapter as adapter_module
     except ImportError:
         adapter_module = None  # type: ignore[assignment]
     for name in ("AdapterError", "AdaptationError"):
@@ -206,7 +206,7 @@ class GenerationPipeline:
         self.lms = lms or {}
         self.workers = max(1, workers)
         self.after_item = after_item
-        # coverage-guided runs (optimize.coverage): item index -> a target with .tool (the
+        # coverage-guided runs (trajectory2task.optimize.coverage): item index -> a target with .tool (the
         # write to make first) and .goal (recorded as the trajectory's goal), or None
         self.targets = targets
         self.retry_failed = retry_failed  # a resumed run also redoes the items that failed on the LM
@@ -217,7 +217,7 @@ class GenerationPipeline:
         self._usage_lock = threading.Lock()
         self._recorder: Any = None
         if self.lms:
-            from programs.lm.config import UsageRecorder
+            from trajectory2task.programs.lm.config import UsageRecorder
 
             self._recorder = UsageRecorder()
 
@@ -289,7 +289,7 @@ class GenerationPipeline:
         return ItemOutput(item=item, trajectory=trajectory, tasks=tasks, verdicts=verdicts)
 
     def _linted(self, task: Task) -> Task:
-        """The task with its text findings recorded (``programs.verification.lint``)."""
+        """The task with its text findings recorded (``trajectory2task.programs.verification.lint``)."""
         if self._private_ids is None:
             self._private_ids = private_ids(self.env)
         return task.model_copy(update={"lint": lint_task(task, self._private_ids)})

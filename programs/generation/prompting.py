@@ -9,7 +9,7 @@ observations. Here the roles get:
 - the trajectory with observations cut to a budget (``shown_steps``): the newest in full as far
   as the budget goes, older ones to their first characters, each cut saying how much is left out.
 
-``t2t prompts`` (``programs.generation.estimate``) measures what each role sends.
+``t2t prompts`` (``trajectory2task.programs.generation.estimate``) measures what each role sends.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from signatures.models import Step
+from trajectory2task.signatures.models import Step
 
 # the observation characters the newest steps may show in full (the explorer and the writer;
 # the adapter, which also gets the code's findings, less), and what an older one keeps

@@ -20,14 +20,14 @@ from typing import Any
 import dspy
 from pydantic import BaseModel, Field
 
-from domains import Environment
-from domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
-from programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
-from programs.generation.prompting import shown_steps
-from programs.lm.accounting import first_line
-from programs.generation.reask import Answer, Reask, Verdict
-from signatures.generation import WriteTask
-from signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
+from trajectory2task.domains import Environment
+from trajectory2task.domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
+from trajectory2task.programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
+from trajectory2task.programs.generation.prompting import shown_steps
+from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.programs.generation.reask import Answer, Reask, Verdict
+from trajectory2task.signatures.generation import WriteTask
+from trajectory2task.signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
 
 GENERAL_INSTRUCTIONS = ("Tell the agent what you want and answer its questions with the details above; give only "
                         "what it asks for. Confirm when the agent asks you to. Do not invent details that are not "
@@ -121,7 +121,7 @@ def _observed(info: str, trajectory: Trajectory) -> bool:
 class TaskWriter(dspy.Module):
     """LM writer: one Predict writes the scenario; code checks it states the required facts.
 
-    Up to ``attempts`` predictions are made (`programs.generation.reask.Reask`, DSPy's
+    Up to ``attempts`` predictions are made (`trajectory2task.programs.generation.reask.Reask`, DSPy's
     BestOfN); an output that does not parse or misses a fact is asked again, with what was
     wrong in ``previous_error``. After that: a rejection naming the facts the closest
     attempt missed, or ``WriterError`` (no output parsed at all).

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dspy.utils.callback import BaseCallback
 
-from signatures.models import LMCall
+from trajectory2task.signatures.models import LMCall
 
 if TYPE_CHECKING:
-    from programs.lm.config import LMSettings
+    from trajectory2task.programs.lm.config import LMSettings
 
 ErrorKind = Literal["unreachable", "wrong_url", "context_overflow", "timeout", "rate_limit", "server_error",
                     "auth", "bad_request", "unparsable", "other"]

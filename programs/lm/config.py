@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from signatures.models import LMCall, TokenUsage
+from trajectory2task.signatures.models import LMCall, TokenUsage
 
 if TYPE_CHECKING:
     import dspy
@@ -100,19 +100,19 @@ class LMSettings(BaseModel):
     max_tokens: int | None = None
     timeout_s: float = Field(default=60, gt=0)
     num_retries: int = Field(default=3, ge=0)
-    # JSON-schema constrained decoding for typed outputs (programs.lm.structured): "auto" tries
+    # JSON-schema constrained decoding for typed outputs (trajectory2task.programs.lm.structured): "auto" tries
     # the endpoint's dialects and falls back to plain parsing; "on" requires it; "off" never sends it
     structured: Literal["auto", "on", "off"] = "auto"
     # the model's window in tokens, when known: a prompt that will not fit is reported before the call
     context_window: int | None = Field(default=None, gt=0)
-    # at most this many calls of the role in flight at once (programs.lm.limits); None: no bound
+    # at most this many calls of the role in flight at once (trajectory2task.programs.lm.limits); None: no bound
     # beyond the command's own (--workers, --concurrency)
     max_concurrent: int | None = Field(default=None, ge=1)
     # None: ask the model maps (DSPy's for OpenAI-compatible models, else LiteLLM's).
     # True/False: explicit, for local models with custom names (vLLM, Ollama, ...).
     function_calling: bool | None = None
     # at an api_base: "api_base" sends the calls through t2t's lean DSPy engine
-    # (programs.lm.http_engine; ~0.4 ms of client CPU a call instead of ~1 ms), "dspy" through
+    # (trajectory2task.programs.lm.http_engine; ~0.4 ms of client CPU a call instead of ~1 ms), "dspy" through
     # DSPy's own engines as chosen by engine="auto"
     engine: Literal["api_base", "dspy"] = "api_base"
 
@@ -286,7 +286,7 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
              warn: Any = None, **extra: Any) -> dspy.LM:
     """A ``dspy.LM`` for these settings (``cache=False`` by default: tests stay deterministic).
 
-    With ``role`` and ``ledger`` (a ``programs.lm.accounting.CallLedger``), the LM carries an
+    With ``role`` and ``ledger`` (a ``trajectory2task.programs.lm.accounting.CallLedger``), the LM carries an
     ``LMRole`` callback: every call it (or a copy of it) makes is recorded in the ledger with
     tokens, cost, latency and error; ``warn`` gets one-line warnings (a prompt that will not fit).
 
@@ -313,18 +313,18 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
       ``use_native_function_calling=supports_native_tools(settings)`` to the adapter.
     - ``None``: whatever the maps say; check ``lm.supports_function_calling``.
 
-    Concurrency. With ``max_concurrent`` the LM is a ``programs.lm.limits.BoundedLM``: at most
+    Concurrency. With ``max_concurrent`` the LM is a ``trajectory2task.programs.lm.limits.BoundedLM``: at most
     that many of its calls (and its copies') are in flight at once.
 
     ``extra`` goes to ``dspy.LM`` unchanged (e.g. ``callbacks``).
 
     Local models. ``local/PATH`` (a GGUF file, a model directory, a `t2t finetune` output)
-    builds a `programs.lm.local.LocalLM` that generates in this process; endpoint knobs
+    builds a `trajectory2task.programs.lm.local.LocalLM` that generates in this process; endpoint knobs
     (api_base, timeout, retries, max_concurrent) do not apply to it.
     """
     ensure_local_cost_map()
-    from programs.lm.local import is_local_model
-    from programs.lm.limits import BoundedLM, CallLimiter
+    from trajectory2task.programs.lm.local import is_local_model
+    from trajectory2task.programs.lm.limits import BoundedLM, CallLimiter
 
     if is_local_model(settings.model):
         return _build_local(settings, role, ledger, warn, **extra)
@@ -337,7 +337,7 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
         num_retries=settings.num_retries,
     )
     if role is not None and ledger is not None:
-        from programs.lm.accounting import LMRole
+        from trajectory2task.programs.lm.accounting import LMRole
 
         common["callbacks"] = [*extra.pop("callbacks", []), LMRole(role, settings, ledger, warn)]
     # DSPy's own engines take the connection settings; the api_base engine owns them itself
@@ -351,7 +351,7 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
     kwargs.update(extra)
     lm = BoundedLM(settings.model, **kwargs)
     if settings.api_base and settings.engine == "api_base" and not set(extra) & _DSPY_ENGINE_KEYS:
-        from programs.lm.http_engine import Endpoint, engines_for, proxied
+        from trajectory2task.programs.lm.http_engine import Endpoint, engines_for, proxied
 
         if not proxied(settings.api_base):  # the lean engine connects directly; a proxy keeps DSPy's
             endpoint = Endpoint(api_base=settings.api_base, api_key=api_key, timeout_s=settings.timeout_s)
@@ -378,14 +378,14 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
 
 
 def _build_local(settings: LMSettings, role: str | None, ledger: Any, warn: Any, **extra: Any) -> dspy.LM:
-    """``local/PATH``: a model run in this process (`programs.lm.local.LocalLM`), with the same
+    """``local/PATH``: a model run in this process (`trajectory2task.programs.lm.local.LocalLM`), with the same
     ledger callback as any other LM. A missing path or missing training packages is a config
     error (one line at the command line)."""
-    from programs.lm.local import LocalLM, TrainExtraMissing
+    from trajectory2task.programs.lm.local import LocalLM, TrainExtraMissing
 
     callbacks = list(extra.pop("callbacks", []))
     if role is not None and ledger is not None:
-        from programs.lm.accounting import LMRole
+        from trajectory2task.programs.lm.accounting import LMRole
 
         callbacks.append(LMRole(role, settings, ledger, warn))
     try:
@@ -401,7 +401,7 @@ def supports_native_tools(settings: LMSettings) -> bool:
     ``dspy.ChatAdapter(use_native_function_calling=supports_native_tools(settings))``."""
     if settings.function_calling is not None:
         return settings.function_calling
-    from programs.lm.local import is_local_model
+    from trajectory2task.programs.lm.local import is_local_model
 
     if is_local_model(settings.model):
         return True  # LocalLM renders tools for any model (without loading it here)
@@ -449,7 +449,7 @@ class UsageRecorder:
         self.records: list[LMCall] = []
 
     def drain(self, lm: Any, role: str) -> list[LMCall]:
-        from programs.lm.accounting import role_of
+        from trajectory2task.programs.lm.accounting import role_of
 
         tag = role_of(lm)
         if tag is not None:  # the LM's callback recorded every call, failed ones included

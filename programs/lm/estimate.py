@@ -1,7 +1,7 @@
 """Estimates of a run's LM calls, tokens and cost, from prompts rendered without calling a model.
 
-The rendering is each program's business (``programs.generation.estimate`` for generation,
-``programs.loop.estimate`` for rollouts); here are the figures they fill in, a tokenizer and
+The rendering is each program's business (``trajectory2task.programs.generation.estimate`` for generation,
+``trajectory2task.programs.loop.estimate`` for rollouts); here are the figures they fill in, a tokenizer and
 LiteLLM's prices.
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from programs.lm.config import ensure_local_cost_map
+from trajectory2task.programs.lm.config import ensure_local_cost_map
 
 Tokenizer = Callable[[list[dict[str, Any]]], int]
 
@@ -99,10 +99,10 @@ def litellm_tool_tokenizer(model: str, tools: list[dict[str, Any]]) -> Tokenizer
 
 
 def adapter_for(structured: str) -> Any:
-    """The adapter a role's typed calls go through (``programs.lm.session.LMSession.install_adapter``):
+    """The adapter a role's typed calls go through (``trajectory2task.programs.lm.session.LMSession.install_adapter``):
     the structured one formats as DSPy's JSON adapter does; ``off`` is DSPy's text format."""
     import dspy
 
-    from programs.lm.structured import StructuredAdapter
+    from trajectory2task.programs.lm.structured import StructuredAdapter
 
     return dspy.ChatAdapter() if structured == "off" else StructuredAdapter()

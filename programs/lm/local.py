@@ -9,9 +9,9 @@ PATH is one of
 
 `LocalLM` is a ``dspy.LM`` on DSPy's engine interface: `LocalChatEngine` answers
 ``complete(Request) -> Response``. It takes DSPy's canonical request as the chat-completions
-body the api_base engine would send (`programs.lm.http_engine.chat_body`: messages with
+body the api_base engine would send (`trajectory2task.programs.lm.http_engine.chat_body`: messages with
 assistant ``tool_calls`` and ``tool`` results, ``tools``; ``tool_choice`` and
-``response_format`` are ignored), renders it with `programs.lm.chat_format` (the rendering
+``response_format`` are ignored), renders it with `trajectory2task.programs.lm.chat_format` (the rendering
 `t2t finetune` trains on), generates, and reads the completion back as an OpenAI chat reply
 (``content``, ``tool_calls``, ``usage``). DSPy runs its callbacks around every call, so
 ``build_lm``'s ledger records each one in ``lm_calls`` like any other LM's.
@@ -37,7 +37,7 @@ from typing import Any
 import dspy
 from dspy import lm15
 
-from programs.lm.chat_format import ChatFormat
+from trajectory2task.programs.lm.chat_format import ChatFormat
 
 LOCAL_PREFIX = "local/"
 FINETUNE_META = "t2t_finetune.json"
@@ -342,7 +342,7 @@ class LocalChatEngine:
         self.model = model
 
     def complete(self, request: lm15.Request) -> lm15.Response:
-        from programs.lm.http_engine import chat_body
+        from trajectory2task.programs.lm.http_engine import chat_body
 
         body = chat_body(request)
         max_new = int(body.get("max_tokens") or DEFAULT_MAX_NEW_TOKENS)

@@ -2,7 +2,7 @@
 adapter installed, and a check of each endpoint before the first call.
 
 `LMSession.build(role, settings)` builds the role's `dspy.LM` with the ledger's callback
-(``programs.lm.accounting``). `preflight` opens a connection to each ``api_base`` and asks it
+(``trajectory2task.programs.lm.accounting``). `preflight` opens a connection to each ``api_base`` and asks it
 for ``/models``: a server that is down, or a base URL missing its ``/v1``, is reported in one
 line before any LM call is made (and before DSPy's retries spend seconds on it).
 """
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from programs.lm.accounting import CallLedger
-from programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.accounting import CallLedger
+from trajectory2task.programs.lm.config import LMSettings, build_lm
 
 
 class EndpointError(RuntimeError):
@@ -52,14 +52,14 @@ class LMSession:
         generation and user-simulator signatures). Global: worker threads see it too."""
         import dspy
 
-        from programs.lm.structured import STRUCTURED_ADAPTER
+        from trajectory2task.programs.lm.structured import STRUCTURED_ADAPTER
 
         dspy.settings.configure(adapter=STRUCTURED_ADAPTER)
 
     def preflight(self, timeout_s: float = 3.0) -> None:
         """Check each endpoint once; where it is llama-cpp-python's server, tell the roles its
         structured-output dialect (it answers the OpenAI one with a 500, which DSPy retries)."""
-        from programs.lm.accounting import role_of
+        from trajectory2task.programs.lm.accounting import role_of
 
         kinds: dict[str, str | None] = {}
         for s in self.settings.values():

@@ -32,7 +32,7 @@ from dspy.adapters.json_adapter import _get_structured_outputs_response_format, 
 from dspy.adapters.types.tool import ToolCalls
 from dspy.utils.exceptions import AdapterParseError, LMInvalidRequestError, LMProviderError
 
-from programs.lm.accounting import role_of
+from trajectory2task.programs.lm.accounting import role_of
 
 DIALECTS: tuple[str, ...] = ("json_schema", "json_object_schema")
 PLAIN = "plain"
@@ -81,7 +81,7 @@ def refuses_format(exc: BaseException) -> bool:
 def lm_for(lm: Any, dialect: str) -> Any:
     """The LM to send ``dialect`` with. llama-cpp-python's ``{"type": "json_object", "schema"}``
     has no place in DSPy's canonical request, which DSPy builds before any custom engine
-    sees it: an LM on t2t's api_base engine (`programs.lm.http_engine`) sends that dialect
+    sees it: an LM on t2t's api_base engine (`trajectory2task.programs.lm.http_engine`) sends that dialect
     through its twin on DSPy's own engines (LiteLLM then), with the LM's current settings."""
     twin = getattr(lm, "dspy_engine_lm", None)
     if dialect != "json_object_schema" or twin is None:

@@ -20,7 +20,7 @@ renders it:
   models with no function calling.
 
 A reply that does not parse is asked again (`parse_attempts` in all, through
-`programs.generation.reask.Reask`, DSPy's BestOfN), each re-ask with its own `rollout_id`,
+`trajectory2task.programs.generation.reask.Reask`, DSPy's BestOfN), each re-ask with its own `rollout_id`,
 so that DSPy's cache does not hand back the same failed reply.
 
 Reference agents calibrate a task set offline: `DoNothingAgent` never calls a tool (every
@@ -37,11 +37,11 @@ from typing import Any, Protocol
 import dspy
 from pydantic import BaseModel, Field
 
-from domains import Environment
-from programs.generation.reask import Reask
-from programs.loop.user_sim import turn_error
-from signatures.conversation import AgentToolCall, AgentTurn
-from signatures.models import Action, Message, Task, TokenUsage
+from trajectory2task.domains import Environment
+from trajectory2task.programs.generation.reask import Reask
+from trajectory2task.programs.loop.user_sim import turn_error
+from trajectory2task.signatures.conversation import AgentToolCall, AgentTurn
+from trajectory2task.signatures.models import Action, Message, Task, TokenUsage
 
 DO_NOTHING = "do-nothing"
 ORACLE = "oracle"
@@ -440,7 +440,7 @@ class _LMAgentSession:
         return reply_of(prediction)
 
     def usage(self) -> TokenUsage:
-        from programs.lm.config import usage_of
+        from trajectory2task.programs.lm.config import usage_of
 
         return usage_of(self.lm)
 

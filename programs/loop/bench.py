@@ -1,7 +1,7 @@
 """Benchmark orchestration: rollouts for every (task, agent, trial), stored, then scored.
 
 The scores (pass@1 and pass^k per agent model and task condition) live with the other
-metrics in `optimize.metrics`. They are computed from the store's rows of the run, so a resumed run is scored on every
+metrics in `trajectory2task.optimize.metrics`. They are computed from the store's rows of the run, so a resumed run is scored on every
 rollout it holds, from before and after the interruption.
 
 Reference agents calibrate the task set: on a task that passes static verification, the
@@ -16,10 +16,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from optimize.metrics import RolloutRow
-from programs.loop.agent import DO_NOTHING, ORACLE
-from programs.loop.rollout import RolloutJob, rollout_id_for
-from signatures.models import Task, Verdict
+from trajectory2task.optimize.metrics import RolloutRow
+from trajectory2task.programs.loop.agent import DO_NOTHING, ORACLE
+from trajectory2task.programs.loop.rollout import RolloutJob, rollout_id_for
+from trajectory2task.signatures.models import Task, Verdict
 
 
 class BenchConfig(BaseModel):
@@ -63,7 +63,7 @@ class CalibrationProblem(BaseModel):
 
 def stored_rows(store: Any, run_id: str) -> list[RolloutRow]:
     """The run's rollouts with their newest verdicts, from the store."""
-    from programs.loop.user_sim import failure_side
+    from trajectory2task.programs.loop.user_sim import failure_side
 
     _, rows = store.query("SELECT task_id, condition, agent_model, trial, pass, reasons, termination, error "
                           "FROM rollouts_latest WHERE run_id = ? AND pass IS NOT NULL ORDER BY seq", [run_id])

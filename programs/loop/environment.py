@@ -9,11 +9,11 @@ schemas are in ``info["tools"]`` after `reset`. An action is one agent turn, as 
 - a JSON object ``{"content": "..."}``: a message to the user;
 - ``{"name": TOOL, "arguments": {...}}``: one tool call;
 - an OpenAI assistant message ``{"content": ..., "tool_calls": [...]}``;
-- anything else is read as model output (`programs.lm.chat_format.parse_reply`): text, with
+- anything else is read as model output (`trajectory2task.programs.lm.chat_format.parse_reply`): text, with
   ``<tool_call>{...}</tool_call>`` blocks as calls. So a model's raw completion is an action.
 
 The simulated user runs inside (the offline scripted user by default; any `SimulatedUser`).
-The turn goes as in `programs.loop.rollout.RolloutEngine` (the same code runs the calls): a
+The turn goes as in `trajectory2task.programs.loop.rollout.RolloutEngine` (the same code runs the calls): a
 call's result comes back in the next observation, a message gets the user's answer. The
 episode ends when the user stops, the agent hands over to a human or says nothing
 (terminated), or at ``max_turns`` agent turns (truncated). Then the reward is the verifier's
@@ -34,14 +34,14 @@ from typing import Any
 import gymnasium as gym
 from gymnasium import spaces
 
-from domains import Environment, PolicyContext
-from programs.lm.chat_format import parse_reply
-from programs.loop.agent import AgentReply, openai_messages, parse_arguments, system_prompt
-from programs.loop.rollout import DEFAULT_MAX_TURNS, RolloutEngine
-from programs.loop.user_sim import ScriptedUser, SimulatedUser
-from programs.verification.verifier import Verifier, authenticated_user, execute_calls
-from signatures.conversation import AgentToolCall, AgentTurn, ConversationTurn
-from signatures.models import Message, Rollout, Step, Task, ToolCall
+from trajectory2task.domains import Environment, PolicyContext
+from trajectory2task.programs.lm.chat_format import parse_reply
+from trajectory2task.programs.loop.agent import AgentReply, openai_messages, parse_arguments, system_prompt
+from trajectory2task.programs.loop.rollout import DEFAULT_MAX_TURNS, RolloutEngine
+from trajectory2task.programs.loop.user_sim import ScriptedUser, SimulatedUser
+from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls
+from trajectory2task.signatures.conversation import AgentToolCall, AgentTurn, ConversationTurn
+from trajectory2task.signatures.models import Message, Rollout, Step, Task, ToolCall
 
 ENV_ID = "t2t/TaskEnv-v0"
 # observations and actions are JSON with ASCII escapes: printable ASCII is every character they hold
@@ -267,7 +267,7 @@ class TaskEnv(gym.Env[str, str]):
 def load_environment(domain: str, db: str | None = None, db_seed: int = 0, db_users: int = 500) -> Environment[Any]:
     """A domain's environment over a database file or a generated one (kept: ``gymnasium.make``
     builds an env more than once)."""
-    from domains import get_domain
+    from trajectory2task.domains import get_domain
 
     kit = get_domain(domain)
     if db is not None:

@@ -18,13 +18,13 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from domains import Environment
-from programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer
-from programs.loop.agent import LMAgent, OracleAgent
-from programs.loop.rollout import RolloutEngine
-from programs.loop.user_sim import LMUser, ScriptedUser
-from signatures.conversation import ConversationTurn
-from signatures.models import Message, Task
+from trajectory2task.domains import Environment
+from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer
+from trajectory2task.programs.loop.agent import LMAgent, OracleAgent
+from trajectory2task.programs.loop.rollout import RolloutEngine
+from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
+from trajectory2task.signatures.conversation import ConversationTurn
+from trajectory2task.signatures.models import Message, Task
 
 
 def estimate_rollouts(env: Environment[Any], tasks: Sequence[Task], *, agents: Sequence[LMAgent],

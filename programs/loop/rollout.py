@@ -30,13 +30,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from domains import Environment
-from programs.loop.agent import Agent, AgentReply
-from programs.lm import event_loop
-from programs.loop.user_sim import LMTurnError, SimulatedUser
-from programs.verification.verifier import Verifier
-from signatures.conversation import ConversationTurn
-from signatures.models import Message, Rollout, Step, Task, Termination, ToolCall, Verdict
+from trajectory2task.domains import Environment
+from trajectory2task.programs.loop.agent import Agent, AgentReply
+from trajectory2task.programs.lm import event_loop
+from trajectory2task.programs.loop.user_sim import LMTurnError, SimulatedUser
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.signatures.conversation import ConversationTurn
+from trajectory2task.signatures.models import Message, Rollout, Step, Task, Termination, ToolCall, Verdict
 
 DEFAULT_MAX_TURNS = 30
 ONE_CALL_PER_TURN = "Error: one tool call per turn; this call was not run. Call it again in a later turn."
@@ -186,7 +186,7 @@ class RolloutEngine:
 
     def runner(self, agent: str) -> Callable[[Task], tuple[Rollout, Verdict]]:
         """`task -> (rollout, verdict)` with one agent: the shape metrics take a reference
-        rollout in (e.g. `optimize.metrics.check_task(..., run_rollout=engine.runner("oracle"))`)."""
+        rollout in (e.g. `trajectory2task.optimize.metrics.check_task(..., run_rollout=engine.runner("oracle"))`)."""
 
         def run(task: Task) -> tuple[Rollout, Verdict]:
             result = self.run(task, agent)
@@ -213,10 +213,10 @@ class RolloutEngine:
         event loop and a share of `concurrency` (one loop is bound by its process's CPU per
         LM call, see the README). Results come back here, in completion order, and
         `on_result` still runs in this process; the LM calls the workers recorded in their
-        copies of ``ledger`` (a `programs.lm.accounting.CallLedger`) are added to it as
+        copies of ``ledger`` (a `trajectory2task.programs.lm.accounting.CallLedger`) are added to it as
         their rollouts arrive. Needs the ``fork`` start method (Linux, macOS)."""
         if workers > 1 and len(jobs) > 1:
-            from programs.loop.shards import run_sharded
+            from trajectory2task.programs.loop.shards import run_sharded
 
             return run_sharded(self, tasks, jobs, concurrency, on_result, min(workers, len(jobs)), ledger)
         return event_loop.run(self.arun_many(tasks, jobs, concurrency, on_result))
@@ -276,7 +276,7 @@ class RolloutWriter:
                  ledger: Any = None) -> None:
         self.store = store
         self.run_id = run_id
-        self.ledger = ledger  # a programs.lm.accounting.CallLedger: its rows go with each batch
+        self.ledger = ledger  # a trajectory2task.programs.lm.accounting.CallLedger: its rows go with each batch
         self.batch_size = batch_size
         self.max_delay_s = max_delay_s
         self.pending: list[RolloutResult] = []

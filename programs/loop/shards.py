@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
 
-from programs.lm import event_loop
+from trajectory2task.programs.lm import event_loop
 
 if TYPE_CHECKING:
-    from programs.loop.rollout import RolloutCrash, RolloutEngine, RolloutJob, RolloutResult
-    from signatures.models import Task
+    from trajectory2task.programs.loop.rollout import RolloutCrash, RolloutEngine, RolloutJob, RolloutResult
+    from trajectory2task.signatures.models import Task
 
 
 def _worker(engine: RolloutEngine, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int,
@@ -46,7 +46,7 @@ def _worker(engine: RolloutEngine, tasks: dict[str, Task], jobs: Sequence[Rollou
 def run_sharded(engine: RolloutEngine, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int,
                 on_result: Callable[[RolloutResult], None] | None, workers: int,
                 ledger: Any = None) -> tuple[list[RolloutResult], list[RolloutCrash]]:
-    from programs.loop.rollout import RolloutCrash
+    from trajectory2task.programs.loop.rollout import RolloutCrash
 
     if "fork" not in multiprocessing.get_all_start_methods():
         raise RuntimeError("workers > 1 needs the fork start method, which this platform lacks; use workers=1")

@@ -17,9 +17,9 @@ from typing import Any, Literal, Protocol
 import dspy
 from pydantic import BaseModel
 
-from domains.runtime import ToolSpec
-from signatures.conversation import STOP_SIGNAL, ConversationTurn, SimulateUser
-from signatures.models import TokenUsage, UserScenario
+from trajectory2task.domains.runtime import ToolSpec
+from trajectory2task.signatures.conversation import STOP_SIGNAL, ConversationTurn, SimulateUser
+from trajectory2task.signatures.models import TokenUsage, UserScenario
 
 SCRIPTED_USER_NAME = "scripted"
 
@@ -53,7 +53,7 @@ def turn_error(who: str, side: FailureSide, exc: BaseException) -> LMTurnError:
     """The `LMTurnError` for an exception raised by a turn's program call."""
     from dspy.utils.exceptions import LMError
 
-    from programs.lm.accounting import error_kind
+    from trajectory2task.programs.lm.accounting import error_kind
 
     if isinstance(exc, LMError):
         return LMTurnError(f"transport: {who}: {error_kind(exc)}: {type(exc).__name__}: {exc}", "transport")
@@ -152,7 +152,7 @@ class _LMUserSession:
         return reply_of(text)
 
     def usage(self) -> TokenUsage:
-        from programs.lm.config import usage_of
+        from trajectory2task.programs.lm.config import usage_of
 
         return usage_of(self.lm)
 

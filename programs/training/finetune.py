@@ -2,7 +2,7 @@
 
 Data: fine-tuning chat records (``{"messages": [...], "tools": [...]}``, what `t2t export
 --format sft` writes), selected from a store by SQL or read from a JSONL file. Each record is
-rendered by `programs.lm.chat_format.ChatFormat` with the base model's tokenizer, the
+rendered by `trajectory2task.programs.lm.chat_format.ChatFormat` with the base model's tokenizer, the
 rendering `LocalLM` prompts with at inference, and tokenized piece by piece: labels are the
 token ids on the assistant's turns (its calls, its words, its end-of-turn marker) and -100
 elsewhere, so the loss falls on the agent's own output only.
@@ -12,7 +12,7 @@ Training: TRL's `SFTTrainer` on the tokenized examples, LoRA through peft by def
 temporary directory beside it and renamed into place at the end: an interrupted run leaves
 no half-written model. It holds the adapter (or the full model), the tokenizer, with
 ``merge`` the merged model under ``merged/``, and ``t2t_finetune.json`` naming the base, so
-``local/DIR`` loads it (`programs.lm.local`).
+``local/DIR`` loads it (`trajectory2task.programs.lm.local`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from programs.lm.local import FINETUNE_META, require_train_extra
-from store.records import LossPoint
+from trajectory2task.programs.lm.local import FINETUNE_META, require_train_extra
+from trajectory2task.store.records import LossPoint
 
 Method = Literal["lora", "full"]
 Device = Literal["cpu", "cuda"]
@@ -86,7 +86,7 @@ class DataError(ValueError):
 
 def read_sft_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The records of a `t2t export --format sft` file; a malformed line is a `DataError`."""
-    from store.files import InputFileError, read_input_text
+    from trajectory2task.store.files import InputFileError, read_input_text
 
     try:
         text = read_input_text(str(path), "--data")
@@ -113,7 +113,7 @@ def read_sft_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def build_examples(tokenizer: Any, records: Sequence[dict[str, Any]], max_length: int | None = None,
                    ) -> list[Example]:
     """Tokenized examples with labels on the assistant's turns only (see module doc)."""
-    from programs.lm.chat_format import ChatFormat
+    from trajectory2task.programs.lm.chat_format import ChatFormat
 
     chat = ChatFormat(tokenizer)
     examples = []
@@ -164,7 +164,7 @@ def check_output_paths(output: Path, base: str, data: Path | None, store: Path |
 
 
 def _load_base(config: FinetuneConfig) -> tuple[Any, Any]:
-    from programs.lm.local import ModelLoadError, load_tokenizer_and_model
+    from trajectory2task.programs.lm.local import ModelLoadError, load_tokenizer_and_model
 
     try:
         tokenizer, model = load_tokenizer_and_model(config.base, config.device)

@@ -1,8 +1,8 @@
 """Audit a task set: what code can find in it, and how varied it is.
 
 For any tasks (ours, or tau2's own) on one environment: gold replay, mutants
-(``programs.verification.mutants``), claims (``programs.verification.premises``), text lint
-(``programs.verification.lint``) and diversity figures: the write-tool mix, distinct write
+(``trajectory2task.programs.verification.mutants``), claims (``trajectory2task.programs.verification.premises``), text lint
+(``trajectory2task.programs.verification.lint``) and diversity figures: the write-tool mix, distinct write
 sequences, how often one customer is reused, gold length, and the breadth items (3+ writes,
 information the agent must tell, a hand-off to a human, a generic tool such as a calculator).
 """
@@ -16,12 +16,12 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domains import Environment
-from programs.verification.lint import lint_task, private_ids
-from programs.verification.mutants import run_mutants
-from programs.verification.premises import false_claims
-from programs.verification.verifier import Verifier
-from signatures.models import Task
+from trajectory2task.domains import Environment
+from trajectory2task.programs.verification.lint import lint_task, private_ids
+from trajectory2task.programs.verification.mutants import run_mutants
+from trajectory2task.programs.verification.premises import false_claims
+from trajectory2task.programs.verification.verifier import Verifier
+from trajectory2task.signatures.models import Task
 
 
 class TaskFinding(BaseModel):

@@ -19,8 +19,8 @@
   ``invalid_gold``, ``not_infeasible``, ``invalid_task``).
 
 What a domain knows for these checks comes from its kit's ``ConditionKit``
-(``domains.kit``); a domain without one gets the domain-general kit
-(``domains.generic_kit``), which reads only tool specs, observations and forks.
+(``trajectory2task.domains.kit``); a domain without one gets the domain-general kit
+(``trajectory2task.domains.generic_kit``), which reads only tool specs, observations and forks.
 """
 
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from domains import Environment, Episode, PolicyContext
-from domains.kit import ConditionKit
-from programs.verification.verifier import Verifier, authenticated_user, execute_calls
-from signatures.models import Action, Task, ToolCall
+from trajectory2task.domains import Environment, Episode, PolicyContext
+from trajectory2task.domains.kit import ConditionKit
+from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls
+from trajectory2task.signatures.models import Action, Task, ToolCall
 
 RejectionReason = Literal[
     "no_candidates",  # code found nothing to adapt (no ambiguity, no revised goal, no forbidden write)
@@ -90,7 +90,7 @@ def condition_facts(environment: Environment[Any]) -> ConditionKit:
     kit = environment.domain.kit
     if kit is not None and kit.conditions is not None:
         return kit.conditions
-    from domains.generic_kit import GenericConditions
+    from trajectory2task.domains.generic_kit import GenericConditions
 
     return GenericConditions(environment)
 

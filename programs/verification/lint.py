@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from typing import Any
 
-from domains import Environment
-from signatures.models import LintFinding, Task
+from trajectory2task.domains import Environment
+from trajectory2task.signatures.models import LintFinding, Task
 
 _WORD_REPEAT = re.compile(r"\b([A-Za-z]+)\s+\1\b", re.IGNORECASE)
 _DOUBLE_PUNCT = re.compile(r"(?<!\.)[.;,:!?]\s*[.;,:](?!\.)")

@@ -27,9 +27,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from domains import Environment
-from programs.verification.verifier import Verifier, execute_calls
-from signatures.models import Action, FailureReason, Message, Task, ToolCall
+from trajectory2task.domains import Environment
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.signatures.models import Action, FailureReason, Message, Task, ToolCall
 
 MutantKind = Literal["do_nothing", "drop_write", "first_goal", "first_then_revised", "other_reading",
                      "forbidden_attempt"]

@@ -2,7 +2,7 @@
 
 A writer or adapter that says "your pending order #W1" claims that order #W1 is pending
 and belongs to the user. Each such statement travels with the task as a
-``domains.kit.Claim``; this module reads the record the claim names from a fresh episode's
+``trajectory2task.domains.kit.Claim``; this module reads the record the claim names from a fresh episode's
 plain JSON (not through any kit, writer or adapter code) and compares.
 """
 
@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from domains import Environment
-from domains.kit import Claim
+from trajectory2task.domains import Environment
+from trajectory2task.domains.kit import Claim
 
 _MISSING = object()
 

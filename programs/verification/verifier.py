@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from domains import Environment, Episode, PolicyContext
-from signatures.models import Action, FailureReason, Message, Step, Task, ToolCall, Verdict
+from trajectory2task.domains import Environment, Episode, PolicyContext
+from trajectory2task.signatures.models import Action, FailureReason, Message, Step, Task, ToolCall, Verdict
 
 class ActionError(BaseModel):
     action_id: str | None
@@ -122,8 +122,8 @@ class Verifier:
         the gold (the oracle) act without asking, so calibration runs leave it off.
 
         ``discriminative``: static verification also judges the task's mutants
-        (``programs.verification.mutants``) and its claims about the database
-        (``programs.verification.premises``); a passing mutant fails the task
+        (``trajectory2task.programs.verification.mutants``) and its claims about the database
+        (``trajectory2task.programs.verification.premises``); a passing mutant fails the task
         (``mutant_passes``), and so does a false claim (``false_premise``)."""
         self.environment = environment
         self.require_clarification = require_clarification
@@ -184,8 +184,8 @@ class Verifier:
         return Verdict(task_id=task.id, passed=not reasons, reasons=reasons, details=details)
 
     def _check_discriminative(self, task: Task) -> tuple[list[FailureReason], list[str]]:
-        from programs.verification.mutants import run_mutants
-        from programs.verification.premises import false_claims
+        from trajectory2task.programs.verification.mutants import run_mutants
+        from trajectory2task.programs.verification.premises import false_claims
 
         reasons: list[FailureReason] = []
         details: list[str] = []
