@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
+from trajectory2task.programs.verification.coherence import COHERENCE_CLASSES, coherence_findings
 from trajectory2task.programs.verification.lint import lint_task, private_ids
 from trajectory2task.programs.verification.mutants import run_mutants
 from trajectory2task.programs.verification.premises import false_claims
@@ -24,10 +25,15 @@ from trajectory2task.programs.verification.verifier import Verifier
 from trajectory2task.signatures.models import Task
 
 
+# every class the audit reports, in its table's order (a class with no finding shows 0)
+PROBLEMS: tuple[str, ...] = ("failing_gold", "noop_passes", "mutant_passes", "single_reading", "false_premise",
+                             *COHERENCE_CLASSES, "lint")
+
+
 class TaskFinding(BaseModel):
     task_id: str
     condition: str
-    problem: str  # failing_gold | noop_passes | mutant_passes | false_premise | single_reading | lint
+    problem: str  # one of PROBLEMS
     detail: str
 
 
@@ -48,7 +54,7 @@ class Diversity(BaseModel):
 
 class AuditReport(BaseModel):
     findings: list[TaskFinding] = Field(default_factory=list)
-    counts: dict[str, int] = Field(default_factory=dict)  # problem -> tasks
+    counts: dict[str, int] = Field(default_factory=dict)  # problem -> tasks, every class in PROBLEMS
     lint_rules: dict[str, int] = Field(default_factory=dict)  # rule -> findings
     non_discriminative_writes: dict[str, int] = Field(default_factory=dict)  # tool -> tasks where dropping it passes
     diversity: Diversity
@@ -114,13 +120,15 @@ def audit(environment: Environment[Any], tasks: Sequence[Task]) -> AuditReport:
             add(task, "single_reading", f"{report.executable_readings} reading(s) run")
         for false in false_claims(environment, task.claims):
             add(task, "false_premise", false)
+        for finding in coherence_findings(environment, task):
+            add(task, finding.cls, finding.detail)
         found = lint_task(task, private)
         if found:
             lint_rules.update(f.rule for f in found)
             add(task, "lint", "; ".join(f"{f.rule} in {f.field}: {f.excerpt}" for f in found[:3]))
-    counts = Counter()
+    counts = Counter({problem: 0 for problem in PROBLEMS})
     for problem in {(f.task_id, f.problem) for f in findings}:
         counts[problem[1]] += 1
-    return AuditReport(findings=findings, counts=dict(sorted(counts.items())), lint_rules=dict(lint_rules.most_common()),
+    return AuditReport(findings=findings, counts=dict(counts), lint_rules=dict(lint_rules.most_common()),
                        non_discriminative_writes=dict(weak_writes.most_common()),
                        diversity=diversity(environment, tasks, verifier))
