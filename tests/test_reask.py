@@ -48,8 +48,11 @@ def _prompts(server: ScriptedLLMServer) -> list[str]:
     return [r["messages"][-1]["content"] for r in server.requests]
 
 
-def test_reask_is_dspy_best_of_n():
-    assert isinstance(Reask(dspy.Predict(Count), 2, _judge), dspy.BestOfN)
+def test_reask_is_a_plain_module_that_holds_the_programs_own_predictor():
+    predict = dspy.Predict(Count)
+    reask = Reask(predict, 2, _judge)
+    assert isinstance(reask, dspy.Module) and not isinstance(reask, dspy.BestOfN)
+    assert [p for _, p in reask.named_predictors()] == [predict]  # the same object: no copy per attempt
 
 
 @pytest.mark.parametrize("asynchronous", [False, True], ids=["sync", "async"])

@@ -317,7 +317,7 @@ class Explorer(dspy.Module):
                                 target_write=target_write, goal=goal)
 
     def _reask(self) -> Reask:
-        """Up to ``parse_attempts`` asks until one is a tool call (DSPy's BestOfN, each ask
+        """Up to ``parse_attempts`` asks until one is a tool call (`Reask`, each ask
         with its own rollout id); a re-ask is told why the last answer was not one."""
         from dspy.utils.exceptions import AdapterParseError
 

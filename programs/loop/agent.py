@@ -20,7 +20,7 @@ renders it:
   models with no function calling.
 
 A reply that does not parse is asked again (`parse_attempts` in all, through
-`trajectory2task.programs.generation.reask.Reask`, DSPy's BestOfN), each re-ask with its own `rollout_id`,
+`trajectory2task.programs.generation.reask.Reask`, a plain dspy.Module), each re-ask with its own `rollout_id`,
 so that DSPy's cache does not hand back the same failed reply.
 
 Reference agents calibrate a task set offline: `DoNothingAgent` never calls a tool (every
@@ -334,7 +334,7 @@ class ToolCallingAgent(dspy.Module):
         return _ADAPTERS[self.native_function_calling]
 
     def _reask(self, trial: int) -> Reask:
-        """Up to ``parse_attempts`` asks until one parses (DSPy's BestOfN). The first ask of
+        """Up to ``parse_attempts`` asks until one parses (`Reask`). The first ask of
         trial 0 has no rollout id (the plain cached call); every other ask, and every ask of
         another trial, has its own."""
         return Reask(self.turn, self.parse_attempts, rollout_offset=trial * self.parse_attempts)
