@@ -44,6 +44,11 @@ _EXPORTS: dict[str, str] = {
     "check_task": "trajectory2task.optimize.metrics",
     "check_trajectory": "trajectory2task.optimize.metrics",
     "Score": "trajectory2task.optimize.metrics",
+    # the use cases behind the commands
+    "generate": "trajectory2task.usecases",
+    "GenerateResult": "trajectory2task.usecases",
+    "verify": "trajectory2task.usecases",
+    "audit": "trajectory2task.usecases",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -74,3 +79,4 @@ if TYPE_CHECKING:  # static checkers see the real names
     from trajectory2task.programs.verification.verifier import Verifier
     from trajectory2task.signatures.models import Rollout, Task, Trajectory, Verdict
     from trajectory2task.store import TaskStore, read_only_query
+    from trajectory2task.usecases import GenerateResult, audit, generate, verify

@@ -1,0 +1,194 @@
+"""What the `t2t` commands do, as typed Python functions (no printing, no exit codes).
+
+``generate`` explores, writes, adapts and verifies; ``verify`` and ``audit`` check a task
+set; each works with or without a store. Errors are exceptions with one-line messages:
+`UnknownDomainError`, `ValueError` for bad arguments, the store's `StoreError`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from trajectory2task.signatures.models import CONDITIONS, Condition, GenerationItem, LMCall, Task, Trajectory, Verdict
+
+
+class GenerateResult(BaseModel):
+    """A finished generation run: its summary and everything it made."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    run_id: str
+    summary: Any  # trajectory2task.programs.generation.pipeline.RunSummary
+    trajectories: list[Trajectory] = Field(default_factory=list)
+    tasks: list[Task] = Field(default_factory=list)
+    verdicts: list[Verdict] = Field(default_factory=list)
+
+    def verified(self) -> list[Task]:
+        """The tasks whose static verdict passed."""
+        passed = {v.task_id for v in self.verdicts if v.passed}
+        return [t for t in self.tasks if t.id in passed]
+
+
+class MemorySink:
+    """The pipeline's sink without a store: items kept in lists, in the order they finish."""
+
+    def __init__(self) -> None:
+        self.items: list[GenerationItem] = []
+        self.trajectories: list[Trajectory] = []
+        self.tasks: list[Task] = []
+        self.verdicts: list[Verdict] = []
+        self.lm_calls: list[LMCall] = []
+        self._lock = threading.Lock()  # items finish on several worker threads
+
+    def recorded(self, run_id: str) -> list[GenerationItem]:
+        del run_id  # one sink per run
+        return list(self.items)
+
+    def add(self, run_id: str, item: GenerationItem, trajectories: Sequence[Trajectory], tasks: Sequence[Task],
+            verdicts: Sequence[Verdict], lm_calls: Sequence[LMCall]) -> None:
+        with self._lock:
+            self.items.append(item)
+            self.trajectories += trajectories
+            self.tasks += tasks
+            self.verdicts += verdicts
+            self.lm_calls += lm_calls
+
+    def finish(self, run_id: str, status: str) -> None:
+        del run_id, status  # nothing to close
+
+
+def generation_programs(lms: dict[str, Any]) -> dict[str, Any]:
+    """The explorer, writer and intent adapter: the DSPy program bound to its LM for each role
+    in ``lms``, the seeded offline baseline for the others."""
+    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
+    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+
+    programs: dict[str, Any] = {
+        "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
+        "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
+        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
+    }
+    for role, lm in lms.items():
+        programs[role].set_lm(lm)
+    return programs
+
+
+def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] = CONDITIONS, seed: int = 0,
+             db: str | os.PathLike[str] | None = None, users: int = 500, lm: Any = None,
+             lms: dict[str, Any] | None = None, store: str | os.PathLike[str] | None = None, workers: int = 1,
+             progress: Callable[[Any], None] | None = None) -> GenerateResult:
+    """Explore ``n`` trajectories on a domain's database and make verified tasks from them.
+
+    ``db`` is a database JSON file (default: one generated from ``seed`` with ``users`` users).
+    ``lm`` (a ``dspy.LM``) plays every generation role; ``lms`` sets roles one by one
+    (``{"writer": lm}``); with neither, the offline baselines run. With ``store`` (a DuckDB
+    file) every item is stored as `t2t generate` stores it, one transaction per item, and the
+    run can be resumed with the command; without one, results are only returned.
+    """
+    from trajectory2task.domains import get_domain, domain_module
+    from trajectory2task.programs.generation.pipeline import (GENERATION_ROLES, GenerationConfig,
+                                                               GenerationPipeline, id_prefix)
+
+    if n < 1:
+        raise ValueError(f"n must be at least 1, not {n}")
+    unknown = [c for c in conditions if c not in CONDITIONS]
+    if unknown or not conditions:
+        raise ValueError(f"conditions: unknown {', '.join(map(str, unknown)) or '(none given)'}; "
+                         f"choose from {', '.join(CONDITIONS)}")
+    by_role = {role: lm for role in GENERATION_ROLES} if lm is not None else {}
+    by_role.update(lms or {})
+    strange = sorted(set(by_role) - set(GENERATION_ROLES))
+    if strange:
+        raise ValueError(f"lms: unknown role(s) {', '.join(strange)}; the roles are {', '.join(GENERATION_ROLES)}")
+    loaded = get_domain(domain)
+    env = loaded.environment(loaded.load_db(os.fspath(db)) if db is not None else _generated_db(loaded, seed, users))
+    roles = {role: (by_role[role].model if role in by_role else "baseline") for role in GENERATION_ROLES}
+    offline = [r for r in ("explorer", "writer") if roles[r] == "baseline"]
+    if offline and env.domain.kit is None:
+        raise ValueError(f"domain '{env.domain.name}' has no generation kit, which the offline "
+                         f"{' and '.join(offline)} need: give an LM or add a kit")
+    run_id = uuid.uuid4().hex
+    config = GenerationConfig(domain=env.domain.name, domain_module=domain_module(domain), n=n,
+                              conditions=[c for c in CONDITIONS if c in conditions], seed=seed,
+                              db_path=os.path.abspath(db) if db is not None else None, db_users=users,
+                              db_initial_hash=env.initial_hash(), source="lm" if by_role else "baseline",
+                              roles=roles)
+    config.id_prefix = id_prefix(config, run_id)
+    programs = generation_programs(by_role)
+    versions = {role: type(program).__name__ for role, program in programs.items()}
+
+    def run(sink: Any) -> Any:
+        pipeline = GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
+                                      adapter=programs["adapter"], program_versions=versions, lms=by_role,
+                                      workers=workers)
+        return pipeline.run(run_id, progress=progress)
+
+    memory = MemorySink()
+    if store is None:
+        summary = run(memory)
+    else:
+        from trajectory2task.store import TaskStore
+        from trajectory2task.store.failures import StoreSink
+
+        with TaskStore(Path(store)) as task_store:
+            task_store.start_run("generate", config.model_dump(mode="json"), seed=seed, run_id=run_id)
+            tee = _Tee(StoreSink(task_store), memory)
+            summary = run(tee)
+    return GenerateResult(run_id=run_id, summary=summary, trajectories=memory.trajectories, tasks=memory.tasks,
+                          verdicts=memory.verdicts)
+
+
+class _Tee:
+    """A store sink that also keeps what it stores (the store has it; the caller gets it too)."""
+
+    def __init__(self, store_sink: Any, memory: MemorySink) -> None:
+        self.store_sink, self.memory = store_sink, memory
+
+    def recorded(self, run_id: str) -> list[GenerationItem]:
+        return self.store_sink.recorded(run_id)
+
+    def add(self, run_id: str, item: GenerationItem, trajectories: Sequence[Trajectory], tasks: Sequence[Task],
+            verdicts: Sequence[Verdict], lm_calls: Sequence[LMCall]) -> None:
+        self.store_sink.add(run_id, item, trajectories, tasks, verdicts, lm_calls)
+        self.memory.add(run_id, item, trajectories, tasks, verdicts, lm_calls)
+
+    def finish(self, run_id: str, status: str) -> None:
+        self.store_sink.finish(run_id, status)
+
+
+def _generated_db(domain: Any, seed: int, users: int) -> Any:
+    if domain.generate_db is None:
+        raise ValueError(f"domain {domain.name} has no database generator: pass db=")
+    return domain.generate_db(seed, users)
+
+
+class VerifyResult(BaseModel):
+    verdicts: list[Verdict]
+
+    @property
+    def passed(self) -> int:
+        return sum(v.passed for v in self.verdicts)
+
+
+def verify(tasks: Sequence[Task], environment: Any) -> VerifyResult:
+    """Each task's static verdict (gold replay, do-nothing agent, infeasibility), as `t2t verify`."""
+    from trajectory2task.programs.verification.verifier import Verifier
+
+    verifier = Verifier(environment)
+    return VerifyResult(verdicts=[verifier.verify_task(t) for t in tasks])
+
+
+def audit(tasks: Sequence[Task], environment: Any) -> Any:
+    """Every finding code can make on ``tasks`` and their diversity (`t2t audit`): an
+    ``AuditReport`` whose ``counts`` has a row for every class."""
+    from trajectory2task.programs.verification.audit import audit as run_audit
+
+    return run_audit(environment, list(tasks))

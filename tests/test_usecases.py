@@ -1,0 +1,61 @@
+"""The use cases as Python functions: what `t2t generate` makes, `generate()` makes too,
+with or without a store; `verify()` and `audit()` judge it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import trajectory2task as t2t
+from tests.cli import run_t2t
+
+
+def _scenarios(tasks) -> list[tuple[str, str]]:
+    return sorted((t.condition, t.scenario.reason_for_call or "") for t in tasks)
+
+
+@pytest.fixture(scope="module")
+def offline():
+    return t2t.generate("retail", n=3, seed=5)
+
+
+def test_generate_without_a_store_returns_the_tasks_the_command_stores(offline, tmp_path):
+    store = tmp_path / "t2t.duckdb"
+    result = run_t2t("generate", "--domain", "retail", "--n", "3", "--seed", "5", "--store", str(store))
+    assert result.returncode == 0, result.stderr
+    _, rows = t2t.read_only_query(store, "SELECT json FROM tasks_latest")
+    stored = [t2t.Task.model_validate(json.loads(r[0]) if isinstance(r[0], str) else r[0]) for r in rows]
+    assert offline.tasks and _scenarios(offline.tasks) == _scenarios(stored)
+    _, verified = t2t.read_only_query(store, "SELECT condition, count(*) FILTER (verified) FROM tasks_latest "
+                                             "GROUP BY 1")
+    assert {c.condition: c.verified for c in offline.summary.conditions if c.tasks} == dict(verified)
+    assert len(offline.verified()) == sum(n for _, n in verified)
+
+
+def test_verify_agrees_with_the_pipeline_and_audit_has_a_row_per_class(offline):
+    env = t2t.get_domain("retail")
+    environment = env.environment(env.generate_db(5, 500))
+    verdicts = t2t.verify(offline.verified(), environment)
+    assert verdicts.passed == len(offline.verified()) > 0
+    report = t2t.audit(offline.verified(), environment)
+    from trajectory2task.programs.verification.audit import PROBLEMS
+
+    assert list(report.counts) == list(PROBLEMS)
+
+
+def test_generate_into_a_store_keeps_every_task_there(tmp_path):
+    store = tmp_path / "py.duckdb"
+    result = t2t.generate("airline", n=2, seed=1, conditions=["general", "infeasible"], store=store)
+    _, rows = t2t.read_only_query(store, "SELECT count(*) FROM tasks_latest")
+    assert rows[0][0] == len(result.tasks) > 0
+    assert {t.condition for t in result.tasks} <= {"general", "infeasible"}
+
+
+def test_bad_arguments_are_one_line_errors():
+    with pytest.raises(ValueError, match="n must be at least 1"):
+        t2t.generate(n=0)
+    with pytest.raises(ValueError, match="unknown"):
+        t2t.generate(n=1, conditions=["sideways"])
+    with pytest.raises(ValueError, match="unknown role"):
+        t2t.generate(n=1, lms={"painter": object()})
