@@ -11,7 +11,7 @@ from trajectory2task.errors import UserError
 DEFAULT_STORE = "t2t.duckdb"
 DEFAULT_DB_SEED = 0
 DEFAULT_DB_USERS = 500
-# Documented limits (README): a generated database is built in memory (about 20 kB and
+# Documented limits (docs/cli.md): a generated database is built in memory (about 20 kB and
 # 1.4 ms per user here), and bench plans tasks x agents x trials rollouts up front.
 MAX_DB_USERS = 100_000
 MAX_TRIALS = 1_000

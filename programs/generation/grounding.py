@@ -59,7 +59,7 @@ def baseline_kit(env: Environment[Any]) -> ExplorationKit:
     kit = env.domain.kit
     if kit is None:
         raise KitError(f"domain '{env.domain.name}' has no generation kit, which the offline baselines need; "
-                       "generate with an LM (--lm) or add a kit (README: 'Adding a domain')")
+                       "generate with an LM (--lm) or add a kit (docs/domains.md: 'Adding a domain')")
     return kit.exploration
 
 

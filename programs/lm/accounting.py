@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 ErrorKind = Literal["unreachable", "wrong_url", "context_overflow", "timeout", "rate_limit", "server_error",
                     "auth", "bad_request", "unparsable", "other"]
 
-# what to change, per kind (the CLI's flags; the env variables are in the README)
+# what to change, per kind (the CLI's flags; the env variables are in docs/generation.md)
 _ADVICE: dict[str, str] = {
     "unreachable": "is the server running? check --api-base",
     "wrong_url": "check --api-base: OpenAI-compatible servers usually serve under /v1",

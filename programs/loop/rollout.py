@@ -211,7 +211,7 @@ class RolloutEngine:
 
         ``workers`` > 1 shards the jobs over that many forked processes, each with its own
         event loop and a share of `concurrency` (one loop is bound by its process's CPU per
-        LM call, see the README). Results come back here, in completion order, and
+        LM call, see docs/closed-loop.md). Results come back here, in completion order, and
         `on_result` still runs in this process; the LM calls the workers recorded in their
         copies of ``ledger`` (a `trajectory2task.programs.lm.accounting.CallLedger`) are added to it as
         their rollouts arrive. Needs the ``fork`` start method (Linux, macOS)."""
