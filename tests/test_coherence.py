@@ -106,3 +106,29 @@ def test_audit_prints_a_row_for_every_class_even_with_no_finding():
     counts = json.loads(result.stdout)["counts"]
     assert list(counts) == list(PROBLEMS)
     assert all(counts[c] == 0 for c in ("pointless_write", "repeated_entity", "told_amount", "plural_seam"))
+
+
+def test_generated_airline_tasks_make_no_write_that_a_later_one_makes_pointless(tmp_path):
+    # read from the raw exported JSON and the raw database file, with no code of the generator's
+    db, store, out = tmp_path / "db.json", tmp_path / "t2t.duckdb", tmp_path / "tasks.json"
+    assert run_t2t("domain", "generate-db", "airline", "--seed", "3", "--users", "300", "--out", str(db)).returncode == 0
+    made = run_t2t("generate", "--domain", "airline", "--db", str(db), "--n", "30", "--store", str(store), timeout=600)
+    assert made.returncode == 0, made.stderr
+    assert run_t2t("export", "--format", "tau2", "--where", "verified", "--store", str(store),
+                   "--out", str(out)).returncode == 0
+    existing = set(json.loads(db.read_text())["reservations"])
+    tasks = json.loads(out.read_text())
+    assert len(tasks) >= 60
+    for task in tasks:
+        writes = [a for a in task["evaluation_criteria"]["actions"]
+                  if a["name"].split("_")[0] in ("book", "cancel", "update", "send")]
+        seen: set[tuple[str, str]] = set()
+        for action in writes:
+            reservation = action["arguments"].get("reservation_id")
+            if reservation is None:
+                continue
+            key = (action["name"], reservation)
+            assert key not in seen, f"{task['id']}: {action['name']} twice on {reservation}"
+            seen.add(key)
+            if action["name"] == "cancel_reservation":
+                assert reservation in existing, f"{task['id']}: cancels {reservation}, which the task itself booked"

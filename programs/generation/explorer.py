@@ -32,6 +32,7 @@ from trajectory2task.programs.generation.reask import Answer, Reask, Verdict
 from trajectory2task.programs.generation.steps import Steps, arun_steps, run_steps
 from trajectory2task.programs.generation.prompting import compact_tools, shown_steps
 from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.programs.verification.coherence import pointless_pairs
 from trajectory2task.signatures.generation import ProposeExplorationCall, exploration_signature
 from trajectory2task.signatures.models import Provenance, Step, ToolCall, Trajectory
 
@@ -76,6 +77,24 @@ def _necessary_writes(env: Environment[Any], steps: list[Step], end_state_hash: 
     return steps, end_state_hash
 
 
+def _without_pointless_writes(env: Environment[Any], steps: list[Step], end_state_hash: str) -> tuple[list[Step], str]:
+    """The trajectory cut just before the first write that makes an earlier one pointless
+    (overwrites or cancels its record without needing it, or cancels what the walk created):
+    a task that required both would ask a customer for something no customer wants."""
+    while True:
+        pairs = pointless_pairs(env, [s.call for s in steps])
+        if not pairs:
+            return steps, end_state_hash
+        cut = pairs[0][1]
+        while cut > 0 and steps[cut - 1].call.name == CALCULATOR_TOOL:  # a sum worked out for it goes too
+            cut -= 1
+        steps = steps[:cut]
+        episode = env.episode()
+        for step in steps:
+            episode.call(step.call.name, step.call.arguments)
+        end_state_hash = episode.state_hash()
+
+
 def _accept(env: Environment[Any], steps: list[Step], dropped: list[Step], proposals: int, *, trajectory_id: str,
             seed_entity: str, goal: str, end_state_hash: str, provenance: Provenance) -> ExplorationResult:
     """The checks every explorer applies before a trajectory is kept."""
@@ -84,6 +103,7 @@ def _accept(env: Environment[Any], steps: list[Step], dropped: list[Step], propo
         return ExplorationResult(dropped=dropped, proposals=proposals, rejected_reason=reason)
 
     steps, end_state_hash = _necessary_writes(env, steps, end_state_hash)
+    steps, end_state_hash = _without_pointless_writes(env, steps, end_state_hash)
     if not any(env.tools[s.call.name].kind == "write" for s in steps):
         return reject("no successful write within the step limit")
     if end_state_hash == env.initial_hash():

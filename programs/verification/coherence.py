@@ -20,14 +20,14 @@ the same reading a grader makes of "modify order #W1" or "update reservation ABC
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
 
 from trajectory2task.domains import Environment, PolicyContext
 from trajectory2task.programs.verification.verifier import authenticated_user, execute_calls
-from trajectory2task.signatures.models import Action, Task
+from trajectory2task.signatures.models import Action, Task, ToolCall
 
 CoherenceClass = Literal["pointless_write", "repeated_entity", "told_amount", "plural_seam"]
 COHERENCE_CLASSES: tuple[CoherenceClass, ...] = ("pointless_write", "repeated_entity", "told_amount", "plural_seam")
@@ -42,22 +42,29 @@ class CoherenceFinding(BaseModel):
     detail: str
 
 
-def record_of(action: Action) -> str | None:
-    """The id of the record ``action`` writes, or None when no argument names one."""
-    for name, value in action.arguments.items():
+class Call(Protocol):
+    """A tool call as the checks read it (an `Action` or a `ToolCall`)."""
+
+    name: str
+    arguments: dict[str, Any]
+
+
+def record_of(call: Call) -> str | None:
+    """The id of the record ``call`` writes, or None when no argument names one."""
+    for name, value in call.arguments.items():
         if name.endswith("_id") and isinstance(value, str) and not name.startswith(_NOT_A_RECORD):
             return value
     return None
 
 
-def _same_record_pairs(gold: list[Action], write_tools: frozenset[str]) -> Iterator[tuple[int, int]]:
-    """(i, j): gold[j] overwrites or cancels the record gold[i] wrote."""
-    for i, first in enumerate(gold):
+def _same_record_pairs(calls: Sequence[Call], write_tools: frozenset[str]) -> Iterator[tuple[int, int]]:
+    """(i, j): calls[j] overwrites or cancels the record calls[i] wrote."""
+    for i, first in enumerate(calls):
         record = record_of(first) if first.name in write_tools else None
         if record is None:
             continue
-        for j in range(i + 1, len(gold)):
-            later = gold[j]
+        for j in range(i + 1, len(calls)):
+            later = calls[j]
             if later.name not in write_tools or record_of(later) != record:
                 continue
             if later.name == first.name or (later.name.startswith("cancel") and not first.name.startswith("cancel")):
@@ -65,41 +72,43 @@ def _same_record_pairs(gold: list[Action], write_tools: frozenset[str]) -> Itera
                 break
 
 
-def _needed_for(environment: Environment[Any], gold: list[Action], i: int, j: int, user_id: str | None) -> bool:
-    """Whether gold[j] fails a tool check or breaks a policy rule when gold[i] is left out."""
+def _needed_for(environment: Environment[Any], calls: Sequence[Call], i: int, j: int, user_id: str | None) -> bool:
+    """Whether calls[j] fails a tool check or breaks a policy rule when calls[i] is left out."""
     episode = environment.episode()
-    for k, action in enumerate(gold[:j]):
+    for k, call in enumerate(calls[:j]):
         if k != i:
-            episode.call(action.name, action.arguments)
-    later = gold[j]
+            episode.call(call.name, call.arguments)
+    later = calls[j]
     if episode.fork().call(later.name, later.arguments).error:
         return True
     return bool(environment.policy_violations(episode, later.name, later.arguments, PolicyContext(user_id=user_id)))
 
 
-def _pointless_writes(environment: Environment[Any], gold: list[Action],
-                      write_tools: frozenset[str]) -> Iterator[CoherenceFinding]:
-    pairs = list(_same_record_pairs(gold, write_tools))
-    cancels = [j for j, a in enumerate(gold) if a.name in write_tools and a.name.startswith("cancel") and record_of(a)]
+def pointless_pairs(environment: Environment[Any], calls: Sequence[Call]) -> list[tuple[int, int, str]]:
+    """(i, j, why) for each write calls[i] that the later write calls[j] makes pointless (see
+    the module docstring), in the order of j."""
+    write_tools = frozenset(n for n, spec in environment.tools.items() if spec.kind == "write")
+    pairs = list(_same_record_pairs(calls, write_tools))
+    cancels = [j for j, c in enumerate(calls) if c.name in write_tools and c.name.startswith("cancel") and record_of(c)]
     if not pairs and not cancels:
-        return
-    steps = execute_calls(environment.episode(), gold)
-    for j in cancels:  # a record the gold itself creates, then cancels: both writes are for nothing
-        record = record_of(gold[j])
+        return []
+    found: list[tuple[int, int, str]] = []
+    steps = execute_calls(environment.episode(), [ToolCall(name=c.name, arguments=c.arguments) for c in calls])
+    for j in cancels:  # a record the calls themselves create, then cancel: both writes are for nothing
+        record = record_of(calls[j])
         for k in range(j):
-            seen_before = any(record in str(gold[m].arguments) or record in steps[m].observation for m in range(k))
-            if seen_before:
+            if any(record in str(calls[m].arguments) or record in steps[m].observation for m in range(k)):
                 break
-            if gold[k].name in write_tools and not steps[k].error and record in steps[k].observation:
-                yield CoherenceFinding(cls="pointless_write", detail=f"{gold[k].name} creates {record}, then "
-                                                                     f"{gold[j].name} cancels it")
+            if calls[k].name in write_tools and not steps[k].error and record in steps[k].observation:
+                found.append((k, j, f"{calls[k].name} creates {record}, then {calls[j].name} cancels it"))
                 break
     user_id = authenticated_user(environment, steps)
     for i, j in pairs:
-        if not _needed_for(environment, gold, i, j, user_id):
-            how = "overwrites it" if gold[j].name == gold[i].name else "cancels it"
-            yield CoherenceFinding(cls="pointless_write", detail=f"{gold[i].name} on {record_of(gold[i])}: a later "
-                                                                 f"{gold[j].name} {how}, and needs no such write first")
+        if not _needed_for(environment, calls, i, j, user_id):
+            how = "overwrites it" if calls[j].name == calls[i].name else "cancels it"
+            found.append((i, j, f"{calls[i].name} on {record_of(calls[i])}: a later {calls[j].name} {how}, "
+                                "and needs no such write first"))
+    return sorted(found, key=lambda pair: pair[1])
 
 
 def _canonical(value: Any) -> Any:
@@ -156,8 +165,9 @@ def coherence_findings(environment: Environment[Any], task: Task) -> list[Cohere
     write_tools = frozenset(n for n, spec in environment.tools.items() if spec.kind == "write")
     writes = [a for a in task.gold_actions if a.name in write_tools]
     text = user_text(task)
-    findings = [*_pointless_writes(environment, list(task.gold_actions), write_tools), *_repeated_entities(writes),
-                *_told_amounts(task, text)]
+    findings = [CoherenceFinding(cls="pointless_write", detail=why)
+                for _, _, why in pointless_pairs(environment, task.gold_actions)]
+    findings += [*_repeated_entities(writes), *_told_amounts(task, text)]
     for match in _PLURAL_SEAM.finditer(text):
         findings.append(CoherenceFinding(cls="plural_seam", detail=match.group(0)))
         break
