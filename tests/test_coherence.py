@@ -86,14 +86,15 @@ def test_a_passenger_listed_twice_is_a_repeated_entity(airline_env):
 
 def test_an_amount_to_tell_that_the_user_is_told_and_a_template_plural(airline_env):
     raw = _by_id("8")
-    told = _task(raw, communicate=["348"], reason="Book the flight; it costs $348 in all.")
+    told = _task(raw, communicate=["348"], reason="Book the flight; ask the agent the price: it costs $348 in all.")
     assert _classes(airline_env, told) == ["told_amount"]
     seam = _task(raw, reason="Book the flight with 1 checked bag(s).")
     assert _classes(airline_env, seam) == ["plural_seam"]
     # "1,200.50" in the text and "1200.5" to tell are the same amount
-    assert _classes(airline_env, _task(raw, communicate=["1200.5"], reason="It was 1,200.50 dollars.")) == ["told_amount"]
-    # a date's digits are not an amount of 100
-    assert _classes(airline_env, _task(raw, communicate=["100"], reason="Fly on 2024-05-10.")) == []
+    assert _classes(airline_env, _task(raw, communicate=["1200.5"], reason="Ask the total; it was 1,200.50 dollars.")
+                    ) == ["told_amount"]
+    # a date's digits are not an amount of 17
+    assert _classes(airline_env, _task(raw, communicate=["17"], reason="Fly on 2024-05-17; ask the price.")) == []
 
 
 def test_audit_prints_a_row_for_every_class_even_with_no_finding():
@@ -132,3 +133,34 @@ def test_generated_airline_tasks_make_no_write_that_a_later_one_makes_pointless(
             seen.add(key)
             if action["name"] == "cancel_reservation":
                 assert reservation in existing, f"{task['id']}: cancels {reservation}, which the task itself booked"
+
+
+def _claims(reservation: str, user: str, origin: str) -> list[dict]:
+    says = f"your trip from {origin}"
+    return [{"table": "reservations", "key": reservation, "path": ["origin"], "op": "eq", "value": origin, "says": says},
+            {"table": "reservations", "key": reservation, "path": ["user_id"], "op": "eq", "value": user,
+             "says": says}]
+
+
+def test_words_that_fit_two_records_are_found_and_words_that_fit_one_are_not(airline_env):
+    from trajectory2task.domains.kit import Claim
+
+    task = _task(_by_id("8"))
+    two = task.model_copy(update={"claims": [Claim(**c) for c in _claims("PGAGLM", "isabella_muller_2311", "LAX")]})
+    assert _classes(airline_env, two) == ["words_fit_several"]  # she has two trips from LAX
+    one = task.model_copy(update={"claims": [Claim(**c) for c in _claims("4WQ150", "chen_jackson_3290", "DFW")]})
+    assert _classes(airline_env, one) == []
+    # ambiguous tasks are meant to fit several
+    assert _classes(airline_env, two.model_copy(update={"condition": "ambiguous"})) == []
+
+
+def test_a_gold_write_that_breaks_a_policy_rule_and_more_values_than_questions(airline_env):
+    lookup = [_action("get_user_details", user_id="raj_garcia_4690")]
+    wrong_fee = _action("update_reservation_baggages", reservation_id="4NQCM5", total_baggages=2, nonfree_baggages=0,
+                        payment_id="gift_card_2698099")  # one of the two bags is not free for him
+    assert _classes(airline_env, _task(_by_id("8"), lookup + [wrong_fee])) == ["policy_breaking_gold"]
+    asks_once = _task(_by_id("8"), communicate=["12", "34"], reason="Ask the agent how much it costs.")
+    assert _classes(airline_env, asks_once) == ["questions_vs_values"]
+    asks_twice = _task(_by_id("8"), communicate=["12", "34"], reason="Ask the agent how much it costs. And ask what "
+                                                                     "the refund is.")
+    assert _classes(airline_env, asks_twice) == []

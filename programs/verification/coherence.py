@@ -11,7 +11,13 @@ Classes (each finding names its class and a one-line detail):
   twice on one reservation);
 - ``told_amount``: an amount the agent must tell (``communicate_info``) already stands in what
   the user is told, so saying it proves nothing;
-- ``plural_seam``: a template plural such as "bag(s)" in what the user reads.
+- ``plural_seam``: a template plural such as "bag(s)" in what the user reads;
+- ``policy_breaking_gold``: a gold write that breaks one of the domain's enumerated policy
+  rules for the user the gold authenticates (checked on the state just before the write);
+- ``words_fit_several``: outside ambiguous tasks, the words of a claim group (what the task
+  says about one record, e.g. "your visa card ending in 5851") fit more than one record
+  of its kind in the initial database, so the words do not say which one is meant;
+- ``questions_vs_values``: the agent must tell more values than the user asks questions.
 
 The record a write acts on is its first ``*_id`` argument that is not a payment or user id:
 the same reading a grader makes of "modify order #W1" or "update reservation ABC123".
@@ -29,12 +35,16 @@ from trajectory2task.domains import Environment, PolicyContext
 from trajectory2task.programs.verification.verifier import authenticated_user, execute_calls
 from trajectory2task.signatures.models import Action, Task, ToolCall
 
-CoherenceClass = Literal["pointless_write", "repeated_entity", "told_amount", "plural_seam"]
-COHERENCE_CLASSES: tuple[CoherenceClass, ...] = ("pointless_write", "repeated_entity", "told_amount", "plural_seam")
+CoherenceClass = Literal["pointless_write", "repeated_entity", "told_amount", "plural_seam", "policy_breaking_gold",
+                         "words_fit_several", "questions_vs_values"]
+COHERENCE_CLASSES: tuple[CoherenceClass, ...] = ("pointless_write", "repeated_entity", "told_amount", "plural_seam",
+                                                 "policy_breaking_gold", "words_fit_several", "questions_vs_values")
+_QUESTION = re.compile(r"\bask\b|\bwant to know\b|\bfind out\b|\bhow (?:much|many)\b|\?", re.IGNORECASE)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 _NOT_A_RECORD = ("payment", "user", "item", "product", "certificate")
 _PLURAL_SEAM = re.compile(r"\b[A-Za-z]+\(s\)|\b[A-Za-z]+\(es\)")
-_NUMBER = re.compile(r"(?<![\d.])\d[\d,]*(?:\.\d+)?")
+_AMOUNT = re.compile(r"\$?\d[\d,]*(?:\.\d+)?")
 
 
 class CoherenceFinding(BaseModel):
@@ -132,14 +142,13 @@ def _repeated_entities(writes: list[Action]) -> Iterator[CoherenceFinding]:
 
 
 def _numbers(text: str) -> set[str]:
-    """Each number in ``text`` in one form ("1,200.50" and "1200.5" alike); a date's or an id's
-    digit groups count as numbers of their own, which is what a reader sees."""
+    """Each amount in ``text`` in one form ("$1,200.50" and "1200.5" alike); dates, times and
+    ids ("2024-05-12", "06:00", "HAT271", "#W1") are not amounts."""
     found = set()
-    for match in _NUMBER.finditer(text):
-        try:
-            found.add(f"{float(match.group(0).replace(',', '')):g}")
-        except ValueError:
-            continue
+    for token in text.split():
+        token = token.strip(".,;:!?()\"'")
+        if _AMOUNT.fullmatch(token):
+            found.add(f"{float(token.lstrip('$').replace(',', '')):g}")
     return found
 
 
@@ -150,6 +159,69 @@ def _told_amounts(task: Task, user_text: str) -> Iterator[CoherenceFinding]:
         leaked = sorted(a for a in amounts if a in said and a != "0")
         if leaked:
             yield CoherenceFinding(cls="told_amount", detail=f"{info!r} is already in the user's text")
+
+
+def _policy_breaking(environment: Environment[Any], gold: Sequence[Call]) -> Iterator[CoherenceFinding]:
+    if not environment.domain.policy_rules:
+        return
+    calls = [ToolCall(name=c.name, arguments=c.arguments) for c in gold]
+    user_id = authenticated_user(environment, execute_calls(environment.episode(), calls))
+    episode = environment.episode()
+    for call in calls:
+        spec = environment.tools.get(call.name)
+        if spec is not None and spec.kind == "write":
+            for broken in environment.policy_violations(episode, call.name, call.arguments,
+                                                        PolicyContext(user_id=user_id)):
+                yield CoherenceFinding(cls="policy_breaking_gold", detail=f"{call.name}: {broken}")
+        episode.call(call.name, call.arguments)
+
+
+def _fits(value: Any, claim: Any) -> bool:
+    if claim.op == "contains":
+        return isinstance(value, (list, dict, str)) and claim.value in value
+    if claim.op == "ne":
+        return value is not None and value != claim.value
+    return value == claim.value
+
+
+def _ends_with_said_digits(identifier: str, says: str) -> bool:
+    """Whether the words give the identifier's last digits ("ending in 1237")."""
+    return any(identifier.endswith(run) for run in re.findall(r"\d{4,}", says))
+
+
+def _words_fit_several(environment: Environment[Any], task: Task) -> Iterator[CoherenceFinding]:
+    """Claim groups whose words do not name their record and fit more than one record."""
+    from trajectory2task.programs.verification.premises import resolve
+
+    groups: dict[tuple[str, str, tuple[Any, ...]], list[Any]] = {}
+    for claim in task.claims:
+        if claim.path:
+            groups.setdefault((claim.table, claim.key, tuple(claim.path[:-1])), []).append(claim)
+    episode = environment.episode()
+    for (table, key, prefix), claims in groups.items():
+        says = " ".join(c.says for c in claims)
+        named = str(prefix[-1]) if prefix else key
+        if len(claims) < 2 or not says or named in says or key in says or _ends_with_said_digits(named, says):
+            continue  # a premise about a record named otherwise, or words that name the record itself
+        if prefix:
+            container = resolve(environment, claims[0].model_copy(update={"path": list(prefix[:-1])}))
+            siblings = list(container.values()) if isinstance(container, dict) else (
+                container if isinstance(container, list) else [])
+        else:
+            siblings = [episode.record(table, k) for k in episode.keys(table)]
+        fitting = [s for s in siblings if isinstance(s, dict) and all(_fits(s.get(c.path[-1]), c) for c in claims)]
+        if len(fitting) > 1:
+            yield CoherenceFinding(cls="words_fit_several",
+                                   detail=f"{says[:120]!r} fits {len(fitting)} {table} records")
+
+
+def _questions_vs_values(task: Task, text: str) -> Iterator[CoherenceFinding]:
+    """Sentences that ask something (ask, want to know, how much, a question mark) against
+    the values to tell: each value answers a question of its own."""
+    values = len(task.communicate_info)
+    asked = sum(1 for sentence in _SENTENCE.split(text) if _QUESTION.search(sentence))
+    if values > asked:
+        yield CoherenceFinding(cls="questions_vs_values", detail=f"{values} value(s) to tell for {asked} question(s)")
 
 
 def user_text(task: Task) -> str:
@@ -167,7 +239,10 @@ def coherence_findings(environment: Environment[Any], task: Task) -> list[Cohere
     text = user_text(task)
     findings = [CoherenceFinding(cls="pointless_write", detail=why)
                 for _, _, why in pointless_pairs(environment, task.gold_actions)]
-    findings += [*_repeated_entities(writes), *_told_amounts(task, text)]
+    findings += [*_repeated_entities(writes), *_told_amounts(task, text),
+                 *_policy_breaking(environment, task.gold_actions), *_questions_vs_values(task, text)]
+    if task.condition != "ambiguous":
+        findings += _words_fit_several(environment, task)
     for match in _PLURAL_SEAM.finditer(text):
         findings.append(CoherenceFinding(cls="plural_seam", detail=match.group(0)))
         break
