@@ -90,10 +90,16 @@ def _options_text(options: Mapping[str, str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in options.items())
 
 
+def _value_says_its_option(key: str, value: str) -> bool:
+    """Whether a value alone names its option: "Brand A" (brand), "full size" (size), "bagless"
+    (bagged/bagless); not "S" (size) or "no" (noise cancelling), which need the option's name."""
+    words = value.lower().split()
+    return all(w in words for w in key.lower().split()) or value.lower() in key.lower().split("/")
+
+
 def options_words(options: Mapping[str, str]) -> str:
-    """Options as a customer says them: "color black, size L and grip claw"."""
-    # "brand Brand A" and "bagged/bagless bagless" say the value alone
-    parts = [v if k.lower() in v.lower() or v.lower() in k.lower() else f"{k} {v}" for k, v in options.items()]
+    """Options as a customer says them: "color black, size L and Brand A"."""
+    parts = [v if _value_says_its_option(k, v) else f"{k} {v}" for k, v in options.items()]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
 
 
@@ -691,6 +697,28 @@ def _other_variant(product: Product, item: OrderItem, available: bool) -> Varian
                  if v.available == available and v.item_id != item.item_id), None)
 
 
+def _same_variant_request(order: Order, item: OrderItem) -> str:
+    """An exchange for the very variant held, said as such: a customer who wants the same
+    thing again asks for "another one exactly like it", not for options that read as new.
+    No payment method: an identical item leaves no price difference to settle."""
+    names = [i.name for i in order.items]
+    held = (f"the {item.name} with {options_words(item.options)}" if names.count(item.name) > 1
+            else f"the {item.name}")
+    return (f"exchange {held} from your {order.status} order {order.order_id} for a new one exactly like it, "
+            f"with the same {_joined(list(item.options))}")
+
+
+def _joined(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1] if words else ""
+
+
+def _same_variant_claims(episode: Episode[Any], arguments: Mapping[str, Any], user_id: str) -> list[Claim]:
+    """The claims of an exchange's words, the new variant's being that it is the one held."""
+    claims = call_claims(episode, "exchange_delivered_order_items", arguments, user_id)
+    return [c.model_copy(update={"says": "a new one exactly like it"}) if c.table == "products" else c
+            for c in claims if c.table != "users"]  # the words name no payment method
+
+
 def infeasible_proposals(episode: Episode[Any], user_id: str,
                          calls: Sequence[Mapping[str, Any]]) -> list[InfeasibleProposal]:
     """Writes the user could ask for that a tool check or a policy rule refuses.
@@ -705,9 +733,11 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
     out: list[InfeasibleProposal] = []
 
     def add(rule: str, name: str, arguments: dict[str, Any], fact: str, order_id: str,
-            request: str | None = None, claims: list[Claim] | None = None, handoff: Call | None = None) -> None:
+            request: str | None = None, claims: list[Claim] | None = None) -> None:
+        # no hand-off anywhere: every refusal here is a request the policy forbids, which the agent
+        # declines itself; a transfer is for requests outside its actions
         out.append(InfeasibleProposal(rule=rule, action=Call(name=name, arguments=arguments), fact=fact,
-                                      related=order_id in related_orders, request=request, handoff=handoff,
+                                      related=order_id in related_orders, request=request,
                                       claims=claims if claims is not None else call_claims(episode, name, arguments,
                                                                                           user_id)))
 
@@ -716,12 +746,9 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
         if order is None:
             continue
         oid, status = order.order_id, order.status
-        if status == "processed":  # the policy: refuse, then hand the user to a human agent
-            add("processed_order_handoff", "cancel_pending_order", {"order_id": oid, "reason": ANY_CANCEL_REASON},
-                f"order {oid} is 'processed': it cannot be cancelled, and the policy sends the user to a human agent",
-                oid, handoff=Call(name="transfer_to_human_agents",
-                                  arguments={"summary": f"The user wants to cancel the processed order {oid}."}))
-        elif status != "pending":
+        # a processed order too: the policy refuses its cancellation and names no hand-off (the
+        # request is within the agent's actions, only not allowed)
+        if status != "pending":
             add("cancel_non_pending", "cancel_pending_order", {"order_id": oid, "reason": ANY_CANCEL_REASON},
                 f"order {oid} is '{status}'; only orders whose status is exactly 'pending' can be cancelled", oid)
         if status == "pending (item modified)":
@@ -758,10 +785,11 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
                     {"order_id": oid, "item_ids": [order.items[0].item_id], "payment_method_id": method_id},
                     f"a refund for order {oid} may go only to its original payment method or a gift card", oid)
             item = order.items[0]
-            add("exchange_identical", "exchange_delivered_order_items",
-                {"order_id": oid, "item_ids": [item.item_id], "new_item_ids": [item.item_id],
-                 "payment_method_id": _first_method(order, user) or original},
-                f"an exchange must be for a variant with different options, not the identical {item.name}", oid)
+            arguments = {"order_id": oid, "item_ids": [item.item_id], "new_item_ids": [item.item_id],
+                         "payment_method_id": _first_method(order, user) or original}
+            add("exchange_identical", "exchange_delivered_order_items", arguments,
+                f"an exchange must be for a variant with different options, not the identical {item.name}", oid,
+                request=_same_variant_request(order, item), claims=_same_variant_claims(episode, arguments, user_id))
         if status == "pending" and len(order.payment_history) == 1:
             amount = order.payment_history[0].amount
             for method_id, method in sorted(user.payment_methods.items()):

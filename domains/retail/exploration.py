@@ -85,8 +85,21 @@ def _new_address(rng: random.Random) -> dict[str, str]:
             "state": state, "country": "USA", "zip": f"{zip3}{rng.randint(0, 99):02d}"}
 
 
-def _orders(knowledge: Knowledge, status: str) -> list[dict[str, Any]]:
-    return [o for o in knowledge.all_records("order_id") if o.get("status") == status]
+def _orders(knowledge: Knowledge, status: str, unwritten_by: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Observed orders in ``status``, less those a write of a tool in ``unwritten_by`` already
+    changed in this walk (see `_written`)."""
+    written = _written(knowledge, unwritten_by)
+    return [o for o in knowledge.all_records("order_id") if o.get("status") == status and o["order_id"] not in written]
+
+
+def _written(knowledge: Knowledge, tools: Sequence[str]) -> set[str]:
+    """The records (order ids, user ids) a successful write of ``tools`` made in this walk.
+
+    A later write must not make an earlier one pointless: cancelling an order after changing
+    it, or writing the same field of a record twice, leaves the earlier write with no effect a
+    customer could want, so a task could not honestly require it."""
+    return {str(call.arguments.get("order_id") or call.arguments.get("user_id"))
+            for call, _ in knowledge.steps if call.name in tools}
 
 
 def _methods(knowledge: Knowledge, user_id: str) -> dict[str, dict[str, Any]]:
@@ -134,14 +147,14 @@ def _item_change(knowledge: Knowledge, rng: random.Random, status: str) -> dict[
 
 
 def build_cancel(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
-    orders = _orders(knowledge, "pending")
+    orders = _orders(knowledge, "pending", unwritten_by=tuple(WRITE_ORDER_STATUS))
     if not orders:
         return None
     return {"order_id": rng.choice(orders)["order_id"], "reason": rng.choice(CANCEL_REASONS)}
 
 
 def build_order_address(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
-    orders = _orders(knowledge, "pending")
+    orders = _orders(knowledge, "pending", unwritten_by=["modify_pending_order_address"])
     if not orders:
         return None
     return {"order_id": rng.choice(orders)["order_id"], **_new_address(rng)}
@@ -149,7 +162,7 @@ def build_order_address(knowledge: Knowledge, rng: random.Random) -> dict[str, A
 
 def build_order_payment(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
     options = []
-    for order in _orders(knowledge, "pending"):
+    for order in _orders(knowledge, "pending", unwritten_by=["modify_pending_order_payment"]):
         history = order.get("payment_history", [])
         if len(history) != 1 or history[0]["transaction_type"] != "payment":
             continue
@@ -183,7 +196,8 @@ def build_return(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | N
 
 
 def build_user_address(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
-    users = knowledge.all_records("user_id")
+    written = _written(knowledge, ["modify_user_address"])
+    users = [u for u in knowledge.all_records("user_id") if u["user_id"] not in written]
     if not users:
         return None
     return {"user_id": rng.choice(users)["user_id"], **_new_address(rng)}
