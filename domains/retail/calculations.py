@@ -53,6 +53,6 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
         more, less = (new, old) if difference > 0 else (old, new)
         terms = " + ".join(_number(p) for p in more) + " - " + " - ".join(_number(p) for p in less)
         change = "exchange" if call.name == "exchange_delivered_order_items" else "item change"
-        return [Calculation(expression=terms, question=f"Before you confirm, ask the agent how large the price "
-                                                       f"difference of your {change} in order {oid} is.")]
+        return [Calculation(expression=terms, question=f"Before you confirm, ask the agent how much the price "
+                                                       f"difference of your {change} in order {oid} comes to.")]
     return []

@@ -310,17 +310,19 @@ _VAGUE_METHODS = {"credit_card": "one of your credit cards", "gift_card": "one o
 
 _ACTION_NOUNS = {
     "cancel_pending_order": "cancellation",
-    "modify_pending_order_address": "address change",
+    "modify_pending_order_address": "shipping address change",
     "modify_pending_order_payment": "payment change",
     "modify_pending_order_items": "item change",
     "exchange_delivered_order_items": "exchange",
     "return_delivered_order_items": "return",
-    "modify_user_address": "address change",
+    "modify_user_address": "change of your default address",
 }
 
 
 def action_label(name: str, arguments: Mapping[str, Any]) -> str:
-    """A short name for a write, as a user would say it: 'the exchange for order #W1'."""
+    """A short name for a write, as a user would say it: 'the exchange for order #W1'. Each
+    write tool has its own noun, so that a task with an order's and the default address
+    changes says which one it means."""
     noun = _ACTION_NOUNS.get(name, name.replace("_", " "))
     order_id = arguments.get("order_id")
     return f"the {noun} for order {order_id}" if isinstance(order_id, str) else f"the {noun}"
