@@ -122,6 +122,20 @@ def cancel_reason_phrases(reason: str) -> list[str]:
     return list(CANCEL_REASON_WORDS[reason][1]) if reason in CANCEL_REASON_WORDS else [reason]
 
 
+# The states that follow a change, as a customer says them: what already happened to the order
+_STATUS_AFTER_CHANGE = {"pending (item modified)": ("pending", "items already changed once"),
+                        "return requested": ("", "return already requested"),
+                        "exchange requested": ("", "exchange already requested")}
+
+
+def order_words(status: str, order_id: str | None = None) -> str:
+    """An order of the user's as they name it: "your delivered order #W1", "your order #W1
+    (return already requested)"; without ``order_id``, "your delivered order"."""
+    adjective, happened = _STATUS_AFTER_CHANGE.get(status, (status, ""))
+    named = " ".join(w for w in ("your", adjective, "order", order_id) if w)
+    return f"{named} ({happened})" if happened else named
+
+
 def address_text(a: Mapping[str, Any]) -> str:
     """An address as one line, as a customer would say it."""
     line2 = f", {a['address2']}" if a.get("address2") else ""
@@ -222,7 +236,7 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
         where = (f"your {status} order with the {product}" if product and entity == "order"
                  else f"one of your {status} orders")
     else:
-        where = f"your {status} order {oid}"
+        where = order_words(status, oid)
 
     def method_text(method_id: str) -> str:
         if entity == "payment_method" and stated:
@@ -280,7 +294,7 @@ def call_claims(episode: Episode[Any], name: str, arguments: Mapping[str, Any],
     if order is None:
         return []
     oid = order.order_id
-    out = [Claim(table="orders", key=oid, path=["status"], value=order.status, says=f"your {order.status} order")]
+    out = [Claim(table="orders", key=oid, path=["status"], value=order.status, says=order_words(order.status))]
     if user_id is not None:
         out.append(Claim(table="orders", key=oid, path=["user_id"], value=user_id, says="your order"))
     for item_id in a.get("item_ids") or []:
@@ -706,7 +720,7 @@ def _same_variant_request(order: Order, item: OrderItem) -> str:
     names = [i.name for i in order.items]
     held = (f"the {item.name} with {options_words(item.options)}" if names.count(item.name) > 1
             else f"the {item.name}")
-    return (f"exchange {held} from your {order.status} order {order.order_id} for a new one exactly like it, "
+    return (f"exchange {held} from {order_words(order.status, order.order_id)} for a new one exactly like it, "
             f"with the same {_joined(list(item.options))}")
 
 
