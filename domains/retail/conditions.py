@@ -517,14 +517,15 @@ def _withheld_sentences(episode: Episode[Any], stated: Mapping[str, Any], target
     elif stated.get("entity") == "payment_method":
         return [f"You mean {payment_text(episode, str(stated.get('user_id')), target)}."]
     out = []
+    # the item held or the variant wanted, as the opening request would have said it
+    which = "The item is the one with" if stated.get("entity") == "order_item" else "You want the one with"
     for value in dict.fromkeys(values):  # one sentence per value, naming every option that has it
         keys = [k for k, v in options.items() if v == value]
         if value.startswith("#"):
             out.append(f"The order is {value}.")
-        elif len(keys) > 1:
-            out.append(f"The {', '.join(keys[:-1])} and {keys[-1]} are {value}.")
         elif keys:
-            out.append(f"The {keys[0]} is {value}.")
+            # "with features none", not "The features is none": option names may be plural
+            out.append(f"{which} {options_words({k: value for k in keys})}.")
         elif stated.get("entity") == "order_item":
             out.append(f"The item is the {value}.")
         else:
