@@ -102,6 +102,23 @@ def test_no_task_requires_a_hand_off_that_taus_retail_policy_does_not(exported):
     assert refused
 
 
+def test_a_refusal_for_another_users_order_requires_no_read_of_it(exported):
+    """The customer says the order is a family member's: the policy's refusal needs no look-up,
+    so none is graded (an agent that reads it anyway is not failed for that)."""
+    tasks, db = exported
+    others = 0
+    for task in (t for t in tasks if _condition(t) == "infeasible"):
+        user_id = _authenticated(task, db)
+        for forbidden in task["evaluation_criteria"]["actions_should_not_taken"]:
+            order_id = forbidden["arguments"].get("order_id")
+            if order_id is None or db["orders"][order_id]["user_id"] == user_id:
+                continue
+            others += 1
+            reads = [a for a in task["evaluation_criteria"]["actions"] if a["arguments"].get("order_id") == order_id]
+            assert reads == [], (task["id"], reads)
+    assert others >= 1
+
+
 def _authenticated(task: dict[str, Any], db: dict[str, Any]) -> str:
     """The user id the task's identity look-up finds in the raw database."""
     lookup = next(a for a in task["evaluation_criteria"]["actions_should_taken"] if a["name"].startswith("find_user"))

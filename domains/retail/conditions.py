@@ -696,8 +696,12 @@ def change_mentions(episode: Episode[Any], initial: Call, revised: Call) -> list
 def required_lookups(episode: Episode[Any], user_id: str, name: str, arguments: Mapping[str, Any]) -> list[Call]:
     """The reads a correct agent makes before refusing a write (besides authentication)."""
     calls: list[Call] = []
-    if isinstance(arguments.get("order_id"), str):
-        calls.append(Call(name="get_order_details", arguments={"order_id": arguments["order_id"]}))
+    order_id = arguments.get("order_id")
+    order = _order(episode, order_id)
+    # another user's order: the customer's own words say whose it is, so an agent may refuse
+    # without reading it (reading it is no fault either: extra reads are not graded)
+    if isinstance(order_id, str) and (order is None or order.user_id == user_id):
+        calls.append(Call(name="get_order_details", arguments={"order_id": order_id}))
     if name == "modify_pending_order_payment" or name == "modify_user_address":
         calls.append(Call(name="get_user_details", arguments={"user_id": user_id}))
     return calls
