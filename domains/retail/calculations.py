@@ -4,6 +4,10 @@ A return's refund total (the returned items' prices, from the order it read) and
 change's price difference (the new variants' prices, from the product details it read,
 less the old items' prices). Each is an expression over those numbers, as an agent would
 hand it to ``calculate``; its value is what the tools then refund or charge.
+
+A question names the order and the kind of write only, not the items or who pays whom: a
+changing task asks it before the user changes their mind, so it must read true of the first
+goal and of the revised one alike.
 """
 
 from __future__ import annotations
@@ -16,10 +20,6 @@ from trajectory2task.domains.runtime import Episode
 
 def _number(value: float) -> str:
     return f"{value:g}" if value == int(value) else f"{value:.2f}"
-
-
-def _names(items: list[dict[str, Any]]) -> str:
-    return " and ".join(dict.fromkeys(i["name"] for i in items))
 
 
 def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
@@ -35,7 +35,7 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
         if not returned:
             return []
         return [Calculation(expression=" + ".join(_number(i["price"]) for i in returned), question=(
-            f"Before you confirm, ask the agent how much the refund for the {_names(returned)} of order {oid} "
+            f"Before you confirm, ask the agent how much the refund for your return from order {oid} "
             f"comes to in total."))]
     if call.name in ("modify_pending_order_items", "exchange_delivered_order_items"):
         old, new = [], []
@@ -51,9 +51,8 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
         if difference == 0:
             return []  # nothing to pay or get back: no amount worth asking for
         more, less = (new, old) if difference > 0 else (old, new)
-        owed = "you pay" if difference > 0 else "you get back"
         terms = " + ".join(_number(p) for p in more) + " - " + " - ".join(_number(p) for p in less)
-        changed = [items[i] for i in a.get("item_ids") or [] if i in items]
-        return [Calculation(expression=terms, question=f"Before you confirm, ask the agent how much {owed} for the "
-                                                       f"change of the {_names(changed)} of order {oid}.")]
+        change = "exchange" if call.name == "exchange_delivered_order_items" else "item change"
+        return [Calculation(expression=terms, question=f"Before you confirm, ask the agent how much the price "
+                                                       f"difference of your {change} in order {oid} comes to.")]
     return []

@@ -90,10 +90,16 @@ def _options_text(options: Mapping[str, str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in options.items())
 
 
+def _value_says_its_option(key: str, value: str) -> bool:
+    """Whether a value alone names its option: "Brand A" (brand), "full size" (size), "bagless"
+    (bagged/bagless); not "S" (size) or "no" (noise cancelling), which need the option's name."""
+    words = value.lower().split()
+    return all(w in words for w in key.lower().split()) or value.lower() in key.lower().split("/")
+
+
 def options_words(options: Mapping[str, str]) -> str:
-    """Options as a customer says them: "color black, size L and grip claw"."""
-    # "brand Brand A" and "bagged/bagless bagless" say the value alone
-    parts = [v if k.lower() in v.lower() or v.lower() in k.lower() else f"{k} {v}" for k, v in options.items()]
+    """Options as a customer says them: "color black, size L and Brand A"."""
+    parts = [v if _value_says_its_option(k, v) else f"{k} {v}" for k, v in options.items()]
     return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
 
 
@@ -114,6 +120,20 @@ def cancel_reason_words(reason: str) -> str:
 def cancel_reason_phrases(reason: str) -> list[str]:
     """Phrases any one of which states ``reason`` in a request."""
     return list(CANCEL_REASON_WORDS[reason][1]) if reason in CANCEL_REASON_WORDS else [reason]
+
+
+# The states that follow a change, as a customer says them: what already happened to the order
+_STATUS_AFTER_CHANGE = {"pending (item modified)": ("pending", "items already changed once"),
+                        "return requested": ("", "return already requested"),
+                        "exchange requested": ("", "exchange already requested")}
+
+
+def order_words(status: str, order_id: str | None = None) -> str:
+    """An order of the user's as they name it: "your delivered order #W1", "your order #W1
+    (return already requested)"; without ``order_id``, "your delivered order"."""
+    adjective, happened = _STATUS_AFTER_CHANGE.get(status, (status, ""))
+    named = " ".join(w for w in ("your", adjective, "order", order_id) if w)
+    return f"{named} ({happened})" if happened else named
 
 
 def address_text(a: Mapping[str, Any]) -> str:
@@ -216,7 +236,7 @@ def describe_call(episode: Episode[Any], name: str, arguments: Mapping[str, Any]
         where = (f"your {status} order with the {product}" if product and entity == "order"
                  else f"one of your {status} orders")
     else:
-        where = f"your {status} order {oid}"
+        where = order_words(status, oid)
 
     def method_text(method_id: str) -> str:
         if entity == "payment_method" and stated:
@@ -274,7 +294,7 @@ def call_claims(episode: Episode[Any], name: str, arguments: Mapping[str, Any],
     if order is None:
         return []
     oid = order.order_id
-    out = [Claim(table="orders", key=oid, path=["status"], value=order.status, says=f"your {order.status} order")]
+    out = [Claim(table="orders", key=oid, path=["status"], value=order.status, says=order_words(order.status))]
     if user_id is not None:
         out.append(Claim(table="orders", key=oid, path=["user_id"], value=user_id, says="your order"))
     for item_id in a.get("item_ids") or []:
@@ -304,17 +324,19 @@ _VAGUE_METHODS = {"credit_card": "one of your credit cards", "gift_card": "one o
 
 _ACTION_NOUNS = {
     "cancel_pending_order": "cancellation",
-    "modify_pending_order_address": "address change",
+    "modify_pending_order_address": "shipping address change",
     "modify_pending_order_payment": "payment change",
     "modify_pending_order_items": "item change",
     "exchange_delivered_order_items": "exchange",
     "return_delivered_order_items": "return",
-    "modify_user_address": "address change",
+    "modify_user_address": "change of your default address",
 }
 
 
 def action_label(name: str, arguments: Mapping[str, Any]) -> str:
-    """A short name for a write, as a user would say it: 'the exchange for order #W1'."""
+    """A short name for a write, as a user would say it: 'the exchange for order #W1'. Each
+    write tool has its own noun, so that a task with an order's and the default address
+    changes says which one it means."""
     noun = _ACTION_NOUNS.get(name, name.replace("_", " "))
     order_id = arguments.get("order_id")
     return f"the {noun} for order {order_id}" if isinstance(order_id, str) else f"the {noun}"
@@ -495,14 +517,15 @@ def _withheld_sentences(episode: Episode[Any], stated: Mapping[str, Any], target
     elif stated.get("entity") == "payment_method":
         return [f"You mean {payment_text(episode, str(stated.get('user_id')), target)}."]
     out = []
+    # the item held or the variant wanted, as the opening request would have said it
+    which = "The item is the one with" if stated.get("entity") == "order_item" else "You want the one with"
     for value in dict.fromkeys(values):  # one sentence per value, naming every option that has it
         keys = [k for k, v in options.items() if v == value]
         if value.startswith("#"):
             out.append(f"The order is {value}.")
-        elif len(keys) > 1:
-            out.append(f"The {', '.join(keys[:-1])} and {keys[-1]} are {value}.")
         elif keys:
-            out.append(f"The {keys[0]} is {value}.")
+            # "with features none", not "The features is none": option names may be plural
+            out.append(f"{which} {options_words({k: value for k in keys})}.")
         elif stated.get("entity") == "order_item":
             out.append(f"The item is the {value}.")
         else:
@@ -673,8 +696,12 @@ def change_mentions(episode: Episode[Any], initial: Call, revised: Call) -> list
 def required_lookups(episode: Episode[Any], user_id: str, name: str, arguments: Mapping[str, Any]) -> list[Call]:
     """The reads a correct agent makes before refusing a write (besides authentication)."""
     calls: list[Call] = []
-    if isinstance(arguments.get("order_id"), str):
-        calls.append(Call(name="get_order_details", arguments={"order_id": arguments["order_id"]}))
+    order_id = arguments.get("order_id")
+    order = _order(episode, order_id)
+    # another user's order: the customer's own words say whose it is, so an agent may refuse
+    # without reading it (reading it is no fault either: extra reads are not graded)
+    if isinstance(order_id, str) and (order is None or order.user_id == user_id):
+        calls.append(Call(name="get_order_details", arguments={"order_id": order_id}))
     if name == "modify_pending_order_payment" or name == "modify_user_address":
         calls.append(Call(name="get_user_details", arguments={"user_id": user_id}))
     return calls
@@ -691,6 +718,28 @@ def _other_variant(product: Product, item: OrderItem, available: bool) -> Varian
                  if v.available == available and v.item_id != item.item_id), None)
 
 
+def _same_variant_request(order: Order, item: OrderItem) -> str:
+    """An exchange for the very variant held, said as such: a customer who wants the same
+    thing again asks for "another one exactly like it", not for options that read as new.
+    No payment method: an identical item leaves no price difference to settle."""
+    names = [i.name for i in order.items]
+    held = (f"the {item.name} with {options_words(item.options)}" if names.count(item.name) > 1
+            else f"the {item.name}")
+    return (f"exchange {held} from {order_words(order.status, order.order_id)} for a new one exactly like it, "
+            f"with the same {_joined(list(item.options))}")
+
+
+def _joined(words: Sequence[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1] if words else ""
+
+
+def _same_variant_claims(episode: Episode[Any], arguments: Mapping[str, Any], user_id: str) -> list[Claim]:
+    """The claims of an exchange's words, the new variant's being that it is the one held."""
+    claims = call_claims(episode, "exchange_delivered_order_items", arguments, user_id)
+    return [c.model_copy(update={"says": "a new one exactly like it"}) if c.table == "products" else c
+            for c in claims if c.table != "users"]  # the words name no payment method
+
+
 def infeasible_proposals(episode: Episode[Any], user_id: str,
                          calls: Sequence[Mapping[str, Any]]) -> list[InfeasibleProposal]:
     """Writes the user could ask for that a tool check or a policy rule refuses.
@@ -705,9 +754,11 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
     out: list[InfeasibleProposal] = []
 
     def add(rule: str, name: str, arguments: dict[str, Any], fact: str, order_id: str,
-            request: str | None = None, claims: list[Claim] | None = None, handoff: Call | None = None) -> None:
+            request: str | None = None, claims: list[Claim] | None = None) -> None:
+        # no hand-off anywhere: every refusal here is a request the policy forbids, which the agent
+        # declines itself; a transfer is for requests outside its actions
         out.append(InfeasibleProposal(rule=rule, action=Call(name=name, arguments=arguments), fact=fact,
-                                      related=order_id in related_orders, request=request, handoff=handoff,
+                                      related=order_id in related_orders, request=request,
                                       claims=claims if claims is not None else call_claims(episode, name, arguments,
                                                                                           user_id)))
 
@@ -716,12 +767,9 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
         if order is None:
             continue
         oid, status = order.order_id, order.status
-        if status == "processed":  # the policy: refuse, then hand the user to a human agent
-            add("processed_order_handoff", "cancel_pending_order", {"order_id": oid, "reason": ANY_CANCEL_REASON},
-                f"order {oid} is 'processed': it cannot be cancelled, and the policy sends the user to a human agent",
-                oid, handoff=Call(name="transfer_to_human_agents",
-                                  arguments={"summary": f"The user wants to cancel the processed order {oid}."}))
-        elif status != "pending":
+        # a processed order too: the policy refuses its cancellation and names no hand-off (the
+        # request is within the agent's actions, only not allowed)
+        if status != "pending":
             add("cancel_non_pending", "cancel_pending_order", {"order_id": oid, "reason": ANY_CANCEL_REASON},
                 f"order {oid} is '{status}'; only orders whose status is exactly 'pending' can be cancelled", oid)
         if status == "pending (item modified)":
@@ -758,10 +806,11 @@ def infeasible_proposals(episode: Episode[Any], user_id: str,
                     {"order_id": oid, "item_ids": [order.items[0].item_id], "payment_method_id": method_id},
                     f"a refund for order {oid} may go only to its original payment method or a gift card", oid)
             item = order.items[0]
-            add("exchange_identical", "exchange_delivered_order_items",
-                {"order_id": oid, "item_ids": [item.item_id], "new_item_ids": [item.item_id],
-                 "payment_method_id": _first_method(order, user) or original},
-                f"an exchange must be for a variant with different options, not the identical {item.name}", oid)
+            arguments = {"order_id": oid, "item_ids": [item.item_id], "new_item_ids": [item.item_id],
+                         "payment_method_id": _first_method(order, user) or original}
+            add("exchange_identical", "exchange_delivered_order_items", arguments,
+                f"an exchange must be for a variant with different options, not the identical {item.name}", oid,
+                request=_same_variant_request(order, item), claims=_same_variant_claims(episode, arguments, user_id))
         if status == "pending" and len(order.payment_history) == 1:
             amount = order.payment_history[0].amount
             for method_id, method in sorted(user.payment_methods.items()):

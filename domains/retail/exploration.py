@@ -85,8 +85,37 @@ def _new_address(rng: random.Random) -> dict[str, str]:
             "state": state, "country": "USA", "zip": f"{zip3}{rng.randint(0, 99):02d}"}
 
 
-def _orders(knowledge: Knowledge, status: str) -> list[dict[str, Any]]:
-    return [o for o in knowledge.all_records("order_id") if o.get("status") == status]
+WRITE_TOOLS = (*WRITE_ORDER_STATUS, "modify_user_address")
+# writes that set one field of a record outright: a second one leaves the first no effect
+OVERWRITING_WRITES = ("modify_pending_order_address", "modify_pending_order_payment", "modify_user_address")
+
+
+def _record_of(call: Call) -> str | None:
+    """The record a write changes: its order, or the user whose default address it sets."""
+    key = call.arguments.get("order_id") or call.arguments.get("user_id")
+    return str(key) if key else None
+
+
+def makes_pointless(earlier: Call, later: Call) -> bool:
+    """Whether ``later`` leaves ``earlier`` with no effect a customer could want, so that no
+    task could honestly require both: cancelling an order after changing it, or setting the
+    same field of a record twice."""
+    if earlier.name not in WRITE_TOOLS or _record_of(earlier) is None or _record_of(earlier) != _record_of(later):
+        return False
+    return later.name == "cancel_pending_order" or (later.name == earlier.name and later.name in OVERWRITING_WRITES)
+
+
+def _left_alone(knowledge: Knowledge, name: str, key: str) -> set[str]:
+    """The records (by ``key``: order_id or user_id) a write of ``name`` must not touch: one
+    there would make a write this walk already made pointless."""
+    return {record for call, _ in knowledge.steps
+            if (record := _record_of(call)) and makes_pointless(call, Call(name=name, arguments={key: record}))}
+
+
+def _orders(knowledge: Knowledge, status: str, for_write: str | None = None) -> list[dict[str, Any]]:
+    """Observed orders in ``status``; with ``for_write``, less those it must leave alone."""
+    blocked = _left_alone(knowledge, for_write, "order_id") if for_write else set()
+    return [o for o in knowledge.all_records("order_id") if o.get("status") == status and o["order_id"] not in blocked]
 
 
 def _methods(knowledge: Knowledge, user_id: str) -> dict[str, dict[str, Any]]:
@@ -134,14 +163,14 @@ def _item_change(knowledge: Knowledge, rng: random.Random, status: str) -> dict[
 
 
 def build_cancel(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
-    orders = _orders(knowledge, "pending")
+    orders = _orders(knowledge, "pending", for_write="cancel_pending_order")
     if not orders:
         return None
     return {"order_id": rng.choice(orders)["order_id"], "reason": rng.choice(CANCEL_REASONS)}
 
 
 def build_order_address(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
-    orders = _orders(knowledge, "pending")
+    orders = _orders(knowledge, "pending", for_write="modify_pending_order_address")
     if not orders:
         return None
     return {"order_id": rng.choice(orders)["order_id"], **_new_address(rng)}
@@ -149,7 +178,7 @@ def build_order_address(knowledge: Knowledge, rng: random.Random) -> dict[str, A
 
 def build_order_payment(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
     options = []
-    for order in _orders(knowledge, "pending"):
+    for order in _orders(knowledge, "pending", for_write="modify_pending_order_payment"):
         history = order.get("payment_history", [])
         if len(history) != 1 or history[0]["transaction_type"] != "payment":
             continue
@@ -183,7 +212,8 @@ def build_return(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | N
 
 
 def build_user_address(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
-    users = knowledge.all_records("user_id")
+    blocked = _left_alone(knowledge, "modify_user_address", "user_id")
+    users = [u for u in knowledge.all_records("user_id") if u["user_id"] not in blocked]
     if not users:
         return None
     return {"user_id": rng.choice(users)["user_id"], **_new_address(rng)}
