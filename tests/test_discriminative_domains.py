@@ -190,7 +190,10 @@ def test_breadth_items_are_present(generated):
     assert any(t.condition == c for t in told for c in ("general", "ambiguous", "changing"))
     assert sum(any(a.name == "calculate" for a in t.gold_actions) for t in tasks) >= 3
     handed = [t for t in tasks if t.condition == "infeasible" and any(a.name in handoff for a in t.actions_should_take)]
-    assert handed, "no infeasible task whose correct handling is a hand-off"
+    if env.domain.name == "airline":  # a trip under way: the policy sends the user to a human
+        assert handed, "no infeasible task whose correct handling is a hand-off"
+    else:  # tau2's retail policy refuses; it never requires a hand-off for a refusal
+        assert not handed, [t.id for t in handed]
 
 
 def test_calculate_answers_equal_the_amounts_the_tools_charge(generated):
@@ -226,7 +229,8 @@ def test_calculate_answers_equal_the_amounts_the_tools_charge(generated):
 def test_audit_finds_nothing_and_reports_breadth_per_condition(generated):
     env, _, tasks = generated
     report = audit(env, tasks)
-    assert report.counts == {}, report.findings[:5]
+    assert not any(report.counts.values()), report.findings[:5]
     d = report.diversity
     assert set(d.by_condition_and_tool) == {"general", "ambiguous", "changing", "infeasible"}
-    assert d.writes_per_task["3+"] > 0 and d.communicate_share > 0 and d.handoff_tasks > 0 and d.generic_tool_tasks > 0
+    assert d.writes_per_task["3+"] > 0 and d.communicate_share > 0 and d.generic_tool_tasks > 0
+    assert (d.handoff_tasks > 0) == (env.domain.name == "airline")

@@ -131,9 +131,9 @@ def test_mutant_report_on_tau2_retail(tau2_env, tau2_tasks):
 
 
 def test_infeasible_tasks_whose_policy_requires_a_hand_off_fail_without_it():
-    """Retail's policy sends a user who wants a processed order cancelled to a human agent:
-    the hand-off is a required action, so an agent that only refuses fails."""
-    domain = get_domain("retail")
+    """Airline's policy sends a user who wants a trip already under way cancelled to a human
+    agent: the hand-off is a required action, so an agent that only refuses fails."""
+    domain = get_domain("airline")
     env = domain.environment(domain.generate_db(0, 500))
     sink = generate_offline(env, n=40, seed=0)
     handoffs = [t for t in sink.kept() if any(env.tools[a.name].ends_conversation for a in t.actions_should_take)]
@@ -142,7 +142,7 @@ def test_infeasible_tasks_whose_policy_requires_a_hand_off_fail_without_it():
         report = run_mutants(Verifier(env), task)
         dropped = [o for o in report.outcomes if o.kind == "drop_write" and o.name.endswith("transfer_to_human_agents")]
         assert report.gold_passed and dropped and dropped[0].reasons == ["missing_required_action"]
-        assert "processed" in env.policy and task.actions_should_take[-1].compare_args == []
+        assert task.actions_should_take[-1].compare_args == []
 
 
 def test_verify_mutants_prints_its_table_and_summary_and_exits_zero(tmp_path):

@@ -189,30 +189,45 @@ def _ends_with_said_digits(identifier: str, says: str) -> bool:
     return any(identifier.endswith(run) for run in re.findall(r"\d{4,}", says))
 
 
-def _words_fit_several(environment: Environment[Any], task: Task) -> Iterator[CoherenceFinding]:
-    """Claim groups whose words do not name their record and fit more than one record."""
-    from trajectory2task.programs.verification.premises import resolve
+def _walk(value: Any, path: Sequence[Any]) -> Any:
+    from trajectory2task.programs.verification.premises import _MISSING, _step
 
-    groups: dict[tuple[str, str, tuple[Any, ...]], list[Any]] = {}
-    for claim in task.claims:
-        if claim.path:
-            groups.setdefault((claim.table, claim.key, tuple(claim.path[:-1])), []).append(claim)
+    for step in path:
+        if value is None or value is _MISSING:
+            return None
+        value = _step(value, step)
+    return None if value is _MISSING else value
+
+
+def _words_fit_several(environment: Environment[Any], task: Task) -> Iterator[CoherenceFinding]:
+    """Claim groups whose words do not name their entity and fit more than one entity of its
+    kind: a record of the table, or a member of one of its collections (a user's payment
+    methods), with every claim of the group read inside each candidate."""
     episode = environment.episode()
-    for (table, key, prefix), claims in groups.items():
-        says = " ".join(c.says for c in claims)
-        named = str(prefix[-1]) if prefix else key
-        if len(claims) < 2 or not says or named in says or key in says or _ends_with_said_digits(named, says):
-            continue  # a premise about a record named otherwise, or words that name the record itself
-        if prefix:
-            container = resolve(environment, claims[0].model_copy(update={"path": list(prefix[:-1])}))
-            siblings = list(container.values()) if isinstance(container, dict) else (
-                container if isinstance(container, list) else [])
+    groups: dict[tuple[str, str, tuple[Any, ...]], list[tuple[Any, list[Any]]]] = {}
+    for claim in task.claims:
+        if not claim.path:
+            continue
+        record = episode.record(claim.table, claim.key) or {}
+        member = len(claim.path) >= 3 and isinstance(record.get(str(claim.path[0])), (dict, list))
+        entity, inner = (tuple(claim.path[:2]), list(claim.path[2:])) if member else ((), list(claim.path))
+        groups.setdefault((claim.table, claim.key, entity), []).append((claim, inner))
+    text = user_text(task)
+    for (table, key, entity), members in groups.items():
+        claims = [claim for claim, _ in members]
+        says = " ".join(dict.fromkeys(c.says for c in claims))
+        named = str(entity[-1]) if entity else key
+        if len(claims) < 2 or not says or named in text or _ends_with_said_digits(named, says):
+            continue  # a premise about an entity named otherwise, or words that name it
+        if entity:
+            collection = (episode.record(table, key) or {}).get(str(entity[0]))
+            candidates = list(collection.values()) if isinstance(collection, dict) else list(collection)
         else:
-            siblings = [episode.record(table, k) for k in episode.keys(table)]
-        fitting = [s for s in siblings if isinstance(s, dict) and all(_fits(s.get(c.path[-1]), c) for c in claims)]
+            candidates = [episode.record(table, k) for k in episode.keys(table)]
+        fitting = [c for c in candidates if all(_fits(_walk(c, inner), claim) for claim, inner in members)]
         if len(fitting) > 1:
-            yield CoherenceFinding(cls="words_fit_several",
-                                   detail=f"{says[:120]!r} fits {len(fitting)} {table} records")
+            yield CoherenceFinding(cls="words_fit_several", detail=f"{says[:120]!r} fits {len(fitting)} of "
+                                                                   f"{'the ' + str(entity[0]) if entity else table}")
 
 
 def _questions_vs_values(task: Task, text: str) -> Iterator[CoherenceFinding]:
