@@ -11,7 +11,8 @@ adapter records for its condition), replayed on a fresh episode and judged by
 - changing: ``first_goal`` (the user's first request carried out, the change ignored) and
   ``first_then_revised`` (the first write made, then the revised one);
 - ambiguous: ``other_reading``, once per other reading of the opening request that runs
-  without a tool error (an agent that guessed instead of asking);
+  without a tool error (an agent that guessed instead of asking); a reading counts as one
+  only when it also breaks no policy rule (``executable_readings``);
 - infeasible: ``forbidden_attempt``, the required reads followed by an attempt of each
   forbidden write, refused by the tool or not.
 
@@ -28,7 +29,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
-from trajectory2task.programs.verification.verifier import Verifier, execute_calls
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls, policy_breaches
 from trajectory2task.signatures.models import Action, FailureReason, Message, Task, ToolCall
 
 MutantKind = Literal["do_nothing", "drop_write", "first_goal", "first_then_revised", "other_reading",
@@ -155,7 +156,10 @@ def run_mutants(verifier: Verifier, task: Task) -> MutantReport:
 
 
 def _reading_runs(environment: Environment[Any], task: Task, index: int, action: Action) -> bool:
-    """Whether a reading's write runs without a tool error after the gold calls before it."""
+    """Whether a reading's write, after the gold calls before it, runs without a tool error
+    and breaks no policy rule for the user those calls authenticated: a reading the policy
+    forbids is no reading a careful agent would weigh."""
+    calls = _calls(task.gold_actions[:index]) + _calls([action])
     episode = environment.episode()
-    execute_calls(episode, _calls(task.gold_actions[:index]))
-    return not episode.call(action.name, action.arguments).error
+    steps = execute_calls(episode, calls)
+    return not steps[-1].error and not any(b.index == index for b in policy_breaches(environment, calls))
