@@ -438,11 +438,12 @@ def argument_owners(episode: Episode[Any], owner_of: OwnerOf, arguments: Mapping
 
 
 def owner_rule(owner_of: OwnerOf) -> PolicyRule:
-    """The rule every domain has, from its owner function: a call acts only on records the
+    """The rule every domain has, from its owner function: a write acts only on records the
     authenticated user owns (a record is named by an argument equal to its key)."""
 
     def check(episode: Episode[Any], name: str, arguments: Mapping[str, Any], context: PolicyContext) -> str | None:
-        if context.user_id is None:
+        spec = episode.environment.tools.get(name)
+        if context.user_id is None or spec is None or spec.kind != "write":
             return None
         others = {v: o for v, o in argument_owners(episode, owner_of, arguments).items() if o != context.user_id}
         if not others:
