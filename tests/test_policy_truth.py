@@ -570,3 +570,22 @@ def test_a_kit_that_raises_fails_its_items_and_the_run_goes_on(library, tmp_path
         _, [(run_id,)] = s.query("SELECT run_id FROM runs")
         stored = generation_items(s, run_id)
     assert sum(1 for i in stored if i.reason == "kit_error") == len(failed)
+
+
+def test_a_condition_kit_that_raises_fails_that_condition_and_keeps_the_item(library):
+    from trajectory2task.domains.generic_kit import GenericConditions
+
+    class _Raising(GenericConditions):
+        def change_alternatives(self, episode, call):
+            raise RuntimeError("no alternatives today\nsecond line")
+
+    env = _environment(library)
+    domain = env.domain
+    env.domain = dataclasses.replace(domain, kit=dataclasses.replace(domain.kit, conditions=_Raising(env)))
+    sink = _MemorySink()
+    GenerationPipeline(env, sink, _config(env, 3, ["general", "changing"]), explorer=BaselineExplorer(),
+                       writer=BaselineWriter(), adapter=BaselineAdapter()).run("run")
+    items = [item for item, _ in sink.items]
+    assert items and all(i.status == "done" and "general" in i.tasks for i in items)
+    assert all(i.rejected["changing"] == "kit_error: the kit's change_alternatives raised RuntimeError: "
+                                         "no alternatives today" for i in items), [i.rejected for i in items]
