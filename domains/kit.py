@@ -6,7 +6,9 @@ from, how each write's arguments are built from what was observed, and how a wri
 in a customer's words. Its condition half (:class:`ConditionKit`) proposes ambiguous,
 changing and infeasible variants. Everything a kit returns is a pydantic model defined
 here; the programs check every proposal by running it on forks of the episode, so a kit
-makes candidates and wording better but is never trusted for a condition.
+makes candidates and wording better but is never trusted for a condition. A generation run
+calls a kit through :func:`guarded_kit`: whatever a kit function raises becomes a one-line
+:class:`KitFault`, which fails the item it served, not the run.
 
 Nothing here imports DSPy or the signature models: domains sit below them.
 """
