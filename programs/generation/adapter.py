@@ -41,11 +41,10 @@ from trajectory2task.programs.verification.conditions import (
     check_policy,
     check_static,
     condition_facts,
-    reading_allowed,
     same_call,
     says_again,
 )
-from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls
+from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls, reading_problem
 from trajectory2task.signatures.adaptation import (
     AdaptAmbiguous,
     AdaptChanging,
@@ -238,7 +237,7 @@ def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
     # a proposal whose every reading a careful agent may act on (the policy allows it); the
     # others are proposed only when none is, for the check to say why
     allowed = [p for p in proposals if not any(
-        reading_allowed(ctx.environment, ctx.parent.gold_actions, r) for r in _readings(ctx, p))]
+        reading_problem(ctx.environment, ctx.parent.gold_actions, r) for r in _readings(ctx, p))]
     proposal = ctx.rng.choice(allowed or proposals)
     index = proposal.action_index
     state = ctx.state_before(index)
@@ -276,7 +275,7 @@ def _readings(ctx: _Context, proposal: AmbiguityProposal) -> list[Reading]:
 
 # a change of mind said in the revised request itself: the scenario's fold already says it
 _SAID_CHANGE_OF_MIND = re.compile(r"^\s*(?:(?:actually|so|okay|ok|sorry)[\s,]+)?(?:i|you)(?: have|'ve)? changed? "
-                                  r"(?:my|your) mind\s*[:,;.!-]*\s*", re.IGNORECASE)
+                                  r"(?:my|your) mind\s*[:,;.!\u2013\u2014-]*\s*", re.IGNORECASE)
 
 
 def plain_revision(text: str) -> str:

@@ -17,12 +17,13 @@ Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re
 output does not parse. What still fails is recorded on the item with its reason
 (``lm_error``), and the run goes on. So is an exception raised inside a function of the
 domain's kit (``kit_error``, one line naming the function): in exploration or writing it
-fails the item; in adapting it fails that condition of the item, as an LM error does.
+fails the item; in adapting it fails that condition of the item, as an LM error does. Every
+LM call, failed or not, is recorded once, by the LM's ledger callback
+(``trajectory2task.programs.lm.accounting``), not here.
 
 Verified means lint-clean: a task with a finding of
 ``trajectory2task.programs.verification.lint`` gets a failing static verdict (``lint``, each
-finding in the details), whatever the other checks found. Every LM call, failed or not, is recorded once, by the
-LM's ledger callback (``trajectory2task.programs.lm.accounting``), not here.
+finding in the details), whatever the other checks found.
 """
 
 from __future__ import annotations

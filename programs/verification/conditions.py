@@ -38,8 +38,14 @@ from pydantic import BaseModel
 
 from trajectory2task.domains import Environment, Episode, PolicyContext
 from trajectory2task.domains.kit import ConditionKit
-from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls, policy_breaches
-from trajectory2task.signatures.models import Action, Reading, Task, ToolCall
+from trajectory2task.programs.verification.verifier import (
+    Verifier,
+    authenticated_user,
+    execute_calls,
+    policy_breaches,
+    reading_problem,
+)
+from trajectory2task.signatures.models import Action, Task, ToolCall
 
 RejectionReason = Literal[
     "no_candidates",  # code found nothing to adapt (no ambiguity, no revised goal, no forbidden write)
@@ -78,8 +84,7 @@ RejectionReason = Literal[
     "gold_breaks_policy",  # a gold (or required) write breaks a policy rule for the authenticated user
     "reading_breaks_policy",  # a reading of an ambiguous opening breaks a policy rule (or a tool refuses it)
     "revised_request_same_words",  # a changing task's revised request says what its first request says
-    "lint",  # the task's text has a lint finding
-    "kit_error",  # a function of the domain's kit raised
+    "kit_error",  # a function of the domain's kit raised while adapting (recorded by the pipeline)
 ]
 
 
@@ -141,17 +146,6 @@ def check_policy(environment: Environment[Any], calls: Sequence[ToolCall], what:
     return ConditionCheck(passed=True)
 
 
-def reading_allowed(environment: Environment[Any], gold: Sequence[ToolCall], reading: Reading) -> str | None:
-    """Why a reading of an ambiguous opening is no reading a careful agent may act on (its write
-    fails after the gold calls before it, or breaks a policy rule), or None when it is one."""
-    calls = [*gold[:reading.action_index], reading.action]
-    steps = execute_calls(environment.episode(), calls)
-    if steps[-1].error:
-        return f"{reading.action.name} for {reading.candidate} fails: {steps[-1].observation}"
-    breach = next((b for b in policy_breaches(environment, calls) if b.index == reading.action_index), None)
-    return None if breach is None else f"the reading for {reading.candidate}: {breach.line()}"
-
-
 # ---------------------------------------------------------------- ambiguous
 
 
@@ -168,7 +162,7 @@ def check_ambiguous(environment: Environment[Any], parent: Task, adapted: Task, 
     if not policy.passed:
         return policy
     for reading in adapted.readings:
-        why = reading_allowed(environment, adapted.gold_actions, reading)
+        why = reading_problem(environment, adapted.gold_actions, reading)
         if why is not None:
             return _reject("reading_breaks_policy", why)
     state = _state_before(environment, adapted.gold_actions, action_index)

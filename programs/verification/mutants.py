@@ -29,8 +29,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
-from trajectory2task.programs.verification.verifier import Verifier, execute_calls, policy_breaches
-from trajectory2task.signatures.models import Action, FailureReason, Message, Task, ToolCall
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls, reading_problem
+from trajectory2task.signatures.models import FailureReason, Message, Task, ToolCall
 
 MutantKind = Literal["do_nothing", "drop_write", "first_goal", "first_then_revised", "other_reading",
                      "forbidden_attempt"]
@@ -149,17 +149,7 @@ def run_mutants(verifier: Verifier, task: Task) -> MutantReport:
                                       reasons=verdict.reasons))
     readings = None
     if task.condition == "ambiguous" and task.readings:
-        readings = sum(1 for r in task.readings if r.target or _reading_runs(environment, task, r.action_index,
-                                                                              r.action))
+        readings = sum(1 for r in task.readings
+                       if r.target or reading_problem(environment, task.gold_actions, r) is None)
     return MutantReport(task_id=task.id, gold_passed=not gold_reasons, gold_reasons=gold_reasons, outcomes=outcomes,
                         executable_readings=readings)
-
-
-def _reading_runs(environment: Environment[Any], task: Task, index: int, action: Action) -> bool:
-    """Whether a reading's write, after the gold calls before it, runs without a tool error
-    and breaks no policy rule for the user those calls authenticated: a reading the policy
-    forbids is no reading a careful agent would weigh."""
-    calls = _calls(task.gold_actions[:index]) + _calls([action])
-    episode = environment.episode()
-    steps = execute_calls(episode, calls)
-    return not steps[-1].error and not any(b.index == index for b in policy_breaches(environment, calls))

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment, Episode, PolicyContext
-from trajectory2task.signatures.models import Action, FailureReason, Message, Step, Task, ToolCall, Verdict
+from trajectory2task.signatures.models import Action, FailureReason, Message, Reading, Step, Task, ToolCall, Verdict
 
 class ActionError(BaseModel):
     action_id: str | None
@@ -87,6 +87,18 @@ def policy_breaches(environment: Environment[Any], calls: Sequence[ToolCall]) ->
                     for v in environment.policy_violations(episode, call.name, call.arguments, context)]
         steps += execute_calls(episode, [call])
     return out
+
+
+def reading_problem(environment: Environment[Any], gold: Sequence[ToolCall], reading: Reading) -> str | None:
+    """Why a reading of an ambiguous opening is no reading a careful agent may act on (its write
+    fails after the gold calls before it, or breaks a policy rule for the user they
+    authenticated), or None when it is one."""
+    calls = [*gold[:reading.action_index], reading.action]
+    steps = execute_calls(environment.episode(), calls)
+    if steps[-1].error:
+        return f"the reading for {reading.candidate}: {reading.action.name} fails: {steps[-1].observation}"
+    breach = next((b for b in policy_breaches(environment, calls) if b.index == reading.action_index), None)
+    return None if breach is None else f"the reading for {reading.candidate}: {breach.line()}"
 
 
 def _matches(call: ToolCall, expected: Action) -> bool:
