@@ -14,6 +14,10 @@ entity, labelled by the JSON keys it appears under), and from running calls on f
 - *infeasible*: a write with an alternative that a tool check refuses (``ToolError``, not a
   malformed call) or that breaks an enumerated policy rule.
 
+Ambiguous readings and changing revisions stay with the user the task serves: an alternative
+that names a record of another user (by the domain's ``owner_of``), or that breaks a policy
+rule for that user, is never proposed.
+
 A domain kit (``trajectory2task.domains.kit``) gives better candidates and words; the programs check every
 proposal the same way whichever kit made it.
 """
@@ -38,7 +42,7 @@ from trajectory2task.domains.kit import (
     RequiredFact,
     TrajectoryFacts,
 )
-from trajectory2task.domains.runtime import Environment, Episode, PolicyContext, ToolSpec
+from trajectory2task.domains.runtime import Environment, Episode, PolicyContext, ToolSpec, argument_owners
 
 MAX_ALTERNATIVES_PER_ARGUMENT = 6
 MAX_SEED_DESCRIPTION = 400
@@ -214,7 +218,23 @@ class GenericConditions:
         return None
 
     def owner_of_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
-        return None
+        """The one user whose records the call names, if there is exactly one."""
+        owners = set(self._owners(episode, arguments).values())
+        return owners.pop() if len(owners) == 1 else None
+
+    def _owners(self, episode: Episode[Any], arguments: Mapping[str, Any]) -> dict[str, str]:
+        return argument_owners(episode, self.environment.domain.owner_of, arguments)
+
+    def _serves_user(self, episode: Episode[Any], name: str, original: Mapping[str, Any],
+                     arguments: Mapping[str, Any], user_id: str | None) -> bool:
+        """Whether ``arguments`` (an alternative to ``original``) name no record of a user that
+        ``original`` does not, and break no policy rule for the user the task serves (the
+        authenticated user, else the one owner of ``original``'s records)."""
+        owners = set(self._owners(episode, original).values())
+        if not set(self._owners(episode, arguments).values()) <= owners:
+            return False
+        user = user_id or (next(iter(owners)) if len(owners) == 1 else None)
+        return not self.environment.policy_violations(episode, name, arguments, PolicyContext(user_id=user))
 
     # --- words
     def describe_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
@@ -256,6 +276,7 @@ class GenericConditions:
         out: list[AmbiguityProposal] = []
         state = episode.fork()
         seen = ObservedValues()
+        user_id: str | None = None  # the user the calls authenticate, once they have
         for index, call in enumerate(calls):
             spec = self.environment.tools.get(call["name"])
             if spec is not None and spec.kind == "write":
@@ -266,7 +287,8 @@ class GenericConditions:
                 for argument, values in options.items():
                     current = values[0]
                     others = {k: v for k, v in call["arguments"].items() if k != argument}
-                    stated = {"call": call["name"], "open": argument, "arguments": others, "values": values}
+                    stated = {"call": call["name"], "open": argument, "arguments": others, "values": values,
+                              "original": dict(call["arguments"]), "user": user_id}
                     candidates = self.ambiguity_candidates(state, stated)
                     if len(candidates) >= 2 and any(c.key == current for c in candidates):
                         out.append(AmbiguityProposal(
@@ -274,7 +296,10 @@ class GenericConditions:
                             action_index=index, stated=stated, target=current, candidates=candidates,
                             withheld=[current], withheld_sentences=[f"The {_words(argument)} is {current}."]))
                         break  # one open argument per write
-            seen.absorb(state.call(call["name"], call["arguments"]).output)
+            result = state.call(call["name"], call["arguments"])
+            seen.absorb(result.output)
+            if user_id is None and spec is not None and spec.authenticates is not None and not result.error:
+                user_id = spec.authenticates(call["arguments"], result.output)
         return out
 
     def ambiguity_candidates(self, episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]:
@@ -282,11 +307,15 @@ class GenericConditions:
         if name not in self.environment.tools or not isinstance(argument, str):
             return []
         others = dict(stated.get("arguments") or {})
+        values = list(stated.get("values") or [])
+        original = stated.get("original") or ({**others, argument: values[0]} if values else others)
+        user = stated.get("user") if isinstance(stated.get("user"), str) else None
         out = []
-        for value in stated.get("values") or []:
+        for value in values:
             arguments = {**others, argument: value}
             fork = episode.fork()
-            if not fork.call(name, arguments).error and fork.state_hash() != episode.state_hash():
+            if not fork.call(name, arguments).error and fork.state_hash() != episode.state_hash() and \
+                    self._serves_user(episode, name, original, arguments, user):
                 out.append(EntityCandidate(key=str(value), description=f"{_words(argument)} {value}"))
         return out
 
@@ -311,7 +340,8 @@ class GenericConditions:
         for argument, current, option in self._alternatives(episode, seen, call):
             arguments = {**call["arguments"], argument: option}
             fork = episode.fork()
-            if not fork.call(call["name"], arguments).error:
+            if not fork.call(call["name"], arguments).error and \
+                    self._serves_user(episode, call["name"], call["arguments"], arguments, None):
                 out.append(ChangeAlternative(arguments=arguments,
                                              difference=f"{argument}: {json.dumps(current)} -> {json.dumps(option)}"))
         return out

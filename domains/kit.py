@@ -6,13 +6,17 @@ from, how each write's arguments are built from what was observed, and how a wri
 in a customer's words. Its condition half (:class:`ConditionKit`) proposes ambiguous,
 changing and infeasible variants. Everything a kit returns is a pydantic model defined
 here; the programs check every proposal by running it on forks of the episode, so a kit
-makes candidates and wording better but is never trusted for a condition.
+makes candidates and wording better but is never trusted for a condition. A generation run
+calls a kit through :func:`guarded_kit`: whatever a kit function raises becomes a one-line
+:class:`KitFault`, which fails the item it served, not the run.
 
 Nothing here imports DSPy or the signature models: domains sit below them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +31,11 @@ from trajectory2task.domains.runtime import Environment, Episode
 
 class KitError(LookupError):
     """The domain has no generation kit, or its kit cannot serve a request."""
+
+
+class KitFault(Exception):
+    """A function of a domain's kit raised: the item it served fails (``kit_error``) and a
+    run goes on. The message is one line: which function, and the exception's first line."""
 
 
 class Call(BaseModel):
@@ -428,3 +437,63 @@ class GenerationKit:
 
     exploration: ExplorationKit
     conditions: ConditionKit | None = None
+
+
+# ---------------------------------------------------------------- containing a kit's faults
+
+
+def _guarded(function: Callable[..., Any], where: str) -> Callable[..., Any]:
+    """``function`` with any exception it raises turned into a one-line :class:`KitFault`."""
+
+    @functools.wraps(function)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except KitFault:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a domain's code may raise anything; the item fails, not the run
+            text = str(exc).strip().splitlines()
+            raise KitFault(f"{where} raised {type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")) \
+                from exc
+
+    return call
+
+
+class _GuardedConditions:
+    """A domain's ``ConditionKit`` whose every method raises :class:`KitFault` instead of
+    whatever the domain's code raised; a method the kit lacks stays missing (``getattr``
+    with a default still works)."""
+
+    def __init__(self, conditions: Any) -> None:
+        self._conditions = conditions
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._conditions, name)
+        return _guarded(value, f"the kit's {name}") if callable(value) else value
+
+
+def guarded_kit(kit: GenerationKit) -> GenerationKit:
+    """The same kit, each of its domain functions raising :class:`KitFault` (one line naming
+    the function) instead of what the domain's code raised."""
+    if isinstance(kit.conditions, _GuardedConditions):
+        return kit
+    ex = kit.exploration
+    exploration = dataclasses.replace(
+        ex,
+        seed_calls=_guarded(ex.seed_calls, "the kit's seed_calls"),
+        seed_description=_guarded(ex.seed_description, "the kit's seed_description"),
+        write_builders={name: _guarded(build, f"the kit's write builder for {name}")
+                        for name, build in ex.write_builders.items()},
+        describe=_guarded(ex.describe, "the kit's describe"),
+        seed_via={table: SeedVia(customer_key=_guarded(via.customer_key, f"the kit's seed_via[{table}]"),
+                                 first_reads=_guarded(via.first_reads, f"the kit's seed_via[{table}]"),
+                                 describe=_guarded(via.describe, f"the kit's seed_via[{table}]"))
+                  for table, via in ex.seed_via.items()},
+        seed_for_write={name: dataclasses.replace(
+            fit, applies=_guarded(fit.applies, f"the kit's seed_for_write[{name}]"),
+            applies_in=None if fit.applies_in is None else _guarded(fit.applies_in, f"the kit's seed_for_write[{name}]"))
+            for name, fit in ex.seed_for_write.items()},
+        calculations=None if ex.calculations is None else _guarded(ex.calculations, "the kit's calculations"),
+    )
+    conditions = None if kit.conditions is None else _GuardedConditions(kit.conditions)
+    return dataclasses.replace(kit, exploration=exploration, conditions=conditions)

@@ -410,6 +410,50 @@ class PolicyRule:
     check: Callable[[Episode[Any], str, Mapping[str, Any], PolicyContext], str | None]
 
 
+OwnerOf = Callable[[Episode[Any], str, str], "str | None"]  # (episode, table, key) -> the owning user
+OWN_RECORDS_RULE = "own_records_only"
+
+
+def _argument_strings(arguments: Mapping[str, Any]) -> Iterator[str]:
+    """The string values of a call's arguments, top level and inside top-level lists."""
+    for value in arguments.values():
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, list):
+            yield from (v for v in value if isinstance(v, str))
+
+
+def argument_owners(episode: Episode[Any], owner_of: OwnerOf, arguments: Mapping[str, Any]) -> dict[str, str]:
+    """Each argument value that is the key of a record with an owner, mapped to that owner
+    (``owner_of`` is the domain's record-ownership function)."""
+    out: dict[str, str] = {}
+    for value in _argument_strings(arguments):
+        for table in episode.environment.base.tables:
+            if episode.get(table, value) is not None:
+                owner = owner_of(episode, table, value)
+                if owner is not None:
+                    out[value] = owner
+                    break
+    return out
+
+
+def owner_rule(owner_of: OwnerOf) -> PolicyRule:
+    """The rule every domain has, from its owner function: a write acts only on records the
+    authenticated user owns (a record is named by an argument equal to its key)."""
+
+    def check(episode: Episode[Any], name: str, arguments: Mapping[str, Any], context: PolicyContext) -> str | None:
+        spec = episode.environment.tools.get(name)
+        if context.user_id is None or spec is None or spec.kind != "write":
+            return None
+        others = {v: o for v, o in argument_owners(episode, owner_of, arguments).items() if o != context.user_id}
+        if not others:
+            return None
+        value, owner = next(iter(others.items()))
+        return f"{name} acts on {value} of {owner}, not of the authenticated user {context.user_id}"
+
+    return PolicyRule(OWN_RECORDS_RULE, "Act only on records the authenticated user owns.", check)
+
+
 # ---------------------------------------------------------------- domain and environment
 
 
@@ -430,6 +474,11 @@ class Domain(Generic[DB]):
 
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)
+
+    @cached_property
+    def enforced_rules(self) -> tuple[PolicyRule, ...]:
+        """The domain's enumerated rules and, last, the ownership rule every domain has."""
+        return (*self.policy_rules, owner_rule(self.owner_of))
 
     def load_db(self, path: str) -> DB:
         with open(path, "rb") as fh:
@@ -460,9 +509,10 @@ class Environment(Generic[DB]):
     def policy_violations(
         self, episode: Episode[DB], name: str, arguments: Mapping[str, Any], context: PolicyContext
     ) -> list[str]:
-        """Enumerated policy rules that a call would break in the episode's current state."""
+        """Policy rules (the domain's and the ownership rule) that a call would break in the
+        episode's current state, each as ``rule_id: message``."""
         out = []
-        for rule in self.domain.policy_rules:
+        for rule in self.domain.enforced_rules:
             message = rule.check(episode, name, arguments, context)
             if message:
                 out.append(f"{rule.rule_id}: {message}")

@@ -27,6 +27,8 @@ FailureReason = Literal[
     "mutant_passes",  # a wrong agent derived from the task (trajectory2task.programs.verification.mutants) passes it
     "false_premise",  # a claim the task makes about the initial database is false
     "single_reading",  # an ambiguous task whose opening has only one reading that runs
+    "gold_breaks_policy",  # a gold (or required) write breaks a policy rule for the authenticated user
+    "lint",  # the task's text has a lint finding (trajectory2task.programs.verification.lint)
 ]
 FAILURE_REASONS: tuple[str, ...] = FailureReason.__args__  # type: ignore[attr-defined]
 
@@ -236,6 +238,7 @@ ItemReason = Literal[
     "lm_error",  # an LM call failed beyond the LM layer's retries, or its output never parsed
     "no_trajectory",  # exploration ended without a valid trajectory (no write, no replay, ...)
     "writer_rejected",  # the written scenario missed facts the agent must learn
+    "kit_error",  # a function of the domain's generation kit raised
 ]
 
 

@@ -8,7 +8,8 @@ calls (``add_generation_item``). So a killed run either has an item whole or not
 and ``--resume`` skips exactly the items that have a row (``generation_items``).
 
 Failed items (an LM call failing beyond retries, output that never parsed, no valid
-trajectory, a rejected scenario) are recorded here with a machine-readable reason.
+trajectory, a rejected scenario, a function of the domain's kit raising: ``kit_error``) are
+recorded here with a machine-readable reason and a one-line detail.
 """
 
 from __future__ import annotations

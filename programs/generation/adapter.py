@@ -16,6 +16,7 @@ for the caller to retry or record.
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,7 +26,7 @@ from pydantic import BaseModel
 
 from trajectory2task.domains import Environment, Episode
 from trajectory2task.domains.common_tools import CALCULATOR_TOOL
-from trajectory2task.domains.kit import Call, Claim, ConditionKit
+from trajectory2task.domains.kit import AmbiguityProposal, Call, Claim, ConditionKit
 from trajectory2task.programs.generation.grounding import lm_kit
 from trajectory2task.programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
 from trajectory2task.programs.generation.reask import Reask
@@ -37,11 +38,13 @@ from trajectory2task.programs.verification.conditions import (
     check_ambiguous,
     check_changing,
     check_infeasible,
+    check_policy,
     check_static,
     condition_facts,
     same_call,
+    says_again,
 )
-from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls
+from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls, reading_problem
 from trajectory2task.signatures.adaptation import (
     AdaptAmbiguous,
     AdaptChanging,
@@ -231,7 +234,11 @@ def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
     proposals = ctx.facts.ambiguity_proposals(ctx.environment.episode(), ctx.calls)
     if not proposals:
         return _no_candidates("no write of the task has an underspecified version that two entities fit")
-    proposal = ctx.rng.choice(proposals)
+    # a proposal whose every reading a careful agent may act on (the policy allows it); the
+    # others are proposed only when none is, for the check to say why
+    allowed = [p for p in proposals if not any(
+        reading_problem(ctx.environment, ctx.parent.gold_actions, r) for r in _readings(ctx, p))]
+    proposal = ctx.rng.choice(allowed or proposals)
     index = proposal.action_index
     state = ctx.state_before(index)
     call = ctx.calls[index]
@@ -243,13 +250,7 @@ def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
     scenario, withheld_info, said_claims = yield WordingRequest("ambiguous", ctx, facts)
     scenario = _asking(ctx, scenario.model_copy(update={"withheld_info": list(withheld_info)}),
                        ctx.parent.gold_actions)
-    reading_call = getattr(ctx.facts, "reading_call", None)
-    readings = []
-    for candidate in proposal.candidates:
-        meant = reading_call(proposal.stated, call, candidate.key) if reading_call is not None else None
-        if meant is not None:
-            readings.append(Reading(candidate=candidate.key, action_index=index, action=as_action(meant.model_dump()),
-                                    target=candidate.key == proposal.target))
+    readings = _readings(ctx, proposal)
     purpose = (f"ambiguous: the opening request leaves open {proposal.open_question} "
                f"({len(proposal.candidates)} candidates fit); the agent must ask before "
                f"{ctx.facts.action_label(call['name'], call['arguments'])}.")
@@ -257,6 +258,31 @@ def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
                           claims=_unique(_write_claims(ctx, ctx.calls) + said_claims),
                           description=TaskDescription(purpose=purpose))
     return _finish(ctx, adapted, check_ambiguous(ctx.environment, ctx.parent, adapted, proposal.stated, index))
+
+
+def _readings(ctx: _Context, proposal: AmbiguityProposal) -> list[Reading]:
+    """The write the opening means for each candidate of an ambiguity proposal (where the kit says)."""
+    reading_call = getattr(ctx.facts, "reading_call", None)
+    call = ctx.calls[proposal.action_index]
+    readings = []
+    for candidate in proposal.candidates:
+        meant = reading_call(proposal.stated, call, candidate.key) if reading_call is not None else None
+        if meant is not None:
+            readings.append(Reading(candidate=candidate.key, action_index=proposal.action_index,
+                                    action=as_action(meant.model_dump()), target=candidate.key == proposal.target))
+    return readings
+
+
+# a change of mind said in the revised request itself: the scenario's fold already says it
+_SAID_CHANGE_OF_MIND = re.compile(r"^\s*(?:(?:actually|so|okay|ok|sorry)[\s,]+)?(?:i|you)(?: have|'ve)? changed? "
+                                  r"(?:my|your) mind\s*[:,;.!\u2013\u2014-]*\s*", re.IGNORECASE)
+
+
+def plain_revision(text: str) -> str:
+    """The revised request as what the user asks for, without a leading "I have changed my mind:"
+    (``UserScenario.folded_instructions`` introduces it with "change your mind:" already)."""
+    stripped = _SAID_CHANGE_OF_MIND.sub("", text)
+    return stripped[:1].upper() + stripped[1:] if stripped else text
 
 
 def _adapt_changing(ctx: _Context) -> Steps[AdaptationResult]:
@@ -277,7 +303,8 @@ def _adapt_changing(ctx: _Context) -> Steps[AdaptationResult]:
         must_mention=ctx.facts.change_mentions(state, initial_call, revised_call),
         action_label=ctx.facts.action_label(initial_call["name"], initial_call["arguments"]))
     scenario, change_trigger, revised_request, said_claims = yield WordingRequest("changing", ctx, facts)
-    scenario = scenario.model_copy(update={"change_trigger": change_trigger, "revised_request": revised_request})
+    scenario = scenario.model_copy(update={"change_trigger": change_trigger,
+                                           "revised_request": plain_revision(revised_request)})
     gold = _recalculated(ctx, index, facts.revised_action)
     scenario = _asking(ctx, scenario, gold)
     # the first version of the changed write must not be carried out
@@ -368,6 +395,12 @@ def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
             calls[index] = as_action(revised)
             if any(s.error for s in execute_calls(episode, calls)):
                 continue
+            if not check_policy(ctx.environment, calls).passed:  # a revision the policy forbids is no goal
+                continue
+            state = ctx.state_before(index)
+            first_words = ctx.facts.describe_call(state, ctx.calls[index]["name"], ctx.calls[index]["arguments"])
+            if says_again(ctx.facts.describe_call(state, revised["name"], revised["arguments"]), first_words):
+                continue  # said like the first request: the user could not tell the agent what changed
             # another end state, and not the initial one (a do-nothing agent would pass that)
             if episode.state_hash() not in (original_end.state_hash(), ctx.environment.initial_hash()):
                 return index, revised, episode.state_hash(), alternative.difference
@@ -595,7 +628,7 @@ class BaselineAdapter:
     def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
         trigger = (f"the agent has listed the details of {facts.action_label} and asks you to confirm it, "
                    "before you say yes")
-        revised = f"You have changed your mind: instead, you want to {facts.revised_request}."
+        revised = f"You want to {facts.revised_request} instead."  # the fold says it is a change of mind
         scenario = UserScenario(
             persona=ctx.parent.scenario.persona,
             reason_for_call=self._requests(ctx, {}),

@@ -15,13 +15,22 @@ the items one after another in index order, as it always did.
 
 Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
 output does not parse. What still fails is recorded on the item with its reason
-(``lm_error``), and the run goes on. Every LM call, failed or not, is recorded once, by the
-LM's ledger callback (``trajectory2task.programs.lm.accounting``), not here.
+(``lm_error``), and the run goes on. So is an exception raised inside a function of the
+domain's kit (``kit_error``, one line naming the function): in exploration or writing it
+fails the item; in adapting it fails that condition of the item, as an LM error does. Every
+LM call, failed or not, is recorded once, by the LM's ledger callback
+(``trajectory2task.programs.lm.accounting``), not here.
+
+Verified means lint-clean: a task with a finding of
+``trajectory2task.programs.verification.lint`` gets a failing static verdict (``lint``, each
+finding in the details), whatever the other checks found.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,6 +40,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
+from trajectory2task.domains.kit import KitFault, guarded_kit
 from trajectory2task.programs.lm import event_loop
 from trajectory2task.programs.lm.accounting import first_line
 from trajectory2task.programs.verification.lint import lint_task, private_ids
@@ -196,7 +206,7 @@ class GenerationPipeline:
                  workers: int = 1,
                  after_item: Callable[[GenerationItem], None] | None = None,
                  targets: Callable[[int], Any] | None = None, retry_failed: bool = False) -> None:
-        self.env = env
+        self.env = _with_guarded_kit(env)
         self.sink = sink
         self.config = config
         self.explorer = explorer
@@ -242,6 +252,8 @@ class GenerationPipeline:
                                    provenance=provenance.model_copy(update={"trajectory_id": trajectory_id}))
         except self._errors as exc:
             return self._failed(index, seed, "explore", "lm_error", _first_line(exc), None)
+        except KitFault as exc:
+            return self._failed(index, seed, "explore", "kit_error", str(exc), None)
         trajectory = explored.trajectory
         counts = {"proposals": explored.proposals, "dropped_calls": len(explored.dropped)}
         if trajectory is None:
@@ -252,6 +264,8 @@ class GenerationPipeline:
                 update={"trajectory_id": trajectory.id}))
         except self._errors as exc:
             return self._failed(index, seed, "write", "lm_error", _first_line(exc), trajectory, **counts)
+        except KitFault as exc:
+            return self._failed(index, seed, "write", "kit_error", str(exc), trajectory, **counts)
         general = written.task
         if general is None:
             return self._failed(index, seed, "write", "writer_rejected", written.rejected_reason or "", trajectory,
@@ -273,6 +287,8 @@ class GenerationPipeline:
                                       condition_seed(seed, condition), prefer_write=prefer)
             except self._errors as exc:
                 rejected[condition] = f"lm_error: {_first_line(exc)}"
+            except KitFault as exc:
+                rejected[condition] = f"kit_error: {exc}"
             if adapted is None:
                 continue
             if adapted.task is None:
@@ -280,8 +296,8 @@ class GenerationPipeline:
                 rejected[condition] = (adapted.rejected_reason or "rejected") + (f": {detail}" if detail else "")
             else:
                 tasks.append(adapted.task)
-        verdicts = [self.verifier.verify_task(t) for t in tasks]
         tasks = [self._linted(t) for t in tasks]
+        verdicts = [_lint_clean(t, self.verifier.verify_task(t)) for t in tasks]
         item = GenerationItem(index=index, seed=seed, status="done", trajectory_id=trajectory.id,
                               general_task_id=general.id, tasks={t.condition: t.id for t in tasks},
                               verified={t.condition: v.passed for t, v in zip(tasks, verdicts)},
@@ -361,6 +377,27 @@ class GenerationPipeline:
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _with_guarded_kit(env: Environment[Any]) -> Environment[Any]:
+    """The environment with its domain's kit guarded (``trajectory2task.domains.kit.guarded_kit``):
+    the same loaded database and tools, a kit whose faults fail one item, not the run."""
+    kit = env.domain.kit
+    if kit is None:
+        return env
+    guarded = copy.copy(env)  # shares the loaded database: episodes and hashes are the same
+    guarded.domain = dataclasses.replace(env.domain, kit=guarded_kit(kit))
+    return guarded
+
+
+def _lint_clean(task: Task, verdict: Verdict) -> Verdict:
+    """The static verdict, failed (``lint``) when the task has a lint finding: verified means
+    that the text is clean too."""
+    if not task.lint:
+        return verdict
+    findings = [f"lint: {f.rule} in {f.field}: {f.excerpt}" for f in task.lint]
+    return verdict.model_copy(update={"passed": False, "reasons": [*verdict.reasons, "lint"],
+                                      "details": [*verdict.details, *findings]})
 
 
 async def _call(program: Any, method: str, *args: Any, **kwargs: Any) -> Any:

@@ -15,8 +15,12 @@
   each forbidden write, run on a fork after the required actions, fails a tool check or
   breaks one of the domain's enumerated policy rules for the authenticated user; the
   scenario names the ids the user must give (the order id).
+- policy (:func:`check_policy`, in each condition's check): every gold write (an infeasible
+  task's required actions), and every reading of an ambiguous opening, breaks no rule of the
+  domain, nor the ownership rule every domain has, as the authenticated user; a changing
+  task's revised request says something its first request does not (:func:`says_again`).
 - all (:func:`check_static`): the verifier's static verdict (``noop_passes``,
-  ``invalid_gold``, ``not_infeasible``, ``invalid_task``).
+  ``invalid_gold``, ``not_infeasible``, ``invalid_task``, ``gold_breaks_policy``).
 
 What a domain knows for these checks comes from its kit's ``ConditionKit``
 (``trajectory2task.domains.kit``); a domain without one gets the domain-general kit
@@ -34,7 +38,13 @@ from pydantic import BaseModel
 
 from trajectory2task.domains import Environment, Episode, PolicyContext
 from trajectory2task.domains.kit import ConditionKit
-from trajectory2task.programs.verification.verifier import Verifier, authenticated_user, execute_calls
+from trajectory2task.programs.verification.verifier import (
+    Verifier,
+    authenticated_user,
+    execute_calls,
+    policy_breaches,
+    reading_problem,
+)
 from trajectory2task.signatures.models import Action, Task, ToolCall
 
 RejectionReason = Literal[
@@ -70,6 +80,11 @@ RejectionReason = Literal[
     "mutant_passes",  # a wrong agent passes the task; the detail names the mutant
     "false_premise",  # the task claims something about the database that is not so
     "single_reading",  # an ambiguous opening with only one reading that runs
+    # every condition: policy truth and clean text
+    "gold_breaks_policy",  # a gold (or required) write breaks a policy rule for the authenticated user
+    "reading_breaks_policy",  # a reading of an ambiguous opening breaks a policy rule (or a tool refuses it)
+    "revised_request_same_words",  # a changing task's revised request says what its first request says
+    "kit_error",  # a function of the domain's kit raised while adapting (recorded by the pipeline)
 ]
 
 
@@ -122,6 +137,15 @@ def _opening(task: Task) -> str:
     return "\n".join(t for t in (task.scenario.reason_for_call, task.scenario.known_info) if t)
 
 
+def check_policy(environment: Environment[Any], calls: Sequence[ToolCall], what: str = "gold") -> ConditionCheck:
+    """Whether every write of ``calls`` follows the domain's policy rules (and the ownership
+    rule every domain has) as the user the calls authenticate; the first breach names its rule."""
+    breaches = policy_breaches(environment, calls)
+    if breaches:
+        return _reject("gold_breaks_policy", f"{what}: {breaches[0].line()}")
+    return ConditionCheck(passed=True)
+
+
 # ---------------------------------------------------------------- ambiguous
 
 
@@ -134,6 +158,13 @@ def check_ambiguous(environment: Environment[Any], parent: Task, adapted: Task, 
         return _reject("gold_changed", "an ambiguous task keeps the parent's gold actions and end state")
     if not 0 <= action_index < len(adapted.gold_actions):
         return _reject("target_not_candidate", f"no gold action at position {action_index}")
+    policy = check_policy(environment, adapted.gold_actions)
+    if not policy.passed:
+        return policy
+    for reading in adapted.readings:
+        why = reading_problem(environment, adapted.gold_actions, reading)
+        if why is not None:
+            return _reject("reading_breaks_policy", why)
     state = _state_before(environment, adapted.gold_actions, action_index)
     candidates = facts.ambiguity_candidates(state, stated)
     keys = [c.key for c in candidates]
@@ -175,6 +206,9 @@ def check_changing(environment: Environment[Any], adapted: Task, initial_actions
         return _reject("revised_gold_invalid", f"{failed[0].call.name} fails: {failed[0].observation}")
     if adapted.expected_state_hash != gold.state_hash():
         return _reject("revised_gold_invalid", "the revised gold does not end at the task's expected state")
+    policy = check_policy(environment, adapted.gold_actions, "revised gold")
+    if not policy.passed:
+        return policy
     initial = environment.episode()
     failed = [s for s in execute_calls(initial, initial_actions) if s.error]
     if failed:
@@ -184,6 +218,9 @@ def check_changing(environment: Environment[Any], adapted: Task, initial_actions
     scenario = adapted.scenario
     if not (scenario.change_trigger or "").strip() or not (scenario.revised_request or "").strip():
         return _reject("change_not_stated", "the scenario must say when the user changes course and to what")
+    if says_again(scenario.revised_request or "", scenario.reason_for_call):
+        return _reject("revised_request_same_words", f"the revised request \"{scenario.revised_request}\" says "
+                                                     "nothing the first request does not")
     differing = _differing_writes(environment, initial_actions, adapted.gold_actions)
     for index, _, after in differing:
         before = _state_before(environment, adapted.gold_actions, index)
@@ -204,6 +241,27 @@ def check_changing(environment: Environment[Any], adapted: Task, initial_actions
     return ConditionCheck(passed=True, detail=(
         f"revised goal differs in {changes}; first goal ends at {initial.state_hash()}, "
         f"revised at {gold.state_hash()}; user states {', '.join(dict.fromkeys(needed))}"))
+
+
+# what a revised request may open with before it says what it wants ("Instead, you want to ...")
+_CHANGE_LEAD = re.compile(r"^(?:(?:actually|sorry|wait|no|so|instead|rather|on second thought|i have|i've|you have|"
+                          r"you've|changed? (?:my|your) mind|i|you|want to|would like to|'d like to|d like to)\b[\s,:;.!-]*)+")
+
+
+def request_words(text: str) -> str:
+    """A request as plain lower-case words, without its lead-in (a change of mind, 'instead',
+    'you want to'), for comparing what two requests ask for."""
+    words = " ".join(re.findall(r"[\w#@'.:-]+", text.lower()))
+    words = " ".join(w.strip(".:,;") for w in words.split())
+    return re.sub(r"\s+instead$", "", _CHANGE_LEAD.sub("", words).strip())
+
+
+def says_again(revised: str, first: str) -> bool:
+    """Whether a revised request asks, word for word, for something the first request already
+    asks for (two flights said alike, a value said that was there before): an agent told both
+    cannot tell what changed."""
+    core = request_words(revised)
+    return not core or f" {core} " in f" {request_words(first)} "
 
 
 def _differing_writes(environment: Environment[Any], first: Sequence[ToolCall],
@@ -242,6 +300,9 @@ def check_infeasible(environment: Environment[Any], adapted: Task) -> ConditionC
     user_id = authenticated_user(environment, steps)
     if user_id is None:
         return _reject("missing_authentication", "the required actions do not authenticate the user")
+    policy = check_policy(environment, adapted.actions_should_take, "required actions")
+    if not policy.passed:
+        return policy
     gold = environment.episode()
     gold_failed = [s for s in execute_calls(gold, adapted.gold_actions) if s.error]
     if gold_failed or gold.changed() or adapted.expected_state_hash != environment.initial_hash():

@@ -11,7 +11,8 @@ adapter records for its condition), replayed on a fresh episode and judged by
 - changing: ``first_goal`` (the user's first request carried out, the change ignored) and
   ``first_then_revised`` (the first write made, then the revised one);
 - ambiguous: ``other_reading``, once per other reading of the opening request that runs
-  without a tool error (an agent that guessed instead of asking);
+  without a tool error (an agent that guessed instead of asking); a reading counts as one
+  only when it also breaks no policy rule (``executable_readings``);
 - infeasible: ``forbidden_attempt``, the required reads followed by an attempt of each
   forbidden write, refused by the tool or not.
 
@@ -28,8 +29,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
-from trajectory2task.programs.verification.verifier import Verifier, execute_calls
-from trajectory2task.signatures.models import Action, FailureReason, Message, Task, ToolCall
+from trajectory2task.programs.verification.verifier import Verifier, execute_calls, reading_problem
+from trajectory2task.signatures.models import FailureReason, Message, Task, ToolCall
 
 MutantKind = Literal["do_nothing", "drop_write", "first_goal", "first_then_revised", "other_reading",
                      "forbidden_attempt"]
@@ -148,14 +149,7 @@ def run_mutants(verifier: Verifier, task: Task) -> MutantReport:
                                       reasons=verdict.reasons))
     readings = None
     if task.condition == "ambiguous" and task.readings:
-        readings = sum(1 for r in task.readings if r.target or _reading_runs(environment, task, r.action_index,
-                                                                              r.action))
+        readings = sum(1 for r in task.readings
+                       if r.target or reading_problem(environment, task.gold_actions, r) is None)
     return MutantReport(task_id=task.id, gold_passed=not gold_reasons, gold_reasons=gold_reasons, outcomes=outcomes,
                         executable_readings=readings)
-
-
-def _reading_runs(environment: Environment[Any], task: Task, index: int, action: Action) -> bool:
-    """Whether a reading's write runs without a tool error after the gold calls before it."""
-    episode = environment.episode()
-    execute_calls(episode, _calls(task.gold_actions[:index]))
-    return not episode.call(action.name, action.arguments).error

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment, Episode, PolicyContext
-from trajectory2task.signatures.models import Action, FailureReason, Message, Step, Task, ToolCall, Verdict
+from trajectory2task.signatures.models import Action, FailureReason, Message, Reading, Step, Task, ToolCall, Verdict
 
 class ActionError(BaseModel):
     action_id: str | None
@@ -54,6 +54,51 @@ def authenticated_user(environment: Environment[Any], steps: Sequence[Step]) -> 
             if user_id:
                 return user_id
     return None
+
+
+class PolicyBreach(BaseModel):
+    """A write that breaks a policy rule: its position in the calls, its tool, and the
+    violation (``rule_id: message``)."""
+
+    index: int
+    tool: str
+    violation: str
+
+    @property
+    def rule_id(self) -> str:
+        return self.violation.split(":", 1)[0]
+
+    def line(self) -> str:
+        return f"{self.tool} (action {self.index}) breaks {self.violation}"
+
+
+def policy_breaches(environment: Environment[Any], calls: Sequence[ToolCall]) -> list[PolicyBreach]:
+    """The policy rules the writes of ``calls`` break, run in order on a fresh episode: each
+    write is checked, on the state just before it, as the user the calls before it
+    authenticated (the domain's enumerated rules and the ownership rule every domain has)."""
+    episode = environment.episode()
+    steps: list[Step] = []
+    out: list[PolicyBreach] = []
+    for index, call in enumerate(calls):
+        spec = environment.tools.get(call.name)
+        if spec is not None and spec.kind == "write":
+            context = PolicyContext(user_id=authenticated_user(environment, steps))
+            out += [PolicyBreach(index=index, tool=call.name, violation=v)
+                    for v in environment.policy_violations(episode, call.name, call.arguments, context)]
+        steps += execute_calls(episode, [call])
+    return out
+
+
+def reading_problem(environment: Environment[Any], gold: Sequence[ToolCall], reading: Reading) -> str | None:
+    """Why a reading of an ambiguous opening is no reading a careful agent may act on (its write
+    fails after the gold calls before it, or breaks a policy rule for the user they
+    authenticated), or None when it is one."""
+    calls = [*gold[:reading.action_index], reading.action]
+    steps = execute_calls(environment.episode(), calls)
+    if steps[-1].error:
+        return f"the reading for {reading.candidate}: {reading.action.name} fails: {steps[-1].observation}"
+    breach = next((b for b in policy_breaches(environment, calls) if b.index == reading.action_index), None)
+    return None if breach is None else f"the reading for {reading.candidate}: {breach.line()}"
 
 
 def _matches(call: ToolCall, expected: Action) -> bool:
@@ -167,6 +212,13 @@ class Verifier:
             if "invalid_gold" not in reasons:
                 reasons.append("invalid_gold")
             details.append("gold replay does not reach the task's expected end state")
+        # every write a careful agent is asked to make follows the policy, whatever the condition
+        breaches = policy_breaches(self.environment, task.gold_actions)
+        if task.condition == "infeasible":  # the required actions are its gold; checked even where they differ
+            breaches += policy_breaches(self.environment, task.actions_should_take)
+        if breaches:
+            reasons.append("gold_breaks_policy")
+            details += list(dict.fromkeys(f"gold breaks policy: {b.line()}" for b in breaches))
         if task.condition == "infeasible":
             reasons_inf, details_inf = self._check_infeasible(task)
             reasons += reasons_inf
