@@ -3,14 +3,17 @@ only what an adapter returns, and the wrong agents whose reward must never be 1.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from trajectory2task.programs.loop.agent import AgentReply, DoNothingAgent, OracleAgent
 from trajectory2task.programs.loop.environment import load_environment
 from trajectory2task.programs.verification.mutants import derive_mutants
 from trajectory2task.signatures.models import Action, Message, Task
+from tests.cli import run_t2t
 from tests.offline_tasks import generate_offline
 
 DOMAINS = ("retail", "airline")
@@ -73,3 +76,43 @@ def wrong_agents(domain: str, task: Task) -> Iterator[tuple[str, Any]]:
             continue
         wrong = task.model_copy(update={"gold_actions": _as_actions(mutant.calls), "actions_should_take": []})
         yield mutant.name, OracleAgent(environment).session(wrong)
+
+
+class Transcript:
+    """What an agent did in one episode, as `t2t verify --rollouts` reads it: the calls that ran
+    (the first of each turn) and the spoken messages."""
+
+    def __init__(self, task_id: str, opening: str) -> None:
+        self.task_id = task_id
+        self.tool_calls: list[dict[str, Any]] = []
+        self.messages: list[dict[str, Any]] = [{"role": "user", "content": opening}]
+
+    def recording(self, act: Act) -> Act:
+        def recorded(reply: AgentReply) -> tuple[list[Message], bool]:
+            if reply.tool_calls:
+                call = {"name": reply.tool_calls[0].name, "arguments": reply.tool_calls[0].arguments}
+                self.tool_calls.append(call)
+                self.messages.append({"role": "assistant", "content": reply.content, "tool_calls": [call]})
+            else:
+                self.messages.append({"role": "assistant", "content": reply.content})
+            seen, done = act(reply)
+            self.messages += [{"role": m.role, "content": m.content} for m in seen if m.role == "user"]
+            return seen, done
+
+        return recorded
+
+    def line(self) -> str:
+        return json.dumps({"task_id": self.task_id, "tool_calls": self.tool_calls, "messages": self.messages})
+
+
+def t2t_verify(domain: str, tasks: list[Task], transcripts: list[Transcript], directory: Path) -> list[dict[str, Any]]:
+    """`t2t verify --rollouts` (the real command, in a subprocess) on the transcripts: one verdict each."""
+    tasks_file = directory / f"{domain}-tasks.jsonl"
+    tasks_file.write_text("".join(t.model_dump_json() + "\n" for t in tasks))
+    rollouts = directory / f"{domain}-rollouts.jsonl"
+    rollouts.write_text("".join(t.line() + "\n" for t in transcripts))
+    done = run_t2t("verify", str(tasks_file), "--domain", domain, "--rollouts", str(rollouts), "--json", timeout=300)
+    assert done.returncode == 0, done.stderr
+    verdicts = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+    assert [v["task_id"] for v in verdicts] == [t.task_id for t in transcripts]
+    return verdicts
