@@ -59,6 +59,11 @@ def test_evaluate_scores_the_oracle_1_and_a_decliner_0_as_t2t_verify_does(domain
     env = vf.load_environment("trajectory2task.programs.rl.verifiers_env", domain=domain,
                               tasks=[t.model_dump() for t in tasks], environment=environment)
     assert {t.name for t in env.tool_defs} == set(environment.tools)
+    tasks_file = tmp_path / "given.jsonl"
+    tasks_file.write_text("".join(t.model_dump_json() + "\n" for t in tasks))
+    from_file = vf.load_environment("trajectory2task.programs.rl.verifiers_env", domain=domain,
+                                    tasks_file=str(tasks_file), environment=environment)
+    assert [t.id for t in from_file.core.tasks] == [t.id for t in tasks]
     monkeypatch.setenv("T2T_TEST_KEY", "not-a-key")
     for label, responder, expected in (("oracle", oracle_responder(environment, tasks), 1.0),
                                        ("decliner", lambda body: Text(DECLINE), 0.0)):
