@@ -78,7 +78,7 @@ def test_audit_of_our_exported_offline_tasks_finds_nothing(tmp_path):
     kept = sink.kept()
     (tmp_path / "tasks.json").write_text(json.dumps([task_to_tau2(t) for t in kept]))
     report = _audit(tmp_path / "tasks.json", "retail", db)
-    assert report["counts"] == {}, report["findings"][:5]
+    assert not any(report["counts"].values()), report["findings"][:5]
     assert report["diversity"]["tasks"] == len(kept)
     assert set(report["diversity"]["by_condition"]) == {"general", "ambiguous", "changing", "infeasible"}
 

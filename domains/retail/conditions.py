@@ -316,6 +316,10 @@ def call_claims(episode: Episode[Any], name: str, arguments: Mapping[str, Any],
         words = payment_text(episode, owner.user_id, str(method_id))
         out.append(Claim(table="users", key=owner.user_id, path=["payment_methods", str(method_id), "source"],
                          value=method.source, says=words))
+        if isinstance(method, CreditCard):  # "your amex credit card ending in 0255" says both
+            for field in ("brand", "last_four"):
+                out.append(Claim(table="users", key=owner.user_id, path=["payment_methods", str(method_id), field],
+                                 value=getattr(method, field), says=words))
     return out
 
 
