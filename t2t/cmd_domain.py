@@ -40,9 +40,9 @@ def show(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")],
         params = ", ".join(f"{p}: {_type_name(s)}{'' if p in required else '?'}" for p, s in props.items())
         rows.append((spec.name, spec.kind, params, spec.description.splitlines()[0]))
     print_table(f"{domain.name} tools", ["tool", "kind", "parameters", "description"], rows)
-    if domain.policy_rules:
-        print_table("policy rules checked by code", ["rule", "description"],
-                    [(r.rule_id, r.description) for r in domain.policy_rules])
+    # every domain has at least the ownership rule (from its owner_of)
+    print_table("policy rules checked by code", ["rule", "description"],
+                [(r.rule_id, r.description) for r in domain.enforced_rules])
     console.rule("policy")
     print_text(text, keep_newlines=True)
 
