@@ -187,3 +187,116 @@ def test_a_database_of_another_shape_is_one_line(tmp_path):
     with pytest.raises(InputFileError) as caught:
         read_db(get_domain("retail"), wrong)
     assert "not a retail database" in str(caught.value) and "\n" not in str(caught.value)
+
+
+# ---------------------------------------------------------------- domains and task files
+
+DOMAIN_MODULES = {
+    "raises_dom": ('raise RuntimeError("boom at import")\n', "RuntimeError: boom at import"),
+    "broken_dom": ("def f(:\n    pass\n", "SyntaxError: "),
+    "needs_dom": ("import no_such_dependency_t2t\n", "No module named 'no_such_dependency_t2t'"),
+    "exits_dom": ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+}
+
+
+@pytest.fixture(scope="module")
+def domain_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("domains")
+    for name, (source, _) in DOMAIN_MODULES.items():
+        (directory / f"{name}.py").write_text(source)
+    return directory
+
+
+def _one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and lines[0].startswith("t2t: error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("module", sorted(DOMAIN_MODULES))
+def test_a_domain_module_that_fails_at_import_is_one_line_naming_it(domain_dir, module):
+    from tests.cli import run_t2t
+
+    result = run_t2t("domain", "show", module, env={"PYTHONPATH": str(domain_dir)})
+    line = _one_error_line(result)
+    assert f"domain module {module} failed at import" in line and DOMAIN_MODULES[module][1] in line
+    if module == "broken_dom":
+        assert "broken_dom.py, line 1" in line
+
+
+@pytest.mark.parametrize("command", [
+    ["generate", "--n", "1", "--store", "STORE"],
+    ["bench", "--tasks", "TASKS", "--store", "STORE"],
+    ["replay", "TASKS"],
+    ["verify", "TASKS"],
+    ["audit", "TASKS"],
+    ["sweep", "--trials", "1", "--store", "STORE"],
+    ["domain", "generate-db", "--out", "OUT"],
+])
+def test_every_command_taking_a_domain_says_its_import_failure_in_one_line(domain_dir, tmp_path, tau2_dir, command):
+    from tests.cli import run_t2t
+
+    places = {"STORE": str(tmp_path / "t2t.duckdb"), "TASKS": str(tau2_dir / "tasks.json"),
+              "OUT": str(tmp_path / "db.json")}
+    args = [places.get(a, a) for a in command]
+    args = args + ["raises_dom"] if command[0] == "domain" else args + ["--domain", "raises_dom"]
+    line = _one_error_line(run_t2t(*args, env={"PYTHONPATH": str(domain_dir)}))
+    assert "domain module raises_dom failed at import: RuntimeError: boom at import" in line
+    assert not (tmp_path / "db.json").exists()
+
+
+def _nested(depth: int) -> object:
+    value: object = "x"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_task_nested_past_the_cap_is_a_problem_and_one_at_the_cap_is_stored(tau2_tasks_raw, tmp_path):
+    from trajectory2task.store.files import MAX_ENTRY_DEPTH, json_depth, load_tasks
+
+    deep = json.loads(json.dumps(tau2_tasks_raw[0]))
+    deep["evaluation_criteria"]["actions"][1]["arguments"]["order_id"] = _nested(900)
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps([deep]))
+    tasks, problems = load_tasks(path)
+    assert tasks == [] and len(problems) == 1
+    assert f"nested more than {MAX_ENTRY_DEPTH} levels" in problems[0].line() and problems[0].entry_id == "0"
+
+    at_cap = json.loads(json.dumps(tau2_tasks_raw[0]))
+    arguments = at_cap["evaluation_criteria"]["actions"][1]["arguments"]
+    # the arguments object is the 5th level (task, criteria, actions, action, arguments)
+    arguments["order_id"] = _nested(MAX_ENTRY_DEPTH - 5)
+    assert json_depth(at_cap, 10_000) == MAX_ENTRY_DEPTH
+    path.write_text(json.dumps([at_cap]))
+    tasks, problems = load_tasks(path)
+    assert problems == [] and len(tasks) == 1
+    assert json.loads(tasks[0].model_dump_json())  # what the store does with it
+
+
+def test_bench_on_a_task_with_a_900_deep_gold_argument_refuses_it_and_leaves_no_run_started(tau2_dir,
+                                                                                            tau2_tasks_raw, tmp_path):
+    from tests.cli import run_t2t
+    from trajectory2task.store import read_only_query
+
+    deep = json.loads(json.dumps(tau2_tasks_raw[0]))
+    deep["evaluation_criteria"]["actions"][1]["arguments"]["order_id"] = _nested(900)
+    tasks = tmp_path / "deep.json"
+    tasks.write_text(json.dumps([deep]))
+    store = tmp_path / "t2t.duckdb"
+    result = run_t2t("bench", "--tasks", str(tasks), "--db", str(tau2_dir / "db.json"), "--store", str(store))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and lines[-1].startswith("t2t: error: ")
+    assert any("task 0: task: nested more than 64 levels" in line for line in lines), result.stderr
+    if store.exists():
+        _, rows = read_only_query(store, "SELECT count(*) FROM runs_status WHERE status = 'started'")
+        assert rows == [(0,)]
+
+
+def test_json_depth_counts_levels_without_recursion():
+    from trajectory2task.store.files import json_depth
+
+    assert [json_depth(v, 10) for v in ("x", [], {}, [1], {"a": [{}]}, [[], [[[]]]])] == [0, 1, 1, 1, 3, 4]
+    assert json_depth(_nested(100_000), 10) == 11  # stops one past the limit, whatever the depth
