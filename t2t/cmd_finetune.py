@@ -147,8 +147,10 @@ def finetune(
                                                 wall_s=time.perf_counter() - started))
                 ts.finish_run(run_id, status)
             if interrupted:
+                # the interrupt can land after the rename that puts the model in place
+                what = "it was written before the interrupt" if _written_by(output, run_id) else "nothing was written"
                 print(f"t2t: error: interrupted: finetune run {run_id} recorded as interrupted; "
-                      f"nothing was written to {terminal_text(str(output))}", file=sys.stderr, flush=True)
+                      f"{terminal_text(str(output))}: {what}", file=sys.stderr, flush=True)
                 raise SystemExit(130) from None
             raise
         run = FinetuneRun(**record, n_examples=outcome.n_examples, losses=outcome.losses, output=outcome.output,
@@ -174,6 +176,16 @@ _FLAGS = {"epochs": "--epochs", "learning_rate": "--lr", "max_steps": "--max-ste
 
 def progress(line: str) -> None:
     err_console.print(f"t2t finetune: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _written_by(output: Path, run_id: str) -> bool:
+    """Whether ``output`` holds the model this run wrote (its metadata names the run)."""
+    from trajectory2task.programs.lm.local import FINETUNE_META
+
+    try:
+        return json.loads((output / FINETUNE_META).read_text(encoding="utf-8")).get("run_id") == run_id
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _require_cuda() -> None:

@@ -61,12 +61,13 @@ MAX_CALLS = 32  # tool calls in one action (one runs; the others are told to wai
 MAX_NAME = 256  # characters in a tool name or a call id
 MAX_ARGUMENT_DEPTH = 32  # levels of lists and objects in an action's JSON values
 # Observation characters (JSON with ASCII escapes) one turn may add: the agent's own turn
-# (a character takes at most 14 after two rounds of escaping, as in a call's arguments),
-# its tool results (the first cut to MAX_RESULT, the others one short line each) and the
-# user's reply.
+# (checked: a character takes at most 14 after two rounds of escaping, as in a call's
+# arguments), the first tool result (cut to MAX_RESULT), one message per call echoing its
+# id (at most 12 characters per id character) with a one-line answer, and the user's reply
+# (the scripted user's is a sentence; an LM user's is bounded by its max tokens).
 MAX_ECHO = 16 * MAX_ACTION
 MAX_RESULT = 2 * MAX_ACTION
-MAX_TURN = MAX_ECHO + MAX_RESULT + MAX_CALLS * 4 * MAX_NAME + 4 * MAX_ACTION
+MAX_TURN = MAX_ECHO + MAX_RESULT + MAX_CALLS * 16 * MAX_NAME + 4 * MAX_ACTION
 _CUT_NOTE = " [... cut: the tool result is longer than an observation holds]"
 
 

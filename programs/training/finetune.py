@@ -7,10 +7,18 @@ rendering `LocalLM` prompts with at inference, and tokenized piece by piece: lab
 token ids on the assistant's turns (its calls, its words, its end-of-turn marker) and -100
 elsewhere, so the loss falls on the agent's own output only.
 
+A data file is checked line by line before anything loads (`SftRecord`): roles system, user,
+assistant or tool; content text or null; tool calls and tool schemas as OpenAI writes them;
+a line at most ``MAX_RECORD_CHARS`` characters and ``MAX_RECORD_DEPTH`` levels deep. Any
+other line is a `DataError` naming ``file:line``.
+
 Training: TRL's `SFTTrainer` on the tokenized examples, LoRA through peft by default
-(``method="full"`` trains every weight). The output directory is written in a private
-temporary directory beside it and renamed into place at the end: an interrupted run leaves
-no half-written model. It holds the adapter (or the full model), the tokenizer, with
+(``method="full"`` trains every weight). A loss, gradient norm or trained weight that stops
+being a finite number fails the run (`TrainingFailed`) instead of saving a broken model. The
+output directory is written in a private temporary directory beside it (named for the
+process, so a later run can remove what a killed one left: `sweep_leftovers`) and renamed
+into place at the end, with the modes the user's umask gives: an interrupted run leaves no
+half-written model. It holds the adapter (or the full model), the tokenizer, with
 ``merge`` the merged model under ``merged/``, and ``t2t_finetune.json`` naming the base, so
 ``local/DIR`` loads it (`trajectory2task.programs.lm.local`).
 """
@@ -26,7 +34,7 @@ import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -80,7 +88,8 @@ def allowed_range(field: str) -> str | None:
     words = {"gt": "above", "ge": "at least", "lt": "below", "le": "at most"}
     bounds = [f"{words[key]} {getattr(item, key):g}" for item in info.metadata for key in words
               if getattr(item, key, None) is not None]
-    return f"a finite number {' and '.join(bounds)}" if bounds else None
+    kind = "a whole number" if int in (info.annotation, *get_args(info.annotation)) else "a finite number"
+    return f"{kind} {' and '.join(bounds)}" if bounds else None
 
 
 class Example(BaseModel):
@@ -113,40 +122,41 @@ MAX_RECORD_CHARS = 4 * 1024 * 1024
 MAX_RECORD_DEPTH = 64
 
 
-class _Lenient(BaseModel):
+class _SftModel(BaseModel):
+    # types exactly as JSON has them (no "7" for 7); keys this reader does not use are kept
     model_config = ConfigDict(extra="allow", strict=True)
 
 
-class SftFunctionCall(_Lenient):
+class SftFunctionCall(_SftModel):
     name: str = Field(min_length=1)
     arguments: str | dict[str, Any] = "{}"  # JSON text of an object (OpenAI's form), or the object
 
 
-class SftToolCall(_Lenient):
+class SftToolCall(_SftModel):
     id: str | None = None
     type: Literal["function"] = "function"
     function: SftFunctionCall
 
 
-class SftMessage(_Lenient):
+class SftMessage(_SftModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: str | None = None
     tool_calls: list[SftToolCall] | None = None
     tool_call_id: str | None = None
 
 
-class SftFunctionSchema(_Lenient):
+class SftFunctionSchema(_SftModel):
     name: str = Field(min_length=1)
     description: str | None = None
     parameters: dict[str, Any] | None = None
 
 
-class SftTool(_Lenient):
+class SftTool(_SftModel):
     type: Literal["function"] = "function"
     function: SftFunctionSchema
 
 
-class SftRecord(_Lenient):
+class SftRecord(_SftModel):
     """One line of a fine-tuning file: OpenAI chat fine-tuning messages, optional tool schemas
     (what `t2t export --format sft` writes); other keys are kept and ignored."""
 
