@@ -300,3 +300,19 @@ def test_json_depth_counts_levels_without_recursion():
 
     assert [json_depth(v, 10) for v in ("x", [], {}, [1], {"a": [{}]}, [[], [[[]]]])] == [0, 1, 1, 1, 3, 4]
     assert json_depth(_nested(100_000), 10) == 11  # stops one past the limit, whatever the depth
+
+
+@pytest.mark.parametrize("completion", [
+    '{"a":' * DEEP + "1" + "}" * DEEP,
+    "<tool_call>" + "[" * DEEP + "]" * DEEP + "</tool_call>",
+    [{"role": "assistant", "content": None, "tool_calls": [{"function": "x"}]}],
+    [{"role": "assistant", "content": 7, "tool_calls": [{"function": {"name": "get_user_details",
+                                                                      "arguments": "[" * DEEP + "]" * DEEP}}]}],
+])
+def test_the_grpo_reward_scores_hostile_completions_zero_without_raising(completion):
+    from trajectory2task.programs.loop.environment import grpo_reward
+
+    tasks = list(retail_tasks())
+    task = next(t for t in tasks if t.condition == "general")  # it needs a write: doing nothing fails it
+    reward = grpo_reward(load_environment("retail"), tasks)
+    assert reward(["[]"], [completion], task_id=[task.id]) == [0.0]

@@ -444,18 +444,23 @@ def _messages_of(conversation: Any) -> list[dict[str, Any]]:
     if isinstance(conversation, str):
         try:
             value = json.loads(conversation)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or too deep to be read as it): the model's words
             return [{"role": "assistant", "content": conversation}]
         conversation = value.get("messages", []) if isinstance(value, dict) else value
     return [m for m in conversation if isinstance(m, dict)]
 
 
-def _calls_of(message: dict[str, Any]) -> list[ToolCall]:
-    """The calls an assistant message makes: OpenAI ``tool_calls``, or blocks in its text."""
-    reply = parse_action(json.dumps({"content": message.get("content") or "", "tool_calls": message["tool_calls"]})
-                         if message.get("tool_calls") else (message.get("content") or ""))
-    return [ToolCall(name=c.name, arguments=c.arguments, id=c.id) for c in reply.tool_calls
-            if c.arguments_error is None]
+def _reply_of(message: dict[str, Any]) -> tuple[str | None, list[ToolCall]]:
+    """An assistant message's words and the calls it makes (OpenAI ``tool_calls``, or blocks in
+    its text), read as `TaskEnv.step` reads an action: a malformed one makes no call."""
+    try:
+        action = (json.dumps({"content": message.get("content") or "", "tool_calls": message["tool_calls"]})
+                  if message.get("tool_calls") else (message.get("content") or ""))
+    except (TypeError, ValueError, RecursionError):  # not JSON-able as given
+        return None, []
+    reply = parse_action(action)
+    return reply.content, [ToolCall(name=c.name, arguments=c.arguments, id=c.id) for c in reply.tool_calls
+                           if c.arguments_error is None]
 
 
 def grpo_reward(environment: Environment[Any], tasks: Sequence[Task],
@@ -485,10 +490,9 @@ def grpo_reward(environment: Environment[Any], tasks: Sequence[Task],
             calls: list[ToolCall] = []
             for m in conversation:
                 if m.get("role") == "assistant":
-                    made = _calls_of(m)
+                    content, made = _reply_of(m)
                     calls += made
-                    messages.append(Message(role="assistant", content=parse_reply(m.get("content") or "").content,
-                                            tool_calls=made or None))
+                    messages.append(Message(role="assistant", content=content, tool_calls=made or None))
                 elif m.get("role") in ("system", "user"):
                     messages.append(Message(role=m["role"], content=m.get("content") or ""))
             episode = environment.episode()
