@@ -59,6 +59,8 @@ def read_input_bytes(path: str | Path, what: str = "file", limit: int = MAX_INPU
             raise InputFileError(f"{p}: is a directory, expected a {what}")
         if not stat.S_ISREG(mode):
             raise InputFileError(f"{p}: is not a regular file, expected a {what}")
+        if os.fstat(fd).st_size > limit:  # refused before reading (the read below still stops at the limit)
+            raise InputFileError(f"{p}: larger than {_size_text(limit)}, the most an input file may be")
         with os.fdopen(fd, "rb", closefd=False) as fh:
             data = fh.read(limit + 1)
     except OSError as exc:
@@ -66,8 +68,12 @@ def read_input_bytes(path: str | Path, what: str = "file", limit: int = MAX_INPU
     finally:
         os.close(fd)
     if len(data) > limit:
-        raise InputFileError(f"{p}: larger than {limit // (1024 * 1024)} MiB, the most an input file may be")
+        raise InputFileError(f"{p}: larger than {_size_text(limit)}, the most an input file may be")
     return data
+
+
+def _size_text(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n >= 1024 * 1024 and n % (1024 * 1024) == 0 else f"{n} bytes"
 
 
 def read_input_text(path: str | Path, what: str = "file", limit: int = MAX_INPUT_BYTES) -> str:
@@ -90,6 +96,37 @@ def _json_value(text: str, where: str) -> Any:
         raise InputFileError(f"{where}: JSON nested too deeply") from None
     except ValueError as exc:  # e.g. an integer with more digits than int() accepts
         raise InputFileError(f"{where}: unreadable JSON value: {str(exc).splitlines()[0]}") from None
+
+
+# How deep one task or rollout entry may nest (objects and lists), counted from the entry
+# itself. Real entries are a dozen levels deep at most; far deeper values parse, but the
+# store's and the verifier's serializers stop at their own depth limits mid-run.
+MAX_ENTRY_DEPTH = 64
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How many levels of lists and dicts ``value`` nests, counted without recursion and
+    only up to ``limit + 1`` (enough to tell it is over)."""
+    depth = 0
+    level = [value]
+    while level and depth <= limit:
+        children = []
+        for item in level:
+            if isinstance(item, dict):
+                children.extend(item.values())
+            elif isinstance(item, list):
+                children.extend(item)
+        if not children and not any(isinstance(item, (dict, list)) for item in level):
+            break
+        depth += 1
+        level = children
+    return depth
+
+
+def _too_deep(entry: Any) -> str | None:
+    if json_depth(entry, MAX_ENTRY_DEPTH) > MAX_ENTRY_DEPTH:
+        return f"nested more than {MAX_ENTRY_DEPTH} levels deep, the most an entry may be"
+    return None
 
 
 def _read_entries(path: str | Path) -> list[Any]:
@@ -130,6 +167,29 @@ def _task_refusal(task: Task, seen: set[str]) -> tuple[str, str] | None:
     return None
 
 
+def _entry_name(entry: Any, key: str, fallback: str) -> str:
+    """How a problem names an entry: its id when it has a plain one."""
+    value = entry.get(key) if isinstance(entry, dict) else None
+    return str(value) if isinstance(value, (str, int)) and not isinstance(value, bool) else fallback
+
+
+def _parse_task(entry: Any, index: int, domain: str | None) -> Task | ItemProblem:
+    deep = _too_deep(entry)
+    if deep is not None:
+        return ItemProblem(entry_id=_entry_name(entry, "id", f"#{index}"), field="task", problem=deep)
+    try:
+        if isinstance(entry, dict) and "scenario" in entry:
+            return Task.model_validate(entry)
+        return task_from_tau2(entry, domain=domain)
+    except Tau2FormatError as exc:
+        return ItemProblem(entry_id=exc.task_id if exc.task_id != "?" else f"#{index}", field=exc.field,
+                           problem=str(exc).split(": ", 2)[-1])
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        return ItemProblem(entry_id=_entry_name(entry, "id", f"#{index}"),
+                           field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
+
+
 def load_tasks(path: str | Path, *, strict: bool = False, domain: str | None = None) -> tuple[list[Task], list[ItemProblem]]:
     """Tasks from a tau2 tasks.json list or a JSON-lines file of tau2 or t2t tasks.
 
@@ -141,25 +201,16 @@ def load_tasks(path: str | Path, *, strict: bool = False, domain: str | None = N
     problems: list[ItemProblem] = []
     seen: set[str] = set()
     for index, entry in enumerate(_read_entries(path)):
-        try:
-            if isinstance(entry, dict) and "scenario" in entry:
-                task = Task.model_validate(entry)
-            else:
-                task = task_from_tau2(entry, domain=domain)
-        except Tau2FormatError as exc:
-            problem = ItemProblem(entry_id=exc.task_id if exc.task_id != "?" else f"#{index}", field=exc.field,
-                                  problem=str(exc).split(": ", 2)[-1])
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            item = entry.get("id", f"#{index}") if isinstance(entry, dict) else f"#{index}"
-            problem = ItemProblem(entry_id=str(item), field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
+        parsed = _parse_task(entry, index, domain)
+        if isinstance(parsed, ItemProblem):
+            problem = parsed
         else:
-            refusal = _task_refusal(task, seen)
+            refusal = _task_refusal(parsed, seen)
             if refusal is None:
-                seen.add(task.id)
-                tasks.append(task)
+                seen.add(parsed.id)
+                tasks.append(parsed)
                 continue
-            problem = ItemProblem(entry_id=task.id, field=refusal[0], problem=refusal[1])
+            problem = ItemProblem(entry_id=parsed.id, field=refusal[0], problem=refusal[1])
         if strict:
             raise InputFileError(problem.line())
         problems.append(problem)
@@ -171,14 +222,19 @@ def load_rollouts(path: str | Path, *, strict: bool = False) -> tuple[list[Recor
     out: list[RecordedRollout | None] = []
     problems: list[ItemProblem] = []
     for index, entry in enumerate(_read_entries(path)):
-        try:
-            out.append(RecordedRollout.model_validate(entry))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            item = entry.get("task_id", f"line {index + 1}") if isinstance(entry, dict) else f"line {index + 1}"
-            problem = ItemProblem(entry_id=str(item), field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
-            if strict:
-                raise InputFileError(problem.line()) from None
-            problems.append(problem)
-            out.append(None)
+        item = _entry_name(entry, "task_id", f"line {index + 1}")
+        deep = _too_deep(entry)
+        if deep is not None:
+            problem = ItemProblem(entry_id=item, field="rollout", problem=deep)
+        else:
+            try:
+                out.append(RecordedRollout.model_validate(entry))
+                continue
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                problem = ItemProblem(entry_id=item, field=".".join(str(x) for x in err["loc"]), problem=err["msg"])
+        if strict:
+            raise InputFileError(problem.line()) from None
+        problems.append(problem)
+        out.append(None)
     return out, problems

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import socket
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from trajectory2task.errors import UserError
-from trajectory2task.output import console, err_console, print_json_line
+from trajectory2task.output import console, err_console, print_json_line, terminal_text
 from trajectory2task.settings import store_path
 
 
@@ -29,11 +36,11 @@ def finetune(
         "--data", help="Train on this JSONL file (from t2t export --format sft) instead of the store's rollouts.")] = None,
     method: Annotated[str, typer.Option("--method", help="lora (default) or full.")] = "lora",
     merge: Annotated[bool, typer.Option("--merge", help="Also save the merged model (LoRA) under DIR/merged.")] = False,
-    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data.", min=0.01)] = 3.0,
+    epochs: Annotated[float, typer.Option("--epochs", help="Passes over the data (at most 1000).")] = 3.0,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps "
                                                                          "(overrides --epochs).", min=1)] = None,
     learning_rate: Annotated[Optional[float], typer.Option(
-        "--lr", help="Learning rate. [default: 2e-4 for LoRA, 1e-5 full]", min=0)] = None,
+        "--lr", help="Learning rate, above 0 and at most 1. [default: 2e-4 for LoRA, 1e-5 full]")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Examples per device step.", min=1)] = 1,
     grad_accum: Annotated[int, typer.Option("--grad-accum", help="Steps accumulated per optimizer step.", min=1)] = 1,
     max_length: Annotated[Optional[int], typer.Option("--max-length", help="Cut examples to this many tokens. "
@@ -56,7 +63,8 @@ def finetune(
         raise UserError(str(exc)) from None
     from pydantic import ValidationError
 
-    from trajectory2task.programs.training.finetune import DataError, FinetuneConfig, check_output_paths, read_sft_file, train
+    from trajectory2task.programs.training.finetune import (DataError, FinetuneConfig, allowed_range, check_output_paths,
+                                                            read_sft_file, train)
     from trajectory2task.store import TaskStore
     from trajectory2task.store.records import FinetuneRun
 
@@ -70,6 +78,9 @@ def finetune(
         check_model_path(base)
     except ValueError as exc:
         raise UserError(f"--base: {str(exc).removeprefix('local/')}") from None
+    if output.is_symlink() and not output.exists():
+        raise UserError(f"--output {output} is a symbolic link to nothing ({os.readlink(output)}): "
+                        "remove it or choose another directory")
     if output.exists() and not force:
         raise UserError(f"{output} exists (pass --force to replace it)")
     if output.exists() and not output.is_dir():
@@ -81,7 +92,12 @@ def finetune(
                                 seed=seed, device=device, threads=threads)  # type: ignore[arg-type]
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise UserError(f"{'.'.join(str(x) for x in first['loc'])}: {first['msg']}") from None
+        field = str(first["loc"][0]) if first["loc"] else ""
+        allowed = allowed_range(field)
+        raise UserError(f"{_FLAGS.get(field, field)} {first.get('input')!r}: {first['msg'].lower()}"
+                        + (f" (allowed: {allowed})" if allowed else "")) from None
+    if device == "cuda":
+        _require_cuda()
     path = store_path(store)
     if data is None and not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate and t2t bench, or pass --store or --data)")
@@ -90,6 +106,7 @@ def finetune(
     except DataError as exc:
         raise UserError(str(exc)) from None
     with TaskStore(path) as ts:
+        _clean_up_after_killed_runs(ts, output)
         if data is not None:
             try:
                 records = read_sft_file(data)
@@ -106,13 +123,10 @@ def finetune(
             raise UserError("no passing rollout matches the selection: nothing to train on "
                             "(see t2t sql \"SELECT agent_model, condition, count(*) FROM rollouts_latest "
                             "WHERE pass GROUP BY ALL\")")
+        # the process is recorded so that a later run can tell this one was killed (see _clean_up_after_killed_runs)
         run_id = ts.start_run("finetune", {**config.model_dump(), "data_source": source, "data_sql": sql,
-                                           "data_params": params})
-        err_console.print(f"t2t finetune: run {run_id}: {len(records)} conversation(s), {config.method} on "
-                          f"{config.base}", markup=False, highlight=False)
-
-        def progress(line: str) -> None:
-            err_console.print(f"t2t finetune: {line}", markup=False, highlight=False)
+                                           "data_params": params, "process": _this_process()})
+        progress(f"run {run_id}: {len(records)} conversation(s), {config.method} on {config.base}")
 
         started = time.perf_counter()
         record = dict(run_id=run_id, base=config.base, method=config.method, config=config.model_dump(),
@@ -125,11 +139,19 @@ def finetune(
             ts.finish_run(run_id, "failed")
             raise UserError(str(exc)) from None
         except BaseException as exc:
-            status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-            ts.add_finetune_run(FinetuneRun(**record, n_examples=0, status=status,
-                                            error=f"{type(exc).__name__}: {exc}"[:2000],
-                                            wall_s=time.perf_counter() - started))
-            ts.finish_run(run_id, status)
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            status = "interrupted" if interrupted else "failed"
+            with _signals_deferred():  # a second Ctrl-C must not cut the record short
+                ts.add_finetune_run(FinetuneRun(**record, n_examples=0, status=status,
+                                                error=f"{type(exc).__name__}: {exc}"[:2000],
+                                                wall_s=time.perf_counter() - started))
+                ts.finish_run(run_id, status)
+            if interrupted:
+                # the interrupt can land after the rename that puts the model in place
+                what = "it was written before the interrupt" if _written_by(output, run_id) else "nothing was written"
+                print(f"t2t: error: interrupted: finetune run {run_id} recorded as interrupted; "
+                      f"{terminal_text(str(output))}: {what}", file=sys.stderr, flush=True)
+                raise SystemExit(130) from None
             raise
         run = FinetuneRun(**record, n_examples=outcome.n_examples, losses=outcome.losses, output=outcome.output,
                           merged_output=outcome.merged_output, status="finished", wall_s=time.perf_counter() - started)
@@ -144,6 +166,87 @@ def finetune(
                   + (f" (merged: {outcome.merged_output})" if outcome.merged_output else "")
                   + f"; benchmark it with: t2t bench --agent-lm local/{outcome.output}", markup=False, highlight=False,
                   soft_wrap=True)
+
+
+# FinetuneConfig's fields as the flags that set them, for error lines
+_FLAGS = {"epochs": "--epochs", "learning_rate": "--lr", "max_steps": "--max-steps", "batch_size": "--batch-size",
+          "grad_accum": "--grad-accum", "max_length": "--max-length", "lora_r": "--lora-r",
+          "lora_alpha": "--lora-alpha", "threads": "--threads", "seed": "--seed", "device": "--device"}
+
+
+def progress(line: str) -> None:
+    err_console.print(f"t2t finetune: {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _written_by(output: Path, run_id: str) -> bool:
+    """Whether ``output`` holds the model this run wrote (its metadata names the run)."""
+    from trajectory2task.programs.lm.local import FINETUNE_META
+
+    try:
+        return json.loads((output / FINETUNE_META).read_text(encoding="utf-8")).get("run_id") == run_id
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _require_cuda() -> None:
+    """Refuse --device cuda before anything is recorded or loaded when torch sees no GPU."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to torch (use --device cpu)")
+
+
+def _this_process() -> dict[str, object]:
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _process_gone(process: object) -> bool:
+    """Whether a run's recorded process is known to have ended (same host, no such pid)."""
+    from trajectory2task.programs.training.finetune import process_alive
+
+    if not isinstance(process, dict) or process.get("host") != socket.gethostname():
+        return False  # another machine's run, or one recorded before processes were: cannot tell
+    pid = process.get("pid")
+    return isinstance(pid, int) and pid != os.getpid() and not process_alive(pid)
+
+
+def _clean_up_after_killed_runs(ts: object, output: Path) -> None:
+    """What a killed (SIGKILL, power loss) run leaves: its run 'started' for ever, and a
+    temporary directory beside its output. Runs whose process is gone are marked
+    'abandoned'; leftovers beside this run's output are removed (those of live processes
+    are named and kept)."""
+    from trajectory2task.programs.training.finetune import sweep_leftovers
+
+    _, rows = ts.query("SELECT run_id, config FROM runs_status "  # type: ignore[attr-defined]
+                       "WHERE kind = 'finetune' AND status IN ('started', 'resumed')")
+    for run_id, config in rows:
+        process = (json.loads(config) if isinstance(config, str) else config or {}).get("process")
+        if _process_gone(process):
+            ts.add_run_event(run_id, "abandoned", {  # type: ignore[attr-defined]
+                "reason": f"process {process['pid']} on {process['host']} ended without finishing the run"})
+            progress(f"run {run_id} was left 'started' by process {process['pid']}, which is gone: "
+                     "marked abandoned")
+    removed, kept = sweep_leftovers(output)
+    for path in removed:
+        progress(f"removed {path.name}, left beside {output.name} by a run that was killed")
+    for path in kept:
+        progress(f"kept {path.name}: a run that may still be going is writing it (remove it once it is not)")
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT held back (and then delivered) while a record is being written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def register(app: typer.Typer) -> None:

@@ -21,12 +21,22 @@ verdict, 1.0 or 0.0, with ``info["verdict"]`` (passed, reasons, details); before
 Every step's ``info["signals"]`` says whether the turn's call failed (``tool_error``) and
 whether it attempted a forbidden write (``forbidden_write``: a write the task forbids, or one
 breaking an enumerated policy rule, listed in ``policy_violations``), for shaped rewards.
+
+A malformed action is a turn like any other, never an exception: an action that is not a
+string or is longer than ``MAX_ACTION`` characters, a ``tool_calls`` entry that is not an
+object with a non-empty string ``name`` (at most ``MAX_NAME`` characters), more than
+``MAX_CALLS`` calls, ``content`` that is not a string, or JSON nested deeper than
+``MAX_ARGUMENT_DEPTH`` levels is recorded as a failed tool call whose result says
+``Error: malformed action: ...`` (``info["signals"]["malformed"]`` names the reason); nothing
+runs. Every observation stays within the observation space: a tool result longer than
+``MAX_RESULT`` characters (JSON-escaped) is cut in the observation (not in what the verifier sees).
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import string
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -47,23 +57,90 @@ ENV_ID = "t2t/TaskEnv-v0"
 # observations and actions are JSON with ASCII escapes: printable ASCII is every character they hold
 CHARSET = frozenset(string.printable) - frozenset("\x0b\x0c")
 MAX_ACTION = 1 << 16  # characters in one agent turn: a message or the JSON of its tool calls
+MAX_CALLS = 32  # tool calls in one action (one runs; the others are told to wait their turn)
+MAX_NAME = 256  # characters in a tool name or a call id
+MAX_ARGUMENT_DEPTH = 32  # levels of lists and objects in an action's JSON values
+# Observation characters (JSON with ASCII escapes) one turn may add: the agent's own turn
+# (checked: a character takes at most 14 after two rounds of escaping, as in a call's
+# arguments), the first tool result (cut to MAX_RESULT), one message per call echoing its
+# id (at most 12 characters per id character) with a one-line answer, and the user's reply
+# (the scripted user's is a sentence; an LM user's is bounded by its max tokens).
+MAX_ECHO = 16 * MAX_ACTION
+MAX_RESULT = 2 * MAX_ACTION
+MAX_TURN = MAX_ECHO + MAX_RESULT + MAX_CALLS * 16 * MAX_NAME + 4 * MAX_ACTION
+_CUT_NOTE = " [... cut: the tool result is longer than an observation holds]"
+
+
+class MalformedAction(ValueError):
+    """An action that is not an agent turn (see module doc): `TaskEnv.step` answers it with an
+    error observation; `parse_action` turns it into a call that carries the reason."""
 
 
 def observation_bound(system: str, max_turns: int) -> int:
-    """The longest observation an episode can produce: the system message and, per turn, an
-    action at full length JSON-escaped (at most twice as long) with room as large again for
-    its tool results or the user's reply."""
-    return 2 * len(system) + (max_turns + 1) * 4 * MAX_ACTION
+    """The longest observation an episode can produce: the system message escaped (at most
+    12 characters each), then per turn at most ``MAX_TURN`` characters, the user's opening
+    counted as one more turn."""
+    return 12 * len(system) + (max_turns + 1) * MAX_TURN
+
+
+def _json_depth(value: Any) -> int:
+    from trajectory2task.store.files import json_depth
+
+    return json_depth(value, MAX_ARGUMENT_DEPTH)
 
 
 def _as_agent_call(name: Any, raw_arguments: Any, call_id: Any = None) -> AgentToolCall:
-    arguments, error = parse_arguments(raw_arguments)
-    return AgentToolCall(id=str(call_id) if call_id else None, name=str(name or ""), arguments=arguments,
-                         arguments_error=error)
+    if not isinstance(name, str) or not name.strip():
+        raise MalformedAction("a tool call needs a 'name' that is a non-empty string")
+    if len(name) > MAX_NAME:
+        raise MalformedAction(f"a tool name is longer than {MAX_NAME} characters")
+    if isinstance(raw_arguments, (dict, list)) and _json_depth(raw_arguments) > MAX_ARGUMENT_DEPTH:
+        raise MalformedAction(f"the arguments of {name} nest deeper than {MAX_ARGUMENT_DEPTH} levels")
+    try:
+        arguments, error = parse_arguments(raw_arguments)
+    except RecursionError:
+        raise MalformedAction(f"the arguments of {name} nest deeper than {MAX_ARGUMENT_DEPTH} levels") from None
+    if _json_depth(arguments) > MAX_ARGUMENT_DEPTH:
+        raise MalformedAction(f"the arguments of {name} nest deeper than {MAX_ARGUMENT_DEPTH} levels")
+    # an id must be short text to be echoed back with the result; anything else gets a fresh one
+    usable_id = call_id if isinstance(call_id, str) and 0 < len(call_id) <= MAX_NAME else None
+    return AgentToolCall(id=usable_id, name=name, arguments=arguments, arguments_error=error)
 
 
-def parse_action(action: str) -> AgentReply:
-    """An action text -> the agent's turn (see module doc)."""
+def _openai_call(raw: Any) -> AgentToolCall:
+    """One entry of an OpenAI ``tool_calls`` list: ``{"id", "type", "function": {...}}`` or the
+    function object itself."""
+    if not isinstance(raw, dict):
+        raise MalformedAction("each entry of 'tool_calls' must be an object")
+    function = raw.get("function", raw)
+    if not isinstance(function, dict):
+        raise MalformedAction("a tool call's 'function' must be an object with a 'name' and 'arguments'")
+    return _as_agent_call(function.get("name"), function.get("arguments"), raw.get("id"))
+
+
+def _content(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise MalformedAction(f"'content' must be a string, not {type(value).__name__}")
+    return (value or "").strip() or None
+
+
+def read_action(action: Any) -> AgentReply:
+    """An action -> the agent's turn (see module doc); `MalformedAction` when it is none."""
+    if not isinstance(action, str):
+        raise MalformedAction(f"an action is a string (text or JSON text), not {type(action).__name__}")
+    if len(action) > MAX_ACTION:
+        raise MalformedAction(f"the action is {len(action)} characters long, more than the {MAX_ACTION} allowed")
+    try:
+        reply = _read_action_text(action)
+    except RecursionError:  # JSON deeper than the parser's stack: no reading of it is the agent's intent
+        raise MalformedAction(f"the action's JSON nests deeper than {MAX_ARGUMENT_DEPTH} levels") from None
+    if len(reply.tool_calls) > MAX_CALLS:
+        raise MalformedAction(f"the action makes {len(reply.tool_calls)} tool calls, more than the {MAX_CALLS} "
+                              "allowed (one runs per turn)")
+    return reply
+
+
+def _read_action_text(action: str) -> AgentReply:
     text = action.strip()
     value: Any = None
     if text.startswith("{"):
@@ -72,20 +149,30 @@ def parse_action(action: str) -> AgentReply:
         except ValueError:
             value = None
     if isinstance(value, dict):
-        if isinstance(value.get("tool_calls"), list):
-            calls = []
-            for raw in value["tool_calls"]:
-                function = raw.get("function", raw) if isinstance(raw, dict) else {}
-                calls.append(_as_agent_call(function.get("name"), function.get("arguments"),
-                                            raw.get("id") if isinstance(raw, dict) else None))
-            return AgentReply(content=(value.get("content") or None), tool_calls=calls)
+        if "tool_calls" in value:
+            if not isinstance(value["tool_calls"], list):
+                raise MalformedAction("'tool_calls' must be a list of calls")
+            if len(value["tool_calls"]) > MAX_CALLS:
+                raise MalformedAction(f"the action makes {len(value['tool_calls'])} tool calls, more than the "
+                                      f"{MAX_CALLS} allowed (one runs per turn)")
+            return AgentReply(content=_content(value.get("content")),
+                              tool_calls=[_openai_call(raw) for raw in value["tool_calls"]])
         if "name" in value:
             return AgentReply(tool_calls=[_as_agent_call(value["name"], value.get("arguments", {}))])
         if "content" in value:
-            return AgentReply(content=str(value["content"] or "").strip() or None)
+            return AgentReply(content=_content(value["content"]))
     parsed = parse_reply(action)
     return AgentReply(content=parsed.content or None,
                       tool_calls=[_as_agent_call(c.name, c.arguments) for c in parsed.tool_calls])
+
+
+def parse_action(action: str) -> AgentReply:
+    """An action text -> the agent's turn (see module doc). A malformed action is one call
+    with no name whose ``arguments_error`` says why (so it never runs)."""
+    try:
+        return read_action(action)
+    except MalformedAction as exc:
+        return AgentReply(tool_calls=[AgentToolCall(name="", arguments={}, arguments_error=f"malformed action: {exc}")])
 
 
 def action_text(reply: AgentReply) -> str:
@@ -199,15 +286,26 @@ class TaskEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self._done or self._task is None:
             raise RuntimeError("the episode is over: call reset() first")
-        reply = parse_action(action)
-        signals = _signals(self.environment, self._episode, self._task, self._steps, reply)
+        try:
+            reply = read_action(action)
+            malformed = self._echo_problem(reply)
+        except MalformedAction as exc:
+            reply, malformed = AgentReply(), str(exc)
+        if malformed is not None:
+            signals: dict[str, Any] = {"tool_error": True, "forbidden_write": False, "policy_violations": [],
+                                       "malformed": malformed}
+        else:
+            signals = {**_signals(self.environment, self._episode, self._task, self._steps, reply), "malformed": None}
         self._turns += 1
         terminated = truncated = False
-        if reply.tool_calls:
-            before = len(self._steps)
+        if malformed is not None:
+            self._answer_malformed(malformed)
+        elif reply.tool_calls:
+            before, shown = len(self._steps), len(self._messages)
             if self.engine._run_tool_calls(self._episode, reply, self._messages, self._steps, self._call_ids):
                 terminated, self._termination = True, "transfer"
             signals["tool_error"] = any(s.error for s in self._steps[before:])
+            self._cut_results(shown)
         elif not reply.content:
             terminated, self._termination = True, "agent_stop"
         else:
@@ -242,6 +340,42 @@ class TaskEnv(gym.Env[str, str]):
 
     # ------------------------------------------------------------ helpers
 
+    def _echo_problem(self, reply: AgentReply) -> str | None:
+        """Why the agent's turn would not fit its share of the observation (None: it fits),
+        measured on the text the observation would hold."""
+        calls = [ToolCall(name=c.name, arguments=c.arguments, id=c.id or "call_0") for c in reply.tool_calls]
+        message = Message(role="assistant", content=reply.content, tool_calls=calls or None)
+        try:
+            size = len(json.dumps(openai_messages([message]), ensure_ascii=True))
+        except (RecursionError, ValueError):
+            return "the action cannot be written back as JSON"
+        if size > MAX_ECHO:
+            return f"the action takes {size} characters written back as JSON, more than the {MAX_ECHO} allowed"
+        return None
+
+    def _answer_malformed(self, reason: str) -> None:
+        """A malformed action as a turn: an empty call (nothing runs) answered with the reason."""
+        call_id = f"call_{len(self._call_ids) + 1}"
+        self._call_ids.add(call_id)
+        call = ToolCall(name="", arguments={}, id=call_id)
+        observation = f"Error: malformed action: {reason}"
+        self._messages.append(Message(role="assistant", content=None, tool_calls=[call]))
+        self._messages.append(Message(role="tool", content=observation, tool_call_id=call_id))
+        self._steps.append(Step(call=call, observation=observation, error=True))
+
+    def _cut_results(self, start: int) -> None:
+        """Tool results from ``start`` on cut to ``MAX_RESULT`` observation characters (the
+        verifier reads the steps, which keep them whole)."""
+        for index in range(start, len(self._messages)):
+            message = self._messages[index]
+            text = message.content or ""
+            if message.role != "tool" or len(json.dumps(text, ensure_ascii=True)) <= MAX_RESULT:
+                continue
+            keep = (MAX_RESULT - len(_CUT_NOTE)) // 12  # a character is at most 12 escaped
+            while len(json.dumps(text[:keep * 2] + _CUT_NOTE, ensure_ascii=True)) <= MAX_RESULT and keep * 2 < len(text):
+                keep *= 2
+            self._messages[index] = message.model_copy(update={"content": text[:keep] + _CUT_NOTE})
+
     def _hear(self, text: str) -> None:
         self._messages.append(Message(role="user", content=text))
         self._spoken.append(ConversationTurn(role="user", content=text))
@@ -271,10 +405,27 @@ def load_environment(domain: str, db: str | None = None, db_seed: int = 0, db_us
 
     kit = get_domain(domain)
     if db is not None:
-        return kit.environment(kit.load_db(db))
+        return kit.environment(read_db(kit, db))
     if kit.generate_db is None:
         raise ValueError(f"domain {domain} has no database generator: pass db")
     return kit.environment(kit.generate_db(db_seed, db_users))
+
+
+def read_db(kit: Any, path: str | os.PathLike[str]) -> Any:
+    """A domain's database from a JSON file: a regular file of bounded size, read without
+    blocking (a FIFO, a device or a directory is refused at once), valid for the domain.
+    Raises `trajectory2task.store.files.InputFileError` (a ValueError) in one line."""
+    from pydantic import ValidationError
+
+    from trajectory2task.store.files import InputFileError, read_input_bytes
+
+    data = read_input_bytes(path, "database JSON file")
+    try:
+        return kit.db_model.model_validate_json(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "the file"
+        raise InputFileError(f"{path}: not a {kit.name} database: {where}: {err['msg']}") from None
 
 
 def register() -> None:
@@ -293,18 +444,23 @@ def _messages_of(conversation: Any) -> list[dict[str, Any]]:
     if isinstance(conversation, str):
         try:
             value = json.loads(conversation)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (or too deep to be read as it): the model's words
             return [{"role": "assistant", "content": conversation}]
         conversation = value.get("messages", []) if isinstance(value, dict) else value
     return [m for m in conversation if isinstance(m, dict)]
 
 
-def _calls_of(message: dict[str, Any]) -> list[ToolCall]:
-    """The calls an assistant message makes: OpenAI ``tool_calls``, or blocks in its text."""
-    reply = parse_action(json.dumps({"content": message.get("content") or "", "tool_calls": message["tool_calls"]})
-                         if message.get("tool_calls") else (message.get("content") or ""))
-    return [ToolCall(name=c.name, arguments=c.arguments, id=c.id) for c in reply.tool_calls
-            if c.arguments_error is None]
+def _reply_of(message: dict[str, Any]) -> tuple[str | None, list[ToolCall]]:
+    """An assistant message's words and the calls it makes (OpenAI ``tool_calls``, or blocks in
+    its text), read as `TaskEnv.step` reads an action: a malformed one makes no call."""
+    try:
+        action = (json.dumps({"content": message.get("content") or "", "tool_calls": message["tool_calls"]})
+                  if message.get("tool_calls") else (message.get("content") or ""))
+    except (TypeError, ValueError, RecursionError):  # not JSON-able as given
+        return None, []
+    reply = parse_action(action)
+    return reply.content, [ToolCall(name=c.name, arguments=c.arguments, id=c.id) for c in reply.tool_calls
+                           if c.arguments_error is None]
 
 
 def grpo_reward(environment: Environment[Any], tasks: Sequence[Task],
@@ -334,10 +490,9 @@ def grpo_reward(environment: Environment[Any], tasks: Sequence[Task],
             calls: list[ToolCall] = []
             for m in conversation:
                 if m.get("role") == "assistant":
-                    made = _calls_of(m)
+                    content, made = _reply_of(m)
                     calls += made
-                    messages.append(Message(role="assistant", content=parse_reply(m.get("content") or "").content,
-                                            tool_calls=made or None))
+                    messages.append(Message(role="assistant", content=content, tool_calls=made or None))
                 elif m.get("role") in ("system", "user"):
                     messages.append(Message(role=m["role"], content=m.get("content") or ""))
             episode = environment.episode()
