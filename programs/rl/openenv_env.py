@@ -34,6 +34,8 @@ require_rl_extra("the OpenEnv server", ("openenv.core", "fastapi", "uvicorn"))
 from openenv.core import EnvClient  # noqa: E402
 from openenv.core.client_types import StepResult  # noqa: E402
 from openenv.core.env_server import Action, Environment, Observation, State, create_fastapi_app  # noqa: E402
+from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
+from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from trajectory2task.domains import Environment as DomainEnvironment  # noqa: E402
 from trajectory2task.programs.loop.episode import Episodes, TaskEpisode, Turn, parse_action, reply_of_message  # noqa: E402
@@ -130,7 +132,27 @@ def openenv_app(environment: DomainEnvironment[Any], tasks: Sequence[Task | Mapp
     def factory() -> TaskEnvironment:
         return TaskEnvironment(core)
 
-    return create_fastapi_app(factory, TaskAction, TaskObservation, max_concurrent_envs=max_sessions)
+    app = create_fastapi_app(factory, TaskAction, TaskObservation, max_concurrent_envs=max_sessions)
+    app.add_middleware(_ClosedSessionsQuiet)
+    return app
+
+
+class _ClosedSessionsQuiet:
+    """ASGI middleware: a WebSocket session the client has already closed ends quietly.
+
+    OpenEnv's endpoint closes the socket when a session ends and ignores only a RuntimeError
+    from that close; uvicorn's websockets-sansio protocol raises WebSocketDisconnect instead,
+    which the server would log as an application error after every client's normal close."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except WebSocketDisconnect:
+            if scope["type"] != "websocket":
+                raise
 
 
 class TaskEnvClient(EnvClient[TaskAction, TaskObservation, TaskState]):
