@@ -542,10 +542,11 @@ class OpenAIChatEngine(_EngineBase):
         # http.client's socket timeout bounds each read, not the call: a server trickling a
         # byte a second would never time out. At the deadline the socket is shut down.
         expired = threading.Event()
+        connection = self._connection()  # this thread's (the timer runs in another)
 
         def expire() -> None:
             expired.set()
-            sock = getattr(getattr(self._local, "connection", None), "sock", None)
+            sock = connection.sock
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
@@ -556,14 +557,18 @@ class OpenAIChatEngine(_EngineBase):
         timer.daemon = True
         timer.start()
         try:
-            return self._exchange(payload, expired)
+            reply = self._exchange(payload, expired)
         except (lm15.TransportError, lm15.ProviderError):
-            if expired.is_set():
-                raise lm15.TimeoutError(f"request to {e.shown} timed out after {e.timeout_s:g} s",
-                                        provider="openai") from None
-            raise
+            if not expired.is_set():
+                raise
+            reply = None
         finally:
             timer.cancel()
+        if expired.is_set():  # whatever was read after the shutdown is cut short, not a reply
+            self.close()
+            raise lm15.TimeoutError(f"request to {e.shown} timed out after {e.timeout_s:g} s", provider="openai")
+        assert reply is not None
+        return reply
 
     def _exchange(self, payload: bytes, expired: threading.Event) -> tuple[int, dict[str, str], bytes]:
         e = self.endpoint
