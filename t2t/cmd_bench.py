@@ -12,7 +12,7 @@ from trajectory2task.errors import UserError
 from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
                             TimeoutOpt, knob_flags)
 from trajectory2task.output import console, err_console, print_error_line, print_json_line, print_table, print_text
-from trajectory2task.settings import MAX_TRIALS, MAX_WORKERS
+from trajectory2task.settings import MAX_TRIALS, MAX_TURNS, MAX_WORKERS
 
 BENCH_ROLES = ("agent", "user")
 
@@ -203,7 +203,7 @@ def bench(
         "--processes", help="Worker processes the rollouts are sharded over, each with its own event loop "
                             "(for a client bound by its CPU at a high --concurrency).", min=1, max=64)] = 1,
     max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. [default: 30]",
-                                                     min=1)] = None,
+                                                     min=1, max=MAX_TURNS)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="OpenAI-compatible endpoint for the LMs.")] = None,
     function_calling: Annotated[Optional[bool], typer.Option(

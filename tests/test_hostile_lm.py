@@ -311,3 +311,19 @@ def test_knob_bounds_hold_for_settings_built_in_code():
         with pytest.raises(ValidationError):
             LMSettings(model="openai/m", **bad)
     assert LMSettings(model="openai/m", timeout_s="0.5", max_tokens="64").max_tokens == 64
+
+
+# ---------------------------------------------------------------------------- count flags
+
+
+@pytest.mark.parametrize("args", [
+    ["optimize", "--program", "agent", "--metric", "pass^k", "--k", "1000000000"],
+    ["optimize", "--trials", "1000000000"], ["optimize", "--candidates", "1000000000"],
+    ["optimize", "--max-demos", "1000000000"], ["optimize", "--max-metric-calls", "1000000000"],
+    ["optimize", "--threads", "1000000000"], ["sweep", "--trials", "1000000000"], ["sweep", "--n", "1000000000"],
+    ["bench", "--max-turns", "1000000000"],
+])
+def test_every_count_flag_is_bounded(tmp_path, args):
+    line = _one_error_line(run_t2t(*args, "--store", str(tmp_path / "s.duckdb")))
+    assert f"Invalid value for '{args[-2]}'" in line and "less than or equal to" in line
+    assert not (tmp_path / "s.duckdb").exists()
