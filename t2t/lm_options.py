@@ -33,6 +33,9 @@ MaxConcurrentOpt = Annotated[Optional[str], typer.Option(
 NoCacheOpt = Annotated[bool, typer.Option(
     "--no-cache", help="Do not use DSPy's LM cache (on by default for generation: a re-run costs nothing; "
                        "env T2T_NO_CACHE=1).")]
+CacheDirOpt = Annotated[Optional[str], typer.Option(
+    "--cache-dir", help="Directory of DSPy's on-disk LM cache (env T2T_CACHE_DIR). [default: $DSPY_CACHEDIR, "
+                        "else ~/.dspy_cache]")]
 
 
 def knob_flags(roles: tuple[str, ...], **values: Optional[str]) -> dict[str, str]:
@@ -69,3 +72,30 @@ def cache_wanted(no_cache: bool) -> bool:
     import os
 
     return not no_cache and os.environ.get("T2T_NO_CACHE", "").strip().lower() not in ("1", "true", "yes", "on")
+
+
+def configure_cache(no_cache: bool, cache_dir: Optional[str]) -> bool:
+    """Whether LM calls are cached, with DSPy's cache placed: on disk in ``--cache-dir`` /
+    ``T2T_CACHE_DIR`` when given (DSPy's own default otherwise, ``$DSPY_CACHEDIR`` or
+    ``~/.dspy_cache``); with no cache nothing is written at all (not even an empty directory)."""
+    import os
+    from pathlib import Path
+
+    import dspy
+
+    wanted = cache_wanted(no_cache)
+    where = cache_dir if cache_dir is not None else os.environ.get("T2T_CACHE_DIR") or None
+    if not wanted:
+        dspy.configure_cache(enable_disk_cache=False, enable_memory_cache=False)
+        return False
+    if where is not None:
+        flag = "--cache-dir" if cache_dir is not None else "T2T_CACHE_DIR"
+        path = Path(where).expanduser()
+        if not where.strip() or (path.exists() and not path.is_dir()):
+            raise UserError(f"{flag} {where!r}: not a directory")
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{flag} {where!r}: cannot create it: {exc.strerror or exc}") from None
+        dspy.configure_cache(enable_disk_cache=True, enable_memory_cache=True, disk_cache_dir=str(path))
+    return True

@@ -327,3 +327,104 @@ def test_every_count_flag_is_bounded(tmp_path, args):
     line = _one_error_line(run_t2t(*args, "--store", str(tmp_path / "s.duckdb")))
     assert f"Invalid value for '{args[-2]}'" in line and "less than or equal to" in line
     assert not (tmp_path / "s.duckdb").exists()
+
+
+# ---------------------------------------------------------------------------- generate --resume and refusals
+
+
+@pytest.fixture(scope="module")
+def offline_run(tmp_path_factory) -> tuple[Path, str]:
+    store = tmp_path_factory.mktemp("resume") / "t2t.duckdb"
+    done = run_t2t("generate", "--n", "2", "--seed", "3", "--users", "60", "--store", str(store), "--json",
+                   env={"T2T_LM": ""})
+    assert done.returncode == 0, done.stderr
+    return store, json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
+
+
+def _runs(store: Path) -> list[tuple]:
+    from trajectory2task.store import read_only_query
+
+    return read_only_query(store, "SELECT run_id, status, created_at FROM run_events ORDER BY ALL")[1]
+
+
+@pytest.mark.parametrize(("args", "flag", "recorded"), [
+    (["--n", "50"], "--n", "2"), (["--domain", "airline"], "--domain", "retail"), (["--seed", "4"], "--seed", "3"),
+    (["--users", "70"], "--users", "60"), (["--conditions", "general"], "--conditions", "general,ambiguous"),
+    (["--guided"], "--guided", "off"),
+])
+def test_resume_refuses_a_flag_that_would_change_the_run(offline_run, args, flag, recorded):
+    store, run_id = offline_run
+    before = _runs(store)
+    line = _one_error_line(run_t2t("generate", "--resume", run_id, "--store", str(store), *args,
+                                   env={"T2T_LM": ""}))
+    assert f"the run was made with {flag} {recorded}" in line and f"drop {flag}" in line
+    assert _runs(store) == before
+
+
+def test_resume_with_the_runs_own_values_goes_on(offline_run):
+    store, run_id = offline_run
+    done = run_t2t("generate", "--resume", run_id, "--n", "2", "--seed", "3", "--domain", "retail",
+                   "--store", str(store), "--json", env={"T2T_LM": ""})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.strip().splitlines()[-1])["run_id"] == run_id
+
+
+def test_a_failed_resume_creates_no_store(tmp_path):
+    store = tmp_path / "new.duckdb"
+    line = _one_error_line(run_t2t("generate", "--resume", "abc", "--store", str(store), env={"T2T_LM": ""}))
+    assert "no generate run 'abc'" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [["--programs", "missing"], ["--db", "/nonexistent/db.json"],
+                                  ["--domain", "no_such_domain_xyz"]])
+def test_a_refused_generate_leaves_no_store_file(tmp_path, args):
+    _one_error_line(run_t2t("generate", "--n", "1", "--store", str(tmp_path / "s.duckdb"), *args,
+                            env={"T2T_LM": ""}))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_domain_without_a_kit_leaves_no_store_file(tmp_path):
+    import os
+
+    from tests.test_domain_package import PACKAGE, _db
+    import textwrap
+
+    root = tmp_path / "outside"
+    (root / "rentals_pkg").mkdir(parents=True)
+    for name, text in PACKAGE.items():
+        (root / "rentals_pkg" / name).write_text(textwrap.dedent(text).lstrip())
+    db = tmp_path / "rentals.json"
+    db.write_text(json.dumps(_db()))
+    store = tmp_path / "work" / "t2t.duckdb"
+    store.parent.mkdir()
+    line = _one_error_line(run_t2t("generate", "--domain", "rentals_pkg", "--db", str(db), "--n", "2",
+                                   "--store", str(store),
+                                   env={"PYTHONPATH": os.pathsep.join([str(root), str(Path.cwd())]), "T2T_LM": ""}))
+    assert "has no generation kit" in line
+    assert list(store.parent.iterdir()) == []
+
+
+def test_cache_dir_places_dspys_cache(tmp_path, monkeypatch):
+    import dspy
+
+    from trajectory2task.errors import UserError
+    from trajectory2task.lm_options import configure_cache
+
+    monkeypatch.delenv("T2T_NO_CACHE", raising=False)
+    monkeypatch.delenv("T2T_CACHE_DIR", raising=False)
+    previous = dspy.cache
+    try:
+        assert configure_cache(False, str(tmp_path / "c")) is True
+        assert Path(dspy.cache.disk_cache_dir) == tmp_path / "c" and (tmp_path / "c").is_dir()
+        monkeypatch.setenv("T2T_CACHE_DIR", str(tmp_path / "env"))
+        configure_cache(False, None)
+        assert Path(dspy.cache.disk_cache_dir) == tmp_path / "env"
+        (tmp_path / "file").write_text("x")
+        with pytest.raises(UserError, match="--cache-dir .*not a directory"):
+            configure_cache(False, str(tmp_path / "file"))
+        assert configure_cache(True, str(tmp_path / "unused")) is False
+        assert not (tmp_path / "unused").exists() and not dspy.cache.enable_disk_cache
+    finally:
+        dspy.cache = previous
+    assert "--cache-dir" in run_t2t("generate", "--help").stdout
