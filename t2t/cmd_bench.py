@@ -48,6 +48,22 @@ def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, An
     return merged
 
 
+def _domain_of_tasks(ts: Any, tasks_arg: str) -> str:
+    """With no --domain: the one domain of the tasks to run (retail when there are none, or
+    when they are of several: the domain check after loading then names the other one)."""
+    from trajectory2task.store import StoreError
+    from trajectory2task.store.files import load_tasks
+
+    try:
+        if Path(tasks_arg).is_file():
+            found = {t.domain for t in load_tasks(Path(tasks_arg))[0]}
+        else:
+            found = {t.domain for t in ts.iter_tasks(tasks_arg)}
+    except StoreError:
+        return "retail"  # the filter is refused with its own line when the tasks are loaded
+    return found.pop() if len(found) == 1 else "retail"
+
+
 def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
     from trajectory2task.programs.loop.bench import tasks_by_id
     from trajectory2task.store.files import load_tasks
@@ -195,7 +211,8 @@ def bench(
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a generated one).")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Seed of the generated database when --db is not given. [default: 0]")] = None,
-    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: retail]")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: the tasks' own domain, "
+                                                                   "else retail]")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1,
                                              max=MAX_WORKERS)] = 8,
@@ -255,7 +272,7 @@ def bench(
         else:
             tasks_arg = tasks or DEFAULT_TASKS
             raw = {
-                "domain": domain or "retail", "db": db, "db_seed": DEFAULT_DB_SEED if seed is None else seed,
+                "domain": domain or _domain_of_tasks(ts, tasks_arg), "db": db, "db_seed": DEFAULT_DB_SEED if seed is None else seed,
                 "tasks_source": "file" if Path(tasks_arg).is_file() else "store", "tasks": tasks_arg,
                 "task_ids": [], "agents": given["agents"] or list(REFERENCE_AGENTS),
                 "user": user_lm or SCRIPTED_USER_NAME, "user_program": user_program,
@@ -270,6 +287,11 @@ def bench(
         if not task_list:
             raise UserError(f"no tasks match {config.tasks!r}" + ("" if config.tasks_source == "file" else
                             " in the store (run t2t generate and t2t verify, or pass --tasks)"))
+        other = sorted({t.domain for t in task_list} - {env.domain.name, config.domain})
+        if other:
+            raise UserError(f"the tasks include {other[0]} tasks, not {env.domain.name} ones: pass --domain "
+                            f"{other[0]}" + ("" if domain is not None or resume is not None else
+                                             " (the store's tasks are of several domains)"))
         foreign = [t.id for t in task_list if t.initial_state_hash and t.initial_state_hash != env.initial_hash()]
         if foreign:
             raise UserError(f"{len(foreign)} task(s) were made for another database (e.g. {foreign[0]}): pass the "

@@ -9,8 +9,8 @@ from typing import Annotated, Any, Optional
 import typer
 
 from trajectory2task.errors import UserError
-from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
-                            TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
+from trajectory2task.lm_options import (CacheDirOpt, ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt,
+                                        StructuredOpt, TemperatureOpt, TimeoutOpt, add_knobs, configure_cache)
 from trajectory2task.settings import (MAX_CANDIDATES, MAX_DB_USERS, MAX_DEMOS, MAX_ITEMS_PER_TRIAL, MAX_METRIC_CALLS,
                                       MAX_TRIALS, MAX_WORKERS)
 
@@ -218,6 +218,7 @@ def optimize(
     context_window: ContextOpt = None,
     max_concurrent: MaxConcurrentOpt = None,
     no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Compile a generation program with a DSPy optimizer against verification pass rates."""
     from trajectory2task.programs.lm.config import ensure_local_cost_map
@@ -264,7 +265,7 @@ def optimize(
     if not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate first, or pass --store)")
     # every call of the program, the optimizer's copies and the proposer lands in the ledger
-    session = LMSession(cache=cache_wanted(no_cache))
+    session = LMSession(cache=configure_cache(no_cache, cache_dir))
     program_lm = session.build(program, settings)
     proposer_lm = program_lm
     if reflection_lm:

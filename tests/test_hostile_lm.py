@@ -428,3 +428,32 @@ def test_cache_dir_places_dspys_cache(tmp_path, monkeypatch):
     finally:
         dspy.cache = previous
     assert "--cache-dir" in run_t2t("generate", "--help").stdout
+
+
+# ---------------------------------------------------------------------------- bench's domain
+
+
+@pytest.fixture(scope="module")
+def airline_store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("airline") / "t2t.duckdb"
+    done = run_t2t("generate", "--domain", "airline", "--n", "1", "--conditions", "general", "--store", str(store),
+                   env={"T2T_LM": ""})
+    assert done.returncode == 0, done.stderr
+    return store
+
+
+def test_bench_without_domain_runs_the_stores_own_domain(airline_store):
+    from trajectory2task.store import read_only_query
+
+    done = run_t2t("bench", "--store", str(airline_store), "--tasks", "TRUE", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "another database" not in done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    config = read_only_query(airline_store, "SELECT config FROM runs WHERE run_id = ?", [summary["run_id"]])[1]
+    assert json.loads(config[0][0])["domain"] == "airline"
+    assert summary["rollouts"] > 0 and summary["calibration"] == []
+
+
+def test_bench_with_the_wrong_domain_names_the_tasks_domain(airline_store):
+    line = _one_error_line(run_t2t("bench", "--store", str(airline_store), "--tasks", "TRUE", "--domain", "retail"))
+    assert "airline tasks, not retail ones: pass --domain airline" in line
