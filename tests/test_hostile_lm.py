@@ -457,3 +457,37 @@ def test_bench_without_domain_runs_the_stores_own_domain(airline_store):
 def test_bench_with_the_wrong_domain_names_the_tasks_domain(airline_store):
     line = _one_error_line(run_t2t("bench", "--store", str(airline_store), "--tasks", "TRUE", "--domain", "retail"))
     assert "airline tasks, not retail ones: pass --domain airline" in line
+
+
+# ---------------------------------------------------------------------------- --estimate downloads nothing
+
+
+def test_estimate_counts_a_hub_model_without_downloading_its_tokenizer(monkeypatch):
+    import litellm.utils
+
+    from trajectory2task.programs.lm.estimate import counting_model, litellm_tokenizer
+
+    loads: list[str] = []
+
+    def no_download(kind):
+        loads.append(kind)
+        raise OSError("offline")
+
+    monkeypatch.setattr(litellm.utils, "_load_huggingface_tokenizer", no_download)
+    model = "huggingface/meta-llama/Meta-Llama-3-8B-Instruct"
+    messages = [{"role": "user", "content": "How many tokens is this sentence?"}]
+    assert counting_model(model) == ("", True) and counting_model("openai/gpt-4o-mini")[1] is False
+    assert litellm_tokenizer(model)(messages) == litellm_tokenizer("")(messages) > 0
+    assert loads == []
+    litellm.token_counter(model=model, messages=messages)  # LiteLLM on its own would fetch one
+    assert loads == ["llama3"]
+
+
+def test_generate_estimate_says_the_count_is_approximate(tmp_path):
+    done = run_t2t("generate", "--lm", "huggingface/meta-llama/Meta-Llama-3-8B-Instruct", "--estimate", "--n", "2",
+                   "--json", "--store", str(tmp_path / "s.duckdb"), env={"HF_HUB_OFFLINE": "0"})
+    assert done.returncode == 0, done.stderr
+    assert "an approximation: t2t does not download the model's own tokenizer" in done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["approximate_tokenizer"] == ["huggingface/meta-llama/Meta-Llama-3-8B-Instruct"]
+    assert out["prompt_tokens"] > 0 and not (tmp_path / "s.duckdb").exists()
