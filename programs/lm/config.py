@@ -210,9 +210,14 @@ def check_knob(field: str, value: Any) -> Any:
     if field in ("model", "api_key") and (not isinstance(value, str) or _has_control(value)):
         # the key goes into an HTTP header: a CR/LF would add headers of the value's choosing
         raise ValueError("must be text without control characters")
-    if field in ("structured", "engine", "function_calling") and not isinstance(value, (str, bool)):
-        raise ValueError("must be a string" if field != "function_calling" else "must be true or false")
+    if field in _CHOICES and value not in _CHOICES[field]:
+        raise ValueError(f"must be one of {', '.join(_CHOICES[field])}")
+    if field == "function_calling" and not isinstance(value, bool):
+        raise ValueError("must be true or false")
     return value
+
+
+_CHOICES: dict[str, tuple[str, ...]] = {"structured": ("auto", "on", "off"), "engine": ("api_base", "dspy")}
 
 
 class LMSettings(BaseModel):
@@ -252,7 +257,7 @@ class LMSettings(BaseModel):
         return check_knob("model", value)
 
     @field_validator("api_base", "api_key", "temperature", "max_tokens", "timeout_s", "num_retries",
-                     "context_window", "max_concurrent", mode="before")
+                     "context_window", "max_concurrent", "structured", "engine", mode="before")
     @classmethod
     def _in_range(cls, value: Any, info: Any) -> Any:
         return check_knob(info.field_name, value)
