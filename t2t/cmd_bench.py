@@ -203,23 +203,23 @@ def bench(
     agent_program: Annotated[Optional[str], typer.Option(
         "--agent-program", help="Compiled agent state saved by `t2t optimize --program agent --name NAME`, "
                                 "loaded into every --agent-lm model.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). [default: 1]",
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). \\[default: 1]",
                                                   min=1, max=MAX_TRIALS)] = None,
     tasks: Annotated[Optional[str], typer.Option(
         "--tasks", help="An SQL filter over tasks_latest (e.g. \"condition = 'ambiguous'\"), or a tau2 tasks.json "
-                        "/ JSON-lines file. [default: verified]")] = None,
+                        "/ JSON-lines file. \\[default: verified]")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a generated one).")] = None,
     seed: Annotated[Optional[int], typer.Option(
-        "--seed", help="Seed of the generated database when --db is not given. [default: 0]")] = None,
-    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: the tasks' own domain, "
-                                                                   "else retail]")] = None,
+        "--seed", help="Seed of the generated database when --db is not given. \\[default: 0]")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. \\[default: the tasks' own "
+                                                                   "domain, else retail]")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1,
                                              max=MAX_WORKERS)] = 8,
     processes: Annotated[int, typer.Option(
         "--processes", help="Worker processes the rollouts are sharded over, each with its own event loop "
                             "(for a client bound by its CPU at a high --concurrency).", min=1, max=64)] = 1,
-    max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. [default: 30]",
+    max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. \\[default: 30]",
                                                      min=1, max=MAX_TURNS)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="OpenAI-compatible endpoint for the LMs.")] = None,

@@ -107,12 +107,12 @@ def load_program_state(store: Any, name: str, modules: dict[str, Any]) -> list[s
 
 
 def generate(
-    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: retail]")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. \\[default: retail]")] = None,
     n: Annotated[Optional[int], typer.Option("--n", min=1, help="Trajectories to explore (items); each valid one "
                                                                 "gives a general task and one task per other "
-                                                                "chosen condition. [default: 40]")] = None,
+                                                                "chosen condition. \\[default: 40]")] = None,
     conditions: Annotated[Optional[str], typer.Option(
-        "--conditions", help=f"Comma-separated conditions to make tasks in. [default: {ALL_CONDITIONS}]")] = None,
+        "--conditions", help=f"Comma-separated conditions to make tasks in. \\[default: {ALL_CONDITIONS}]")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="LiteLLM model for every role, e.g. "
                                                            "openai/gpt-4o-mini.")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of an OpenAI-compatible "
@@ -125,9 +125,9 @@ def generate(
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a fresh one from the seeded "
                                                            "generator).")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the generated database and of every "
-                                                               "item. [default: 0]")] = None,
+                                                               "item. \\[default: 0]")] = None,
     users: Annotated[Optional[int], typer.Option("--users", min=1, max=MAX_DB_USERS,
-                                                 help="Users in the generated database. [default: 500]")] = None,
+                                                 help="Users in the generated database. \\[default: 500]")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default ./t2t.duckdb).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue run RUN_ID: its recorded settings "
                                                                    "are used (a flag that would change them is "

@@ -192,12 +192,12 @@ def optimize(
     threads: Annotated[int, typer.Option("--threads", min=1, max=MAX_WORKERS,
                                                       help="Examples evaluated at once.")] = 1,
     metric: Annotated[Optional[str], typer.Option(
-        "--metric", help="The agent's metric: pass1 or pass^k (with --k). [default: pass1]")] = None,
+        "--metric", help="The agent's metric: pass1 or pass^k (with --k). \\[default: pass1]")] = None,
     k: Annotated[Optional[int], typer.Option("--k", min=1, max=MAX_TRIALS,
                                                   help="pass^k: the trials that must all pass.")] = None,
     metric_trials: Annotated[Optional[int], typer.Option(
         "--metric-trials", min=1, max=MAX_TRIALS,
-        help="The agent's rollouts per task and evaluation (pass^k is estimated from them). [default: k]")] = None,
+        help="The agent's rollouts per task and evaluation (pass^k is estimated from them). \\[default: k]")] = None,
     function_calling: Annotated[Optional[bool], typer.Option(
         "--function-calling/--no-function-calling",
         help="The agent: send tools natively, or describe them in the prompt. Default: what LiteLLM's model map "

@@ -14,28 +14,28 @@ from trajectory2task.errors import UserError
 _PER_ROLE = "One value, or ROLE=VALUE pairs separated by commas."
 
 TimeoutOpt = Annotated[Optional[str], typer.Option(
-    "--timeout", help=f"Seconds an LM call may take before it is retried (env T2T_TIMEOUT). [default: 60] {_PER_ROLE}")]
+    "--timeout", help=f"Seconds an LM call may take before it is retried (env T2T_TIMEOUT). \\[default: 60] {_PER_ROLE}")]
 RetriesOpt = Annotated[Optional[str], typer.Option(
-    "--retries", help=f"Retries of a failing LM call (env T2T_RETRIES). [default: 3] {_PER_ROLE}")]
+    "--retries", help=f"Retries of a failing LM call (env T2T_RETRIES). \\[default: 3] {_PER_ROLE}")]
 MaxTokensOpt = Annotated[Optional[str], typer.Option(
     "--max-tokens", help=f"Output token limit per call (env T2T_MAX_TOKENS). {_PER_ROLE}")]
 TemperatureOpt = Annotated[Optional[str], typer.Option(
     "--temperature", help=f"Sampling temperature (env T2T_TEMPERATURE). {_PER_ROLE}")]
 StructuredOpt = Annotated[Optional[str], typer.Option(
     "--structured", help="JSON-schema constrained decoding of typed outputs: auto (when the endpoint takes it), "
-                         f"on, off (env T2T_STRUCTURED). [default: auto] {_PER_ROLE}")]
+                         f"on, off (env T2T_STRUCTURED). \\[default: auto] {_PER_ROLE}")]
 ContextOpt = Annotated[Optional[str], typer.Option(
     "--context-window", help=f"The model's window in tokens: a prompt that will not fit is said before the call. "
                              f"{_PER_ROLE}")]
 MaxConcurrentOpt = Annotated[Optional[str], typer.Option(
-    "--max-concurrent", help=f"LM calls of a role in flight at once (env T2T_MAX_CONCURRENT). [default: no bound "
+    "--max-concurrent", help=f"LM calls of a role in flight at once (env T2T_MAX_CONCURRENT). \\[default: no bound "
                              f"beyond --workers / --concurrency] {_PER_ROLE}")]
 NoCacheOpt = Annotated[bool, typer.Option(
     "--no-cache", help="Do not use DSPy's LM cache (on by default for generation: a re-run costs nothing; "
                        "env T2T_NO_CACHE=1).")]
 CacheDirOpt = Annotated[Optional[str], typer.Option(
-    "--cache-dir", help="Directory of DSPy's on-disk LM cache (env T2T_CACHE_DIR). [default: $DSPY_CACHEDIR, "
-                        "else ~/.dspy_cache]")]
+    "--cache-dir", help="Directory of DSPy's on-disk LM cache (env T2T_CACHE_DIR). \\[default: "
+                        "$DSPY_CACHEDIR, else ~/.dspy_cache]")]
 
 
 def knob_flags(roles: tuple[str, ...], **values: Optional[str]) -> dict[str, str]:

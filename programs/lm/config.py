@@ -23,6 +23,10 @@ source, a role's own setting beats that source's default):
 
    Any ``LMSettings`` field may appear in a file; env and flags carry the model and the knobs.
 
+Every value is checked as its source is read (``check_knob``: the numeric knobs against
+``KNOB_RANGES``, ``api_base`` by ``check_api_base``), so a bad one is one `LMConfigError` line
+that names its flag, variable or file and the allowed range, before any run starts.
+
 How calls behave (dspy 3.4.1 / litellm 1.110, measured against ``tests/llm_server.py``):
 
 - DSPy owns retries (``num_retries``), on both of its engines; LiteLLM is called with
