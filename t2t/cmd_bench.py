@@ -246,6 +246,7 @@ def bench(
                                                               "calling a model.")] = False,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
+    from trajectory2task.programs.lm.config import redact_url
     from trajectory2task.programs.loop.agent import REFERENCE_AGENTS
     from trajectory2task.programs.loop.user_sim import SCRIPTED_USER_NAME
     from trajectory2task.store import TaskStore
@@ -269,6 +270,9 @@ def bench(
 
         if resume is not None:
             raw = _merge_resume(_stored_config(ts, resume), given)
+            if api_base is None and "***@" in str(raw.get("api_base") or ""):  # redacted when stored
+                raise UserError(f"--resume {resume}: the run's --api-base carried credentials, which are not stored; "
+                                "pass --api-base again")
         else:
             tasks_arg = tasks or DEFAULT_TASKS
             raw = {
@@ -314,7 +318,10 @@ def bench(
             return
         if session.settings:
             session.install_adapter()
-        run_id = ts.start_run("bench", config.model_dump(), seed=config.db_seed, run_id=resume)
+        record = config.model_dump()
+        if record.get("api_base"):  # credentials in the URL are not kept in the store
+            record["api_base"] = redact_url(record["api_base"])
+        run_id = ts.start_run("bench", record, seed=config.db_seed, run_id=resume)
         err_console.print(f"t2t bench: run {run_id} (resume with --resume {run_id})")
         if config.tasks_source == "file" and not ts.done_task_ids(run_id):
             ts.add_tasks(run_id, task_list)

@@ -491,3 +491,19 @@ def test_generate_estimate_says_the_count_is_approximate(tmp_path):
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["approximate_tokenizer"] == ["huggingface/meta-llama/Meta-Llama-3-8B-Instruct"]
     assert out["prompt_tokens"] > 0 and not (tmp_path / "s.duckdb").exists()
+
+
+def test_bench_keeps_no_url_credentials_in_the_store(airline_store):
+    from trajectory2task.store import read_only_query
+    from tests.llm_server import ScriptedLLMServer
+
+    with ScriptedLLMServer() as server:
+        url = server.base_url.replace("http://", "http://alice:hunter2@")
+        done = run_t2t("bench", "--store", str(airline_store), "--tasks", "TRUE", "--api-base", url, "--json")
+    assert done.returncode == 0, done.stderr
+    assert "hunter2" not in done.stderr + done.stdout
+    run_id = json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
+    config = json.loads(read_only_query(airline_store, "SELECT config FROM runs WHERE run_id = ?", [run_id])[1][0][0])
+    assert config["api_base"].startswith("http://***@127.0.0.1:")
+    line = _one_error_line(run_t2t("bench", "--store", str(airline_store), "--resume", run_id))
+    assert "carried credentials" in line and "pass --api-base again" in line
