@@ -325,8 +325,10 @@ def _flag_layer(flags: Mapping[str, str | None]) -> Layer:
             raise LMConfigError(f"unknown LM flag {raw_key!r}; use lm, {', '.join(KNOB_FIELDS)} or the same "
                                 f"prefixed with <role>_, a role in {', '.join(ROLES)}")
         if not _blank(value):
-            knob = _KNOB_OF.get(field, "lm")
-            where = f"--{knob.replace('_', '-')}" + (f" ({scope})" if scope != DEFAULT else "")
+            if field == "model":  # --lm, --writer-lm, ...
+                where = "--lm" if scope == DEFAULT else f"--{scope}-lm"
+            else:  # --timeout, --timeout writer=...
+                where = f"--{_KNOB_OF[field].replace('_', '-')}" + (f" ({scope})" if scope != DEFAULT else "")
             layer.setdefault(scope, {})[field] = _checked(field, str(value).strip(), where)
     return layer
 
