@@ -12,7 +12,7 @@ from trajectory2task.errors import UserError
 from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
                             TimeoutOpt, knob_flags)
 from trajectory2task.output import console, err_console, print_error_line, print_json_line, print_table, print_text
-from trajectory2task.settings import MAX_TRIALS, MAX_WORKERS
+from trajectory2task.settings import MAX_TRIALS, MAX_TURNS, MAX_WORKERS
 
 BENCH_ROLES = ("agent", "user")
 
@@ -46,6 +46,22 @@ def _merge_resume(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, An
                             "(start a new run to change it)")
         merged[key] = value
     return merged
+
+
+def _domain_of_tasks(ts: Any, tasks_arg: str) -> str:
+    """With no --domain: the one domain of the tasks to run (retail when there are none, or
+    when they are of several: the domain check after loading then names the other one)."""
+    from trajectory2task.store import StoreError
+    from trajectory2task.store.files import load_tasks
+
+    try:
+        if Path(tasks_arg).is_file():
+            found = {t.domain for t in load_tasks(Path(tasks_arg))[0]}
+        else:
+            found = {t.domain for t in ts.iter_tasks(tasks_arg)}
+    except StoreError:
+        return "retail"  # the filter is refused with its own line when the tasks are loaded
+    return found.pop() if len(found) == 1 else "retail"
 
 
 def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
@@ -187,23 +203,24 @@ def bench(
     agent_program: Annotated[Optional[str], typer.Option(
         "--agent-program", help="Compiled agent state saved by `t2t optimize --program agent --name NAME`, "
                                 "loaded into every --agent-lm model.")] = None,
-    trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). [default: 1]",
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Trials per task and agent (k). \\[default: 1]",
                                                   min=1, max=MAX_TRIALS)] = None,
     tasks: Annotated[Optional[str], typer.Option(
         "--tasks", help="An SQL filter over tasks_latest (e.g. \"condition = 'ambiguous'\"), or a tau2 tasks.json "
-                        "/ JSON-lines file. [default: verified]")] = None,
+                        "/ JSON-lines file. \\[default: verified]")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a generated one).")] = None,
     seed: Annotated[Optional[int], typer.Option(
-        "--seed", help="Seed of the generated database when --db is not given. [default: 0]")] = None,
-    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. [default: retail]")] = None,
+        "--seed", help="Seed of the generated database when --db is not given. \\[default: 0]")] = None,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. \\[default: the tasks' own "
+                                                                   "domain, else retail]")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1,
                                              max=MAX_WORKERS)] = 8,
     processes: Annotated[int, typer.Option(
         "--processes", help="Worker processes the rollouts are sharded over, each with its own event loop "
                             "(for a client bound by its CPU at a high --concurrency).", min=1, max=64)] = 1,
-    max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. [default: 30]",
-                                                     min=1)] = None,
+    max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. \\[default: 30]",
+                                                     min=1, max=MAX_TURNS)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="OpenAI-compatible endpoint for the LMs.")] = None,
     function_calling: Annotated[Optional[bool], typer.Option(
@@ -229,6 +246,7 @@ def bench(
                                                               "calling a model.")] = False,
 ) -> None:
     """Run agents against the simulated user on tasks, judge every rollout, report pass@1 and pass^k."""
+    from trajectory2task.programs.lm.config import redact_url
     from trajectory2task.programs.loop.agent import REFERENCE_AGENTS
     from trajectory2task.programs.loop.user_sim import SCRIPTED_USER_NAME
     from trajectory2task.store import TaskStore
@@ -252,10 +270,13 @@ def bench(
 
         if resume is not None:
             raw = _merge_resume(_stored_config(ts, resume), given)
+            if api_base is None and "***@" in str(raw.get("api_base") or ""):  # redacted when stored
+                raise UserError(f"--resume {resume}: the run's --api-base carried credentials, which are not stored; "
+                                "pass --api-base again")
         else:
             tasks_arg = tasks or DEFAULT_TASKS
             raw = {
-                "domain": domain or "retail", "db": db, "db_seed": DEFAULT_DB_SEED if seed is None else seed,
+                "domain": domain or _domain_of_tasks(ts, tasks_arg), "db": db, "db_seed": DEFAULT_DB_SEED if seed is None else seed,
                 "tasks_source": "file" if Path(tasks_arg).is_file() else "store", "tasks": tasks_arg,
                 "task_ids": [], "agents": given["agents"] or list(REFERENCE_AGENTS),
                 "user": user_lm or SCRIPTED_USER_NAME, "user_program": user_program,
@@ -270,6 +291,11 @@ def bench(
         if not task_list:
             raise UserError(f"no tasks match {config.tasks!r}" + ("" if config.tasks_source == "file" else
                             " in the store (run t2t generate and t2t verify, or pass --tasks)"))
+        other = sorted({t.domain for t in task_list} - {env.domain.name, config.domain})
+        if other:
+            raise UserError(f"the tasks include {other[0]} tasks, not {env.domain.name} ones: pass --domain "
+                            f"{other[0]}" + ("" if domain is not None or resume is not None else
+                                             " (the store's tasks are of several domains)"))
         foreign = [t.id for t in task_list if t.initial_state_hash and t.initial_state_hash != env.initial_hash()]
         if foreign:
             raise UserError(f"{len(foreign)} task(s) were made for another database (e.g. {foreign[0]}): pass the "
@@ -292,7 +318,10 @@ def bench(
             return
         if session.settings:
             session.install_adapter()
-        run_id = ts.start_run("bench", config.model_dump(), seed=config.db_seed, run_id=resume)
+        record = config.model_dump()
+        if record.get("api_base"):  # credentials in the URL are not kept in the store
+            record["api_base"] = redact_url(record["api_base"])
+        run_id = ts.start_run("bench", record, seed=config.db_seed, run_id=resume)
         err_console.print(f"t2t bench: run {run_id} (resume with --resume {run_id})")
         if config.tasks_source == "file" and not ts.done_task_ids(run_id):
             ts.add_tasks(run_id, task_list)

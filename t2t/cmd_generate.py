@@ -10,11 +10,12 @@ from typing import Annotated, Any, Optional
 import typer
 
 from trajectory2task.errors import UserError
-from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
-                            TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
-from trajectory2task.settings import MAX_DB_USERS, MAX_WORKERS
+from trajectory2task.lm_options import (CacheDirOpt, ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt,
+                                        StructuredOpt, TemperatureOpt, TimeoutOpt, add_knobs, configure_cache)
+from trajectory2task.settings import DEFAULT_DB_USERS, MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
+DEFAULT_N = 40
 HELP = """Generate verifiable tasks: explore trajectories, write a general task from each, adapt it to the
 chosen user conditions, verify every task statically and store everything.
 
@@ -106,11 +107,12 @@ def load_program_state(store: Any, name: str, modules: dict[str, Any]) -> list[s
 
 
 def generate(
-    domain: Annotated[str, typer.Option("--domain", help="Domain name.")] = "retail",
-    n: Annotated[int, typer.Option("--n", min=1, help="Trajectories to explore (items); each valid one gives a "
-                                                       "general task and one task per other chosen condition.")] = 40,
-    conditions: Annotated[str, typer.Option("--conditions", help="Comma-separated conditions to make tasks in.")]
-    = ALL_CONDITIONS,
+    domain: Annotated[Optional[str], typer.Option("--domain", help="Domain name. \\[default: retail]")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", min=1, help="Trajectories to explore (items); each valid one "
+                                                                "gives a general task and one task per other "
+                                                                "chosen condition. \\[default: 40]")] = None,
+    conditions: Annotated[Optional[str], typer.Option(
+        "--conditions", help=f"Comma-separated conditions to make tasks in. \\[default: {ALL_CONDITIONS}]")] = None,
     lm: Annotated[Optional[str], typer.Option("--lm", help="LiteLLM model for every role, e.g. "
                                                            "openai/gpt-4o-mini.")] = None,
     api_base: Annotated[Optional[str], typer.Option("--api-base", help="Base URL of an OpenAI-compatible "
@@ -122,12 +124,14 @@ def generate(
                                                                          "\\[lm.<role>] tables.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a fresh one from the seeded "
                                                            "generator).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the generated database and of every item.")] = 0,
-    users: Annotated[int, typer.Option("--users", min=1, max=MAX_DB_USERS,
-                                        help="Users in the generated database.")] = 500,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the generated database and of every "
+                                                               "item. \\[default: 0]")] = None,
+    users: Annotated[Optional[int], typer.Option("--users", min=1, max=MAX_DB_USERS,
+                                                 help="Users in the generated database. \\[default: 500]")] = None,
     store: Annotated[Optional[str], typer.Option("--store", help="Store file (default ./t2t.duckdb).")] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue run RUN_ID: its recorded settings "
-                                                                   "are used; finished items are skipped.")] = None,
+                                                                   "are used (a flag that would change them is "
+                                                                   "refused); finished items are skipped.")] = None,
     programs: Annotated[Optional[str], typer.Option("--programs", help="Load compiled program state saved in "
                                                                        "the store under this name.")] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=MAX_WORKERS,
@@ -147,6 +151,7 @@ def generate(
     context_window: ContextOpt = None,
     max_concurrent: MaxConcurrentOpt = None,
     no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
     estimate: Annotated[bool, typer.Option("--estimate", help="Print the LM calls, tokens and cost the run would "
                                                               "make, counted on the real prompts (rendered on "
                                                               "offline explorations of its first items), and "
@@ -156,15 +161,10 @@ def generate(
     from trajectory2task.programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
-    from trajectory2task.domains import domain_module
-    from trajectory2task.domains.kit import KitError
-    from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
     from trajectory2task.store import TaskStore
-    from trajectory2task.store.failures import StoreSink, run_config
-    from trajectory2task.output import console, err_console, print_json_line, print_table, progress
     from trajectory2task.settings import load_environment, store_path
 
-    chosen = _conditions(conditions)
+    chosen = _conditions(conditions if conditions is not None else ALL_CONDITIONS)
     flags = {"lm": lm, "api_base": api_base, "explorer_lm": explorer_lm, "writer_lm": writer_lm,
              "adapter_lm": adapter_lm}
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
@@ -179,11 +179,19 @@ def generate(
     if estimate:
         if resume is not None:
             raise UserError("--estimate plans a new run; it does not go with --resume")
-        _print_estimate(load_environment(domain, db, seed=seed, users=users), n, seed, chosen, lms_config, json_out)
+        _print_estimate(load_environment(domain or "retail", db, seed=seed or 0, users=users or DEFAULT_DB_USERS),
+                        n or DEFAULT_N, seed or 0, chosen, lms_config, json_out)
         return
-    session = LMSession(cache=cache_wanted(no_cache))
+    path = store_path(store)
+    if resume is not None and not path.exists():
+        raise UserError(f"--resume: no generate run '{resume}': no store at {path} (pass the --store the run "
+                        "was made in)")
+    session = LMSession(cache=configure_cache(no_cache, cache_dir))
     modules, lms, roles = _programs(lms_config, session)
     source = "lm" if lms else "baseline"
+    if resume is None:  # refused before the store is opened, so a refusal leaves no store file behind
+        env = load_environment(domain or "retail", db, seed=seed or 0, users=users or DEFAULT_DB_USERS)
+        _check_kit(env, roles)
     if lms:
         session.install_adapter()
         try:
@@ -191,61 +199,128 @@ def generate(
         except EndpointError as exc:
             raise UserError(str(exc)) from None
 
-    with TaskStore(store_path(store)) as task_store:
-        if resume is not None:
-            recorded = run_config(task_store, resume)
-            if recorded is None or recorded[0] != "generate":
-                raise UserError(f"--resume: no generate run '{resume}' in {store_path(store)}")
-            config = GenerationConfig.model_validate(recorded[1])
-            if config.roles != roles:
-                used = ", ".join(f"{r}: {m}" for r, m in sorted(config.roles.items()))
-                raise UserError(f"--resume: run {resume} used {used}; configure the same LMs to resume it")
-            # by module path: a domain package outside the built-ins is not known by its name
-            env = load_environment(config.domain_module or config.domain, config.db_path, seed=config.seed,
-                                   users=config.db_users)
-            if env.initial_hash() != config.db_initial_hash:
-                raise UserError(f"--resume: the database differs from the one run {resume} started on")
-            run_id = resume
-        else:
-            env = load_environment(domain, db, seed=seed, users=users)
-            run_id = uuid.uuid4().hex
-            config = GenerationConfig(domain=env.domain.name, domain_module=domain_module(domain), n=n,
-                                      conditions=chosen, seed=seed,
-                                      db_path=os.path.abspath(db) if db else None, db_users=users,
-                                      db_initial_hash=env.initial_hash(), source=source, roles=roles,
-                                      programs=programs, guided=guided)
-            config.id_prefix = id_prefix(config, run_id)
-        offline = [r for r in ("explorer", "writer") if roles.get(r) == "baseline"]
-        if offline and env.domain.kit is None:
-            raise UserError(f"domain '{env.domain.name}' has no generation kit, which the offline {' and '.join(offline)} "
-                            "need; give an LM for them (--lm) or add a kit (README: 'Adding a domain')")
-        if config.programs:
-            load_program_state(task_store, config.programs, modules)
-            for role, role_lm in lms.items():  # dspy's load_state resets each predictor's LM to the saved one
-                modules[role].set_lm(role_lm)
-        versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
-                    for role, module in modules.items()}
-        task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
-        pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
-                                      writer=modules["writer"], adapter=modules["adapter"],
-                                      program_versions=versions, lms=lms,
-                                      workers=workers or (8 if lms else 1),
-                                      targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
-        done = len({item.index for item in pipeline.sink.recorded(run_id) if item.index < config.n})
-        todo = config.n - done
-        label = f"generate {config.domain} ({config.source})"
-        try:
-            with progress("generating", total=config.n) as bar:
-                task = bar.add_task(label, total=config.n, completed=config.n - todo)
-                if lms:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
-                    session.ledger.on_call(lambda line: bar.update(task, description=f"{label} | {line}"))
-                summary = pipeline.run(run_id, progress=lambda item: bar.update(task, advance=1))
-        except KeyboardInterrupt:
-            err_console.print(f"interrupted: finished items are stored; continue with --resume {run_id}")
-            raise
-        except KitError as exc:  # e.g. a database whose tables are empty: nothing to explore
-            task_store.finish_run(run_id, "failed")
-            raise UserError(f"cannot explore this database: {exc}") from None
+    created = not path.exists()
+    started: list[str] = []
+    try:
+        with TaskStore(path) as task_store:
+            summary, config, run_id = _run(task_store, path, resume, domain, n, conditions, chosen, seed, users, db,
+                                           programs, guided, retry_failed, roles, modules, lms, session, source,
+                                           workers, env if resume is None else None, started)
+    except BaseException:
+        if created and not started:  # nothing of this run is in it: leave no new file behind
+            for file in (path, path.with_name(path.name + ".wal")):
+                file.unlink(missing_ok=True)
+        raise
+    _report(summary, config, session, run_id, lms, json_out)
+
+
+def _check_kit(env: Any, roles: dict[str, str]) -> None:
+    offline = [r for r in ("explorer", "writer") if roles.get(r) == "baseline"]
+    if offline and env.domain.kit is None:
+        raise UserError(f"domain '{env.domain.name}' has no generation kit, which the offline {' and '.join(offline)} "
+                        "need; give an LM for them (--lm) or add a kit (README: 'Adding a domain')")
+
+
+def _resume_conflicts(config: Any, resume: str, domain: Optional[str], n: Optional[int], chosen: list[str],
+                      conditions: Optional[str], seed: Optional[int], users: Optional[int], db: Optional[str],
+                      programs: Optional[str], guided: bool) -> None:
+    """A resumed run keeps the settings it was started with: a flag that would change one of
+    them is refused (silently ignoring it would run something other than asked)."""
+    given: list[tuple[str, Any, Any]] = []
+    if domain is not None and domain not in (config.domain, config.domain_module):
+        given.append(("--domain", domain, config.domain))
+    if n is not None and n != config.n:
+        given.append(("--n", n, config.n))
+    if conditions is not None and chosen != list(config.conditions):
+        given.append(("--conditions", ",".join(chosen), ",".join(config.conditions)))
+    if seed is not None and seed != config.seed:
+        given.append(("--seed", seed, config.seed))
+    if users is not None and users != config.db_users:
+        given.append(("--users", users, config.db_users))
+    if db is not None and os.path.abspath(db) != config.db_path:
+        given.append(("--db", db, config.db_path or "(a generated database)"))
+    if programs is not None and programs != config.programs:
+        given.append(("--programs", programs, config.programs or "(none)"))
+    if guided and not config.guided:
+        given.append(("--guided", "on", "off"))
+    if given:
+        flag, value, recorded = given[0]
+        raise UserError(f"--resume {resume}: the run was made with {flag} {recorded}, not {value}; a resumed run "
+                        f"keeps its own settings (drop {flag}, or start a new run)")
+
+
+def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str], n: Optional[int],
+         conditions: Optional[str], chosen: list[str], seed: Optional[int], users: Optional[int], db: Optional[str],
+         programs: Optional[str], guided: bool, retry_failed: bool, roles: dict[str, str], modules: dict[str, Any],
+         lms: dict[str, Any], session: Any, source: str, workers: Optional[int],
+         env: Any, started: list[str]) -> tuple[Any, Any, str]:
+    """Resume or start the run in the open store and run it: (summary, config, run_id); the
+    run's id goes into ``started`` once it is recorded."""
+    from trajectory2task.domains import domain_module
+    from trajectory2task.domains.kit import KitError
+    from trajectory2task.output import err_console, progress
+    from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+    from trajectory2task.settings import load_environment
+    from trajectory2task.store.failures import StoreSink, run_config
+
+    if resume is not None:
+        recorded = run_config(task_store, resume)
+        if recorded is None or recorded[0] != "generate":
+            raise UserError(f"--resume: no generate run '{resume}' in {path}")
+        config = GenerationConfig.model_validate(recorded[1])
+        _resume_conflicts(config, resume, domain, n, chosen, conditions, seed, users, db, programs, guided)
+        if config.roles != roles:
+            used = ", ".join(f"{r}: {m}" for r, m in sorted(config.roles.items()))
+            raise UserError(f"--resume: run {resume} used {used}; configure the same LMs to resume it")
+        # by module path: a domain package outside the built-ins is not known by its name
+        env = load_environment(config.domain_module or config.domain, config.db_path, seed=config.seed,
+                               users=config.db_users)
+        if env.initial_hash() != config.db_initial_hash:
+            raise UserError(f"--resume: the database differs from the one run {resume} started on")
+        _check_kit(env, roles)
+        run_id = resume
+    else:
+        run_id = uuid.uuid4().hex
+        config = GenerationConfig(domain=env.domain.name, domain_module=domain_module(domain or "retail"),
+                                  n=n or DEFAULT_N, conditions=chosen, seed=seed or 0,
+                                  db_path=os.path.abspath(db) if db else None, db_users=users or DEFAULT_DB_USERS,
+                                  db_initial_hash=env.initial_hash(), source=source, roles=roles,
+                                  programs=programs, guided=guided)
+        config.id_prefix = id_prefix(config, run_id)
+    if config.programs:
+        load_program_state(task_store, config.programs, modules)
+        for role, role_lm in lms.items():  # dspy's load_state resets each predictor's LM to the saved one
+            modules[role].set_lm(role_lm)
+    versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
+                for role, module in modules.items()}
+    task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
+    started.append(run_id)
+    pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
+                                  writer=modules["writer"], adapter=modules["adapter"],
+                                  program_versions=versions, lms=lms,
+                                  workers=workers or (8 if lms else 1),
+                                  targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
+    done = len({item.index for item in pipeline.sink.recorded(run_id) if item.index < config.n})
+    todo = config.n - done
+    label = f"generate {config.domain} ({config.source})"
+    try:
+        with progress("generating", total=config.n) as bar:
+            task = bar.add_task(label, total=config.n, completed=config.n - todo)
+            if lms:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
+                session.ledger.on_call(lambda line: bar.update(task, description=f"{label} | {line}"))
+            summary = pipeline.run(run_id, progress=lambda item: bar.update(task, advance=1))
+    except KeyboardInterrupt:
+        err_console.print(f"interrupted: finished items are stored; continue with --resume {run_id}")
+        raise
+    except KitError as exc:  # e.g. a database whose tables are empty: nothing to explore
+        task_store.finish_run(run_id, "failed")
+        raise UserError(f"cannot explore this database: {exc}") from None
+    return summary, config, run_id
+
+
+def _report(summary: Any, config: Any, session: Any, run_id: str, lms: dict[str, Any], json_out: bool) -> None:
+    from trajectory2task.output import console, err_console, print_json_line, print_table
+
     if lms:
         err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
     _fail_on_lm(summary, session, run_id)

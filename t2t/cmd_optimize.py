@@ -9,9 +9,10 @@ from typing import Annotated, Any, Optional
 import typer
 
 from trajectory2task.errors import UserError
-from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt, StructuredOpt,
-                            TemperatureOpt, TimeoutOpt, add_knobs, cache_wanted)
-from trajectory2task.settings import MAX_DB_USERS, MAX_TRIALS
+from trajectory2task.lm_options import (CacheDirOpt, ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt,
+                                        StructuredOpt, TemperatureOpt, TimeoutOpt, add_knobs, configure_cache)
+from trajectory2task.settings import (MAX_CANDIDATES, MAX_DB_USERS, MAX_DEMOS, MAX_ITEMS_PER_TRIAL, MAX_METRIC_CALLS,
+                                      MAX_TRIALS, MAX_WORKERS)
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 LmOpt = Annotated[Optional[str], typer.Option("--lm", help="LiteLLM model string, e.g. openai/gpt-4o-mini.")]
@@ -48,10 +49,12 @@ def _lm_config(flags: dict[str, Optional[str]], config_path: Optional[str]) -> A
 
 
 def sweep(
-    trials: Annotated[int, typer.Option("--trials", min=0, help="Trials the study should have in all.")] = 10,
+    trials: Annotated[int, typer.Option("--trials", min=0, max=MAX_TRIALS,
+                                                 help="Trials the study should have in all.")] = 10,
     study: Annotated[str, typer.Option("--study", help="Study name (resumes it when it exists).")] = "sweep",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampler, the database and the items.")] = 0,
-    n: Annotated[int, typer.Option("--n", min=1, help="Items (explorations) per trial.")] = 8,
+    n: Annotated[int, typer.Option("--n", min=1, max=MAX_ITEMS_PER_TRIAL,
+                                             help="Items (explorations) per trial.")] = 8,
     domain: DomainOpt = "retail",
     db: DbOpt = None,
     users: UsersOpt = 500,
@@ -179,17 +182,22 @@ def optimize(
     lm_config: LmConfigOpt = None,
     reflection_lm: Annotated[Optional[str], typer.Option(
         "--reflection-lm", help="Model that proposes instructions (MIPROv2, GEPA); default: the program's.")] = None,
-    max_demos: Annotated[int, typer.Option("--max-demos", min=0, help="Bootstrapped demos per predictor.")] = 2,
-    candidates: Annotated[int, typer.Option("--candidates", min=1, help="MIPROv2 instruction candidates.")] = 4,
-    trials: Annotated[int, typer.Option("--trials", min=1, help="MIPROv2 trials.")] = 8,
-    max_metric_calls: Annotated[int, typer.Option("--max-metric-calls", min=1, help="GEPA budget.")] = 40,
-    threads: Annotated[int, typer.Option("--threads", min=1, help="Examples evaluated at once.")] = 1,
+    max_demos: Annotated[int, typer.Option("--max-demos", min=0, max=MAX_DEMOS,
+                                                        help="Bootstrapped demos per predictor.")] = 2,
+    candidates: Annotated[int, typer.Option("--candidates", min=1, max=MAX_CANDIDATES,
+                                                         help="MIPROv2 instruction candidates.")] = 4,
+    trials: Annotated[int, typer.Option("--trials", min=1, max=MAX_TRIALS, help="MIPROv2 trials.")] = 8,
+    max_metric_calls: Annotated[int, typer.Option("--max-metric-calls", min=1, max=MAX_METRIC_CALLS,
+                                                               help="GEPA budget.")] = 40,
+    threads: Annotated[int, typer.Option("--threads", min=1, max=MAX_WORKERS,
+                                                      help="Examples evaluated at once.")] = 1,
     metric: Annotated[Optional[str], typer.Option(
-        "--metric", help="The agent's metric: pass1 or pass^k (with --k). [default: pass1]")] = None,
-    k: Annotated[Optional[int], typer.Option("--k", help="pass^k: the trials that must all pass.")] = None,
+        "--metric", help="The agent's metric: pass1 or pass^k (with --k). \\[default: pass1]")] = None,
+    k: Annotated[Optional[int], typer.Option("--k", min=1, max=MAX_TRIALS,
+                                                  help="pass^k: the trials that must all pass.")] = None,
     metric_trials: Annotated[Optional[int], typer.Option(
         "--metric-trials", min=1, max=MAX_TRIALS,
-        help="The agent's rollouts per task and evaluation (pass^k is estimated from them). [default: k]")] = None,
+        help="The agent's rollouts per task and evaluation (pass^k is estimated from them). \\[default: k]")] = None,
     function_calling: Annotated[Optional[bool], typer.Option(
         "--function-calling/--no-function-calling",
         help="The agent: send tools natively, or describe them in the prompt. Default: what LiteLLM's model map "
@@ -210,6 +218,7 @@ def optimize(
     context_window: ContextOpt = None,
     max_concurrent: MaxConcurrentOpt = None,
     no_cache: NoCacheOpt = False,
+    cache_dir: CacheDirOpt = None,
 ) -> None:
     """Compile a generation program with a DSPy optimizer against verification pass rates."""
     from trajectory2task.programs.lm.config import ensure_local_cost_map
@@ -256,7 +265,7 @@ def optimize(
     if not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate first, or pass --store)")
     # every call of the program, the optimizer's copies and the proposer lands in the ledger
-    session = LMSession(cache=cache_wanted(no_cache))
+    session = LMSession(cache=configure_cache(no_cache, cache_dir))
     program_lm = session.build(program, settings)
     proposer_lm = program_lm
     if reflection_lm:

@@ -21,6 +21,13 @@ def print_estimate(plan: Any, settings: dict[str, Any], json_out: bool, *, unit:
         if window and role.max_prompt + reserve > window:
             print(f"t2t: warning: {role.role} prompts reach {role.max_prompt} tokens + max_tokens {reserve}, "
                   f"over the {window}-token window", file=sys.stderr)
+    from trajectory2task.programs.lm.estimate import counting_model
+
+    approximate = sorted({m for m in models.values() if counting_model(m)[1]})
+    if approximate:
+        print(f"t2t: note: tokens of {', '.join(approximate)} are counted with LiteLLM's default tokenizer "
+              "(cl100k_base), an approximation: t2t does not download the model's own tokenizer",
+              file=sys.stderr)
     # offline, nothing is sent: the per-role sizes say what an LM run would send
     totals = [plan.tokens(r) for r in roles] if models else []
     bounds = [plan.tokens(r, upper=True) for r in roles] if models else []
@@ -36,7 +43,7 @@ def print_estimate(plan: Any, settings: dict[str, Any], json_out: bool, *, unit:
             "prompt_tokens": round(sum(p for p, _ in totals)), "completion_tokens": round(sum(c for _, c in totals)),
             "max_prompt_tokens": round(sum(p for p, _ in bounds)),
             "max_completion_tokens": round(sum(c for _, c in bounds)),
-            "cost_usd": cost, "max_cost_usd": most})
+            "cost_usd": cost, "max_cost_usd": most, "approximate_tokenizer": approximate})
         return
     print_table(title, ["role", "model", f"calls/{unit}", "max", "prompt (mean)", "prompt (max)", "completion"],
                 [(r.role, models.get(r.role, "(none: tokens if run with an LM)"), f"{r.calls_per_item:.1f}",

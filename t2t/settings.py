@@ -16,6 +16,13 @@ DEFAULT_DB_USERS = 500
 MAX_DB_USERS = 100_000
 MAX_TRIALS = 1_000
 MAX_WORKERS = 256  # items or rollouts in flight at once (generate --workers, bench --concurrency)
+# Other count flags, each bounded so a typo (an extra three zeros) is refused, not a run that
+# allocates or loops for hours: bench --max-turns, sweep --n (items a trial), optimize's budgets
+MAX_TURNS = 1_000
+MAX_ITEMS_PER_TRIAL = 10_000
+MAX_DEMOS = 100
+MAX_CANDIDATES = 1_000
+MAX_METRIC_CALLS = 100_000
 
 
 def store_path(flag: str | None) -> Path:

@@ -311,7 +311,7 @@ def test_max_concurrent_is_a_per_role_knob_from_flags_env_and_file(tmp_path):
     assert load_lm_config(config_path=config, environ={"T2T_ADAPTER_MAX_CONCURRENT": "2"}).for_role(
         "adapter").max_concurrent == 2
     assert load_lm_config(config_path=config, environ={}).for_role("writer").max_concurrent == 3
-    with pytest.raises(LMConfigError, match="max_concurrent"):
+    with pytest.raises(LMConfigError, match="max.concurrent"):
         load_lm_config(flags={"lm": "openai/x", "max_concurrent": "0"}, environ={})
 
 

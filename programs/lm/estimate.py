@@ -82,20 +82,46 @@ def token_prices(model: str) -> tuple[float, float] | None:
     return (float(prompt), float(completion)) if prompt or completion else None
 
 
-def litellm_tokenizer(model: str) -> Tokenizer:
-    """Count with LiteLLM's tokenizer for ``model`` (its default one for a model it does not know)."""
+# LiteLLM's tokenizers that ship inside it; any other Hugging Face one it would download
+_BUNDLED_TOKENIZERS = frozenset({"anthropic", "deepseek"})
+
+
+def counting_model(model: str) -> tuple[str, bool]:
+    """(the model LiteLLM counts tokens as, whether that is an approximation). An estimate
+    downloads nothing: where LiteLLM would fetch the model's tokenizer from the Hugging Face
+    hub (Llama, Cohere), tokens are counted with its default tokenizer (tiktoken's
+    cl100k_base, bundled) instead, and the estimate says so."""
+    if not model:
+        return "", False
     ensure_local_cost_map()
     import litellm
 
-    return lambda messages: int(litellm.token_counter(model=model, messages=messages))
+    try:
+        from litellm.utils import huggingface_tokenizer_kind
+    except ImportError:  # a LiteLLM without the lookup: forbid its downloads outright
+        litellm.disable_hf_tokenizer_download = True
+        return model, False
+    kind = huggingface_tokenizer_kind(model)
+    if kind is None or kind in _BUNDLED_TOKENIZERS:
+        return model, False
+    return "", True
+
+
+def litellm_tokenizer(model: str) -> Tokenizer:
+    """Count with LiteLLM's tokenizer for ``model`` (its default one for a model it does not
+    know, or whose tokenizer it would download: `counting_model`)."""
+    import litellm
+
+    counted, _ = counting_model(model)
+    return lambda messages: int(litellm.token_counter(model=counted, messages=messages))
 
 
 def litellm_tool_tokenizer(model: str, tools: list[dict[str, Any]]) -> Tokenizer:
     """`litellm_tokenizer` for calls that also send ``tools`` (OpenAI function schemas)."""
-    ensure_local_cost_map()
     import litellm
 
-    return lambda messages: int(litellm.token_counter(model=model, messages=messages, tools=tools))
+    counted, _ = counting_model(model)
+    return lambda messages: int(litellm.token_counter(model=counted, messages=messages, tools=tools))
 
 
 def adapter_for(structured: str) -> Any:

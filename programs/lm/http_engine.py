@@ -16,6 +16,12 @@ knobs), to ``<api_base>/chat/completions`` over keep-alive HTTP/1.1 connections 
 library only: asyncio streams for the async engine, one ``http.client`` connection per
 thread for the sync one). The reply is read by DSPy's own ``dspy.lm15.response_from_openai_chat``.
 
+What it reads: at most ``max_reply_bytes`` of body (default 32 MiB, ``T2T_MAX_REPLY_BYTES``;
+``trajectory2task.programs.lm.config.reply_cap``), after gzip/deflate inflation too, whether the
+server sends a Content-Length, chunks or a stream to the end of the connection; at most 100
+header lines of 64 KiB in all; and the whole exchange, a trickle included, within the call's
+timeout. A reply over a bound fails the call with one line (DSPy does not retry it).
+
 What it does not do: proxies (``build_lm`` uses DSPy's engine when a proxy variable applies
 to the endpoint; resolved once, at build time), streaming deltas (a stream is the whole
 response as events), media parts and built-in tools (refused with a one-line error).
@@ -32,6 +38,7 @@ import ssl
 import threading
 import urllib.request
 import weakref
+import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -40,7 +47,18 @@ from urllib.parse import urlsplit
 import orjson
 from dspy import lm15
 
-__all__ = ["AsyncOpenAIChatEngine", "Endpoint", "OpenAIChatEngine", "chat_body", "engines_for", "proxied", "token_cost"]
+from trajectory2task.programs.lm.config import DEFAULT_MAX_REPLY_BYTES, check_api_base, redact_url
+
+__all__ = ["AsyncOpenAIChatEngine", "Endpoint", "OpenAIChatEngine", "ReplyError", "chat_body", "engines_for",
+           "inflate", "proxied", "read_reply", "response_of", "token_cost"]
+
+MAX_HEADER_BYTES = 64 * 1024  # the status line and every header line together
+MAX_HEADER_LINES = 100  # http.client's own bound, for the async engine too
+
+
+class ReplyError(Exception):
+    """A reply this engine will not read: over a size bound, malformed, or in an encoding it
+    does not take. The engines turn it into ``lm15.ProviderError`` (not retried)."""
 
 # words of a 400 that mean the prompt did not fit (llama.cpp, vLLM, OpenAI spellings)
 _CONTEXT_WORDS = ("context length", "context_length", "maximum context", "n_ctx", "too long", "exceeds the context",
@@ -54,13 +72,22 @@ class Endpoint:
     api_base: str
     api_key: str | None = None
     timeout_s: float = 60.0
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.api_base)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"api_base must be an http(s) URL, not {self.api_base!r}")
+        try:
+            check_api_base(self.api_base)
+        except ValueError as exc:
+            raise ValueError(f"api_base {redact_url(str(self.api_base))!r}: {exc}") from None
         if not (isinstance(self.timeout_s, (int, float)) and math.isfinite(self.timeout_s) and self.timeout_s > 0):
             raise ValueError("timeout_s must be a positive number of seconds")
+        if not (isinstance(self.max_reply_bytes, int) and self.max_reply_bytes > 0):
+            raise ValueError("max_reply_bytes must be a positive number of bytes")
+
+    @property
+    def shown(self) -> str:
+        """The base URL as error lines show it (credentials redacted)."""
+        return redact_url(self.api_base)
 
     @property
     def tls(self) -> bool:
@@ -81,7 +108,8 @@ class Endpoint:
 
     def headers(self, length: int) -> str:
         lines = [f"POST {self.path} HTTP/1.1", f"Host: {self.host}:{self.port}", "Content-Type: application/json",
-                 "Accept: application/json", f"Content-Length: {length}", "Connection: keep-alive",
+                 "Accept: application/json", "Accept-Encoding: identity", f"Content-Length: {length}",
+                 "Connection: keep-alive",
                  "User-Agent: t2t-dspy-engine"]
         if self.api_key:
             lines.append(f"Authorization: Bearer {self.api_key}")
@@ -246,6 +274,33 @@ def http_error(status: int, raw: bytes, headers: Mapping[str, str]) -> lm15.Prov
     return lm15.ProviderError(message, **meta)
 
 
+def _too_large(what: str, cap: int) -> ReplyError:
+    return ReplyError(f"the server's {what} exceeds {cap:,} bytes, t2t's bound on an LM reply "
+                      "(T2T_MAX_REPLY_BYTES raises it)")
+
+
+def inflate(raw: bytes, encoding: str | None, cap: int) -> bytes:
+    """The body under its Content-Encoding (identity, gzip or deflate), inflated to at most
+    ``cap`` bytes: a small bomb cannot become gigabytes."""
+    coding = (encoding or "").strip().lower()
+    if coding in ("", "identity"):
+        return raw
+    if coding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif coding == "deflate":
+        # zlib-wrapped as the RFC says, or the raw stream some servers send
+        inflater = zlib.decompressobj(zlib.MAX_WBITS if raw[:1] == b"\x78" else -zlib.MAX_WBITS)
+    else:
+        raise ReplyError(f"the reply is in content-encoding {coding[:40]!r}; t2t reads identity, gzip or deflate")
+    try:
+        out = inflater.decompress(raw, cap + 1)
+    except zlib.error as exc:
+        raise ReplyError(f"the reply is not valid {coding}: {exc}") from None
+    if len(out) > cap or inflater.unconsumed_tail:
+        raise _too_large("inflated reply body", cap)
+    return out
+
+
 def response_of(request: lm15.Request, status: int, raw: bytes, headers: Mapping[str, str]) -> lm15.Response:
     if not 200 <= status < 300:
         raise http_error(status, raw, headers)
@@ -256,7 +311,88 @@ def response_of(request: lm15.Request, status: int, raw: bytes, headers: Mapping
                                  status=status) from None
     if not isinstance(body, dict):
         raise lm15.ProviderError("the response body is not JSON object", provider="openai", status=status)
-    return lm15.response_from_openai_chat(body, model=request.model)
+    try:
+        return lm15.response_from_openai_chat(body, model=request.model)
+    except lm15.ProviderError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:  # a JSON object of another shape
+        raise lm15.ProviderError(f"the response is not an OpenAI chat completion ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]})", provider="openai", status=status) from None
+
+
+async def _line(reader: asyncio.StreamReader, what: str) -> bytes:
+    try:
+        return await reader.readline()
+    except ValueError:  # the stream's limit (MAX_HEADER_BYTES) ran out before a newline
+        raise ReplyError(f"the server's {what} is longer than {MAX_HEADER_BYTES:,} bytes") from None
+
+
+async def read_reply(reader: asyncio.StreamReader, cap: int) -> tuple[int, dict[str, str], bytes, bool]:
+    """One HTTP/1.1 reply from ``reader``: (status, headers, body inflated, whether the
+    connection stays usable). Raises `ReplyError` for a reply over a bound or malformed,
+    ``ConnectionResetError`` / ``asyncio.IncompleteReadError`` for one cut short."""
+    status_line = await _line(reader, "status line")
+    if not status_line:
+        raise ConnectionResetError("the server closed the connection")
+    fields = status_line.split(None, 2)
+    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not (fields[1].isdigit() and len(fields[1]) == 3):
+        raise ReplyError(f"the server's reply is not HTTP: {status_line[:80]!r}")
+    status = int(fields[1])
+    headers: dict[str, str] = {}
+    size = len(status_line)
+    for _ in range(MAX_HEADER_LINES + 1):
+        line = await _line(reader, "headers")
+        if line in (b"\r\n", b"\n", b""):
+            break
+        size += len(line)
+        if size > MAX_HEADER_BYTES:
+            raise ReplyError(f"the server's headers are longer than {MAX_HEADER_BYTES:,} bytes")
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    else:
+        raise ReplyError(f"the server sent more than {MAX_HEADER_LINES} header lines")
+    keep = headers.get("connection", "").lower() != "close" and not fields[0].endswith(b"1.0")
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            text = (await _line(reader, "chunk size")).split(b";")[0].strip() or b"0"
+            try:
+                length = int(text, 16)
+            except ValueError:
+                raise ReplyError(f"the server sent a malformed chunk size {text[:40]!r}") from None
+            if length < 0:
+                raise ReplyError("the server sent a negative chunk size")
+            if length == 0:
+                for _ in range(MAX_HEADER_LINES + 1):  # trailers
+                    if (await _line(reader, "trailers")) in (b"\r\n", b"\n", b""):
+                        break
+                else:
+                    raise ReplyError(f"the server sent more than {MAX_HEADER_LINES} trailer lines")
+                break
+            total += length
+            if total > cap:
+                raise _too_large("chunked reply body", cap)
+            chunks.append(await reader.readexactly(length))
+            await reader.readexactly(2)
+        body = b"".join(chunks)
+    elif "content-length" in headers:
+        text = headers["content-length"]
+        if not (text.isdigit() and len(text) <= 20):
+            raise ReplyError(f"the server sent a malformed Content-Length {text[:40]!r}")
+        if int(text) > cap:
+            raise _too_large(f"reply body ({int(text):,} bytes by its Content-Length)", cap)
+        body = await reader.readexactly(int(text))
+    else:  # the body runs to the end of the connection
+        parts: list[bytes] = []
+        total = 0
+        while piece := await reader.read(65536):
+            total += len(piece)
+            if total > cap:
+                raise _too_large("reply body", cap)
+            parts.append(piece)
+        body, keep = b"".join(parts), False
+    return status, headers, inflate(body, headers.get("content-encoding"), cap), keep
 
 
 # ---------------------------------------------------------------------------- async engine
@@ -269,39 +405,10 @@ class _Connection:
         self.reader = reader
         self.writer = writer
 
-    async def exchange(self, head: bytes, payload: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+    async def exchange(self, head: bytes, payload: bytes, cap: int) -> tuple[int, dict[str, str], bytes, bool]:
         """Send one request; (status, headers, body, whether the connection stays usable)."""
         self.writer.write(head + payload)
-        status_line = await self.reader.readline()
-        if not status_line:
-            raise ConnectionResetError("the server closed the connection")
-        fields = status_line.split(None, 2)
-        status = int(fields[1])
-        headers: dict[str, str] = {}
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b"\n", b""):
-                break
-            name, _, value = line.decode("latin-1").partition(":")
-            headers[name.strip().lower()] = value.strip()
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            chunks = []
-            while True:
-                size = int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16)
-                if size == 0:
-                    while (await self.reader.readline()) not in (b"\r\n", b"\n", b""):
-                        pass  # trailers
-                    break
-                chunks.append(await self.reader.readexactly(size))
-                await self.reader.readexactly(2)
-            body = b"".join(chunks)
-        elif "content-length" in headers:
-            body = await self.reader.readexactly(int(headers["content-length"]))
-        else:  # the body runs to the end of the connection
-            body = await self.reader.read()
-            return status, headers, body, False
-        keep = headers.get("connection", "").lower() != "close" and not fields[0].endswith(b"1.0")
-        return status, headers, body, keep
+        return await read_reply(self.reader, cap)
 
     def close(self) -> None:
         self.writer.close()
@@ -320,11 +427,13 @@ class _EngineBase:
         self.endpoint = endpoint
 
     def dump_state(self) -> dict[str, Any]:
-        return {"api_base": self.endpoint.api_base, "timeout_s": self.endpoint.timeout_s}  # never the key
+        e = self.endpoint
+        return {"api_base": e.shown, "timeout_s": e.timeout_s, "max_reply_bytes": e.max_reply_bytes}  # never the key
 
     @classmethod
     def load_state(cls, state: dict[str, Any]) -> Self:
-        return cls(Endpoint(api_base=state["api_base"], timeout_s=state.get("timeout_s", 60.0)))
+        return cls(Endpoint(api_base=state["api_base"], timeout_s=state.get("timeout_s", 60.0),
+                            max_reply_bytes=state.get("max_reply_bytes", DEFAULT_MAX_REPLY_BYTES)))
 
 
 class AsyncOpenAIChatEngine(_EngineBase):
@@ -348,7 +457,8 @@ class AsyncOpenAIChatEngine(_EngineBase):
 
     async def _open(self) -> _Connection:
         e = self.endpoint
-        reader, writer = await asyncio.open_connection(e.host, e.port, ssl=self._ssl, limit=2**24)
+        # the reader's limit bounds a line: the status line, a header, a chunk size
+        reader, writer = await asyncio.open_connection(e.host, e.port, ssl=self._ssl, limit=MAX_HEADER_BYTES)
         sock = writer.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -357,21 +467,22 @@ class AsyncOpenAIChatEngine(_EngineBase):
     async def _send(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
         head = self.endpoint.headers(len(payload)).encode("latin-1")
         pool = self._pool()
+        cap = self.endpoint.max_reply_bytes
         while pool:  # a pooled connection the server has since closed: try the next, then a new one
             connection = pool.pop()
             try:
-                status, headers, body, keep = await connection.exchange(head, payload)
-            except (ConnectionError, asyncio.IncompleteReadError, ValueError, IndexError):
+                status, headers, body, keep = await connection.exchange(head, payload, cap)
+            except (ConnectionError, asyncio.IncompleteReadError):
                 connection.close()
                 continue
-            except BaseException:  # a timeout or cancellation mid-exchange: the connection is spent
+            except BaseException:  # a bad reply, a timeout or a cancellation mid-exchange: the connection is spent
                 connection.close()
                 raise
             (pool.append if keep else lambda c: c.close())(connection)
             return status, headers, body
         connection = await self._open()
         try:
-            status, headers, body, keep = await connection.exchange(head, payload)
+            status, headers, body, keep = await connection.exchange(head, payload, cap)
         except BaseException:
             connection.close()
             raise
@@ -385,8 +496,10 @@ class AsyncOpenAIChatEngine(_EngineBase):
             async with asyncio.timeout(e.timeout_s):
                 status, headers, raw = await self._send(payload)
         except TimeoutError:
-            raise lm15.TimeoutError(f"request to {e.api_base} timed out after {e.timeout_s:g} s",
+            raise lm15.TimeoutError(f"request to {e.shown} timed out after {e.timeout_s:g} s",
                                     provider="openai") from None
+        except ReplyError as exc:
+            raise lm15.ProviderError(f"{e.host}:{e.port}: {exc}", provider="openai") from None
         except (OSError, asyncio.IncompleteReadError, ValueError, IndexError) as exc:
             raise lm15.TransportError(f"cannot reach {e.host}:{e.port}: {exc or type(exc).__name__}",
                                       provider="openai") from None
@@ -426,25 +539,72 @@ class OpenAIChatEngine(_EngineBase):
 
     def _send(self, payload: bytes) -> tuple[int, dict[str, str], bytes]:
         e = self.endpoint
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "t2t-dspy-engine"}
+        # http.client's socket timeout bounds each read, not the call: a server trickling a
+        # byte a second would never time out. At the deadline the socket is shut down.
+        expired = threading.Event()
+        connection = self._connection()  # this thread's (the timer runs in another)
+
+        def expire() -> None:
+            expired.set()
+            sock = connection.sock
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        timer = threading.Timer(e.timeout_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            reply = self._exchange(payload, expired)
+        except (lm15.TransportError, lm15.ProviderError):
+            if not expired.is_set():
+                raise
+            reply = None
+        finally:
+            timer.cancel()
+        if expired.is_set():  # whatever was read after the shutdown is cut short, not a reply
+            self.close()
+            raise lm15.TimeoutError(f"request to {e.shown} timed out after {e.timeout_s:g} s", provider="openai")
+        assert reply is not None
+        return reply
+
+    def _exchange(self, payload: bytes, expired: threading.Event) -> tuple[int, dict[str, str], bytes]:
+        e = self.endpoint
+        headers = {"Content-Type": "application/json", "Accept": "application/json", "Accept-Encoding": "identity",
+                   "User-Agent": "t2t-dspy-engine"}
         if e.api_key:
             headers["Authorization"] = f"Bearer {e.api_key}"
+        cap = e.max_reply_bytes
         for fresh in (False, True):  # a kept-alive connection the server closed: once more, on a new one
             connection = self._connection()
             reused = connection.sock is not None
             try:
                 connection.request("POST", e.path, body=payload, headers=headers)
                 response = connection.getresponse()
-                raw = response.read()
+                if response.length is not None and response.length > cap:
+                    raise _too_large(f"reply body ({response.length:,} bytes by its Content-Length)", cap)
+                raw = response.read(cap + 1)  # chunked or to the end of the connection: at most cap + 1
+                if len(raw) > cap:
+                    raise _too_large("reply body", cap)
+                raw = inflate(raw, response.getheader("content-encoding"), cap)
             except (ConnectionError, http.client.RemoteDisconnected, http.client.BadStatusLine) as exc:
                 connection.close()
-                if reused and not fresh:
+                if reused and not fresh and not expired.is_set():
                     continue
                 raise lm15.TransportError(f"cannot reach {e.host}:{e.port}: {exc}", provider="openai") from None
             except TimeoutError:
                 connection.close()
-                raise lm15.TimeoutError(f"request to {e.api_base} timed out after {e.timeout_s:g} s",
+                raise lm15.TimeoutError(f"request to {e.shown} timed out after {e.timeout_s:g} s",
                                         provider="openai") from None
+            except ReplyError as exc:
+                connection.close()
+                raise lm15.ProviderError(f"{e.host}:{e.port}: {exc}", provider="openai") from None
+            except http.client.HTTPException as exc:  # a header line too long, too many, a body cut short
+                connection.close()
+                raise lm15.ProviderError(f"{e.host}:{e.port}: malformed reply: {type(exc).__name__}: "
+                                         f"{str(exc)[:200]}", provider="openai") from None
             except OSError as exc:
                 connection.close()
                 raise lm15.TransportError(f"cannot reach {e.host}:{e.port}: {exc}", provider="openai") from None

@@ -9,6 +9,7 @@ line before any LM call is made (and before DSPy's retries spend seconds on it).
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trajectory2task.programs.lm.accounting import CallLedger
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.config import LMSettings, build_lm, check_api_base, redact_url
 
 
 class EndpointError(RuntimeError):
@@ -84,7 +85,7 @@ def _get(url: str, timeout_s: float) -> tuple[int, Any]:
                 return int(response.status), None
     except urllib.error.HTTPError as exc:
         return int(exc.code), None
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):  # no usable HTTP answer
         return 0, None
 
 
@@ -102,10 +103,11 @@ def _server_kind(models: Any) -> str | None:
 def check_endpoint(api_base: str, timeout_s: float = 3.0) -> str | None:
     """Raise `EndpointError` when nothing listens at ``api_base`` or its path is missing /v1;
     return the server's kind where its /models tells it."""
+    try:
+        check_api_base(api_base)
+    except ValueError as exc:
+        raise EndpointError(f"wrong_url: --api-base {redact_url(str(api_base))!r}: {exc}") from None
     parts = urlsplit(api_base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise EndpointError(f"wrong_url: --api-base {api_base!r} is not an http(s) URL "
-                            "(e.g. http://127.0.0.1:8000/v1)")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
@@ -116,7 +118,8 @@ def check_endpoint(api_base: str, timeout_s: float = 3.0) -> str | None:
     base = api_base.rstrip("/")
     status, models = _get(base + "/models", timeout_s)
     if status == 404 and not base.endswith("/v1") and _get(base + "/v1/models", timeout_s)[0] == 200:
-        raise EndpointError(f"wrong_url: {base} has no /models but {base}/v1 does -- use --api-base {base}/v1")
+        shown = redact_url(base)
+        raise EndpointError(f"wrong_url: {shown} has no /models but {shown}/v1 does -- use --api-base {shown}/v1")
     return _server_kind(models) if status == 200 else None
 
 

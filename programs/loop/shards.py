@@ -9,14 +9,23 @@ the concurrency. Each finished rollout, with the LM calls the worker's ledger re
 the last one, comes back over a pipe; the parent calls ``on_result`` (the store lives
 here: DuckDB has one writer) and adds the calls to its own ledger.
 
-A worker that dies reports its unfinished jobs as crashes; the batch goes on.
+A worker that dies reports its unfinished jobs as crashes; the batch goes on. A worker dies
+with its parent: on Linux the kernel sends it SIGKILL when the parent goes
+(``PR_SET_PDEATHSIG``); elsewhere a watchdog thread sees it re-parented and exits. Either way
+it stops calling the LM at once and never blocks on a pipe nobody reads.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import multiprocessing
+import os
 import pickle
+import signal
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any
@@ -28,8 +37,35 @@ if TYPE_CHECKING:
     from trajectory2task.signatures.models import Task
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _die_with(parent: int) -> None:
+    """End this process when ``parent`` is gone (SIGKILL from the kernel on Linux, plus a
+    watchdog everywhere: it also covers a parent that died before the prctl took effect)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watchdog below still holds
+    if os.getppid() != parent:
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent:
+                os._exit(1)  # no cleanup: the parent owns the store; nothing here is worth finishing
+            threading.Event().wait(0.5)
+
+    threading.Thread(target=watch, name="t2t-parent-watchdog", daemon=True).start()
+
+
 def _worker(engine: RolloutEngine, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int,
-            ledger: Any, conn: Connection) -> None:
+            ledger: Any, conn: Connection, parent: int, siblings: Sequence[Connection] = ()) -> None:
+    _die_with(parent)
+    for other in siblings:  # read ends of earlier workers' pipes, inherited by the fork: held open
+        other.close()       # here they would keep a dead parent's pipes writable and full
     def send(result: RolloutResult) -> None:
         calls = ledger.take() if ledger is not None else []
         conn.send_bytes(pickle.dumps(("result", result, calls)))
@@ -57,10 +93,12 @@ def run_sharded(engine: RolloutEngine, tasks: dict[str, Task], jobs: Sequence[Ro
     results: list[RolloutResult] = []
     crashes: list[RolloutCrash] = []
     pending: dict[Connection, tuple[Any, set[str]]] = {}
+    parent = os.getpid()
     try:
         for shard in shards:
             parent_end, child_end = context.Pipe(duplex=False)
-            process = context.Process(target=_worker, args=(engine, tasks, shard, per_worker, ledger, child_end),
+            process = context.Process(target=_worker, args=(engine, tasks, shard, per_worker, ledger, child_end,
+                                                            parent, [parent_end, *pending]),
                                       daemon=True)
             process.start()
             child_end.close()
