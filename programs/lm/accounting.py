@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from dspy.utils.callback import BaseCallback
 
+from trajectory2task.programs.lm.config import redact_url
 from trajectory2task.signatures.models import LMCall
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ def explain(kind: str, detail: str, settings: LMSettings | None = None, prompt_t
     advice = _ADVICE.get(kind, "")
     where = ""
     if settings is not None:
-        where = f" ({settings.model}" + (f" at {settings.api_base}" if settings.api_base else "") + ")"
+        where = f" ({settings.model}" + (f" at {redact_url(settings.api_base)}" if settings.api_base else "") + ")"
         if kind == "timeout":
             advice = f"raise --timeout (now {settings.timeout_s:g} s)"
         if kind == "context_overflow" and prompt_tokens:
