@@ -78,8 +78,14 @@ def load_environment(domain_name: str, db_path: str | None, policy_path: str | N
             raise UserError(f"{path}: no such database file")
         if not path.is_file():
             raise UserError(f"{path}: not a regular file, expected a database JSON file")
+        from trajectory2task.store.files import InputFileError, read_input_bytes
+
+        try:  # bounded and non-blocking: a huge file, a FIFO or a device is one error line
+            data = read_input_bytes(path, "--db")
+        except InputFileError as exc:
+            raise UserError(str(exc)) from None
         try:
-            db = domain.load_db(str(path))
+            db = domain.db_model.model_validate_json(data)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
