@@ -70,6 +70,9 @@ def _load_tasks(ts: Any, config: Any, resume: bool) -> list[Any]:
 
     if config.tasks_source == "file":
         tasks, problems = load_tasks(Path(config.tasks), domain=config.domain)
+        if problems and not tasks:  # nothing usable: one line, the first reason
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise UserError(f"{config.tasks}: no usable task: {problems[0].line()}{more}")
         for problem in problems:
             print_error_line(f"t2t: skipped {problem.line()}")
     elif resume:
