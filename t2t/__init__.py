@@ -49,6 +49,8 @@ _EXPORTS: dict[str, str] = {
     "GenerateResult": "trajectory2task.usecases",
     "verify": "trajectory2task.usecases",
     "audit": "trajectory2task.usecases",
+    "bench": "trajectory2task.usecases",
+    "BenchResult": "trajectory2task.usecases",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -79,4 +81,4 @@ if TYPE_CHECKING:  # static checkers see the real names
     from trajectory2task.programs.verification.verifier import Verifier
     from trajectory2task.signatures.models import Rollout, Task, Trajectory, Verdict
     from trajectory2task.store import TaskStore, read_only_query
-    from trajectory2task.usecases import GenerateResult, audit, generate, verify
+    from trajectory2task.usecases import BenchResult, GenerateResult, audit, bench, generate, verify

@@ -192,3 +192,101 @@ def audit(tasks: Sequence[Task], environment: Any) -> Any:
     from trajectory2task.programs.verification.audit import audit as run_audit
 
     return run_audit(environment, list(tasks))
+
+
+class BenchResult(BaseModel):
+    """A finished benchmark: the scores per (agent, condition) and per agent over all
+    conditions ('all'), and every rollout with its verdict."""
+
+    run_id: str
+    cells: list[Any]  # trajectory2task.optimize.metrics.CellScore
+    rollouts: list[Any] = Field(default_factory=list)  # trajectory2task.signatures.models.Rollout
+    verdicts: list[Verdict] = Field(default_factory=list)
+    crashes: list[str] = Field(default_factory=list)  # rollouts that raised (a bug, not a verdict)
+
+    def cell(self, agent: str, condition: str = "all") -> Any:
+        """The scores of ``agent`` on ``condition`` ('all': every condition)."""
+        found = [c for c in self.cells if c.agent_model == agent and c.condition == condition]
+        if not found:
+            raise KeyError(f"no scores for agent {agent!r} on {condition!r}")
+        return found[0]
+
+
+def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("do-nothing", "oracle"),
+          user: Any = None, trials: int = 1, max_turns: int = 30, concurrency: int = 8,
+          require_clarification: bool = False, store: str | os.PathLike[str] | None = None) -> BenchResult:
+    """Play each task ``trials`` times with each agent against the simulated user and judge
+    every rollout, as `t2t bench` does.
+
+    An agent is 'do-nothing' or 'oracle' (the calibration references), a ``dspy.LM`` (the
+    tool-calling agent on that model) or any `Agent`; ``user`` is None (the offline scripted
+    user) or a ``dspy.LM`` (the LM user simulator). With ``store``, the run, its tasks and every
+    rollout are stored as the command stores them (`t2t sql "SELECT * FROM pass_rate"`)."""
+    from trajectory2task.optimize.metrics import RolloutRow, score_cells
+    from trajectory2task.programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, LMAgent, OracleAgent
+    from trajectory2task.programs.loop.bench import plan_jobs
+    from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter
+    from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser, failure_side
+    from trajectory2task.programs.verification.verifier import Verifier
+
+    if trials < 1 or max_turns < 1 or concurrency < 1:
+        raise ValueError("trials, max_turns and concurrency must each be at least 1")
+    if not tasks:
+        raise ValueError("no tasks to bench")
+    built: list[Any] = []
+    for agent in agents:
+        if agent == DO_NOTHING:
+            built.append(DoNothingAgent(environment))
+        elif agent == ORACLE:
+            built.append(OracleAgent(environment))
+        elif isinstance(agent, str):
+            raise ValueError(f"agent {agent!r}: pass 'do-nothing', 'oracle', a dspy.LM or an Agent")
+        elif hasattr(agent, "session"):
+            built.append(agent)
+        else:  # a dspy.LM
+            built.append(LMAgent(agent, environment, name=agent.model))
+    names = [a.name for a in built]
+    if len(set(names)) != len(names):
+        raise ValueError(f"an agent is named twice: {names}")
+    simulated = ScriptedUser(environment.domain.tools) if user is None else (
+        user if hasattr(user, "session") else LMUser(user, name=user.model))
+    by_id = {t.id: t for t in tasks}
+    run_id = uuid.uuid4().hex
+    jobs = plan_jobs(run_id, list(by_id), names, trials, set())
+    engine = RolloutEngine(environment, simulated, built, max_turns=max_turns,
+                           verifier=Verifier(environment, require_clarification=require_clarification))
+    results: list[Any] = []
+
+    def run(on_result: Callable[[Any], None]) -> list[Any]:
+        _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=on_result)
+        return crashes
+
+    if store is None:
+        crashes = run(results.append)
+    else:
+        from trajectory2task.store import TaskStore
+
+        with TaskStore(Path(store)) as task_store:
+            task_store.start_run("bench", {"agents": names, "user": simulated.name, "trials": trials,
+                                           "max_turns": max_turns, "task_ids": list(by_id),
+                                           "domain": environment.domain.name, "source": "python"}, run_id=run_id)
+            task_store.add_tasks(run_id, list(by_id.values()))
+            writer = RolloutWriter(task_store, run_id)
+
+            def keep(result: Any) -> None:
+                results.append(result)
+                writer.add(result)
+
+            crashes = run(keep)
+            writer.flush()
+            task_store.finish_run(run_id, "failed" if crashes else "finished")
+    rows = []
+    for result in results:
+        rollout, verdict = result.rollout, result.verdict
+        side = failure_side(rollout.error) if rollout.termination == "lm_error" else None
+        rows.append(RolloutRow(task_id=rollout.task_id, condition=by_id[rollout.task_id].condition,
+                               agent_model=rollout.agent_model, trial=rollout.trial, passed=verdict.passed,
+                               reasons=list(verdict.reasons), not_agents=side if side in ("user", "transport") else None))
+    return BenchResult(run_id=run_id, cells=score_cells(rows, trials), rollouts=[r.rollout for r in results],
+                       verdicts=[r.verdict for r in results],
+                       crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes])

@@ -59,3 +59,32 @@ def test_bad_arguments_are_one_line_errors():
         t2t.generate(n=1, conditions=["sideways"])
     with pytest.raises(ValueError, match="unknown role"):
         t2t.generate(n=1, lms={"painter": object()})
+
+
+def test_bench_from_python_scores_the_references_as_the_command_does(offline, tmp_path):
+    retail = t2t.get_domain("retail")
+    env = retail.environment(retail.generate_db(5, 500))
+    tasks = offline.verified()
+    result = t2t.bench(tasks, env, store=tmp_path / "py.duckdb")
+    assert result.cell("oracle").pass_at_1 == 1.0 and result.cell("do-nothing").pass_at_1 == 0.0
+    assert len(result.rollouts) == len(result.verdicts) == 2 * len(tasks) and not result.crashes
+    # the command on the same tasks (stored by generate) gives the same verdict per rollout
+    store = tmp_path / "cli.duckdb"
+    assert run_t2t("generate", "--domain", "retail", "--n", "3", "--seed", "5", "--store", str(store)).returncode == 0
+    benched = run_t2t("bench", "--store", str(store), "--seed", "5")
+    assert benched.returncode == 0, benched.stderr
+    _, rows = t2t.read_only_query(store, "SELECT agent_model, count(*), count(*) FILTER (pass) FROM rollouts_latest "
+                                         "GROUP BY 1 ORDER BY 1")
+    ours = sorted((c.agent_model, c.rollouts, c.passed) for c in result.cells if c.condition == "all")
+    assert ours == [tuple(r) for r in rows]
+    _, stored = t2t.read_only_query(tmp_path / "py.duckdb", "SELECT count(*) FROM rollouts_latest")
+    assert stored[0][0] == len(result.rollouts)
+
+
+def test_bench_refuses_what_it_cannot_run(offline):
+    retail = t2t.get_domain("retail")
+    env = retail.environment(retail.generate_db(5, 500))
+    with pytest.raises(ValueError, match="agent 'gpt'"):
+        t2t.bench(offline.verified(), env, agents=["gpt"])
+    with pytest.raises(ValueError, match="no tasks"):
+        t2t.bench([], env)
