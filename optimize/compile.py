@@ -36,6 +36,7 @@ import dspy
 from pydantic import BaseModel, Field, model_validator
 
 from trajectory2task.optimize.coverage import parse_goal
+from trajectory2task.programs.binding import Bound
 from trajectory2task.optimize.metrics import (
     DSPyMetric,
     NoveltyReference,
@@ -66,16 +67,6 @@ ADAPTED_CONDITIONS: tuple[str, ...] = tuple(c for c in CONDITIONS if c != "gener
 
 class CompileError(ValueError):
     """A problem with the request (no examples, unknown kind...), said in one line."""
-
-
-class _Shared:
-    """Holds an object that DSPy's deep copies of a program must share, not copy."""
-
-    def __init__(self, value: Any) -> None:
-        self.value = value
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> _Shared:
-        return self
 
 
 class OptimizerSettings(BaseModel):
@@ -147,18 +138,20 @@ class Target:
         return all(h is None or h == self.env.initial_hash() for h in hashes)
 
 
+def bind(program: dspy.Module, env: Environment[Any]) -> dspy.Module:
+    """The explorer, writer and adapter hold their environment themselves (``env=`` at
+    construction, kept out of saved state and copies): the optimizer runs the program as it is."""
+    program.environment.value = env
+    return program
+
+
+def program_of(harness: dspy.Module) -> dspy.Module:
+    """The program a harness runs (the user simulator's and the agent's), or the program itself."""
+    return getattr(harness, "program", harness)
+
+
 def _result(prediction: Any) -> Any:
     return getattr(prediction, "result", prediction)
-
-
-class _ExplorerHarness(dspy.Module):
-    def __init__(self, program: dspy.Module, env: Environment[Any]) -> None:
-        super().__init__()
-        self.program = program
-        self.shared = _Shared(env)
-
-    def forward(self, seed: int, target_write: str | None = None) -> dspy.Prediction:
-        return dspy.Prediction(result=self.program(env=self.shared.value, seed=seed, target_write=target_write))
 
 
 class ExplorerTarget(Target):
@@ -183,7 +176,7 @@ class ExplorerTarget(Target):
         return Explorer(max_steps=self.max_steps, max_writes=self.max_writes)
 
     def harness(self, program: dspy.Module) -> dspy.Module:
-        return _ExplorerHarness(program, self.env)
+        return bind(program, self.env)
 
     def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
         trajectories = _trajectories(store, ids)
@@ -209,16 +202,6 @@ class ExplorerTarget(Target):
         if trajectory is None and getattr(result, "rejected_reason", None):
             score = Score(value=0.0, feedback=f"no valid trajectory: {result.rejected_reason}")
         return score
-
-
-class _WriterHarness(dspy.Module):
-    def __init__(self, program: dspy.Module, env: Environment[Any]) -> None:
-        super().__init__()
-        self.program = program
-        self.shared = _Shared(env)
-
-    def forward(self, trajectory: Trajectory) -> dspy.Prediction:
-        return dspy.Prediction(result=self.program(trajectory=trajectory, env=self.shared.value))
 
 
 class _TaskTarget(Target):
@@ -249,24 +232,13 @@ class WriterTarget(_TaskTarget):
         return TaskWriter()
 
     def harness(self, program: dspy.Module) -> dspy.Module:
-        return _WriterHarness(program, self.env)
+        return bind(program, self.env)
 
     def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
         tasks = _tasks(store, ids)
         trajectory_ids = list(dict.fromkeys(t.provenance.trajectory_id for t in tasks if t.provenance.trajectory_id))
         trajectories = [t for t in _trajectories(store, trajectory_ids) if self._matching_db([t.initial_state_hash])]
         return [dspy.Example(trajectory=t).with_inputs("trajectory") for t in trajectories]
-
-
-class _AdapterHarness(dspy.Module):
-    def __init__(self, program: dspy.Module, env: Environment[Any]) -> None:
-        super().__init__()
-        self.program = program
-        self.shared = _Shared(env)
-
-    def forward(self, task: Task, trajectory: Trajectory, condition: str, seed: int) -> dspy.Prediction:
-        return dspy.Prediction(result=self.program(task=task, trajectory=trajectory, condition=condition,
-                                                   env=self.shared.value, seed=seed))
 
 
 class AdapterTarget(_TaskTarget):
@@ -278,7 +250,7 @@ class AdapterTarget(_TaskTarget):
         return IntentAdapter()
 
     def harness(self, program: dspy.Module) -> dspy.Module:
-        return _AdapterHarness(program, self.env)
+        return bind(program, self.env)
 
     def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
         from trajectory2task.programs.generation.pipeline import condition_seed
@@ -346,7 +318,7 @@ class _UserHarness(dspy.Module):
     def __init__(self, program: dspy.Module, env: Environment[Any], verifier: Verifier, max_turns: int) -> None:
         super().__init__()
         self.program = program
-        self.shared = _Shared((env, verifier))
+        self.shared = Bound((env, verifier))
         self.max_turns = max_turns
 
     def forward(self, task: Task) -> dspy.Prediction:
@@ -473,12 +445,22 @@ class _ProgramAgentSession:
         return TokenUsage()
 
 
-class _AgentHarness(dspy.Module):
-    def __init__(self, program: dspy.Module, env: Environment[Any], verifier: Verifier, max_turns: int,
-                 trials: int) -> None:
+class EpisodeAgent(dspy.Module):
+    """The tool-calling agent as a program over whole episodes: ``forward(task)`` plays the
+    task ``trials`` times with the offline scripted user and returns ``Prediction(result=
+    rollouts, verdicts)``, the verifier's verdict of each. Its one predictor is the
+    `ToolCallingAgent`'s (``program``), so any DSPy optimizer compiles it with the metric
+    ``trajectory2task.metric("agent", env)``; ``program.save()`` keeps the agent's state,
+    which `t2t bench --agent-program` and ``LMAgent(program=...)`` load. The environment and
+    verifier are bound here, out of saved state and copies."""
+
+    def __init__(self, env: Environment[Any], program: dspy.Module | None = None, verifier: Verifier | None = None,
+                 max_turns: int = DEFAULT_MAX_TURNS, trials: int = 1) -> None:
+        from trajectory2task.programs.loop.agent import ToolCallingAgent
+
         super().__init__()
-        self.program = program
-        self.shared = _Shared((env, verifier))
+        self.program = program if program is not None else ToolCallingAgent()
+        self.shared = Bound((env, verifier or Verifier(env)))
         self.max_turns = max_turns
         self.trials = trials
 
@@ -520,7 +502,7 @@ class AgentTarget(Target):
         return ToolCallingAgent(native_function_calling=self.native_function_calling)
 
     def harness(self, program: dspy.Module) -> dspy.Module:
-        return _AgentHarness(program, self.env, self.verifier, self.max_turns, self.agent_metric.trials)
+        return EpisodeAgent(self.env, program, self.verifier, self.max_turns, self.agent_metric.trials)
 
     def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
         # an unverified task's verdict says nothing about the agent: only verified tasks teach it
@@ -711,10 +693,10 @@ def compile_program(target: Target, optimizer: str, trainset: list[dspy.Example]
     with dspy.context(lm=lm):
         score_before = evaluate(harness, valset, metric, settings.num_threads)
         compiled, trials = _run_optimizer(optimizer, harness, target, trainset, valset, settings, lm, reflection_lm)
-        target.finalize(compiled.program)
+        target.finalize(program_of(compiled))
         score_after = evaluate(compiled, valset, metric, settings.num_threads)
     after_summary = _predictor_summary(compiled)
-    state = compiled.program.dump_state()
+    state = program_of(compiled).dump_state()
     changed = [name.removeprefix("program.") for name, (instructions, _) in after_summary.items()
                if before_summary.get(name, ("", 0))[0] != instructions]
     baseline = {"number": -1, "params": {"candidate": "uncompiled"}, "value": score_before, "state": "COMPLETE",

@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "IntentAdapter": "trajectory2task.programs.generation.adapter",
     "UserSimulator": "trajectory2task.programs.loop.user_sim",
     "ToolCallingAgent": "trajectory2task.programs.loop.agent",
+    "EpisodeAgent": "trajectory2task.optimize.compile",
     "Verifier": "trajectory2task.programs.verification.verifier",
     # the store
     "TaskStore": "trajectory2task.store",
@@ -50,6 +51,8 @@ _EXPORTS: dict[str, str] = {
     "verify": "trajectory2task.usecases",
     "audit": "trajectory2task.usecases",
     "bench": "trajectory2task.usecases",
+    "trainset": "trajectory2task.usecases",
+    "metric": "trajectory2task.usecases",
     "BenchResult": "trajectory2task.usecases",
 }
 
@@ -76,9 +79,11 @@ if TYPE_CHECKING:  # static checkers see the real names
     from trajectory2task.programs.generation.adapter import IntentAdapter
     from trajectory2task.programs.generation.explorer import Explorer
     from trajectory2task.programs.generation.writer import TaskWriter
+    from trajectory2task.optimize.compile import EpisodeAgent
     from trajectory2task.programs.loop.agent import ToolCallingAgent
     from trajectory2task.programs.loop.user_sim import UserSimulator
     from trajectory2task.programs.verification.verifier import Verifier
     from trajectory2task.signatures.models import Rollout, Task, Trajectory, Verdict
     from trajectory2task.store import TaskStore, read_only_query
-    from trajectory2task.usecases import BenchResult, GenerateResult, audit, bench, generate, verify
+    from trajectory2task.usecases import (BenchResult, GenerateResult, audit, bench, generate, metric, trainset,
+                                          verify)

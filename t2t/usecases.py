@@ -290,3 +290,32 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
     return BenchResult(run_id=run_id, cells=score_cells(rows, trials), rollouts=[r.rollout for r in results],
                        verdicts=[r.verdict for r in results],
                        crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes])
+
+
+def trainset(program: str, store: str | os.PathLike[str], environment: Any, where: str = "verified") -> list[Any]:
+    """``dspy.Example``s for compiling ``program`` ('explorer', 'writer', 'adapter', 'user' or
+    'agent') from a store, in one call: ``where`` is a filter over ``tasks_latest`` (over the
+    ``trajectories`` table for the explorer) or a full query whose first column is the id, as
+    `t2t optimize --trainset` takes it. Each example's inputs are the program's own inputs."""
+    from trajectory2task.optimize.compile import select_ids
+    from trajectory2task.store import TaskStore
+
+    target = _target(program, environment)
+    with TaskStore(Path(store), read_only=True) as task_store:
+        return target.examples(task_store, select_ids(task_store, where, target.selects))
+
+
+def metric(program: str, environment: Any, feedback: bool = False) -> Callable[..., Any]:
+    """The metric `t2t optimize` scores ``program`` with: ``metric(example, prediction,
+    trace=None)`` -> a float in [0, 1] (1.0 / 0.0 while bootstrapping, where only a full pass
+    makes a demo); with ``feedback=True`` a ``dspy.Prediction(score, feedback)`` for GEPA."""
+    scorer = _target(program, environment).metric()
+    return scorer.with_feedback() if feedback else scorer
+
+
+def _target(program: str, environment: Any) -> Any:
+    from trajectory2task.optimize.compile import TARGETS
+
+    if program not in TARGETS:
+        raise ValueError(f"unknown program {program!r}; choose from {', '.join(TARGETS)}")
+    return TARGETS[program](environment)

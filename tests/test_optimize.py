@@ -2,7 +2,7 @@
 
 The server plays a scripted LM that "learns": its task-writer answers state every required
 fact only when the prompt carries an instruction with LESSON in it, or a demo, or (for some
-trajectories, by a fixed parity) by luck. So an uncompiled writer passes part of the
+trajectories with at most three facts to state) by luck. So an uncompiled writer passes part of the
 examples, and what an optimizer changes (demos, instructions) shows in the scores, in the
 saved state and in the requests of a later `t2t generate --programs NAME`.
 """
@@ -77,7 +77,7 @@ class LearningLM:
     def _scenario(system: str, messages: list[dict], last: str) -> dict:
         facts = [f.split(": ", 1)[1] for f in json.loads(_field(last, "required_facts") or "[]")]
         demos = sum(1 for m in messages if m["role"] == "assistant")
-        lucky = len(_field(last, "trajectory") or "") % 2 == 0
+        lucky = len(facts) <= 3  # a short trajectory: the scripted LM states its few facts unaided
         if not (LESSON.lower() in system.lower() or demos or lucky):
             facts = facts[:1]
         return {"reason_for_call": "I need help with my account. " + " ".join(facts), "task_instructions": ""}

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 from trajectory2task.domains import Environment, Episode
 from trajectory2task.domains.common_tools import CALCULATOR_TOOL
 from trajectory2task.domains.kit import AmbiguityProposal, Call, Claim, ConditionKit
+from trajectory2task.programs.binding import Bound, as_prediction
 from trajectory2task.programs.generation.grounding import lm_kit
 from trajectory2task.programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
 from trajectory2task.programs.generation.reask import Reask
@@ -494,11 +495,12 @@ class IntentAdapter(dspy.Module):
     """Adapts tasks with an LM: one ``dspy.Predict`` per condition, checked by code.
 
     A wording that does not parse is asked again (``attempts`` in all,
-    `trajectory2task.programs.generation.reask.Reask`: DSPy's BestOfN, each ask with its own rollout id);
+    `trajectory2task.programs.generation.reask.Reask`: each ask with its own rollout id);
     after that the last parse error is raised."""
 
-    def __init__(self, lm: dspy.BaseLM | None = None, attempts: int = 2) -> None:
+    def __init__(self, lm: dspy.BaseLM | None = None, attempts: int = 2, env: Environment[Any] | None = None) -> None:
         super().__init__()
+        self.environment: Bound[Environment[Any]] = Bound(env)  # not saved, shared by copies
         self.ambiguous = dspy.Predict(AdaptAmbiguous)
         self.changing = dspy.Predict(AdaptChanging)
         self.infeasible = dspy.Predict(AdaptInfeasible)
@@ -519,13 +521,17 @@ class IntentAdapter(dspy.Module):
         with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
             return await arun_steps(steps, lambda request: _aword(self, request))
 
-    def forward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                seed: int, prefer_write: str | None = None) -> AdaptationResult:
-        return self.adapt(task, trajectory, condition, env, seed, prefer_write)
+    def forward(self, task: Task, trajectory: Trajectory, condition: str, seed: int = 0,
+                env: Environment[Any] | None = None, prefer_write: str | None = None) -> dspy.Prediction:
+        """``Prediction(task, rejected_reason, detail, result)``: ``task`` adapted to
+        ``condition`` on the bound environment (or ``env``)."""
+        env = self.environment.get(env, "IntentAdapter")
+        return as_prediction(self.adapt(task, trajectory, condition, env, seed, prefer_write))
 
-    async def aforward(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
-                       seed: int, prefer_write: str | None = None) -> AdaptationResult:
-        return await self.aadapt(task, trajectory, condition, env, seed, prefer_write)
+    async def aforward(self, task: Task, trajectory: Trajectory, condition: str, seed: int = 0,
+                       env: Environment[Any] | None = None, prefer_write: str | None = None) -> dspy.Prediction:
+        env = self.environment.get(env, "IntentAdapter")
+        return as_prediction(await self.aadapt(task, trajectory, condition, env, seed, prefer_write))
 
     def _ask(self, predict: dspy.Predict, inputs: dict[str, Any]) -> dspy.Prediction:
         return Reask(predict, self.attempts)(**inputs).parsed()

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from trajectory2task.domains import Environment, Episode
 from trajectory2task.domains.common_tools import CALCULATOR_TOOL
 from trajectory2task.domains.kit import Call, ExplorationKit, Knowledge, Seed
+from trajectory2task.programs.binding import Bound, as_prediction
 from trajectory2task.programs.generation.grounding import baseline_kit, lm_kit, trajectory_replays
 from trajectory2task.programs.generation.reask import Answer, Reask, Verdict
 from trajectory2task.programs.generation.steps import Steps, arun_steps, run_steps
@@ -279,8 +280,9 @@ class Explorer(dspy.Module):
     name = "explorer"
 
     def __init__(self, max_steps: int = 12, max_writes: int = 2, parse_attempts: int = 2,
-                 grounding: ExplorationKit | None = None) -> None:
+                 grounding: ExplorationKit | None = None, env: Environment[Any] | None = None) -> None:
         super().__init__()
+        self.environment: Bound[Environment[Any]] = Bound(env)  # not saved, shared by copies
         self.propose = dspy.Predict(ProposeExplorationCall)
         self.max_steps = max_steps
         self.max_writes = max_writes
@@ -313,28 +315,33 @@ class Explorer(dspy.Module):
                        goal=goal or instruction, end_state_hash=walk.episode.state_hash(),
                        provenance=provenance or Provenance(source="lm", seed=seed))
 
-    def forward(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
-                provenance: Provenance | None = None, target_write: str | None = None,
-                goal: str | None = None) -> ExplorationResult:
-        return run_steps(self._walk(env, seed, trajectory_id, provenance, target_write, goal), self._propose)
+    def forward(self, seed: int, target_write: str | None = None, env: Environment[Any] | None = None,
+                trajectory_id: str | None = None, provenance: Provenance | None = None,
+                goal: str | None = None) -> dspy.Prediction:
+        """``Prediction(trajectory, dropped, proposals, rejected_reason, result)``: one walk from
+        ``seed`` on the bound environment (or ``env``)."""
+        env = self.environment.get(env, "Explorer")
+        return as_prediction(run_steps(self._walk(env, seed, trajectory_id, provenance, target_write, goal),
+                                       self._propose))
 
-    async def aforward(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
-                       provenance: Provenance | None = None, target_write: str | None = None,
-                       goal: str | None = None) -> ExplorationResult:
-        return await arun_steps(self._walk(env, seed, trajectory_id, provenance, target_write, goal),
-                                self._apropose)
+    async def aforward(self, seed: int, target_write: str | None = None, env: Environment[Any] | None = None,
+                       trajectory_id: str | None = None, provenance: Provenance | None = None,
+                       goal: str | None = None) -> dspy.Prediction:
+        env = self.environment.get(env, "Explorer")
+        return as_prediction(await arun_steps(self._walk(env, seed, trajectory_id, provenance, target_write, goal),
+                                              self._apropose))
 
     def explore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
                 provenance: Provenance | None = None, target_write: str | None = None,
                 goal: str | None = None) -> ExplorationResult:
         return self(env=env, seed=seed, trajectory_id=trajectory_id, provenance=provenance,
-                    target_write=target_write, goal=goal)
+                    target_write=target_write, goal=goal).result
 
     async def aexplore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
                        provenance: Provenance | None = None, target_write: str | None = None,
                        goal: str | None = None) -> ExplorationResult:
-        return await self.acall(env=env, seed=seed, trajectory_id=trajectory_id, provenance=provenance,
-                                target_write=target_write, goal=goal)
+        return (await self.acall(env=env, seed=seed, trajectory_id=trajectory_id, provenance=provenance,
+                                 target_write=target_write, goal=goal)).result
 
     def _reask(self) -> Reask:
         """Up to ``parse_attempts`` asks until one is a tool call (`Reask`, each ask

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
 from trajectory2task.domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
+from trajectory2task.programs.binding import Bound, as_prediction
 from trajectory2task.programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
 from trajectory2task.programs.generation.prompting import shown_steps
 from trajectory2task.programs.lm.accounting import first_line
@@ -121,19 +122,20 @@ def _observed(info: str, trajectory: Trajectory) -> bool:
 class TaskWriter(dspy.Module):
     """LM writer: one Predict writes the scenario; code checks it states the required facts.
 
-    Up to ``attempts`` predictions are made (`trajectory2task.programs.generation.reask.Reask`, DSPy's
-    BestOfN); an output that does not parse or misses a fact is asked again, with what was
+    Up to ``attempts`` predictions are made (`trajectory2task.programs.generation.reask.Reask`); an output that does not parse or misses a fact is asked again, with what was
     wrong in ``previous_error``. After that: a rejection naming the facts the closest
     attempt missed, or ``WriterError`` (no output parsed at all).
     """
 
     name = "writer"
 
-    def __init__(self, attempts: int = 2, grounding: ExplorationKit | None = None) -> None:
+    def __init__(self, env: Environment[Any] | None = None, attempts: int = 2,
+                 grounding: ExplorationKit | None = None) -> None:
         super().__init__()
         self.write_task = dspy.Predict(WriteTask)
         self.attempts = attempts
         self.grounding = grounding
+        self.environment: Bound[Environment[Any]] = Bound(env)  # not saved, shared by copies
 
     def _reask(self, trajectory: Trajectory, env: Environment[Any]) -> tuple[Reask, TrajectoryFacts, dict[str, Any]]:
         from dspy.utils.exceptions import AdapterParseError
@@ -176,20 +178,24 @@ class TaskWriter(dspy.Module):
         said = [c for c in (prediction.claims or []) if isinstance(c, Claim)]  # checked by the verifier
         return WritingResult(task=_task(trajectory, env, scenario, info, provenance, facts.all_claims() + said))
 
-    def forward(self, trajectory: Trajectory, env: Environment[Any],
-                provenance: Provenance | None = None) -> WritingResult:
+    def forward(self, trajectory: Trajectory, env: Environment[Any] | None = None,
+                provenance: Provenance | None = None) -> dspy.Prediction:
+        """``Prediction(task, rejected_reason, missing, result)`` for ``trajectory`` on the bound
+        environment (or ``env``)."""
+        env = self.environment.get(env, "TaskWriter")
         reask, facts, inputs = self._reask(trajectory, env)
-        return self._result(reask(**inputs), trajectory, env, facts, provenance)
+        return as_prediction(self._result(reask(**inputs), trajectory, env, facts, provenance))
 
-    async def aforward(self, trajectory: Trajectory, env: Environment[Any],
-                       provenance: Provenance | None = None) -> WritingResult:
+    async def aforward(self, trajectory: Trajectory, env: Environment[Any] | None = None,
+                       provenance: Provenance | None = None) -> dspy.Prediction:
+        env = self.environment.get(env, "TaskWriter")
         reask, facts, inputs = self._reask(trajectory, env)
-        return self._result(await reask.acall(**inputs), trajectory, env, facts, provenance)
+        return as_prediction(self._result(await reask.acall(**inputs), trajectory, env, facts, provenance))
 
     def write(self, trajectory: Trajectory, env: Environment[Any],
               provenance: Provenance | None = None) -> WritingResult:
-        return self(trajectory=trajectory, env=env, provenance=provenance)
+        return self(trajectory=trajectory, env=env, provenance=provenance).result
 
     async def awrite(self, trajectory: Trajectory, env: Environment[Any],
                      provenance: Provenance | None = None) -> WritingResult:
-        return await self.acall(trajectory=trajectory, env=env, provenance=provenance)
+        return (await self.acall(trajectory=trajectory, env=env, provenance=provenance)).result

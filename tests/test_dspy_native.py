@@ -1,0 +1,153 @@
+"""The programs as a DSPy user meets them: from Python only, the public API, a trainset from a
+store in one call, stock DSPy optimizers (BootstrapFewShot, MIPROv2, GEPA) on the program
+itself, save(), load() into a fresh program, and the same outputs, through a real `dspy.LM`
+against the local scripted server."""
+
+from __future__ import annotations
+
+import copy
+
+import dspy
+import pytest
+
+import trajectory2task as t2t
+from tests.llm_server import ScriptedLLMServer
+from tests.test_optimize import LESSON, LearningLM
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    store = tmp_path_factory.mktemp("native") / "t2t.duckdb"
+    t2t.generate("retail", n=4, seed=0, users=60, store=store)
+    retail = t2t.get_domain("retail")
+    return store, retail.environment(retail.generate_db(0, 60))
+
+
+@pytest.fixture()
+def lm():
+    with ScriptedLLMServer(responder=LearningLM()) as server:
+        # a plain dspy.LM, DSPy's own engine; no cache: the loaded program must ask again
+        yield dspy.LM("openai/t2t-test", api_base=server.base_url, api_key="unused", cache=False)
+        assert server.errors == []
+
+
+def _tasks(predictions) -> list:
+    return [p.task.model_dump(exclude={"provenance"}) if p.task is not None else p.rejected_reason
+            for p in predictions]
+
+
+def test_a_writer_compiles_saves_and_loads_with_stock_dspy(workspace, lm, tmp_path):
+    store, env = workspace
+    trainset = t2t.trainset("writer", store, env, where="condition = 'general'")
+    assert trainset and set(trainset[0].inputs().keys()) == {"trajectory"}
+    example = copy.deepcopy(trainset[0])  # plain data: copies, and no environment inside
+    assert len(repr(example)) < 200_000
+    metric = t2t.metric("writer", env)
+    with dspy.context(lm=lm):
+        before = sum(metric(e, t2t.TaskWriter(env=env)(**e.inputs())) for e in trainset)
+        compiled = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=1).compile(
+            t2t.TaskWriter(env=env), trainset=trainset)
+        after = sum(metric(e, compiled(**e.inputs())) for e in trainset)
+        assert compiled.write_task.demos and before < after == len(trainset)
+        path = tmp_path / "writer.json"
+        compiled.save(str(path))
+        fresh = t2t.TaskWriter(env=env)
+        fresh.load(str(path))
+        assert fresh.write_task.dump_state() == compiled.write_task.dump_state()
+        ours = [compiled(**e.inputs()) for e in trainset]
+        theirs = [fresh(**e.inputs()) for e in trainset]
+    assert isinstance(ours[0], dspy.Prediction) and _tasks(ours) == _tasks(theirs)
+
+
+def test_the_writer_compiles_with_mipro_and_loads(workspace, lm, tmp_path):
+    store, env = workspace
+    trainset = t2t.trainset("writer", store, env, where="condition = 'general'")
+    with dspy.context(lm=lm):
+        optimizer = dspy.MIPROv2(metric=t2t.metric("writer", env), auto=None, num_candidates=2,
+                                 max_bootstrapped_demos=1, max_labeled_demos=0, num_threads=1, verbose=False)
+        compiled = optimizer.compile(t2t.TaskWriter(env=env), trainset=trainset, valset=trainset, num_trials=2,
+                                     minibatch=False)
+        path = tmp_path / "mipro.json"
+        compiled.save(str(path))
+        fresh = t2t.TaskWriter(env=env)
+        fresh.load(str(path))
+        assert fresh.write_task.dump_state() == compiled.write_task.dump_state()
+        assert _tasks([compiled(**e.inputs()) for e in trainset]) == _tasks([fresh(**e.inputs()) for e in trainset])
+
+
+def test_the_intent_adapter_is_a_program_with_its_environment_bound(workspace, tmp_path):
+    store, env = workspace
+    trainset = t2t.trainset("adapter", store, env, where="condition = 'general'")
+    assert trainset and set(trainset[0].inputs().keys()) == {"task", "trajectory", "condition", "seed"}
+    adapter = t2t.IntentAdapter(env=env)
+    copied = adapter.deepcopy()
+    assert copied.environment.value is env  # shared by copies, not copied
+    adapter.ambiguous.demos = [dspy.Example(task="t", facts="f", trajectory="x", scenario="s")]
+    path = tmp_path / "adapter.json"
+    adapter.save(str(path))  # no environment in the saved state
+    fresh = t2t.IntentAdapter(env=env)
+    fresh.load(str(path))
+    assert fresh.ambiguous.dump_state() == adapter.ambiguous.dump_state()
+    example = trainset[0]
+    with dspy.context(lm=dspy.utils.DummyLM([{"scenario": "unreadable", "withheld_info": [], "claims": []}] * 4)):
+        try:
+            prediction = fresh(**example.inputs())
+        except Exception as exc:  # an unreadable wording is an error after its re-asks, not a silent 0
+            assert "scenario" in str(exc)
+        else:
+            assert isinstance(prediction, dspy.Prediction) and hasattr(prediction, "rejected_reason")
+
+
+def test_gepa_rewrites_the_writers_instruction_from_feedback(workspace, lm, tmp_path):
+    store, env = workspace
+    trainset = t2t.trainset("writer", store, env, where="condition = 'general'")[:3]
+    with dspy.context(lm=lm):
+        optimizer = dspy.GEPA(metric=t2t.metric("writer", env, feedback=True), max_metric_calls=12,
+                              reflection_lm=lm, reflection_minibatch_size=2, num_threads=1)
+        compiled = optimizer.compile(t2t.TaskWriter(env=env), trainset=trainset, valset=trainset)
+        assert LESSON in compiled.write_task.signature.instructions
+        path = tmp_path / "gepa.json"
+        compiled.save(str(path))
+        fresh = t2t.TaskWriter(env=env)
+        fresh.load(str(path))
+        assert fresh.write_task.signature.instructions == compiled.write_task.signature.instructions
+        assert _tasks([compiled(**e.inputs()) for e in trainset]) == _tasks([fresh(**e.inputs()) for e in trainset])
+
+
+def test_the_agent_compiles_over_episodes_and_its_program_loads(tmp_path):
+    from tests.closed_loop import PlannedAgentLM, environment, make_tasks, store_tasks, write_tools
+    from trajectory2task.programs.loop.agent import ToolCallingAgent
+
+    env = environment()
+    tasks = make_tasks(env)
+    store = tmp_path / "agent.duckdb"
+    with t2t.TaskStore(store) as ts:
+        store_tasks(ts, tasks)
+    trainset = t2t.trainset("agent", store, env, where="condition = 'general'")
+    assert {e.task.id for e in trainset} == {"general-1", "general-2"}
+    model = "openai/gpt-4o-mini"  # known to LiteLLM as function-calling: native tools
+    plans = {(model, "general-1"): ["pass"], (model, "general-2"): ["pass"]}
+    responder = PlannedAgentLM(tasks, plans, write_tools(env), default_plan="pass")
+    adapter = dspy.settings.adapter
+    try:
+        with ScriptedLLMServer(responder=responder) as server:
+            lm = dspy.LM(model, api_base=server.base_url, api_key="unused", cache=False)
+            with dspy.context(lm=lm):
+                compiled = dspy.BootstrapFewShot(metric=t2t.metric("agent", env), max_bootstrapped_demos=2,
+                                                 max_labeled_demos=0).compile(t2t.EpisodeAgent(env),
+                                                                              trainset=trainset)
+                demos = compiled.program.turn.demos
+                assert demos, "no passing episode became a demo"
+                path = tmp_path / "agent.json"
+                compiled.program.save(str(path))
+                fresh = ToolCallingAgent()
+                fresh.load(str(path))
+                assert fresh.turn.dump_state() == compiled.program.turn.dump_state()
+                ours = compiled(task=trainset[0].task)
+                theirs = t2t.EpisodeAgent(env, fresh)(task=trainset[0].task)
+            assert server.errors == []
+    finally:
+        dspy.settings.configure(adapter=adapter)
+    assert [v.passed for v in ours.verdicts] == [v.passed for v in theirs.verdicts] == [True]
+    calls = [[(s.call.name, s.call.arguments) for s in r.steps] for r in (ours.result[0], theirs.result[0])]
+    assert calls[0] == calls[1]
