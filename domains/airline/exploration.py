@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import datetime, timedelta
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from trajectory2task.domains import Environment
 from trajectory2task.domains.airline.constants import INSURANCE_PER_PASSENGER, NOW, PRICE_PER_EXTRA_BAG, TODAY
-from trajectory2task.domains.airline.calculations import calculations
+from trajectory2task.domains.airline.calculations import calculations, question
 from trajectory2task.domains.airline.knowledge import (
     CABIN_WORDS,
+    bags_words,
     booked_in_task,
     cancel_reason,
     flight_words,
@@ -207,10 +209,27 @@ def _booking_methods(owner: Mapping[str, Any], amount: float) -> list[str]:
 # ---------------------------------------------------------------- write builders
 
 
+def _booked_in_walk(knowledge: Knowledge) -> set[str]:
+    """Ids of the reservations the walk itself booked."""
+    out = set()
+    for call, output in knowledge.steps:
+        if call.name == "book_reservation":
+            try:
+                made = json.loads(output)
+            except ValueError:
+                continue
+            if isinstance(made, dict) and isinstance(made.get("reservation_id"), str):
+                out.add(made["reservation_id"])
+    return out
+
+
 def build_cancel(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
     statuses = _statuses(knowledge)
     options = []
+    fresh = _booked_in_walk(knowledge)
     for booking in _active(knowledge):
+        if booking["reservation_id"] in fresh:
+            continue  # booking a trip only to cancel it is no task a customer calls about
         airline_cancelled = any(statuses.get((s["flight_number"], s["date"])) == "cancelled"
                                 for s in booking["flights"])
         recent = booking_recent(booking)
@@ -328,12 +347,20 @@ def build_booking(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
     if not owners or not offers:
         return None
     owner = rng.choice(owners)
-    date, offer = rng.choice(offers)
     travellers = [{"first_name": owner["name"]["first_name"], "last_name": owner["name"]["last_name"],
                    "dob": owner["dob"]}]
     saved = [dict(p) for p in owner.get("saved_passengers", []) if p["first_name"] != travellers[0]["first_name"]]
     if saved and rng.random() < 0.5:
         travellers.append(rng.choice(saved))
+    # nobody is booked twice on one flight: not on a flight an observed active reservation
+    # already holds them on (the walk's own reservation, a booking made earlier in it)
+    names = {(p["first_name"], p["last_name"]) for p in travellers}
+    taken = {(s["flight_number"], s["date"]) for b in _reservations(knowledge) if b.get("status") is None
+             and names & {(p["first_name"], p["last_name"]) for p in b["passengers"]} for s in b["flights"]}
+    offers = [(d, o) for d, o in offers if (o.get("flight_number"), d) not in taken]
+    if not offers:
+        return None
+    date, offer = rng.choice(offers)
     cabins = [c for c in CABIN_WORDS if _seats(offer, c) >= len(travellers)]
     if not cabins:
         return None
@@ -403,8 +430,9 @@ def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any],
         if name == "cancel_reservation":
             facts += cancel_reason(episode, booking)[1]
         elif name == "update_reservation_baggages":
-            facts += [RequiredFact(label="bags in all", alternatives=[f"{a['total_baggages']} checked bag"]),
-                      payment(a["payment_id"])]
+            facts.append(RequiredFact(label="bags in all", alternatives=[bags_words(a["total_baggages"])]))
+            if a["total_baggages"] > booking.total_baggages:
+                facts.append(payment(a["payment_id"]))
         elif name == "update_reservation_flights":
             facts.append(payment(a["payment_id"]))
             kept = [(s.flight_number, s.date) for s in booking.flights]
@@ -427,6 +455,53 @@ def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any],
                         claims=request_claims(episode, name, a, user_id))
 
 
+def _untold_amounts(requests: list[RequestFacts]) -> list[RequestFacts]:
+    """Drops each amount whose value the task's own words already state (a 100-dollar
+    certificate asked for and a 100-dollar bag fee): an agent that only repeats the
+    user's words must not pass as one that worked the amount out."""
+    said = " ".join(_without_questions(r) for r in requests)
+    out = []
+    for request in requests:
+        kept = [c for c in request.calculations if not re.search(rf"(?<![\d.]){re.escape(c.result)}(?![\d])", said)]
+        if len(kept) == len(request.calculations):
+            out.append(request)
+            continue
+        sentence = request.sentence
+        for dropped in request.calculations:
+            if dropped not in kept:
+                sentence = sentence.replace(f" {dropped.question}", "")
+        out.append(request.model_copy(update={"calculations": kept, "sentence": sentence}))
+    return out
+
+
+def _without_questions(request: RequestFacts) -> str:
+    sentence = request.sentence
+    for asked in request.questions:
+        sentence = sentence.replace(asked, "")
+    return sentence
+
+
+def _numbered_questions(requests: list[RequestFacts]) -> list[RequestFacts]:
+    """Two writes of one kind that each have an amount get an ordinal in their questions:
+    one question per amount, each asking for one value."""
+    asking = [r.tool for r in requests if r.calculations]
+    seen: dict[str, int] = {}
+    out = []
+    for request in requests:
+        if not request.calculations or asking.count(request.tool) < 2:
+            out.append(request)
+            continue
+        ordinal = seen.get(request.tool, 0)
+        seen[request.tool] = ordinal + 1
+        old = [c.question for c in request.calculations]
+        renamed = [c.model_copy(update={"question": question(request.tool, ordinal)}) for c in request.calculations]
+        sentence = request.sentence
+        for before, after in zip(old, renamed):
+            sentence = sentence.replace(before, after.question)
+        out.append(request.model_copy(update={"calculations": renamed, "sentence": sentence}))
+    return out
+
+
 def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: str | None) -> TrajectoryFacts:
     """Identity and per-write facts of an airline trajectory, replayed on a fresh episode."""
     episode = env.episode()
@@ -442,6 +517,7 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
                                 if seed_entity and "/" in seed_entity else None)
             requests.append(describe_request(episode, call.name, call.arguments, owner))
         episode.call(call.name, call.arguments)
+    requests = _numbered_questions(_untold_amounts(requests))
     if user_id is None and seed_entity:
         table, _, key = seed_entity.partition("/")
         user_id = env.domain.owner_of(env.episode(), table, key)
