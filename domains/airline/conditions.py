@@ -339,8 +339,11 @@ def _change_options(episode: Episode[Any], name: str, args: dict[str, Any]) -> l
     owner = user(episode, owner_id)
     out: list[ChangeAlternative] = []
     if name == "cancel_reservation" and owner is not None:
+        written = set(episode.changed().get("reservations", []))
         for other in user_reservations(episode, owner_id):
-            if other.reservation_id != args["reservation_id"] and other.status is None:
+            # not one an earlier write of the task changed: that write would have been for nothing
+            if other.reservation_id != args["reservation_id"] and other.status is None \
+                    and other.reservation_id not in written:
                 out.append(ChangeAlternative(arguments={"reservation_id": other.reservation_id},
                                              difference=f"reservation: {args['reservation_id']} -> "
                                                         f"{other.reservation_id}"))

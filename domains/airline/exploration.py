@@ -188,9 +188,22 @@ def _not_flown(knowledge: Knowledge, booking: Mapping[str, Any]) -> bool:
     return all(_segment_state(knowledge, s) in NOT_DEPARTED for s in booking["flights"])
 
 
+def _written(knowledge: Knowledge) -> set[str]:
+    """Reservations an earlier write of the walk made or changed: a second write on one
+    (more bags after adding bags, a cancel after a change) would make the first pointless."""
+    out = _booked_in_walk(knowledge)
+    for call, output in knowledge.steps:
+        rid = call.arguments.get("reservation_id")
+        if call.name in WRITE_BUILDERS and isinstance(rid, str) and not output.startswith("Error"):
+            out.add(rid)
+    return out
+
+
 def _active(knowledge: Knowledge) -> list[dict[str, Any]]:
+    """Reservations a write may act on: not cancelled, not flown, not yet written in the walk."""
+    written = _written(knowledge)
     return [b for b in _reservations(knowledge) if b.get("status") is None and _not_flown(knowledge, b)
-            and _owner(knowledge, b) is not None]
+            and _owner(knowledge, b) is not None and b["reservation_id"] not in written]
 
 
 def _cards(owner: Mapping[str, Any], amount: float) -> list[str]:
@@ -226,10 +239,7 @@ def _booked_in_walk(knowledge: Knowledge) -> set[str]:
 def build_cancel(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
     statuses = _statuses(knowledge)
     options = []
-    fresh = _booked_in_walk(knowledge)
     for booking in _active(knowledge):
-        if booking["reservation_id"] in fresh:
-            continue  # booking a trip only to cancel it is no task a customer calls about
         airline_cancelled = any(statuses.get((s["flight_number"], s["date"])) == "cancelled"
                                 for s in booking["flights"])
         recent = booking_recent(booking)
@@ -458,11 +468,18 @@ def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any],
 def _untold_amounts(requests: list[RequestFacts]) -> list[RequestFacts]:
     """Drops each amount whose value the task's own words already state (a 100-dollar
     certificate asked for and a 100-dollar bag fee): an agent that only repeats the
-    user's words must not pass as one that worked the amount out."""
+    user's words must not pass as one that worked the amount out; and each amount equal
+    to one asked for before (two 50-dollar bag fees): one question, one value."""
     said = " ".join(_without_questions(r) for r in requests)
+    asked: set[str] = set()
     out = []
     for request in requests:
-        kept = [c for c in request.calculations if not re.search(rf"(?<![\d.]){re.escape(c.result)}(?![\d])", said)]
+        kept = []
+        for calculation in request.calculations:
+            if calculation.result not in asked and \
+                    not re.search(rf"(?<![\d.]){re.escape(calculation.result)}(?![\d])", said):
+                kept.append(calculation)
+                asked.add(calculation.result)
         if len(kept) == len(request.calculations):
             out.append(request)
             continue
