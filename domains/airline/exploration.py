@@ -206,17 +206,30 @@ def _active(knowledge: Knowledge) -> list[dict[str, Any]]:
             and _owner(knowledge, b) is not None and b["reservation_id"] not in written]
 
 
-def _cards(owner: Mapping[str, Any], amount: float) -> list[str]:
+def _spent(knowledge: Knowledge) -> set[str]:
+    """Payment methods an earlier write of the walk charged: the profile the walk read shows
+    their balance from before (a gift card is not offered again on a stale balance)."""
+    out: set[str] = set()
+    for call, output in knowledge.steps:
+        if call.name in WRITE_BUILDERS and not output.startswith("Error"):
+            paid = [call.arguments.get("payment_id"), *(m.get("payment_id") for m in
+                                                        call.arguments.get("payment_methods") or [])]
+            out |= {p for p in paid if isinstance(p, str)}
+    return out
+
+
+def _cards(owner: Mapping[str, Any], amount: float, spent: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """Ids of the owner's credit cards and of gift cards holding ``amount``: what an update may charge."""
     methods = owner.get("payment_methods", {})
-    return sorted(k for k, m in methods.items()
-                  if m["source"] == "credit_card" or (m["source"] == "gift_card" and m["amount"] >= amount))
+    return sorted(k for k, m in methods.items() if m["source"] == "credit_card"
+                  or (m["source"] == "gift_card" and m["amount"] >= amount and k not in spent))
 
 
-def _booking_methods(owner: Mapping[str, Any], amount: float) -> list[str]:
+def _booking_methods(owner: Mapping[str, Any], amount: float, spent: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """Single methods that can pay a whole booking: any card, or a gift card or certificate holding it."""
     methods = owner.get("payment_methods", {})
-    return sorted(k for k, m in methods.items() if m["source"] == "credit_card" or m["amount"] >= amount)
+    return sorted(k for k, m in methods.items()
+                  if m["source"] == "credit_card" or (m["amount"] >= amount and k not in spent))
 
 
 # ---------------------------------------------------------------- write builders
@@ -267,7 +280,7 @@ def build_baggages(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] |
         paid = max(0, total - free)
         if paid < booking["nonfree_baggages"]:
             continue  # booked with more paid bags than the allowance asks: no add fits both rules
-        methods = _cards(owner, PRICE_PER_EXTRA_BAG * (paid - booking["nonfree_baggages"]))
+        methods = _cards(owner, PRICE_PER_EXTRA_BAG * (paid - booking["nonfree_baggages"]), _spent(knowledge))
         if methods:
             options.append({"reservation_id": booking["reservation_id"], "total_baggages": total,
                             "nonfree_baggages": paid, "payment_id": rng.choice(methods)})
@@ -294,7 +307,7 @@ def build_flights(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
             for other in CABIN_WORDS:
                 if other != cabin and all(_seats(o, other) >= count for o in offers if o):
                     difference = (sum(o["prices"][other] for o in offers if o) - paid) * count
-                    methods = _cards(owner, difference)
+                    methods = _cards(owner, difference, _spent(knowledge))
                     if methods:
                         options.append({"reservation_id": booking["reservation_id"], "cabin": other,
                                         "flights": [{"flight_number": s["flight_number"], "date": s["date"]}
@@ -309,7 +322,7 @@ def build_flights(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
                         or offer["flight_number"] == segment["flight_number"] or _seats(offer, cabin) < count:
                     continue
                 difference = (offer["prices"][cabin] - segment["price"]) * count
-                methods = _cards(owner, difference)
+                methods = _cards(owner, difference, _spent(knowledge))
                 if methods:
                     flights = [{"flight_number": s["flight_number"], "date": s["date"]} for s in segments]
                     flights[position] = {"flight_number": offer["flight_number"], "date": date}
@@ -380,7 +393,7 @@ def build_booking(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
     insurance = rng.choice(["yes", "no"])
     total = (offer["prices"][cabin] + (INSURANCE_PER_PASSENGER if insurance == "yes" else 0)) * len(travellers) \
         + PRICE_PER_EXTRA_BAG * paid_bags
-    methods = _booking_methods(owner, total)
+    methods = _booking_methods(owner, total, _spent(knowledge))
     if not methods:
         return None
     return {"user_id": owner["user_id"], "origin": offer["origin"], "destination": offer["destination"],
@@ -477,7 +490,7 @@ def _untold_amounts(requests: list[RequestFacts]) -> list[RequestFacts]:
         kept = []
         for calculation in request.calculations:
             if calculation.result not in asked and \
-                    not re.search(rf"(?<![\d.]){re.escape(calculation.result)}(?![\d])", said):
+                    not re.search(rf"(?<![\w.:-]){re.escape(calculation.result)}(?![\w:-]|\.\d)", said):
                 kept.append(calculation)
                 asked.add(calculation.result)
         if len(kept) == len(request.calculations):

@@ -329,10 +329,12 @@ def request_words(episode: Episode[Any], name: str, a: Mapping[str, Any],
     if name == "send_certificate":
         found = _cancelled_segment(episode, owner_id, a.get("amount"))
         if found is None:
-            return f"receive a travel certificate of {a.get('amount')} dollars {NOT_DUE_REQUEST}"
+            return f"receive a travel certificate {NOT_DUE_REQUEST}"
         held, segment = found
         flight, _ = flight_words(episode, segment.flight_number, segment.date)
-        return (f"be compensated with a travel certificate of {a.get('amount')} dollars because the airline "
+        # no amount: the policy sets it (per passenger), and an agent that works it out must
+        # not be told it by the user's words
+        return (f"be compensated with a travel certificate because the airline "
                 f"cancelled {flight} on your reservation {held.reservation_id}")
     return f"have the agent {name.replace('_', ' ')}"
 
