@@ -276,10 +276,12 @@ def coherence_findings(tasks: list[dict[str, Any]], db: dict[str, Any]) -> tuple
                 if len(set(names)) != len(names):
                     out.append(f"{task['id']}: {action['name']} names a passenger twice")
             if action["name"] == "book_reservation":
+                # a person is a name and a birth date (two users may each travel with a "Mia Li")
+                people = {(p["first_name"], p["last_name"], p["dob"]) for p in action["arguments"]["passengers"]}
                 legs = {(f["flight_number"], f["date"]) for f in action["arguments"]["flights"]}
                 for booking in state["reservations"].values():
-                    if booking.get("status") != "cancelled" and set(names) & {
-                            (p["first_name"], p["last_name"]) for p in booking["passengers"]} \
+                    if booking.get("status") != "cancelled" and people & {
+                            (p["first_name"], p["last_name"], p["dob"]) for p in booking["passengers"]} \
                             and legs & {(s["flight_number"], s["date"]) for s in booking["flights"]}:
                         out.append(f"{task['id']}: books a passenger {booking['reservation_id']} already flies")
             _apply(state, action)

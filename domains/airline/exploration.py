@@ -365,7 +365,10 @@ def build_certificate(knowledge: Knowledge, rng: random.Random) -> dict[str, Any
 def build_booking(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
     """A one-way trip on a searched direct flight for the customer and maybe a saved passenger,
     paid whole with one method, paid bags exactly those beyond the allowance."""
-    owners = knowledge.all_records("user_id")
+    # a customer whose reservations the walk has all looked up: only then can it tell which
+    # flights their travellers already hold (nobody is booked twice on one flight)
+    owners = [o for o in knowledge.all_records("user_id")
+              if all(knowledge.record("reservation_id", rid) is not None for rid in o.get("reservations", []))]
     offers = _searched(knowledge)
     if not owners or not offers:
         return None
@@ -375,8 +378,8 @@ def build_booking(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
     saved = [dict(p) for p in owner.get("saved_passengers", []) if p["first_name"] != travellers[0]["first_name"]]
     if saved and rng.random() < 0.5:
         travellers.append(rng.choice(saved))
-    # nobody is booked twice on one flight: not on a flight an observed active reservation
-    # already holds them on (the walk's own reservation, a booking made earlier in it)
+    # nobody is booked twice on one flight: not on a flight an active reservation already
+    # holds them on (the customer's own, all looked up; a booking made earlier in the walk)
     names = {(p["first_name"], p["last_name"]) for p in travellers}
     taken = {(s["flight_number"], s["date"]) for b in _reservations(knowledge) if b.get("status") is None
              and names & {(p["first_name"], p["last_name"]) for p in b["passengers"]} for s in b["flights"]}
