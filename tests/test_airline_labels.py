@@ -42,7 +42,7 @@ RESERVATION_WRITES = ("cancel_reservation", "update_reservation_baggages", "upda
 PERSON = re.compile(r"([A-Z][\w'-]+) ([A-Z][\w'-]+) \(born (\d{4}-\d\d-\d\d)\)")
 FLIGHT = re.compile(r"the (\w{3})-(\w{3}) flight on (\d{4}-\d\d-\d\d) departing at (\d\d:\d\d)(?: \(flight (\w+)\))?"
                     r"(?: for the one departing at (\d\d:\d\d)(?: \(flight (\w+)\))?(?: the same day| on (\d{4}-\d\d-\d\d)))?")
-N_ITEMS = "30"
+N_ITEMS = "20"
 
 
 def _run(*args: str) -> str:
