@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from trajectory2task.domains.airline.constants import INSURANCE_PER_PASSENGER, PRICE_PER_EXTRA_BAG
-from trajectory2task.domains.airline.knowledge import CABIN_WORDS, booked_in_task, flight_words, trip_words
-from trajectory2task.domains.airline.models import Available, Flight, Reservation
+from trajectory2task.domains.airline.models import Available, Flight
 from trajectory2task.domains.airline.rules import reservation, user
 from trajectory2task.domains.kit import Calculation, Call
 from trajectory2task.domains.runtime import Episode
@@ -29,11 +28,26 @@ def _n(value: float) -> str:
     return f"{value:g}"
 
 
-def _trip(episode: Episode[Any], booking: Reservation) -> str:
-    """The reservation in the question's words: its id, or its trip when the task booked it."""
-    if booked_in_task(episode, booking.reservation_id):
-        return f"the reservation you have just booked ({trip_words(booking)})"
-    return f"reservation {booking.reservation_id}"
+# What the user asks for each write's amount. The questions name the write by its kind
+# alone (with an ordinal where a task makes two of a kind, see ``question``): they sit in
+# instructions the user reads from the start, so they must neither give away a detail the
+# user keeps back (an ambiguous task's reservation) nor name a changing task's revised goal.
+QUESTIONS = {
+    "update_reservation_baggages": "Before you confirm, ask the agent how much {the} bag change will cost.",
+    "update_reservation_flights": "Before you confirm, ask the agent what the fare difference of {the} change of "
+                                  "flights or cabin comes to in all.",
+    "book_reservation": "Before you confirm, ask the agent for the total price of {the} booking.",
+    "cancel_reservation": "Before you confirm, ask the agent how much will be refunded in all for {the} "
+                          "cancellation.",
+}
+ORDINALS = ("first", "second", "third", "fourth", "fifth", "sixth")
+
+
+def question(tool: str, ordinal: int | None = None) -> str:
+    """The question for the amount of a ``tool`` write; ``ordinal`` (0-based) where the
+    task makes more than one write of that tool."""
+    the = "the" if ordinal is None else f"the {ORDINALS[min(ordinal, len(ORDINALS) - 1)]}"
+    return QUESTIONS[tool].format(the=the)
 
 
 def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
@@ -44,9 +58,7 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
         added = int(a.get("nonfree_baggages", 0)) - booking.nonfree_baggages
         if added <= 0:
             return []
-        return [Calculation(expression=f"{PRICE_PER_EXTRA_BAG} * {added}",
-                            question=f"Before you confirm, ask the agent how much the extra bags on "
-                                     f"{_trip(episode, booking)}, {a.get('total_baggages')} in all, will cost.")]
+        return [Calculation(expression=f"{PRICE_PER_EXTRA_BAG} * {added}", question=question(call.name))]
     if call.name == "update_reservation_flights" and booking is not None:
         cabin = str(a.get("cabin"))
         old, new = [], []
@@ -63,14 +75,8 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
         if difference == 0:
             return []
         more, less = (new, old) if difference > 0 else (old, new)
-        owed = "you pay" if difference > 0 else "you get back"
         terms = f"({' + '.join(map(_n, more))} - {' - '.join(map(_n, less))}) * {count}"
-        # the new cabin and departure times: a second change of the same reservation asks anew
-        times = " and ".join(flight_words(episode, f["flight_number"], f["date"])[1] for f in a.get("flights") or [])
-        cabin_words = CABIN_WORDS.get(cabin, cabin)
-        return [Calculation(expression=terms, question=f"Before you confirm, ask the agent how much {owed} in all "
-                                                       f"for the change of {_trip(episode, booking)} to "
-                                                       f"{cabin_words} departing at {times}.")]
+        return [Calculation(expression=terms, question=question(call.name))]
     if call.name == "book_reservation":
         owner = user(episode, a.get("user_id"))
         count = len(a.get("passengers") or [])
@@ -82,17 +88,11 @@ def calculations(episode: Episode[Any], call: Call) -> list[Calculation]:
             parts.append(f"{INSURANCE_PER_PASSENGER} * {count}")
         if int(a.get("nonfree_baggages", 0)) > 0:
             parts.append(f"{PRICE_PER_EXTRA_BAG} * {int(a['nonfree_baggages'])}")
-        first = a["flights"][0]
-        on = flight_words(episode, first["flight_number"], first["date"])[0]
-        people = " and ".join(f"{p.get('first_name')} {p.get('last_name')}" for p in a.get("passengers") or [])
-        cabin = CABIN_WORDS.get(str(a.get("cabin")), str(a.get("cabin")))
-        return [Calculation(expression=" + ".join(parts), question=(
-            f"Before you confirm, ask the agent for the total price of the {cabin} booking for {people} on {on}."))]
+        return [Calculation(expression=" + ".join(parts), question=question(call.name))]
     if call.name == "cancel_reservation" and booking is not None:
         paid = [p.amount for p in booking.payment_history]
         if not paid or sum(paid) <= 0:
             return []
         return [Calculation(expression=" + ".join(_n(p) if p >= 0 else f"({_n(p)})" for p in paid),
-                            question=f"Before you confirm, ask the agent how much will be refunded in all for "
-                                     f"{_trip(episode, booking)}.")]
+                            question=question(call.name))]
     return []

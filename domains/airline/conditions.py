@@ -12,9 +12,10 @@ What the domain-general kit (``trajectory2task.domains.generic_kit.GenericCondit
   changed route, acting on another user's reservation, compensation not due, two cards on
   one booking, six travellers) or into a tool check (a certificate for a change, no seats).
 
-Ambiguity proposals come from the generic kit (another observed reservation id or payment
-method for which the write still runs), worded here. The programs check every proposal on
-forks, so nothing here is trusted for a condition.
+Ambiguity: a write said without its reservation or payment method, where the words fit
+two or more writes the policy allows, each built from the words for its candidate
+(``readings``). The programs check every proposal on forks, so nothing here is trusted
+for a condition.
 """
 
 from __future__ import annotations
@@ -22,11 +23,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-from trajectory2task.domains.airline.constants import INSURANCE_PER_PASSENGER, MAX_PASSENGERS, PRICE_PER_EXTRA_BAG, TODAY
+from trajectory2task.domains.airline.constants import (
+    COMPENSATION_CANCELLED_PER_PASSENGER,
+    INSURANCE_PER_PASSENGER,
+    MAX_PASSENGERS,
+    PRICE_PER_EXTRA_BAG,
+    TODAY,
+)
 from trajectory2task.domains.airline.knowledge import (
     CABIN_WORDS,
-    VAGUE,
     alternative_flights,
+    bags_words,
+    flight_words,
     payment_words,
     request_claims,
     request_words,
@@ -35,6 +43,7 @@ from trajectory2task.domains.airline.knowledge import (
     user_reservations,
 )
 from trajectory2task.domains.airline.models import Available, Flight, Reservation
+from trajectory2task.domains.airline.readings import OPEN_QUESTIONS, candidates, open_requests
 from trajectory2task.domains.airline.rules import (
     any_flown,
     cancellation_grounds,
@@ -42,9 +51,9 @@ from trajectory2task.domains.airline.rules import (
     free_bags,
     owner_of_call as _owner_of_call,
     reservation,
+    segment_status,
     user,
 )
-from trajectory2task.domains.generic_kit import GenericConditions, open_reading
 from trajectory2task.domains.retail.generate import FIRST_NAMES
 from trajectory2task.domains.kit import AmbiguityProposal, Call, ChangeAlternative, Claim, EntityCandidate, InfeasibleProposal
 from trajectory2task.domains.runtime import Episode, PolicyContext
@@ -56,17 +65,8 @@ NOUNS = {"book_reservation": "booking", "cancel_reservation": "cancellation",
 HANDOFF = "transfer_to_human_agents"
 
 
-def _generic(episode: Episode[Any]) -> GenericConditions:
-    return GenericConditions(episode.environment)
-
-
 def _flight(episode: Episode[Any], number: str) -> Flight | None:
     return cast(Flight | None, episode.get("flights", number))
-
-
-def _departure(episode: Episode[Any], number: str) -> str:
-    flight = _flight(episode, number)
-    return flight.scheduled_departure_time_est[:5] if flight else number
 
 
 def _price(episode: Episode[Any], number: str, date: str, cabin: str) -> int | None:
@@ -118,10 +118,6 @@ class AirlineConditions:
                     user_id: str | None = None) -> list[Claim]:
         return request_claims(episode, name, arguments, user_id)
 
-    def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
-        """The write an agent that guessed ``candidate`` for the open argument would make."""
-        return open_reading(stated, call, candidate)
-
     def action_label(self, name: str, arguments: Mapping[str, Any]) -> str:
         noun = NOUNS.get(name, name.replace("_", " "))
         rid = arguments.get("reservation_id")
@@ -135,33 +131,39 @@ class AirlineConditions:
         rid = arguments.get("reservation_id")
         return [rid] if isinstance(rid, str) else []
 
-    # ------------------------------------------------------------ ambiguity (generic proposals)
+    # ------------------------------------------------------------ ambiguity (readings from the words)
 
     def ambiguity_proposals(self, episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> list[AmbiguityProposal]:
-        # only the arguments a customer can leave vague: which reservation, which payment method
+        """Each write said with its reservation or payment method left open, where the words
+        fit two or more writes the policy allows (``readings``); one open thing per write."""
         out = []
         state = episode.fork()
-        proposals = [p for p in _generic(episode).ambiguity_proposals(episode, calls) if p.stated.get("open") in VAGUE]
         for index, call in enumerate(calls):
-            for proposal in (p for p in proposals if p.action_index == index):
-                if proposal.stated.get("open") == "payment_id":
-                    # the user names the method as they know it, never by its id
-                    withheld = self.withheld_values(state, proposal.stated, proposal.target, proposal.candidates)
-                    owner = self._stated_owner(state, proposal.stated)
-                    proposal = proposal.model_copy(update={"withheld": withheld, "withheld_sentences": [
-                        f"You mean {payment_words(state, owner, proposal.target)[0]}."]})
-                out.append(proposal)
+            if call["name"] in NOUNS:
+                for stated in open_requests(state, call["name"], call["arguments"]):
+                    target = str(call["arguments"][stated["open"]])
+                    found = candidates(state, stated)
+                    withheld = self.withheld_values(state, stated, target, found)
+                    if not withheld:
+                        continue
+                    sentence = (f"You mean {payment_words(state, stated['user_id'], target)[0]}."
+                                if stated["open"] == "payment_id" else f"The reservation id is {target}.")
+                    out.append(AmbiguityProposal(
+                        kind=f"which_{stated['open']}", open_question=OPEN_QUESTIONS[stated["open"]],
+                        action_index=index, stated=stated, target=target, candidates=found, withheld=withheld,
+                        withheld_sentences=[sentence]))
+                    break
             state.call(call["name"], call["arguments"])
         return out
 
-    @staticmethod
-    def _stated_owner(episode: Episode[Any], stated: Mapping[str, Any]) -> str:
-        arguments = dict(stated.get("arguments") or {})
-        name = str(stated.get("call"))
-        return _owner_of_call(episode, name, arguments) or str(arguments.get("user_id", ""))
-
     def ambiguity_candidates(self, episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]:
-        return _generic(episode).ambiguity_candidates(episode, stated)
+        return candidates(episode, stated)
+
+    def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
+        """The write an agent that took ``candidate`` for the open thing would make: built for
+        that candidate from the words when the proposal was made (``readings``)."""
+        found = (stated.get("readings") or {}).get(candidate)
+        return Call(name=call["name"], arguments=dict(found)) if found is not None else None
 
     def ambiguity_target(self, stated: Mapping[str, Any], call: Mapping[str, Any]) -> str | None:
         value = call["arguments"].get(str(stated.get("open")))
@@ -172,7 +174,7 @@ class AirlineConditions:
         if not any(c.key == target for c in candidates):
             return []
         if stated.get("open") == "payment_id":
-            return payment_words(episode, self._stated_owner(episode, stated), target)[1][:1]
+            return payment_words(episode, str(stated.get("user_id", "")), target)[1][:1]
         return [target]
 
     # ------------------------------------------------------------ changing
@@ -181,10 +183,12 @@ class AirlineConditions:
         """Other goals for one write, each passing the policy rules for the write's owner."""
         name, args = call["name"], dict(call["arguments"])
         owner_id = _owner_of_call(episode, name, args)
-        out = [alt for alt in _change_options(episode, name, args)
-               if not episode.environment.policy_violations(episode, name, alt.arguments,
-                                                            PolicyContext(user_id=owner_id))]
-        return out
+        first_words = request_words(episode, name, args)
+        # a revised goal the customer's words could not tell from the first one is no change to ask for
+        return [alt for alt in _change_options(episode, name, args)
+                if not episode.environment.policy_violations(episode, name, alt.arguments,
+                                                             PolicyContext(user_id=owner_id))
+                and request_words(episode, name, alt.arguments) != first_words]
 
     def change_mentions(self, episode: Episode[Any], initial: Mapping[str, Any], revised: Mapping[str, Any]) -> list[str]:
         """Words in the revised request that tell it from the first one."""
@@ -198,7 +202,7 @@ class AirlineConditions:
         if before.get("cabin") != after.get("cabin") and "cabin" in after:
             out.append(CABIN_WORDS.get(after["cabin"], after["cabin"]))
         if before.get("total_baggages") != after.get("total_baggages") and "total_baggages" in after:
-            out.append(f"{after['total_baggages']} checked bag")
+            out.append(bags_words(after["total_baggages"]))
         if before.get("insurance") != after.get("insurance") and "insurance" in after:
             out.append(f"{'with' if after['insurance'] == 'yes' else 'without'} travel insurance")
         if before.get("payment_id") != after.get("payment_id") and "payment_id" in after:
@@ -206,7 +210,7 @@ class AirlineConditions:
         old_legs = [(f.get("flight_number"), f.get("date")) for f in before.get("flights") or []]
         for leg in after.get("flights") or []:
             if (leg.get("flight_number"), leg.get("date")) not in old_legs:
-                out.append(_departure(episode, leg["flight_number"]))
+                out.append(flight_words(episode, leg["flight_number"], leg["date"])[1])
         old_people = [(p.get("first_name"), p.get("last_name")) for p in before.get("passengers") or []]
         for person in after.get("passengers") or []:
             if (person.get("first_name"), person.get("last_name")) not in old_people:
@@ -298,16 +302,23 @@ class AirlineConditions:
                          "flights": [{"flight_number": elsewhere, "date": first.date}], "payment_id": cards[0]},
                         f"a flight change must keep the origin, destination and trip type "
                         f"({booking.origin} to {booking.destination})", rid)
-        due = compensation_due(episode, owner)
-        if not due:
-            add("compensation_allowed", "send_certificate", {"user_id": user_id, "amount": 100},
-                "no reservation of this user qualifies for compensation")
-        else:
-            add("compensation_allowed", "send_certificate", {"user_id": user_id, "amount": due[0][1] * 2},
-                f"the compensation due is {due[0][1]}, not more")
+        if not compensation_due(episode, owner):
+            # only where no certificate at all is due: where one is, the policy's remedy is that
+            # certificate (a write), and refusing outright would fail an agent that offers it
+            add("compensation_allowed", "send_certificate", {"user_id": user_id, "amount": _asked_compensation(
+                episode, user_id)}, "no reservation of this user qualifies for compensation")
         out += _booking_proposals(episode, owner.user_id)
         out += _other_users(episode, user_id)
         return out
+
+
+def _asked_compensation(episode: Episode[Any], user_id: str) -> int:
+    """What a customer asks for: 100 per passenger of a reservation of theirs whose flight
+    the airline cancelled (the amount the policy grants where a reservation qualifies), else 100."""
+    for booking in user_reservations(episode, user_id):
+        if any(segment_status(episode, s) == "cancelled" for s in booking.flights):
+            return COMPENSATION_CANCELLED_PER_PASSENGER * len(booking.passengers)
+    return COMPENSATION_CANCELLED_PER_PASSENGER
 
 
 def _other_destination_flight(episode: Episode[Any], origin: str, destination: str, date: str, cabin: str,
@@ -328,8 +339,11 @@ def _change_options(episode: Episode[Any], name: str, args: dict[str, Any]) -> l
     owner = user(episode, owner_id)
     out: list[ChangeAlternative] = []
     if name == "cancel_reservation" and owner is not None:
+        written = set(episode.changed().get("reservations", []))
         for other in user_reservations(episode, owner_id):
-            if other.reservation_id != args["reservation_id"] and other.status is None:
+            # not one an earlier write of the task changed: that write would have been for nothing
+            if other.reservation_id != args["reservation_id"] and other.status is None \
+                    and other.reservation_id not in written:
                 out.append(ChangeAlternative(arguments={"reservation_id": other.reservation_id},
                                              difference=f"reservation: {args['reservation_id']} -> "
                                                         f"{other.reservation_id}"))
@@ -427,9 +441,13 @@ def _booking_proposals(episode: Episode[Any], user_id: str) -> list[InfeasiblePr
     if price is None or not cards:
         return []
     if people:
-        # the party filled up to six with relatives of the customer's own name
-        relatives = [{"first_name": first, "last_name": owner.name.last_name, "dob": owner.dob}
-                     for first in FIRST_NAMES if first not in {p["first_name"] for p in people}]
+        # the party filled up to six with relatives of the customer's own name, each with a
+        # birth date of their own (a year apart per relative, the customer's day of the year)
+        taken = {p["first_name"] for p in people}
+        year = int(owner.dob[:4])
+        relatives = [{"first_name": first, "last_name": owner.name.last_name,
+                      "dob": f"{year + 2 * (i + 1) + 1:04d}{owner.dob[4:]}".replace("-02-29", "-02-28")}
+                     for i, first in enumerate(f for f in FIRST_NAMES if f not in taken)]
         party = (people + relatives)[:MAX_PASSENGERS + 1]
         out.append(InfeasibleProposal(
             rule="at_most_five_passengers", related=False,

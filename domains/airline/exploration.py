@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import datetime, timedelta
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 from trajectory2task.domains import Environment
 from trajectory2task.domains.airline.constants import INSURANCE_PER_PASSENGER, NOW, PRICE_PER_EXTRA_BAG, TODAY
-from trajectory2task.domains.airline.calculations import calculations
+from trajectory2task.domains.airline.calculations import calculations, question
 from trajectory2task.domains.airline.knowledge import (
     CABIN_WORDS,
+    bags_words,
     booked_in_task,
     cancel_reason,
     flight_words,
@@ -186,25 +188,65 @@ def _not_flown(knowledge: Knowledge, booking: Mapping[str, Any]) -> bool:
     return all(_segment_state(knowledge, s) in NOT_DEPARTED for s in booking["flights"])
 
 
+def _written(knowledge: Knowledge) -> set[str]:
+    """Reservations an earlier write of the walk made or changed: a second write on one
+    (more bags after adding bags, a cancel after a change) would make the first pointless."""
+    out = _booked_in_walk(knowledge)
+    for call, output in knowledge.steps:
+        rid = call.arguments.get("reservation_id")
+        if call.name in WRITE_BUILDERS and isinstance(rid, str) and not output.startswith("Error"):
+            out.add(rid)
+    return out
+
+
 def _active(knowledge: Knowledge) -> list[dict[str, Any]]:
+    """Reservations a write may act on: not cancelled, not flown, not yet written in the walk."""
+    written = _written(knowledge)
     return [b for b in _reservations(knowledge) if b.get("status") is None and _not_flown(knowledge, b)
-            and _owner(knowledge, b) is not None]
+            and _owner(knowledge, b) is not None and b["reservation_id"] not in written]
 
 
-def _cards(owner: Mapping[str, Any], amount: float) -> list[str]:
+def _spent(knowledge: Knowledge) -> set[str]:
+    """Payment methods an earlier write of the walk charged: the profile the walk read shows
+    their balance from before (a gift card is not offered again on a stale balance)."""
+    out: set[str] = set()
+    for call, output in knowledge.steps:
+        if call.name in WRITE_BUILDERS and not output.startswith("Error"):
+            paid = [call.arguments.get("payment_id"), *(m.get("payment_id") for m in
+                                                        call.arguments.get("payment_methods") or [])]
+            out |= {p for p in paid if isinstance(p, str)}
+    return out
+
+
+def _cards(owner: Mapping[str, Any], amount: float, spent: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """Ids of the owner's credit cards and of gift cards holding ``amount``: what an update may charge."""
     methods = owner.get("payment_methods", {})
-    return sorted(k for k, m in methods.items()
-                  if m["source"] == "credit_card" or (m["source"] == "gift_card" and m["amount"] >= amount))
+    return sorted(k for k, m in methods.items() if m["source"] == "credit_card"
+                  or (m["source"] == "gift_card" and m["amount"] >= amount and k not in spent))
 
 
-def _booking_methods(owner: Mapping[str, Any], amount: float) -> list[str]:
+def _booking_methods(owner: Mapping[str, Any], amount: float, spent: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
     """Single methods that can pay a whole booking: any card, or a gift card or certificate holding it."""
     methods = owner.get("payment_methods", {})
-    return sorted(k for k, m in methods.items() if m["source"] == "credit_card" or m["amount"] >= amount)
+    return sorted(k for k, m in methods.items()
+                  if m["source"] == "credit_card" or (m["amount"] >= amount and k not in spent))
 
 
 # ---------------------------------------------------------------- write builders
+
+
+def _booked_in_walk(knowledge: Knowledge) -> set[str]:
+    """Ids of the reservations the walk itself booked."""
+    out = set()
+    for call, output in knowledge.steps:
+        if call.name == "book_reservation":
+            try:
+                made = json.loads(output)
+            except ValueError:
+                continue
+            if isinstance(made, dict) and isinstance(made.get("reservation_id"), str):
+                out.add(made["reservation_id"])
+    return out
 
 
 def build_cancel(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
@@ -238,7 +280,7 @@ def build_baggages(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] |
         paid = max(0, total - free)
         if paid < booking["nonfree_baggages"]:
             continue  # booked with more paid bags than the allowance asks: no add fits both rules
-        methods = _cards(owner, PRICE_PER_EXTRA_BAG * (paid - booking["nonfree_baggages"]))
+        methods = _cards(owner, PRICE_PER_EXTRA_BAG * (paid - booking["nonfree_baggages"]), _spent(knowledge))
         if methods:
             options.append({"reservation_id": booking["reservation_id"], "total_baggages": total,
                             "nonfree_baggages": paid, "payment_id": rng.choice(methods)})
@@ -265,7 +307,7 @@ def build_flights(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
             for other in CABIN_WORDS:
                 if other != cabin and all(_seats(o, other) >= count for o in offers if o):
                     difference = (sum(o["prices"][other] for o in offers if o) - paid) * count
-                    methods = _cards(owner, difference)
+                    methods = _cards(owner, difference, _spent(knowledge))
                     if methods:
                         options.append({"reservation_id": booking["reservation_id"], "cabin": other,
                                         "flights": [{"flight_number": s["flight_number"], "date": s["date"]}
@@ -280,7 +322,7 @@ def build_flights(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
                         or offer["flight_number"] == segment["flight_number"] or _seats(offer, cabin) < count:
                     continue
                 difference = (offer["prices"][cabin] - segment["price"]) * count
-                methods = _cards(owner, difference)
+                methods = _cards(owner, difference, _spent(knowledge))
                 if methods:
                     flights = [{"flight_number": s["flight_number"], "date": s["date"]} for s in segments]
                     flights[position] = {"flight_number": offer["flight_number"], "date": date}
@@ -323,17 +365,28 @@ def build_certificate(knowledge: Knowledge, rng: random.Random) -> dict[str, Any
 def build_booking(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | None:
     """A one-way trip on a searched direct flight for the customer and maybe a saved passenger,
     paid whole with one method, paid bags exactly those beyond the allowance."""
-    owners = knowledge.all_records("user_id")
+    # a customer whose reservations the walk has all looked up: only then can it tell which
+    # flights their travellers already hold (nobody is booked twice on one flight)
+    owners = [o for o in knowledge.all_records("user_id")
+              if all(knowledge.record("reservation_id", rid) is not None for rid in o.get("reservations", []))]
     offers = _searched(knowledge)
     if not owners or not offers:
         return None
     owner = rng.choice(owners)
-    date, offer = rng.choice(offers)
     travellers = [{"first_name": owner["name"]["first_name"], "last_name": owner["name"]["last_name"],
                    "dob": owner["dob"]}]
     saved = [dict(p) for p in owner.get("saved_passengers", []) if p["first_name"] != travellers[0]["first_name"]]
     if saved and rng.random() < 0.5:
         travellers.append(rng.choice(saved))
+    # nobody is booked twice on one flight: not on a flight an active reservation already
+    # holds them on (the customer's own, all looked up; a booking made earlier in the walk)
+    names = {(p["first_name"], p["last_name"]) for p in travellers}
+    taken = {(s["flight_number"], s["date"]) for b in _reservations(knowledge) if b.get("status") is None
+             and names & {(p["first_name"], p["last_name"]) for p in b["passengers"]} for s in b["flights"]}
+    offers = [(d, o) for d, o in offers if (o.get("flight_number"), d) not in taken]
+    if not offers:
+        return None
+    date, offer = rng.choice(offers)
     cabins = [c for c in CABIN_WORDS if _seats(offer, c) >= len(travellers)]
     if not cabins:
         return None
@@ -343,7 +396,7 @@ def build_booking(knowledge: Knowledge, rng: random.Random) -> dict[str, Any] | 
     insurance = rng.choice(["yes", "no"])
     total = (offer["prices"][cabin] + (INSURANCE_PER_PASSENGER if insurance == "yes" else 0)) * len(travellers) \
         + PRICE_PER_EXTRA_BAG * paid_bags
-    methods = _booking_methods(owner, total)
+    methods = _booking_methods(owner, total, _spent(knowledge))
     if not methods:
         return None
     return {"user_id": owner["user_id"], "origin": offer["origin"], "destination": offer["destination"],
@@ -403,8 +456,9 @@ def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any],
         if name == "cancel_reservation":
             facts += cancel_reason(episode, booking)[1]
         elif name == "update_reservation_baggages":
-            facts += [RequiredFact(label="bags in all", alternatives=[f"{a['total_baggages']} checked bag"]),
-                      payment(a["payment_id"])]
+            facts.append(RequiredFact(label="bags in all", alternatives=[bags_words(a["total_baggages"])]))
+            if a["total_baggages"] > booking.total_baggages:
+                facts.append(payment(a["payment_id"]))
         elif name == "update_reservation_flights":
             facts.append(payment(a["payment_id"]))
             kept = [(s.flight_number, s.date) for s in booking.flights]
@@ -427,6 +481,60 @@ def describe_request(episode: Episode[Any], name: str, a: Mapping[str, Any],
                         claims=request_claims(episode, name, a, user_id))
 
 
+def _untold_amounts(requests: list[RequestFacts]) -> list[RequestFacts]:
+    """Drops each amount whose value the task's own words already state (a 100-dollar
+    certificate asked for and a 100-dollar bag fee): an agent that only repeats the
+    user's words must not pass as one that worked the amount out; and each amount equal
+    to one asked for before (two 50-dollar bag fees): one question, one value."""
+    said = " ".join(_without_questions(r) for r in requests)
+    asked: set[str] = set()
+    out = []
+    for request in requests:
+        kept = []
+        for calculation in request.calculations:
+            if calculation.result not in asked and \
+                    not re.search(rf"(?<![\w.:-]){re.escape(calculation.result)}(?![\w:-]|\.\d)", said):
+                kept.append(calculation)
+                asked.add(calculation.result)
+        if len(kept) == len(request.calculations):
+            out.append(request)
+            continue
+        sentence = request.sentence
+        for dropped in request.calculations:
+            if dropped not in kept:
+                sentence = sentence.replace(f" {dropped.question}", "")
+        out.append(request.model_copy(update={"calculations": kept, "sentence": sentence}))
+    return out
+
+
+def _without_questions(request: RequestFacts) -> str:
+    sentence = request.sentence
+    for asked in request.questions:
+        sentence = sentence.replace(asked, "")
+    return sentence
+
+
+def _numbered_questions(requests: list[RequestFacts]) -> list[RequestFacts]:
+    """Two writes of one kind that each have an amount get an ordinal in their questions:
+    one question per amount, each asking for one value."""
+    asking = [r.tool for r in requests if r.calculations]
+    seen: dict[str, int] = {}
+    out = []
+    for request in requests:
+        if not request.calculations or asking.count(request.tool) < 2:
+            out.append(request)
+            continue
+        ordinal = seen.get(request.tool, 0)
+        seen[request.tool] = ordinal + 1
+        old = [c.question for c in request.calculations]
+        renamed = [c.model_copy(update={"question": question(request.tool, ordinal)}) for c in request.calculations]
+        sentence = request.sentence
+        for before, after in zip(old, renamed):
+            sentence = sentence.replace(before, after.question)
+        out.append(request.model_copy(update={"calculations": renamed, "sentence": sentence}))
+    return out
+
+
 def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: str | None) -> TrajectoryFacts:
     """Identity and per-write facts of an airline trajectory, replayed on a fresh episode."""
     episode = env.episode()
@@ -442,6 +550,7 @@ def describe(env: Environment[Any], steps: Sequence[ObservedStep], seed_entity: 
                                 if seed_entity and "/" in seed_entity else None)
             requests.append(describe_request(episode, call.name, call.arguments, owner))
         episode.call(call.name, call.arguments)
+    requests = _numbered_questions(_untold_amounts(requests))
     if user_id is None and seed_entity:
         table, _, key = seed_entity.partition("/")
         user_id = env.domain.owner_of(env.episode(), table, key)

@@ -8,7 +8,7 @@ a generation kit (exploration grounding, task templates, condition facts) builds
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from trajectory2task.domains.airline.models import Available, CreditCard, Flight, Reservation
 from trajectory2task.domains.airline.rules import (
@@ -85,6 +85,11 @@ def clock(time: str) -> str:
     return time[:5]  # "06:30:00" -> "06:30"
 
 
+def bags_words(count: Any) -> str:
+    """A bag count as said: "1 checked bag", "3 checked bags"."""
+    return f"{count} checked bag" + ("" if count == 1 else "s")
+
+
 def trip_words(booking: Reservation | Mapping[str, Any]) -> str:
     b = booking.model_dump() if isinstance(booking, Reservation) else booking
     kind = "round trip" if b["flight_type"] == "round_trip" else "one-way trip"
@@ -111,12 +116,29 @@ def trip_claims(booking: Reservation, user_id: str | None) -> list[Claim]:
     return out
 
 
+def same_departure(episode: Episode[Any], flight: Flight, date: str) -> list[str]:
+    """Numbers of the flights that a traveller's words for ``flight`` on ``date`` also fit:
+    the same route and scheduled departure time, flying that day."""
+    departure = clock(flight.scheduled_departure_time_est)
+    out = []
+    for key in sorted(episode.keys("flights")):
+        other = cast(Flight, episode.get("flights", key))
+        if (other.origin, other.destination) == (flight.origin, flight.destination) and date in other.dates \
+                and clock(other.scheduled_departure_time_est) == departure:
+            out.append(other.flight_number)
+    return out
+
+
 def flight_words(episode: Episode[Any], number: str, date: str) -> tuple[str, str]:
-    """A flight as a traveller names it (route, day and departure time) and the time alone."""
+    """A flight as a traveller names it (route, day and departure time) and the time alone;
+    where another flight of that route leaves at the same time that day, the time comes
+    with the flight number, so that the words fit one flight only."""
     flight = cast(Flight | None, episode.get("flights", number))
     if flight is None:
         return f"flight {number} on {date}", number
     departure = clock(flight.scheduled_departure_time_est)
+    if same_departure(episode, flight, date) != [flight.flight_number]:
+        departure = f"{departure} (flight {flight.flight_number})"
     return f"the {flight.origin}-{flight.destination} flight on {date} departing at {departure}", departure
 
 
@@ -156,20 +178,54 @@ def payment_claims(episode: Episode[Any], user_id: str, method_id: str) -> list[
     return out
 
 
+CancelReason = Literal["airline_cancelled", "booked_recently", "insured_illness", "plans_changed"]
+
+
+def cancel_reason_kind(episode: Episode[Any], booking: Reservation) -> CancelReason:
+    """Which reason a customer gives for cancelling: the first ground the policy accepts
+    that the reservation has (the plans simply changed where only its cabin is a ground)."""
+    if any(segment_status(episode, s) == "cancelled" for s in booking.flights):
+        return "airline_cancelled"
+    if booked_within_24h(booking):
+        return "booked_recently"
+    if booking.insurance == "yes" and booking.cabin != "business":
+        return "insured_illness"
+    return "plans_changed"
+
+
+def reason_allows_cancel(episode: Episode[Any], booking: Reservation, reason: CancelReason) -> bool:
+    """Whether the customer's words for ``reason`` fit ``booking`` and the policy lets them
+    cancel it: each reason's words state its own ground (the airline cancelled a flight,
+    booked hours ago, insured and ill); changed plans need a ground that holds whatever the
+    reason (booked within 24 hours, a flight cancelled by the airline, business)."""
+    if booking.status is not None or any_flown(episode, booking):
+        return False
+    whatever = booked_within_24h(booking) or booking.cabin == "business" or \
+        any(segment_status(episode, s) == "cancelled" for s in booking.flights)
+    if reason == "airline_cancelled":
+        return any(segment_status(episode, s) == "cancelled" for s in booking.flights)
+    if reason == "booked_recently":
+        return booked_within_24h(booking)
+    if reason == "insured_illness":
+        return booking.insurance == "yes"
+    return whatever
+
+
 def cancel_reason(episode: Episode[Any], booking: Reservation) -> tuple[str, list[RequiredFact], list[Claim]]:
     """Why the customer cancels, in words that match the ground the policy accepts (none
     claimed where the reservation has none: the plans simply changed)."""
     rid = booking.reservation_id
-    for segment in booking.flights:
-        if segment_status(episode, segment) == "cancelled":
-            return "the airline cancelled one of its flights", [], [
-                Claim(table="flights", key=segment.flight_number, path=["dates", segment.date, "status"],
-                      value="cancelled", says="the airline cancelled one of its flights")]
-    if booked_within_24h(booking):
+    kind = cancel_reason_kind(episode, booking)
+    if kind == "airline_cancelled":
+        segment = next(s for s in booking.flights if segment_status(episode, s) == "cancelled")
+        return "the airline cancelled one of its flights", [], [
+            Claim(table="flights", key=segment.flight_number, path=["dates", segment.date, "status"],
+                  value="cancelled", says="the airline cancelled one of its flights")]
+    if kind == "booked_recently":
         return "you booked it only a few hours ago and your plans have changed", [], [
             Claim(table="reservations", key=rid, path=["created_at"], value=booking.created_at,
                   says="you booked it only a few hours ago")]
-    if booking.insurance == "yes" and booking.cabin != "business":
+    if kind == "insured_illness":
         return "you are ill and cannot travel (your booking has travel insurance)", [
             RequiredFact(label="reason", alternatives=["ill", "sick", "health"])], [
             Claim(table="reservations", key=rid, path=["insurance"], value="yes",
@@ -220,10 +276,10 @@ def request_words(episode: Episode[Any], name: str, a: Mapping[str, Any],
         total = a.get("total_baggages")
         current = booking.total_baggages if booking is not None else None
         if isinstance(total, int) and isinstance(current, int) and total > current:
-            return (f"add {total - current} checked bag(s) to {trip}, {total} checked bag(s) in all, paying any "
+            return (f"add {bags_words(total - current)} to {trip}, {bags_words(total)} in all, paying any "
                     f"fee with {pay(a.get('payment_id'))}")
-        return f"have {total} checked bag(s) in all on {trip} instead of {current}, paying any fee with " \
-               f"{pay(a.get('payment_id'))}"
+        # fewer bags (or as many) cost nothing: no payment to name
+        return f"have {bags_words(total)} in all on {trip} instead of {current}"
     if name == "update_reservation_passengers":
         new = [p for p in a.get("passengers") or [] if isinstance(p, Mapping)]
         if booking is not None and len(new) == len(booking.passengers):
@@ -269,16 +325,23 @@ def request_words(episode: Episode[Any], name: str, a: Mapping[str, Any],
         insured = "with" if a.get("insurance") == "yes" else "without"
         kind = "round trip" if a.get("flight_type") == "round_trip" else "one-way trip"
         return (f"book a {kind} on {flights}, in {cabin}, for {_people(a.get('passengers'))}, with "
-                f"{a.get('total_baggages')} checked bag(s) in all, {insured} travel insurance, {paying}")
+                f"{bags_words(a.get('total_baggages'))} in all, {insured} travel insurance, {paying}")
     if name == "send_certificate":
         found = _cancelled_segment(episode, owner_id, a.get("amount"))
         if found is None:
-            return f"receive a travel certificate of {a.get('amount')} dollars {NOT_DUE_REQUEST}"
+            return f"receive a travel certificate {NOT_DUE_REQUEST}"
         held, segment = found
         flight, _ = flight_words(episode, segment.flight_number, segment.date)
-        return (f"be compensated with a travel certificate of {a.get('amount')} dollars because the airline "
+        # no amount: the policy sets it (per passenger), and an agent that works it out must
+        # not be told it by the user's words
+        return (f"be compensated with a travel certificate because the airline "
                 f"cancelled {flight} on your reservation {held.reservation_id}")
     return f"have the agent {name.replace('_', ' ')}"
+
+
+def _adds_bags(booking: Reservation | None, a: Mapping[str, Any]) -> bool:
+    total = a.get("total_baggages")
+    return booking is not None and isinstance(total, int) and total > booking.total_baggages
 
 
 def request_claims(episode: Episode[Any], name: str, a: Mapping[str, Any], user_id: str | None = None) -> list[Claim]:
@@ -291,8 +354,11 @@ def request_claims(episode: Episode[Any], name: str, a: Mapping[str, Any], user_
         out += trip_claims(booking, user_id)
         if name == "cancel_reservation":
             out += cancel_reason(episode, booking)[2]
-    for method_id in [a.get("payment_id"), *(m.get("payment_id") for m in a.get("payment_methods") or []
-                                             if isinstance(m, Mapping))]:
+    paid = [a.get("payment_id"), *(m.get("payment_id") for m in a.get("payment_methods") or []
+                                   if isinstance(m, Mapping))]
+    if name == "update_reservation_baggages" and not _adds_bags(booking, a):
+        paid = []  # the words for fewer bags name no payment
+    for method_id in paid:
         if isinstance(method_id, str):
             out += payment_claims(episode, owner_id, method_id)
     if name == "send_certificate":
