@@ -61,12 +61,22 @@ def tau2_tasks(tau2_dir: Path):
     return tasks
 
 
+@pytest.fixture(scope="session")
+def dspy_cache_at_start():
+    import dspy
+
+    return dspy.cache
+
+
 @pytest.fixture(autouse=True)
-def dspy_default_adapter():
+def dspy_default_adapter(dspy_cache_at_start):
     """An in-process `t2t` run installs its structured adapter globally (for its worker
-    threads); put DSPy's default back so the next test starts from it."""
+    threads) and may reconfigure DSPy's cache; put both back so the next test starts from them."""
     import dspy
 
     adapter = dspy.settings.adapter
+    # an in-process generate/optimize (a module fixture's too) may reconfigure DSPy's cache
+    dspy.cache = dspy_cache_at_start
     yield
     dspy.settings.configure(adapter=adapter)
+    dspy.cache = dspy_cache_at_start
