@@ -389,8 +389,12 @@ def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
     for index in positions:
         alternatives = ctx.facts.change_alternatives(ctx.state_before(index), ctx.calls[index])
         ctx.rng.shuffle(alternatives)
+        others = {e for i, c in enumerate(ctx.calls) if i != index and ctx.is_write(c["name"])
+                  for e in ctx.facts.related_entities([c])}
         for alternative in alternatives:
             revised = {"name": ctx.calls[index]["name"], "arguments": alternative.arguments}
+            if others & set(ctx.facts.related_entities([revised])):
+                continue  # a record another write of the goal also writes: one of them would be pointless
             episode = ctx.environment.episode()
             calls = list(ctx.parent.gold_actions)
             calls[index] = as_action(revised)
