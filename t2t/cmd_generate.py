@@ -67,18 +67,9 @@ def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict
             roles[role] = settings.model
         else:
             roles[role] = "baseline"
-    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
-    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
-    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+    from trajectory2task.usecases import generation_programs
 
-    modules: dict[str, Any] = {
-        "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
-        "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
-        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
-    }
-    for role, lm in lms.items():
-        modules[role].set_lm(lm)
-    return modules, lms, roles
+    return generation_programs(lms), lms, roles
 
 
 def load_program_state(store: Any, name: str, modules: dict[str, Any]) -> list[str]:
