@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import pytest
 
+from trajectory2task.programs.loop.agent import AgentReply
 from trajectory2task.programs.loop.domain_env import load_environment
 from trajectory2task.programs.loop.episode import (MAX_ACTION, MAX_ARGUMENT_DEPTH, MAX_CALLS, Episodes, TaskEpisode,
                                                    Turn, parse_action)
@@ -95,6 +96,10 @@ def test_the_gymnasium_env_gives_the_cores_answer_to_each_hostile_action():
         assert (reward, terminated, truncated) == (0.0, False, False)
         assert info["signals"] == turn.signals.model_dump()
         assert json.loads(observation)["messages"][-1]["content"] == turn.observations[0].content
+    # its action space is text: a structured turn the core would take is malformed there
+    env.reset(options={"task_id": task().id})
+    _, _, _, _, info = env.step(AgentReply(content="hi"))  # type: ignore[arg-type]
+    assert "not AgentReply" in info["signals"]["malformed"]
 
 
 @pytest.mark.parametrize("message", [
@@ -195,7 +200,8 @@ def test_the_verifiers_environment_answers_hostile_turns_with_an_error_for_the_m
     episode = state[EPISODE_KEY]
     before = episode.state.state_hash()
     deep_call = {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "c7", "type": "function", "function": {"name": "get_user_details", "arguments": "[" * DEEP + "]" * DEEP}}]}
+        {"id": "c7", "type": "function",
+         "function": {"name": "get_user_details", "arguments": "[" * DEEP + "]" * DEEP}}]}
     out = asyncio.run(env.env_response([deep_call], state))
     assert len(out) == 1 and out[0]["role"] == "tool" and out[0]["tool_call_id"] == "c7"
     assert out[0]["content"].startswith(MALFORMED) and "nest" in out[0]["content"]

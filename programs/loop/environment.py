@@ -145,7 +145,7 @@ class TaskEnv(gym.Env[str, str]):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if self.episode is None or self.episode.done:
             raise RuntimeError("the episode is over: call reset() first")
-        turn = self.episode.step(action)
+        turn = self.episode.step_text(action)  # the action space is text: anything else is malformed
         info: dict[str, Any] = {"task_id": self.episode.task.id, "turn": turn.turn,
                                 "signals": turn.signals.model_dump()}
         if turn.done:

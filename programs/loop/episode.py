@@ -19,12 +19,12 @@ so the rules of an episode live here once:
   verdict passes, else 0.0, with the verdict's failure reasons kept.
 
 Every action, whichever adapter it comes through (text, an OpenAI assistant message, a
-structured `AgentReply`, a TRL tool method's arguments), is read by one reader,
-`read_action`, held to the same bounds (``MAX_ACTION`` characters, ``MAX_CALLS`` calls,
-``MAX_NAME``-character names and ids, JSON at most ``MAX_ARGUMENT_DEPTH`` deep). A malformed
-action is a turn like any other, never an exception: a failed call that runs nothing,
-answered ``Error: malformed action: ...``, with the reason in the turn's
-``signals.malformed``.
+structured `AgentReply`, a TRL tool method's arguments), is read here, by `read_action`
+(text) and `check_reply` (structured turns), to the same bounds: ``MAX_ACTION`` characters,
+``MAX_CALLS`` calls, ``MAX_NAME``-character names and ids, JSON at most
+``MAX_ARGUMENT_DEPTH`` deep. A malformed action is a turn like any other, never an
+exception: a failed call that runs nothing, answered ``Error: malformed action: ...``, with
+the reason in the turn's ``signals.malformed``.
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def _content(value: Any) -> str | None:
 
 
 def _too_many(count: int) -> MalformedAction:
-    return MalformedAction(f"the action makes {count} tool calls, more than the {MAX_CALLS} allowed (one runs per turn)")
+    return MalformedAction(f"the action makes {count} tool calls, more than the {MAX_CALLS} allowed "
+                           "(one runs per turn)")
 
 
 def read_action(action: Any) -> AgentReply:
@@ -166,10 +167,8 @@ def read_action(action: Any) -> AgentReply:
     not an object with a non-empty string ``name`` (at most ``MAX_NAME`` characters), with more
     than ``MAX_CALLS`` calls, ``content`` that is not a string, JSON nested deeper than
     ``MAX_ARGUMENT_DEPTH`` levels, or a turn that would take more than ``MAX_ECHO`` characters
-    written back as JSON. An `AgentReply` (an adapter's structured turn) is checked against
-    the same bounds; anything else is malformed."""
-    if isinstance(action, AgentReply):
-        return _checked(action)
+    written back as JSON; anything but a string is malformed (`check_reply` holds a structured
+    turn to the same bounds)."""
     if not isinstance(action, str):
         raise MalformedAction(f"an action is a string (text or JSON text), not {type(action).__name__}")
     if len(action) > MAX_ACTION:
@@ -228,8 +227,9 @@ def _read_action_text(action: str) -> AgentReply:
                       tool_calls=[_as_agent_call(c.name, c.arguments) for c in parsed.tool_calls])
 
 
-def _checked(reply: AgentReply) -> AgentReply:
-    """A structured turn held to the bounds text is read with (see `read_action`)."""
+def check_reply(reply: AgentReply) -> AgentReply:
+    """A structured turn (an adapter's `AgentReply`) held to the bounds text is read with (see
+    `read_action`): the turn, with unusable call ids dropped; `MalformedAction` when it is none."""
     for call in reply.tool_calls:  # a turn `parse_action` found malformed stays malformed, for the same reason
         if not call.name and (call.arguments_error or "").startswith(MALFORMED):
             raise MalformedAction(call.arguments_error[len(MALFORMED):])  # type: ignore[index]
@@ -354,10 +354,16 @@ class TaskEpisode:
         return reward_of(self.verdict) if self.verdict is not None else 0.0
 
     def step(self, action: AgentReply | str) -> Turn:
-        """One agent turn (text or an `AgentReply`, read by `read_action`): a tool call (the
-        first of the turn runs; further ones are answered with an error), a message to the
-        user, or nothing (the agent ends the episode). A malformed action is a turn too: a
-        failed call that runs nothing, answered ``Error: malformed action: ...``."""
+        """One agent turn (text read by `read_action`, or an `AgentReply` held to the same
+        bounds by `check_reply`): a tool call (the first of the turn runs; further ones are
+        answered with an error), a message to the user, or nothing (the agent ends the
+        episode). A malformed action is a turn too: a failed call that runs nothing, answered
+        ``Error: malformed action: ...``."""
+        return self._play(lambda: check_reply(action) if isinstance(action, AgentReply) else read_action(action))
+
+    def step_text(self, action: Any) -> Turn:
+        """One agent turn that must be text (anything else is a malformed turn): the
+        Gymnasium env's action space."""
         return self._play(lambda: read_action(action))
 
     def step_message(self, message: Mapping[str, Any]) -> Turn:
@@ -366,11 +372,11 @@ class TaskEpisode:
 
     def say(self, text: str) -> Turn:
         """A message to the user (a turn with no call)."""
-        return self._play(lambda: read_action(AgentReply(content=_content(text))))
+        return self._play(lambda: check_reply(AgentReply(content=_content(text))))
 
     def call(self, name: str, arguments: Mapping[str, Any], call_id: str | None = None) -> Turn:
         """One tool call as the turn."""
-        return self._play(lambda: read_action(AgentReply(tool_calls=[_as_agent_call(
+        return self._play(lambda: check_reply(AgentReply(tool_calls=[_as_agent_call(
             name, dict(arguments) if isinstance(arguments, Mapping) else arguments, call_id)])))
 
     def _play(self, read: Callable[[], AgentReply]) -> Turn:
