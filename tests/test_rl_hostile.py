@@ -209,3 +209,19 @@ def test_the_verifiers_environment_answers_hostile_turns_with_an_error_for_the_m
     out = asyncio.run(env.env_response([huge], state))
     assert len(out) == 1 and out[0]["role"] == "user" and out[0]["content"].startswith(MALFORMED)
     assert episode.state.state_hash() == before and episode.turns == 2 and not episode.done
+
+
+def test_the_core_and_the_rl_adapters_load_without_gymnasium():
+    """The RL extra does not bring Gymnasium: the core, the domain loader and the adapters
+    (verifiers' ``load_environment`` included) import with it blocked."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("verifiers", reason="the rl extra is not installed: pip install 'trajectory2task[rl]'")
+    code = ("import sys; sys.modules['gymnasium'] = None\n"
+            "import trajectory2task.programs.loop.episode, trajectory2task.programs.loop.domain_env\n"
+            "import trajectory2task.programs.rl.verifiers_env as v\n"
+            "assert v.domain_environment.__module__ == 'trajectory2task.programs.loop.domain_env'\n"
+            "assert 'trajectory2task.programs.loop.environment' not in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
