@@ -16,7 +16,8 @@ The simulated user runs inside (the offline scripted user by default; any `Simul
 The turn goes as in `trajectory2task.programs.loop.rollout.RolloutEngine` (the same code runs the calls): a
 call's result comes back in the next observation, a message gets the user's answer. The
 episode ends when the user stops, the agent hands over to a human or says nothing
-(terminated), or at ``max_turns`` agent turns (truncated). Then the reward is the verifier's
+(terminated; so does an LM user that fails, unscored, as termination ``lm_error``), or at
+``max_turns`` agent turns (truncated). Then the reward is the verifier's
 verdict, 1.0 or 0.0, with ``info["verdict"]`` (passed, reasons, details); before that it is 0.
 Every step's ``info["signals"]`` says whether the turn's call failed (``tool_error``) and
 whether it attempted a forbidden write (``forbidden_write``: a write the task forbids, or one
