@@ -225,3 +225,30 @@ def test_the_core_and_the_rl_adapters_load_without_gymnasium():
             "assert 'trajectory2task.programs.loop.environment' not in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_failing_lm_user_ends_the_gymnasium_episode_unscored_as_in_the_core():
+    """Through the core the Gym env no longer raises when an LM user fails mid-episode."""
+    pytest.importorskip("gymnasium", reason="the train extra is not installed: pip install 'trajectory2task[train]'")
+    from trajectory2task.programs.loop.environment import TaskEnv
+    from trajectory2task.programs.loop.user_sim import LMTurnError, UserReply
+
+    class Breaks:  # answers the opening, then its LM fails
+        name = "breaking"
+
+        def session(self, scenario):
+            class Session:
+                def reply(self, conversation):
+                    if conversation:
+                        raise LMTurnError("user simulator: boom", "user")
+                    return UserReply(text="Hello, I need help.")
+
+            return Session()
+
+    env = TaskEnv(core().tasks, core().environment, user=Breaks())
+    env.reset(options={"task_id": task().id})
+    _, reward, terminated, truncated, info = env.step('{"content": "How can I help?"}')
+    assert terminated and not truncated and reward == 0.0
+    assert info["termination"] == "lm_error" and info["verdict"]["reasons"] == ["lm_error"]
+    with pytest.raises(RuntimeError):
+        env.step('{"content": "Hello?"}')
