@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from trajectory2task.programs.loop.agent import AgentReply, DoNothingAgent, OracleAgent
-from trajectory2task.programs.loop.environment import load_environment
+from trajectory2task.programs.loop.domain_env import load_environment
 from trajectory2task.programs.verification.mutants import derive_mutants
 from trajectory2task.signatures.models import Action, Message, Task
 from tests.cli import run_t2t

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from trajectory2task.programs.loop.agent import DoNothingAgent, OracleAgent
-from trajectory2task.programs.loop.environment import load_environment
+from trajectory2task.programs.loop.domain_env import load_environment
 from trajectory2task.programs.loop.episode import EpisodeOver, Episodes, action_text, parse_action
 from trajectory2task.programs.loop.user_sim import LMTurnError
 from tests.rl_cases import DOMAINS, drive, offline_tasks

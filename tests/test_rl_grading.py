@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from trajectory2task.programs.loop.environment import load_environment
+from trajectory2task.programs.loop.domain_env import load_environment
 from trajectory2task.programs.loop.episode import Episodes
 from trajectory2task.programs.rl import RL_EXTRA_HINT, RLExtraMissing
 from trajectory2task.signatures.models import Message

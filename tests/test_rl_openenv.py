@@ -17,7 +17,7 @@ pytest.importorskip("openenv.core", reason="the rl extra is not installed: pip i
 uvicorn = pytest.importorskip("uvicorn", reason="the rl extra is not installed: pip install 'trajectory2task[rl]'")
 
 from trajectory2task.programs.loop.agent import DoNothingAgent, OracleAgent  # noqa: E402
-from trajectory2task.programs.loop.environment import load_environment  # noqa: E402
+from trajectory2task.programs.loop.domain_env import load_environment  # noqa: E402
 from trajectory2task.programs.rl.openenv_env import TaskAction, TaskEnvClient, openenv_app  # noqa: E402
 from trajectory2task.signatures.models import Message  # noqa: E402
 from tests.rl_cases import DOMAINS, Transcript, drive, offline_tasks, t2t_verify  # noqa: E402

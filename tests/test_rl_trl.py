@@ -14,7 +14,7 @@ import pytest
 pytest.importorskip("trl", reason="the rl extra is not installed: pip install 'trajectory2task[rl]'")
 
 from trajectory2task.programs.loop.agent import DoNothingAgent, OracleAgent  # noqa: E402
-from trajectory2task.programs.loop.environment import load_environment  # noqa: E402
+from trajectory2task.programs.loop.domain_env import load_environment  # noqa: E402
 from trajectory2task.programs.rl.trl_env import (MESSAGE_RULE, SEND_MESSAGE, TRLTaskEnv, tool_schemas,  # noqa: E402
                                                  trl_dataset, trl_environment)
 from trajectory2task.signatures.models import Message, Task  # noqa: E402

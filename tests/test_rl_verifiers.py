@@ -14,7 +14,7 @@ import pytest
 vf = pytest.importorskip("verifiers", reason="the rl extra is not installed: pip install 'trajectory2task[rl]'")
 
 from trajectory2task.programs.loop.agent import OracleAgent  # noqa: E402
-from trajectory2task.programs.loop.environment import load_environment  # noqa: E402
+from trajectory2task.programs.loop.domain_env import load_environment  # noqa: E402
 from trajectory2task.programs.loop.episode import Episodes  # noqa: E402
 from trajectory2task.signatures.models import Message  # noqa: E402
 from tests.llm_server import ScriptedLLMServer, Text, ToolCalls  # noqa: E402

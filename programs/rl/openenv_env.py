@@ -13,7 +13,9 @@ each episode runs on its own copy-on-write state) over one shared episode core,
 `trajectory2task.programs.loop.episode`. ``reset(task_id=...)`` starts a task (without one, a
 task is drawn with ``seed``). An action is a message to the user (``content``), tool calls
 (``tool_calls``, OpenAI form; the first runs, as in every adapter), or a model's raw
-completion (``text``, ``<tool_call>`` blocks as calls); an empty action ends the episode. The
+completion (``text``, ``<tool_call>`` blocks as calls); an empty action ends the episode; a
+malformed one (too long, too deep, ill-formed calls: see the core's `read_action`) is a turn
+answered ``Error: malformed action: ...``, never a server error. The
 observation carries the messages the agent sees next (tool results, the user's answer); at
 the end ``reward`` is the verifier's verdict, 1.0 or 0.0, with ``verdict`` (passed, reasons,
 details) in the observation and the state.
@@ -38,7 +40,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
 
 from trajectory2task.domains import Environment as DomainEnvironment  # noqa: E402
-from trajectory2task.programs.loop.episode import Episodes, TaskEpisode, Turn, parse_action, reply_of_message  # noqa: E402
+from trajectory2task.programs.loop.episode import Episodes, TaskEpisode, Turn  # noqa: E402
 from trajectory2task.programs.loop.agent import openai_messages  # noqa: E402
 from trajectory2task.programs.loop.rollout import DEFAULT_MAX_TURNS  # noqa: E402
 from trajectory2task.programs.loop.user_sim import SimulatedUser  # noqa: E402
@@ -105,9 +107,9 @@ class TaskEnvironment(Environment[TaskAction, TaskObservation, TaskState]):
     def step(self, action: TaskAction, timeout_s: float | None = None, **kwargs: Any) -> TaskObservation:
         if self.episode is None:
             raise RuntimeError("step before reset")
-        reply = parse_action(action.text) if action.text is not None else \
-            reply_of_message({"content": action.content, "tool_calls": action.tool_calls})
-        turn = self.episode.step(reply)
+        # read by the core's one reader: a malformed action is a turn answered with an error
+        turn = self.episode.step(action.text) if action.text is not None else \
+            self.episode.step_message({"content": action.content, "tool_calls": action.tool_calls})
         self._state.step_count = self.episode.turns
         self._state.turns = self.episode.turns
         self._state.termination = turn.termination

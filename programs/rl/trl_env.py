@@ -15,7 +15,9 @@ user, which returns the user's answer. The episode runs on `trajectory2task.prog
 one call per tool invocation, the user's turns from the offline scripted user by default (an
 LM user optional). When the model's generation ends (a reply with no tool call), TRL calls
 ``get_reward``: the episode closes as the agent's stop and the verifier's verdict is the
-reward, 1.0 or 0.0; ``verdict`` keeps the failure reasons. The final plain reply is not
+reward, 1.0 or 0.0; ``verdict`` keeps the failure reasons. Every call goes through the
+core's one action reader: arguments nested too deep or a message too long are a malformed
+turn whose result says ``Error: malformed action: ...``, never an exception. The final plain reply is not
 heard by the user (TRL does not pass it to the environment): what must be communicated is
 sent with `SEND_MESSAGE`.
 """

@@ -13,9 +13,10 @@ the domain's tools (``tool_defs``). Each model turn is one agent turn of the epi
 (`trajectory2task.programs.loop.episode`): a tool call runs (the first of the turn) and its
 result comes back; a message gets the simulated user's answer (the offline scripted user by
 default; an LM user optional, by passing ``user``); an empty turn ends the episode, and so
-do the user's stop, a hand-off and the turn limit. The rubric's one reward, ``t2t_verdict``,
-is the verifier's verdict, 1.0 or 0.0; the verdict (passed, reasons, details) is kept in the
-rollout state under ``t2t_verdict``.
+do the user's stop, a hand-off and the turn limit. A malformed turn (see the core's
+`read_action`) is answered ``Error: malformed action: ...``, never an exception. The
+rubric's one reward, ``t2t_verdict``, is the verifier's verdict, 1.0 or 0.0; the verdict
+(passed, reasons, details) is kept in the rollout state under ``t2t_verdict``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ import verifiers as vf  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
 from trajectory2task.domains import Environment  # noqa: E402
-from trajectory2task.programs.loop.episode import Episodes, TaskEpisode, reply_of_message  # noqa: E402
+from trajectory2task.programs.loop.domain_env import load_environment as domain_environment  # noqa: E402
+from trajectory2task.programs.loop.episode import Episodes, TaskEpisode  # noqa: E402
 from trajectory2task.programs.loop.rollout import DEFAULT_MAX_TURNS  # noqa: E402
 from trajectory2task.programs.loop.user_sim import SimulatedUser  # noqa: E402
 from trajectory2task.signatures.models import Task  # noqa: E402
@@ -88,9 +90,15 @@ class TaskMultiTurnEnv(vf.MultiTurnEnv):
     async def env_response(self, messages: vf.Messages, state: vf.State, **kwargs: Any) -> vf.Messages:
         episode: TaskEpisode = state[EPISODE_KEY]
         assistant = _assistant_dict(messages[-1])
-        turn = episode.step(reply_of_message(assistant))
+        turn = episode.step_message(assistant)
         out: list[Any] = []
-        if assistant["tool_calls"]:
+        if turn.signals.malformed is not None:
+            # the core answered the turn as a whole: every call the model made gets that error
+            # (with no call to answer, it comes back as the next user message)
+            error = turn.observations[0].content or ""
+            out += [vf.ToolMessage(role="tool", content=error, tool_call_id=call["id"])
+                    for call in assistant["tool_calls"]] or [vf.UserMessage(role="user", content=error)]
+        elif assistant["tool_calls"]:
             # answer every call under the id the model gave it (the episode answers extra calls with an error)
             results = [m for m in turn.observations if m.role == "tool"]
             for call, result in zip(assistant["tool_calls"], results):
@@ -119,7 +127,6 @@ def load_environment(domain: str = "retail", tasks_file: str | None = None,
                      environment: Environment[Any] | None = None, **kwargs: Any) -> TaskMultiTurnEnv:
     """The ``verifiers`` entry point: a task set (``tasks_file``: tau2 tasks.json or JSON lines
     of tasks; or ``tasks``) of a domain over a database file (``db``) or the generated one."""
-    from trajectory2task.programs.loop.environment import load_environment as domain_environment
     from trajectory2task.store.files import load_tasks
 
     if (tasks_file is None) == (tasks is None):
