@@ -39,7 +39,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 def make_tasks(domain: str, seed: int, items: int) -> tuple[Any, list[Any]]:
     """A domain's environment over the database of ``seed`` and tasks generated on it offline."""
-    from trajectory2task.programs.loop.environment import load_environment
+    from trajectory2task.programs.loop.domain_env import load_environment
     from tests.offline_tasks import generate_offline
 
     environment = load_environment(domain, None, seed)
