@@ -114,7 +114,19 @@ def test_gepa_rewrites_the_writers_instruction_from_feedback(workspace, lm, tmp_
         assert _tasks([compiled(**e.inputs()) for e in trainset]) == _tasks([fresh(**e.inputs()) for e in trainset])
 
 
-def test_the_agent_compiles_over_episodes_and_its_program_loads(tmp_path):
+class _AgentOrProposerLM:
+    """Agent turns (requests with tools) go to the planned agent; the optimizers' other asks
+    (MIPROv2's instruction proposals) to the writer's scripted LM."""
+
+    def __init__(self, agent) -> None:
+        self.agent, self.other = agent, LearningLM()
+
+    def __call__(self, body: dict):
+        return self.agent(body) if body.get("tools") else self.other(body)
+
+
+@pytest.mark.parametrize("optimizer", ["bootstrap", "mipro"])
+def test_the_agent_compiles_over_episodes_and_its_program_loads(optimizer, tmp_path):
     from tests.closed_loop import PlannedAgentLM, environment, make_tasks, store_tasks, write_tools
     from trajectory2task.programs.loop.agent import ToolCallingAgent
 
@@ -127,17 +139,25 @@ def test_the_agent_compiles_over_episodes_and_its_program_loads(tmp_path):
     assert {e.task.id for e in trainset} == {"general-1", "general-2"}
     model = "openai/gpt-4o-mini"  # known to LiteLLM as function-calling: native tools
     plans = {(model, "general-1"): ["pass"], (model, "general-2"): ["pass"]}
-    responder = PlannedAgentLM(tasks, plans, write_tools(env), default_plan="pass")
+    responder = _AgentOrProposerLM(PlannedAgentLM(tasks, plans, write_tools(env), default_plan="pass"))
     adapter = dspy.settings.adapter
     try:
         with ScriptedLLMServer(responder=responder) as server:
             lm = dspy.LM(model, api_base=server.base_url, api_key="unused", cache=False)
             with dspy.context(lm=lm):
-                compiled = dspy.BootstrapFewShot(metric=t2t.metric("agent", env), max_bootstrapped_demos=2,
-                                                 max_labeled_demos=0).compile(t2t.EpisodeAgent(env),
-                                                                              trainset=trainset)
-                demos = compiled.program.turn.demos
-                assert demos, "no passing episode became a demo"
+                metric = t2t.metric("agent", env)
+                if optimizer == "bootstrap":
+                    compiled = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=2,
+                                                     max_labeled_demos=0).compile(t2t.EpisodeAgent(env),
+                                                                                  trainset=trainset)
+                else:
+                    compiled = dspy.MIPROv2(metric=metric, auto=None, num_candidates=2, max_bootstrapped_demos=1,
+                                            max_labeled_demos=0, num_threads=1, verbose=False).compile(
+                        t2t.EpisodeAgent(env), trainset=trainset, valset=trainset, num_trials=2, minibatch=False)
+                if optimizer == "bootstrap":
+                    assert compiled.program.turn.demos, "no passing episode became a demo"
+                else:  # its trials ran and scored the episodes (every plan passes: the best is 1.0)
+                    assert compiled.trial_logs and compiled.score == 100.0  # MIPROv2 reports percent
                 path = tmp_path / "agent.json"
                 compiled.program.save(str(path))
                 fresh = ToolCallingAgent()
@@ -151,3 +171,65 @@ def test_the_agent_compiles_over_episodes_and_its_program_loads(tmp_path):
     assert [v.passed for v in ours.verdicts] == [v.passed for v in theirs.verdicts] == [True]
     calls = [[(s.call.name, s.call.arguments) for s in r.steps] for r in (ours.result[0], theirs.result[0])]
     assert calls[0] == calls[1]
+
+
+class _AmbiguousWordsLM:
+    """The scripted LM for the intent adapter: for each parent task it knows (by the opening
+    words of its request) it answers the ambiguous wording the baseline adapter finds; other
+    asks (the optimizers' proposers) go to the writer's scripted LM."""
+
+    def __init__(self, answers: dict[str, str]) -> None:
+        self.answers = answers
+        self.fallback = LearningLM()
+
+    def __call__(self, body: dict):
+        from tests.llm_server import Text, output_field_names
+
+        if output_field_names(body) == ["scenario", "withheld_info", "claims"]:
+            prompt = body["messages"][-1]["content"]
+            for opening, answer in self.answers.items():
+                if opening in prompt:
+                    return Text(answer)
+        return self.fallback(body)
+
+
+@pytest.mark.parametrize("optimizer", ["bootstrap", "mipro"])
+def test_the_intent_adapter_compiles_saves_and_loads_with_stock_dspy(workspace, optimizer, tmp_path):
+    from tests.llm_server import chat_fields
+    from trajectory2task.programs.generation.adapter import BaselineAdapter
+
+    store, env = workspace
+    trainset = [e for e in t2t.trainset("adapter", store, env, where="condition = 'general'")
+                if e.condition == "ambiguous"]
+    answers = {}
+    for example in trainset:
+        adapted = BaselineAdapter().adapt(example.task, example.trajectory, "ambiguous", env, example.seed).task
+        if adapted is not None:
+            scenario = adapted.scenario.model_copy(update={"withheld_info": []})
+            answers[example.task.scenario.reason_for_call[:40]] = chat_fields(
+                scenario=scenario.model_dump(exclude_none=True), withheld_info=adapted.scenario.withheld_info,
+                claims=[])
+    trainset = [e for e in trainset if e.task.scenario.reason_for_call[:40] in answers]
+    assert len(trainset) >= 2, "too few ambiguous adaptations to compile on"
+    with ScriptedLLMServer(responder=_AmbiguousWordsLM(answers)) as server:
+        lm = dspy.LM("openai/t2t-test", api_base=server.base_url, api_key="unused", cache=False)
+        with dspy.context(lm=lm, adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
+            metric = t2t.metric("adapter", env)
+            if optimizer == "bootstrap":
+                compiled = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=1).compile(
+                    t2t.IntentAdapter(env=env), trainset=trainset)
+                assert compiled.ambiguous.demos
+            else:
+                compiled = dspy.MIPROv2(metric=metric, auto=None, num_candidates=2, max_bootstrapped_demos=1,
+                                        max_labeled_demos=0, num_threads=1, verbose=False).compile(
+                    t2t.IntentAdapter(env=env), trainset=trainset, valset=trainset, num_trials=2, minibatch=False)
+            assert all(metric(e, compiled(**e.inputs())) == 1.0 for e in trainset)
+            path = tmp_path / "adapter.json"
+            compiled.save(str(path))
+            fresh = t2t.IntentAdapter(env=env)
+            fresh.load(str(path))
+            assert fresh.ambiguous.dump_state() == compiled.ambiguous.dump_state()
+            ours = [compiled(**e.inputs()) for e in trainset]
+            theirs = [fresh(**e.inputs()) for e in trainset]
+        assert server.errors == []
+    assert _tasks(ours) == _tasks(theirs) and all(p.task is not None for p in ours)
