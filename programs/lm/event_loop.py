@@ -21,10 +21,12 @@ import gc
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from trajectory2task.programs.lm.dspy_private import EXECUTION_MODULE
+
 T = TypeVar("T")
 
 # DSPy's in-process steps of an LM call (prepare, cache lookup and store, pricing)
-INLINE_MODULES = frozenset({"dspy.clients.execution"})
+INLINE_MODULES = frozenset({EXECUTION_MODULE})
 
 
 def _handed_off(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -637,11 +637,9 @@ def token_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float 
     model), or None when the model is not priced there."""
     with _rates_lock:
         if model not in _RATES:
-            from dspy.clients.model_metadata import model_info, rate
+            from trajectory2task.programs.lm.dspy_private import model_rates
 
-            provider, _, name = model.partition("/") if "/" in model else ("openai", "", model)
-            info = model_info(provider, name) or {}
-            rates = rate(info, "input_cost_per_token"), rate(info, "output_cost_per_token")
+            rates = model_rates(model)
             _RATES[model] = rates if None not in rates else None  # type: ignore[assignment]
         rates = _RATES[model]
     if rates is None:

@@ -28,11 +28,11 @@ from __future__ import annotations
 from typing import Any
 
 import dspy
-from dspy.adapters.json_adapter import _get_structured_outputs_response_format, _has_open_ended_mapping
 from dspy.adapters.types.tool import ToolCalls
 from dspy.utils.exceptions import AdapterParseError, LMInvalidRequestError, LMProviderError
 
 from trajectory2task.programs.lm.accounting import role_of
+from trajectory2task.programs.lm.dspy_private import has_open_ended_mapping, structured_outputs_format
 
 DIALECTS: tuple[str, ...] = ("json_schema", "json_object_schema")
 PLAIN = "plain"
@@ -48,10 +48,10 @@ class StructuredOutputRefused(RuntimeError):
 def output_schema(signature: type[dspy.Signature]) -> dict[str, Any] | None:
     """The JSON schema of the signature's outputs (OpenAI strict form), or None when a field
     is an open-ended mapping that no schema can pin down."""
-    if _has_open_ended_mapping(signature):
+    if has_open_ended_mapping(signature):
         return None
     try:
-        return _get_structured_outputs_response_format(signature, True).model_json_schema()
+        return structured_outputs_format(signature, True).model_json_schema()
     except Exception:  # pydantic cannot build a schema for some annotation: send none
         return None
 
