@@ -52,6 +52,7 @@ _EXPORTS: dict[str, str] = {
     "audit": "trajectory2task.usecases",
     "bench": "trajectory2task.usecases",
     "trainset": "trajectory2task.usecases",
+    "export": "trajectory2task.usecases",
     "metric": "trajectory2task.usecases",
     "BenchResult": "trajectory2task.usecases",
 }
@@ -85,5 +86,5 @@ if TYPE_CHECKING:  # static checkers see the real names
     from trajectory2task.programs.verification.verifier import Verifier
     from trajectory2task.signatures.models import Rollout, Task, Trajectory, Verdict
     from trajectory2task.store import TaskStore, read_only_query
-    from trajectory2task.usecases import (BenchResult, GenerateResult, audit, bench, generate, metric, trainset,
-                                          verify)
+    from trajectory2task.usecases import (BenchResult, GenerateResult, audit, bench, export, generate, metric,
+                                          trainset, verify)

@@ -12,6 +12,7 @@ import typer
 from trajectory2task.errors import UserError
 from trajectory2task.output import console, print_json_line, print_table
 from trajectory2task.settings import store_path
+from trajectory2task.usecases import EXPORT_FORMATS
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 
@@ -64,9 +65,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-EXPORT_FORMATS = ("tau2", "parquet", "sft")
-
-
 def export(out: Annotated[Path, typer.Option("--out", help="File to write (never the store itself).")],
            format: Annotated[str, typer.Option("--format", help="tau2, parquet or sft.")] = "tau2",
            where: Annotated[Optional[str], typer.Option(
@@ -76,7 +74,7 @@ def export(out: Annotated[Path, typer.Option("--out", help="File to write (never
            force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
            store: StoreOpt = None) -> None:
     """Export selected tasks (tau2 tasks.json, Parquet) or successful rollouts (sft chat JSONL)."""
-    from trajectory2task.store import TaskStore
+    from trajectory2task.usecases import export as run_export
 
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format '{format}' (use tau2, parquet or sft)")
@@ -85,16 +83,7 @@ def export(out: Annotated[Path, typer.Option("--out", help="File to write (never
     path = store_path(store)
     if not path.exists():
         raise UserError(f"{path}: no store here yet (run t2t generate, or pass --store)")
-    with TaskStore(path, read_only=True) as ts:
-        filter_sql, params = ts.selection(where, condition, model)
-        if format == "tau2":
-            n = ts.export_tau2(filter_sql, out, params, replace=force)
-        elif format == "parquet":
-            n = ts.export_parquet(filter_sql, out, params, replace=force)
-        else:
-            from trajectory2task.store.sft import export_sft
-
-            n = export_sft(ts, filter_sql, out, params, replace=force)
+    n = run_export(path, out, format, where=where, condition=condition, model=model, replace=force)
     console.print(f"wrote {n} record(s) to {out}", markup=False, highlight=False)
 
 

@@ -319,3 +319,30 @@ def _target(program: str, environment: Any) -> Any:
     if program not in TARGETS:
         raise ValueError(f"unknown program {program!r}; choose from {', '.join(TARGETS)}")
     return TARGETS[program](environment)
+
+
+EXPORT_FORMATS = ("tau2", "parquet", "sft")
+
+
+def export(store: str | os.PathLike[str], out: str | os.PathLike[str], format: str = "tau2", *,
+           where: str | None = None, condition: str | None = None, model: str | None = None,
+           replace: bool = False) -> int:
+    """Write what a SQL filter selects from a store, as `t2t export` does: tasks as tau2's
+    ``tasks.json`` or Parquet, or passing rollouts as SFT chat JSONL (``model`` selects an
+    agent). Written through a temporary file and renamed into place; an existing ``out`` is
+    replaced only with ``replace``. Returns the number of records written."""
+    from trajectory2task.store import TaskStore
+
+    if format not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {format!r} (use {', '.join(EXPORT_FORMATS)})")
+    if model and format != "sft":
+        raise ValueError("model selects rollouts: it applies to the sft format only")
+    with TaskStore(Path(store), read_only=True) as task_store:
+        filter_sql, params = task_store.selection(where, condition, model)
+        if format == "tau2":
+            return task_store.export_tau2(filter_sql, Path(out), params, replace=replace)
+        if format == "parquet":
+            return task_store.export_parquet(filter_sql, Path(out), params, replace=replace)
+        from trajectory2task.store.sft import export_sft
+
+        return export_sft(task_store, filter_sql, Path(out), params, replace=replace)

@@ -88,3 +88,19 @@ def test_bench_refuses_what_it_cannot_run(offline):
         t2t.bench(offline.verified(), env, agents=["gpt"])
     with pytest.raises(ValueError, match="no tasks"):
         t2t.bench([], env)
+
+
+def test_export_from_python_writes_what_the_command_writes(tmp_path):
+    store = tmp_path / "t2t.duckdb"
+    t2t.generate("retail", n=2, seed=5, store=store)
+    ours, theirs = tmp_path / "py.json", tmp_path / "cli.json"
+    n = t2t.export(store, ours, "tau2", where="verified")
+    done = run_t2t("export", "--format", "tau2", "--where", "verified", "--store", str(store), "--out", str(theirs))
+    assert done.returncode == 0, done.stderr
+    assert n > 0 and ours.read_bytes() == theirs.read_bytes()
+    from trajectory2task.store.outfile import OutputFileError
+
+    with pytest.raises(OutputFileError, match="exists"):  # replace=True replaces it
+        t2t.export(store, ours, "tau2")
+    with pytest.raises(ValueError, match="unknown export format"):
+        t2t.export(store, tmp_path / "x", "csv")
