@@ -223,7 +223,7 @@ def _clean_up_after_killed_runs(ts: object, output: Path) -> None:
         process = (json.loads(config) if isinstance(config, str) else config or {}).get("process")
         if _process_gone(process):
             ts.add_run_event(run_id, "abandoned", {  # type: ignore[attr-defined]
-                "reason": f"process {process['pid']} on {process['host']} ended without finishing the run"})
+                "why": f"process {process['pid']} on {process['host']} ended without finishing the run"})
             progress(f"run {run_id} was left 'started' by process {process['pid']}, which is gone: "
                      "marked abandoned")
     removed, kept = sweep_leftovers(output)

@@ -4,7 +4,7 @@
     app = openenv_app(environment, tasks, max_sessions=8)      # a FastAPI app: uvicorn.run(app, ...)
     with TaskEnvClient(base_url="http://127.0.0.1:8000").sync() as client:
         first = client.reset(task_id=tasks[0].id)              # the user's opening, the tools, the policy
-        result = client.step(TaskAction(tool_calls=[{"name": "find_user_id_by_email", "arguments": {...}}]))
+        result = client.step(TaskAction(tool_calls=[{"name": "TOOL_NAME", "arguments": {...}}]))
         result = client.step(TaskAction(content="Your order is cancelled."))
         state = client.state()                                  # the verdict once done
 
