@@ -32,7 +32,7 @@ _register()
 
 # Errors whose message is meant for the user, by (module, class). The modules load only in
 # the commands that raise them, so they are looked up lazily to keep `t2t` quick to start.
-_USER_FACING = (("trajectory2task.store.errors", "StoreError"), ("trajectory2task.domains", "UnknownDomainError"), ("trajectory2task.domains.kit", "KitError"), ("trajectory2task.programs.lm.config", "LMConfigError"))
+_USER_FACING = (("trajectory2task.store.files", "InputFileError"), ("trajectory2task.store.errors", "StoreError"), ("trajectory2task.domains", "UnknownDomainError"), ("trajectory2task.domains.kit", "KitError"), ("trajectory2task.programs.lm.config", "LMConfigError"))
 
 
 def _is_user_facing(exc: BaseException) -> bool:
@@ -83,8 +83,6 @@ def _tolerant_streams() -> None:
 
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
-    from trajectory2task.store.files import InputFileError
-
     # click's exception classes, wherever this Typer takes click from (newer Typers ship
     # their own copy): the module that defines typer.BadParameter defines them all
     clicks = sys.modules[typer.BadParameter.__module__]
@@ -103,8 +101,6 @@ def main() -> None:
     except (getattr(clicks, "Abort", typer.Abort), typer.Abort):
         _fail("interrupted", 130)
     except UserError as exc:
-        _fail(str(exc))
-    except InputFileError as exc:
         _fail(str(exc))
     except json.JSONDecodeError as exc:
         _fail(f"invalid JSON: {exc.msg} at line {exc.lineno}")

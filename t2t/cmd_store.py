@@ -12,7 +12,6 @@ import typer
 from trajectory2task.errors import UserError
 from trajectory2task.output import console, print_json_line, print_table
 from trajectory2task.settings import store_path
-from trajectory2task.usecases import EXPORT_FORMATS
 
 StoreOpt = Annotated[Optional[str], typer.Option("--store", help="Store file (default $T2T_STORE or ./t2t.duckdb).")]
 
@@ -74,7 +73,7 @@ def export(out: Annotated[Path, typer.Option("--out", help="File to write (never
            force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
            store: StoreOpt = None) -> None:
     """Export selected tasks (tau2 tasks.json, Parquet) or successful rollouts (sft chat JSONL)."""
-    from trajectory2task.usecases import export as run_export
+    from trajectory2task.usecases import EXPORT_FORMATS, export as run_export
 
     if format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format '{format}' (use tau2, parquet or sft)")
