@@ -116,3 +116,20 @@ def t2t_verify(domain: str, tasks: list[Task], transcripts: list[Transcript], di
     verdicts = [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
     assert [v["task_id"] for v in verdicts] == [t.task_id for t in transcripts]
     return verdicts
+
+
+class BreakingUser:
+    """A simulated user that answers the opening, then whose LM fails (as a `SimulatedUser`)."""
+
+    name = "breaking"
+
+    def session(self, scenario: Any) -> Any:
+        from trajectory2task.programs.loop.user_sim import LMTurnError, UserReply
+
+        class Session:
+            def reply(self, conversation: Any) -> UserReply:
+                if conversation:
+                    raise LMTurnError("user simulator: boom", "user")
+                return UserReply(text="Hello, I need help.")
+
+        return Session()

@@ -12,8 +12,7 @@ import pytest
 from trajectory2task.programs.loop.agent import DoNothingAgent, OracleAgent
 from trajectory2task.programs.loop.domain_env import load_environment
 from trajectory2task.programs.loop.episode import EpisodeOver, Episodes, action_text, parse_action
-from trajectory2task.programs.loop.user_sim import LMTurnError
-from tests.rl_cases import DOMAINS, drive, offline_tasks
+from tests.rl_cases import DOMAINS, BreakingUser, drive, offline_tasks
 
 
 def play(core: Episodes, agent, task):
@@ -92,20 +91,7 @@ def test_a_failing_lm_user_ends_the_episode_unscored():
     environment = load_environment("retail")
     task = offline_tasks("retail")[0]
 
-    class Breaks:  # answers the opening, then its LM fails
-        name = "breaking"
-
-        def session(self, scenario):
-            class Session:
-                def reply(self, conversation):
-                    if conversation:
-                        raise LMTurnError("user simulator: boom", "user")
-                    from trajectory2task.programs.loop.user_sim import UserReply
-                    return UserReply(text="Hello, I need help.")
-
-            return Session()
-
-    episode = Episodes(environment, [task], user=Breaks()).start(task.id)
+    episode = Episodes(environment, [task], user=BreakingUser()).start(task.id)
     assert episode.opening == "Hello, I need help."
     turn = episode.say("How can I help?")
     assert turn.terminated and turn.termination == "lm_error"

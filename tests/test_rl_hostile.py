@@ -19,6 +19,7 @@ from trajectory2task.programs.loop.episode import (MAX_ACTION, MAX_ARGUMENT_DEPT
                                                    Turn, parse_action)
 from trajectory2task.signatures.models import Task
 from tests.offline_tasks import generate_offline
+from tests.rl_cases import BreakingUser
 
 DEEP = 5000
 MALFORMED = "Error: malformed action: "
@@ -231,21 +232,8 @@ def test_a_failing_lm_user_ends_the_gymnasium_episode_unscored_as_in_the_core():
     """Through the core the Gym env no longer raises when an LM user fails mid-episode."""
     pytest.importorskip("gymnasium", reason="the train extra is not installed: pip install 'trajectory2task[train]'")
     from trajectory2task.programs.loop.environment import TaskEnv
-    from trajectory2task.programs.loop.user_sim import LMTurnError, UserReply
 
-    class Breaks:  # answers the opening, then its LM fails
-        name = "breaking"
-
-        def session(self, scenario):
-            class Session:
-                def reply(self, conversation):
-                    if conversation:
-                        raise LMTurnError("user simulator: boom", "user")
-                    return UserReply(text="Hello, I need help.")
-
-            return Session()
-
-    env = TaskEnv(core().tasks, core().environment, user=Breaks())
+    env = TaskEnv(core().tasks, core().environment, user=BreakingUser())
     env.reset(options={"task_id": task().id})
     _, reward, terminated, truncated, info = env.step('{"content": "How can I help?"}')
     assert terminated and not truncated and reward == 0.0
