@@ -3,7 +3,8 @@
 `t2t optimize` builds its pieces here:
 
 - a target per program kind (explorer, writer, adapter, user, agent): the DSPy module to tune,
-  the harness the optimizer runs (module + environment), the examples built from store
+  what the optimizer runs (the program with its environment bound; the user simulator and
+  the agent inside an episode harness, `EpisodeAgent` for the agent), the examples built from store
   items, and the metric;
 - `compile_program`: scores the module on the validation set, runs the optimizer
   (`dspy.BootstrapFewShot`, `dspy.MIPROv2` or `dspy.GEPA`), scores the result, and returns
@@ -20,9 +21,9 @@ Examples. Each kind learns from what the store already holds:
 - agent: the selected tasks that pass static verification (rollouts of the agent under
   optimization with the offline scripted user; the verifier's verdict is the metric).
 
-The harness keeps the environment out of DSPy's deep copies (optimizers copy programs
-many times; a database must not be copied with them) and returns a `dspy.Prediction`
-with the program's result.
+The environment is held by `trajectory2task.programs.binding.Bound`, out of DSPy's deep copies
+(optimizers copy programs many times; a database must not be copied with them) and out of
+saved state; every program run returns a `dspy.Prediction` with the program's result.
 """
 
 from __future__ import annotations

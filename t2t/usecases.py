@@ -222,11 +222,11 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
     tool-calling agent on that model) or any `Agent`; ``user`` is None (the offline scripted
     user) or a ``dspy.LM`` (the LM user simulator). With ``store``, the run, its tasks and every
     rollout are stored as the command stores them (`t2t sql "SELECT * FROM pass_rate"`)."""
-    from trajectory2task.optimize.metrics import RolloutRow, score_cells
+    from trajectory2task.optimize.metrics import score_cells
     from trajectory2task.programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, LMAgent, OracleAgent
-    from trajectory2task.programs.loop.bench import plan_jobs
+    from trajectory2task.programs.loop.bench import plan_jobs, rollout_row
     from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter
-    from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser, failure_side
+    from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
     from trajectory2task.programs.verification.verifier import Verifier
 
     if trials < 1 or max_turns < 1 or concurrency < 1:
@@ -280,13 +280,9 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
             crashes = run(keep)
             writer.flush()
             task_store.finish_run(run_id, "failed" if crashes else "finished")
-    rows = []
-    for result in results:
-        rollout, verdict = result.rollout, result.verdict
-        side = failure_side(rollout.error) if rollout.termination == "lm_error" else None
-        rows.append(RolloutRow(task_id=rollout.task_id, condition=by_id[rollout.task_id].condition,
-                               agent_model=rollout.agent_model, trial=rollout.trial, passed=verdict.passed,
-                               reasons=list(verdict.reasons), not_agents=side if side in ("user", "transport") else None))
+    rows = [rollout_row(r.rollout.task_id, by_id[r.rollout.task_id].condition, r.rollout.agent_model,
+                        r.rollout.trial, r.verdict.passed, r.verdict.reasons, r.rollout.termination, r.rollout.error)
+            for r in results]
     return BenchResult(run_id=run_id, cells=score_cells(rows, trials), rollouts=[r.rollout for r in results],
                        verdicts=[r.verdict for r in results],
                        crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes])

@@ -61,18 +61,23 @@ class CalibrationProblem(BaseModel):
         return f"{self.task_id}: {what} [{status}]"
 
 
-def stored_rows(store: Any, run_id: str) -> list[RolloutRow]:
-    """The run's rollouts with their newest verdicts, from the store."""
+def rollout_row(task_id: str, condition: str | None, agent_model: str, trial: int, passed: bool,
+                reasons: list[str] | None, termination: str | None, error: str | None) -> RolloutRow:
+    """A judged rollout as scoring reads it: one that failed on the user simulator's or the
+    transport's side says nothing about the agent (``not_agents``)."""
     from trajectory2task.programs.loop.user_sim import failure_side
 
+    side = failure_side(error) if termination == "lm_error" else None
+    return RolloutRow(task_id=task_id, condition=condition, agent_model=agent_model, trial=int(trial),
+                      passed=bool(passed), reasons=list(reasons or []),
+                      not_agents=side if side in ("user", "transport") else None)
+
+
+def stored_rows(store: Any, run_id: str) -> list[RolloutRow]:
+    """The run's rollouts with their newest verdicts, from the store."""
     _, rows = store.query("SELECT task_id, condition, agent_model, trial, pass, reasons, termination, error "
                           "FROM rollouts_latest WHERE run_id = ? AND pass IS NOT NULL ORDER BY seq", [run_id])
-    out = []
-    for t, c, a, k, p, r, termination, error in rows:
-        side = failure_side(error) if termination == "lm_error" else None
-        out.append(RolloutRow(task_id=t, condition=c, agent_model=a, trial=int(k), passed=bool(p),
-                              reasons=list(r or []), not_agents=side if side in ("user", "transport") else None))
-    return out
+    return [rollout_row(*row) for row in rows]
 
 
 # ============================================================================ jobs and calibration

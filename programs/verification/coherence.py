@@ -32,7 +32,8 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 
 from trajectory2task.domains import Environment, PolicyContext
-from trajectory2task.programs.verification.verifier import authenticated_user, execute_calls
+from trajectory2task.programs.verification.premises import matches, value_at
+from trajectory2task.programs.verification.verifier import authenticated_user, execute_calls, policy_breaches
 from trajectory2task.signatures.models import Action, Task, ToolCall
 
 CoherenceClass = Literal["pointless_write", "repeated_entity", "told_amount", "plural_seam", "policy_breaking_gold",
@@ -162,41 +163,13 @@ def _told_amounts(task: Task, user_text: str) -> Iterator[CoherenceFinding]:
 
 
 def _policy_breaking(environment: Environment[Any], gold: Sequence[Call]) -> Iterator[CoherenceFinding]:
-    if not environment.domain.policy_rules:
-        return
-    calls = [ToolCall(name=c.name, arguments=c.arguments) for c in gold]
-    user_id = authenticated_user(environment, execute_calls(environment.episode(), calls))
-    episode = environment.episode()
-    for call in calls:
-        spec = environment.tools.get(call.name)
-        if spec is not None and spec.kind == "write":
-            for broken in environment.policy_violations(episode, call.name, call.arguments,
-                                                        PolicyContext(user_id=user_id)):
-                yield CoherenceFinding(cls="policy_breaking_gold", detail=f"{call.name}: {broken}")
-        episode.call(call.name, call.arguments)
-
-
-def _fits(value: Any, claim: Any) -> bool:
-    if claim.op == "contains":
-        return isinstance(value, (list, dict, str)) and claim.value in value
-    if claim.op == "ne":
-        return value is not None and value != claim.value
-    return value == claim.value
+    for breach in policy_breaches(environment, [ToolCall(name=c.name, arguments=c.arguments) for c in gold]):
+        yield CoherenceFinding(cls="policy_breaking_gold", detail=breach.line())
 
 
 def _ends_with_said_digits(identifier: str, says: str) -> bool:
     """Whether the words give the identifier's last digits ("ending in 1237")."""
     return any(identifier.endswith(run) for run in re.findall(r"\d{4,}", says))
-
-
-def _walk(value: Any, path: Sequence[Any]) -> Any:
-    from trajectory2task.programs.verification.premises import _MISSING, _step
-
-    for step in path:
-        if value is None or value is _MISSING:
-            return None
-        value = _step(value, step)
-    return None if value is _MISSING else value
 
 
 def _words_fit_several(environment: Environment[Any], task: Task) -> Iterator[CoherenceFinding]:
@@ -224,7 +197,7 @@ def _words_fit_several(environment: Environment[Any], task: Task) -> Iterator[Co
             candidates = list(collection.values()) if isinstance(collection, dict) else list(collection)
         else:
             candidates = [episode.record(table, k) for k in episode.keys(table)]
-        fitting = [c for c in candidates if all(_fits(_walk(c, inner), claim) for claim, inner in members)]
+        fitting = [c for c in candidates if all(matches(value_at(c, inner), claim) for claim, inner in members)]
         if len(fitting) > 1:
             yield CoherenceFinding(cls="words_fit_several", detail=f"{says[:120]!r} fits {len(fitting)} of "
                                                                    f"{'the ' + str(entity[0]) if entity else table}")

@@ -9,7 +9,7 @@ plain JSON (not through any kit, writer or adapter code) and compares.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from trajectory2task.domains import Environment
@@ -28,24 +28,32 @@ def _step(value: Any, step: str | int) -> Any:
     return _MISSING
 
 
-def resolve(environment: Environment[Any], claim: Claim) -> Any:
-    """The value a claim is about in the initial database, or ``None`` when the record or
-    the path does not exist."""
-    value: Any = environment.episode().record(claim.table, claim.key)
-    for step in claim.path:
+def value_at(value: Any, path: Sequence[str | int]) -> Any:
+    """What ``path`` reaches inside ``value`` (see `Claim`), or ``None`` where it leads nowhere."""
+    for step in path:
         if value is None or value is _MISSING:
             return None
         value = _step(value, step)
     return None if value is _MISSING else value
 
 
-def holds(environment: Environment[Any], claim: Claim) -> bool:
-    found = resolve(environment, claim)
+def resolve(environment: Environment[Any], claim: Claim) -> Any:
+    """The value a claim is about in the initial database, or ``None`` when the record or
+    the path does not exist."""
+    return value_at(environment.episode().record(claim.table, claim.key), claim.path)
+
+
+def matches(found: Any, claim: Claim) -> bool:
+    """Whether ``found`` is what ``claim`` says it is (equal, not equal, or containing its value)."""
     if claim.op == "contains":
         return isinstance(found, (list, dict, str)) and claim.value in found
     if claim.op == "ne":
         return found is not None and found != claim.value
     return found is not None and found == claim.value
+
+
+def holds(environment: Environment[Any], claim: Claim) -> bool:
+    return matches(resolve(environment, claim), claim)
 
 
 def describe(claim: Claim) -> str:
