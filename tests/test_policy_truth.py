@@ -588,3 +588,14 @@ def test_a_condition_kit_that_raises_fails_that_condition_and_keeps_the_item(lib
     assert items and all(i.status == "done" and "general" in i.tasks for i in items)
     assert all(i.rejected["changing"] == "kit_error: the kit's change_alternatives raised RuntimeError: "
                                          "no alternatives today" for i in items), [i.rejected for i in items]
+
+
+def test_a_revised_request_that_already_says_instead_says_it_once():
+    # retail's payment change reads "... with your card ending in 3669 instead"; the baseline's
+    # "You want to ... instead." once made it "instead instead." and lint refused the task
+    import trajectory2task as t2t
+
+    result = t2t.generate("retail", n=40, seed=0, conditions=["general", "changing"])
+    changing = [t for t in result.tasks if t.condition == "changing"]
+    assert changing and all(t.id in {v.task_id for v in result.verdicts if v.passed} for t in changing)
+    assert not [t.id for t in changing if "instead instead" in (t.scenario.revised_request or "")]

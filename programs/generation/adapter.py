@@ -638,7 +638,9 @@ class BaselineAdapter:
     def word_changing(self, ctx: _Context, facts: ChangeFacts) -> tuple[UserScenario, str, str, list[Claim]]:
         trigger = (f"the agent has listed the details of {facts.action_label} and asks you to confirm it, "
                    "before you say yes")
-        revised = f"You want to {facts.revised_request} instead."  # the fold says it is a change of mind
+        request = facts.revised_request.rstrip(". ")
+        # the fold says it is a change of mind; a request that already says "instead" says it once
+        revised = f"You want to {request}." if request.endswith(" instead") else f"You want to {request} instead."
         scenario = UserScenario(
             persona=ctx.parent.scenario.persona,
             reason_for_call=self._requests(ctx, {}),
