@@ -1,0 +1,76 @@
+"""Which Ray cluster a run uses, and joining it.
+
+``--ray`` with no value (or ``T2T_RAY_ADDRESS=local``) starts a Ray on this machine for the
+run; ``--ray ADDRESS`` (``ray://host:10001``, ``host:6379`` or ``auto``) joins a running
+cluster. Nothing here imports Ray until a run asks for it: without the flag a run stays one
+process and needs no Ray installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+RAY_ADDRESS_ENV = "T2T_RAY_ADDRESS"
+LOCAL = "local"
+# what ray.init accepts as an address: "auto", ray://host:port, or host:port (a GCS address)
+_ADDRESS = re.compile(r"^(auto|ray://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+
+
+class RayUnavailable(RuntimeError):
+    """Ray is not installed, or the cluster cannot be joined."""
+
+
+@dataclass(frozen=True)
+class RayTarget:
+    """Where Ray work runs: ``address`` None starts a local Ray with ``num_cpus`` (None: all)."""
+
+    address: str | None = None
+    num_cpus: int | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.address is None
+
+    def describe(self) -> str:
+        return "a local Ray" if self.local else f"the Ray cluster at {self.address}"
+
+
+def ray_target(flag: str | None, *, environ: dict[str, str] | None = None) -> RayTarget | None:
+    """The target a ``--ray`` flag asks for: ``None`` (flag absent and ``T2T_RAY_ADDRESS``
+    unset) means no Ray; ``""`` or ``"local"`` a local Ray; anything else a cluster address.
+    Raises ValueError, naming the source, for an address Ray would not accept."""
+    env = os.environ if environ is None else environ
+    source, value = ("--ray", flag) if flag is not None else (RAY_ADDRESS_ENV, env.get(RAY_ADDRESS_ENV))
+    if value is None:
+        return None
+    value = value.strip()
+    if value in ("", LOCAL):
+        return RayTarget()
+    if not _ADDRESS.match(value) or any(c.isspace() for c in value):
+        raise ValueError(f"{source}: {value!r} is not a Ray address; give 'local', 'auto', "
+                         "ray://HOST:PORT or HOST:PORT")
+    return RayTarget(address=value)
+
+
+def connect(target: RayTarget) -> Any:
+    """Join (or start) the Ray the target names and return the ``ray`` module. A Ray this
+    process already joined is used as it is (a notebook's ``ray.init`` wins)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise RayUnavailable("--ray needs Ray: pip install 'trajectory2task[ray]'") from exc
+    if ray.is_initialized():
+        return ray
+    try:
+        if target.local:
+            ray.init(num_cpus=target.num_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+        else:
+            ray.init(address=target.address, log_to_driver=False, configure_logging=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RayUnavailable(f"cannot join {target.describe()}: {first}") from exc
+    return ray
