@@ -67,7 +67,7 @@ def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict
             roles[role] = settings.model
         else:
             roles[role] = "baseline"
-    from trajectory2task.usecases import generation_programs
+    from trajectory2task.programs.generation.pipeline import generation_programs
 
     return generation_programs(lms), lms, roles
 

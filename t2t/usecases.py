@@ -64,27 +64,10 @@ class MemorySink:
         del run_id, status  # nothing to close
 
 
-def generation_programs(lms: dict[str, Any]) -> dict[str, Any]:
-    """The explorer, writer and intent adapter: the DSPy program bound to its LM for each role
-    in ``lms``, the seeded offline baseline for the others."""
-    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
-    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
-    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
-
-    programs: dict[str, Any] = {
-        "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
-        "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
-        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
-    }
-    for role, lm in lms.items():
-        programs[role].set_lm(lm)
-    return programs
-
-
 def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] = CONDITIONS, seed: int = 0,
              db: str | os.PathLike[str] | None = None, users: int = 500, lm: Any = None,
              lms: dict[str, Any] | None = None, store: str | os.PathLike[str] | None = None, workers: int = 1,
-             progress: Callable[[Any], None] | None = None) -> GenerateResult:
+             progress: Callable[[Any], None] | None = None, ray: Any = None) -> GenerateResult:
     """Explore ``n`` trajectories on a domain's database and make verified tasks from them.
 
     ``db`` is a database JSON file (default: one generated from ``seed`` with ``users`` users).
@@ -92,10 +75,17 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     (``{"writer": lm}``); with neither, the offline baselines run. With ``store`` (a DuckDB
     file) every item is stored as `t2t generate` stores it, one transaction per item, and the
     run can be resumed with the command; without one, results are only returned.
+
+    ``ray`` runs the items as Ray work (``trajectory2task.programs.distributed.generate_ray``):
+    ``"local"`` (a Ray on this machine, one worker per core), a cluster address
+    (``"auto"``, ``"ray://host:10001"``) or a ``RayTarget``; None: as ``T2T_RAY_ADDRESS`` says,
+    and with that unset one process, Ray not imported. Results and stored rows are the same
+    either way; the LMs are copied to each worker (they must pickle) and a ``max_concurrent``
+    bound holds across the cluster. Raises ``RayUnavailable`` when Ray cannot be started or joined.
     """
     from trajectory2task.domains import get_domain, domain_module
     from trajectory2task.programs.generation.pipeline import (GENERATION_ROLES, GenerationConfig,
-                                                               GenerationPipeline, id_prefix)
+                                                               GenerationPipeline, generation_programs, id_prefix)
 
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
@@ -125,10 +115,12 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     programs = generation_programs(by_role)
     versions = {role: type(program).__name__ for role, program in programs.items()}
 
+    executor = _ray_items(ray, config, versions, by_role, workers)
+
     def run(sink: Any) -> Any:
         pipeline = GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
                                       adapter=programs["adapter"], program_versions=versions, lms=by_role,
-                                      workers=workers)
+                                      workers=workers, executor=executor)
         return pipeline.run(run_id, progress=progress)
 
     memory = MemorySink()
@@ -144,6 +136,20 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
             summary = run(tee)
     return GenerateResult(run_id=run_id, summary=summary, trajectories=memory.trajectories, tasks=memory.tasks,
                           verdicts=memory.verdicts)
+
+
+def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, Any], workers: int) -> Any:
+    """The Ray executor the ``ray`` argument asks for, or None (one process, Ray not imported)."""
+    from trajectory2task.programs.distributed.cluster import RayTarget, ray_target
+
+    target = ray if isinstance(ray, RayTarget) else ray_target(ray)
+    if target is None:
+        return None
+    from trajectory2task.programs.distributed.cluster import connect
+    from trajectory2task.programs.distributed.generate_ray import RayItems, WorkerSetup, shippable
+
+    setup = WorkerSetup(config=config, program_versions=versions, lm_objects=shippable(lms), workers=workers)
+    return RayItems(connect(target), setup, actors=target.num_cpus if target.local else None)
 
 
 class _Tee:

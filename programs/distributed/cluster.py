@@ -8,6 +8,7 @@ process and needs no Ray installed.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -15,6 +16,10 @@ from typing import Any
 
 RAY_ADDRESS_ENV = "T2T_RAY_ADDRESS"
 LOCAL = "local"
+# Ray's notice, at each local start, that it turned token authentication on: a warning on
+# stderr for every `t2t ... --ray` run, which is not the user's to act on (the local Ray is
+# the run's own and goes with it)
+_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 # what ray.init accepts as an address: "auto", ray://host:port, or host:port (a GCS address)
 _ADDRESS = re.compile(r"^(auto|ray://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
 
@@ -64,6 +69,8 @@ def connect(target: RayTarget) -> Any:
         raise RayUnavailable("--ray needs Ray: pip install 'trajectory2task[ray]'") from exc
     if ray.is_initialized():
         return ray
+    if target.local:
+        logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
     try:
         if target.local:
             ray.init(num_cpus=target.num_cpus, include_dashboard=False, log_to_driver=False,

@@ -13,6 +13,12 @@ Items run on one asyncio event loop: a program with async methods (``aexplore``,
 network at once; the offline baselines are plain calls that never yield, so an offline run does
 the items one after another in index order, as it always did.
 
+Past one process. With an ``executor`` (``ItemExecutor``; the Ray one is
+``trajectory2task.programs.distributed.generate_ray.RayItems``) the items run elsewhere, each on a
+pipeline of the same config, and come back as ``ItemOutput`` with the LM calls made for them;
+this process still stores every item itself, one transaction each. An item depends on
+(run seed, index) alone, so where it ran does not change a byte of it.
+
 Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
 output does not parse. What still fails is recorded on the item with its reason
 (``lm_error``), and the run goes on. So is an exception raised inside a function of the
@@ -73,6 +79,16 @@ class ItemSink(Protocol):
     def finish(self, run_id: str, status: str) -> None: ...
 
 
+class ItemExecutor(Protocol):
+    """Runs items away from this process and yields each finished one (in any order), with
+    the LM calls made for it in ``ItemOutput.lm_calls``. ``planned`` gives (index, target):
+    the coverage target is picked here, where the store is."""
+
+    retried: int  # items run again because the worker running them was lost
+
+    def outputs(self, run_id: str, planned: Iterable[tuple[int, Any]]) -> Iterator[ItemOutput]: ...
+
+
 class ExplorerProgram(Protocol):
     def explore(self, env: Environment[Any], seed: int, trajectory_id: str | None = None,
                 provenance: Provenance | None = None, target_write: str | None = None,
@@ -130,6 +146,7 @@ class RunSummary(BaseModel):
     failed: dict[str, int] = Field(default_factory=dict)  # reason -> items
     conditions: list[ConditionSummary] = Field(default_factory=list)
     rejected: dict[str, dict[str, int]] = Field(default_factory=dict)  # condition -> adapter reason -> items
+    retried: int = 0  # items run again after the worker running them was lost (an ``ItemExecutor``'s)
 
 
 class ItemOutput(BaseModel):
@@ -139,6 +156,9 @@ class ItemOutput(BaseModel):
     trajectory: Trajectory | None = None
     tasks: list[Task] = Field(default_factory=list)
     verdicts: list[Verdict] = Field(default_factory=list)
+    # the LM calls recorded with this item where it ran away from the storing process (an
+    # ``ItemExecutor``'s worker): its own and those of items in flight beside it there
+    lm_calls: list[LMCall] = Field(default_factory=list)
 
 
 def item_seed(run_seed: int, index: int) -> int:
@@ -205,7 +225,8 @@ class GenerationPipeline:
                  program_versions: dict[str, str] | None = None, lms: dict[str, Any] | None = None,
                  workers: int = 1,
                  after_item: Callable[[GenerationItem], None] | None = None,
-                 targets: Callable[[int], Any] | None = None, retry_failed: bool = False) -> None:
+                 targets: Callable[[int], Any] | None = None, retry_failed: bool = False,
+                 executor: ItemExecutor | None = None) -> None:
         self.env = _with_guarded_kit(env)
         self.sink = sink
         self.config = config
@@ -220,6 +241,7 @@ class GenerationPipeline:
         # write to make first) and .goal (recorded as the trajectory's goal), or None
         self.targets = targets
         self.retry_failed = retry_failed  # a resumed run also redoes the items that failed on the LM
+        self.executor = executor  # None: the items run here, on this process's event loop
         # mutants and premises too: a kept task fails every plausible wrong agent and claims only truths
         self.verifier = Verifier(env, discriminative=True)
         self._private_ids: frozenset[str] | None = None
@@ -237,15 +259,17 @@ class GenerationPipeline:
         """`agenerate_item` on an event loop of its own."""
         return event_loop.run(self.agenerate_item(run_id, index))
 
-    async def agenerate_item(self, run_id: str, index: int) -> ItemOutput:
-        """Explore, write, adapt and verify item ``index``; never raises for LM failures."""
+    async def agenerate_item(self, run_id: str, index: int, target: Any = None) -> ItemOutput:
+        """Explore, write, adapt and verify item ``index``; never raises for LM failures.
+        ``target``: the coverage target picked for it elsewhere (else ``targets`` picks it)."""
         config = self.config
         seed = item_seed(config.seed, index)
         provenance = Provenance(source=config.source, run_id=run_id, program_versions=self.program_versions,
                                 seed=seed)
         trajectory_id = f"{config.id_prefix}-{index:05d}"
 
-        target = self.targets(index) if self.targets is not None else None
+        if target is None:
+            target = self.target(index)
         steer = {"target_write": target.tool, "goal": target.goal} if target is not None else {}
         try:
             explored = await _call(self.explorer, "explore", self.env, seed, trajectory_id=trajectory_id, **steer,
@@ -304,6 +328,10 @@ class GenerationPipeline:
                               rejected=rejected, **counts)
         return ItemOutput(item=item, trajectory=trajectory, tasks=tasks, verdicts=verdicts)
 
+    def target(self, index: int) -> Any:
+        """The coverage target of item ``index`` (None when the run is not guided)."""
+        return self.targets(index) if self.targets is not None else None
+
     def _linted(self, task: Task) -> Task:
         """The task with its text findings recorded (``trajectory2task.programs.verification.lint``)."""
         if self._private_ids is None:
@@ -317,7 +345,8 @@ class GenerationPipeline:
                               trajectory_id=trajectory.id if trajectory else None, **counts)
         return ItemOutput(item=item, trajectory=trajectory)
 
-    def _drain_usage(self) -> list[LMCall]:
+    def drain_usage(self) -> list[LMCall]:
+        """The LM calls of ``lms`` recorded since the last drain (each call once)."""
         if self._recorder is None:
             return []
         out = []
@@ -328,8 +357,17 @@ class GenerationPipeline:
 
     def _store(self, run_id: str, output: ItemOutput) -> None:
         # the calls recorded since the last item: this one's, and those of items still in flight
+        # (here, or beside it on the worker that ran it)
         self.sink.add(run_id, output.item, [output.trajectory] if output.trajectory else [], output.tasks,
-                      output.verdicts, self._drain_usage())
+                      output.verdicts, [*output.lm_calls, *self.drain_usage()])
+
+    def _finish_item(self, run_id: str, output: ItemOutput,
+                     progress: Callable[[GenerationItem], None] | None) -> None:
+        self._store(run_id, output)
+        if progress is not None:
+            progress(output.item)
+        if self.after_item is not None:
+            self.after_item(output.item)
 
     # ------------------------------------------------------------ the run
 
@@ -347,12 +385,19 @@ class GenerationPipeline:
         'interrupted' and the interrupt propagates; committed items stay.
         """
         try:
-            event_loop.run(self._run_items(run_id, self.pending_items(run_id), progress))
+            if self.executor is None:
+                event_loop.run(self._run_items(run_id, self.pending_items(run_id), progress))
+            else:
+                planned = ((index, self.target(index)) for index in self.pending_items(run_id))
+                for output in self.executor.outputs(run_id, planned):
+                    self._finish_item(run_id, output, progress)
         except KeyboardInterrupt:
             self.sink.finish(run_id, "interrupted")
             raise
         self.sink.finish(run_id, "finished")
-        return summarize(run_id, self.sink.recorded(run_id), self.config.conditions)
+        summary = summarize(run_id, self.sink.recorded(run_id), self.config.conditions)
+        summary.retried = self.executor.retried if self.executor is not None else 0
+        return summary
 
     async def _run_items(self, run_id: str, todo: Iterable[int],
                          progress: Callable[[GenerationItem], None] | None) -> None:
@@ -368,15 +413,27 @@ class GenerationPipeline:
                     break
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in sorted(done, key=lambda f: f.result().item.index):
-                    output = future.result()
-                    self._store(run_id, output)
-                    if progress is not None:
-                        progress(output.item)
-                    if self.after_item is not None:
-                        self.after_item(output.item)
+                    self._finish_item(run_id, future.result(), progress)
         finally:
             for future in pending:
                 future.cancel()
+
+
+def generation_programs(lms: dict[str, Any]) -> dict[str, Any]:
+    """The explorer, writer and intent adapter: the DSPy program bound to its LM for each role
+    in ``lms``, the seeded offline baseline for the others."""
+    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
+    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+
+    programs: dict[str, Any] = {
+        "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
+        "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
+        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
+    }
+    for role, lm in lms.items():
+        programs[role].set_lm(lm)
+    return programs
 
 
 def _with_guarded_kit(env: Environment[Any]) -> Environment[Any]:

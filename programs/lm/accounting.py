@@ -145,9 +145,11 @@ class CallLedger:
     def on_call(self, listener: Callable[[str], None]) -> None:
         self._listeners.append(listener)
 
-    def add(self, tag: LMRole | None, call: LMCall, kind: str | None = None, line: str | None = None) -> None:
+    def add(self, tag: LMRole | None, call: LMCall, kind: str | None = None, line: str | None = None,
+            keep: bool = True) -> None:
         with self._lock:
-            self._rows.append((tag, call))
+            if keep:
+                self._rows.append((tag, call))
             self.calls += 1
             self.prompt_tokens += call.prompt_tokens
             self.completion_tokens += call.completion_tokens
@@ -159,12 +161,13 @@ class CallLedger:
         for listener in self._listeners:
             listener(progress)
 
-    def add_rows(self, calls: list[LMCall]) -> None:
+    def add_rows(self, calls: list[LMCall], *, keep: bool = True) -> None:
         """Rows recorded elsewhere (a rollout worker process's copy of this ledger), untagged:
-        ``take()`` hands them over, ``take(tag)`` does not."""
+        ``take()`` hands them over, ``take(tag)`` does not. ``keep=False`` only counts them
+        (totals, errors, the live line): rows already on their way to the store."""
         for call in calls:
             kind = call.error.split(":", 1)[0] if call.error else None
-            self.add(None, call, kind, f"{call.role}: {call.error}" if call.error else None)
+            self.add(None, call, kind, f"{call.role}: {call.error}" if call.error else None, keep=keep)
 
     def warn_once(self, line: str) -> bool:
         with self._lock:

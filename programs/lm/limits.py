@@ -11,6 +11,7 @@ among the async calls of each loop and among the threads (t2t runs a role on one
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from typing import Any
@@ -19,7 +20,9 @@ import dspy
 
 
 class CallLimiter:
-    """At most ``limit`` calls in flight."""
+    """At most ``limit`` calls in flight. A subclass may hold its slots elsewhere (a Ray run's
+    cluster-wide slots: ``trajectory2task.programs.distributed.slots``): `BoundedLM` needs only
+    the two context managers."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -30,7 +33,7 @@ class CallLimiter:
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary())
 
-    def for_loop(self) -> asyncio.Semaphore:
+    def for_loop(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """This event loop's semaphore (an asyncio primitive belongs to one loop)."""
         loop = asyncio.get_running_loop()
         with self._lock:
@@ -40,7 +43,7 @@ class CallLimiter:
             return semaphore
 
     @property
-    def for_threads(self) -> threading.BoundedSemaphore:
+    def for_threads(self) -> contextlib.AbstractContextManager[Any]:
         return self._threads
 
 

@@ -1,0 +1,306 @@
+"""Generation items as Ray work: `RayItems`, the pipeline's executor for ``--ray``.
+
+The driver (the process that runs ``t2t generate``) starts one `ItemWorker` actor per CPU of
+the cluster. Each loads the domain's environment once: the database is generated again from
+the run's (seed, users), or parsed from the ``--db`` file's bytes, put once in Ray's object
+store by the driver (a worker on another machine need not see the file); its initial hash
+must equal the run's. A worker builds its own programs (the offline baselines, or the LM
+programs from the roles' settings, with the run's compiled state), so nothing but small
+picklable settings crosses the wire, and runs the items it is sent on a
+`GenerationPipeline` of the run's config: item ``index`` depends on (run seed, index)
+alone, so a worker makes it byte for byte as the one-process run does.
+
+Each finished item streams back to the driver with the LM calls the worker recorded since
+its previous item (``ItemOutput.lm_calls``), and the driver alone writes the store, one
+transaction per item, as without Ray.
+
+Faults. A worker that dies (its process killed, its machine lost) fails the items it held;
+the driver starts a new worker and sends those items again (``retried`` counts them), so no
+item is lost, and none is stored twice: an item is stored only when its output reaches the
+driver, once. An item whose worker dies ``max_attempts`` times stops the run (`WorkerLost`);
+what was stored stays, and ``--resume`` continues. The LM calls a dead worker made for
+items not yet returned are lost with it (the items are made again, calls and all).
+
+LM bounds. A role's ``max_concurrent`` holds across the cluster: its slots live in one
+`trajectory2task.programs.distributed.slots.CallSlots` actor.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+from trajectory2task.programs.generation.pipeline import (
+    GenerationConfig,
+    GenerationPipeline,
+    ItemOutput,
+    generation_programs,
+)
+from trajectory2task.programs.distributed.slots import CallSlots
+from trajectory2task.programs.lm.config import LMSettings
+from trajectory2task.signatures.models import GenerationItem, LMCall, Task, Trajectory, Verdict
+
+
+class WorkerLost(RuntimeError):
+    """An item whose Ray worker died each time it ran: one line saying which, and how to go on."""
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a worker needs to run a run's items; sent once to each worker."""
+
+    config: GenerationConfig
+    program_versions: dict[str, str] = field(default_factory=dict)
+    # roles played by an LM built in the worker from these settings (the command line's LMs)
+    lm_settings: dict[str, LMSettings] = field(default_factory=dict)
+    # roles played by these LM objects (the Python API's), a copy in each worker; their
+    # ``max_concurrent`` limiters are dropped here and held cluster-wide there
+    lm_objects: dict[str, Any] = field(default_factory=dict)
+    program_states: dict[str, Any] = field(default_factory=dict)  # role -> compiled DSPy state (--programs)
+    cache: bool = False  # DSPy's LM cache, as the driver's --no-cache / --cache-dir left it
+    workers: int = 1  # items in flight at once on each worker (LM items wait on the network together)
+
+    @property
+    def bounds(self) -> dict[str, int]:
+        """Role -> its ``max_concurrent`` bound, for the roles that have one."""
+        out = {role: s.max_concurrent for role, s in self.lm_settings.items() if s.max_concurrent is not None}
+        for role, lm in self.lm_objects.items():
+            limiter = getattr(lm, "limiter", None)
+            if limiter is not None:
+                out[role] = limiter.limit
+        return out
+
+
+def shippable(lms: dict[str, Any]) -> dict[str, Any]:
+    """The LM objects as they can cross to a worker: a limiter (locks, per process) is dropped
+    from a shallow copy; the worker bounds the copy cluster-wide instead."""
+    out = {}
+    for role, lm in lms.items():
+        if getattr(lm, "limiter", None) is not None:
+            bare = copy.copy(lm)
+            bare.limiter = None
+            out[role] = bare
+        else:
+            out[role] = lm
+    return out
+
+
+class _NoSink:
+    """A worker's pipeline never stores: the driver does."""
+
+    def recorded(self, run_id: str) -> list[GenerationItem]:
+        return []
+
+    def add(self, run_id: str, item: GenerationItem, trajectories: Sequence[Trajectory], tasks: Sequence[Task],
+            verdicts: Sequence[Verdict], lm_calls: Sequence[LMCall]) -> None:
+        raise RuntimeError("a Ray worker does not store items; the driver does")
+
+    def finish(self, run_id: str, status: str) -> None:
+        del run_id, status
+
+
+def worker_environment(config: GenerationConfig, db_json: bytes | None) -> Any:
+    """The run's environment, loaded again in a worker: from the database file's bytes, or
+    generated from the run's (seed, users). Raises RuntimeError when it is not the run's."""
+    from trajectory2task.domains import get_domain
+
+    domain = get_domain(config.domain_module or config.domain)
+    if db_json is not None:
+        db = domain.db_model.model_validate_json(db_json)
+    elif domain.generate_db is not None:
+        db = domain.generate_db(config.seed, config.db_users)
+    else:
+        raise RuntimeError(f"domain {domain.name} has no database generator and the run gave no database")
+    env = domain.environment(db)
+    if env.initial_hash() != config.db_initial_hash:
+        raise RuntimeError("the worker's database differs from the one the run started on")
+    return env
+
+
+class ItemWorker:
+    """Runs items of one run (a Ray actor: ``ray.remote(ItemWorker)``; plain here, so the
+    module imports without Ray). ``slots`` is the run's CallSlots actor, or None when no role
+    is bounded; ``holder`` names this worker to it."""
+
+    def __init__(self, setup: WorkerSetup, db_json: bytes | None, slots: Any = None, holder: str = "") -> None:
+        env = worker_environment(setup.config, db_json)
+        lms: dict[str, Any] = dict(setup.lm_objects)
+        self.session: Any = None
+        if setup.lm_settings:
+            from trajectory2task.programs.lm.session import LMSession
+
+            self.session = LMSession(cache=setup.cache, warn=None)
+            for role, settings in setup.lm_settings.items():
+                lms[role] = self.session.build(role, settings)
+        if lms:
+            from trajectory2task.programs.lm.session import LMSession
+
+            LMSession.install_adapter()
+            if self.session is not None:
+                self.session.preflight()  # learns each endpoint's structured-output dialect, as the driver did
+        if slots is not None:
+            from trajectory2task.programs.distributed.slots import ClusterLimiter
+
+            bounds = setup.bounds
+            for role, lm in lms.items():
+                if role in bounds:
+                    lm.limiter = ClusterLimiter(bounds[role], slots, role, holder)
+        programs = generation_programs(lms)
+        for role, state in setup.program_states.items():
+            programs[role].load_state(state)
+            programs[role].set_lm(lms[role])  # load_state resets each predictor's LM to the saved one
+        self.pipeline = GenerationPipeline(env, _NoSink(), setup.config, explorer=programs["explorer"],
+                                           writer=programs["writer"], adapter=programs["adapter"],
+                                           program_versions=setup.program_versions, lms=lms,
+                                           workers=setup.workers)
+        # the database and programs live as long as the worker: keep them out of the
+        # collector's full scans (what event_loop.run does for a one-process run)
+        gc.collect()
+        gc.freeze()
+
+    async def run_item(self, run_id: str, index: int, target: Any = None) -> ItemOutput:
+        output = await self.pipeline.agenerate_item(run_id, index, target)
+        output.lm_calls = self.pipeline.drain_usage()
+        return output
+
+    def ready(self) -> bool:
+        return True
+
+
+def _worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
+    """What ``ray.get`` raises when the worker (or the node holding the result) is gone."""
+    x = ray.exceptions
+    return (x.RayActorError, x.WorkerCrashedError, x.ObjectLostError, x.NodeDiedError)
+
+
+class RayItems:
+    """The pipeline's executor (``ItemExecutor``) on a Ray cluster: ``actors`` workers (None:
+    one per CPU of the cluster) with ``depth`` items in flight each (None: the setup's
+    ``workers``, at least 2, so a worker never waits for its next item)."""
+
+    def __init__(self, ray: Any, setup: WorkerSetup, *, actors: int | None = None, depth: int | None = None,
+                 max_attempts: int = 3, on_calls: Callable[[list[LMCall]], None] | None = None) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.ray = ray
+        self.setup = setup
+        self.actors = actors
+        self.depth = depth or max(setup.workers, 2)
+        self.max_attempts = max_attempts
+        self.on_calls = on_calls  # e.g. the driver's ledger, for its live line and its summary
+        self.retried = 0
+        self.workers_lost = 0
+        self.slots: Any = None
+        self._errors = _worker_errors(ray)
+
+    # ------------------------------------------------------------ workers
+
+    def _worker_count(self, todo: int) -> int:
+        cpus = self.actors or int(self.ray.cluster_resources().get("CPU", 1)) or 1
+        return max(1, min(cpus, todo))
+
+    def _start(self, db_ref: Any, holder: str) -> Any:
+        remote = self.ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD",
+                                 max_concurrency=max(self.depth, 1))(ItemWorker)
+        return remote.remote(self.setup, db_ref, self.slots, holder)
+
+    def _db_bytes(self) -> bytes | None:
+        path = self.setup.config.db_path
+        if path is None:
+            return None
+        with open(path, "rb") as handle:
+            return handle.read()
+
+    # ------------------------------------------------------------ the run
+
+    def outputs(self, run_id: str, planned: Iterable[tuple[int, Any]]) -> Iterator[ItemOutput]:
+        """Run the planned items on the workers; yield each output as it comes back (those
+        back together in index order)."""
+        ray = self.ray
+        queue = iter(planned)
+        first = list(islice(queue, 1))
+        if not first:
+            return
+        retry: list[tuple[int, Any]] = []  # items whose worker died, sent again first
+        retry.extend(first)
+        bounds = self.setup.bounds
+        if bounds:
+            self.slots = ray.remote(num_cpus=0)(CallSlots).options(
+                name=f"t2t-call-slots-{run_id}-{uuid.uuid4().hex[:8]}").remote(bounds)
+        db_ref = ray.put(self._db_bytes())
+        workers: dict[str, Any] = {}
+        load: dict[str, int] = {}
+        count = self._worker_count(max(self.setup.config.n, 1))
+        for k in range(count):
+            holder = f"w{k}"
+            workers[holder], load[holder] = self._start(db_ref, holder), 0
+        in_flight: dict[Any, tuple[int, Any, str]] = {}  # ref -> (index, target, holder)
+        attempts: dict[int, int] = {}
+        spawned = count
+        try:
+            while True:
+                for holder in list(workers):
+                    while load[holder] < self.depth:
+                        nxt = retry.pop(0) if retry else next(queue, None)
+                        if nxt is None:
+                            break
+                        index, target = nxt
+                        ref = workers[holder].run_item.remote(run_id, index, target)
+                        in_flight[ref] = (index, target, holder)
+                        load[holder] += 1
+                if not in_flight:
+                    return
+                ready, rest = ray.wait(list(in_flight), num_returns=1)
+                if rest:  # and whatever else is back already
+                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                    ready += more
+                finished: list[ItemOutput] = []
+                for ref in ready:
+                    index, target, holder = in_flight.pop(ref)
+                    if holder in load:
+                        load[holder] -= 1
+                    try:
+                        finished.append(ray.get(ref))
+                    except self._errors as exc:
+                        attempts[index] = attempts.get(index, 0) + 1
+                        if attempts[index] >= self.max_attempts:
+                            raise WorkerLost(f"item {index} lost its Ray worker {attempts[index]} times "
+                                             f"(last: {_first_line(exc)}); the items finished so far are "
+                                             f"stored") from None
+                        self.retried += 1
+                        retry.append((index, target))
+                        if holder in workers:  # its first failed item: replace the worker
+                            self._lost(workers.pop(holder), holder)
+                            del load[holder]
+                            replacement = f"w{spawned}"
+                            spawned += 1
+                            workers[replacement], load[replacement] = self._start(db_ref, replacement), 0
+                retry.sort()
+                for output in sorted(finished, key=lambda o: o.item.index):
+                    if output.lm_calls and self.on_calls is not None:
+                        self.on_calls(output.lm_calls)
+                    yield output
+        finally:
+            for ref in in_flight:
+                ray.cancel(ref, force=False)
+            for worker in workers.values():
+                ray.kill(worker)
+            if self.slots is not None:
+                ray.kill(self.slots)
+
+    def _lost(self, worker: Any, holder: str) -> None:
+        self.workers_lost += 1
+        self.ray.kill(worker)  # it may be only unreachable: make sure it runs nothing more
+        if self.slots is not None:
+            self.slots.release_holder.remote(holder)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
