@@ -81,6 +81,23 @@ def _tolerant_streams() -> None:
             pass
 
 
+# options whose value may be left out, and the value that then stands for it: this Typer's
+# parser has no optional option values, so a bare `--ray` is completed before it parses
+OPTIONAL_VALUES = {"--ray": "local"}
+
+
+def completed_args(args: list[str]) -> list[str]:
+    """The arguments with each bare optional-value option given its stand-in value
+    (``--ray --n 4`` -> ``--ray=local --n 4``); nothing after ``--`` is touched."""
+    out: list[str] = []
+    for i, arg in enumerate(args):
+        if arg == "--":
+            return out + args[i:]
+        bare = arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-"))
+        out.append(f"{arg}={OPTIONAL_VALUES[arg]}" if bare else arg)
+    return out
+
+
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     # click's exception classes, wherever this Typer takes click from (newer Typers ship
@@ -89,7 +106,7 @@ def main() -> None:
     _tolerant_streams()
     code: Any = 0
     try:
-        code = app(standalone_mode=False)
+        code = app(args=completed_args(sys.argv[1:]), standalone_mode=False)
         sys.stdout.flush()
     except clicks.NoArgsIsHelpError as exc:
         exc.show()

@@ -12,6 +12,7 @@ import typer
 from trajectory2task.errors import UserError
 from trajectory2task.lm_options import (CacheDirOpt, ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt,
                                         StructuredOpt, TemperatureOpt, TimeoutOpt, add_knobs, configure_cache)
+from trajectory2task.ray_options import RayOpt, join_ray, ray_target_of
 from trajectory2task.settings import DEFAULT_DB_USERS, MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
@@ -147,6 +148,7 @@ def generate(
                                                               "make, counted on the real prompts (rendered on "
                                                               "offline explorations of its first items), and "
                                                               "exit without calling a model.")] = False,
+    ray: RayOpt = None,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
     from trajectory2task.programs.lm.config import ensure_local_cost_map
@@ -166,6 +168,7 @@ def generate(
               max_concurrent=max_concurrent)
     if retry_failed and resume is None:
         raise UserError("--retry-failed goes with --resume RUN_ID")
+    target = ray_target_of(ray)
     lms_config = _lm_config(flags, lm_config)
     if estimate:
         if resume is not None:
@@ -189,6 +192,7 @@ def generate(
             session.preflight()
         except EndpointError as exc:
             raise UserError(str(exc)) from None
+    ray_module = join_ray(target) if target is not None else None  # before the store: a refusal leaves no file
 
     created = not path.exists()
     started: list[str] = []
@@ -196,13 +200,13 @@ def generate(
         with TaskStore(path) as task_store:
             summary, config, run_id = _run(task_store, path, resume, domain, n, conditions, chosen, seed, users, db,
                                            programs, guided, retry_failed, roles, modules, lms, session, source,
-                                           workers, env if resume is None else None, started)
+                                           workers, env if resume is None else None, started, ray_module)
     except BaseException:
         if created and not started:  # nothing of this run is in it: leave no new file behind
             for file in (path, path.with_name(path.name + ".wal")):
                 file.unlink(missing_ok=True)
         raise
-    _report(summary, config, session, run_id, lms, json_out)
+    _report(summary, config, session, run_id, lms, json_out, ray_module is not None)
 
 
 def _check_kit(env: Any, roles: dict[str, str]) -> None:
@@ -244,7 +248,7 @@ def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str
          conditions: Optional[str], chosen: list[str], seed: Optional[int], users: Optional[int], db: Optional[str],
          programs: Optional[str], guided: bool, retry_failed: bool, roles: dict[str, str], modules: dict[str, Any],
          lms: dict[str, Any], session: Any, source: str, workers: Optional[int],
-         env: Any, started: list[str]) -> tuple[Any, Any, str]:
+         env: Any, started: list[str], ray_module: Any = None) -> tuple[Any, Any, str]:
     """Resume or start the run in the open store and run it: (summary, config, run_id); the
     run's id goes into ``started`` once it is recorded."""
     from trajectory2task.domains import domain_module
@@ -278,8 +282,9 @@ def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str
                                   db_initial_hash=env.initial_hash(), source=source, roles=roles,
                                   programs=programs, guided=guided)
         config.id_prefix = id_prefix(config, run_id)
+    loaded: list[str] = []
     if config.programs:
-        load_program_state(task_store, config.programs, modules)
+        loaded = load_program_state(task_store, config.programs, modules)
         for role, role_lm in lms.items():  # dspy's load_state resets each predictor's LM to the saved one
             modules[role].set_lm(role_lm)
     versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
@@ -291,6 +296,15 @@ def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str
                                   program_versions=versions, lms=lms,
                                   workers=workers or (8 if lms else 1),
                                   targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
+    if ray_module is not None:
+        from trajectory2task.programs.distributed.generate_ray import RayItems, WorkerSetup
+
+        setup = WorkerSetup(config=config, program_versions=versions, lm_settings=dict(session.settings),
+                            program_states={role: modules[role].dump_state() for role in loaded},
+                            cache=session.cache, workers=pipeline.workers)
+        # the workers' calls reach the store with their items; the ledger counts them for the live line
+        pipeline.executor = RayItems(ray_module, setup, on_calls=lambda calls: session.ledger.add_rows(
+            calls, keep=False))
     done = len({item.index for item in pipeline.sink.recorded(run_id) if item.index < config.n})
     todo = config.n - done
     label = f"generate {config.domain} ({config.source})"
@@ -306,19 +320,31 @@ def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str
     except KitError as exc:  # e.g. a database whose tables are empty: nothing to explore
         task_store.finish_run(run_id, "failed")
         raise UserError(f"cannot explore this database: {exc}") from None
+    except RuntimeError as exc:
+        from trajectory2task.programs.distributed.generate_ray import WorkerLost
+
+        if not isinstance(exc, WorkerLost):
+            raise
+        task_store.finish_run(run_id, "interrupted")
+        raise UserError(f"{exc}; continue with --resume {run_id}") from None
     return summary, config, run_id
 
 
-def _report(summary: Any, config: Any, session: Any, run_id: str, lms: dict[str, Any], json_out: bool) -> None:
+def _report(summary: Any, config: Any, session: Any, run_id: str, lms: dict[str, Any], json_out: bool,
+            on_ray: bool = False) -> None:
     from trajectory2task.output import console, err_console, print_json_line, print_table
 
     if lms:
         err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
+    if summary.retried:
+        err_console.print(f"ray: {summary.retried} item(s) run again after their worker was lost", markup=False,
+                          highlight=False)
     _fail_on_lm(summary, session, run_id)
     if json_out:
         print_json_line({"run_id": summary.run_id, "source": config.source, "items": summary.items,
                          "failed": summary.failed, "rejected": summary.rejected,
-                         "conditions": [dict(c.model_dump(), rate=round(c.rate, 4)) for c in summary.conditions]})
+                         "conditions": [dict(c.model_dump(), rate=round(c.rate, 4)) for c in summary.conditions],
+                         **({"retried": summary.retried} if on_ray else {})})
         return
     print_table(f"generate {config.domain}: {config.source}, seed {config.seed}, n {config.n}",
                 ["condition", "explored", "valid", "tasks", "verified", "rate"],
