@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -168,8 +169,9 @@ class ItemWorker:
         output.lm_calls = self.pipeline.drain_usage()
         return output
 
-    def ready(self) -> bool:
-        return True
+    def process_id(self) -> int:
+        """The worker's process id (to watch it, or to stop it in a fault test)."""
+        return os.getpid()
 
 
 def _worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
@@ -196,6 +198,7 @@ class RayItems:
         self.retried = 0
         self.workers_lost = 0
         self.slots: Any = None
+        self.workers: dict[str, Any] = {}  # the live workers of the run under way, by name
         self._errors = _worker_errors(ray)
 
     # ------------------------------------------------------------ workers
@@ -233,7 +236,7 @@ class RayItems:
             self.slots = ray.remote(num_cpus=0)(CallSlots).options(
                 name=f"t2t-call-slots-{run_id}-{uuid.uuid4().hex[:8]}").remote(bounds)
         db_ref = ray.put(self._db_bytes())
-        workers: dict[str, Any] = {}
+        workers = self.workers = {}
         load: dict[str, int] = {}
         count = self._worker_count(max(self.setup.config.n, 1))
         for k in range(count):
