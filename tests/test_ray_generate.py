@@ -278,3 +278,17 @@ def test_a_bad_ray_address_is_one_line_and_leaves_no_store(tmp_path):
         "t2t: error: T2T_RAY_ADDRESS: 'not an address' is not a Ray address; give 'local', 'auto', "
         "ray://HOST:PORT or HOST:PORT"]
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_a_cluster_that_does_not_answer_is_one_line_and_leaves_no_store(tmp_path):
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    done = run_t2t("generate", "--n", "2", "--store", str(tmp_path / "s.duckdb"), "--ray", f"127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"t2t: error: cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port} "
+        "(Connection refused); is the cluster running? (ray start --head)"]
+    assert not (tmp_path / "s.duckdb").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,6 +61,21 @@ def ray_target(flag: str | None, *, environ: dict[str, str] | None = None) -> Ra
     return RayTarget(address=value)
 
 
+def _check_reachable(target: RayTarget, timeout_s: float = 5.0) -> None:
+    """Raise RayUnavailable when nothing listens at the target's host:port: Ray itself would
+    retry for a minute or more, logging to stderr, before giving up."""
+    address = target.address
+    if address is None or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise RayUnavailable(f"cannot join {target.describe()}: nothing answers at {host}:{port} ({why}); "
+                             "is the cluster running? (ray start --head)") from None
+
+
 def connect(target: RayTarget) -> Any:
     """Join (or start) the Ray the target names and return the ``ray`` module. A Ray this
     process already joined is used as it is (a notebook's ``ray.init`` wins)."""
@@ -71,6 +87,7 @@ def connect(target: RayTarget) -> Any:
         return ray
     if target.local:
         logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
+    _check_reachable(target)
     try:
         if target.local:
             ray.init(num_cpus=target.num_cpus, include_dashboard=False, log_to_driver=False,
