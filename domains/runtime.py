@@ -229,6 +229,9 @@ class Transaction:
                 yield k
 
     def values(self, table: str) -> Iterator[BaseModel]:
+        if not self.pending:  # a read tool's scan (finding a user by email): no per-key layers
+            yield from self._episode.values(table)
+            return
         for key in self.keys(table):
             record = self.get(table, key)
             if record is not None:
@@ -273,6 +276,20 @@ class Episode(Generic[DB]):
     def keys(self, table: str) -> Iterator[str]:
         yield from self._base.tables[table].keys()
         yield from self._new_keys.get(table, ())
+
+    def values(self, table: str) -> Iterator[BaseModel]:
+        """Every record of the table as this episode sees it, in ``keys`` order."""
+        overlay = self._overlay
+        if not overlay:
+            yield from self._base.tables[table].values()
+        else:
+            for key, record in self._base.tables[table].items():
+                changed = overlay.get((table, key))
+                yield record if changed is None else changed
+        for key in self._new_keys.get(table, ()):
+            record = self.get(table, key)
+            if record is not None:
+                yield record
 
     def record(self, table: str, key: str) -> dict[str, Any] | None:
         found = self.get(table, key)

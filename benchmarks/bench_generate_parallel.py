@@ -1,0 +1,83 @@
+"""Offline generation on several cores (``--ray``) against one process: items and verified
+tasks per second, and the speed-up.
+
+Each run goes through ``trajectory2task.generate`` into a fresh store (one transaction per item,
+as `t2t generate` writes): first in one process, then on a local Ray of ``--cores`` CPUs (one
+worker per CPU, the driver storing). Ray's own start (``ray.init``) is timed apart: it is paid
+once per command, not per item. Every run's verified tasks are checked equal to the first
+run's (the same bytes, whatever ran them). Targets (issue 27): on 2 cores, at least 1.8x the
+one-process rate and at least 100 verified tasks per second.
+
+    python benchmarks/bench_generate_parallel.py [--n 400] [--cores 2] [--repeat 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _run(n: int, store: Path, ray: Any) -> tuple[float, Any]:
+    from trajectory2task.usecases import generate
+
+    start = time.perf_counter()
+    result = generate("retail", n=n, store=store, ray=ray)
+    return time.perf_counter() - start, result
+
+
+def _verified_bytes(result: Any) -> list[str]:
+    return sorted(t.model_dump_json().replace(result.run_id, "RUN") for t in result.verified())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=400)
+    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1)
+    args = parser.parse_args()
+    for key in [k for k in os.environ if k.startswith("T2T_")]:
+        del os.environ[key]  # offline: no model, no Ray unless asked here
+    import ray
+
+    from trajectory2task.programs.distributed.cluster import RayTarget, connect
+
+    one: list[float] = []
+    many: list[float] = []
+    reference: list[str] | None = None
+    verified = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(args.repeat):
+            seconds, result = _run(args.n, Path(tmp) / f"one{i}.duckdb", None)
+            one.append(seconds)
+            reference = reference or _verified_bytes(result)
+            verified = len(result.verified())
+        start = time.perf_counter()
+        target = RayTarget(num_cpus=args.cores)
+        connect(target)
+        ray_start = time.perf_counter() - start
+        for i in range(args.repeat):
+            seconds, result = _run(args.n, Path(tmp) / f"ray{i}.duckdb", target)
+            many.append(seconds)
+            if _verified_bytes(result) != reference:
+                raise SystemExit("the Ray run's verified tasks differ from the one-process run's")
+        ray.shutdown()
+    one_s, many_s = statistics.median(one), statistics.median(many)
+    print(json.dumps({
+        "n": args.n, "cores": args.cores, "runs": args.repeat, "verified_tasks": verified,
+        "one_process": {"seconds": round(one_s, 2), "items_per_s": round(args.n / one_s, 1),
+                        "verified_per_s": round(verified / one_s, 1)},
+        "ray": {"seconds": round(many_s, 2), "items_per_s": round(args.n / many_s, 1),
+                "verified_per_s": round(verified / many_s, 1), "ray_init_s": round(ray_start, 2)},
+        "speedup": round(one_s / many_s, 2),
+        "targets": {"speedup": 1.8, "verified_per_s": 100},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
