@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from typing import Annotated, Any, Optional
 
 import typer
@@ -13,10 +11,9 @@ from trajectory2task.errors import UserError
 from trajectory2task.lm_options import (CacheDirOpt, ContextOpt, MaxConcurrentOpt, MaxTokensOpt, NoCacheOpt, RetriesOpt,
                                         StructuredOpt, TemperatureOpt, TimeoutOpt, add_knobs, configure_cache)
 from trajectory2task.ray_options import RayOpt, join_ray, ray_target_of
-from trajectory2task.settings import DEFAULT_DB_USERS, MAX_DB_USERS, MAX_WORKERS
+from trajectory2task.settings import DEFAULT_DB_USERS, DEFAULT_GENERATE_N, MAX_DB_USERS, MAX_WORKERS
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
-DEFAULT_N = 40
 HELP = """Generate verifiable tasks: explore trajectories, write a general task from each, adapt it to the
 chosen user conditions, verify every task statically and store everything.
 
@@ -71,31 +68,6 @@ def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict
     from trajectory2task.programs.generation.pipeline import generation_programs
 
     return generation_programs(lms), lms, roles
-
-
-def load_program_state(store: Any, name: str, modules: dict[str, Any]) -> list[str]:
-    """Apply the compiled state saved as ``name`` to the LM modules; returns the roles loaded."""
-    record = store.latest_program(name)
-    if record is None:
-        raise UserError(f"--programs: no program named '{name}' in the store")
-    program, state = record["program"], record["state"]
-    if program in modules:
-        states = {program: state}
-    elif program == "generation" and isinstance(state, dict):
-        states = {role: s for role, s in state.items() if role in modules}
-    else:
-        raise UserError(f"--programs: '{name}' holds a '{program}' program, not explorer, writer, adapter or "
-                        f"generation")
-    for role, role_state in states.items():
-        module = modules[role]
-        if not hasattr(module, "load_state"):
-            raise UserError(f"--programs: '{name}' has state for the {role}, which runs as an offline baseline "
-                            f"here; configure an LM for it (--lm or --{role}-lm)")
-        try:
-            module.load_state(role_state)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise UserError(f"--programs: the {role} state in '{name}' does not fit this program: {exc}") from None
-    return sorted(states)
 
 
 def generate(
@@ -154,27 +126,29 @@ def generate(
     from trajectory2task.programs.lm.config import ensure_local_cost_map
 
     ensure_local_cost_map()
-    from trajectory2task.store import TaskStore
-    from trajectory2task.settings import load_environment, store_path
-
-    chosen = _conditions(conditions if conditions is not None else ALL_CONDITIONS)
-    flags = {"lm": lm, "api_base": api_base, "explorer_lm": explorer_lm, "writer_lm": writer_lm,
-             "adapter_lm": adapter_lm}
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
     from trajectory2task.programs.lm.session import EndpointError, LMSession
+    from trajectory2task.settings import load_environment, store_path
+    from trajectory2task.store import TaskStore
+    from trajectory2task.usecases import GenerateRequest, new_run_environment
 
+    request = GenerateRequest(domain=domain, n=n, conditions=tuple(_conditions(conditions)) if conditions is not None
+                              else None, seed=seed, users=users, db=db, programs=programs, guided=guided,
+                              resume=resume, retry_failed=retry_failed)
+    flags = {"lm": lm, "api_base": api_base, "explorer_lm": explorer_lm, "writer_lm": writer_lm,
+             "adapter_lm": adapter_lm}
     add_knobs(flags, GENERATION_ROLES, timeout=timeout, retries=retries, max_tokens=max_tokens,
               temperature=temperature, structured=structured, context_window=context_window,
               max_concurrent=max_concurrent)
-    if retry_failed and resume is None:
-        raise UserError("--retry-failed goes with --resume RUN_ID")
+    request.check()
     target = ray_target_of(ray)
     lms_config = _lm_config(flags, lm_config)
     if estimate:
         if resume is not None:
             raise UserError("--estimate plans a new run; it does not go with --resume")
         _print_estimate(load_environment(domain or "retail", db, seed=seed or 0, users=users or DEFAULT_DB_USERS),
-                        n or DEFAULT_N, seed or 0, chosen, lms_config, json_out)
+                        n or DEFAULT_GENERATE_N, seed or 0, list(request.conditions or ALL_CONDITIONS.split(",")),
+                        lms_config, json_out)
         return
     path = store_path(store)
     if resume is not None and not path.exists():
@@ -182,25 +156,22 @@ def generate(
                         "was made in)")
     session = LMSession(cache=configure_cache(no_cache, cache_dir))
     modules, lms, roles = _programs(lms_config, session)
-    source = "lm" if lms else "baseline"
-    if resume is None:  # refused before the store is opened, so a refusal leaves no store file behind
-        env = load_environment(domain or "retail", db, seed=seed or 0, users=users or DEFAULT_DB_USERS)
-        _check_kit(env, roles)
+    # a new run's domain and database are refused before the store is opened: no store file is left
+    env = new_run_environment(request, roles) if resume is None else None
     if lms:
         session.install_adapter()
         try:
             session.preflight()
         except EndpointError as exc:
             raise UserError(str(exc)) from None
-    ray_module = join_ray(target) if target is not None else None  # before the store: a refusal leaves no file
+    ray_module = join_ray(target) if target is not None else None  # before the store, as above
 
     created = not path.exists()
     started: list[str] = []
     try:
         with TaskStore(path) as task_store:
-            summary, config, run_id = _run(task_store, path, resume, domain, n, conditions, chosen, seed, users, db,
-                                           programs, guided, retry_failed, roles, modules, lms, session, source,
-                                           workers, env if resume is None else None, started, ray_module)
+            summary, config, run_id = _run(task_store, path, request, roles, modules, lms, session, workers, env,
+                                           started, ray_module)
     except BaseException:
         if created and not started:  # nothing of this run is in it: leave no new file behind
             for file in (path, path.with_name(path.name + ".wal")):
@@ -209,108 +180,23 @@ def generate(
     _report(summary, config, session, run_id, lms, json_out, ray_module is not None)
 
 
-def _check_kit(env: Any, roles: dict[str, str]) -> None:
-    offline = [r for r in ("explorer", "writer") if roles.get(r) == "baseline"]
-    if offline and env.domain.kit is None:
-        raise UserError(f"domain '{env.domain.name}' has no generation kit, which the offline {' and '.join(offline)} "
-                        "need; give an LM for them (--lm) or add a kit (README: 'Adding a domain')")
-
-
-def _resume_conflicts(config: Any, resume: str, domain: Optional[str], n: Optional[int], chosen: list[str],
-                      conditions: Optional[str], seed: Optional[int], users: Optional[int], db: Optional[str],
-                      programs: Optional[str], guided: bool) -> None:
-    """A resumed run keeps the settings it was started with: a flag that would change one of
-    them is refused (silently ignoring it would run something other than asked)."""
-    given: list[tuple[str, Any, Any]] = []
-    if domain is not None and domain not in (config.domain, config.domain_module):
-        given.append(("--domain", domain, config.domain))
-    if n is not None and n != config.n:
-        given.append(("--n", n, config.n))
-    if conditions is not None and chosen != list(config.conditions):
-        given.append(("--conditions", ",".join(chosen), ",".join(config.conditions)))
-    if seed is not None and seed != config.seed:
-        given.append(("--seed", seed, config.seed))
-    if users is not None and users != config.db_users:
-        given.append(("--users", users, config.db_users))
-    if db is not None and os.path.abspath(db) != config.db_path:
-        given.append(("--db", db, config.db_path or "(a generated database)"))
-    if programs is not None and programs != config.programs:
-        given.append(("--programs", programs, config.programs or "(none)"))
-    if guided and not config.guided:
-        given.append(("--guided", "on", "off"))
-    if given:
-        flag, value, recorded = given[0]
-        raise UserError(f"--resume {resume}: the run was made with {flag} {recorded}, not {value}; a resumed run "
-                        f"keeps its own settings (drop {flag}, or start a new run)")
-
-
-def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str], n: Optional[int],
-         conditions: Optional[str], chosen: list[str], seed: Optional[int], users: Optional[int], db: Optional[str],
-         programs: Optional[str], guided: bool, retry_failed: bool, roles: dict[str, str], modules: dict[str, Any],
-         lms: dict[str, Any], session: Any, source: str, workers: Optional[int],
-         env: Any, started: list[str], ray_module: Any = None) -> tuple[Any, Any, str]:
-    """Resume or start the run in the open store and run it: (summary, config, run_id); the
-    run's id goes into ``started`` once it is recorded."""
-    from trajectory2task.domains import domain_module
+def _run(task_store: Any, path: Any, request: Any, roles: dict[str, str], modules: dict[str, Any],
+         lms: dict[str, Any], session: Any, workers: Optional[int], env: Any, started: list[str],
+         ray_module: Any) -> tuple[Any, Any, str]:
+    """Open the run (resumed or new) and make its items under a progress bar: (summary,
+    config, run id); the run's id goes into ``started`` once it is recorded."""
     from trajectory2task.domains.kit import KitError
     from trajectory2task.output import err_console, progress
-    from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-    from trajectory2task.settings import load_environment
-    from trajectory2task.store.failures import StoreSink, run_config
+    from trajectory2task.usecases import done_items, generation_pipeline, open_generation_run
 
-    if resume is not None:
-        recorded = run_config(task_store, resume)
-        if recorded is None or recorded[0] != "generate":
-            raise UserError(f"--resume: no generate run '{resume}' in {path}")
-        config = GenerationConfig.model_validate(recorded[1])
-        _resume_conflicts(config, resume, domain, n, chosen, conditions, seed, users, db, programs, guided)
-        if config.roles != roles:
-            used = ", ".join(f"{r}: {m}" for r, m in sorted(config.roles.items()))
-            raise UserError(f"--resume: run {resume} used {used}; configure the same LMs to resume it")
-        # by module path: a domain package outside the built-ins is not known by its name
-        env = load_environment(config.domain_module or config.domain, config.db_path, seed=config.seed,
-                               users=config.db_users)
-        if env.initial_hash() != config.db_initial_hash:
-            raise UserError(f"--resume: the database differs from the one run {resume} started on")
-        _check_kit(env, roles)
-        run_id = resume
-    else:
-        run_id = uuid.uuid4().hex
-        config = GenerationConfig(domain=env.domain.name, domain_module=domain_module(domain or "retail"),
-                                  n=n or DEFAULT_N, conditions=chosen, seed=seed or 0,
-                                  db_path=os.path.abspath(db) if db else None, db_users=users or DEFAULT_DB_USERS,
-                                  db_initial_hash=env.initial_hash(), source=source, roles=roles,
-                                  programs=programs, guided=guided)
-        config.id_prefix = id_prefix(config, run_id)
-    loaded: list[str] = []
-    if config.programs:
-        loaded = load_program_state(task_store, config.programs, modules)
-        for role, role_lm in lms.items():  # dspy's load_state resets each predictor's LM to the saved one
-            modules[role].set_lm(role_lm)
-    versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
-                for role, module in modules.items()}
-    task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
+    config, run_id, env = open_generation_run(task_store, path, request, roles, env)
+    pipeline = generation_pipeline(task_store, config, run_id, env, modules, lms, session=session, workers=workers,
+                                   retry_failed=request.retry_failed, ray=ray_module)
     started.append(run_id)
-    pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
-                                  writer=modules["writer"], adapter=modules["adapter"],
-                                  program_versions=versions, lms=lms,
-                                  workers=workers or (8 if lms else 1),
-                                  targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
-    if ray_module is not None:
-        from trajectory2task.programs.distributed.generate_ray import RayItems, WorkerSetup
-
-        setup = WorkerSetup(config=config, program_versions=versions, lm_settings=dict(session.settings),
-                            program_states={role: modules[role].dump_state() for role in loaded},
-                            cache=session.cache, workers=pipeline.workers)
-        # the workers' calls reach the store with their items; the ledger counts them for the live line
-        pipeline.executor = RayItems(ray_module, setup, on_calls=lambda calls: session.ledger.add_rows(
-            calls, keep=False))
-    done = len({item.index for item in pipeline.sink.recorded(run_id) if item.index < config.n})
-    todo = config.n - done
     label = f"generate {config.domain} ({config.source})"
     try:
         with progress("generating", total=config.n) as bar:
-            task = bar.add_task(label, total=config.n, completed=config.n - todo)
+            task = bar.add_task(label, total=config.n, completed=done_items(pipeline, run_id))
             if lms:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
                 session.ledger.on_call(lambda line: bar.update(task, description=f"{label} | {line}"))
             summary = pipeline.run(run_id, progress=lambda item: bar.update(task, advance=1))
@@ -391,15 +277,6 @@ def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:
     print(f"t2t: error: no task produced: {lm_failed} of {summary.items} item(s) failed on the LM; fix the above "
           f"and redo them with --resume {run_id} --retry-failed", file=sys.stderr)
     raise typer.Exit(1)
-
-
-def _guided_targets(task_store: Any, env: Any, config: Any) -> Any:
-    """The coverage-guided plan (trajectory2task.optimize.coverage) when the run is guided, else None."""
-    if not config.guided:
-        return None
-    from trajectory2task.optimize.coverage import GuidedTargets
-
-    return GuidedTargets(task_store, env.domain, config.conditions)
 
 
 def register(app: typer.Typer) -> None:

@@ -11,6 +11,7 @@ from trajectory2task.errors import UserError
 DEFAULT_STORE = "t2t.duckdb"
 DEFAULT_DB_SEED = 0
 DEFAULT_DB_USERS = 500
+DEFAULT_GENERATE_N = 40  # generate --n: items to explore
 # Documented limits (docs/cli.md): a generated database is built in memory (about 20 kB and
 # 1.4 ms per user here), and bench plans tasks x agents x trials rollouts up front.
 MAX_DB_USERS = 100_000

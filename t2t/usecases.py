@@ -3,6 +3,10 @@
 ``generate`` explores, writes, adapts and verifies; ``verify`` and ``audit`` check a task
 set; each works with or without a store. Errors are exceptions with one-line messages:
 `UnknownDomainError`, `ValueError` for bad arguments, the store's `StoreError`.
+
+`t2t generate`'s steps are here too (`GenerateRequest`, `open_generation_run`,
+`generation_pipeline`): the command parses its flags, calls them, and prints. They raise
+`UserError` (the command's one ``t2t: error:`` line) for what the user must change.
 """
 
 from __future__ import annotations
@@ -11,12 +15,18 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trajectory2task.errors import UserError
 from trajectory2task.signatures.models import CONDITIONS, Condition, GenerationItem, LMCall, Task, Trajectory, Verdict
+
+if TYPE_CHECKING:
+    from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline
+    from trajectory2task.store import TaskStore
 
 
 class GenerateResult(BaseModel):
@@ -83,9 +93,8 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     either way; the LMs are copied to each worker (they must pickle) and a ``max_concurrent``
     bound holds across the cluster. Raises ``RayUnavailable`` when Ray cannot be started or joined.
     """
-    from trajectory2task.domains import get_domain, domain_module
-    from trajectory2task.programs.generation.pipeline import (GENERATION_ROLES, GenerationConfig,
-                                                               GenerationPipeline, generation_programs, id_prefix)
+    from trajectory2task.domains import get_domain
+    from trajectory2task.programs.generation.pipeline import GENERATION_ROLES, GenerationPipeline, generation_programs
 
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
@@ -106,12 +115,8 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
         raise ValueError(f"domain '{env.domain.name}' has no generation kit, which the offline "
                          f"{' and '.join(offline)} need: give an LM or add a kit")
     run_id = uuid.uuid4().hex
-    config = GenerationConfig(domain=env.domain.name, domain_module=domain_module(domain), n=n,
-                              conditions=[c for c in CONDITIONS if c in conditions], seed=seed,
-                              db_path=os.path.abspath(db) if db is not None else None, db_users=users,
-                              db_initial_hash=env.initial_hash(), source="lm" if by_role else "baseline",
-                              roles=roles)
-    config.id_prefix = id_prefix(config, run_id)
+    config = new_generation_config(env, run_id, domain=domain, n=n, conditions=conditions, seed=seed,
+                                   db=os.fspath(db) if db is not None else None, users=users, roles=roles)
     programs = generation_programs(by_role)
     versions = {role: type(program).__name__ for role, program in programs.items()}
 
@@ -150,6 +155,203 @@ def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, A
 
     setup = WorkerSetup(config=config, program_versions=versions, lm_objects=shippable(lms), workers=workers)
     return RayItems(connect(target), setup, actors=target.num_cpus if target.local else None)
+
+
+def new_generation_config(env: Any, run_id: str, *, domain: str, n: int, conditions: Sequence[str], seed: int,
+                          db: str | None, users: int, roles: dict[str, str], programs: str | None = None,
+                          guided: bool = False) -> GenerationConfig:
+    """The recorded config of a new run on ``env`` (its ids' prefix included): the source is
+    'lm' when any role has a model, the conditions in their canonical order."""
+    from trajectory2task.domains import domain_module
+    from trajectory2task.programs.generation.pipeline import GenerationConfig, id_prefix
+
+    config = GenerationConfig(domain=env.domain.name, domain_module=domain_module(domain), n=n,
+                              conditions=[c for c in CONDITIONS if c in conditions], seed=seed,
+                              db_path=os.path.abspath(db) if db is not None else None, db_users=users,
+                              db_initial_hash=env.initial_hash(),
+                              source="lm" if any(m != "baseline" for m in roles.values()) else "baseline",
+                              roles=roles, programs=programs, guided=guided)
+    config.id_prefix = id_prefix(config, run_id)
+    return config
+
+
+# ---------------------------------------------------------------- `t2t generate`, step by step
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What a `t2t generate` run was asked for. None (False) means not given: a new run takes
+    the default, a resumed run keeps what it recorded (a given value that differs is refused)."""
+
+    domain: str | None = None
+    n: int | None = None
+    conditions: tuple[Condition, ...] | None = None
+    seed: int | None = None
+    users: int | None = None
+    db: str | None = None
+    programs: str | None = None
+    guided: bool = False
+    resume: str | None = None
+    retry_failed: bool = False
+
+    def check(self) -> None:
+        if self.retry_failed and self.resume is None:
+            raise UserError("--retry-failed goes with --resume RUN_ID")
+
+
+def check_kit(env: Any, roles: dict[str, str]) -> None:
+    """Refuse a domain without a generation kit where an offline program needs one."""
+    offline = [r for r in ("explorer", "writer") if roles.get(r) == "baseline"]
+    if offline and env.domain.kit is None:
+        raise UserError(f"domain '{env.domain.name}' has no generation kit, which the offline {' and '.join(offline)} "
+                        "need; give an LM for them (--lm) or add a kit (README: 'Adding a domain')")
+
+
+def new_run_environment(request: GenerateRequest, roles: dict[str, str]) -> Any:
+    """The environment a new run explores (its domain and database), checked against its roles."""
+    from trajectory2task.settings import DEFAULT_DB_SEED, DEFAULT_DB_USERS, load_environment
+
+    env = load_environment(request.domain or "retail", request.db,
+                           seed=request.seed if request.seed is not None else DEFAULT_DB_SEED,
+                           users=request.users or DEFAULT_DB_USERS)
+    check_kit(env, roles)
+    return env
+
+
+def _resume_conflicts(config: GenerationConfig, request: GenerateRequest) -> None:
+    """A resumed run keeps the settings it was started with: a flag that would change one of
+    them is refused (silently ignoring it would run something other than asked)."""
+    given: list[tuple[str, Any, Any]] = []
+    if request.domain is not None and request.domain not in (config.domain, config.domain_module):
+        given.append(("--domain", request.domain, config.domain))
+    if request.n is not None and request.n != config.n:
+        given.append(("--n", request.n, config.n))
+    if request.conditions is not None and list(request.conditions) != list(config.conditions):
+        given.append(("--conditions", ",".join(request.conditions), ",".join(config.conditions)))
+    if request.seed is not None and request.seed != config.seed:
+        given.append(("--seed", request.seed, config.seed))
+    if request.users is not None and request.users != config.db_users:
+        given.append(("--users", request.users, config.db_users))
+    if request.db is not None and os.path.abspath(request.db) != config.db_path:
+        given.append(("--db", request.db, config.db_path or "(a generated database)"))
+    if request.programs is not None and request.programs != config.programs:
+        given.append(("--programs", request.programs, config.programs or "(none)"))
+    if request.guided and not config.guided:
+        given.append(("--guided", "on", "off"))
+    if given:
+        flag, value, recorded = given[0]
+        raise UserError(f"--resume {request.resume}: the run was made with {flag} {recorded}, not {value}; a "
+                        f"resumed run keeps its own settings (drop {flag}, or start a new run)")
+
+
+def open_generation_run(task_store: TaskStore, path: Path, request: GenerateRequest, roles: dict[str, str],
+                        env: Any = None) -> tuple[GenerationConfig, str, Any]:
+    """(config, run id, environment) of the run to make: the recorded run ``request.resume``,
+    its settings kept and its database checked, or a new one on ``env`` (`new_run_environment`)."""
+    from trajectory2task.programs.generation.pipeline import GenerationConfig
+    from trajectory2task.settings import DEFAULT_DB_USERS, DEFAULT_GENERATE_N, load_environment
+    from trajectory2task.store.failures import run_config
+
+    if request.resume is None:
+        run_id = uuid.uuid4().hex
+        config = new_generation_config(env, run_id, domain=request.domain or "retail",
+                                       n=request.n or DEFAULT_GENERATE_N,
+                                       conditions=request.conditions or CONDITIONS, seed=request.seed or 0,
+                                       db=request.db or None, users=request.users or DEFAULT_DB_USERS, roles=roles,
+                                       programs=request.programs, guided=request.guided)
+        return config, run_id, env
+    resume = request.resume
+    recorded = run_config(task_store, resume)
+    if recorded is None or recorded[0] != "generate":
+        raise UserError(f"--resume: no generate run '{resume}' in {path}")
+    config = GenerationConfig.model_validate(recorded[1])
+    _resume_conflicts(config, request)
+    if config.roles != roles:
+        used = ", ".join(f"{r}: {m}" for r, m in sorted(config.roles.items()))
+        raise UserError(f"--resume: run {resume} used {used}; configure the same LMs to resume it")
+    # by module path: a domain package outside the built-ins is not known by its name
+    env = load_environment(config.domain_module or config.domain, config.db_path, seed=config.seed,
+                           users=config.db_users)
+    if env.initial_hash() != config.db_initial_hash:
+        raise UserError(f"--resume: the database differs from the one run {resume} started on")
+    check_kit(env, roles)
+    return config, resume, env
+
+
+def load_program_state(store: TaskStore, name: str, modules: dict[str, Any]) -> list[str]:
+    """Apply the compiled state saved as ``name`` to the LM modules; returns the roles loaded."""
+    record = store.latest_program(name)
+    if record is None:
+        raise UserError(f"--programs: no program named '{name}' in the store")
+    program, state = record["program"], record["state"]
+    if program in modules:
+        states = {program: state}
+    elif program == "generation" and isinstance(state, dict):
+        states = {role: s for role, s in state.items() if role in modules}
+    else:
+        raise UserError(f"--programs: '{name}' holds a '{program}' program, not explorer, writer, adapter or "
+                        f"generation")
+    for role, role_state in states.items():
+        module = modules[role]
+        if not hasattr(module, "load_state"):
+            raise UserError(f"--programs: '{name}' has state for the {role}, which runs as an offline baseline "
+                            f"here; configure an LM for it (--lm or --{role}-lm)")
+        try:
+            module.load_state(role_state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"--programs: the {role} state in '{name}' does not fit this program: {exc}") from None
+    return sorted(states)
+
+
+def generation_pipeline(task_store: TaskStore, config: GenerationConfig, run_id: str, env: Any,
+                        modules: dict[str, Any], lms: dict[str, Any], *, session: Any = None,
+                        workers: int | None = None, retry_failed: bool = False,
+                        ray: Any = None) -> GenerationPipeline:
+    """The run recorded in the store (``start_run``) and the pipeline that makes its items:
+    the run's compiled programs loaded, coverage targets when guided, and with ``ray`` (the
+    joined ``ray`` module) its items on Ray workers that build the LMs from the ``session``'s
+    settings (`trajectory2task.programs.distributed.generate_ray`)."""
+    from trajectory2task.programs.generation.pipeline import GenerationPipeline
+    from trajectory2task.store.failures import StoreSink
+
+    loaded: list[str] = []
+    if config.programs:
+        loaded = load_program_state(task_store, config.programs, modules)
+        for role, role_lm in lms.items():  # dspy's load_state resets each predictor's LM to the saved one
+            modules[role].set_lm(role_lm)
+    versions = {role: type(module).__name__ + (f"@{config.programs}" if config.programs else "")
+                for role, module in modules.items()}
+    task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
+    pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
+                                  writer=modules["writer"], adapter=modules["adapter"],
+                                  program_versions=versions, lms=lms, workers=workers or (8 if lms else 1),
+                                  targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
+    if ray is not None:
+        from trajectory2task.programs.distributed.generate_ray import RayItems, WorkerSetup, shippable
+
+        settings = dict(session.settings) if session is not None else {}
+        setup = WorkerSetup(config=config, program_versions=versions, lm_settings=settings,
+                            lm_objects={} if session is not None else shippable(lms),
+                            program_states={role: modules[role].dump_state() for role in loaded},
+                            cache=session.cache if session is not None else False, workers=pipeline.workers)
+        # the workers' calls reach the store with their items; the ledger counts them for the live line
+        on_calls = (lambda calls: session.ledger.add_rows(calls, keep=False)) if session is not None else None
+        pipeline.executor = RayItems(ray, setup, on_calls=on_calls)
+    return pipeline
+
+
+def _guided_targets(task_store: TaskStore, env: Any, config: GenerationConfig) -> Any:
+    """The coverage-guided plan (trajectory2task.optimize.coverage) when the run is guided, else None."""
+    if not config.guided:
+        return None
+    from trajectory2task.optimize.coverage import GuidedTargets
+
+    return GuidedTargets(task_store, env.domain, config.conditions)
+
+
+def done_items(pipeline: GenerationPipeline, run_id: str) -> int:
+    """Items of the run already recorded (a resumed run's head start)."""
+    return len({item.index for item in pipeline.sink.recorded(run_id) if item.index < pipeline.config.n})
 
 
 class _Tee:
