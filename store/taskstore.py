@@ -226,10 +226,12 @@ class TaskStore:
             return
         with self._write(op) as cur:
             self._local.cur = cur
+            self._local.runs_known = set()  # runs found in this transaction: a generation item checks its run once
             try:
                 yield
             finally:
                 self._local.cur = None
+                self._local.runs_known = None
 
     @contextmanager
     def _write(self, op: str) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -267,10 +269,16 @@ class TaskStore:
         """Hook run inside every write transaction just before COMMIT. No-op; tests
         override it to kill or fail a writer at a known point."""
 
-    @staticmethod
-    def _require_run(cur: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    def _require_run(self, cur: duckdb.DuckDBPyConnection, run_id: str) -> None:
+        # inside transaction() a run found once stays found (runs are never deleted): one query
+        # per transaction, not one per add_* call in it
+        known = getattr(self._local, "runs_known", None) if getattr(self._local, "cur", None) is cur else None
+        if known is not None and run_id in known:
+            return
         if not cur.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
             raise StoreError(f"unknown run_id {run_id!r}: call start_run first")
+        if known is not None:
+            known.add(run_id)
 
     @staticmethod
     def _next_seq(cur: duckdb.DuckDBPyConnection, table: str) -> int:
