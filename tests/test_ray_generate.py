@@ -292,3 +292,26 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_leaves_no_store(tmp_path
         f"t2t: error: cannot join the Ray cluster at 127.0.0.1:{port}: nothing answers at 127.0.0.1:{port} "
         "(Connection refused); is the cluster running? (ray start --head)"]
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_call_slots_bound_a_role_and_a_dead_workers_slots_come_back():
+    import asyncio
+
+    from trajectory2task.programs.distributed.slots import CallSlots
+
+    async def scenario() -> None:
+        slots = CallSlots({"explorer": 2})
+        await slots.acquire("explorer", "w0")
+        await slots.acquire("explorer", "w0")
+        third = asyncio.ensure_future(slots.acquire("explorer", "w1"))
+        late = asyncio.ensure_future(slots.acquire("explorer", "w0"))  # w0 dies before this one is granted
+        await asyncio.sleep(0.01)
+        assert not third.done() and slots.in_use("explorer") == 2  # the bound holds
+        assert await slots.release_holder("w0") == 2  # w0 died holding two slots: the driver hands them back
+        await asyncio.wait_for(third, 1)
+        await asyncio.wait_for(late, 1)  # granted to the dead w0, and given back at once
+        assert slots.in_use("explorer") == 1
+        await slots.release("explorer", "w1")
+        assert slots.in_use("explorer") == 0 and (await slots.peak()) == {"explorer": 2}
+
+    asyncio.run(scenario())
