@@ -82,7 +82,9 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
 
     ``db`` is a database JSON file (default: one generated from ``seed`` with ``users`` users).
     ``lm`` (a ``dspy.LM``) plays every generation role; ``lms`` sets roles one by one
-    (``{"writer": lm}``); with neither, the offline baselines run. With ``store`` (a DuckDB
+    (``{"writer": lm}``); with neither, the offline baselines run. Either may also be an
+    ``LMSettings`` (``trajectory2task.programs.lm.config``), built into an LM here, and on Ray
+    by each worker. With ``store`` (a DuckDB
     file) every item is stored as `t2t generate` stores it, one transaction per item, and the
     run can be resumed with the command; without one, results are only returned.
 
@@ -90,8 +92,9 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     ``"local"`` (a Ray on this machine, one worker per core), a cluster address
     (``"auto"``, ``"ray://host:10001"``) or a ``RayTarget``; None: as ``T2T_RAY_ADDRESS`` says,
     and with that unset one process, Ray not imported. Results and stored rows are the same
-    either way; the LMs are copied to each worker (they must pickle) and a ``max_concurrent``
-    bound holds across the cluster. Raises ``RayUnavailable`` when Ray cannot be started or joined.
+    either way; an LM object is copied to each worker (it must pickle: else ValueError, and
+    give its ``LMSettings``), and a ``max_concurrent`` bound holds across the cluster. Raises
+    ``RayUnavailable`` when Ray cannot be started or joined.
     """
     from trajectory2task.domains import get_domain
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES, GenerationPipeline, generation_programs
@@ -102,11 +105,15 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     if unknown or not conditions:
         raise ValueError(f"conditions: unknown {', '.join(map(str, unknown)) or '(none given)'}; "
                          f"choose from {', '.join(CONDITIONS)}")
+    from trajectory2task.programs.lm.config import LMSettings, build_lm
+
     by_role = {role: lm for role in GENERATION_ROLES} if lm is not None else {}
     by_role.update(lms or {})
     strange = sorted(set(by_role) - set(GENERATION_ROLES))
     if strange:
         raise ValueError(f"lms: unknown role(s) {', '.join(strange)}; the roles are {', '.join(GENERATION_ROLES)}")
+    settings = {role: value for role, value in by_role.items() if isinstance(value, LMSettings)}
+    by_role.update({role: build_lm(value) for role, value in settings.items()})
     loaded = get_domain(domain)
     env = loaded.environment(loaded.load_db(os.fspath(db)) if db is not None else _generated_db(loaded, seed, users))
     roles = {role: (by_role[role].model if role in by_role else "baseline") for role in GENERATION_ROLES}
@@ -120,7 +127,7 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     programs = generation_programs(by_role)
     versions = {role: type(program).__name__ for role, program in programs.items()}
 
-    executor = _ray_items(ray, config, versions, by_role, workers)
+    executor = _ray_items(ray, config, versions, by_role, settings, workers)
 
     def run(sink: Any) -> Any:
         pipeline = GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
@@ -143,8 +150,10 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
                           verdicts=memory.verdicts)
 
 
-def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, Any], workers: int) -> Any:
-    """The Ray executor the ``ray`` argument asks for, or None (one process, Ray not imported)."""
+def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, Any], settings: dict[str, Any],
+               workers: int) -> Any:
+    """The Ray executor the ``ray`` argument asks for, or None (one process, Ray not imported).
+    The roles given as ``settings`` are built by each worker; the other LMs are copied there."""
     from trajectory2task.programs.distributed.cluster import RayTarget, ray_target
 
     target = ray if isinstance(ray, RayTarget) else ray_target(ray)
@@ -153,8 +162,10 @@ def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, A
     from trajectory2task.programs.distributed.cluster import connect
     from trajectory2task.programs.distributed.generate_ray import RayItems, WorkerSetup, shippable
 
-    setup = WorkerSetup(config=config, program_versions=versions, lm_objects=shippable(lms), workers=workers)
-    return RayItems(connect(target), setup, actors=target.num_cpus if target.local else None)
+    ray_module = connect(target)
+    setup = WorkerSetup(config=config, program_versions=versions, lm_settings=settings,
+                        lm_objects=shippable({r: lm for r, lm in lms.items() if r not in settings}), workers=workers)
+    return RayItems(ray_module, setup, actors=target.num_cpus if target.local else None)
 
 
 def new_generation_config(env: Any, run_id: str, *, domain: str, n: int, conditions: Sequence[str], seed: int,

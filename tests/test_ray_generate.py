@@ -248,6 +248,29 @@ def test_an_lm_run_on_ray_records_every_call_and_bounds_a_role_across_the_cluste
     assert calls == ray_requests  # every LM call the workers made is in lm_calls, once
 
 
+def test_the_python_api_on_ray_builds_lms_from_settings_in_each_worker(cluster, tmp_path):
+    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.session import LMSession
+    from trajectory2task.usecases import generate
+
+    LMSession.install_adapter()  # the typed signatures' adapter, as the command installs it
+    in_flight = InFlight(Responder({}), seconds=0.05)
+    with ScriptedLLMServer(responder=in_flight) as server:
+        settings = LMSettings(model="openai/gpt-4o-mini", api_base=server.base_url, max_concurrent=1)
+        # an LM object built for an api_base holds connections: it cannot be sent, and the error says what to do
+        with pytest.raises(ValueError, match=r"the explorer's LM cannot be sent to Ray workers .* LMSettings"):
+            generate("retail", n=2, users=USERS, seed=2, lm=build_lm(settings), ray="local")
+        result = generate("retail", n=4, users=USERS, seed=2, lm=settings, workers=4, ray="local",
+                          store=tmp_path / "api.duckdb")
+        assert server.errors == []
+        requests = len(server.requests)
+    assert result.summary.items == 4 and not result.summary.failed and result.summary.retried == 0
+    assert in_flight.most == {"explorer": 1, "writer": 1, "adapter": 1}  # each role's bound, cluster-wide
+    with TaskStore(tmp_path / "api.duckdb", read_only=True) as store:
+        _, [(calls,)] = store.query("SELECT count(*) FROM lm_calls WHERE run_id = ?", [result.run_id])
+    assert calls == requests
+
+
 # ---------------------------------------------------------------- without Ray
 
 

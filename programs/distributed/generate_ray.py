@@ -79,15 +79,23 @@ class WorkerSetup:
 
 def shippable(lms: dict[str, Any]) -> dict[str, Any]:
     """The LM objects as they can cross to a worker: a limiter (locks, per process) is dropped
-    from a shallow copy; the worker bounds the copy cluster-wide instead."""
+    from a shallow copy; the worker bounds the copy cluster-wide instead. Raises ValueError,
+    naming the role, for an LM that does not pickle (one holding a connection or a lock: an LM
+    built for an ``api_base``): give its ``LMSettings`` instead, which each worker builds."""
+    from ray import cloudpickle
+
     out = {}
     for role, lm in lms.items():
         if getattr(lm, "limiter", None) is not None:
-            bare = copy.copy(lm)
-            bare.limiter = None
-            out[role] = bare
-        else:
-            out[role] = lm
+            lm = copy.copy(lm)
+            lm.limiter = None
+        try:
+            cloudpickle.dumps(lm)
+        except Exception as exc:  # whatever pickling raises: the object is not ours
+            raise ValueError(f"ray: the {role}'s LM cannot be sent to Ray workers ({_first_line(exc)}); pass its "
+                             f"LMSettings instead (lms={{'{role}': LMSettings(...)}}), which each worker "
+                             "builds") from None
+        out[role] = lm
     return out
 
 
