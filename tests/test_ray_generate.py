@@ -138,6 +138,37 @@ def test_a_worker_killed_mid_run_loses_no_item_and_stores_none_twice(cluster, en
     assert sorted(t.model_dump_json() for t in stored) == _dump(reference)["tasks"]
 
 
+def test_an_item_that_keeps_losing_its_worker_stops_the_run_and_resume_finishes_it(cluster, env, one_process,
+                                                                                     tmp_path):
+    from trajectory2task.programs.distributed.generate_ray import WorkerLost
+
+    reference, _ = one_process
+    config = _config(env, 16)
+    items = RayItems(ray, WorkerSetup(config=config), depth=3, max_attempts=1)  # the first loss gives up
+    killed: list[int] = []
+
+    def kill_a_worker(item: Any) -> None:
+        if not killed:
+            worker = next(iter(items.workers.values()))
+            killed.append(ray.get(worker.process_id.remote()))
+            os.kill(killed[-1], signal.SIGKILL)
+
+    path = tmp_path / "lost.duckdb"
+    with TaskStore(path) as store:
+        store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=RUN_ID)
+        with pytest.raises(WorkerLost, match=r"^item \d+ lost its Ray worker 1 times"):
+            _pipeline(env, config, StoreSink(store), items, after_item=kill_a_worker).run(RUN_ID)
+        stopped = len(generation_items(store, RUN_ID))
+        assert 1 <= stopped < 16
+        _pipeline(env, config, StoreSink(store)).run(RUN_ID)  # resumed in one process
+        _, [(events, indexes)] = store.query(
+            "SELECT count(*), count(DISTINCT details->>'index') FROM run_events WHERE run_id = ? AND status = 'item'",
+            [RUN_ID])
+        stored = store.tasks("run_id = ?", [RUN_ID])
+    assert events == indexes == 16
+    assert sorted(t.model_dump_json() for t in stored) == _dump(reference)["tasks"]
+
+
 def _store_rows(path: Any, run_id: str) -> dict[str, list[str]]:
     """A run's stored tasks, trajectories, verdicts and items as JSON, its run id blanked."""
     with TaskStore(path, read_only=True) as store:

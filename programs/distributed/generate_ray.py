@@ -271,6 +271,7 @@ class RayItems:
                     more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
                     ready += more
                 finished: list[ItemOutput] = []
+                given_up: WorkerLost | None = None
                 for ref in ready:
                     index, target, holder = in_flight.pop(ref)
                     if holder in load:
@@ -280,11 +281,12 @@ class RayItems:
                     except self._errors as exc:
                         attempts[index] = attempts.get(index, 0) + 1
                         if attempts[index] >= self.max_attempts:
-                            raise WorkerLost(f"item {index} lost its Ray worker {attempts[index]} times "
-                                             f"(last: {_first_line(exc)}); the items finished so far are "
-                                             f"stored") from None
-                        self.retried += 1
-                        retry.append((index, target))
+                            given_up = given_up or WorkerLost(
+                                f"item {index} lost its Ray worker {attempts[index]} times (last: "
+                                f"{_first_line(exc)}); the items finished so far are stored")
+                        else:
+                            self.retried += 1
+                            retry.append((index, target))
                         if holder in workers:  # its first failed item: replace the worker
                             self._lost(workers.pop(holder), holder)
                             del load[holder]
@@ -296,6 +298,8 @@ class RayItems:
                     if output.lm_calls and self.on_calls is not None:
                         self.on_calls(output.lm_calls)
                     yield output
+                if given_up is not None:  # after storing what came back with it
+                    raise given_up
         finally:
             for ref in in_flight:
                 ray.cancel(ref, force=False)
