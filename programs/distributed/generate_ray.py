@@ -43,6 +43,7 @@ from trajectory2task.programs.generation.pipeline import (
     generation_programs,
 )
 from trajectory2task.programs.distributed.slots import CallSlots
+from trajectory2task.programs.lm.accounting import first_line
 from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.signatures.models import GenerationItem, LMCall, Task, Trajectory, Verdict
 
@@ -92,7 +93,7 @@ def shippable(lms: dict[str, Any]) -> dict[str, Any]:
         try:
             cloudpickle.dumps(lm)
         except Exception as exc:  # whatever pickling raises: the object is not ours
-            raise ValueError(f"ray: the {role}'s LM cannot be sent to Ray workers ({_first_line(exc)}); pass its "
+            raise ValueError(f"ray: the {role}'s LM cannot be sent to Ray workers ({first_line(exc, 300)}); pass its "
                              f"LMSettings instead (lms={{'{role}': LMSettings(...)}}), which each worker "
                              "builds") from None
         out[role] = lm
@@ -283,7 +284,7 @@ class RayItems:
                         if attempts[index] >= self.max_attempts:
                             given_up = given_up or WorkerLost(
                                 f"item {index} lost its Ray worker {attempts[index]} times (last: "
-                                f"{_first_line(exc)}); the items finished so far are stored")
+                                f"{first_line(exc, 300)}); the items finished so far are stored")
                         else:
                             self.retried += 1
                             retry.append((index, target))
@@ -313,9 +314,3 @@ class RayItems:
         self.ray.kill(worker)  # it may be only unreachable: make sure it runs nothing more
         if self.slots is not None:
             self.slots.release_holder.remote(holder)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
