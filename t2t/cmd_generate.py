@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
@@ -12,6 +12,9 @@ from trajectory2task.lm_options import (CacheDirOpt, ContextOpt, MaxConcurrentOp
                                         StructuredOpt, TemperatureOpt, TimeoutOpt, add_knobs, configure_cache)
 from trajectory2task.ray_options import RayOpt, join_ray, ray_target_of
 from trajectory2task.settings import DEFAULT_DB_USERS, DEFAULT_GENERATE_N, MAX_DB_USERS, MAX_WORKERS
+
+if TYPE_CHECKING:
+    from trajectory2task.usecases import GenerateRequest
 
 ALL_CONDITIONS = "general,ambiguous,changing,infeasible"
 HELP = """Generate verifiable tasks: explore trajectories, write a general task from each, adapt it to the
@@ -180,7 +183,7 @@ def generate(
     _report(summary, config, session, run_id, lms, json_out, ray_module is not None)
 
 
-def _run(task_store: Any, path: Any, request: Any, roles: dict[str, str], modules: dict[str, Any],
+def _run(task_store: Any, path: Any, request: GenerateRequest, roles: dict[str, str], modules: dict[str, Any],
          lms: dict[str, Any], session: Any, workers: Optional[int], env: Any, started: list[str],
          ray_module: Any) -> tuple[Any, Any, str]:
     """Open the run (resumed or new) and make its items under a progress bar: (summary,
