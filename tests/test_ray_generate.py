@@ -111,6 +111,20 @@ def test_offline_items_on_ray_are_byte_identical_to_one_process(cluster, env, on
     assert on_ray.retried == 0
 
 
+def test_a_database_file_reaches_the_workers_through_the_object_store(cluster, env, tmp_path):
+    from trajectory2task.domains import get_domain
+
+    db_file = tmp_path / "db.json"  # workers on other nodes need not see it: the driver sends its bytes
+    db_file.write_text(get_domain("retail").generate_db(9, 40).model_dump_json())
+    from_file = load_environment("retail", str(db_file))
+    config = _config(from_file, 6).model_copy(update={"db_path": str(db_file), "db_users": 40})
+    reference, sink = MemorySink(), MemorySink()
+    _pipeline(from_file, config, reference).run(RUN_ID)
+    _pipeline(from_file, config, sink, RayItems(ray, WorkerSetup(config=config))).run(RUN_ID)
+    assert _dump(sink) == _dump(reference) and reference.tasks
+    assert from_file.initial_hash() != env.initial_hash()  # not the generated database of the other tests
+
+
 def test_a_worker_killed_mid_run_loses_no_item_and_stores_none_twice(cluster, env, one_process, tmp_path):
     reference, _ = one_process
     config = _config(env, 16)
