@@ -220,6 +220,78 @@ def test_the_reply_bound_through_dspy_and_the_variable(monkeypatch):
             lm("hi")
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("behave", BOUNDED, ids=["content-length", "chunked", "to-eof", "many-headers",
+                                                 "long-header", "gzip-bomb", "deflate-bomb"])
+def test_dspys_own_engine_reads_replies_under_the_same_bound(monkeypatch, kind, behave):
+    """engine "dspy" (T2T_ENGINE=dspy; also what runs behind a proxy): DSPy's native engine, not
+    t2t's, reads the reply, and still stops at T2T_MAX_REPLY_BYTES, inflated or not."""
+    from dspy.utils.exceptions import LMError
+
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(behave) as server:
+        lm = build_lm(LMSettings(model="openai/m", api_base=server.base_url, num_retries=0, timeout_s=20,
+                                 engine="dspy"))
+        assert lm.dspy_engine_lm is None  # no lean engine in front: DSPy's own reads the body
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(LMError) as caught:
+                lm("hi") if kind == "sync" else asyncio.run(lm.acall("hi"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert time.monotonic() - started < 15
+    assert peak < 8 * MiB, f"{peak / MiB:.1f} MiB held for a reply bounded to 1 MiB"
+    message = str(caught.value).strip()
+    assert "\n" not in message
+    assert "1,048,576 bytes" in message and "T2T_MAX_REPLY_BYTES" in message or "head" in message, message
+
+
+def test_dspys_own_engine_reads_a_reply_within_the_bound(monkeypatch):
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(gzip_ok) as server:
+        lm = build_lm(LMSettings(model="openai/m", api_base=server.base_url, num_retries=0, timeout_s=20,
+                                 engine="dspy"))
+        assert lm("hi") and asyncio.run(lm.acall("hi"))
+
+
+def _litellm_lm(base_url: str):
+    # a custom model name declared function-calling: DSPy's LiteLLM engine, whichever t2t engine is asked
+    lm = build_lm(LMSettings(model="openai/custom-x", api_base=base_url, num_retries=0, timeout_s=20,
+                             function_calling=True))
+    assert lm.engine == "litellm"
+    return lm
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("behave", [content_length_huge, chunked_forever, no_length_forever,
+                                    compressed("gzip", 64 * MiB)],
+                         ids=["content-length", "chunked", "to-eof", "gzip-bomb"])
+def test_litellms_client_reads_replies_under_the_same_bound(monkeypatch, kind, behave):
+    from dspy.utils.exceptions import LMError
+
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(behave) as server:
+        lm = _litellm_lm(server.base_url)
+        tracemalloc.start()
+        try:
+            with pytest.raises(LMError, match=r"exceeds 1,048,576 bytes, t2t's bound .*T2T_MAX_REPLY_BYTES") as caught:
+                lm("hi") if kind == "sync" else asyncio.run(lm.acall("hi"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 32 * MiB, f"{peak / MiB:.1f} MiB held for a reply bounded to 1 MiB"
+    assert "\n" not in str(caught.value).strip()
+
+
+def test_litellms_client_reads_a_gzip_reply_within_the_bound(monkeypatch):
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(gzip_ok) as server:
+        lm = _litellm_lm(server.base_url)
+        assert lm("hi") and asyncio.run(lm.acall("hi"))
+
+
 @pytest.mark.parametrize("value", ["0", "12", "-1", "1e9", "inf", "lots", str(2 << 30)])
 def test_a_bad_reply_bound_is_refused_at_load(value):
     with pytest.raises(LMConfigError, match="T2T_MAX_REPLY_BYTES .*must be an integer of bytes >= 1,024"):

@@ -519,6 +519,10 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
     if settings.api_base and settings.max_tokens is not None:
         kwargs["extra_body"] = {"max_tokens": settings.max_tokens}
     kwargs.update(extra)
+    # DSPy's own engine (T2T_ENGINE=dspy, a proxy, the structured twin) reads replies under the same bound
+    from trajectory2task.programs.lm.dspy_private import bound_dspy_engine_replies
+
+    bound_dspy_engine_replies(reply_cap())
     lm = BoundedLM(settings.model, **kwargs)
     if settings.api_base and settings.engine == "api_base" and not set(extra) & _DSPY_ENGINE_KEYS:
         from trajectory2task.programs.lm.http_engine import Endpoint, engines_for, proxied
@@ -537,6 +541,9 @@ def build_lm(settings: LMSettings, *, cache: bool = False, role: str | None = No
     if settings.function_calling and not lm.supports_function_calling:
         _register_function_calling(settings.model)
         kwargs["engine"] = "litellm"
+        from trajectory2task.programs.lm.litellm_bound import bound_litellm_replies
+
+        bound_litellm_replies(reply_cap(), settings.timeout_s)
         lm = BoundedLM(settings.model, **kwargs)
         if not lm.supports_function_calling:
             raise RuntimeError(f"function_calling=True but DSPy still sees no function calling for "
