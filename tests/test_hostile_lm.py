@@ -248,6 +248,31 @@ def test_dspys_own_engine_reads_replies_under_the_same_bound(monkeypatch, kind, 
     assert "1,048,576 bytes" in message and "T2T_MAX_REPLY_BYTES" in message or "head" in message, message
 
 
+@pytest.mark.parametrize("behave", [no_length_forever, compressed("gzip", 64 * MiB)], ids=["to-eof", "gzip-bomb"])
+def test_behind_a_proxy_the_reply_is_bounded_too(monkeypatch, behave):
+    """A configured proxy keeps DSPy's engine (t2t's connects directly); the hostile server
+    here is the proxy, so every byte of the reply comes from it."""
+    from dspy.utils.exceptions import LMError
+
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with HostileServer(behave) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url.rsplit("/v1", 1)[0])
+        monkeypatch.setenv("http_proxy", proxy.base_url.rsplit("/v1", 1)[0])
+        lm = build_lm(LMSettings(model="openai/m", api_base="http://llm.example.test:8000/v1", num_retries=0,
+                                 timeout_s=20))
+        assert lm.dspy_engine_lm is None  # the lean engine stepped aside for the proxy
+        tracemalloc.start()
+        try:
+            with pytest.raises(LMError, match="exceeds 1,048,576 bytes"):
+                lm("hi")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * MiB
+
+
 def test_dspys_own_engine_reads_a_reply_within_the_bound(monkeypatch):
     monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
     with HostileServer(gzip_ok) as server:
