@@ -248,7 +248,7 @@ class GenerationItem(BaseModel):
     index: int
     seed: int
     status: Literal["done", "failed"]
-    stage: Literal["explore", "write"] | None = None  # where a failed item stopped
+    stage: Literal["explore", "write", "adapt"] | None = None  # where a failed item stopped
     reason: ItemReason | None = None
     detail: str | None = None
     trajectory_id: str | None = None
