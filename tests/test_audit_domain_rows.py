@@ -134,7 +134,8 @@ def test_airline_rows_flag_hand_made_faults_and_not_their_fixes(tmp_path):
     owner = owed["user_id"]
     # a user owed nothing: no reservation with a cancelled or delayed flight
     nothing = next(u for u, user in db["users"].items() if user["reservations"] and not any(
-        _status(db, s) in ("cancelled", "delayed") for r in user["reservations"] for s in db["reservations"][r]["flights"]))
+        _status(db, s) in ("cancelled", "delayed")
+        for r in user["reservations"] for s in db["reservations"][r]["flights"]))
     unflown = next(r for r in reservations if r.get("status") != "cancelled"
                    and all(_status(db, s) not in ("landed", "flying") for s in r["flights"]))
     flown = next(r for r in reservations if r.get("status") != "cancelled"
@@ -222,7 +223,8 @@ def test_our_generated_tasks_show_nothing_in_the_domain_rows_and_hold_what_they_
     handoffs = [t for t in tasks if any(env.tools[a.name].ends_conversation for a in t.gold_actions)]
     if domain == "retail":
         same = [t for t in tasks for a in t.actions_should_not_take
-                if any(o == n for o, n in zip(a.arguments.get("item_ids") or [], a.arguments.get("new_item_ids") or []))]
+                if any(o == n for o, n in zip(a.arguments.get("item_ids") or [],
+                                              a.arguments.get("new_item_ids") or []))]
         assert same and forbidden["cancel_pending_order"] and not handoffs
     else:
         assert forbidden["send_certificate"] and handoffs and all(t.actions_should_not_take for t in handoffs)
