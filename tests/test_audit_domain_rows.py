@@ -168,6 +168,9 @@ def test_airline_rows_flag_hand_made_faults_and_not_their_fixes(tmp_path):
         _task("refuse-ok", "infeasible", ask, [profile(nothing)], [certificate(nothing, 100)]),
         _task("refuse-granted", "infeasible", ask, [profile(owner), certificate(owner, due)],
               [certificate(owner, due + 400)]),
+        # a changing task whose first request grants what the policy does not set
+        {**_task("first-bad", "changing", ask, [profile(owner), certificate(owner, due)]),
+         "t2t": {"condition": "changing", "first_goal": [profile(owner), certificate(owner, due * 3)]}},
         # only a cancellation with a flown segment goes to a human
         _task("handoff-bad", "infeasible", "You want to cancel.", [profile(unflown["user_id"]), handoff],
               [cancel(unflown)]),
@@ -180,7 +183,7 @@ def test_airline_rows_flag_hand_made_faults_and_not_their_fixes(tmp_path):
     ]
     report, _ = _audit(tmp_path, "airline", db, tasks)
     flagged = _flagged(report)
-    assert flagged.get("compensation_off_policy") == {"grant-bad", "refuse-bad"}, report["findings"]
+    assert flagged.get("compensation_off_policy") == {"grant-bad", "refuse-bad", "first-bad"}, report["findings"]
     assert flagged.get("handoff_not_required") == {"handoff-bad"}, report["findings"]
     assert flagged.get("same_variant_request") == {"same-bad"}, report["findings"]
     detail = next(f["detail"] for f in report["findings"] if f["task_id"] == "refuse-bad")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from trajectory2task.domains.airline.rules import any_flown, compensation_due, flight_refs, reservation, user
-from trajectory2task.domains.audit_checks import AuditCheck, gold_walk, handoff_findings, writes_with_state
+from trajectory2task.domains.audit_checks import AuditCheck, handoff_findings, writes_with_state
 from trajectory2task.domains.runtime import Environment, Episode
 
 if TYPE_CHECKING:
@@ -31,27 +31,26 @@ def _amount(action: Action) -> float | None:
 
 
 def _compensation_off_policy(task: Task, environment: Environment[Any]) -> list[str]:
-    steps, end = gold_walk(environment, task.gold_actions)
+    # the users the gold compensates: a forbidden larger certificate beside the due one is fair
+    granted = {a.arguments.get("user_id") for a in task.gold_actions if a.name == CERTIFICATE}
     out = []
-    granted: set[str] = set()
-    for step in steps:
-        owner = user(step.before, step.action.arguments.get("user_id")) if step.action.name == CERTIFICATE else None
+    for where, before, action in writes_with_state(environment, task):
+        owner = user(before, action.arguments.get("user_id")) if action.name == CERTIFICATE else None
         if owner is None:
             continue  # not a certificate, or one the tool refuses (failing gold, another row)
-        granted.add(owner.user_id)
-        amount, due = _amount(step.action), compensation_due(step.before, owner)
+        due = compensation_due(before, owner)
+        if where == "forbidden":
+            if due and owner.user_id not in granted:
+                rid, value, why = due[0]
+                out.append(f"forbids {owner.user_id} a certificate, yet the policy sets {value} for {rid} ({why}): "
+                           "an agent that offers it fails the task")
+            continue
+        amount = _amount(action)
         if amount is None or not any(abs(amount - value) < 1e-9 for _, value, _ in due):
             allowed = ", ".join(f"{value} for {rid} ({why})" for rid, value, why in due) or "none"
-            out.append(f"the gold grants {owner.user_id} a certificate of {amount:g}; the policy sets {allowed}"
-                       if amount is not None else f"the gold grants {owner.user_id} a certificate of no amount")
-    for action in task.actions_should_not_take:
-        owner = user(end, action.arguments.get("user_id")) if action.name == CERTIFICATE else None
-        due = compensation_due(end, owner) if owner is not None else []
-        if owner is not None and due and owner.user_id not in granted:
-            rid, value, why = due[0]
-            out.append(f"forbids {owner.user_id} a certificate, yet the policy sets {value} for {rid} ({why}): "
-                       "an agent that offers it fails the task")
-    return out
+            said = "no amount" if amount is None else f"{amount:g}"
+            out.append(f"the {where} grants {owner.user_id} a certificate of {said}; the policy sets {allowed}")
+    return list(dict.fromkeys(out))
 
 
 def _transfer_required(state: Episode[Any], write: Action) -> bool:
