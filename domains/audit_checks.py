@@ -46,25 +46,20 @@ class AuditCheck:
 
 @dataclass(frozen=True)
 class GoldStep:
-    """A gold action with the state just before it and the user the calls before it authenticated."""
+    """A gold action with the state just before it."""
 
     before: Episode[Any]
     action: Action
-    user_id: str | None
 
 
 def gold_walk(environment: Environment[Any], actions: list[Action]) -> tuple[list[GoldStep], Episode[Any]]:
     """Each action with the state just before it (a fork), and the state after the last one.
     Failing calls leave no trace, as in any replay."""
     episode = environment.episode()
-    user_id: str | None = None
     steps = []
     for action in actions:
-        steps.append(GoldStep(before=episode.fork(), action=action, user_id=user_id))
-        result = episode.call(action.name, action.arguments)
-        spec = environment.tools.get(action.name)
-        if user_id is None and spec is not None and spec.authenticates is not None and not result.error:
-            user_id = spec.authenticates(action.arguments, result.output)
+        steps.append(GoldStep(before=episode.fork(), action=action))
+        episode.call(action.name, action.arguments)
     return steps, episode
 
 
@@ -79,7 +74,7 @@ def handoff_findings(environment: Environment[Any], task: Task,
                      transfer_required: Callable[[Episode[Any], Action], bool]) -> list[str]:
     """The ``handoff_not_required`` findings of a domain whose policy sends a refused write to a
     human only where ``transfer_required(state, write)`` says so: a required hand-off in a task
-    whose forbidden writes are all the agent's own actions, each one the policy has denied."""
+    whose forbidden writes are the agent's own actions and none of them one the policy transfers."""
     handoffs = required_handoffs(environment, task)
     refused = [a for a in task.actions_should_not_take
                if (spec := environment.tools.get(a.name)) is not None and spec.kind == "write"]
@@ -96,7 +91,8 @@ def handoff_findings(environment: Environment[Any], task: Task,
 def writes_with_state(environment: Environment[Any], task: Task) -> Iterator[tuple[str, Episode[Any], Action]]:
     """Every write a task names, with where it stands (gold, first goal, reading, forbidden) and
     the state it would run on: a gold or first-goal write after the calls before it, a reading
-    after the gold calls before its position, a forbidden write after the whole gold."""
+    after the gold calls before its position, a forbidden write after the whole gold. The
+    states are shared: read them, and fork one before calling a tool on it."""
 
     def writes(actions: list[Action]) -> bool:
         return any((spec := environment.tools.get(a.name)) is not None and spec.kind == "write" for a in actions)
