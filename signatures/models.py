@@ -94,6 +94,17 @@ class UserScenario(BaseModel):
     change_trigger: str | None = None
     revised_request: str | None = None
 
+    def read_fields(self) -> list[tuple[str, str]]:
+        """(field, text) of everything the simulated user reads, in a fixed order."""
+        names = ("persona", "reason_for_call", "known_info", "unknown_info", "task_instructions", "change_trigger",
+                 "revised_request")
+        fields = [(name, value) for name in names if (value := getattr(self, name))]
+        return fields + [(f"withheld_info[{i}]", text) for i, text in enumerate(self.withheld_info) if text]
+
+    def read_text(self) -> str:
+        """Everything the simulated user reads, as one text."""
+        return "\n".join(text for _, text in self.read_fields())
+
     def folded_instructions(self) -> str:
         """The structured fields folded into one free text (tau2's ``task_instructions``):
         withheld details and the change of mind appended once, in plain sentences."""
@@ -248,7 +259,7 @@ class GenerationItem(BaseModel):
     index: int
     seed: int
     status: Literal["done", "failed"]
-    stage: Literal["explore", "write"] | None = None  # where a failed item stopped
+    stage: Literal["explore", "write", "adapt"] | None = None  # where a failed item stopped
     reason: ItemReason | None = None
     detail: str | None = None
     trajectory_id: str | None = None

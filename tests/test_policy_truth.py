@@ -26,7 +26,7 @@ from trajectory2task.cli import app
 from trajectory2task.domains.runtime import PolicyContext
 from trajectory2task.programs.generation.adapter import BaselineAdapter
 from trajectory2task.programs.generation.explorer import BaselineExplorer
-from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, summarize
 from trajectory2task.programs.generation.writer import BaselineWriter
 from trajectory2task.programs.verification.conditions import check_ambiguous, check_changing
 from trajectory2task.programs.verification.verifier import Verifier
@@ -571,7 +571,7 @@ def test_a_kit_that_raises_fails_its_items_and_the_run_goes_on(library, tmp_path
     assert sum(1 for i in stored if i.reason == "kit_error") == len(failed)
 
 
-def test_a_condition_kit_that_raises_fails_that_condition_and_keeps_the_item(library):
+def test_a_condition_kit_that_raises_while_adapting_fails_the_item_and_keeps_none_of_its_tasks(library):
     from trajectory2task.domains.generic_kit import GenericConditions
 
     class _Raising(GenericConditions):
@@ -585,9 +585,13 @@ def test_a_condition_kit_that_raises_fails_that_condition_and_keeps_the_item(lib
     GenerationPipeline(env, sink, _config(env, 3, ["general", "changing"]), explorer=BaselineExplorer(),
                        writer=BaselineWriter(), adapter=BaselineAdapter()).run("run")
     items = [item for item, _ in sink.items]
-    assert items and all(i.status == "done" and "general" in i.tasks for i in items)
-    assert all(i.rejected["changing"] == "kit_error: the kit's change_alternatives raised RuntimeError: "
-                                         "no alternatives today" for i in items), [i.rejected for i in items]
+    assert len(items) == 3
+    for item in items:
+        assert (item.status, item.stage, item.reason) == ("failed", "adapt", "kit_error"), item
+        assert item.detail == "the kit's change_alternatives raised RuntimeError: no alternatives today"
+        assert not item.tasks and item.trajectory_id  # the trajectory is kept, as a write fault keeps it
+    assert not any(tasks for _, tasks in sink.items) and not sink.verdicts
+    assert summarize("run", items, ["general", "changing"]).failed == {"kit_error": 3}
 
 
 def test_a_revised_request_that_already_says_instead_says_it_once():

@@ -16,8 +16,10 @@ the items one after another in index order, as it always did.
 Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
 output does not parse. What still fails is recorded on the item with its reason
 (``lm_error``), and the run goes on. So is an exception raised inside a function of the
-domain's kit (``kit_error``, one line naming the function): in exploration or writing it
-fails the item; in adapting it fails that condition of the item, as an LM error does. Every
+domain's kit (``kit_error``, one line naming the function): in exploration, writing or
+adapting it fails the whole item, and none of the item's tasks is kept (a kit that raises is a
+bug in the domain, not a condition the item cannot take; an LM error while adapting rejects only
+that condition). Every
 LM call, failed or not, is recorded once, by the LM's ledger callback
 (``trajectory2task.programs.lm.accounting``), not here.
 
@@ -288,7 +290,7 @@ class GenerationPipeline:
             except self._errors as exc:
                 rejected[condition] = f"lm_error: {_first_line(exc)}"
             except KitFault as exc:
-                rejected[condition] = f"kit_error: {exc}"
+                return self._failed(index, seed, "adapt", "kit_error", str(exc), trajectory, **counts)
             if adapted is None:
                 continue
             if adapted.task is None:
@@ -311,7 +313,7 @@ class GenerationPipeline:
         return task.model_copy(update={"lint": lint_task(task, self._private_ids)})
 
     @staticmethod
-    def _failed(index: int, seed: int, stage: Literal["explore", "write"], reason: Any, detail: str,
+    def _failed(index: int, seed: int, stage: Literal["explore", "write", "adapt"], reason: Any, detail: str,
                 trajectory: Trajectory | None, **counts: int) -> ItemOutput:
         item = GenerationItem(index=index, seed=seed, status="failed", stage=stage, reason=reason, detail=detail,
                               trajectory_id=trajectory.id if trajectory else None, **counts)

@@ -84,7 +84,6 @@ RejectionReason = Literal[
     "gold_breaks_policy",  # a gold (or required) write breaks a policy rule for the authenticated user
     "reading_breaks_policy",  # a reading of an ambiguous opening breaks a policy rule (or a tool refuses it)
     "revised_request_same_words",  # a changing task's revised request says what its first request says
-    "kit_error",  # a function of the domain's kit raised while adapting (recorded by the pipeline)
 ]
 
 
