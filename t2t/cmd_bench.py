@@ -117,7 +117,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
     if config.user == SCRIPTED_USER_NAME:
         user: Any = ScriptedUser(env.domain.tools)
     else:
-        from trajectory2task.programs.lm.config import build_lm
+        from trajectory2task.programs.lm.build import build_lm
 
         user_settings = _settings("user", config.user, config, lm_config_path, knobs)
         user_lm = session.build("user", user_settings) if session is not None else build_lm(user_settings)
@@ -179,7 +179,7 @@ def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
 
 def _lm_agent(settings: Any, env: Any, session: Any = None, program: Any = None) -> Any:
     from trajectory2task.programs.loop.agent import LMAgent
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
 
     try:
         lm = session.build("agent", settings) if session is not None else build_lm(settings)

@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_t2t
-from trajectory2task.programs.lm.config import (DEFAULT_MAX_REPLY_BYTES, LMConfigError, LMSettings, build_lm,
-                                                load_lm_config, redact_url, reply_cap)
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import (DEFAULT_MAX_REPLY_BYTES, LMConfigError, LMSettings, load_lm_config,
+                                                redact_url, reply_cap)
 
 MiB = 1024 * 1024
 

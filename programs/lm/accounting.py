@@ -7,7 +7,8 @@ our programs, DSPy's adapters, its optimizers (their ``lm.copy()`` keeps the cal
 DSPy wrote for it (found by identity of the outputs list, so concurrent calls on one LM do
 not mix), latency measured between start and end, and, for a call that raised, the error
 as one classified line. Rows collect in a `CallLedger`, which commands drain into the
-store's ``lm_calls``.
+store's ``lm_calls``. `UsageRecorder` and `usage_of` read the same rows from any LM, one
+t2t did not build (``DummyLM``) from its history.
 
 Errors are classified into kinds a user can act on (`ErrorKind`); `explain` gives the
 one line the CLI prints, naming the flag to change.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from dspy.utils.callback import BaseCallback
 
 from trajectory2task.programs.lm.config import redact_url
-from trajectory2task.signatures.models import LMCall
+from trajectory2task.signatures.models import LMCall, TokenUsage
 
 if TYPE_CHECKING:
     from trajectory2task.programs.lm.config import LMSettings
@@ -235,15 +236,8 @@ class LMRole(BaseCallback):
             self.ledger.add(self, LMCall(role=self.role, model=model, latency_s=latency,
                                          error=f"{kind}: {detail}"), kind, f"{self.role}: {line}")
             return
-        entry = _history_entry(instance, outputs)
-        usage = (entry or {}).get("usage") or {}
-        if not isinstance(usage, Mapping):
-            usage = dict(usage) if hasattr(usage, "keys") else {}
-        cost = (entry or {}).get("cost")
-        self.ledger.add(self, LMCall(role=self.role, model=model, prompt_tokens=_as_int(usage.get("prompt_tokens")),
-                                     completion_tokens=_as_int(usage.get("completion_tokens")),
-                                     cost=float(cost) if isinstance(cost, (int, float)) else 0.0,
-                                     latency_s=latency))
+        record = _record_of(_history_entry(instance, outputs) or {}, self.role)
+        self.ledger.add(self, record.model_copy(update={"model": model, "latency_s": latency}))
 
 
 def _as_int(value: Any) -> int:
@@ -251,6 +245,20 @@ def _as_int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _record_of(entry: Mapping[str, Any], role: str) -> LMCall:
+    usage = entry.get("usage") or {}
+    if not isinstance(usage, Mapping):
+        usage = dict(usage) if hasattr(usage, "keys") else {}
+    cost = entry.get("cost")
+    return LMCall(
+        role=role,
+        model=str(entry.get("model") or ""),
+        prompt_tokens=_as_int(usage.get("prompt_tokens")),
+        completion_tokens=_as_int(usage.get("completion_tokens")),
+        cost=float(cost) if isinstance(cost, (int, float)) else 0.0,
+    )
 
 
 def _history_entry(lm: Any, outputs: Any) -> dict[str, Any] | None:
@@ -268,3 +276,65 @@ def role_of(lm: Any) -> LMRole | None:
         if isinstance(callback, LMRole):
             return callback
     return None
+
+
+# ---------------------------------------------------------------------------- usage of an LM
+
+
+class UsageRecorder:
+    """Collects per-call usage; thread-safe. An LM built with a ledger (``build_lm(role=...,
+    ledger=...)``) hands over its callback's records, failed calls and latency included;
+    any other LM (e.g. ``DummyLM`` in tests) is read from ``dspy.LM.history``.
+
+    ``drain(lm, role)`` returns the records of calls made since the previous drain of that LM
+    (it remembers the last entry it saw by uuid, so DSPy trimming old history is harmless
+    unless more than ``max_history_size`` calls happen between two drains). History itself
+    is not modified.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_seen: dict[int, str | None] = {}
+        self.records: list[LMCall] = []
+
+    def drain(self, lm: Any, role: str) -> list[LMCall]:
+        tag = role_of(lm)
+        if tag is not None:  # the LM's callback recorded every call, failed ones included
+            new = tag.ledger.take(tag)
+            with self._lock:
+                self.records.extend(new)
+            return new
+        history = list(getattr(lm, "history", []) or [])
+        with self._lock:
+            last = self._last_seen.get(id(lm))
+            start = 0
+            if last is not None:
+                for i in range(len(history) - 1, -1, -1):
+                    if history[i].get("uuid") == last:
+                        start = i + 1
+                        break
+            new = [_record_of(entry, role) for entry in history[start:]]
+            if history:
+                self._last_seen[id(lm)] = history[-1].get("uuid")
+            self.records.extend(new)
+            return new
+
+    def add(self, record: LMCall) -> None:
+        """Add a record made elsewhere (e.g. a failed call with ``error`` set)."""
+        with self._lock:
+            self.records.append(record)
+
+    def total(self, role: str | None = None) -> TokenUsage:
+        with self._lock:
+            records = [r for r in self.records if role is None or r.role == role]
+        return sum((TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost=r.cost)
+                    for r in records), TokenUsage())
+
+
+def usage_of(lm: Any) -> TokenUsage:
+    """Total usage over every call in ``lm.history``."""
+    total = TokenUsage()
+    for entry in list(getattr(lm, "history", []) or []):
+        r = _record_of(entry, "")
+        total = total + TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost=r.cost)
+    return total

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from trajectory2task.programs.lm.config import ensure_local_cost_map
+from trajectory2task.programs.lm.prices import ensure_local_cost_map
 
 Tokenizer = Callable[[list[dict[str, Any]]], int]
 

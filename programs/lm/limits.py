@@ -49,7 +49,7 @@ class BoundedLM(dspy.LM):
 
     limiter: CallLimiter | None = None
     # the same LM on DSPy's own engines, when this one runs on t2t's api_base engine
-    # (trajectory2task.programs.lm.config.build_lm): for requests DSPy's canonical form cannot carry
+    # (trajectory2task.programs.lm.build.build_lm): for requests DSPy's canonical form cannot carry
     dspy_engine_lm: dspy.LM | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
