@@ -338,7 +338,8 @@ def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any
                     json_out: bool) -> None:
     """`--estimate`: what the run would send, per role and in all; no model is called."""
     from trajectory2task.programs.lm.accounting import role_of
-    from trajectory2task.programs.lm.estimate import adapter_for, litellm_tokenizer, litellm_tool_tokenizer
+    from trajectory2task.programs.lm.estimate import adapter_for
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer, litellm_tool_tokenizer
     from trajectory2task.programs.loop.agent import LMAgent
     from trajectory2task.programs.loop.estimate import estimate_rollouts
     from trajectory2task.programs.loop.user_sim import LMUser

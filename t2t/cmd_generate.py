@@ -335,7 +335,7 @@ def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_conf
     from trajectory2task.domains.kit import KitError
     from trajectory2task.programs.generation.estimate import estimate_run
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
-    from trajectory2task.programs.lm.estimate import litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer
     from trajectory2task.estimate import print_estimate
 
     settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}

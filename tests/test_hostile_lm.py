@@ -466,7 +466,7 @@ def test_bench_with_the_wrong_domain_names_the_tasks_domain(airline_store):
 def test_estimate_counts_a_hub_model_without_downloading_its_tokenizer(monkeypatch):
     import litellm.utils
 
-    from trajectory2task.programs.lm.estimate import counting_model, litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import counting_model, litellm_tokenizer
 
     loads: list[str] = []
 

@@ -1,10 +1,23 @@
-"""Where prices of LM calls come from."""
+"""The one price table of LM calls: what an estimate (``--estimate``) multiplies its token
+counts by and what the usage ledger (``trajectory2task.programs.lm.accounting``) records per call.
+
+The rates are DSPy's bundled model map (a snapshot of LiteLLM's ``model_prices_and_context_window``
+that DSPy prices its own calls from), read without importing LiteLLM. A model the map does not
+price has no rates: its cost is None, "unknown", never $0. A model the map prices at zero (a
+local server's entry) costs $0.
+
+Only input and output tokens are priced: a provider's discount for cached prompt tokens is not
+modelled, so a recorded cost is an upper bound of the bill, as the estimate is.
+"""
 
 from __future__ import annotations
 
 import os
+import threading
 
-__all__ = ["ensure_local_cost_map"]
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["TokenRates", "call_cost", "ensure_local_cost_map", "token_rates"]
 
 
 def ensure_local_cost_map() -> None:
@@ -14,3 +27,43 @@ def ensure_local_cost_map() -> None:
 
 
 ensure_local_cost_map()
+
+
+class TokenRates(BaseModel):
+    """USD per token of one model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: float
+    completion: float
+
+    def cost(self, prompt_tokens: int | float, completion_tokens: int | float) -> float:
+        return prompt_tokens * self.prompt + completion_tokens * self.completion
+
+
+_RATES: dict[str, TokenRates | None] = {}
+_rates_lock = threading.Lock()
+
+
+def token_rates(model: str) -> TokenRates | None:
+    """The rates of ``model`` (a LiteLLM model string; one without a provider is looked up as
+    OpenAI's), or None when the map prices neither its input nor its output. Looked up once
+    per model."""
+    if not model:
+        return None
+    with _rates_lock:
+        if model not in _RATES:
+            ensure_local_cost_map()
+            from trajectory2task.programs.lm.dspy_private import model_rates
+
+            prompt, completion = model_rates(model)
+            # half a price is no price: a bill from the input side alone would look complete
+            _RATES[model] = (TokenRates(prompt=prompt, completion=completion)
+                             if prompt is not None and completion is not None else None)
+        return _RATES[model]
+
+
+def call_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """USD for one call's tokens, or None when ``model`` has no known price."""
+    rates = token_rates(model)
+    return None if rates is None else rates.cost(prompt_tokens, completion_tokens)
