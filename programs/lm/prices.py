@@ -51,6 +51,8 @@ def token_rates(model: str) -> TokenRates | None:
     per model."""
     if not model:
         return None
+    if model in _RATES:  # every recorded call asks: no lock once the model is known
+        return _RATES[model]
     with _rates_lock:
         if model not in _RATES:
             ensure_local_cost_map()
