@@ -127,3 +127,8 @@ def test_generate_estimate_says_the_cost_is_unknown_for_a_model_with_no_price(tm
     assert shown.exit_code == 0, shown.output
     said = " ".join(shown.stdout.split())  # the console wraps long lines
     assert f"cost unknown: no known price for {UNPRICED}" in said and "$" not in said
+
+
+def test_a_local_model_costs_nothing_and_an_unknown_one_is_not_priced_as_free():
+    assert call_cost("local/any/checkpoint", 1000, 100) == 0.0  # generated in this process
+    assert call_cost(UNPRICED, 1000, 100) is None and call_cost("", 1, 1) is None

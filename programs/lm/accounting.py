@@ -3,9 +3,9 @@
 `build_lm(settings, role=..., ledger=...)` attaches an `LMRole` to the LM's instance-level
 callbacks. DSPy runs it around every ``lm(...)`` and ``await lm.acall(...)``, whoever calls:
 our programs, DSPy's adapters, its optimizers (their ``lm.copy()`` keeps the callback).
-`on_lm_end` turns the call into one `LMCall` row: tokens and cost from the history entry
-DSPy wrote for it (found by identity of the outputs list, so concurrent calls on one LM do
-not mix), latency measured between start and end, and, for a call that raised, the error
+`on_lm_end` turns the call into one `LMCall` row: tokens from the history entry DSPy wrote
+for it (found by identity of the outputs list, so concurrent calls on one LM do not mix),
+their cost from the one price table (``trajectory2task.programs.lm.prices``), latency measured between start and end, and, for a call that raised, the error
 as one classified line. Rows collect in a `CallLedger`, which commands drain into the
 store's ``lm_calls``. `UsageRecorder` and `usage_of` read the same rows from any LM, one
 t2t did not build (``DummyLM``) from its history.

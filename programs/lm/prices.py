@@ -3,8 +3,8 @@ counts by and what the usage ledger (``trajectory2task.programs.lm.accounting``)
 
 The rates are DSPy's bundled model map (a snapshot of LiteLLM's ``model_prices_and_context_window``
 that DSPy prices its own calls from), read without importing LiteLLM. A model the map does not
-price has no rates: its cost is None, "unknown", never $0. A model the map prices at zero (a
-local server's entry) costs $0.
+price has no rates: its cost is None, "unknown", never $0. A model the map prices at zero
+costs $0, and so does a ``local/PATH`` model (generated in this process).
 
 Only input and output tokens are priced: a provider's discount for cached prompt tokens is not
 modelled, so a recorded cost is an upper bound of the bill, as the estimate is.
@@ -57,8 +57,10 @@ def token_rates(model: str) -> TokenRates | None:
         if model not in _RATES:
             ensure_local_cost_map()
             from trajectory2task.programs.lm.dspy_private import model_rates
+            from trajectory2task.programs.lm.local import is_local_model
 
-            prompt, completion = model_rates(model)
+            # a local/PATH model generates in this process: nobody bills its tokens
+            prompt, completion = (0.0, 0.0) if is_local_model(model) else model_rates(model)
             # half a price is no price: a bill from the input side alone would look complete
             _RATES[model] = (TokenRates(prompt=prompt, completion=completion)
                              if prompt is not None and completion is not None else None)
