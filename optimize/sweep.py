@@ -294,7 +294,7 @@ def build_programs(lm_config: LMConfig | None, params: dict[str, Any]) -> tuple[
     """(programs by role, LMs by role, role -> model or 'baseline') for a trial's knobs."""
     from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
     from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
     from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
 

@@ -188,12 +188,12 @@ class Message(BaseModel):
 class TokenUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: float = 0.0
+    cost: float | None = 0.0  # USD; None: some of the calls are of a model with no known price
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
                           completion_tokens=self.completion_tokens + other.completion_tokens,
-                          cost=self.cost + other.cost)
+                          cost=None if self.cost is None or other.cost is None else self.cost + other.cost)
 
 
 class LMCall(BaseModel):
@@ -203,7 +203,7 @@ class LMCall(BaseModel):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: float = 0.0  # USD; 0.0 when the model map has no price
+    cost: float | None = None  # USD (trajectory2task.programs.lm.prices); None: the model has no known price
     latency_s: float | None = None  # DSPy's history has no latency; set by callers that time calls
     error: str | None = None  # failed calls never reach DSPy's history; callers record them
 

@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "UserSimulator": "trajectory2task.programs.loop.user_sim",
     "ToolCallingAgent": "trajectory2task.programs.loop.agent",
     "EpisodeAgent": "trajectory2task.optimize.compile",
+    "EpisodeUser": "trajectory2task.optimize.compile",
     "Verifier": "trajectory2task.programs.verification.verifier",
     # the store
     "TaskStore": "trajectory2task.store",
@@ -80,7 +81,7 @@ if TYPE_CHECKING:  # static checkers see the real names
     from trajectory2task.programs.generation.adapter import IntentAdapter
     from trajectory2task.programs.generation.explorer import Explorer
     from trajectory2task.programs.generation.writer import TaskWriter
-    from trajectory2task.optimize.compile import EpisodeAgent
+    from trajectory2task.optimize.compile import EpisodeAgent, EpisodeUser
     from trajectory2task.programs.loop.agent import ToolCallingAgent
     from trajectory2task.programs.loop.user_sim import UserSimulator
     from trajectory2task.programs.verification.verifier import Verifier

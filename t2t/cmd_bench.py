@@ -117,7 +117,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any,
     if config.user == SCRIPTED_USER_NAME:
         user: Any = ScriptedUser(env.domain.tools)
     else:
-        from trajectory2task.programs.lm.config import build_lm
+        from trajectory2task.programs.lm.build import build_lm
 
         user_settings = _settings("user", config.user, config, lm_config_path, knobs)
         user_lm = session.build("user", user_settings) if session is not None else build_lm(user_settings)
@@ -179,7 +179,7 @@ def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
 
 def _lm_agent(settings: Any, env: Any, session: Any = None, program: Any = None) -> Any:
     from trajectory2task.programs.loop.agent import LMAgent
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
 
     try:
         lm = session.build("agent", settings) if session is not None else build_lm(settings)
@@ -338,7 +338,8 @@ def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any
                     json_out: bool) -> None:
     """`--estimate`: what the run would send, per role and in all; no model is called."""
     from trajectory2task.programs.lm.accounting import role_of
-    from trajectory2task.programs.lm.estimate import adapter_for, litellm_tokenizer, litellm_tool_tokenizer
+    from trajectory2task.programs.lm.estimate import adapter_for
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer, litellm_tool_tokenizer
     from trajectory2task.programs.loop.agent import LMAgent
     from trajectory2task.programs.loop.estimate import estimate_rollouts
     from trajectory2task.programs.loop.user_sim import LMUser

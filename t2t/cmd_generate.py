@@ -55,7 +55,7 @@ def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any
 def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles.
     With an ``LMSession``, each LM records its calls in the session's ledger."""
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
 
     lms: dict[str, Any] = {}
@@ -149,7 +149,7 @@ def generate(
                                                               "exit without calling a model.")] = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
-    from trajectory2task.programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.prices import ensure_local_cost_map
 
     ensure_local_cost_map()
     from trajectory2task.store import TaskStore
@@ -335,7 +335,7 @@ def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_conf
     from trajectory2task.domains.kit import KitError
     from trajectory2task.programs.generation.estimate import estimate_run
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
-    from trajectory2task.programs.lm.estimate import litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer
     from trajectory2task.estimate import print_estimate
 
     settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}

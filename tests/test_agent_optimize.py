@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trajectory2task.optimize.compile import AgentMetric, AgentTarget, CompileError
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.programs.loop.agent import DEMO_MESSAGES
 from trajectory2task.store import TaskStore
 from trajectory2task.cli import app

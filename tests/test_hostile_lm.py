@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_t2t
-from trajectory2task.programs.lm.config import (DEFAULT_MAX_REPLY_BYTES, LMConfigError, LMSettings, build_lm,
-                                                load_lm_config, redact_url, reply_cap)
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import (DEFAULT_MAX_REPLY_BYTES, LMConfigError, LMSettings, load_lm_config,
+                                                redact_url, reply_cap)
 
 MiB = 1024 * 1024
 
@@ -562,7 +563,7 @@ def test_bench_with_the_wrong_domain_names_the_tasks_domain(airline_store):
 def test_estimate_counts_a_hub_model_without_downloading_its_tokenizer(monkeypatch):
     import litellm.utils
 
-    from trajectory2task.programs.lm.estimate import counting_model, litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import counting_model, litellm_tokenizer
 
     loads: list[str] = []
 

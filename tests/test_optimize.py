@@ -27,7 +27,8 @@ from trajectory2task.optimize.compile import (
 )
 from trajectory2task.programs.generation.adapter import BaselineAdapter
 from trajectory2task.programs.generation.explorer import BaselineExplorer
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
 from trajectory2task.programs.generation.writer import BaselineWriter
 from trajectory2task.signatures.models import CONDITIONS

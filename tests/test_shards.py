@@ -12,7 +12,8 @@ import os
 import pytest
 
 from trajectory2task.programs.lm.accounting import CallLedger
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.programs.loop.agent import LMAgent, OracleAgent
 from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutJob
 from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser

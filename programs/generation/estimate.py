@@ -28,7 +28,8 @@ from trajectory2task.programs.generation.grounding import lm_kit
 from trajectory2task.programs.generation.pipeline import condition_seed, item_seed
 from trajectory2task.programs.generation.prompting import compact_tools, shown_steps
 from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
-from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer, adapter_for
+from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, adapter_for
+from trajectory2task.programs.lm.tokens import Tokenizer
 from trajectory2task.signatures.adaptation import AdaptAmbiguous, AdaptChanging, AdaptInfeasible
 from trajectory2task.signatures.generation import exploration_signature
 

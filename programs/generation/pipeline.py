@@ -229,7 +229,7 @@ class GenerationPipeline:
         self._usage_lock = threading.Lock()
         self._recorder: Any = None
         if self.lms:
-            from trajectory2task.programs.lm.config import UsageRecorder
+            from trajectory2task.programs.lm.accounting import UsageRecorder
 
             self._recorder = UsageRecorder()
 
