@@ -572,15 +572,16 @@ def test_a_kit_that_raises_fails_its_items_and_the_run_goes_on(library, tmp_path
 
 
 def test_a_condition_kit_that_raises_fails_that_condition_and_keeps_the_item(library):
-    from trajectory2task.domains.generic_kit import GenericConditions
+    from trajectory2task.domains.kit import ChangeKit, ConditionKit
 
-    class _Raising(GenericConditions):
-        def change_alternatives(self, episode, call):
-            raise RuntimeError("no alternatives today\nsecond line")
+    def change_alternatives(episode, call):
+        raise RuntimeError("no alternatives today\nsecond line")
 
+    # one piece of the domain's own: the generic kit gives the others
+    raising = ConditionKit(change=ChangeKit(change_alternatives=change_alternatives))
     env = _environment(library)
     domain = env.domain
-    env.domain = dataclasses.replace(domain, kit=dataclasses.replace(domain.kit, conditions=_Raising(env)))
+    env.domain = dataclasses.replace(domain, kit=dataclasses.replace(domain.kit, conditions=raising))
     sink = _MemorySink()
     GenerationPipeline(env, sink, _config(env, 3, ["general", "changing"]), explorer=BaselineExplorer(),
                        writer=BaselineWriter(), adapter=BaselineAdapter()).run("run")
