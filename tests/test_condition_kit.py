@@ -19,7 +19,7 @@ from trajectory2task.domains.kit import (
     guarded_kit,
 )
 from trajectory2task.domains.retail.kit import CONDITIONS as RETAIL
-from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.adaptation import BaselineAdaptation
 from trajectory2task.programs.verification.conditions import condition_kit
 from tests.test_conditions import DB_SEED, DB_USERS, auth, build_general, orders_of
 
@@ -81,17 +81,17 @@ def test_a_guarded_piece_names_the_function_that_raised_and_keeps_none_as_none()
 
 def test_without_reading_call_an_ambiguous_task_has_no_readings():
     with_readings = _retail(RETAIL)
-    task = BaselineAdapter().adapt(*_cancel(with_readings), "ambiguous", with_readings, seed=0).task
+    task = BaselineAdaptation().adapt(*_cancel(with_readings), "ambiguous", with_readings, seed=0).task
     assert task is not None and len(task.readings) == 2
     without = _retail(dataclasses.replace(RETAIL, ambiguity=dataclasses.replace(RETAIL.ambiguity, reading_call=None)))
-    task = BaselineAdapter().adapt(*_cancel(without), "ambiguous", without, seed=0).task
+    task = BaselineAdaptation().adapt(*_cancel(without), "ambiguous", without, seed=0).task
     assert task is not None and task.readings == []
 
 
 def test_without_call_claims_the_kit_claims_nothing():
     with_claims = _retail(RETAIL)
-    task = BaselineAdapter().adapt(*_cancel(with_claims), "ambiguous", with_claims, seed=0).task
+    task = BaselineAdaptation().adapt(*_cancel(with_claims), "ambiguous", with_claims, seed=0).task
     assert task is not None and task.claims
     without = _retail(dataclasses.replace(RETAIL, wording=dataclasses.replace(RETAIL.wording, call_claims=None)))
-    task = BaselineAdapter().adapt(*_cancel(without), "ambiguous", without, seed=0).task
+    task = BaselineAdaptation().adapt(*_cancel(without), "ambiguous", without, seed=0).task
     assert task is not None and task.claims == []

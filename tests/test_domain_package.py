@@ -266,7 +266,7 @@ def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay
     from trajectory2task.domains import get_domain
     from trajectory2task.domains.kit import GenerationKit
     from trajectory2task.domains.runtime import PolicyContext
-    from trajectory2task.programs.generation.adapter import BaselineAdapter
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation
     from trajectory2task.programs.generation.explorer import BaselineExplorer
     from trajectory2task.programs.generation.writer import BaselineWriter
 
@@ -280,7 +280,7 @@ def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay
             continue
         task = BaselineWriter().write(trajectory, env).task
         for condition in adapted:
-            result = BaselineAdapter().adapt(task, trajectory, condition, env, seed)
+            result = BaselineAdaptation().adapt(task, trajectory, condition, env, seed)
             if result.task is not None:
                 adapted[condition].append((task, result.task))
     assert all(adapted.values()), {c: len(t) for c, t in adapted.items()}

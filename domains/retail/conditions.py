@@ -1,6 +1,6 @@
 """Retail facts for the intent conditions (ambiguous, changing, infeasible), as plain data.
 
-``trajectory2task.programs.verification.conditions`` and ``trajectory2task.programs.generation.adapter`` hold the control flow and the checks; what
+``trajectory2task.programs.verification.conditions`` and ``trajectory2task.programs.generation.adaptation`` hold the control flow and the checks; what
 they need to know about retail comes from here: which entities fit an underspecified
 request, which argument of a write can be revised, which writes the tools or the policy
 refuse, which look-ups reveal that, and short first-person sentences describing a write.

@@ -1,11 +1,11 @@
 """Adapt a task to a user condition: general, ambiguous, changing or infeasible.
 
-One control flow serves both adapters: code proposes (the candidates of an ambiguous
+One control flow serves both programs: code proposes (the candidates of an ambiguous
 request, a revised goal that replays cleanly, forbidden writes confirmed by running them
 on a copy of the database), a wording step writes the scenario, and code checks the
 result (``trajectory2task.programs.verification.conditions``) and runs the verifier's static checks. Only the wording
-differs: :class:`IntentAdapter` asks an LM, one ``dspy.Predict`` per condition signature;
-:class:`BaselineAdapter` fills templates. A rejected adaptation comes back with
+differs: :class:`IntentAdaptation` asks an LM, one ``dspy.Predict`` per condition signature;
+:class:`BaselineAdaptation` fills templates. A rejected adaptation comes back with
 ``task=None`` and a machine-readable ``rejected_reason`` (see
 ``trajectory2task.programs.verification.conditions.RejectionReason``).
 
@@ -29,7 +29,7 @@ from trajectory2task.domains.common_tools import CALCULATOR_TOOL
 from trajectory2task.domains.kit import AmbiguityProposal, Call, Claim, CompleteConditionKit
 from trajectory2task.programs.binding import Bound, as_prediction
 from trajectory2task.programs.generation.grounding import lm_kit
-from trajectory2task.programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
+from trajectory2task.programs.generation.prompting import ADAPTATION_OBSERVATION_CHARS, shown_steps
 from trajectory2task.programs.generation.reask import Reask
 from trajectory2task.programs.generation.steps import Steps, arun_steps, run_steps
 from trajectory2task.programs.verification.conditions import (
@@ -179,7 +179,7 @@ def _finish(ctx: _Context, task: Task, check: ConditionCheck) -> AdaptationResul
 
 
 class Wording(Protocol):
-    """What differs between the LM adapter and the baseline: the words."""
+    """What differs between the LM adaptation and the baseline: the words."""
 
     # each also returns the claims its words make about the database beyond the kit's (the LM's own)
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]: ...
@@ -207,7 +207,7 @@ def _word(wording: Wording, request: WordingRequest) -> Any:
     return wording.word_infeasible(request.ctx, request.facts)
 
 
-async def _aword(wording: IntentAdapter, request: WordingRequest) -> Any:
+async def _aword(wording: IntentAdaptation, request: WordingRequest) -> Any:
     """The LM's words for a request, with DSPy's async LM calls."""
     if request.condition == "ambiguous":
         return await wording.aword_ambiguous(request.ctx, request.facts)
@@ -499,10 +499,10 @@ def _one_per_rule(candidates: Sequence[InfeasibleCandidate]) -> list[InfeasibleC
     return out
 
 
-# ---------------------------------------------------------------- the LM adapter
+# ---------------------------------------------------------------- the LM adaptation
 
 
-class IntentAdapter(dspy.Module):
+class IntentAdaptation(dspy.Module):
     """Adapts tasks with an LM: one ``dspy.Predict`` per condition, checked by code.
 
     A wording that does not parse is asked again (``attempts`` in all,
@@ -516,32 +516,32 @@ class IntentAdapter(dspy.Module):
         self.changing = dspy.Predict(AdaptChanging)
         self.infeasible = dspy.Predict(AdaptInfeasible)
         # kept out of the predictors so that saved state holds no LM; None: dspy.settings.lm
-        self.adapter_lm = lm
+        self.adaptation_lm = lm
         self.attempts = max(1, attempts)
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
               seed: int, prefer_write: str | None = None) -> AdaptationResult:
         steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
-        with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
+        with dspy.context(**({"lm": self.adaptation_lm} if self.adaptation_lm is not None else {})):
             return run_steps(steps, lambda request: _word(self, request))
 
     async def aadapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
                      seed: int, prefer_write: str | None = None) -> AdaptationResult:
         """`adapt` with DSPy's async LM calls (``acall``)."""
         steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
-        with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
+        with dspy.context(**({"lm": self.adaptation_lm} if self.adaptation_lm is not None else {})):
             return await arun_steps(steps, lambda request: _aword(self, request))
 
     def forward(self, task: Task, trajectory: Trajectory, condition: str, seed: int = 0,
                 env: Environment[Any] | None = None, prefer_write: str | None = None) -> dspy.Prediction:
         """``Prediction(task, rejected_reason, detail, result)``: ``task`` adapted to
         ``condition`` on the bound environment (or ``env``)."""
-        env = self.environment.get(env, "IntentAdapter")
+        env = self.environment.get(env, "IntentAdaptation")
         return as_prediction(self.adapt(task, trajectory, condition, env, seed, prefer_write))
 
     async def aforward(self, task: Task, trajectory: Trajectory, condition: str, seed: int = 0,
                        env: Environment[Any] | None = None, prefer_write: str | None = None) -> dspy.Prediction:
-        env = self.environment.get(env, "IntentAdapter")
+        env = self.environment.get(env, "IntentAdaptation")
         return as_prediction(await self.aadapt(task, trajectory, condition, env, seed, prefer_write))
 
     def _ask(self, predict: dspy.Predict, inputs: dict[str, Any]) -> dspy.Prediction:
@@ -556,7 +556,7 @@ class IntentAdapter(dspy.Module):
         """The prediction's inputs. No policy: code found the facts, and each refused write
         comes with the rule and the fact that refuse it."""
         return dict(task=TaskBrief.of(ctx.parent), facts=facts,
-                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS))
+                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTATION_OBSERVATION_CHARS))
 
     @staticmethod
     def _ambiguous_words(out: Any) -> tuple[UserScenario, list[str], list[Claim]]:
@@ -607,7 +607,7 @@ def _lm_claims(prediction: Any) -> list[Claim]:
 # ---------------------------------------------------------------- the offline baseline
 
 
-class BaselineAdapter:
+class BaselineAdaptation:
     """Adapts tasks with templates: no LM, deterministic for a seed."""
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
