@@ -242,13 +242,13 @@ class WriterTarget(_TaskTarget):
         return [dspy.Example(trajectory=t).with_inputs("trajectory") for t in trajectories]
 
 
-class AdapterTarget(_TaskTarget):
+class AdaptationTarget(_TaskTarget):
     kind = role = "adapter"
 
     def student(self) -> dspy.Module:
-        from trajectory2task.programs.generation.adapter import IntentAdapter
+        from trajectory2task.programs.generation.adaptation import IntentAdaptation
 
-        return IntentAdapter()
+        return IntentAdaptation()
 
     def harness(self, program: dspy.Module) -> dspy.Module:
         return bind(program, self.env)
@@ -539,7 +539,7 @@ class AgentTarget(Target):
         compact_demos(program)
 
 
-TARGETS: dict[str, type[Target]] = {"explorer": ExplorerTarget, "writer": WriterTarget, "adapter": AdapterTarget,
+TARGETS: dict[str, type[Target]] = {"explorer": ExplorerTarget, "writer": WriterTarget, "adapter": AdaptationTarget,
                                     "user": UserTarget, "agent": AgentTarget}
 
 

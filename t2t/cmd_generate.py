@@ -110,7 +110,7 @@ def generate(
                                                                        "server (vLLM, Ollama, ...).")] = None,
     explorer_lm: Annotated[Optional[str], typer.Option("--explorer-lm", help="Model for the explorer.")] = None,
     writer_lm: Annotated[Optional[str], typer.Option("--writer-lm", help="Model for the task writer.")] = None,
-    adapter_lm: Annotated[Optional[str], typer.Option("--adapter-lm", help="Model for the intent adapter.")] = None,
+    adapter_lm: Annotated[Optional[str], typer.Option("--adapter-lm", help="Model for the intent adaptation (role 'adapter').")] = None,
     lm_config: Annotated[Optional[str], typer.Option("--lm-config", help="LM config file (TOML or JSON) with "
                                                                          "\\[lm.<role>] tables.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a fresh one from the seeded "
@@ -287,7 +287,7 @@ def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str
     task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
     started.append(run_id)
     pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
-                                  writer=modules["writer"], adapter=modules["adapter"],
+                                  writer=modules["writer"], adaptation=modules["adapter"],
                                   program_versions=versions, lms=lms,
                                   workers=workers or (8 if lms else 1),
                                   targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)

@@ -76,19 +76,19 @@ def test_the_writer_compiles_with_mipro_and_loads(workspace, lm, tmp_path):
         assert _tasks([compiled(**e.inputs()) for e in trainset]) == _tasks([fresh(**e.inputs()) for e in trainset])
 
 
-def test_the_intent_adapter_is_a_program_with_its_environment_bound(workspace, tmp_path):
+def test_the_intent_adaptation_is_a_program_with_its_environment_bound(workspace, tmp_path):
     store, env = workspace
     trainset = t2t.trainset("adapter", store, env, where="condition = 'general'")
     assert trainset and set(trainset[0].inputs().keys()) == {"task", "trajectory", "condition", "seed"}
-    adapter = t2t.IntentAdapter(env=env)
-    copied = adapter.deepcopy()
+    adaptation = t2t.IntentAdaptation(env=env)
+    copied = adaptation.deepcopy()
     assert copied.environment.value is env  # shared by copies, not copied
-    adapter.ambiguous.demos = [dspy.Example(task="t", facts="f", trajectory="x", scenario="s")]
-    path = tmp_path / "adapter.json"
-    adapter.save(str(path))  # no environment in the saved state
-    fresh = t2t.IntentAdapter(env=env)
+    adaptation.ambiguous.demos = [dspy.Example(task="t", facts="f", trajectory="x", scenario="s")]
+    path = tmp_path / "adaptation.json"
+    adaptation.save(str(path))  # no environment in the saved state
+    fresh = t2t.IntentAdaptation(env=env)
     fresh.load(str(path))
-    assert fresh.ambiguous.dump_state() == adapter.ambiguous.dump_state()
+    assert fresh.ambiguous.dump_state() == adaptation.ambiguous.dump_state()
     example = trainset[0]
     with dspy.context(lm=dspy.utils.DummyLM([{"scenario": "unreadable", "withheld_info": [], "claims": []}] * 4)):
         try:
@@ -175,8 +175,8 @@ def test_the_agent_compiles_over_episodes_and_its_program_loads(optimizer, tmp_p
 
 
 class _AmbiguousWordsLM:
-    """The scripted LM for the intent adapter: for each parent task it knows (by the opening
-    words of its request) it answers the ambiguous wording the baseline adapter finds; other
+    """The scripted LM for the intent adaptation: for each parent task it knows (by the opening
+    words of its request) it answers the ambiguous wording the baseline adaptation finds; other
     asks (the optimizers' proposers) go to the writer's scripted LM."""
 
     def __init__(self, answers: dict[str, str]) -> None:
@@ -195,16 +195,16 @@ class _AmbiguousWordsLM:
 
 
 @pytest.mark.parametrize("optimizer", ["bootstrap", "mipro"])
-def test_the_intent_adapter_compiles_saves_and_loads_with_stock_dspy(workspace, optimizer, tmp_path):
+def test_the_intent_adaptation_compiles_saves_and_loads_with_stock_dspy(workspace, optimizer, tmp_path):
     from tests.llm_server import chat_fields
-    from trajectory2task.programs.generation.adapter import BaselineAdapter
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation
 
     store, env = workspace
     trainset = [e for e in t2t.trainset("adapter", store, env, where="condition = 'general'")
                 if e.condition == "ambiguous"]
     answers = {}
     for example in trainset:
-        adapted = BaselineAdapter().adapt(example.task, example.trajectory, "ambiguous", env, example.seed).task
+        adapted = BaselineAdaptation().adapt(example.task, example.trajectory, "ambiguous", env, example.seed).task
         if adapted is not None:
             scenario = adapted.scenario.model_copy(update={"withheld_info": []})
             answers[example.task.scenario.reason_for_call[:40]] = chat_fields(
@@ -218,16 +218,16 @@ def test_the_intent_adapter_compiles_saves_and_loads_with_stock_dspy(workspace, 
             metric = t2t.metric("adapter", env)
             if optimizer == "bootstrap":
                 compiled = dspy.BootstrapFewShot(metric=metric, max_bootstrapped_demos=1).compile(
-                    t2t.IntentAdapter(env=env), trainset=trainset)
+                    t2t.IntentAdaptation(env=env), trainset=trainset)
                 assert compiled.ambiguous.demos
             else:
                 compiled = dspy.MIPROv2(metric=metric, auto=None, num_candidates=2, max_bootstrapped_demos=1,
                                         max_labeled_demos=0, num_threads=1, verbose=False).compile(
-                    t2t.IntentAdapter(env=env), trainset=trainset, valset=trainset, num_trials=2, minibatch=False)
+                    t2t.IntentAdaptation(env=env), trainset=trainset, valset=trainset, num_trials=2, minibatch=False)
             assert all(metric(e, compiled(**e.inputs())) == 1.0 for e in trainset)
             path = tmp_path / "adapter.json"
             compiled.save(str(path))
-            fresh = t2t.IntentAdapter(env=env)
+            fresh = t2t.IntentAdaptation(env=env)
             fresh.load(str(path))
             assert fresh.ambiguous.dump_state() == compiled.ambiguous.dump_state()
             ours = [compiled(**e.inputs()) for e in trainset]

@@ -278,7 +278,7 @@ def test_latest_program(store):
     run = store.start_run("optimize", {})
     store.add_program("writer", "TaskWriter", {"v": 1}, run, score_before=0.1, score_after=0.2, optimizer="MIPROv2")
     store.add_program("writer", "TaskWriter", {"v": 2, "demos": [{"a": 1}]}, None, optimizer="BootstrapFewShot")
-    store.add_program("adapter", "IntentAdapter", {"v": 9}, run)
+    store.add_program("adapter", "IntentAdaptation", {"v": 9}, run)
     p = store.latest_program("writer")
     assert {k: p[k] for k in ("name", "program", "state", "optimizer", "score_before", "score_after", "run_id")} == {
         "name": "writer", "program": "TaskWriter", "state": {"v": 2, "demos": [{"a": 1}]},
