@@ -1,5 +1,6 @@
 """Commands that need no store, no LM and no training import none of them (a fast start):
-`t2t domains`, `t2t domain show`, `t2t replay`, `t2t verify`."""
+`t2t domains`, `t2t domain show`, `t2t replay`, `t2t verify`. Nor do they import the modules
+of the other commands, which `t2t` loads only when one of them is asked for."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ import pytest
 
 from tests.conftest import TAU2_DIR
 
-HEAVY = ("duckdb", "pyarrow", "numpy", "dspy", "litellm", "torch", "transformers")
+HEAVY = ("duckdb", "pyarrow", "numpy", "dspy", "litellm", "torch", "transformers",
+         # the other commands' modules (t2t/cli.py builds them on first need)
+         "trajectory2task.cmd_store", "trajectory2task.cmd_generate", "trajectory2task.cmd_bench",
+         "trajectory2task.cmd_optimize", "trajectory2task.cmd_audit", "trajectory2task.cmd_finetune",
+         "trajectory2task.lm_options", "trajectory2task.usecases")
 PROBE = """
 import contextlib, io, sys
 from trajectory2task.cli import main
