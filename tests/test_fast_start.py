@@ -29,17 +29,22 @@ print(",".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
-def _imported(args: list[str], tmp_path) -> str:
-    result = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)], cwd=tmp_path,
+def _imported(args: list[str], tmp_path, modules: tuple[str, ...] = HEAVY) -> str:
+    result = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=modules)], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
 
+# what only generation and database checks need: a domain names them with Deferred
+GENERATION_ONLY = tuple(f"trajectory2task.domains.{d}.{m}" for d in ("retail", "airline")
+                        for m in ("kit", "generate", "consistency", "conditions", "exploration"))
+
+
 @pytest.mark.parametrize("args", [["domains"], ["domain", "show", "retail"], ["domain", "show", "airline"]],
                          ids=lambda a: " ".join(a))
 def test_domain_commands_import_no_store_lm_or_training_library(args, tmp_path):
-    assert _imported(args, tmp_path) == ""
+    assert _imported(args, tmp_path, HEAVY + GENERATION_ONLY + ("trajectory2task.domains.kit",)) == ""
 
 
 @pytest.mark.parametrize("command", ["replay", "verify"])
@@ -47,4 +52,23 @@ def test_replay_and_verify_import_no_store_lm_or_training_library(command, tmp_p
     if not (TAU2_DIR / "db.json").is_file():
         pytest.skip(f"tau2 reference data not found at {TAU2_DIR}")
     args = [command, "--domain", "retail", "--db", str(TAU2_DIR / "db.json"), str(TAU2_DIR / "tasks.json"), "--json"]
-    assert _imported(args, tmp_path) == ""
+    assert _imported(args, tmp_path, HEAVY + (GENERATION_ONLY if command == "replay" else ())) == ""
+
+
+def test_a_deferred_domain_field_imports_its_module_on_first_read(tmp_path, monkeypatch):
+    from trajectory2task.domains.runtime import Deferred, Domain
+
+    (tmp_path / "lazy_generator_probe.py").write_text("CALLS = []\n"
+                                                     "def generate(seed, users):\n    CALLS.append(seed)\n"
+                                                     "    return {'seed': seed}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    domain = Domain(name="probe", summary="", db_model=dict, tools=(), policy="",  # type: ignore[arg-type]
+                    generate_db=Deferred("lazy_generator_probe", "generate"))
+    assert "lazy_generator_probe" not in sys.modules
+    assert domain.generate_db(3, 1) == {"seed": 3}
+    assert sys.modules["lazy_generator_probe"].CALLS == [3]
+    assert domain.generate_db is sys.modules["lazy_generator_probe"].generate  # resolved once, then kept
+    assert domain.kit is None and domain.check_db(None) == []  # the defaults
+    given = Domain(name="probe", summary="", db_model=dict, tools=(), policy="",  # type: ignore[arg-type]
+                   generate_db=domain.generate_db)
+    assert given == domain
