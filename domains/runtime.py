@@ -164,7 +164,8 @@ def tool_spec(function: Callable[..., Any]) -> ToolSpec:
         fields[p.name] = (annotation, ... if p.default is inspect.Parameter.empty else p.default)
     model = create_model(  # type: ignore[call-overload]
         f"{function.__name__}_arguments",
-        __config__=ConfigDict(extra="forbid"),
+        # the validator is built on the tool's first call: listing a domain builds none
+        __config__=ConfigDict(extra="forbid", defer_build=True),
         **fields,
     )
     summary, descriptions = _split_docstring(inspect.cleandoc(function.__doc__ or ""))

@@ -72,3 +72,16 @@ def test_a_deferred_domain_field_imports_its_module_on_first_read(tmp_path, monk
     given = Domain(name="probe", summary="", db_model=dict, tools=(), policy="",  # type: ignore[arg-type]
                    generate_db=domain.generate_db)
     assert given == domain
+
+
+def test_a_tool_builds_its_argument_validator_on_first_call_and_still_refuses_bad_arguments():
+    from trajectory2task.domains import get_domain
+    from trajectory2task.domains.runtime import tool_spec
+
+    domain = get_domain("retail")
+    spec = tool_spec(domain.tool("get_order_details").function)
+    assert not spec.arguments_model.__pydantic_complete__  # declaring the tool built nothing
+    assert list(spec.arguments_model.model_fields) == ["order_id"]
+    with pytest.raises(Exception, match="extra"):
+        spec.arguments_model.model_validate({"order_id": "#W1", "note": "x"})
+    assert spec.arguments_model.__pydantic_complete__
