@@ -52,7 +52,8 @@ def test_replay_and_verify_import_no_store_lm_or_training_library(command, tmp_p
     if not (TAU2_DIR / "db.json").is_file():
         pytest.skip(f"tau2 reference data not found at {TAU2_DIR}")
     args = [command, "--domain", "retail", "--db", str(TAU2_DIR / "db.json"), str(TAU2_DIR / "tasks.json"), "--json"]
-    assert _imported(args, tmp_path, HEAVY + (GENERATION_ONLY if command == "replay" else ())) == ""
+    # JSON lines need no rich (t2t/output.py loads it on first use)
+    assert _imported(args, tmp_path, HEAVY + ("rich",) + (GENERATION_ONLY if command == "replay" else ())) == ""
 
 
 def test_a_deferred_domain_field_imports_its_module_on_first_read(tmp_path, monkeypatch):
