@@ -231,10 +231,25 @@ class Transaction:
                 yield k
 
     def values(self, table: str) -> Iterator[BaseModel]:
-        for key in self.keys(table):
-            record = self.get(table, key)
-            if record is not None:
-                yield record
+        # what keys() then get() give, in the same order, with one look-up per base record
+        # instead of three (tools scan whole tables: find_user_id_by_name_zip)
+        episode, pending = self._episode, self.pending
+        overlay = episode._overlay
+        for key, record in episode._base.tables[table].items():
+            if pending or overlay:  # the version this call or an earlier one wrote, if any
+                written = pending.get((table, key))
+                if written is None:
+                    written = overlay.get((table, key))
+                if written is not None:
+                    record = written
+            yield record
+        for key in episode._new_keys.get(table, ()):
+            added = self.get(table, key)
+            if added is not None:
+                yield added
+        for t, k in self.pending:
+            if t == table and episode.get(t, k) is None:
+                yield self.pending[(t, k)]
 
 
 class ToolResult(BaseModel):
