@@ -31,21 +31,22 @@ class _LazyGroup(TyperGroup):
         self._lazy_loaded = True
         import importlib
 
-        staging = typer.Typer()
+        staging = typer.Typer(add_completion=False)
         for name in _LAZY_MODULES:
             importlib.import_module(f"trajectory2task.{name}").register(staging)
         built = typer.main.get_command(staging)
         for command_name, command in getattr(built, "commands", {built.name: built}).items():
             self.add_command(command, command_name)
 
-    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+    # Any: the command classes come from click or from the copy of click newer Typers ship
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
         if command is None and not self._lazy_loaded:
             self._load_lazy_commands()
             command = super().get_command(ctx, cmd_name)
         return command
 
-    def list_commands(self, ctx: Any) -> list[str]:
+    def list_commands(self, ctx: typer.Context) -> list[str]:
         self._load_lazy_commands()
         names = super().list_commands(ctx)
         # Typer lists a group's commands before its subgroups; the subgroups built up front
