@@ -86,3 +86,30 @@ def test_a_tool_builds_its_argument_validator_on_first_call_and_still_refuses_ba
     with pytest.raises(Exception, match="extra"):
         spec.arguments_model.model_validate({"order_id": "#W1", "note": "x"})
     assert spec.arguments_model.__pydantic_complete__
+
+
+def test_loading_a_database_pauses_the_collector_then_freezes_the_database_out_of_its_scans(tmp_path):
+    import gc
+
+    from trajectory2task.errors import UserError
+    from trajectory2task.settings import load_environment
+
+    if not (TAU2_DIR / "db.json").is_file():
+        pytest.skip(f"tau2 reference data not found at {TAU2_DIR}")
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"users": 3}')
+    gc.unfreeze()
+    try:
+        with pytest.raises(UserError):
+            load_environment("retail", str(bad))
+        assert gc.isenabled() and gc.get_freeze_count() == 0  # a refused file freezes nothing
+        env = load_environment("retail", str(TAU2_DIR / "db.json"))
+        assert gc.isenabled()
+        frozen = gc.get_freeze_count()
+        assert frozen > sum(len(records) for records in env.base.tables.values())
+        gc.disable()  # a caller's choice to keep the collector off is kept
+        load_environment("retail", str(TAU2_DIR / "db.json"))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()
