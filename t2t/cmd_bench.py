@@ -12,6 +12,7 @@ from trajectory2task.errors import UserError
 from trajectory2task.lm_options import (ContextOpt, MaxConcurrentOpt, MaxTokensOpt, RetriesOpt, StructuredOpt, TemperatureOpt,
                             TimeoutOpt, knob_flags)
 from trajectory2task.output import console, err_console, print_error_line, print_json_line, print_table, print_text
+from trajectory2task.ray_options import RayOpt, ray_target_of
 from trajectory2task.settings import MAX_TRIALS, MAX_TURNS, MAX_WORKERS
 
 BENCH_ROLES = ("agent", "user")
@@ -220,8 +221,12 @@ def bench(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Rollouts run at once.", min=1,
                                              max=MAX_WORKERS)] = 8,
     processes: Annotated[int, typer.Option(
-        "--processes", help="Worker processes the rollouts are sharded over, each with its own event loop "
-                            "(for a client bound by its CPU at a high --concurrency).", min=1, max=64)] = 1,
+        "--processes", help="Ray actors the rollouts run on, each a process with its own event loop and a share "
+                            "of --concurrency and of each role's --max-concurrent. Above 1 without --ray: "
+                            "a Ray on this machine with that many CPUs (same as --ray local). With --ray: "
+                            "the number of actors. \\[default: 1 without --ray, one per CPU with it]",
+        min=1, max=64)] = 1,
+    ray: RayOpt = None,
     max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. \\[default: 30]",
                                                      min=1, max=MAX_TURNS)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Finish an interrupted bench run.")] = None,
@@ -256,6 +261,11 @@ def bench(
     from trajectory2task.settings import DEFAULT_DB_SEED, load_environment, store_path
 
     path = store_path(store)
+    target = ray_target_of(ray)
+    if target is None and processes > 1:  # --processes N alone: a local Ray with N CPUs, N actors
+        from trajectory2task.programs.distributed.cluster import RayTarget
+
+        target = RayTarget(num_cpus=processes)
     given: dict[str, Any] = {
         "agents": _split_models(agent_lm) or None, "user": user_lm, "trials": trials, "tasks": tasks,
         "domain": domain, "db": db, "db_seed": seed, "max_turns": max_turns, "function_calling": function_calling,
@@ -328,7 +338,8 @@ def bench(
         err_console.print(f"t2t bench: run {run_id} (resume with --resume {run_id})")
         if config.tasks_source == "file" and not ts.done_task_ids(run_id):
             ts.add_tasks(run_id, task_list)
-        outcome = _run(ts, run_id, config, env, task_list, agents, user, concurrency, session, processes)
+        outcome = _run(ts, run_id, config, env, task_list, agents, user, concurrency, session, target,
+                       processes if processes > 1 else None)
         if session.ledger.calls:
             err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
         _report(ts, run_id, config, env, task_list, outcome, json_out, session.ledger)
@@ -365,7 +376,7 @@ def _print_estimate(env: Any, task_list: list[Any], agents: list[Any], user: Any
 
 
 def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agents: list[Any], user: Any,
-         concurrency: int, session: Any = None, processes: int = 1) -> Any:
+         concurrency: int, session: Any = None, target: Any = None, actors: int | None = None) -> Any:
     from trajectory2task.programs.loop.bench import plan_jobs
     from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter
     from trajectory2task.output import progress
@@ -384,7 +395,16 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
         except EndpointError as exc:
             ts.finish_run(run_id, "failed")
             raise UserError(str(exc)) from None
+    if jobs and target is not None:
+        from trajectory2task.programs.distributed.cluster import RayUnavailable, connect
+
+        try:  # before the first rollout: a cluster that cannot be joined costs nothing
+            connect(target)
+        except RayUnavailable as exc:
+            ts.finish_run(run_id, "failed")
+            raise UserError(str(exc)) from None
     writer = RolloutWriter(ts, run_id, ledger=ledger)
+    retries = 0
     by_id = {t.id: t for t in task_list}
     total = len(config.task_ids) * len(config.agents) * config.trials
     with progress("rollouts", total) as bar:
@@ -396,9 +416,22 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
             writer.add(result)
             bar.update(bar_task, advance=1)
 
+        from trajectory2task.programs.distributed.rollouts import ActorStartError
+
         try:
-            _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored,
-                                          workers=processes, ledger=ledger)
+            if target is None or not jobs:
+                _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=stored)
+            else:
+                from trajectory2task.programs.distributed.rollouts import run_engine_on_ray
+
+                ran = run_engine_on_ray(target, engine, by_id, jobs, concurrency=concurrency, actors=actors,
+                                        on_result=stored, ledger=ledger,
+                                        structured_adapter=session is not None and bool(session.settings))
+                crashes, retries = ran.crashes, ran.retries
+        except ActorStartError as exc:
+            writer.flush()
+            ts.finish_run(run_id, "failed")
+            raise UserError(str(exc)) from None
         except BaseException:
             writer.flush()
             ts.finish_run(run_id, "interrupted")
@@ -406,7 +439,12 @@ def _run(ts: Any, run_id: str, config: Any, env: Any, task_list: list[Any], agen
                               f"finish with --resume {run_id}")
             raise
         writer.flush()
-    ts.finish_run(run_id, "failed" if crashes else "finished")
+    status = "failed" if crashes else "finished"
+    if retries:  # kept with the run: how often an actor died with rollouts in it
+        err_console.print(f"t2t bench: {retries} rollout(s) retried on another Ray actor after theirs died")
+        ts.add_run_event(run_id, status, {"retried_rollouts": retries})
+    else:
+        ts.finish_run(run_id, status)
     return crashes
 
 

@@ -203,6 +203,7 @@ class BenchResult(BaseModel):
     rollouts: list[Any] = Field(default_factory=list)  # trajectory2task.signatures.models.Rollout
     verdicts: list[Verdict] = Field(default_factory=list)
     crashes: list[str] = Field(default_factory=list)  # rollouts that raised (a bug, not a verdict)
+    retries: int = 0  # rollouts run again because their Ray actor died (ray=)
 
     def cell(self, agent: str, condition: str = "all") -> Any:
         """The scores of ``agent`` on ``condition`` ('all': every condition)."""
@@ -214,14 +215,21 @@ class BenchResult(BaseModel):
 
 def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("do-nothing", "oracle"),
           user: Any = None, trials: int = 1, max_turns: int = 30, concurrency: int = 8,
-          require_clarification: bool = False, store: str | os.PathLike[str] | None = None) -> BenchResult:
+          require_clarification: bool = False, store: str | os.PathLike[str] | None = None,
+          ray: str | None = None, actors: int | None = None) -> BenchResult:
     """Play each task ``trials`` times with each agent against the simulated user and judge
     every rollout, as `t2t bench` does.
 
     An agent is 'do-nothing' or 'oracle' (the calibration references), a ``dspy.LM`` (the
     tool-calling agent on that model) or any `Agent`; ``user`` is None (the offline scripted
     user) or a ``dspy.LM`` (the LM user simulator). With ``store``, the run, its tasks and every
-    rollout are stored as the command stores them (`t2t sql "SELECT * FROM pass_rate"`)."""
+    rollout are stored as the command stores them (`t2t sql "SELECT * FROM pass_rate"`).
+
+    ``ray`` runs the rollouts on Ray actors as ``t2t bench --ray`` does: ``"local"`` (or ``""``)
+    a Ray on this machine, else a cluster address; None reads ``T2T_RAY_ADDRESS`` (unset: one
+    process, Ray not imported). ``actors`` is how many (default one per CPU of the cluster);
+    the agents and user must then pickle (reference agents, the scripted user, a plain
+    ``dspy.LM`` do). Results come back to this process, which alone writes ``store``."""
     from trajectory2task.optimize.metrics import score_cells
     from trajectory2task.programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, LMAgent, OracleAgent
     from trajectory2task.programs.loop.bench import plan_jobs, rollout_row
@@ -229,8 +237,11 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
     from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
     from trajectory2task.programs.verification.verifier import Verifier
 
-    if trials < 1 or max_turns < 1 or concurrency < 1:
-        raise ValueError("trials, max_turns and concurrency must each be at least 1")
+    from trajectory2task.programs.distributed.cluster import ray_target
+
+    if trials < 1 or max_turns < 1 or concurrency < 1 or (actors is not None and actors < 1):
+        raise ValueError("trials, max_turns, concurrency and actors must each be at least 1")
+    target = ray_target(ray)
     if not tasks:
         raise ValueError("no tasks to bench")
     built: list[Any] = []
@@ -257,9 +268,19 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
                            verifier=Verifier(environment, require_clarification=require_clarification))
     results: list[Any] = []
 
+    retries = 0
+
     def run(on_result: Callable[[Any], None]) -> list[Any]:
-        _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=on_result)
-        return crashes
+        nonlocal retries
+        if target is None:
+            _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=on_result)
+            return crashes
+        from trajectory2task.programs.distributed.rollouts import run_engine_on_ray
+
+        ran = run_engine_on_ray(target, engine, by_id, jobs, concurrency=concurrency, actors=actors,
+                                on_result=on_result)
+        retries = ran.retries
+        return ran.crashes
 
     if store is None:
         crashes = run(results.append)
@@ -279,13 +300,14 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
 
             crashes = run(keep)
             writer.flush()
-            task_store.finish_run(run_id, "failed" if crashes else "finished")
+            task_store.add_run_event(run_id, "failed" if crashes else "finished",
+                                     {"retried_rollouts": retries} if retries else None)
     rows = [rollout_row(r.rollout.task_id, by_id[r.rollout.task_id].condition, r.rollout.agent_model,
                         r.rollout.trial, r.verdict.passed, r.verdict.reasons, r.rollout.termination, r.rollout.error)
             for r in results]
     return BenchResult(run_id=run_id, cells=score_cells(rows, trials), rollouts=[r.rollout for r in results],
                        verdicts=[r.verdict for r in results],
-                       crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes])
+                       crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes], retries=retries)
 
 
 def trainset(program: str, store: str | os.PathLike[str], environment: Any, where: str = "verified") -> list[Any]:
