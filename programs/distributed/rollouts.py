@@ -25,6 +25,7 @@ driver: if the driver dies, Ray ends them.
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,7 @@ class RayRolloutRun:
     crashes: list[RolloutCrash] = field(default_factory=list)
     retries: int = 0
     actors: int = 0
+    start_s: float = 0.0  # spent starting the actors (each builds its engine) before the first rollout
 
 
 class RolloutActor:
@@ -277,8 +279,10 @@ def run_rollouts_on_ray(ray: Any, make_engine: EngineFactory, tasks: dict[str, T
     if actors < 1 or concurrency < actors:
         raise ValueError(f"{actors} actor(s) need a concurrency of at least that many, not {concurrency}")
     run.actors = actors
+    started = time.perf_counter()
     pool = _Pool(ray, ray.put(make_engine), actors, lambda index: ActorShare(index, actors).of(concurrency))
     pool.start_all()
+    run.start_s = time.perf_counter() - started
     queue = collections.deque(jobs)
     in_flight: dict[Any, tuple[int, int, RolloutJob]] = {}  # ref -> (share, actor generation, job)
     busy: collections.Counter[int] = collections.Counter()
