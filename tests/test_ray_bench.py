@@ -56,7 +56,7 @@ def _tests_importable_by_actors():
 
 @pytest.fixture(scope="class")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 
@@ -218,6 +218,25 @@ class TestLocalRay:
         assert rows == [(len(tasks) * 2 * 2, len(tasks) * 2 * 2)]
 
 
+    def test_the_python_bench_counts_and_stores_the_retries_after_an_actor_died(self, local_ray, tmp_path):
+        from trajectory2task import bench
+
+        env = environment()
+        tasks = list(make_tasks(env).values())
+        marker = tmp_path / "died"
+        store = tmp_path / "t2t.duckdb"
+        result = bench(tasks, env, agents=[DiesOnce(env, "ambiguous-1", marker)], trials=2, ray="auto", actors=2,
+                       store=store)
+        assert marker.exists() and result.crashes == [] and result.retries >= 1
+        assert result.cell("oracle").pass_at_1 == 1.0
+        _, rows = read_only_query(store, "SELECT count(*), count(DISTINCT rollout_id) FROM rollouts")
+        assert rows == [(len(tasks) * 2, len(tasks) * 2)]  # every rollout once, the retried ones too
+        _, events = read_only_query(store, "SELECT status, details FROM run_events WHERE run_id = ? "
+                                           "AND status <> 'started'", [result.run_id])
+        assert len(events) == 1 and events[0][0] == "finished"
+        assert json.loads(events[0][1]) == {"retried_rollouts": result.retries}
+
+
 class TestThreeNodes:
     def test_actors_spread_over_the_nodes_and_give_the_one_process_verdicts(self, three_nodes):
         env = environment()
@@ -310,3 +329,53 @@ def test_t2t_bench_refuses_a_ray_it_cannot_use_in_one_line(tmp_path, flags, mess
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
     _, rollouts = read_only_query(store, "SELECT count(*) FROM rollouts")
     assert rollouts == [(0,)]  # nothing half-written
+
+
+def test_a_bare_ray_flag_means_a_local_ray_and_processes_alone_a_local_ray_of_that_many_cpus():
+    from trajectory2task.bench_setup import BenchRequest, ray_target_of
+    from trajectory2task.ray_options import with_bare_ray_flag
+
+    assert with_bare_ray_flag(["bench", "--ray"]) == ["bench", "--ray", "local"]
+    assert with_bare_ray_flag(["bench", "--ray", "--json"]) == ["bench", "--ray", "local", "--json"]
+    assert with_bare_ray_flag(["bench", "--ray", "h:6379"]) == ["bench", "--ray", "h:6379"]
+    assert with_bare_ray_flag(["bench", "--json"]) == ["bench", "--json"]
+    store = Path("t2t.duckdb")
+    without = {k: v for k, v in os.environ.items() if k != "T2T_RAY_ADDRESS"}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "environ", without)
+        assert ray_target_of(BenchRequest(store=store)) is None
+        assert ray_target_of(BenchRequest(store=store, processes=3)) == RayTarget(num_cpus=3)
+        assert ray_target_of(BenchRequest(store=store, ray="local", processes=3)) == RayTarget()
+        assert ray_target_of(BenchRequest(store=store, ray="h:6379")) == RayTarget(address="h:6379")
+        patch.setitem(without, "T2T_RAY_ADDRESS", "local")
+        assert ray_target_of(BenchRequest(store=store)) == RayTarget()
+
+
+def test_without_ray_asked_for_a_bench_does_not_import_ray(tmp_path):
+    """`t2t bench` and `bench()` with no --ray, no ray= and no T2T_RAY_ADDRESS: one process, no Ray."""
+    import subprocess
+    import sys
+
+    store = tmp_path / "t2t.duckdb"
+    with TaskStore(store) as ts:
+        store_tasks(ts, make_tasks(environment()))
+    code = f"""
+import sys
+from trajectory2task.cli import main
+sys.argv = ["t2t", "bench", "--store", {str(store)!r}, "--json"]
+try:
+    main()
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+import trajectory2task as t2t
+from tests.closed_loop import environment, make_tasks
+env = environment()
+assert t2t.bench(list(make_tasks(env).values()), env).cell("oracle").pass_at_1 == 1.0
+print("ray imported:", "ray" in sys.modules, file=sys.stderr)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "T2T_RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "ray imported: False" in done.stderr

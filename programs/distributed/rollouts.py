@@ -25,6 +25,8 @@ driver: if the driver dies, Ray ends them.
 from __future__ import annotations
 
 import collections
+import contextlib
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -271,14 +273,22 @@ def run_rollouts_on_ray(ray: Any, make_engine: EngineFactory, tasks: dict[str, T
     `trajectory2task.programs.distributed.cluster.connect`), at most ``concurrency`` rollouts in
     flight over all of them. ``on_result`` runs here, once per rollout id, as results arrive;
     the LM calls the actors recorded are added to ``ledger``."""
-    from trajectory2task.programs.loop.rollout import RolloutCrash
-
     run = RayRolloutRun()
     if not jobs:
         return run
     if actors < 1 or concurrency < actors:
         raise ValueError(f"{actors} actor(s) need a concurrency of at least that many, not {concurrency}")
     run.actors = actors
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's driver prints an actor's death on stdout: keep it for output
+        return _drive(ray, make_engine, tasks, jobs, concurrency, actors, on_result, ledger, run)
+
+
+def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int,
+         actors: int, on_result: Callable[[RolloutResult], None] | None, ledger: CallLedger | None,
+         run: RayRolloutRun) -> RayRolloutRun:
+    """The driver's loop: keep each actor at its share of rollouts, collect, retry, replace."""
+    from trajectory2task.programs.loop.rollout import RolloutCrash
+
     started = time.perf_counter()
     pool = _Pool(ray, ray.put(make_engine), actors, lambda index: ActorShare(index, actors).of(concurrency))
     pool.start_all()
