@@ -53,7 +53,7 @@ def bench(
                             "of --concurrency and of each role's --max-concurrent. Above 1 without --ray: "
                             "a Ray on this machine with that many CPUs (same as --ray local). With --ray: "
                             "the number of actors. \\[default: 1 without --ray, one per CPU with it]",
-        min=1, max=64)] = 1,
+        min=1, max=64, show_default=False)] = 1,
     ray: RayOpt = None,
     max_turns: Annotated[Optional[int], typer.Option("--max-turns", help="Agent turns per rollout. \\[default: 30]",
                                                      min=1, max=MAX_TURNS)] = None,

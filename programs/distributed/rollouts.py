@@ -250,9 +250,12 @@ class _Pool:
         """Start a new actor for share ``index`` unless a newer one already took its place."""
         if self.generation.get(index) != generation or index not in self.handles:
             return
+        try:  # dead as a rule; one only unreachable for a while must not come back beside its replacement
+            self.ray.kill(self.handles.pop(index))
+        except Exception:  # already gone
+            pass
         if self.replaced >= limit:
-            del self.handles[index]  # too many deaths: this share stays empty
-            return
+            return  # too many deaths: this share stays empty
         self.replaced += 1
         self.start(index)
 
