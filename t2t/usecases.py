@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trajectory2task.bench_setup import BenchRequest, PreparedBench
 from trajectory2task.signatures.models import CONDITIONS, Condition, GenerationItem, LMCall, Task, Trajectory, Verdict
 
 
@@ -341,7 +342,7 @@ def _finish(task_store: Any, run_id: str, crashes: Sequence[Any], retries: int) 
                              {"retried_rollouts": retries} if retries else None)
 
 
-def bench_estimate(request: Any, notice: Callable[[str], None]) -> tuple[Any, dict[str, Any], str]:
+def bench_estimate(request: BenchRequest, notice: Callable[[str], None]) -> tuple[Any, dict[str, Any], str]:
     """`t2t bench --estimate`: the LM calls, tokens and cost the run a `BenchRequest`
     (`trajectory2task.bench_setup`) asks for would make; nothing is called or stored. Returns
     the plan, each role's settings and a title (`trajectory2task.estimate.print_estimate`)."""
@@ -357,7 +358,7 @@ def bench_estimate(request: Any, notice: Callable[[str], None]) -> tuple[Any, di
         return estimate(prepared)
 
 
-def bench_run(request: Any, notice: Callable[[str], None], progress: BenchProgress | None = None) -> BenchResult:
+def bench_run(request: BenchRequest, notice: Callable[[str], None], progress: BenchProgress | None = None) -> BenchResult:
     """A stored bench run as `t2t bench` makes it, from a `BenchRequest`
     (`trajectory2task.bench_setup`): a new run, or the rest of the run ``request.resume`` names.
     Each rollout is stored as it finishes (in small atomic batches, with its LM calls); the
@@ -387,7 +388,7 @@ def bench_run(request: Any, notice: Callable[[str], None], progress: BenchProgre
         return _stored_result(ts, run_id, prepared, crashes, retries)
 
 
-def _run_stored(ts: Any, run_id: str, prepared: Any, concurrency: int, notice: Callable[[str], None],
+def _run_stored(ts: Any, run_id: str, prepared: PreparedBench, concurrency: int, notice: Callable[[str], None],
                 progress: BenchProgress | None) -> tuple[list[Any], int]:
     from trajectory2task.errors import UserError
     from trajectory2task.programs.distributed.rollouts import ActorStartError
@@ -452,7 +453,7 @@ def _run_stored(ts: Any, run_id: str, prepared: Any, concurrency: int, notice: C
     return crashes, retries
 
 
-def _stored_result(ts: Any, run_id: str, prepared: Any, crashes: list[Any], retries: int) -> BenchResult:
+def _stored_result(ts: Any, run_id: str, prepared: PreparedBench, crashes: list[Any], retries: int) -> BenchResult:
     """The run scored on every rollout it holds, with the reference agents' calibration."""
     from trajectory2task.optimize.metrics import score_cells
     from trajectory2task.programs.loop.agent import REFERENCE_AGENTS

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from trajectory2task.programs.lm.accounting import CallLedger
+    from trajectory2task.programs.lm.config import LMSettings
     from trajectory2task.programs.loop.rollout import RolloutCrash, RolloutEngine, RolloutJob, RolloutResult
     from trajectory2task.signatures.models import LMCall, Task
 
@@ -108,7 +109,7 @@ class LMAgentSpec:
     """An LM agent as an actor builds it: its LM from ``settings`` (with the actor's share of
     ``max_concurrent``) recording into the actor's ledger."""
 
-    settings: Any  # trajectory2task.programs.lm.config.LMSettings
+    settings: LMSettings
     native_function_calling: bool
     program: Any = None  # a compiled ToolCallingAgent, copied for the agent
     dialect: str | None = None  # the structured-output dialect the driver's preflight found
@@ -125,7 +126,7 @@ class LMAgentSpec:
 class LMUserSpec:
     """The LM user simulator as an actor builds it (see `LMAgentSpec`)."""
 
-    settings: Any
+    settings: LMSettings
     name: str
     program: Any = None  # a compiled UserSimulator
     dialect: str | None = None
@@ -137,7 +138,7 @@ class LMUserSpec:
                       name=self.name)
 
 
-def _build_lm(settings: Any, role: str, ledger: CallLedger, share: ActorShare, dialect: str | None) -> Any:
+def _build_lm(settings: LMSettings, role: str, ledger: CallLedger, share: ActorShare, dialect: str | None) -> Any:
     from trajectory2task.programs.lm.accounting import role_of
     from trajectory2task.programs.lm.config import build_lm
 
