@@ -1,11 +1,13 @@
 """`bench --processes N` (a local Ray) dies with its driver: a SIGKILLed bench leaves no Ray
 process behind (the actors calling the LM, the raylet, the GCS), nothing holding the store open.
 The actors belong to the driver and Ray ends the processes it started with the process that
-started them; this checks that it does."""
+started them; this checks that it does, and that `--resume` then finishes the run with every
+rollout stored once."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli import REPO
+from tests.cli import REPO, run_t2t
 from tests.closed_loop import environment, is_user_request, make_tasks, store_tasks, user_reply
 from tests.llm_server import ScriptedLLMServer
-from trajectory2task.store import TaskStore
+from trajectory2task.store import TaskStore, read_only_query
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find the workers")
@@ -70,8 +72,9 @@ def _alive(pid: int) -> bool:
 
 def test_workers_exit_when_the_bench_parent_is_killed(tmp_path):
     store = tmp_path / "t2t.duckdb"
+    tasks = make_tasks(environment())
     with TaskStore(store) as ts:
-        store_tasks(ts, make_tasks(environment()))
+        store_tasks(ts, tasks)
 
     def responder(body):
         assert is_user_request(body)
@@ -113,5 +116,13 @@ def test_workers_exit_when_the_bench_parent_is_killed(tmp_path):
                     os.kill(pid, signal.SIGKILL)
     assert left == [], f"Ray process(es) {left} outlived their SIGKILLed driver"
     assert calls_after == calls_at_death  # nothing calls the LM any more
-    with TaskStore(store) as ts:  # and nothing holds the store: a resume can open it
-        assert ts.query("SELECT count(*) FROM runs WHERE kind = 'bench'")[1] == [(1,)]
+    # nothing holds the store: --resume finishes the run, every rollout stored once
+    run_id = re.search(r"--resume (\w+)", bench.stderr.read().decode() if bench.stderr else "")
+    assert run_id is not None
+    with ScriptedLLMServer(responder=responder) as fast:
+        done = run_t2t("bench", "--resume", run_id.group(1), "--api-base", fast.base_url, "--store", str(store),
+                       "--json")
+    assert done.returncode in (0, 1), done.stderr  # 1: the user stops at once, so the oracle fails
+    _, rows = read_only_query(store, "SELECT count(*), count(DISTINCT rollout_id) FROM rollouts WHERE run_id = ?",
+                              [run_id.group(1)])
+    assert rows == [(len(tasks), len(tasks))]
