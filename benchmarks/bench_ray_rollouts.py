@@ -9,7 +9,9 @@ verdicts from the verifier, results streamed to this driver, which stores them i
 
 Per size it prints LM calls per second over the whole run (actor start included) and once the
 actors are up (from the moment every actor has built its engine to the last result), the ideal (``nodes * per_node / latency``), and the
-scaling efficiency: the rate at n nodes over n times the rate at one node (goal >= 90%).
+scaling efficiency: the rate at n nodes over n times the rate at one node (goal >= 90%). The
+share of the ideal each size reaches is printed too: a one-node run slowed by the machine's
+other load inflates the efficiency of the larger sizes, the share of the ideal does not.
 The simulated nodes share this machine's cores: on a machine with fewer free cores than nodes
 (plus the server and the driver) the figure measures the machine, not the scaling.
 
@@ -141,7 +143,8 @@ def main() -> None:
                 f"{size['lm_calls_stored']} of {size['lm_calls']} LM calls stored, {size['retries']} retried), "
                 f"{size['calls_per_s']:.1f} calls/s over {size['wall_s']:.1f} s, {size['steady_calls_per_s']:.1f} once "
                 f"the actors were up ({size['actor_start_s']:.1f} s to start them)"
-                f" (ideal {size['ideal_calls_per_s']:.0f})")
+                f" (ideal {size['ideal_calls_per_s']:.0f}: "
+                f"{100 * size['steady_calls_per_s'] / size['ideal_calls_per_s']:.1f}% of it)")
         if "efficiency" in size:
             line += (f"; scaling {100 * size['efficiency']:.1f}% of linear "
                      f"(actors up: {100 * size['steady_efficiency']:.1f}%)")
