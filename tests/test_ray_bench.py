@@ -237,6 +237,26 @@ class TestLocalRay:
         assert json.loads(events[0][1]) == {"retried_rollouts": result.retries}
 
 
+    def test_the_python_bench_ships_plain_dspy_lms_to_the_actors(self, local_ray):
+        """An agent and a user given as plain ``dspy.LM``s (no t2t role) travel to the actors as
+        they are and call the server from there."""
+        import dspy
+
+        from trajectory2task import bench
+
+        env = environment()
+        task = make_tasks(env)["general-1"]
+        with ScriptedLLMServer(responder=Conversation(task)) as server:
+            agent = dspy.LM(AGENT, api_base=server.base_url, api_key="unused", cache=False)
+            user = dspy.LM("openai/gpt-4o", api_base=server.base_url, api_key="unused", cache=False)
+            result = bench([task], env, agents=[agent], user=user, trials=4, ray="auto", actors=2)
+            requests = len(server.requests)
+            assert server.errors == []
+        assert result.crashes == [] and len(result.rollouts) == 4
+        assert result.cell(AGENT).pass_at_1 == 1.0
+        assert requests == 4 * 10  # 6 agent and 4 user calls a rollout, all made by the actors
+
+
 class TestThreeNodes:
     def test_actors_spread_over_the_nodes_and_give_the_one_process_verdicts(self, three_nodes):
         env = environment()
