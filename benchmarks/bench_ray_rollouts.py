@@ -54,7 +54,8 @@ def run_on_nodes(nodes: int, per_node: int, rollouts_per_node: int, latency_s: f
     from trajectory2task.domains import get_domain
     from trajectory2task.programs.distributed.cluster import RayTarget
     from trajectory2task.programs.distributed.rollouts import run_engine_on_ray
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
     from trajectory2task.programs.lm.accounting import CallLedger
     from trajectory2task.programs.loop.agent import LMAgent
     from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for

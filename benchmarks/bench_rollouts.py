@@ -123,7 +123,8 @@ def run_lm_rollouts(base_url: str, concurrency: int, rollouts: int, latency_s: f
                     actors: int = 1) -> dict[str, Any]:
     from trajectory2task.domains import get_domain
     from trajectory2task.programs.loop.agent import LMAgent
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
     from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
     from trajectory2task.programs.loop.user_sim import LMUser
     from trajectory2task.store import TaskStore
@@ -179,7 +180,9 @@ def bare_predict(base_url: str, concurrency: int, calls_per_thread: int, latency
 
     import dspy
 
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+
+    from trajectory2task.programs.lm.config import LMSettings
 
     class Echo(dspy.Signature):
         """Reply."""

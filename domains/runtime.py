@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 if TYPE_CHECKING:
+    from trajectory2task.domains.audit_checks import AuditCheck
     from trajectory2task.domains.kit import GenerationKit
 
 ToolKind = Literal["read", "write", "generic"]  # generic: neither reads nor writes the database
@@ -471,6 +472,9 @@ class Domain(Generic[DB]):
     check_db: Callable[[DB], list[str]] = field(default=lambda db: [])
     owner_of: Callable[[Episode[Any], str, str], str | None] = field(default=lambda ep, table, key: None)
     kit: GenerationKit | None = None  # optional help for generation (trajectory2task.domains.kit)
+    # the audit classes only a policy defines (trajectory2task.domains.audit_checks); a class
+    # without a check here is reported as not applicable
+    audit_checks: tuple[AuditCheck, ...] = ()
 
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)

@@ -152,7 +152,8 @@ def estimate(prepared: PreparedBench) -> tuple[Any, dict[str, Any], str]:
     """`--estimate`: what the run would send, per role (the plan, each role's settings and a
     title for `trajectory2task.estimate.print_estimate`); no model is called."""
     from trajectory2task.programs.lm.accounting import role_of
-    from trajectory2task.programs.lm.estimate import adapter_for, litellm_tokenizer, litellm_tool_tokenizer
+    from trajectory2task.programs.lm.estimate import adapter_for
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer, litellm_tool_tokenizer
     from trajectory2task.programs.loop.agent import LMAgent
     from trajectory2task.programs.loop.estimate import estimate_rollouts
     from trajectory2task.programs.loop.user_sim import LMUser
@@ -272,7 +273,7 @@ def _build_agents(config: Any, env: Any, lm_config_path: str | None, ts: Any, se
     if config.user == SCRIPTED_USER_NAME:
         user: Any = ScriptedUser(env.domain.tools)
     else:
-        from trajectory2task.programs.lm.config import build_lm
+        from trajectory2task.programs.lm.build import build_lm
 
         user_settings = _settings("user", config.user, config, lm_config_path, knobs)
         user_lm = session.build("user", user_settings) if session is not None else build_lm(user_settings)
@@ -334,7 +335,7 @@ def _settings(role: str, model: str, config: Any, lm_config_path: str | None,
 
 def _lm_agent(settings: Any, env: Any, session: Any, program: Any, warn: Warn) -> Any:
     from trajectory2task.programs.loop.agent import LMAgent
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
 
     try:
         lm = session.build("agent", settings) if session is not None else build_lm(settings)

@@ -55,7 +55,7 @@ def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any
 def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles.
     With an ``LMSession``, each LM records its calls in the session's ledger."""
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
 
     lms: dict[str, Any] = {}
@@ -110,7 +110,7 @@ def generate(
                                                                        "server (vLLM, Ollama, ...).")] = None,
     explorer_lm: Annotated[Optional[str], typer.Option("--explorer-lm", help="Model for the explorer.")] = None,
     writer_lm: Annotated[Optional[str], typer.Option("--writer-lm", help="Model for the task writer.")] = None,
-    adapter_lm: Annotated[Optional[str], typer.Option("--adapter-lm", help="Model for the intent adapter.")] = None,
+    adapter_lm: Annotated[Optional[str], typer.Option("--adapter-lm", help="Model for the intent adaptation (role 'adapter').")] = None,
     lm_config: Annotated[Optional[str], typer.Option("--lm-config", help="LM config file (TOML or JSON) with "
                                                                          "\\[lm.<role>] tables.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a fresh one from the seeded "
@@ -149,7 +149,7 @@ def generate(
                                                               "exit without calling a model.")] = False,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
-    from trajectory2task.programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.prices import ensure_local_cost_map
 
     ensure_local_cost_map()
     from trajectory2task.store import TaskStore
@@ -287,7 +287,7 @@ def _run(task_store: Any, path: Any, resume: Optional[str], domain: Optional[str
     task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
     started.append(run_id)
     pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
-                                  writer=modules["writer"], adapter=modules["adapter"],
+                                  writer=modules["writer"], adaptation=modules["adapter"],
                                   program_versions=versions, lms=lms,
                                   workers=workers or (8 if lms else 1),
                                   targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
@@ -335,7 +335,7 @@ def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_conf
     from trajectory2task.domains.kit import KitError
     from trajectory2task.programs.generation.estimate import estimate_run
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
-    from trajectory2task.programs.lm.estimate import litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer
     from trajectory2task.estimate import print_estimate
 
     settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}

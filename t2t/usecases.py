@@ -66,16 +66,16 @@ class MemorySink:
 
 
 def generation_programs(lms: dict[str, Any]) -> dict[str, Any]:
-    """The explorer, writer and intent adapter: the DSPy program bound to its LM for each role
+    """The explorer, writer and intent adaptation: the DSPy program bound to its LM for each role
     in ``lms``, the seeded offline baseline for the others."""
-    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation
     from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
     from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
 
     programs: dict[str, Any] = {
         "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
         "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
-        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
+        "adapter": IntentAdaptation() if "adapter" in lms else BaselineAdaptation(),
     }
     for role, lm in lms.items():
         programs[role].set_lm(lm)
@@ -128,7 +128,7 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
 
     def run(sink: Any) -> Any:
         pipeline = GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
-                                      adapter=programs["adapter"], program_versions=versions, lms=by_role,
+                                      adaptation=programs["adapter"], program_versions=versions, lms=by_role,
                                       workers=workers)
         return pipeline.run(run_id, progress=progress)
 

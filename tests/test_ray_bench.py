@@ -29,7 +29,8 @@ from trajectory2task.programs.distributed.rollouts import (ActorShare, RolloutEn
                                                             run_engine_on_ray, run_rollouts_on_ray)
 from trajectory2task.programs.distributed.cluster import RayTarget  # noqa: E402
 from trajectory2task.programs.lm.accounting import CallLedger  # noqa: E402
-from trajectory2task.programs.lm.config import LMSettings, build_lm  # noqa: E402
+from trajectory2task.programs.lm.build import build_lm  # noqa: E402
+from trajectory2task.programs.lm.config import LMSettings  # noqa: E402
 from trajectory2task.programs.loop.agent import DoNothingAgent, LMAgent, OracleAgent  # noqa: E402
 from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutJob  # noqa: E402
 from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser  # noqa: E402

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+from trajectory2task.domains.airline.audit import AUDIT_CHECKS
 from trajectory2task.domains.airline.consistency import check_airline_db
 from trajectory2task.domains.airline.generate import generate_airline_db
 from trajectory2task.domains.airline.kit import KIT
@@ -23,4 +24,5 @@ DOMAIN: Domain[AirlineDB] = Domain(
     check_db=check_airline_db,
     owner_of=record_owner,
     kit=KIT,
+    audit_checks=AUDIT_CHECKS,
 )

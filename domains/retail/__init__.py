@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
+from trajectory2task.domains.retail.audit import AUDIT_CHECKS
 from trajectory2task.domains.runtime import Domain, tool_spec
 from trajectory2task.domains.retail.consistency import check_retail_db
 from trajectory2task.domains.retail.generate import generate_retail_db
@@ -23,4 +24,5 @@ DOMAIN: Domain[RetailDB] = Domain(
     check_db=check_retail_db,
     owner_of=record_owner,
     kit=KIT,
+    audit_checks=AUDIT_CHECKS,
 )

@@ -140,7 +140,7 @@ class LMUserSpec:
 
 def _build_lm(settings: LMSettings, role: str, ledger: CallLedger, share: ActorShare, dialect: str | None) -> Any:
     from trajectory2task.programs.lm.accounting import role_of
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
 
     if settings.max_concurrent is not None:
         settings = settings.model_copy(update={"max_concurrent": share.of(settings.max_concurrent)})
