@@ -304,7 +304,10 @@ class TestThreeNodes:
                 assert done.returncode in (0, 1), done.stderr
                 requests = len(server.requests)
                 assert server.errors == []
-            run_id = json.loads(done.stdout.strip().splitlines()[-1])["run_id"]
+            printed = [json.loads(line) for line in done.stdout.strip().splitlines()]  # stdout: JSON only
+            summary = printed[-1]
+            run_id = summary["run_id"]
+            assert summary["retried"] == 0 and summary["crashed"] == [], name
             _, rows = read_only_query(store, "SELECT task_id, agent_model, trial, pass FROM rollouts_latest "
                                              "WHERE run_id = ? ORDER BY ALL", [run_id])
             _, calls = read_only_query(store, "SELECT count(*) FROM lm_calls WHERE run_id = ?", [run_id])
