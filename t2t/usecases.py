@@ -373,6 +373,8 @@ def bench_run(request: BenchRequest, notice: Callable[[str], None], progress: Be
     with TaskStore(request.store) as ts:
         prepared = prepare(ts, request, notice)
         config, session = prepared.config, prepared.session
+        if prepared.target is not None:
+            _join(prepared.target)  # before the run is recorded: a cluster that cannot be joined leaves nothing
         if session.settings:
             session.install_adapter()
         record = config.model_dump()
@@ -386,6 +388,16 @@ def bench_run(request: BenchRequest, notice: Callable[[str], None], progress: Be
         if session.ledger.calls:
             notice(session.ledger.progress_line())
         return _stored_result(ts, run_id, prepared, crashes, retries)
+
+
+def _join(target: Any) -> None:
+    from trajectory2task.errors import UserError
+    from trajectory2task.programs.distributed.cluster import RayUnavailable, connect
+
+    try:
+        connect(target)
+    except RayUnavailable as exc:
+        raise UserError(str(exc)) from None
 
 
 def _run_stored(ts: Any, run_id: str, prepared: PreparedBench, concurrency: int, notice: Callable[[str], None],
@@ -407,14 +419,6 @@ def _run_stored(ts: Any, run_id: str, prepared: PreparedBench, concurrency: int,
         try:  # before the first call: a server that is down costs no retries
             session.preflight()
         except EndpointError as exc:
-            ts.finish_run(run_id, "failed")
-            raise UserError(str(exc)) from None
-    if jobs and target is not None:
-        from trajectory2task.programs.distributed.cluster import RayUnavailable, connect
-
-        try:  # before the first rollout: a cluster that cannot be joined costs nothing
-            connect(target)
-        except RayUnavailable as exc:
             ts.finish_run(run_id, "failed")
             raise UserError(str(exc)) from None
     writer = RolloutWriter(ts, run_id, ledger=ledger)

@@ -351,8 +351,8 @@ def test_t2t_bench_refuses_a_ray_it_cannot_use_in_one_line(tmp_path, flags, mess
     done = run_t2t("bench", "--store", str(store), *flags, timeout=120)
     lines = [line for line in done.stderr.splitlines() if line.startswith("t2t: error:")]
     assert done.returncode == 2 and len(lines) == 1 and message in lines[0], done.stderr
-    _, rollouts = read_only_query(store, "SELECT count(*) FROM rollouts")
-    assert rollouts == [(0,)]  # nothing half-written
+    _, runs = read_only_query(store, "SELECT count(*) FROM runs WHERE kind = 'bench'")
+    assert runs == [(0,)]  # refused before the run is recorded
 
 
 def test_a_bare_ray_flag_means_a_local_ray_and_processes_alone_a_local_ray_of_that_many_cpus():
