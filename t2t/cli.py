@@ -132,7 +132,9 @@ def main() -> None:
     _tolerant_streams()
     code: Any = 0
     try:
-        code = app(standalone_mode=False)
+        from trajectory2task.ray_options import with_bare_ray_flag
+
+        code = app(args=with_bare_ray_flag(sys.argv[1:]), standalone_mode=False)
         sys.stdout.flush()
     except clicks.NoArgsIsHelpError as exc:
         exc.show()
