@@ -64,7 +64,8 @@ def main() -> None:
     import dspy
 
     from trajectory2task.programs.lm.accounting import CallLedger, role_of
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
     from trajectory2task.programs.lm.structured import StructuredAdapter
     from tests.real_model import MODEL_NAME, LlamaServer, missing
 

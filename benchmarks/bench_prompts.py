@@ -55,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from trajectory2task.programs.generation.estimate import estimate_run
-    from trajectory2task.programs.lm.estimate import litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer
     from trajectory2task.signatures.models import CONDITIONS
     from trajectory2task.settings import load_environment
 

@@ -9,14 +9,16 @@ user's opening, then twice (agent tool call, agent message, user answer) = 7 LM 
 
 Ideal throughput: `concurrency` calls in flight at all times, i.e. concurrency / latency
 calls per second (32 / 0.1 s = 320 calls/s). Rollouts run on one asyncio event loop (DSPy's
-async LM calls), not a thread each; ``--workers N`` shards them over N forked processes, one
-loop each, the concurrency split between them (client CPU then counts the workers too). The script prints the achieved share of that
+async LM calls), not a thread each; ``--actors N`` runs them on N Ray actors on this machine
+(a local Ray, as ``t2t bench --processes N``), one loop each, the concurrency split between them
+(the client CPU figure then leaves the actors out: they are not this process's children). Across
+simulated nodes see benchmarks/bench_ray_rollouts.py. The script prints the achieved share of that
 (targets: >= 95% at 32, >= 80% at 128), the same share for bare one-field dspy.Predict calls on as many
 threads (the ceiling the DSPy client itself sets here), the client's and the server's CPU
 per LM call, and the engine's own time per turn with no LM at all (reference agent x
 scripted user), which is the pipeline's overhead.
 
-    python benchmarks/bench_rollouts.py [--concurrency 32] [--latency 0.1] [--rollouts 640] [--workers 1] [--profile 30]
+    python benchmarks/bench_rollouts.py [--concurrency 32] [--latency 0.1] [--rollouts 640] [--actors 1] [--profile 30]
 
 ``--profile N`` runs the measured rollouts under a profiler and prints the N functions with the
 most CPU time of their own: yappi where it is installed (every thread, so DSPy's
@@ -110,7 +112,7 @@ def tasks_for(env: Any, n: int) -> dict[str, Any]:
 
 
 def _cpu_s() -> float:
-    """CPU seconds of this process and of its finished children (rollout workers)."""
+    """CPU seconds of this process and of its finished children."""
     import resource
 
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -118,10 +120,11 @@ def _cpu_s() -> float:
 
 
 def run_lm_rollouts(base_url: str, concurrency: int, rollouts: int, latency_s: float,
-                    workers: int = 1) -> dict[str, Any]:
+                    actors: int = 1) -> dict[str, Any]:
     from trajectory2task.domains import get_domain
     from trajectory2task.programs.loop.agent import LMAgent
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
     from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
     from trajectory2task.programs.loop.user_sim import LMUser
     from trajectory2task.store import TaskStore
@@ -145,8 +148,19 @@ def run_lm_rollouts(base_url: str, concurrency: int, rollouts: int, latency_s: f
         engine.run_many(tasks, jobs(run_id, concurrency, offset=10**6), concurrency=concurrency)  # warm-up
         writer = RolloutWriter(store, run_id)
         cpu0, wall0 = _cpu_s(), time.perf_counter()
-        results, crashes = engine.run_many(tasks, jobs(run_id, rollouts), concurrency=concurrency,
-                                           on_result=writer.add, workers=workers)
+        if actors > 1:
+            from trajectory2task.programs.distributed.cluster import RayTarget
+            from trajectory2task.programs.distributed.rollouts import run_engine_on_ray
+
+            ray_run = run_engine_on_ray(RayTarget(num_cpus=actors), engine, tasks, jobs(run_id, concurrency, 10**6),
+                                        concurrency=concurrency, actors=actors)  # warm-up: Ray and its actors start
+            cpu0, wall0 = _cpu_s(), time.perf_counter()
+            ray_run = run_engine_on_ray(RayTarget(num_cpus=actors), engine, tasks, jobs(run_id, rollouts),
+                                        concurrency=concurrency, actors=actors, on_result=writer.add)
+            results, crashes = ray_run.results, ray_run.crashes
+        else:
+            results, crashes = engine.run_many(tasks, jobs(run_id, rollouts), concurrency=concurrency,
+                                               on_result=writer.add)
         writer.flush()
         wall = time.perf_counter() - wall0
         cpu = _cpu_s() - cpu0
@@ -166,7 +180,9 @@ def bare_predict(base_url: str, concurrency: int, calls_per_thread: int, latency
 
     import dspy
 
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+
+    from trajectory2task.programs.lm.config import LMSettings
 
     class Echo(dspy.Signature):
         """Reply."""
@@ -268,8 +284,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--rollouts", type=int, default=640)
-    parser.add_argument("--workers", type=int, default=1,
-                        help="shard the rollouts over this many processes (RolloutEngine.run_many(workers=))")
+    parser.add_argument("--actors", type=int, default=1,
+                        help="run the rollouts on this many Ray actors on this machine (a local Ray)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     parser.add_argument("--no-ceiling", action="store_true", help="skip the bare dspy.Predict comparison")
@@ -283,7 +299,7 @@ def main() -> None:
     try:
         server_cpu0 = process_cpu_s(proc.pid)
         with profiled(args.profile):
-            figures = run_lm_rollouts(base_url, args.concurrency, args.rollouts, args.latency, args.workers)
+            figures = run_lm_rollouts(base_url, args.concurrency, args.rollouts, args.latency, args.actors)
         server_cpu = process_cpu_s(proc.pid) - server_cpu0
         if server_cpu >= 0:
             figures["server_cpu_ms_per_call"] = 1000 * server_cpu / figures["lm_calls"]  # warm-up included
@@ -293,14 +309,14 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=10)
     figures.update(engine_overhead())
-    figures.update(concurrency=args.concurrency, latency_s=args.latency, cpus=os.cpu_count(), workers=args.workers,
+    figures.update(concurrency=args.concurrency, latency_s=args.latency, cpus=os.cpu_count(), actors=args.actors,
                    load_average=os.getloadavg())
     if args.json:
         print(json.dumps(figures))
         return
     print(f"{figures['rollouts']} rollouts ({figures['stored']} stored), {figures['lm_calls']} LM calls in "
           f"{figures['wall_s']:.2f} s at concurrency {args.concurrency}, {args.latency * 1000:.0f} ms per call, "
-          f"{figures['cpus']} CPU(s), {args.workers} worker process(es); load average after: "
+          f"{figures['cpus']} CPU(s), {args.actors} Ray actor(s); load average after: "
           f"{' '.join(f'{x:.2f}' for x in figures['load_average'])}")
     print(f"throughput: {figures['calls_per_s']:.1f} calls/s of an ideal {figures['ideal_calls_per_s']:.0f} = "
           f"{100 * figures['share_of_ideal']:.1f}% (target >= 95% at 32, >= 80% at 128)")

@@ -18,8 +18,9 @@ Ambiguous readings and changing revisions stay with the user the task serves: an
 that names a record of another user (by the domain's ``owner_of``), or that breaks a policy
 rule for that user, is never proposed.
 
-A domain kit (``trajectory2task.domains.kit``) gives better candidates and words; the programs check every
-proposal the same way whichever kit made it.
+A domain's ``ConditionKit`` (``trajectory2task.domains.kit``) gives better candidates and words
+for the pieces it has; :func:`generic_conditions` gives every piece, and fills the others.
+The programs check every proposal the same way whichever kit made it.
 """
 
 from __future__ import annotations
@@ -30,13 +31,20 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from trajectory2task.domains.kit import (
+    AmbiguityKit,
     AmbiguityProposal,
     Call,
     ChangeAlternative,
+    ChangeKit,
+    CompleteConditionKit,
     EntityCandidate,
     ExplorationKit,
     GroundingHints,
+    IdentityKit,
+    InfeasibilityKit,
     InfeasibleProposal,
+    OwnershipKit,
+    WordingKit,
     ObservedStep,
     RequestFacts,
     RequiredFact,
@@ -187,8 +195,27 @@ def open_reading(stated: Mapping[str, Any], call: Mapping[str, Any], candidate: 
     return Call(name=call["name"], arguments={**call["arguments"], argument: value})
 
 
+def generic_conditions(environment: Environment[Any]) -> CompleteConditionKit:
+    """Every condition piece for any domain, from tool specs, observations and forks (the
+    pieces a domain's ``ConditionKit`` leaves out come from here)."""
+    kit = GenericConditions(environment)
+    return CompleteConditionKit(
+        identity=IdentityKit(identity_lookup=kit.identity_lookup, identity_text=kit.identity_text),
+        ownership=OwnershipKit(owner_of_call=kit.owner_of_call, related_entities=kit.related_entities),
+        # the generic words state arguments only, nothing about records: no call_claims
+        wording=WordingKit(describe_call=kit.describe_call, action_label=kit.action_label,
+                           user_stated_ids=kit.user_stated_ids, change_mentions=kit.change_mentions),
+        ambiguity=AmbiguityKit(ambiguity_proposals=kit.ambiguity_proposals,
+                               ambiguity_candidates=kit.ambiguity_candidates, ambiguity_target=kit.ambiguity_target,
+                               withheld_values=kit.withheld_values, reading_call=open_reading),
+        change=ChangeKit(change_alternatives=kit.change_alternatives),
+        infeasibility=InfeasibilityKit(infeasible_proposals=kit.infeasible_proposals,
+                                       required_lookups=kit.required_lookups))
+
+
 class GenericConditions:
-    """A ``trajectory2task.domains.kit.ConditionKit`` for any domain, from tool specs, observations and forks.
+    """The domain-general condition functions, sharing one environment; assembled into
+    pieces by :func:`generic_conditions`.
 
     ``stated`` (what an underspecified request states) is ``{"call": name, "open": argument,
     "arguments": the other arguments, "values": the values that fit}``; each fitting value
@@ -213,9 +240,6 @@ class GenericConditions:
     def identity_text(self, call: Mapping[str, Any]) -> str:
         return "You can identify yourself with " + ", ".join(
             f"{_words(k)} {v}" for k, v in call["arguments"].items()) + "."
-
-    def forgotten_identity(self, call: Mapping[str, Any]) -> str | None:
-        return None
 
     def owner_of_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
         """The one user whose records the call names, if there is exactly one."""
@@ -322,13 +346,6 @@ class GenericConditions:
     def ambiguity_target(self, stated: Mapping[str, Any], call: Mapping[str, Any]) -> str | None:
         value = call["arguments"].get(str(stated.get("open")))
         return None if value is None else str(value)
-
-    def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
-        return open_reading(stated, call, candidate)
-
-    def call_claims(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
-                    user_id: str | None = None) -> list[Any]:
-        return []  # the generic wording states arguments only, nothing about records
 
     def withheld_values(self, episode: Episode[Any], stated: Mapping[str, Any], target: str,
                         candidates: Sequence[EntityCandidate]) -> list[str]:

@@ -4,7 +4,9 @@ A domain package's ``DOMAIN`` may carry a :class:`GenerationKit`. Its exploratio
 (:class:`ExplorationKit`) says where ids sit in observations, which entity a walk starts
 from, how each write's arguments are built from what was observed, and how a write is said
 in a customer's words. Its condition half (:class:`ConditionKit`) proposes ambiguous,
-changing and infeasible variants. Everything a kit returns is a pydantic model defined
+changing and infeasible variants, in small pieces a domain gives as it needs (identity,
+ownership, wording, ambiguity, change, infeasibility); the domain-general kit fills the
+rest. Everything a kit returns is a pydantic model defined
 here; the programs check every proposal by running it on forks of the episode, so a kit
 makes candidates and wording better but is never trusted for a condition. A generation run
 calls a kit through :func:`guarded_kit`: whatever a kit function raises becomes a one-line
@@ -21,7 +23,7 @@ import json
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -366,69 +368,210 @@ class InfeasibleProposal(BaseModel):
     claims: list[Claim] = Field(default_factory=list)  # what the request asserts about the database
 
 
-class ConditionKit(Protocol):
-    """What a domain knows about its intent conditions. Every method reads an episode
-    and returns pydantic models or strings; calls come in as ``{"name", "arguments"}``."""
+# ---------------------------------------------------------------- the condition kit, piece by piece
+#
+# A domain gives the pieces it knows better than the domain-general kit
+# (``trajectory2task.domains.generic_kit``), which fills every piece a domain leaves out. Each
+# piece is a frozen dataclass of plain functions: module functions and bound methods both fit.
+# Calls come in as ``{"name", "arguments"}``; every function reads an episode and returns
+# pydantic models from this module or strings.
 
-    def identity_lookup(self, episode: Episode[Any], user_id: str) -> Call | None:
-        """The read call that authenticates ``user_id``."""
 
-    def identity_text(self, call: Mapping[str, Any]) -> str:
-        """What the user knows about themselves, given the authenticating call."""
+class IdentityLookup(Protocol):
+    def __call__(self, episode: Episode[Any], user_id: str) -> Call | None: ...
 
-    def forgotten_identity(self, call: Mapping[str, Any]) -> str | None:
-        """What the user does not remember (e.g. their email), given the authenticating call."""
 
-    def owner_of_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None:
-        """The user a write acts for."""
+class IdentityText(Protocol):
+    def __call__(self, call: Mapping[str, Any]) -> str: ...
 
-    def describe_call(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
-                      stated: Mapping[str, Any] | None = None) -> str:
-        """A write in the customer's words ("cancel my order #W1 ..."); with ``stated``,
-        only what an underspecified request says."""
 
-    def call_claims(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
-                    user_id: str | None = None) -> list[Claim]:
-        """What ``describe_call``'s words assert about the database, as claims (optional: a
-        kit without it makes no claims)."""
+class ForgottenIdentity(Protocol):
+    def __call__(self, call: Mapping[str, Any]) -> str | None: ...
 
-    def reading_call(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None:
-        """The write an ambiguous request means for another candidate (optional)."""
 
-    def action_label(self, name: str, arguments: Mapping[str, Any]) -> str:
-        """A short name for a write ("the cancellation of order #W1")."""
+@dataclass(frozen=True)
+class IdentityKit:
+    """Who the user is. ``identity_lookup``: the read call that authenticates ``user_id``;
+    ``identity_text``: what the user knows about themselves, given that call;
+    ``forgotten_identity``: what they do not remember (e.g. their email), or None for nothing."""
 
-    def related_entities(self, calls: Sequence[Mapping[str, Any]]) -> list[str]:
-        """Entity keys the given calls act on (an infeasible request about one is related)."""
+    identity_lookup: IdentityLookup
+    identity_text: IdentityText
+    forgotten_identity: ForgottenIdentity | None = None
 
-    def ambiguity_proposals(self, episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> list[AmbiguityProposal]: ...
 
-    def ambiguity_candidates(self, episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]:
-        """Every entity that fits what an underspecified request states."""
+class OwnerOfCall(Protocol):
+    def __call__(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any]) -> str | None: ...
 
-    def ambiguity_target(self, stated: Mapping[str, Any], call: Mapping[str, Any]) -> str | None:
-        """The candidate key a write acts on."""
 
-    def withheld_values(self, episode: Episode[Any], stated: Mapping[str, Any], target: str,
-                        candidates: Sequence[EntityCandidate]) -> list[str]:
-        """The values that tell the target apart from the other candidates."""
+class RelatedEntities(Protocol):
+    def __call__(self, calls: Sequence[Mapping[str, Any]]) -> list[str]: ...
 
-    def change_alternatives(self, episode: Episode[Any], call: Mapping[str, Any]) -> list[ChangeAlternative]: ...
 
-    def change_mentions(self, episode: Episode[Any], initial: Mapping[str, Any], revised: Mapping[str, Any]) -> list[str]:
-        """The values a revised request must state to tell it from the first one."""
+@dataclass(frozen=True)
+class OwnershipKit:
+    """Whom and what a write acts on. ``owner_of_call``: the user a write acts for;
+    ``related_entities``: the entity keys the calls act on (a revised write on an entity
+    another write of the goal touches is skipped; an infeasible request about one is related)."""
 
-    def user_stated_ids(self, name: str, arguments: Mapping[str, Any]) -> list[str]:
-        """The ids the user must give for a write (an order id)."""
+    owner_of_call: OwnerOfCall
+    related_entities: RelatedEntities
 
-    def required_lookups(self, episode: Episode[Any], user_id: str, name: str,
-                         arguments: Mapping[str, Any]) -> list[Call]:
-        """The reads an agent needs before it can see that a write is refused."""
 
-    def infeasible_proposals(self, episode: Episode[Any], user_id: str,
-                             calls: Sequence[Mapping[str, Any]]) -> list[InfeasibleProposal]:
-        """Writes for ``user_id`` that should be refused; those on entities the task's
-        ``calls`` act on are marked related."""
+class DescribeCall(Protocol):
+    def __call__(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                 stated: Mapping[str, Any] | None = None) -> str: ...
+
+
+class ActionLabel(Protocol):
+    def __call__(self, name: str, arguments: Mapping[str, Any]) -> str: ...
+
+
+class UserStatedIds(Protocol):
+    def __call__(self, name: str, arguments: Mapping[str, Any]) -> list[str]: ...
+
+
+class ChangeMentions(Protocol):
+    def __call__(self, episode: Episode[Any], initial: Mapping[str, Any], revised: Mapping[str, Any]) -> list[str]: ...
+
+
+class CallClaims(Protocol):
+    def __call__(self, episode: Episode[Any], name: str, arguments: Mapping[str, Any],
+                 user_id: str | None = None) -> list[Claim]: ...
+
+
+@dataclass(frozen=True)
+class WordingKit:
+    """How a write is said in the customer's words.
+
+    - ``describe_call``: the write as asked for ("cancel my order #W1 ..."); with ``stated``
+      (what an :class:`AmbiguityKit`'s proposal states), only what the open request says;
+    - ``action_label``: a short name for it ("the cancellation of order #W1");
+    - ``user_stated_ids``: the ids the user must give for it (an order id);
+    - ``change_mentions``: the values a revised request must state to tell it from the first;
+    - ``call_claims``: what ``describe_call``'s words assert about the database, or None for
+      words that assert nothing about records.
+    """
+
+    describe_call: DescribeCall
+    action_label: ActionLabel
+    user_stated_ids: UserStatedIds
+    change_mentions: ChangeMentions
+    call_claims: CallClaims | None = None
+
+
+class AmbiguityProposals(Protocol):
+    def __call__(self, episode: Episode[Any], calls: Sequence[Mapping[str, Any]]) -> list[AmbiguityProposal]: ...
+
+
+class AmbiguityCandidates(Protocol):
+    def __call__(self, episode: Episode[Any], stated: Mapping[str, Any]) -> list[EntityCandidate]: ...
+
+
+class AmbiguityTarget(Protocol):
+    def __call__(self, stated: Mapping[str, Any], call: Mapping[str, Any]) -> str | None: ...
+
+
+class WithheldValues(Protocol):
+    def __call__(self, episode: Episode[Any], stated: Mapping[str, Any], target: str,
+                 candidates: Sequence[EntityCandidate]) -> list[str]: ...
+
+
+class ReadingCall(Protocol):
+    def __call__(self, stated: Mapping[str, Any], call: Mapping[str, Any], candidate: str) -> Call | None: ...
+
+
+@dataclass(frozen=True)
+class AmbiguityKit:
+    """Writes said so that two or more entities fit. ``stated`` (what an open request says)
+    is the kit's own shape, read back by every function here and by the
+    :class:`WordingKit`'s ``describe_call``: a kit with this piece gives its wording too.
+
+    - ``ambiguity_proposals``: the open versions of the given writes;
+    - ``ambiguity_candidates``: every entity that fits what a request states;
+    - ``ambiguity_target``: the candidate key a write acts on;
+    - ``withheld_values``: the values that tell the target from the other candidates;
+    - ``reading_call``: the write the open request means for another candidate, or None
+      (then the other-reading mutants are not made).
+    """
+
+    ambiguity_proposals: AmbiguityProposals
+    ambiguity_candidates: AmbiguityCandidates
+    ambiguity_target: AmbiguityTarget
+    withheld_values: WithheldValues
+    reading_call: ReadingCall | None = None
+
+
+class ChangeAlternatives(Protocol):
+    def __call__(self, episode: Episode[Any], call: Mapping[str, Any]) -> list[ChangeAlternative]: ...
+
+
+@dataclass(frozen=True)
+class ChangeKit:
+    """Revised goals. ``change_alternatives``: other arguments for a write, each a goal a
+    user could change to (the programs replay it and keep those that end elsewhere)."""
+
+    change_alternatives: ChangeAlternatives
+
+
+class InfeasibleProposals(Protocol):
+    def __call__(self, episode: Episode[Any], user_id: str,
+                 calls: Sequence[Mapping[str, Any]]) -> list[InfeasibleProposal]: ...
+
+
+class RequiredLookups(Protocol):
+    def __call__(self, episode: Episode[Any], user_id: str, name: str, arguments: Mapping[str, Any]) -> list[Call]: ...
+
+
+@dataclass(frozen=True)
+class InfeasibilityKit:
+    """Writes to refuse. ``infeasible_proposals``: writes for ``user_id`` that should be
+    refused (those on entities the task's ``calls`` act on marked related);
+    ``required_lookups``: the reads an agent needs before it can see that a write is refused."""
+
+    infeasible_proposals: InfeasibleProposals
+    required_lookups: RequiredLookups
+
+
+@dataclass(frozen=True)
+class ConditionKit:
+    """What a domain knows about its intent conditions, one piece per concern; a piece left
+    None is the domain-general kit's (:meth:`over`)."""
+
+    identity: IdentityKit | None = None
+    ownership: OwnershipKit | None = None
+    wording: WordingKit | None = None
+    ambiguity: AmbiguityKit | None = None
+    change: ChangeKit | None = None
+    infeasibility: InfeasibilityKit | None = None
+
+    def __post_init__(self) -> None:
+        if self.ambiguity is not None and self.wording is None:
+            raise KitError("a ConditionKit with an AmbiguityKit needs its WordingKit too: describe_call words "
+                           "what the ambiguity proposals state, in the kit's own shape")
+
+    def over(self, generic: CompleteConditionKit) -> CompleteConditionKit:
+        """This kit's pieces, ``generic``'s where this kit has none."""
+        return CompleteConditionKit(
+            identity=self.identity if self.identity is not None else generic.identity,
+            ownership=self.ownership if self.ownership is not None else generic.ownership,
+            wording=self.wording if self.wording is not None else generic.wording,
+            ambiguity=self.ambiguity if self.ambiguity is not None else generic.ambiguity,
+            change=self.change if self.change is not None else generic.change,
+            infeasibility=self.infeasibility if self.infeasibility is not None else generic.infeasibility)
+
+
+@dataclass(frozen=True)
+class CompleteConditionKit:
+    """Every piece present: what the programs read (a domain's :class:`ConditionKit` over
+    the domain-general kit)."""
+
+    identity: IdentityKit
+    ownership: OwnershipKit
+    wording: WordingKit
+    ambiguity: AmbiguityKit
+    change: ChangeKit
+    infeasibility: InfeasibilityKit
 
 
 @dataclass(frozen=True)
@@ -442,41 +585,47 @@ class GenerationKit:
 # ---------------------------------------------------------------- containing a kit's faults
 
 
-def _guarded(function: Callable[..., Any], where: str) -> Callable[..., Any]:
-    """``function`` with any exception it raises turned into a one-line :class:`KitFault`."""
+class _Guarded:
+    """A kit function whose exception becomes a one-line :class:`KitFault` naming it."""
 
-    @functools.wraps(function)
-    def call(*args: Any, **kwargs: Any) -> Any:
+    def __init__(self, function: Callable[..., Any], where: str) -> None:
+        functools.update_wrapper(self, function)
+        self.function = function
+        self.where = where
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
-            return function(*args, **kwargs)
+            return self.function(*args, **kwargs)
         except KitFault:
             raise
         except Exception as exc:  # noqa: BLE001 - a domain's code may raise anything; the item fails, not the run
             text = str(exc).strip().splitlines()
-            raise KitFault(f"{where} raised {type(exc).__name__}: {text[0][:200] if text else ''}".rstrip(": ")) \
-                from exc
-
-    return call
+            raise KitFault(f"{self.where} raised {type(exc).__name__}: {text[0][:200] if text else ''}"
+                           .rstrip(": ")) from exc
 
 
-class _GuardedConditions:
-    """A domain's ``ConditionKit`` whose every method raises :class:`KitFault` instead of
-    whatever the domain's code raised; a method the kit lacks stays missing (``getattr``
-    with a default still works)."""
+def _guarded(function: Any, where: str) -> Any:
+    """``function`` with any exception it raises turned into a one-line :class:`KitFault`
+    (once: a guarded function is returned as it is)."""
+    return function if isinstance(function, _Guarded) else _Guarded(function, where)
 
-    def __init__(self, conditions: Any) -> None:
-        self._conditions = conditions
 
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._conditions, name)
-        return _guarded(value, f"the kit's {name}") if callable(value) else value
+_Piece = TypeVar("_Piece", IdentityKit, OwnershipKit, WordingKit, AmbiguityKit, ChangeKit, InfeasibilityKit)
+
+
+def _guarded_piece(piece: _Piece | None) -> _Piece | None:
+    """A condition piece with each of its functions guarded, named by its field."""
+    if piece is None:
+        return None
+    # the piece's declared fields, each a function or an optional one left None
+    functions = {f.name: getattr(piece, f.name) for f in dataclasses.fields(piece)}
+    return dataclasses.replace(piece, **{name: None if function is None else _guarded(function, f"the kit's {name}")
+                                         for name, function in functions.items()})
 
 
 def guarded_kit(kit: GenerationKit) -> GenerationKit:
     """The same kit, each of its domain functions raising :class:`KitFault` (one line naming
     the function) instead of what the domain's code raised."""
-    if isinstance(kit.conditions, _GuardedConditions):
-        return kit
     ex = kit.exploration
     exploration = dataclasses.replace(
         ex,
@@ -495,5 +644,10 @@ def guarded_kit(kit: GenerationKit) -> GenerationKit:
             for name, fit in ex.seed_for_write.items()},
         calculations=None if ex.calculations is None else _guarded(ex.calculations, "the kit's calculations"),
     )
-    conditions = None if kit.conditions is None else _GuardedConditions(kit.conditions)
+    conditions = kit.conditions
+    if conditions is not None:
+        conditions = ConditionKit(
+            identity=_guarded_piece(conditions.identity), ownership=_guarded_piece(conditions.ownership),
+            wording=_guarded_piece(conditions.wording), ambiguity=_guarded_piece(conditions.ambiguity),
+            change=_guarded_piece(conditions.change), infeasibility=_guarded_piece(conditions.infeasibility))
     return dataclasses.replace(kit, exploration=exploration, conditions=conditions)

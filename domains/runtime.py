@@ -15,16 +15,18 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import inspect
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 if TYPE_CHECKING:
+    from trajectory2task.domains.audit_checks import AuditCheck
     from trajectory2task.domains.kit import GenerationKit
 
 ToolKind = Literal["read", "write", "generic"]  # generic: neither reads nor writes the database
@@ -163,7 +165,8 @@ def tool_spec(function: Callable[..., Any]) -> ToolSpec:
         fields[p.name] = (annotation, ... if p.default is inspect.Parameter.empty else p.default)
     model = create_model(  # type: ignore[call-overload]
         f"{function.__name__}_arguments",
-        __config__=ConfigDict(extra="forbid"),
+        # the validator is built on the tool's first call: listing a domain builds none
+        __config__=ConfigDict(extra="forbid", defer_build=True),
         **fields,
     )
     summary, descriptions = _split_docstring(inspect.cleandoc(function.__doc__ or ""))
@@ -229,13 +232,25 @@ class Transaction:
                 yield k
 
     def values(self, table: str) -> Iterator[BaseModel]:
-        if not self.pending:  # a read tool's scan (finding a user by email): no per-key layers
-            yield from self._episode.values(table)
-            return
-        for key in self.keys(table):
-            record = self.get(table, key)
-            if record is not None:
-                yield record
+        # what keys() then get() give, in the same order, with one look-up per base record
+        # instead of three (tools scan whole tables: find_user_id_by_name_zip)
+        episode, pending = self._episode, self.pending
+        overlay = episode._overlay
+        for key, record in episode._base.tables[table].items():
+            if pending or overlay:  # the version this call or an earlier one wrote, if any
+                written = pending.get((table, key))
+                if written is None:
+                    written = overlay.get((table, key))
+                if written is not None:
+                    record = written
+            yield record
+        for key in episode._new_keys.get(table, ()):
+            added = self.get(table, key)
+            if added is not None:
+                yield added
+        for t, k in self.pending:
+            if t == table and episode.get(t, k) is None:
+                yield self.pending[(t, k)]
 
 
 class ToolResult(BaseModel):
@@ -276,20 +291,6 @@ class Episode(Generic[DB]):
     def keys(self, table: str) -> Iterator[str]:
         yield from self._base.tables[table].keys()
         yield from self._new_keys.get(table, ())
-
-    def values(self, table: str) -> Iterator[BaseModel]:
-        """Every record of the table as this episode sees it, in ``keys`` order."""
-        overlay = self._overlay
-        if not overlay:
-            yield from self._base.tables[table].values()
-        else:
-            for key, record in self._base.tables[table].items():
-                changed = overlay.get((table, key))
-                yield record if changed is None else changed
-        for key in self._new_keys.get(table, ()):
-            record = self.get(table, key)
-            if record is not None:
-                yield record
 
     def record(self, table: str, key: str) -> dict[str, Any] | None:
         found = self.get(table, key)
@@ -475,8 +476,52 @@ def owner_rule(owner_of: OwnerOf) -> PolicyRule:
 
 
 @dataclass(frozen=True)
+class Deferred:
+    """An attribute of a module, named and not yet imported. A domain's DOMAIN may give its
+    database generator, its checks and its generation kit this way, so that what needs only
+    its tools and rules (listing domains, replaying tasks) does not import the code that only
+    generation needs; reading the field imports the module, once."""
+
+    module: str
+    name: str
+
+    def load(self) -> Any:
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+V = TypeVar("V")
+
+
+class _Deferrable(Generic[V]):
+    """A Domain field that may be given a :class:`Deferred`; read, it is the object named."""
+
+    def __init__(self, default: V) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = f"_{name}_given"
+
+    def __get__(self, instance: object | None, owner: type) -> V:
+        if instance is None:  # a dataclass finds the field's default here
+            return self.default
+        value = instance.__dict__[self.key]
+        if isinstance(value, Deferred):
+            value = value.load()
+            instance.__dict__[self.key] = value
+        return cast(V, value)
+
+    def __set__(self, instance: object, value: V | Deferred) -> None:
+        instance.__dict__[self.key] = value
+
+
+def _no_problems(db: Any) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
 class Domain(Generic[DB]):
-    """Everything that makes a domain: database model, tools, policy, generator, checks."""
+    """Everything that makes a domain: database model, tools, policy, generator, checks.
+    ``generate_db``, ``check_db`` and ``kit`` may be given as :class:`Deferred`."""
 
     name: str
     summary: str
@@ -484,10 +529,14 @@ class Domain(Generic[DB]):
     tools: tuple[ToolSpec, ...]
     policy: str
     policy_rules: tuple[PolicyRule, ...] = ()
-    generate_db: Callable[[int, int], DB] | None = None
-    check_db: Callable[[DB], list[str]] = field(default=lambda db: [])
+    generate_db: _Deferrable[Callable[[int, int], DB] | None] = _Deferrable(None)
+    check_db: _Deferrable[Callable[[DB], list[str]]] = _Deferrable(_no_problems)
     owner_of: Callable[[Episode[Any], str, str], str | None] = field(default=lambda ep, table, key: None)
-    kit: GenerationKit | None = None  # optional help for generation (trajectory2task.domains.kit)
+    # optional help for generation (trajectory2task.domains.kit)
+    kit: _Deferrable[GenerationKit | None] = _Deferrable(None)
+    # the audit classes only a policy defines (trajectory2task.domains.audit_checks); a class
+    # without a check here is reported as not applicable
+    audit_checks: tuple[AuditCheck, ...] = ()
 
     def tool(self, name: str) -> ToolSpec | None:
         return next((t for t in self.tools if t.name == name), None)

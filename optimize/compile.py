@@ -4,7 +4,7 @@
 
 - a target per program kind (explorer, writer, adapter, user, agent): the DSPy module to tune,
   what the optimizer runs (the program with its environment bound; the user simulator and
-  the agent inside an episode harness, `EpisodeAgent` for the agent), the examples built from store
+  the agent inside an episode harness, `EpisodeUser` and `EpisodeAgent`), the examples built from store
   items, and the metric;
 - `compile_program`: scores the module on the validation set, runs the optimizer
   (`dspy.BootstrapFewShot`, `dspy.MIPROv2` or `dspy.GEPA`), scores the result, and returns
@@ -242,13 +242,13 @@ class WriterTarget(_TaskTarget):
         return [dspy.Example(trajectory=t).with_inputs("trajectory") for t in trajectories]
 
 
-class AdapterTarget(_TaskTarget):
+class AdaptationTarget(_TaskTarget):
     kind = role = "adapter"
 
     def student(self) -> dspy.Module:
-        from trajectory2task.programs.generation.adapter import IntentAdapter
+        from trajectory2task.programs.generation.adaptation import IntentAdaptation
 
-        return IntentAdapter()
+        return IntentAdaptation()
 
     def harness(self, program: dspy.Module) -> dspy.Module:
         return bind(program, self.env)
@@ -315,11 +315,23 @@ class _ProgramUserSession:
         return TokenUsage()
 
 
-class _UserHarness(dspy.Module):
-    def __init__(self, program: dspy.Module, env: Environment[Any], verifier: Verifier, max_turns: int) -> None:
+class EpisodeUser(dspy.Module):
+    """The user simulator as a program over whole episodes: ``forward(task)`` plays the task's
+    scenario (the scenario only: gold actions stay on the agent's side) against the oracle
+    agent and returns ``Prediction(result=rollout, verdict)``, the verdict telling whether the
+    user stopped before the goal was met. Its one predictor is the `UserSimulator`'s
+    (``program``), so any DSPy optimizer compiles it with the metric
+    ``trajectory2task.metric("user", env)``; ``program.save()`` keeps the simulator's state,
+    which ``LMUser(lm, program=...)`` plays in `t2t bench`. The environment and verifier are
+    bound here, out of saved state and copies."""
+
+    def __init__(self, env: Environment[Any], program: dspy.Module | None = None, verifier: Verifier | None = None,
+                 max_turns: int = DEFAULT_MAX_TURNS) -> None:
+        from trajectory2task.programs.loop.user_sim import UserSimulator
+
         super().__init__()
-        self.program = program
-        self.shared = Bound((env, verifier))
+        self.program = program if program is not None else UserSimulator()
+        self.shared = Bound((env, verifier or Verifier(env)))
         self.max_turns = max_turns
 
     def forward(self, task: Task) -> dspy.Prediction:
@@ -351,7 +363,7 @@ class UserTarget(Target):
         return UserSimulator()
 
     def harness(self, program: dspy.Module) -> dspy.Module:
-        return _UserHarness(program, self.env, self.verifier, self.max_turns)
+        return EpisodeUser(self.env, program, self.verifier, self.max_turns)
 
     def examples(self, store: TaskStore, ids: Sequence[str]) -> list[dspy.Example]:
         return [dspy.Example(task=t).with_inputs("task") for t in _tasks(store, ids)
@@ -527,7 +539,7 @@ class AgentTarget(Target):
         compact_demos(program)
 
 
-TARGETS: dict[str, type[Target]] = {"explorer": ExplorerTarget, "writer": WriterTarget, "adapter": AdapterTarget,
+TARGETS: dict[str, type[Target]] = {"explorer": ExplorerTarget, "writer": WriterTarget, "adapter": AdaptationTarget,
                                     "user": UserTarget, "agent": AgentTarget}
 
 

@@ -292,9 +292,9 @@ def offline_cost(items: Sequence[Any]) -> float:
 def build_programs(lm_config: LMConfig | None, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
                                                                                  dict[str, str]]:
     """(programs by role, LMs by role, role -> model or 'baseline') for a trial's knobs."""
-    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation
     from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
     from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
 
@@ -315,7 +315,7 @@ def build_programs(lm_config: LMConfig | None, params: dict[str, Any]) -> tuple[
     programs: dict[str, Any] = {
         "explorer": Explorer(**depth) if "explorer" in lms else BaselineExplorer(**depth),
         "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
-        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
+        "adapter": IntentAdaptation() if "adapter" in lms else BaselineAdaptation(),
     }
     for role, lm in lms.items():
         programs[role].set_lm(lm)
@@ -345,7 +345,7 @@ def pipeline_evaluator(store: TaskStore, env: Environment[Any], settings: SweepS
         store.start_run("generate", run_config, seed=settings.seed, run_id=run_id)
         pipeline = GenerationPipeline(env, StoreSink(store), config, explorer=programs["explorer"],
                                       writer=programs["writer"],
-                                      adapter=programs["adapter"], lms=lms,
+                                      adaptation=programs["adapter"], lms=lms,
                                       program_versions={r: type(p).__name__ for r, p in programs.items()})
         summary = pipeline.run(run_id)
         items = generation_items(store, run_id)

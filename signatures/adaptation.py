@@ -18,9 +18,9 @@ from trajectory2task.signatures.models import Action, Step, Task, UserScenario
 
 
 class TaskBrief(BaseModel):
-    """What an adapter needs of the original task: its scenario, without ids, hashes or
+    """What an intent adaptation needs of the original task: its scenario, without ids, hashes or
     provenance the LM has no use for. Its goal, the gold actions, is the trajectory's calls,
-    which the adapter is shown with their observations (not twice)."""
+    which the adaptation is shown with their observations (not twice)."""
 
     scenario: UserScenario
     communicate_info: list[str] = Field(default_factory=list)

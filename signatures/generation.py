@@ -39,10 +39,10 @@ class ProposeExplorationCall(dspy.Signature):
 
 
 @lru_cache(maxsize=64)
-def exploration_signature(base: type[dspy.Signature], tool_names: tuple[str, ...]) -> type[dspy.Signature]:
-    """``base`` (a `ProposeExplorationCall`, its instruction as an optimizer left it) with the
-    proposal's tool name typed as a ``Literal`` of these tools: a schema for constrained
-    decoding that can only name them, and a parse that rejects any other name."""
+def proposed_tool_call(tool_names: tuple[str, ...]) -> type[BaseModel]:
+    """The proposal's model for these tools: its name typed as a ``Literal`` of them. One class
+    per tool set, whatever instruction the signature carries: demos made under one instruction
+    must pickle (DSPy's cache keys) under the next an optimizer tries."""
     # a module attribute of its own, so that DSPy's cache can pickle demos holding one
     name = "ProposedToolCall_" + hashlib.blake2b("|".join(tool_names).encode(), digest_size=6).hexdigest()
     proposed = create_model(
@@ -50,7 +50,15 @@ def exploration_signature(base: type[dspy.Signature], tool_names: tuple[str, ...
         name=(Literal[tool_names], Field(description="One of the domain's tools.")),  # type: ignore[valid-type]
         arguments=(dict[str, Any], Field(default_factory=dict, description="The call's arguments.")))
     globals()[name] = proposed
-    return base.with_updated_fields("tool_call", type_=proposed)
+    return proposed
+
+
+@lru_cache(maxsize=64)
+def exploration_signature(base: type[dspy.Signature], tool_names: tuple[str, ...]) -> type[dspy.Signature]:
+    """``base`` (a `ProposeExplorationCall`, its instruction as an optimizer left it) with the
+    proposal's tool name typed as a ``Literal`` of these tools (`proposed_tool_call`): a schema
+    for constrained decoding that can only name them, and a parse that rejects any other name."""
+    return base.with_updated_fields("tool_call", type_=proposed_tool_call(tool_names))
 
 
 class WriteTask(dspy.Signature):

@@ -94,6 +94,17 @@ class UserScenario(BaseModel):
     change_trigger: str | None = None
     revised_request: str | None = None
 
+    def read_fields(self) -> list[tuple[str, str]]:
+        """(field, text) of everything the simulated user reads, in a fixed order."""
+        names = ("persona", "reason_for_call", "known_info", "unknown_info", "task_instructions", "change_trigger",
+                 "revised_request")
+        fields = [(name, value) for name in names if (value := getattr(self, name))]
+        return fields + [(f"withheld_info[{i}]", text) for i, text in enumerate(self.withheld_info) if text]
+
+    def read_text(self) -> str:
+        """Everything the simulated user reads, as one text."""
+        return "\n".join(text for _, text in self.read_fields())
+
     def folded_instructions(self) -> str:
         """The structured fields folded into one free text (tau2's ``task_instructions``):
         withheld details and the change of mind appended once, in plain sentences."""
@@ -177,12 +188,12 @@ class Message(BaseModel):
 class TokenUsage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: float = 0.0
+    cost: float | None = 0.0  # USD; None: some of the calls are of a model with no known price
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(prompt_tokens=self.prompt_tokens + other.prompt_tokens,
                           completion_tokens=self.completion_tokens + other.completion_tokens,
-                          cost=self.cost + other.cost)
+                          cost=None if self.cost is None or other.cost is None else self.cost + other.cost)
 
 
 class LMCall(BaseModel):
@@ -192,7 +203,7 @@ class LMCall(BaseModel):
     model: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cost: float = 0.0  # USD; 0.0 when the model map has no price
+    cost: float | None = None  # USD (trajectory2task.programs.lm.prices); None: the model has no known price
     latency_s: float | None = None  # DSPy's history has no latency; set by callers that time calls
     error: str | None = None  # failed calls never reach DSPy's history; callers record them
 
@@ -248,7 +259,7 @@ class GenerationItem(BaseModel):
     index: int
     seed: int
     status: Literal["done", "failed"]
-    stage: Literal["explore", "write"] | None = None  # where a failed item stopped
+    stage: Literal["explore", "write", "adapt"] | None = None  # where a failed item stopped
     reason: ItemReason | None = None
     detail: str | None = None
     trajectory_id: str | None = None

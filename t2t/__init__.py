@@ -33,10 +33,11 @@ _EXPORTS: dict[str, str] = {
     # the programs
     "Explorer": "trajectory2task.programs.generation.explorer",
     "TaskWriter": "trajectory2task.programs.generation.writer",
-    "IntentAdapter": "trajectory2task.programs.generation.adapter",
+    "IntentAdaptation": "trajectory2task.programs.generation.adaptation",
     "UserSimulator": "trajectory2task.programs.loop.user_sim",
     "ToolCallingAgent": "trajectory2task.programs.loop.agent",
     "EpisodeAgent": "trajectory2task.optimize.compile",
+    "EpisodeUser": "trajectory2task.optimize.compile",
     "Verifier": "trajectory2task.programs.verification.verifier",
     # the store
     "TaskStore": "trajectory2task.store",
@@ -77,10 +78,10 @@ if TYPE_CHECKING:  # static checkers see the real names
     from trajectory2task.domains import get_domain, list_domains
     from trajectory2task.domains.runtime import Domain, Environment, Episode, ToolError, ToolSpec, tool
     from trajectory2task.optimize.metrics import Score, check_task, check_trajectory
-    from trajectory2task.programs.generation.adapter import IntentAdapter
+    from trajectory2task.programs.generation.adaptation import IntentAdaptation
     from trajectory2task.programs.generation.explorer import Explorer
     from trajectory2task.programs.generation.writer import TaskWriter
-    from trajectory2task.optimize.compile import EpisodeAgent
+    from trajectory2task.optimize.compile import EpisodeAgent, EpisodeUser
     from trajectory2task.programs.loop.agent import ToolCallingAgent
     from trajectory2task.programs.loop.user_sim import UserSimulator
     from trajectory2task.programs.verification.verifier import Verifier

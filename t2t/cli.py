@@ -9,8 +9,50 @@ import sys
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
 
 from trajectory2task.errors import UserError
+
+# The commands that must start fast (no store, LM or training library) are built up front;
+# the others' modules are imported only when one of them is asked for (or the full list is
+# shown), so `t2t domains` does not pay for importing and building `generate` or `bench`.
+_EAGER_MODULES = ("cmd_domain", "cmd_tasks")
+_LAZY_MODULES = ("cmd_store", "cmd_generate", "cmd_bench", "cmd_optimize", "cmd_audit", "cmd_finetune")
+
+
+class _LazyGroup(TyperGroup):
+    """The root command group: the commands of `_LAZY_MODULES` join it on first need."""
+
+    _lazy_loaded = False
+
+    def _load_lazy_commands(self) -> None:
+        if self._lazy_loaded:
+            return
+        self._lazy_loaded = True
+        import importlib
+
+        staging = typer.Typer(add_completion=False)
+        for name in _LAZY_MODULES:
+            importlib.import_module(f"trajectory2task.{name}").register(staging)
+        built = typer.main.get_command(staging)
+        for command_name, command in getattr(built, "commands", {built.name: built}).items():
+            self.add_command(command, command_name)
+
+    # Any: the command classes come from click or from the copy of click newer Typers ship
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._lazy_loaded:
+            self._load_lazy_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:
+        self._load_lazy_commands()
+        names = super().list_commands(ctx)
+        # Typer lists a group's commands before its subgroups; the subgroups built up front
+        # (`domain`) stay after the lazily added commands, as when all were built at once
+        return sorted(names, key=lambda name: isinstance(self.commands[name], TyperGroup))
+
 
 app = typer.Typer(
     name="t2t",
@@ -18,14 +60,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=_LazyGroup,
 )
 
 
 def _register() -> None:
-    from trajectory2task import cmd_audit, cmd_bench, cmd_domain, cmd_finetune, cmd_generate, cmd_optimize, cmd_store, cmd_tasks
+    import importlib
 
-    for module in (cmd_domain, cmd_tasks, cmd_store, cmd_generate, cmd_bench, cmd_optimize, cmd_audit, cmd_finetune):
-        module.register(app)
+    for name in _EAGER_MODULES:
+        importlib.import_module(f"trajectory2task.{name}").register(app)
 
 
 _register()
@@ -81,23 +124,6 @@ def _tolerant_streams() -> None:
             pass
 
 
-# options whose value may be left out, and the value that then stands for it: this Typer's
-# parser has no optional option values, so a bare `--ray` is completed before it parses
-OPTIONAL_VALUES = {"--ray": "local"}
-
-
-def completed_args(args: list[str]) -> list[str]:
-    """The arguments with each bare optional-value option given its stand-in value
-    (``--ray --n 4`` -> ``--ray=local --n 4``); nothing after ``--`` is touched."""
-    out: list[str] = []
-    for i, arg in enumerate(args):
-        if arg == "--":
-            return out + args[i:]
-        bare = arg in OPTIONAL_VALUES and (i + 1 == len(args) or args[i + 1].startswith("-"))
-        out.append(f"{arg}={OPTIONAL_VALUES[arg]}" if bare else arg)
-    return out
-
-
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit status 2."""
     # click's exception classes, wherever this Typer takes click from (newer Typers ship
@@ -106,7 +132,9 @@ def main() -> None:
     _tolerant_streams()
     code: Any = 0
     try:
-        code = app(args=completed_args(sys.argv[1:]), standalone_mode=False)
+        from trajectory2task.ray_options import with_bare_ray_flag
+
+        code = app(args=with_bare_ray_flag(sys.argv[1:]), standalone_mode=False)
         sys.stdout.flush()
     except clicks.NoArgsIsHelpError as exc:
         exc.show()

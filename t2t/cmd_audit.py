@@ -32,8 +32,12 @@ def audit(tasks_file: Annotated[Path, typer.Argument(help="tau2 tasks.json (ours
     d = report.diversity
     print_table(f"audit of {len(tasks)} tasks: problems code can find",
                 ["problem", "tasks", "examples"],
-                [(p, n, ", ".join(sorted({f.task_id for f in report.findings if f.problem == p})[:6]))
+                [(p, "n/a" if n is None else n,
+                  ", ".join(sorted({f.task_id for f in report.findings if f.problem == p})[:6]))
                  for p, n in report.counts.items()])
+    if None in report.counts.values():
+        console.print("n/a: a class only a domain's policy defines, which this domain's policy does not have "
+                      "(it supplies no check for it)")
     if report.non_discriminative_writes:
         console.print("non-discriminative writes (dropping them still passes): "
                       + ", ".join(f"{k} {n}" for k, n in report.non_discriminative_writes.items()))

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from trajectory2task.errors import UserError
-from trajectory2task.output import console, print_table, print_text
+from trajectory2task.output import print_rule, print_table, print_text
 from trajectory2task.settings import MAX_DB_USERS, load_environment, read_text_file, resolve_domain
 
 domain_app = typer.Typer(help="Inspect a domain, generate or check its databases.", no_args_is_help=True)
@@ -43,7 +43,7 @@ def show(name: Annotated[str, typer.Argument(help="Domain name, e.g. retail.")],
     # every domain has at least the ownership rule (from its owner_of)
     print_table("policy rules checked by code", ["rule", "description"],
                 [(r.rule_id, r.description) for r in domain.enforced_rules])
-    console.rule("policy")
+    print_rule("policy")
     print_text(text, keep_newlines=True)
 
 

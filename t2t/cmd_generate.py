@@ -56,7 +56,7 @@ def _lm_config(flags: dict[str, Optional[str]], lm_config: Optional[str]) -> Any
 def _programs(lm_config: Any, session: Any = None) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """(programs by role, LMs by role, role -> 'baseline' or model) for the generation roles.
     With an ``LMSession``, each LM records its calls in the session's ledger."""
-    from trajectory2task.programs.lm.config import build_lm
+    from trajectory2task.programs.lm.build import build_lm
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
 
     lms: dict[str, Any] = {}
@@ -86,7 +86,7 @@ def generate(
                                                                        "server (vLLM, Ollama, ...).")] = None,
     explorer_lm: Annotated[Optional[str], typer.Option("--explorer-lm", help="Model for the explorer.")] = None,
     writer_lm: Annotated[Optional[str], typer.Option("--writer-lm", help="Model for the task writer.")] = None,
-    adapter_lm: Annotated[Optional[str], typer.Option("--adapter-lm", help="Model for the intent adapter.")] = None,
+    adapter_lm: Annotated[Optional[str], typer.Option("--adapter-lm", help="Model for the intent adaptation (role 'adapter').")] = None,
     lm_config: Annotated[Optional[str], typer.Option("--lm-config", help="LM config file (TOML or JSON) with "
                                                                          "\\[lm.<role>] tables.")] = None,
     db: Annotated[Optional[str], typer.Option("--db", help="Database JSON (default: a fresh one from the seeded "
@@ -126,7 +126,7 @@ def generate(
     ray: RayOpt = None,
 ) -> None:
     """Explore trajectories, write and adapt tasks, verify them and store everything."""
-    from trajectory2task.programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.prices import ensure_local_cost_map
 
     ensure_local_cost_map()
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
@@ -250,7 +250,7 @@ def _print_estimate(env: Any, n: int, seed: int, conditions: list[str], lms_conf
     from trajectory2task.domains.kit import KitError
     from trajectory2task.programs.generation.estimate import estimate_run
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
-    from trajectory2task.programs.lm.estimate import litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import litellm_tokenizer
     from trajectory2task.estimate import print_estimate
 
     settings = {role: lms_config.for_role(role) for role in GENERATION_ROLES}

@@ -65,7 +65,7 @@ def sweep(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as one JSON object.")] = False,
 ) -> None:
     """Optuna sweep over the pipeline's knobs, maximizing verified tasks per unit cost."""
-    from trajectory2task.programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.prices import ensure_local_cost_map
 
     ensure_local_cost_map()
     from trajectory2task.optimize.sweep import (
@@ -221,7 +221,7 @@ def optimize(
     cache_dir: CacheDirOpt = None,
 ) -> None:
     """Compile a generation program with a DSPy optimizer against verification pass rates."""
-    from trajectory2task.programs.lm.config import ensure_local_cost_map
+    from trajectory2task.programs.lm.prices import ensure_local_cost_map
 
     ensure_local_cost_map()
     from trajectory2task.optimize.compile import (

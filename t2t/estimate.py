@@ -21,7 +21,7 @@ def print_estimate(plan: Any, settings: dict[str, Any], json_out: bool, *, unit:
         if window and role.max_prompt + reserve > window:
             print(f"t2t: warning: {role.role} prompts reach {role.max_prompt} tokens + max_tokens {reserve}, "
                   f"over the {window}-token window", file=sys.stderr)
-    from trajectory2task.programs.lm.estimate import counting_model
+    from trajectory2task.programs.lm.tokens import counting_model
 
     approximate = sorted({m for m in models.values() if counting_model(m)[1]})
     if approximate:
@@ -43,7 +43,8 @@ def print_estimate(plan: Any, settings: dict[str, Any], json_out: bool, *, unit:
             "prompt_tokens": round(sum(p for p, _ in totals)), "completion_tokens": round(sum(c for _, c in totals)),
             "max_prompt_tokens": round(sum(p for p, _ in bounds)),
             "max_completion_tokens": round(sum(c for _, c in bounds)),
-            "cost_usd": cost, "max_cost_usd": most, "approximate_tokenizer": approximate})
+            "cost_usd": cost, "max_cost_usd": most, "unpriced_models": plan.unpriced_models() if models else [],
+            "approximate_tokenizer": approximate})
         return
     print_table(title, ["role", "model", f"calls/{unit}", "max", "prompt (mean)", "prompt (max)", "completion"],
                 [(r.role, models.get(r.role, "(none: tokens if run with an LM)"), f"{r.calls_per_item:.1f}",
@@ -54,7 +55,7 @@ def print_estimate(plan: Any, settings: dict[str, Any], json_out: bool, *, unit:
                       "LM run would send, counted with LiteLLM's default tokenizer")
         return
     price = (f"${cost:,.4f} (at most ${most:,.4f})" if cost is not None and most is not None else
-             "cost unknown: LiteLLM has no price for " + ", ".join(sorted(set(models.values()))))
+             "cost unknown: no known price for " + ", ".join(plan.unpriced_models()))
     console.print(f"estimate: {plan.calls():,.0f} LM calls (at most {plan.calls(upper=True):,.0f} with every re-ask "
                   f"and turn allowed; a failing call is retried up to --retries times on top), "
                   f"{sum(p for p, _ in totals):,.0f} prompt + {sum(c for _, c in totals):,.0f} completion tokens "

@@ -12,14 +12,28 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
 
-console = Console()
-err_console = Console(stderr=True)
+# Rich loads on first use: a command that prints JSON lines (`t2t replay --json`) never needs
+# it. `console` (stdout) and `err_console` (stderr) are made when first asked for.
+_consoles: dict[bool, Console] = {}
+
+
+def _console(stderr: bool = False) -> Console:
+    if stderr not in _consoles:
+        from rich.console import Console
+
+        _consoles[stderr] = Console(stderr=stderr)
+    return _consoles[stderr]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("console", "err_console"):
+        return _console(stderr=name == "err_console")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # C0 and C1 control characters, DEL, and the bidirectional overrides that reorder what a
 # terminal shows; each is printed as its Python escape (\x1b, \u202e, ...).
@@ -66,17 +80,27 @@ def print_json_line(obj: Any) -> None:
 
 
 def print_table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(title=None if title is None else escape(terminal_text(title)), show_lines=False)
     for column in columns:
         table.add_column(escape(terminal_text(column)), overflow="fold")
     for row in rows:
         table.add_row(*["" if v is None else escape(terminal_text(v)) for v in row])
-    console.print(table)
+    _console().print(table)
 
 
 def print_text(text: Any, keep_newlines: bool = False) -> None:
     """One plain line (or block) for people: no rich markup, control characters escaped."""
-    console.print(terminal_text(text, keep_newlines), markup=False, highlight=False)
+    _console().print(terminal_text(text, keep_newlines), markup=False, highlight=False)
+
+
+def print_rule(title: str) -> None:
+    """A horizontal rule with a title, between sections printed for people."""
+    from rich.markup import escape
+
+    _console().rule(escape(terminal_text(title)))
 
 
 def print_error_line(text: str) -> None:
@@ -90,4 +114,4 @@ def progress(description: str, total: int | None):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=err_console, transient=False, disable=not err_console.is_terminal)
+                    console=_console(stderr=True), transient=False, disable=not _console(stderr=True).is_terminal)

@@ -1,27 +1,38 @@
-"""``--ray [ADDRESS]``: run a command's work on Ray (the optional ``[ray]`` extra).
+"""The ``--ray [ADDRESS]`` option of the commands that can run on Ray, and its parsing.
 
-The flag alone starts a Ray on this machine for the run (every core); with an address it
-joins a running cluster; ``T2T_RAY_ADDRESS`` does the same when the flag is not given
-(``trajectory2task.programs.distributed.cluster``). Ray is imported only when asked for.
+A bare ``--ray`` means a Ray on this machine. Typer has no option with an optional value, so
+`with_bare_ray_flag` gives a bare one its value (``local``) before the arguments are parsed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any, Optional
 
 import typer
 
 from trajectory2task.errors import UserError
 
+RAY_FLAG = "--ray"
+
 RayOpt = Annotated[Optional[str], typer.Option(
-    "--ray", metavar="[ADDRESS]",  # bare --ray: completed to --ray=local (trajectory2task.cli.OPTIONAL_VALUES)
-    help="Run on Ray: alone, a Ray on this machine (every core); with ADDRESS (auto, ray://HOST:10001, "
-         "HOST:6379) a running cluster (env T2T_RAY_ADDRESS). The store is written here only.")]
+    RAY_FLAG, metavar="[ADDRESS]",
+    help="Run on Ray: alone (or 'local') a Ray started on this machine; ADDRESS (auto, ray://HOST:PORT, "
+         "HOST:PORT) joins a running cluster. Default: $T2T_RAY_ADDRESS, else no Ray (one process).")]
 
 
-def ray_target_of(flag: Optional[str]) -> Any:
-    """The ``RayTarget`` the flag (or ``T2T_RAY_ADDRESS``) asks for, None for none; a bad
-    address is a `UserError`."""
+def with_bare_ray_flag(args: Sequence[str]) -> list[str]:
+    """``args`` with ``local`` after a ``--ray`` that has no value (last, or before another option)."""
+    out: list[str] = []
+    for index, arg in enumerate(args):
+        out.append(arg)
+        if arg == RAY_FLAG and (index + 1 == len(args) or args[index + 1].startswith("-")):
+            out.append("local")
+    return out
+
+
+def ray_target_of(flag: str | None) -> Any:
+    """The `RayTarget` of ``--ray`` / ``T2T_RAY_ADDRESS`` (None: no Ray); a bad address is a `UserError`."""
     from trajectory2task.programs.distributed.cluster import ray_target
 
     try:

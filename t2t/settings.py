@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -86,10 +89,28 @@ def load_environment(domain_name: str, db_path: str | None, policy_path: str | N
         except InputFileError as exc:
             raise UserError(str(exc)) from None
         try:
-            db = domain.db_model.model_validate_json(data)
+            with _long_lived_objects():
+                db = domain.db_model.model_validate_json(data)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
             raise UserError(f"{path}: not a {domain.name} database: {where}: {err['msg']}") from None
     policy = None if policy_path is None else read_text_file(policy_path, "--policy")
-    return domain.environment(db, policy)
+    with _long_lived_objects():
+        return domain.environment(db, policy)
+
+
+@contextmanager
+def _long_lived_objects() -> Iterator[None]:
+    """Around code that makes thousands of objects living as long as the command (a database
+    and its record hashes): the garbage collector pauses meanwhile, its passes would find no
+    garbage, and then what exists is frozen out of its later scans (``gc.freeze``), each of
+    which would walk it all again."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+    gc.freeze()

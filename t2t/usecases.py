@@ -17,10 +17,11 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from trajectory2task.bench_setup import BenchRequest, PreparedBench
 from trajectory2task.errors import UserError
 from trajectory2task.signatures.models import CONDITIONS, Condition, GenerationItem, LMCall, Task, Trajectory, Verdict
 
@@ -105,7 +106,8 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     if unknown or not conditions:
         raise ValueError(f"conditions: unknown {', '.join(map(str, unknown)) or '(none given)'}; "
                          f"choose from {', '.join(CONDITIONS)}")
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
 
     by_role = {role: lm for role in GENERATION_ROLES} if lm is not None else {}
     by_role.update(lms or {})
@@ -131,7 +133,7 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
 
     def run(sink: Any) -> Any:
         pipeline = GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
-                                      adapter=programs["adapter"], program_versions=versions, lms=by_role,
+                                      adaptation=programs["adapter"], program_versions=versions, lms=by_role,
                                       workers=workers, executor=executor)
         return pipeline.run(run_id, progress=progress)
 
@@ -334,7 +336,7 @@ def generation_pipeline(task_store: TaskStore, config: GenerationConfig, run_id:
                 for role, module in modules.items()}
     task_store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=run_id)
     pipeline = GenerationPipeline(env, StoreSink(task_store), config, explorer=modules["explorer"],
-                                  writer=modules["writer"], adapter=modules["adapter"],
+                                  writer=modules["writer"], adaptation=modules["adapter"],
                                   program_versions=versions, lms=lms, workers=workers or (8 if lms else 1),
                                   targets=_guided_targets(task_store, env, config), retry_failed=retry_failed)
     if ray is not None:
@@ -422,6 +424,15 @@ class BenchResult(BaseModel):
     rollouts: list[Any] = Field(default_factory=list)  # trajectory2task.signatures.models.Rollout
     verdicts: list[Verdict] = Field(default_factory=list)
     crashes: list[str] = Field(default_factory=list)  # rollouts that raised (a bug, not a verdict)
+    retries: int = 0  # rollouts run again because their Ray actor died (ray=)
+    # what `bench_run` (a stored run, as `t2t bench` runs it) adds; its rollouts and verdicts stay
+    # in the store (`rows` holds every scored one, before and after a resume)
+    config: Any = None  # trajectory2task.programs.loop.bench.BenchConfig
+    rows: list[Any] = Field(default_factory=list)  # trajectory2task.optimize.metrics.RolloutRow
+    calibration: list[Any] = Field(default_factory=list)  # trajectory2task.programs.loop.bench.CalibrationProblem
+    crashed: list[Any] = Field(default_factory=list)  # trajectory2task.programs.loop.rollout.RolloutCrash
+    tasks: int = 0
+    lm_failure_reasons: list[str] = Field(default_factory=list)  # the ledger's first line per LM error kind
 
     def cell(self, agent: str, condition: str = "all") -> Any:
         """The scores of ``agent`` on ``condition`` ('all': every condition)."""
@@ -430,26 +441,64 @@ class BenchResult(BaseModel):
             raise KeyError(f"no scores for agent {agent!r} on {condition!r}")
         return found[0]
 
+    def calibration_breaches(self) -> list[Any]:
+        """The calibration problems on verified tasks (do-nothing passes one, or the oracle fails one)."""
+        return [p for p in self.calibration if p.verified]
+
+
+class BenchProgress(Protocol):
+    """What a stored bench run reports as it goes (the CLI's progress bar)."""
+
+    def start(self, total: int, done: int) -> None: ...  # rollouts in the run, and stored before this
+    def advance(self) -> None: ...  # one more rollout stored
+    def lm_call(self, line: str) -> None: ...  # the ledger's progress line after each LM call
+    def stop(self) -> None: ...  # the rollouts are over (also when they were interrupted)
+
+
+def play_rollouts(engine: Any, tasks: dict[str, Task], jobs: Sequence[Any], *, concurrency: int,
+                  target: Any = None, actors: int | None = None, on_result: Callable[[Any], None] | None = None,
+                  ledger: Any = None, structured_adapter: bool = False) -> tuple[list[Any], int]:
+    """Run ``jobs`` on ``engine``, in this process (``target`` None) or on Ray actors
+    (`trajectory2task.programs.distributed.rollouts.run_engine_on_ray`); ``on_result`` runs
+    here either way. Returns the crashes and how many rollouts were retried after their actor died."""
+    if target is None:
+        _, crashes = engine.run_many(tasks, jobs, concurrency=concurrency, on_result=on_result)
+        return crashes, 0
+    from trajectory2task.programs.distributed.rollouts import run_engine_on_ray
+
+    ran = run_engine_on_ray(target, engine, tasks, jobs, concurrency=concurrency, actors=actors, on_result=on_result,
+                            ledger=ledger, structured_adapter=structured_adapter)
+    return ran.crashes, ran.retries
+
 
 def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("do-nothing", "oracle"),
           user: Any = None, trials: int = 1, max_turns: int = 30, concurrency: int = 8,
-          require_clarification: bool = False, store: str | os.PathLike[str] | None = None) -> BenchResult:
+          require_clarification: bool = False, store: str | os.PathLike[str] | None = None,
+          ray: str | None = None, actors: int | None = None) -> BenchResult:
     """Play each task ``trials`` times with each agent against the simulated user and judge
     every rollout, as `t2t bench` does.
 
     An agent is 'do-nothing' or 'oracle' (the calibration references), a ``dspy.LM`` (the
     tool-calling agent on that model) or any `Agent`; ``user`` is None (the offline scripted
     user) or a ``dspy.LM`` (the LM user simulator). With ``store``, the run, its tasks and every
-    rollout are stored as the command stores them (`t2t sql "SELECT * FROM pass_rate"`)."""
+    rollout are stored as the command stores them (`t2t sql "SELECT * FROM pass_rate"`).
+
+    ``ray`` runs the rollouts on Ray actors as ``t2t bench --ray`` does: ``"local"`` (or ``""``)
+    a Ray on this machine, else a cluster address; None reads ``T2T_RAY_ADDRESS`` (unset: one
+    process, Ray not imported). ``actors`` is how many (default one per CPU of the cluster);
+    the agents and user must then pickle (reference agents, the scripted user, a plain
+    ``dspy.LM`` do). Results come back to this process, which alone writes ``store``."""
     from trajectory2task.optimize.metrics import score_cells
+    from trajectory2task.programs.distributed.cluster import ray_target
     from trajectory2task.programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, LMAgent, OracleAgent
     from trajectory2task.programs.loop.bench import plan_jobs, rollout_row
     from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter
     from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
     from trajectory2task.programs.verification.verifier import Verifier
 
-    if trials < 1 or max_turns < 1 or concurrency < 1:
-        raise ValueError("trials, max_turns and concurrency must each be at least 1")
+    if trials < 1 or max_turns < 1 or concurrency < 1 or (actors is not None and actors < 1):
+        raise ValueError("trials, max_turns, concurrency and actors must each be at least 1")
+    target = ray_target(ray)
     if not tasks:
         raise ValueError("no tasks to bench")
     built: list[Any] = []
@@ -476,12 +525,12 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
                            verifier=Verifier(environment, require_clarification=require_clarification))
     results: list[Any] = []
 
-    def run(on_result: Callable[[Any], None]) -> list[Any]:
-        _, crashes = engine.run_many(by_id, jobs, concurrency=concurrency, on_result=on_result)
-        return crashes
+    def run(on_result: Callable[[Any], None]) -> tuple[list[Any], int]:
+        return play_rollouts(engine, by_id, jobs, concurrency=concurrency, target=target, actors=actors,
+                             on_result=on_result)
 
     if store is None:
-        crashes = run(results.append)
+        crashes, retries = run(results.append)
     else:
         from trajectory2task.store import TaskStore
 
@@ -496,15 +545,155 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
                 results.append(result)
                 writer.add(result)
 
-            crashes = run(keep)
+            crashes, retries = run(keep)
             writer.flush()
-            task_store.finish_run(run_id, "failed" if crashes else "finished")
+            _finish(task_store, run_id, crashes, retries)
     rows = [rollout_row(r.rollout.task_id, by_id[r.rollout.task_id].condition, r.rollout.agent_model,
                         r.rollout.trial, r.verdict.passed, r.verdict.reasons, r.rollout.termination, r.rollout.error)
             for r in results]
     return BenchResult(run_id=run_id, cells=score_cells(rows, trials), rollouts=[r.rollout for r in results],
                        verdicts=[r.verdict for r in results],
-                       crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes])
+                       crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes], retries=retries)
+
+
+def _finish(task_store: Any, run_id: str, crashes: Sequence[Any], retries: int) -> None:
+    """The run's last event; the retries after dead actors are kept with it."""
+    task_store.add_run_event(run_id, "failed" if crashes else "finished",
+                             {"retried_rollouts": retries} if retries else None)
+
+
+def bench_estimate(request: BenchRequest, notice: Callable[[str], None]) -> tuple[Any, dict[str, Any], str]:
+    """`t2t bench --estimate`: the LM calls, tokens and cost the run a `BenchRequest`
+    (`trajectory2task.bench_setup`) asks for would make; nothing is called or stored. Returns
+    the plan, each role's settings and a title (`trajectory2task.estimate.print_estimate`)."""
+    from trajectory2task.bench_setup import check_request, estimate, prepare
+    from trajectory2task.errors import UserError
+    from trajectory2task.store import TaskStore
+
+    check_request(request)
+    with TaskStore(request.store) as ts:
+        prepared = prepare(ts, request, notice)
+        if request.resume is not None:
+            raise UserError("--estimate plans a new run; it does not go with --resume")
+        return estimate(prepared)
+
+
+def bench_run(request: BenchRequest, notice: Callable[[str], None], progress: BenchProgress | None = None) -> BenchResult:
+    """A stored bench run as `t2t bench` makes it, from a `BenchRequest`
+    (`trajectory2task.bench_setup`): a new run, or the rest of the run ``request.resume`` names.
+    Each rollout is stored as it finishes (in small atomic batches, with its LM calls); the
+    result is scored on every rollout the run holds. ``notice`` takes the lines for stderr
+    (the run id, skipped tasks, the LM totals). Bad input and an unusable endpoint or cluster
+    raise `UserError` with one line, before any rollout."""
+    from trajectory2task.bench_setup import check_request, prepare
+    from trajectory2task.programs.lm.config import redact_url
+    from trajectory2task.store import TaskStore
+
+    check_request(request)
+    with TaskStore(request.store) as ts:
+        prepared = prepare(ts, request, notice)
+        config, session = prepared.config, prepared.session
+        if prepared.target is not None:
+            _join(prepared.target)  # before the run is recorded: a cluster that cannot be joined leaves nothing
+        if session.settings:
+            session.install_adapter()
+        record = config.model_dump()
+        if record.get("api_base"):  # credentials in the URL are not kept in the store
+            record["api_base"] = redact_url(record["api_base"])
+        run_id = ts.start_run("bench", record, seed=config.db_seed, run_id=request.resume)
+        notice(f"t2t bench: run {run_id} (resume with --resume {run_id})")
+        if config.tasks_source == "file" and not ts.done_task_ids(run_id):
+            ts.add_tasks(run_id, prepared.tasks)
+        crashes, retries = _run_stored(ts, run_id, prepared, request.concurrency, notice, progress)
+        if session.ledger.calls:
+            notice(session.ledger.progress_line())
+        return _stored_result(ts, run_id, prepared, crashes, retries)
+
+
+def _join(target: Any) -> None:
+    from trajectory2task.errors import UserError
+    from trajectory2task.programs.distributed.cluster import RayUnavailable, connect
+
+    try:
+        connect(target)
+    except RayUnavailable as exc:
+        raise UserError(str(exc)) from None
+
+
+def _run_stored(ts: Any, run_id: str, prepared: PreparedBench, concurrency: int, notice: Callable[[str], None],
+                progress: BenchProgress | None) -> tuple[list[Any], int]:
+    from trajectory2task.errors import UserError
+    from trajectory2task.programs.distributed.rollouts import ActorStartError
+    from trajectory2task.programs.loop.bench import plan_jobs
+    from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter
+    from trajectory2task.programs.verification.verifier import Verifier
+
+    config, session, target = prepared.config, prepared.session, prepared.target
+    jobs = plan_jobs(run_id, config.task_ids, config.agents, config.trials, ts.done_rollout_keys(run_id))
+    engine = RolloutEngine(prepared.environment, prepared.user, prepared.agents, max_turns=config.max_turns,
+                           verifier=Verifier(prepared.environment, require_clarification=config.require_clarification))
+    ledger = session.ledger
+    if jobs and session.settings:
+        from trajectory2task.programs.lm.session import EndpointError
+
+        try:  # before the first call: a server that is down costs no retries
+            session.preflight()
+        except EndpointError as exc:
+            ts.finish_run(run_id, "failed")
+            raise UserError(str(exc)) from None
+    writer = RolloutWriter(ts, run_id, ledger=ledger)
+    by_id = {t.id: t for t in prepared.tasks}
+    total = len(config.task_ids) * len(config.agents) * config.trials
+    if progress is not None:
+        progress.start(total, total - len(jobs))
+        ledger.on_call(progress.lm_call)
+
+    def stored(result: Any) -> None:
+        writer.add(result)
+        if progress is not None:
+            progress.advance()
+
+    try:
+        crashes, retries = play_rollouts(engine, by_id, jobs, concurrency=concurrency,
+                                         target=target if jobs else None, actors=prepared.actors,
+                                         on_result=stored, ledger=ledger, structured_adapter=bool(session.settings))
+        if progress is not None:
+            progress.stop()
+    except ActorStartError as exc:
+        writer.flush()
+        ts.finish_run(run_id, "failed")
+        raise UserError(str(exc)) from None
+    except BaseException:
+        writer.flush()
+        ts.finish_run(run_id, "interrupted")
+        if progress is not None:
+            progress.stop()
+        notice(f"t2t bench: interrupted; {writer.written} rollout(s) stored this time; finish with --resume {run_id}")
+        raise
+    writer.flush()
+    if retries:
+        notice(f"t2t bench: {retries} rollout(s) retried on another Ray actor after theirs died")
+    _finish(ts, run_id, crashes, retries)
+    return crashes, retries
+
+
+def _stored_result(ts: Any, run_id: str, prepared: PreparedBench, crashes: list[Any], retries: int) -> BenchResult:
+    """The run scored on every rollout it holds, with the reference agents' calibration."""
+    from trajectory2task.optimize.metrics import score_cells
+    from trajectory2task.programs.loop.agent import REFERENCE_AGENTS
+    from trajectory2task.programs.loop.bench import calibration_problems, stored_rows
+    from trajectory2task.programs.verification.verifier import Verifier
+
+    config = prepared.config
+    rows = stored_rows(ts, run_id)
+    problems: list[Any] = []
+    if any(a in REFERENCE_AGENTS for a in config.agents):
+        verifier = Verifier(prepared.environment)
+        problems = calibration_problems(rows, {t.id: verifier.verify_task(t) for t in prepared.tasks})
+    return BenchResult(run_id=run_id, cells=score_cells(rows, config.trials), retries=retries,
+                       crashes=[f"{c.job.rollout_id}: {c.error}" for c in crashes], crashed=list(crashes),
+                       config=config, rows=rows, calibration=problems, tasks=len(prepared.tasks),
+                       lm_failure_reasons=prepared.session.ledger.reasons())
 
 
 def trainset(program: str, store: str | os.PathLike[str], environment: Any, where: str = "verified") -> list[Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.adaptation import BaselineAdaptation
 from trajectory2task.programs.generation.explorer import BaselineExplorer
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline
 from trajectory2task.programs.generation.writer import BaselineWriter
@@ -41,5 +41,5 @@ def generate_offline(env: Any, n: int, seed: int = 0) -> MemorySink:
     config = GenerationConfig(domain=env.domain.name, n=n, seed=seed, db_initial_hash=env.initial_hash(),
                               id_prefix=f"off{seed}")
     GenerationPipeline(env, sink, config, explorer=BaselineExplorer(), writer=BaselineWriter(),
-                       adapter=BaselineAdapter()).run("run")
+                       adaptation=BaselineAdaptation()).run("run")
     return sink

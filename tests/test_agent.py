@@ -17,7 +17,8 @@ from trajectory2task.programs.loop.agent import (
     openai_messages,
     parse_arguments,
 )
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.signatures.conversation import AgentTurn
 from trajectory2task.signatures.models import Message, ToolCall
 from tests.closed_loop import environment, make_tasks

@@ -1,6 +1,6 @@
 """The LM agent as an optimizable program: `t2t optimize --program agent` over stored verified
 tasks (rollouts with the offline scripted user, scored by the verifier), pass1 and pass^k
-metrics, `t2t bench --agent-program NAME`, and the intent adapter's re-ask.
+metrics, `t2t bench --agent-program NAME`, and the intent adaptation's re-ask.
 
 The agent "LM" is `tests.closed_loop.PlannedAgentLM` behind the local OpenAI-compatible
 server: each conversation of a task takes the next plan of that task ("pass" plays the
@@ -19,7 +19,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trajectory2task.optimize.compile import AgentMetric, AgentTarget, CompileError
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.programs.loop.agent import DEMO_MESSAGES
 from trajectory2task.store import TaskStore
 from trajectory2task.cli import app
@@ -225,16 +226,16 @@ def test_bad_agent_program_names_fail_in_one_line(tasks, tmp_path):
         assert done.stderr.strip().count("\n") == 0 and message in done.stderr
 
 
-# ---------------------------------------------------------------- the intent adapter's re-ask
+# ---------------------------------------------------------------- the intent adaptation's re-ask
 
 
-def test_an_adapter_reask_has_its_own_rollout_id(retail):
+def test_an_adaptation_reask_has_its_own_rollout_id(retail):
     """With DSPy's cache on, asking again with the same request returns the failed reply from
     the cache; the re-ask carries its own rollout id and reaches the server."""
     from dspy.utils.exceptions import AdapterParseError
 
-    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
-    from tests.test_adapter import _user_with_pending_orders
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation
+    from tests.test_adaptation import _user_with_pending_orders
     from tests.test_conditions import DB_SEED, DB_USERS, auth, build_general, orders_of
 
     env = retail.environment(retail.generate_db(DB_SEED, DB_USERS))
@@ -244,7 +245,7 @@ def test_an_adapter_reask_has_its_own_rollout_id(retail):
     case = build_general(env, [auth(db, user_id), ("get_order_details", {"order_id": order.order_id}),
                                ("cancel_pending_order", {"order_id": order.order_id, "reason": "no longer needed"})],
                          "cancel")
-    reference = BaselineAdapter().adapt(*case, "ambiguous", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*case, "ambiguous", env, seed=0).task
     scenario = reference.scenario.model_copy(update={"withheld_info": []})
     good = chat_fields(scenario=scenario.model_dump(), withheld_info=reference.scenario.withheld_info, claims=[])
     with ScriptedLLMServer(replies=[Text("no fields here"), Text(good)]) as server:
@@ -253,13 +254,13 @@ def test_an_adapter_reask_has_its_own_rollout_id(retail):
                       cache=True)
         with dspy.context(adapter=dspy.ChatAdapter(use_json_adapter_fallback=False)):
             with pytest.raises(AdapterParseError):
-                IntentAdapter(lm=lm, attempts=1).adapt(*case, "ambiguous", env, 0)
+                IntentAdaptation(lm=lm, attempts=1).adapt(*case, "ambiguous", env, 0)
             with pytest.raises(AdapterParseError):
-                IntentAdapter(lm=lm, attempts=1).adapt(*case, "ambiguous", env, 0)  # the cache answers
+                IntentAdaptation(lm=lm, attempts=1).adapt(*case, "ambiguous", env, 0)  # the cache answers
             assert len(server.requests) == 1
-            result = IntentAdapter(lm=lm, attempts=2).adapt(*case, "ambiguous", env, 0)
+            result = IntentAdaptation(lm=lm, attempts=2).adapt(*case, "ambiguous", env, 0)
             assert len(server.requests) == 2 and server.errors == []  # the first ask again from the cache
-            again = IntentAdapter(lm=lm, attempts=2).adapt(*case, "ambiguous", env, 0)
+            again = IntentAdaptation(lm=lm, attempts=2).adapt(*case, "ambiguous", env, 0)
         assert len(server.requests) == 2  # both asks from the cache, each under its own rollout id
     assert result.task is not None, result
     assert again.task is not None and again.task.scenario == result.task.scenario

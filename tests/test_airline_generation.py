@@ -20,7 +20,7 @@ from trajectory2task.store import TaskStore
 from trajectory2task.cli import app
 from tests.airline_ref import require_airline
 from tests.llm_server import ScriptedLLMServer, Text, chat_fields, output_field_names
-from tests.test_generate_lm import _adapter, _inputs, _json
+from tests.test_generate_lm import _adaptation_answer, _inputs, _json
 
 CONDITIONS = ("general", "ambiguous", "changing", "infeasible")
 AIRLINE = get_domain("airline")
@@ -181,7 +181,7 @@ def _respond(body: dict[str, Any]):
                                "task_instructions": "Answer what the agent asks."}, "communicate_info": [],
                   "claims": []}
     else:
-        answer = _adapter(fields, inputs)
+        answer = _adaptation_answer(fields, inputs)
     return Text(json.dumps(answer)) if body.get("response_format") else Text(chat_fields(**answer))
 
 

@@ -23,7 +23,7 @@ from trajectory2task.store import TaskStore
 from trajectory2task.cli import app
 from tests.cli import REPO, run_t2t
 from tests.llm_server import ScriptedLLMServer, Text, chat_fields, output_field_names
-from tests.test_generate_lm import _adapter, _inputs, _json
+from tests.test_generate_lm import _adaptation_answer, _inputs, _json
 
 PACKAGE = {
     "__init__.py": '''
@@ -119,6 +119,61 @@ PACKAGE = {
 
         DOMAIN = dataclasses.replace(PLAIN, kit=GenerationKit(exploration=EXPLORATION))
     ''',
+    "with_pieces.py": '''
+        """The kit above plus two condition pieces in the rental desk's words; the domain-general
+        kit gives the other pieces."""
+
+        from __future__ import annotations
+
+        import dataclasses
+
+        from trajectory2task.domains.kit import Call, ConditionKit, IdentityKit, WordingKit
+
+        from rentals_pkg.with_kit import DOMAIN as WITH_KIT
+
+
+        def identity_lookup(episode, user_id):
+            return Call(name="get_member", arguments={"member_id": user_id})
+
+
+        def identity_text(call):
+            return f"Your member number is {call['arguments']['member_id']}."
+
+
+        def describe_call(episode, name, arguments, stated=None):
+            if stated is not None and "bike_id" not in stated.get("arguments", {}):
+                return "hand back one of your rented bikes"  # the open request: which bike is withheld
+            bike = episode.record("bikes", arguments["bike_id"])
+            return f"hand back your {bike['colour']} bike {arguments['bike_id']}"
+
+
+        WORDING = WordingKit(describe_call=describe_call,
+                             action_label=lambda name, arguments: f"the return of bike {arguments['bike_id']}",
+                             user_stated_ids=lambda name, arguments: [arguments["bike_id"]],
+                             change_mentions=lambda episode, initial, revised: [revised["arguments"]["bike_id"]])
+        CONDITIONS = ConditionKit(identity=IdentityKit(identity_lookup=identity_lookup, identity_text=identity_text),
+                                  wording=WORDING)
+        DOMAIN = dataclasses.replace(WITH_KIT, kit=dataclasses.replace(WITH_KIT.kit, conditions=CONDITIONS))
+    ''',
+    "ambiguity_without_wording.py": '''
+        """A kit whose ambiguity proposals no wording of its own can say: refused when it loads."""
+
+        from __future__ import annotations
+
+        import dataclasses
+
+        from trajectory2task.domains.generic_kit import GenericConditions
+        from trajectory2task.domains.kit import AmbiguityKit, ConditionKit
+
+        from rentals_pkg.with_kit import DOMAIN as WITH_KIT
+
+        _generic = GenericConditions  # its functions, unbound: this kit never gets far enough to call them
+        AMBIGUITY = AmbiguityKit(ambiguity_proposals=_generic.ambiguity_proposals,
+                                 ambiguity_candidates=_generic.ambiguity_candidates,
+                                 ambiguity_target=_generic.ambiguity_target, withheld_values=_generic.withheld_values)
+        DOMAIN = dataclasses.replace(WITH_KIT, kit=dataclasses.replace(WITH_KIT.kit,
+                                                                       conditions=ConditionKit(ambiguity=AMBIGUITY)))
+    ''',
 }
 
 
@@ -166,7 +221,7 @@ def _respond(body: dict[str, Any]):
                                "task_instructions": "Answer what the agent asks."}, "communicate_info": [],
                   "claims": []}
     else:
-        answer = _adapter(fields, inputs)
+        answer = _adaptation_answer(fields, inputs)
     return Text(json.dumps(answer)) if body.get("response_format") else Text(chat_fields(**answer))
 
 
@@ -214,6 +269,31 @@ def test_a_package_with_a_kit_generates_all_four_conditions_offline(package, tmp
                                       "--json"])
     assert result.exit_code == 0, result.output
     assert set(_conditions(store)) == {"general", "ambiguous", "changing", "infeasible"}
+
+
+def test_a_package_with_condition_pieces_words_its_adapted_tasks_and_the_generic_kit_does_the_rest(package, tmp_path):
+    store = tmp_path / "t2t.duckdb"
+    result = CliRunner().invoke(app, ["generate", "--domain", "rentals_pkg.with_pieces", "--db", str(package),
+                                      "--n", "6", "--seed", "3", "--store", str(store), "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(_conditions(store)) == {"general", "ambiguous", "changing", "infeasible"}
+    with TaskStore(store, read_only=True) as s:
+        adapted = s.tasks("condition <> 'general' AND verified")
+    # the domain's wording and identity pieces; the proposals are the generic kit's
+    assert adapted and all("hand back" in t.scenario.reason_for_call for t in adapted)
+    assert all(t.scenario.known_info.startswith("Your member number is m") for t in adapted)
+    ambiguous = [t for t in adapted if t.condition == "ambiguous"]
+    assert ambiguous and all("one of your rented bikes" in t.scenario.reason_for_call for t in ambiguous)
+
+
+def test_a_kit_with_ambiguity_but_no_wording_is_one_error_line(package, tmp_path):
+    done = run_t2t("generate", "--domain", "rentals_pkg.ambiguity_without_wording", "--db", str(package), "--n", "2",
+                   "--store", str(tmp_path / "t2t.duckdb"),
+                   env={"PYTHONPATH": os.pathsep.join([str(package.parent / "outside"), str(REPO)])})
+    assert done.returncode != 0
+    assert done.stderr.startswith("t2t: error: ") and "needs its WordingKit too" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "t2t.duckdb").exists()
 
 
 def test_replay_verify_and_bench_work_on_the_package(package, tmp_path):
@@ -266,7 +346,7 @@ def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay
     from trajectory2task.domains import get_domain
     from trajectory2task.domains.kit import GenerationKit
     from trajectory2task.domains.runtime import PolicyContext
-    from trajectory2task.programs.generation.adapter import BaselineAdapter
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation
     from trajectory2task.programs.generation.explorer import BaselineExplorer
     from trajectory2task.programs.generation.writer import BaselineWriter
 
@@ -280,7 +360,7 @@ def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay
             continue
         task = BaselineWriter().write(trajectory, env).task
         for condition in adapted:
-            result = BaselineAdapter().adapt(task, trajectory, condition, env, seed)
+            result = BaselineAdaptation().adapt(task, trajectory, condition, env, seed)
             if result.task is not None:
                 adapted[condition].append((task, result.task))
     assert all(adapted.values()), {c: len(t) for c, t in adapted.items()}

@@ -40,6 +40,12 @@ def test_the_execution_module_and_the_model_rates_exist():
     assert isinstance(prompt, float) and isinstance(completion, float) and 0 < prompt < completion
 
 
+def test_dspys_reply_reading_functions_the_reply_bound_wraps_keep_their_shape():
+    assert dspy_private.reply_hook_parameters() == dspy_private.LM15_REPLY_HOOKS
+    dspy_private.bound_dspy_engine_replies(32 << 20)
+    assert dspy_private.reply_hook_parameters() == dspy_private.LM15_REPLY_HOOKS  # the originals, once wrapped
+
+
 def _private_uses(tree: ast.AST) -> list[str]:
     """Imports of a private DSPy name or of DSPy's internal client modules, and attribute
     chains on ``dspy`` that reach a private name (code only: docstrings may name them)."""

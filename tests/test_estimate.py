@@ -11,14 +11,14 @@ from typer.testing import CliRunner
 
 from trajectory2task.programs.generation.estimate import estimate_run
 from trajectory2task.store import TaskStore
-from trajectory2task.programs.lm.estimate import litellm_tokenizer
+from trajectory2task.programs.lm.tokens import litellm_tokenizer
 from trajectory2task.cli import app
 from trajectory2task.settings import load_environment
 from tests.cli import run_t2t
 from tests.llm_server import ScriptedLLMServer
 from tests.test_generate_lm import Responder
 
-MODEL = "openai/gpt-4o-mini"  # priced in LiteLLM's bundled map
+MODEL = "openai/gpt-4o-mini"  # priced in the price table (programs/lm/prices.py)
 ARGS = ["--n", "6", "--users", "60", "--seed", "2", "--conditions", "general,ambiguous,infeasible"]
 
 

@@ -67,7 +67,7 @@ def _writer(inputs: dict[str, str]) -> dict[str, Any]:
     return {"scenario": scenario, "communicate_info": [], "claims": []}
 
 
-def _adapter(fields: list[str], inputs: dict[str, str]) -> dict[str, Any]:
+def _adaptation_answer(fields: list[str], inputs: dict[str, str]) -> dict[str, Any]:
     task = _json(inputs["task"])
     facts = _json(inputs["facts"])
     base = dict(task["scenario"])
@@ -105,7 +105,7 @@ class Responder:
         elif kind == "writer":
             answer = _writer(inputs)
         else:
-            answer = _adapter(fields, inputs)
+            answer = _adaptation_answer(fields, inputs)
         if body.get("response_format"):  # DSPy's JSON-adapter fallback asks for one JSON object
             return Text(json.dumps(answer))
         return Text(chat_fields(**answer))

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from trajectory2task.optimize.coverage import GIVE_UP_AFTER, GuidedTargets, coverage_cells, pick_targets, target_goal
-from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.adaptation import BaselineAdaptation
 from trajectory2task.programs.generation.explorer import BaselineExplorer
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
 from trajectory2task.programs.generation.writer import BaselineWriter
@@ -33,7 +33,7 @@ def _run(env, store, run_id, n, seed, targets=None, after_item=None):
     config.id_prefix = id_prefix(config, run_id)
     store.start_run("generate", config.model_dump(mode="json"), seed=seed, run_id=run_id)
     GenerationPipeline(env, StoreSink(store), config, explorer=BaselineExplorer(), writer=BaselineWriter(),
-                       adapter=BaselineAdapter(), targets=targets, after_item=after_item).run(run_id)
+                       adaptation=BaselineAdaptation(), targets=targets, after_item=after_item).run(run_id)
 
 
 def _verified(store, domain) -> dict[tuple[str, str], int]:

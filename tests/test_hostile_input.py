@@ -461,7 +461,7 @@ def test_generate_plans_its_items_lazily(tmp_path):
     from collections.abc import Iterator
 
     from trajectory2task.domains import get_domain
-    from trajectory2task.programs.generation.adapter import BaselineAdapter
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation
     from trajectory2task.programs.generation.explorer import BaselineExplorer
     from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline
     from trajectory2task.programs.generation.writer import BaselineWriter
@@ -472,7 +472,7 @@ def test_generate_plans_its_items_lazily(tmp_path):
     with TaskStore(tmp_path / "t2t.duckdb") as ts:
         config = GenerationConfig(n=10_000_000, db_initial_hash=env.initial_hash())
         pipeline = GenerationPipeline(env, StoreSink(ts), config, explorer=BaselineExplorer(), writer=BaselineWriter(),
-                                      adapter=BaselineAdapter())
+                                      adaptation=BaselineAdaptation())
         ts.start_run("generate", config.model_dump(mode="json"), run_id="r")
         pending = pipeline.pending_items("r")
         assert isinstance(pending, Iterator)

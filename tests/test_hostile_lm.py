@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.cli import run_t2t
-from trajectory2task.programs.lm.config import (DEFAULT_MAX_REPLY_BYTES, LMConfigError, LMSettings, build_lm,
-                                                load_lm_config, redact_url, reply_cap)
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import (DEFAULT_MAX_REPLY_BYTES, LMConfigError, LMSettings, load_lm_config,
+                                                redact_url, reply_cap)
 
 MiB = 1024 * 1024
 
@@ -218,6 +219,103 @@ def test_the_reply_bound_through_dspy_and_the_variable(monkeypatch):
         lm = build_lm(LMSettings(model="openai/m", api_base=server.base_url, num_retries=0, timeout_s=20))
         with pytest.raises(LMError, match="65,536 bytes"):
             lm("hi")
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("behave", BOUNDED, ids=["content-length", "chunked", "to-eof", "many-headers",
+                                                 "long-header", "gzip-bomb", "deflate-bomb"])
+def test_dspys_own_engine_reads_replies_under_the_same_bound(monkeypatch, kind, behave):
+    """engine "dspy" (T2T_ENGINE=dspy; also what runs behind a proxy): DSPy's native engine, not
+    t2t's, reads the reply, and still stops at T2T_MAX_REPLY_BYTES, inflated or not."""
+    from dspy.utils.exceptions import LMError
+
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(behave) as server:
+        lm = build_lm(LMSettings(model="openai/m", api_base=server.base_url, num_retries=0, timeout_s=20,
+                                 engine="dspy"))
+        assert lm.dspy_engine_lm is None  # no lean engine in front: DSPy's own reads the body
+        tracemalloc.start()
+        started = time.monotonic()
+        try:
+            with pytest.raises(LMError) as caught:
+                lm("hi") if kind == "sync" else asyncio.run(lm.acall("hi"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert time.monotonic() - started < 15
+    assert peak < 8 * MiB, f"{peak / MiB:.1f} MiB held for a reply bounded to 1 MiB"
+    message = str(caught.value).strip()
+    assert "\n" not in message
+    assert "1,048,576 bytes" in message and "T2T_MAX_REPLY_BYTES" in message or "head" in message, message
+
+
+@pytest.mark.parametrize("behave", [no_length_forever, compressed("gzip", 64 * MiB)], ids=["to-eof", "gzip-bomb"])
+def test_behind_a_proxy_the_reply_is_bounded_too(monkeypatch, behave):
+    """A configured proxy keeps DSPy's engine (t2t's connects directly); the hostile server
+    here is the proxy, so every byte of the reply comes from it."""
+    from dspy.utils.exceptions import LMError
+
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    with HostileServer(behave) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.base_url.rsplit("/v1", 1)[0])
+        monkeypatch.setenv("http_proxy", proxy.base_url.rsplit("/v1", 1)[0])
+        lm = build_lm(LMSettings(model="openai/m", api_base="http://llm.example.test:8000/v1", num_retries=0,
+                                 timeout_s=20))
+        assert lm.dspy_engine_lm is None  # the lean engine stepped aside for the proxy
+        tracemalloc.start()
+        try:
+            with pytest.raises(LMError, match="exceeds 1,048,576 bytes"):
+                lm("hi")
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 8 * MiB
+
+
+def test_dspys_own_engine_reads_a_reply_within_the_bound(monkeypatch):
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(gzip_ok) as server:
+        lm = build_lm(LMSettings(model="openai/m", api_base=server.base_url, num_retries=0, timeout_s=20,
+                                 engine="dspy"))
+        assert lm("hi") and asyncio.run(lm.acall("hi"))
+
+
+def _litellm_lm(base_url: str):
+    # a custom model name declared function-calling: DSPy's LiteLLM engine, whichever t2t engine is asked
+    lm = build_lm(LMSettings(model="openai/custom-x", api_base=base_url, num_retries=0, timeout_s=20,
+                             function_calling=True))
+    assert lm.engine == "litellm"
+    return lm
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+@pytest.mark.parametrize("behave", [content_length_huge, chunked_forever, no_length_forever,
+                                    compressed("gzip", 64 * MiB)],
+                         ids=["content-length", "chunked", "to-eof", "gzip-bomb"])
+def test_litellms_client_reads_replies_under_the_same_bound(monkeypatch, kind, behave):
+    from dspy.utils.exceptions import LMError
+
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(behave) as server:
+        lm = _litellm_lm(server.base_url)
+        tracemalloc.start()
+        try:
+            with pytest.raises(LMError, match=r"exceeds 1,048,576 bytes, t2t's bound .*T2T_MAX_REPLY_BYTES") as caught:
+                lm("hi") if kind == "sync" else asyncio.run(lm.acall("hi"))
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 32 * MiB, f"{peak / MiB:.1f} MiB held for a reply bounded to 1 MiB"
+    assert "\n" not in str(caught.value).strip()
+
+
+def test_litellms_client_reads_a_gzip_reply_within_the_bound(monkeypatch):
+    monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
+    with HostileServer(gzip_ok) as server:
+        lm = _litellm_lm(server.base_url)
+        assert lm("hi") and asyncio.run(lm.acall("hi"))
 
 
 @pytest.mark.parametrize("value", ["0", "12", "-1", "1e9", "inf", "lots", str(2 << 30)])
@@ -465,7 +563,7 @@ def test_bench_with_the_wrong_domain_names_the_tasks_domain(airline_store):
 def test_estimate_counts_a_hub_model_without_downloading_its_tokenizer(monkeypatch):
     import litellm.utils
 
-    from trajectory2task.programs.lm.estimate import counting_model, litellm_tokenizer
+    from trajectory2task.programs.lm.tokens import counting_model, litellm_tokenizer
 
     loads: list[str] = []
 

@@ -14,18 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from trajectory2task.programs.lm.config import (
-    ROLES,
-    LMCall,
-    LMConfigError,
-    LMSettings,
-    UsageRecorder,
-    build_lm,
-    ensure_local_cost_map,
-    load_lm_config,
-    supports_native_tools,
-    usage_of,
-)
+from trajectory2task.programs.lm.accounting import UsageRecorder, usage_of
+from trajectory2task.programs.lm.build import build_lm, supports_native_tools
+from trajectory2task.programs.lm.config import ROLES, LMConfigError, LMSettings, load_lm_config
+from trajectory2task.programs.lm.prices import ensure_local_cost_map
+from trajectory2task.signatures.models import LMCall
 from tests.llm_server import (
     Fault,
     Hang,

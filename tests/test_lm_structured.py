@@ -10,7 +10,8 @@ import pytest
 from pydantic import BaseModel
 
 from trajectory2task.programs.lm.accounting import CallLedger
-from trajectory2task.programs.lm.config import LMSettings, build_lm, load_lm_config
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings, load_lm_config
 from trajectory2task.programs.lm.structured import StructuredAdapter, StructuredOutputRefused
 from tests.llm_server import Fault, ScriptedLLMServer, Text, chat_fields
 

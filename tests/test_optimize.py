@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trajectory2task.optimize.compile import (
-    AdapterTarget,
+    AdaptationTarget,
     ExplorerTarget,
     OptimizerSettings,
     UserTarget,
@@ -25,9 +25,10 @@ from trajectory2task.optimize.compile import (
     compile_program,
     select_ids,
 )
-from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.adaptation import BaselineAdaptation
 from trajectory2task.programs.generation.explorer import BaselineExplorer
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
 from trajectory2task.programs.generation.writer import BaselineWriter
 from trajectory2task.signatures.models import CONDITIONS
@@ -119,7 +120,7 @@ def _generated_store(env, path):
     with TaskStore(path) as store:
         store.start_run("generate", config.model_dump(mode="json"), seed=0, run_id="gen")
         GenerationPipeline(env, StoreSink(store), config, explorer=BaselineExplorer(), writer=BaselineWriter(),
-                           adapter=BaselineAdapter()).run("gen")
+                           adaptation=BaselineAdaptation()).run("gen")
     return path
 
 
@@ -265,7 +266,7 @@ def test_user_simulator_bootstrap_is_scored_by_fidelity(env, store_path):
 
 def test_adapter_examples_pair_parents_with_conditions_and_the_metric_checks_them(env, store_path):
     with TaskStore(store_path, read_only=True) as store:
-        target = AdapterTarget(env)
+        target = AdaptationTarget(env)
         adapted_ids = select_ids(store, "condition <> 'general'", "tasks")
         general_ids = select_ids(store, "condition = 'general'", "tasks")
         from_adapted = target.examples(store, adapted_ids)
@@ -273,10 +274,10 @@ def test_adapter_examples_pair_parents_with_conditions_and_the_metric_checks_the
         adapted = store.tasks("condition <> 'general'")
     assert {(e.task.id, e.condition) for e in from_adapted} == {(t.parent_task_id, t.condition) for t in adapted}
     assert [e.condition for e in from_general] == ["ambiguous", "changing", "infeasible"]
-    adapter = BaselineAdapter()
+    adaptation = BaselineAdaptation()
     made = 0
     for example in from_general + from_adapted:
-        outcome = adapter.adapt(example.task, example.trajectory, example.condition, env, example.seed)
+        outcome = adaptation.adapt(example.task, example.trajectory, example.condition, env, example.seed)
         score = target.score(example, dspy.Prediction(result=outcome))
         if outcome.task is None:
             assert score.value == 0.0 and "no task was made" in score.feedback

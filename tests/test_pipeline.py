@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from dspy.utils.exceptions import LMServerError
 
-from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.adaptation import BaselineAdaptation
 from trajectory2task.programs.generation.explorer import BaselineExplorer
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, item_seed
 from trajectory2task.programs.generation.writer import BaselineWriter, WriterError
@@ -28,7 +28,7 @@ def _config(env, n=10, seed=1):
 
 
 def _pipeline(env, store, config, **kwargs):
-    programs = dict(explorer=BaselineExplorer(), writer=BaselineWriter(), adapter=BaselineAdapter())
+    programs = dict(explorer=BaselineExplorer(), writer=BaselineWriter(), adaptation=BaselineAdaptation())
     programs.update({k: kwargs.pop(k) for k in list(kwargs) if k in programs})
     return GenerationPipeline(env, StoreSink(store), config, **programs, **kwargs)
 

@@ -24,9 +24,9 @@ from typer.testing import CliRunner
 
 from trajectory2task.cli import app
 from trajectory2task.domains.runtime import PolicyContext
-from trajectory2task.programs.generation.adapter import BaselineAdapter
+from trajectory2task.programs.generation.adaptation import BaselineAdaptation
 from trajectory2task.programs.generation.explorer import BaselineExplorer
-from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
+from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, summarize
 from trajectory2task.programs.generation.writer import BaselineWriter
 from trajectory2task.programs.verification.conditions import check_ambiguous, check_changing
 from trajectory2task.programs.verification.verifier import Verifier
@@ -470,7 +470,7 @@ def test_a_revised_request_in_the_same_words_as_the_first_is_rejected(library):
         "revised_request_same_words"
 
 
-class _LMLikeWording(BaselineAdapter):
+class _LMLikeWording(BaselineAdaptation):
     """Words the way an LM tends to write a revision: with its own change of mind in front."""
 
     def word_changing(self, ctx, facts):
@@ -478,8 +478,8 @@ class _LMLikeWording(BaselineAdapter):
         return scenario, trigger, f"I've changed my mind: {revised}", claims
 
 
-@pytest.mark.parametrize("adapter", [BaselineAdapter(), _LMLikeWording()], ids=["baseline", "lm-like"])
-def test_a_changing_task_says_its_change_of_mind_once(library, adapter):
+@pytest.mark.parametrize("adaptation", [BaselineAdaptation(), _LMLikeWording()], ids=["baseline", "lm-like"])
+def test_a_changing_task_says_its_change_of_mind_once(library, adaptation):
     env = _environment(library)
     made = 0
     for seed in range(8):
@@ -487,7 +487,7 @@ def test_a_changing_task_says_its_change_of_mind_once(library, adapter):
         if trajectory is None:
             continue
         general = BaselineWriter().write(trajectory, env).task
-        changing = adapter.adapt(general, trajectory, "changing", env, seed).task
+        changing = adaptation.adapt(general, trajectory, "changing", env, seed).task
         if changing is None:
             continue
         made += 1
@@ -539,7 +539,7 @@ def test_a_task_with_a_lint_finding_is_not_verified(library):
     env = _environment(library)
     sink = _MemorySink()
     pipeline = GenerationPipeline(env, sink, _config(env, 4, ["general"]), explorer=BaselineExplorer(),
-                                  writer=_DoubledWordWriter(), adapter=None)
+                                  writer=_DoubledWordWriter(), adaptation=None)
     pipeline.run("run")
     assert sink.verdicts
     for verdict in sink.verdicts:
@@ -552,7 +552,7 @@ def test_a_kit_that_raises_fails_its_items_and_the_run_goes_on(library, tmp_path
     env = _environment(library, "library_pkg.faulty")
     sink = _MemorySink()
     GenerationPipeline(env, sink, _config(env, 12, ["general", "changing"]), explorer=BaselineExplorer(),
-                       writer=BaselineWriter(), adapter=BaselineAdapter()).run("run")
+                       writer=BaselineWriter(), adaptation=BaselineAdaptation()).run("run")
     items = [item for item, _ in sink.items]
     assert len(items) == 12
     failed = [i for i in items if i.reason == "kit_error"]
@@ -571,23 +571,28 @@ def test_a_kit_that_raises_fails_its_items_and_the_run_goes_on(library, tmp_path
     assert sum(1 for i in stored if i.reason == "kit_error") == len(failed)
 
 
-def test_a_condition_kit_that_raises_fails_that_condition_and_keeps_the_item(library):
-    from trajectory2task.domains.generic_kit import GenericConditions
+def test_a_condition_kit_that_raises_while_adapting_fails_the_item_and_keeps_none_of_its_tasks(library):
+    from trajectory2task.domains.kit import ChangeKit, ConditionKit
 
-    class _Raising(GenericConditions):
-        def change_alternatives(self, episode, call):
-            raise RuntimeError("no alternatives today\nsecond line")
+    def change_alternatives(episode, call):
+        raise RuntimeError("no alternatives today\nsecond line")
 
+    # one piece of the domain's own: the generic kit gives the others
+    raising = ConditionKit(change=ChangeKit(change_alternatives=change_alternatives))
     env = _environment(library)
     domain = env.domain
-    env.domain = dataclasses.replace(domain, kit=dataclasses.replace(domain.kit, conditions=_Raising(env)))
+    env.domain = dataclasses.replace(domain, kit=dataclasses.replace(domain.kit, conditions=raising))
     sink = _MemorySink()
     GenerationPipeline(env, sink, _config(env, 3, ["general", "changing"]), explorer=BaselineExplorer(),
-                       writer=BaselineWriter(), adapter=BaselineAdapter()).run("run")
+                       writer=BaselineWriter(), adaptation=BaselineAdaptation()).run("run")
     items = [item for item, _ in sink.items]
-    assert items and all(i.status == "done" and "general" in i.tasks for i in items)
-    assert all(i.rejected["changing"] == "kit_error: the kit's change_alternatives raised RuntimeError: "
-                                         "no alternatives today" for i in items), [i.rejected for i in items]
+    assert len(items) == 3
+    for item in items:
+        assert (item.status, item.stage, item.reason) == ("failed", "adapt", "kit_error"), item
+        assert item.detail == "the kit's change_alternatives raised RuntimeError: no alternatives today"
+        assert not item.tasks and item.trajectory_id  # the trajectory is kept, as a write fault keeps it
+    assert not any(tasks for _, tasks in sink.items) and not sink.verdicts
+    assert summarize("run", items, ["general", "changing"]).failed == {"kit_error": 3}
 
 
 def test_a_revised_request_that_already_says_instead_says_it_once():

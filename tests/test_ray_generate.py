@@ -24,7 +24,7 @@ ray = pytest.importorskip("ray")
 from tests.cli import REPO, run_t2t  # noqa: E402
 from tests.llm_server import ScriptedLLMServer  # noqa: E402
 from tests.test_generate_lm import InFlight, Responder  # noqa: E402
-from trajectory2task.cli import app, completed_args  # noqa: E402
+from trajectory2task.cli import app  # noqa: E402
 from trajectory2task.programs.distributed.generate_ray import RayItems, WorkerSetup  # noqa: E402
 from trajectory2task.programs.generation.pipeline import (GenerationConfig, GenerationPipeline,  # noqa: E402
                                                            generation_programs, id_prefix)
@@ -80,7 +80,7 @@ def _config(env: Any, n: int, source: str = "baseline") -> GenerationConfig:
 def _pipeline(env: Any, config: GenerationConfig, sink: Any, executor: Any = None, **kw: Any) -> GenerationPipeline:
     programs = generation_programs({})
     return GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
-                              adapter=programs["adapter"], executor=executor, **kw)
+                              adaptation=programs["adapter"], executor=executor, **kw)
 
 
 def _dump(sink: MemorySink) -> dict[str, list[str]]:
@@ -294,7 +294,8 @@ def test_an_lm_run_on_ray_records_every_call_and_bounds_a_role_across_the_cluste
 
 
 def test_the_python_api_on_ray_builds_lms_from_settings_in_each_worker(cluster, tmp_path):
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
     from trajectory2task.programs.lm.session import LMSession
     from trajectory2task.usecases import generate
 
@@ -317,13 +318,6 @@ def test_the_python_api_on_ray_builds_lms_from_settings_in_each_worker(cluster, 
 
 
 # ---------------------------------------------------------------- without Ray
-
-
-def test_a_bare_ray_flag_means_a_local_ray():
-    assert completed_args(["generate", "--ray", "--n", "4"]) == ["generate", "--ray=local", "--n", "4"]
-    assert completed_args(["generate", "--ray"]) == ["generate", "--ray=local"]
-    assert completed_args(["generate", "--ray", "auto"]) == ["generate", "--ray", "auto"]
-    assert completed_args(["x", "--", "--ray"]) == ["x", "--", "--ray"]
 
 
 def test_without_the_flag_generate_imports_no_ray(tmp_path):

@@ -10,7 +10,8 @@ import dspy
 import pytest
 
 from trajectory2task.programs.generation.reask import Reask, Verdict
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from tests.llm_server import Fault, ScriptedLLMServer, Text, chat_fields
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from trajectory2task.programs.loop.agent import AgentReply, LMAgent, OracleAgent
-from trajectory2task.programs.lm.config import LMSettings, build_lm
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.programs.loop.rollout import ONE_CALL_PER_TURN, RolloutEngine, RolloutJob, RolloutWriter, rollout_id_for
 from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
 from trajectory2task.programs.verification.verifier import Verifier

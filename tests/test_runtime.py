@@ -156,3 +156,24 @@ def test_fork_continues_from_current_state_independently(env):
 def test_policy_file_replaces_builtin_policy(retail, tmp_path):
     env = retail.environment(retail.generate_db(1, 5), policy="Only be nice.")
     assert env.policy == "Only be nice." and "Identity first" in retail.policy
+
+
+def test_transaction_values_are_keys_then_get_with_committed_pending_and_new_records(env):
+    from trajectory2task.domains.runtime import Transaction
+
+    episode = env.episode()
+    order = _order_with_status(env, "pending")
+    # a committed change (overlay) and a committed new record
+    assert not episode.call("cancel_pending_order", {"order_id": order.order_id, "reason": "no longer needed"}).error
+    first_user = next(iter(episode.keys("users")))
+    committed = Transaction(episode)
+    committed.insert("users", "new-committed", committed.get("users", first_user).model_copy(deep=True))
+    episode._commit(committed)
+    # an uncommitted change and an uncommitted new record in a second transaction
+    tx = Transaction(episode)
+    tx.for_update("orders", next(iter(episode.keys("orders"))))
+    tx.insert("users", "new-pending", tx.get("users", first_user).model_copy(deep=True))
+    for table in ("orders", "users", "products"):
+        expected = [tx.get(table, key) for key in tx.keys(table)]
+        assert [id(r) for r in tx.values(table)] == [id(r) for r in expected]
+    assert sum(1 for _ in tx.values("users")) == sum(1 for _ in env.episode().keys("users")) + 2

@@ -261,7 +261,7 @@ def test_lm_calls_and_trials(store):
     run = store.start_run("optimize", {})
     store.add_lm_calls(run, [LMCall(role="writer", model="openai/gpt-4o-mini", prompt_tokens=10,
                                     completion_tokens=2, cost=0.25, latency_s=0.5),
-                             LMCall(role="agent", model="m", error="RateLimitError")])
+                             LMCall(role="agent", model="m", cost=0.0, error="RateLimitError")])
     store.add_trials(run, "study1", [Trial(number=0, params={"lr": 0.1}, value=0.5, state="COMPLETE",
                                            user_attrs={"note": "x"}),
                                      Trial(number=1, params={"lr": 0.2}, value=None, state="FAIL")])
@@ -278,7 +278,7 @@ def test_latest_program(store):
     run = store.start_run("optimize", {})
     store.add_program("writer", "TaskWriter", {"v": 1}, run, score_before=0.1, score_after=0.2, optimizer="MIPROv2")
     store.add_program("writer", "TaskWriter", {"v": 2, "demos": [{"a": 1}]}, None, optimizer="BootstrapFewShot")
-    store.add_program("adapter", "IntentAdapter", {"v": 9}, run)
+    store.add_program("adapter", "IntentAdaptation", {"v": 9}, run)
     p = store.latest_program("writer")
     assert {k: p[k] for k in ("name", "program", "state", "optimizer", "score_before", "score_after", "run_id")} == {
         "name": "writer", "program": "TaskWriter", "state": {"v": 2, "demos": [{"a": 1}]},

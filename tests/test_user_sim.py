@@ -138,7 +138,8 @@ def test_user_simulator_sends_scenario_and_spoken_turns_and_detects_stop():
 
 
 def test_user_simulator_lm_failure_is_an_lm_turn_error():
-    from trajectory2task.programs.lm.config import LMSettings, build_lm
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
     from tests.llm_server import Fault, ScriptedLLMServer
 
     with ScriptedLLMServer(replies=[Fault(400)]) as server:

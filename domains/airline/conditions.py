@@ -1,4 +1,4 @@
-"""Airline facts for the intent conditions (ambiguous, changing, infeasible): airline's ConditionKit.
+"""Airline facts for the intent conditions (ambiguous, changing, infeasible): airline's condition kit's functions.
 
 What the domain-general kit (``trajectory2task.domains.generic_kit.GenericConditions``) cannot know:
 
@@ -94,7 +94,8 @@ def _charge_methods(episode: Episode[Any], user_id: str, amount: float) -> list[
 
 
 class AirlineConditions:
-    """Airline's ``trajectory2task.domains.kit.ConditionKit``; ``stated`` has the generic kit's shape."""
+    """Airline's condition functions (its ``ConditionKit``'s pieces, in ``kit.py``); ``stated``
+    has the generic kit's shape."""
 
     def identity_lookup(self, episode: Episode[Any], user_id: str) -> Call | None:
         return Call(name="get_user_details", arguments={"user_id": user_id}) if user(episode, user_id) else None

@@ -282,7 +282,8 @@ def _bags_only_added(episode: Episode[Any], name: str, arguments: Mapping[str, A
     total, paid = _int(arguments.get("total_baggages")), _int(arguments.get("nonfree_baggages"))
     if booking is None or total is None or paid is None:
         return None
-    if total < booking.total_baggages or paid < booking.nonfree_baggages:
+    # tau2's rule is about bags, not the paid count: that follows from the allowance (bags_per_allowance)
+    if total < booking.total_baggages:
         return (f"bags go from {booking.total_baggages} ({booking.nonfree_baggages} paid) to {total} "
                 f"({paid} paid): bags can be added, not removed")
     return None
@@ -353,7 +354,7 @@ POLICY_RULES = (
     PolicyRule("passenger_count_fixed", "The number of passengers of a reservation cannot change.",
                _passenger_count_fixed),
     PolicyRule("cancellation_allowed",
-               "Cancel only unflown reservations booked within 24 hours, with an airline-cancelled flight, "
+               "Cancel only unflown reservations booked within the last 24 hours, with an airline-cancelled flight, "
                "in business, or insured (reason health or weather); never twice.", _cancellation_allowed),
     PolicyRule("compensation_allowed",
                "A certificate only for an eligible reservation (silver/gold, insured or business): 100 per "

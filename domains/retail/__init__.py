@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from trajectory2task.domains.runtime import Domain, tool_spec
-from trajectory2task.domains.retail.consistency import check_retail_db
-from trajectory2task.domains.retail.generate import generate_retail_db
-from trajectory2task.domains.retail.kit import KIT
+from trajectory2task.domains.retail.audit import AUDIT_CHECKS
+from trajectory2task.domains.runtime import Deferred, Domain, tool_spec
 from trajectory2task.domains.retail.models import RetailDB
 from trajectory2task.domains.retail.rules import POLICY_RULES, record_owner
 from trajectory2task.domains.retail.tools import ALL_TOOLS
@@ -19,8 +17,9 @@ DOMAIN: Domain[RetailDB] = Domain(
     tools=tuple(tool_spec(f) for f in ALL_TOOLS),
     policy=files(__name__).joinpath("policy.md").read_text(encoding="utf-8"),
     policy_rules=POLICY_RULES,
-    generate_db=generate_retail_db,
-    check_db=check_retail_db,
+    generate_db=Deferred(f"{__name__}.generate", "generate_retail_db"),
+    check_db=Deferred(f"{__name__}.consistency", "check_retail_db"),
     owner_of=record_owner,
-    kit=KIT,
+    kit=Deferred(f"{__name__}.kit", "KIT"),
+    audit_checks=AUDIT_CHECKS,
 )

@@ -1,10 +1,11 @@
 """Retail facts for the intent conditions (ambiguous, changing, infeasible), as plain data.
 
-``trajectory2task.programs.verification.conditions`` and ``trajectory2task.programs.generation.adapter`` hold the control flow and the checks; what
+``trajectory2task.programs.verification.conditions`` and ``trajectory2task.programs.generation.adaptation`` hold the control flow and the checks; what
 they need to know about retail comes from here: which entities fit an underspecified
 request, which argument of a write can be revised, which writes the tools or the policy
 refuse, which look-ups reveal that, and short first-person sentences describing a write.
-This module is retail's ``trajectory2task.domains.kit.ConditionKit``: every function takes an
+This module holds the functions of retail's ``trajectory2task.domains.kit.ConditionKit`` (its
+pieces are assembled in ``kit.py``): every function takes an
 :class:`~trajectory2task.domains.runtime.Episode` and returns the kit's pydantic models or strings.
 
 Shapes

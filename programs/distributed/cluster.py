@@ -89,8 +89,8 @@ def connect(target: RayTarget) -> Any:
         logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
     _check_reachable(target)
     try:
-        if target.local:
-            ray.init(num_cpus=target.num_cpus, include_dashboard=False, log_to_driver=False,
+        if target.local:  # "local": a new Ray of this run's own, never one another process started here
+            ray.init(address="local", num_cpus=target.num_cpus, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         else:
             ray.init(address=target.address, log_to_driver=False, configure_logging=False)

@@ -165,7 +165,7 @@ class ItemWorker:
             programs[role].load_state(state)
             programs[role].set_lm(lms[role])  # load_state resets each predictor's LM to the saved one
         self.pipeline = GenerationPipeline(env, _NoSink(), setup.config, explorer=programs["explorer"],
-                                           writer=programs["writer"], adapter=programs["adapter"],
+                                           writer=programs["writer"], adaptation=programs["adapter"],
                                            program_versions=setup.program_versions, lms=lms,
                                            workers=setup.workers)
         # the database and programs live as long as the worker: keep them out of the

@@ -7,9 +7,9 @@ inputs); a tokenizer counts them. Completion tokens are counted on the baselines
 rendered as the role's output fields. Nothing here calls a model.
 
 Calls per item: the explorer proposes once per step of the trajectory (the sample's mean), the
-writer once, the adapter once per adapted condition. The upper bound adds the programs'
+writer once, the adaptation (role ``adapter``) once per adapted condition. The upper bound adds the programs'
 re-asks: every explorer proposal up to its step limit, each asked ``parse_attempts`` times,
-the writer's and the adapter's attempts, and, with ``structured off``, DSPy's one JSON re-ask
+the writer's and the adaptation's attempts, and, with ``structured off``, DSPy's one JSON re-ask
 of a text reply that does not parse. Retries of failing calls (``--retries``) come on top.
 """
 
@@ -22,13 +22,14 @@ from typing import Any
 import dspy
 
 from trajectory2task.domains import Environment
-from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter, WordingRequest, _adapt, _word
+from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation, WordingRequest, _adapt, _word
 from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
 from trajectory2task.programs.generation.grounding import lm_kit
 from trajectory2task.programs.generation.pipeline import condition_seed, item_seed
 from trajectory2task.programs.generation.prompting import compact_tools, shown_steps
 from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
-from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer, adapter_for
+from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, adapter_for
+from trajectory2task.programs.lm.tokens import Tokenizer
 from trajectory2task.signatures.adaptation import AdaptAmbiguous, AdaptChanging, AdaptInfeasible
 from trajectory2task.signatures.generation import exploration_signature
 
@@ -47,7 +48,7 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
     ``tokenizer(role)`` counts a role's messages."""
     structured = structured or {}
     counts = {role: tokenizer(role) for role in ("explorer", "writer", "adapter")}
-    explorer, writer, adapter = Explorer(), TaskWriter(), IntentAdapter()
+    explorer, writer, adaptation = Explorer(), TaskWriter(), IntentAdaptation()
     kit = lm_kit(env)
     adapted = [c for c in conditions if c != "general"]
     text_reask = {role: 2 if structured.get(role, "auto") == "off" else 1 for role in ("explorer", "writer", "adapter")}
@@ -58,7 +59,7 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
         "writer": RolePrompts(role="writer", calls_per_item=0.0,
                               max_calls_per_item=writer.attempts * text_reask["writer"]),
         "adapter": RolePrompts(role="adapter", calls_per_item=0.0,
-                               max_calls_per_item=adapter.attempts * len(adapted) * text_reask["adapter"]),
+                               max_calls_per_item=adaptation.attempts * len(adapted) * text_reask["adapter"]),
     }
     formats = {role: adapter_for(structured.get(role, "auto")) for role in roles}
     signature = exploration_signature(explorer.propose.signature, tuple(env.tools))
@@ -100,13 +101,13 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
             continue
         for condition in adapted:
             request = _first_request(_adapt(written.task, trajectory, condition, env, condition_seed(seed, condition)))
-            if request is None:  # no candidates: the LM adapter would not be asked either
+            if request is None:  # no candidates: the LM adaptation would not be asked either
                 continue
-            shown = (IntentAdapter._shown_candidates(request.facts) if condition == "infeasible" else request.facts)
-            prompt = formats["adapter"].format(ADAPT_SIGNATURES[condition], [], IntentAdapter._inputs(request.ctx,
+            shown = (IntentAdaptation._shown_candidates(request.facts) if condition == "infeasible" else request.facts)
+            prompt = formats["adapter"].format(ADAPT_SIGNATURES[condition], [], IntentAdaptation._inputs(request.ctx,
                                                                                                     shown))
             roles["adapter"].prompt_tokens.append(counts["adapter"](prompt))
-            words = _word(BaselineAdapter(), request)
+            words = _word(BaselineAdaptation(), request)
             roles["adapter"].completion_tokens.append(_answer_tokens(counts["adapter"], {"words": list(words)}))
             planned["adapter"] += 1
     for role, calls in planned.items():

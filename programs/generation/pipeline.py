@@ -3,7 +3,7 @@
 A run works through items 0..n-1. Item i explores one trajectory from a seed derived from
 (run seed, i) alone, so a resumed run produces the same items as an uninterrupted one.
 A valid trajectory becomes a general task (the writer) and one adapted task per chosen
-condition (the adapter); every task gets a static verdict. Each finished item, done or
+condition (the intent adaptation); every task gets a static verdict. Each finished item, done or
 failed, goes to the sink the caller provides (``ItemSink``; the command line's is the task
 store's, ``trajectory2task.store.failures.StoreSink``, one transaction per item), so an interrupted run
 loses only the items in flight, and ``resume`` skips the recorded ones.
@@ -22,8 +22,10 @@ this process still stores every item itself, one transaction each. An item depen
 Faults. The LM layer retries failing calls (429, 5xx, timeouts); the programs re-ask when
 output does not parse. What still fails is recorded on the item with its reason
 (``lm_error``), and the run goes on. So is an exception raised inside a function of the
-domain's kit (``kit_error``, one line naming the function): in exploration or writing it
-fails the item; in adapting it fails that condition of the item, as an LM error does. Every
+domain's kit (``kit_error``, one line naming the function): in exploration, writing or
+adapting it fails the whole item, and none of the item's tasks is kept (a kit that raises is a
+bug in the domain, not a condition the item cannot take; an LM error while adapting rejects only
+that condition). Every
 LM call, failed or not, is recorded once, by the LM's ledger callback
 (``trajectory2task.programs.lm.accounting``), not here.
 
@@ -62,6 +64,8 @@ from trajectory2task.signatures.models import (
     Verdict,
 )
 
+# the role names runs, programs files and the command line store and take; "adapter" is the
+# intent adaptation's role, a name kept so that stored runs resume and --adapter-lm works
 GENERATION_ROLES = ("explorer", "writer", "adapter")
 
 
@@ -99,7 +103,7 @@ class WriterProgram(Protocol):
     def write(self, trajectory: Trajectory, env: Environment[Any], provenance: Provenance | None = None) -> Any: ...
 
 
-class AdapterProgram(Protocol):
+class AdaptationProgram(Protocol):
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any], seed: int,
               prefer_write: str | None = None) -> Any: ...
 
@@ -145,7 +149,7 @@ class RunSummary(BaseModel):
     items: int
     failed: dict[str, int] = Field(default_factory=dict)  # reason -> items
     conditions: list[ConditionSummary] = Field(default_factory=list)
-    rejected: dict[str, dict[str, int]] = Field(default_factory=dict)  # condition -> adapter reason -> items
+    rejected: dict[str, dict[str, int]] = Field(default_factory=dict)  # condition -> rejection reason -> items
     retried: int = 0  # items run again after the worker running them was lost (an ``ItemExecutor``'s)
 
 
@@ -193,16 +197,8 @@ def _lm_errors() -> tuple[type[BaseException], ...]:
     from trajectory2task.programs.generation.explorer import ExplorationError
     from trajectory2task.programs.generation.writer import WriterError
 
-    errors: list[type[BaseException]] = [LMError, AdapterParseError, ExplorationError, WriterError]
-    try:
-        from trajectory2task.programs.generation import adapter as adapter_module
-    except ImportError:
-        adapter_module = None  # type: ignore[assignment]
-    for name in ("AdapterError", "AdaptationError"):
-        extra = getattr(adapter_module, name, None)
-        if isinstance(extra, type) and issubclass(extra, BaseException):
-            errors.append(extra)
-    return tuple(errors)
+    # the adaptation raises no error type of its own: its LM's failures are DSPy's
+    return (LMError, AdapterParseError, ExplorationError, WriterError)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -221,7 +217,7 @@ class GenerationPipeline:
     """
 
     def __init__(self, env: Environment[Any], sink: ItemSink, config: GenerationConfig, *,
-                 explorer: ExplorerProgram, writer: WriterProgram, adapter: AdapterProgram | None,
+                 explorer: ExplorerProgram, writer: WriterProgram, adaptation: AdaptationProgram | None,
                  program_versions: dict[str, str] | None = None, lms: dict[str, Any] | None = None,
                  workers: int = 1,
                  after_item: Callable[[GenerationItem], None] | None = None,
@@ -232,7 +228,7 @@ class GenerationPipeline:
         self.config = config
         self.explorer = explorer
         self.writer = writer
-        self.adapter = adapter
+        self.adaptation = adaptation
         self.program_versions = program_versions or {}
         self.lms = lms or {}
         self.workers = max(1, workers)
@@ -249,7 +245,7 @@ class GenerationPipeline:
         self._usage_lock = threading.Lock()
         self._recorder: Any = None
         if self.lms:
-            from trajectory2task.programs.lm.config import UsageRecorder
+            from trajectory2task.programs.lm.accounting import UsageRecorder
 
             self._recorder = UsageRecorder()
 
@@ -301,18 +297,18 @@ class GenerationPipeline:
         for condition in config.conditions:
             if condition == "general":
                 continue
-            if self.adapter is None:
-                rejected[condition] = "no adapter"
+            if self.adaptation is None:
+                rejected[condition] = "no adaptation program"
                 continue
             adapted = None
-            try:  # the LM adapter re-asks a wording that does not parse itself
+            try:  # the LM adaptation re-asks a wording that does not parse itself
                 prefer = target.tool if target is not None and target.condition == condition else None
-                adapted = await _call(self.adapter, "adapt", general, trajectory, condition, self.env,
+                adapted = await _call(self.adaptation, "adapt", general, trajectory, condition, self.env,
                                       condition_seed(seed, condition), prefer_write=prefer)
             except self._errors as exc:
                 rejected[condition] = f"lm_error: {_first_line(exc)}"
             except KitFault as exc:
-                rejected[condition] = f"kit_error: {exc}"
+                return self._failed(index, seed, "adapt", "kit_error", str(exc), trajectory, **counts)
             if adapted is None:
                 continue
             if adapted.task is None:
@@ -339,7 +335,7 @@ class GenerationPipeline:
         return task.model_copy(update={"lint": lint_task(task, self._private_ids)})
 
     @staticmethod
-    def _failed(index: int, seed: int, stage: Literal["explore", "write"], reason: Any, detail: str,
+    def _failed(index: int, seed: int, stage: Literal["explore", "write", "adapt"], reason: Any, detail: str,
                 trajectory: Trajectory | None, **counts: int) -> ItemOutput:
         item = GenerationItem(index=index, seed=seed, status="failed", stage=stage, reason=reason, detail=detail,
                               trajectory_id=trajectory.id if trajectory else None, **counts)
@@ -420,16 +416,16 @@ class GenerationPipeline:
 
 
 def generation_programs(lms: dict[str, Any]) -> dict[str, Any]:
-    """The explorer, writer and intent adapter: the DSPy program bound to its LM for each role
+    """The explorer, writer and intent adaptation: the DSPy program bound to its LM for each role
     in ``lms``, the seeded offline baseline for the others."""
-    from trajectory2task.programs.generation.adapter import BaselineAdapter, IntentAdapter
+    from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation
     from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
     from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
 
     programs: dict[str, Any] = {
         "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
         "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
-        "adapter": IntentAdapter() if "adapter" in lms else BaselineAdapter(),
+        "adapter": IntentAdaptation() if "adapter" in lms else BaselineAdaptation(),
     }
     for role, lm in lms.items():
         programs[role].set_lm(lm)

@@ -20,9 +20,9 @@ from typing import Any
 from trajectory2task.signatures.models import Step
 
 # the observation characters the newest steps may show in full (the explorer and the writer;
-# the adapter, which also gets the code's findings, less), and what an older one keeps
+# the adaptation, which also gets the code's findings, less), and what an older one keeps
 OBSERVATION_BUDGET_CHARS = 3000
-ADAPTER_OBSERVATION_CHARS = 1500
+ADAPTATION_OBSERVATION_CHARS = 1500
 OLD_OBSERVATION_CHARS = 120
 
 

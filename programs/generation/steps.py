@@ -1,6 +1,6 @@
 """One control flow for a program's sync and async paths.
 
-A program's loop (the explorer's proposals, the adapter's wording, a re-ask's attempt) is
+A program's loop (the explorer's proposals, the adaptation's wording, a re-ask's attempt) is
 written once, as a generator that yields each LM request and receives its
 answer; an answer that raises is thrown into the generator at its ``yield``, so the loop
 catches what it retries where it asks. `run_steps` answers with a plain call (the offline

@@ -3,11 +3,12 @@
 `build_lm(settings, role=..., ledger=...)` attaches an `LMRole` to the LM's instance-level
 callbacks. DSPy runs it around every ``lm(...)`` and ``await lm.acall(...)``, whoever calls:
 our programs, DSPy's adapters, its optimizers (their ``lm.copy()`` keeps the callback).
-`on_lm_end` turns the call into one `LMCall` row: tokens and cost from the history entry
-DSPy wrote for it (found by identity of the outputs list, so concurrent calls on one LM do
-not mix), latency measured between start and end, and, for a call that raised, the error
+`on_lm_end` turns the call into one `LMCall` row: tokens from the history entry DSPy wrote
+for it (found by identity of the outputs list, so concurrent calls on one LM do not mix),
+their cost from the one price table (``trajectory2task.programs.lm.prices``), latency measured between start and end, and, for a call that raised, the error
 as one classified line. Rows collect in a `CallLedger`, which commands drain into the
-store's ``lm_calls``.
+store's ``lm_calls``. `UsageRecorder` and `usage_of` read the same rows from any LM, one
+t2t did not build (``DummyLM``) from its history.
 
 Errors are classified into kinds a user can act on (`ErrorKind`); `explain` gives the
 one line the CLI prints, naming the flag to change.
@@ -24,7 +25,9 @@ from typing import TYPE_CHECKING, Any, Literal
 from dspy.utils.callback import BaseCallback
 
 from trajectory2task.programs.lm.config import redact_url
-from trajectory2task.signatures.models import LMCall
+from trajectory2task.programs.lm.prices import call_cost
+from trajectory2task.programs.lm.tokens import estimate_tokens
+from trajectory2task.signatures.models import LMCall, TokenUsage
 
 if TYPE_CHECKING:
     from trajectory2task.programs.lm.config import LMSettings
@@ -103,24 +106,6 @@ def explain(kind: str, detail: str, settings: LMSettings | None = None, prompt_t
     return f"{kind}{where}: {detail}" + (f" -- {advice}" if advice else "")
 
 
-# characters per token for the before-the-call check: t2t's prompts are JSON-heavy (schemas,
-# observations); SmolLM2's tokenizer gave 9,261 tokens for the explorer's first prompt of
-# ~17,200 characters (1.86 a token). Erring low makes the warning come early, not late.
-CHARS_PER_TOKEN = 2
-
-
-def estimate_tokens(messages: Any) -> int:
-    """A rough prompt size for checks made before a call (see CHARS_PER_TOKEN)."""
-    if not isinstance(messages, list):
-        return len(str(messages or "")) // CHARS_PER_TOKEN
-    chars = 0
-    for m in messages:
-        content = m.get("content") if isinstance(m, Mapping) else None
-        chars += len(content) if isinstance(content, str) else len(str(content or ""))
-        chars += len(str(m.get("tool_calls") or "")) if isinstance(m, Mapping) else 0
-    return chars // CHARS_PER_TOKEN
-
-
 class CallLedger:
     """Thread-safe collection of `LMCall` rows, with running totals for a progress line.
 
@@ -136,7 +121,8 @@ class CallLedger:
         self.calls = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.cost = 0.0
+        self.cost = 0.0  # USD of the calls with a known price
+        self.unpriced: Counter[str] = Counter()  # model -> its calls with no known price (not in cost)
         self.errors: Counter[str] = Counter()
         self.first_errors: dict[str, str] = {}  # kind -> the first line explaining it
         self.warnings: list[str] = []
@@ -153,7 +139,10 @@ class CallLedger:
             self.calls += 1
             self.prompt_tokens += call.prompt_tokens
             self.completion_tokens += call.completion_tokens
-            self.cost += call.cost
+            if call.cost is None:
+                self.unpriced[call.model] += 1
+            else:
+                self.cost += call.cost
             if kind is not None:
                 self.errors[kind] += 1
                 self.first_errors.setdefault(kind, line or kind)
@@ -189,8 +178,13 @@ class CallLedger:
     def progress_line(self) -> str:
         errors = ", ".join(f"{k} {n}" for k, n in sorted(self.errors.items())) or "none"
         cost = f"{self.cost:.4f}" if self.cost >= 0.01 or not self.cost else f"{self.cost:.6f}"  # cents show
+        price = f"${cost}"
+        if self.unpriced:  # said as unknown, never folded into the sum as $0
+            unknown = (f"cost unknown for {sum(self.unpriced.values())} calls of "
+                       f"{', '.join(sorted(self.unpriced))} (no known price)")
+            price = f"{price} + {unknown}" if self.cost else unknown
         return (f"LM calls {self.calls}, tokens {self.prompt_tokens}+{self.completion_tokens}, "
-                f"${cost}, errors: {errors}")
+                f"{price}, errors: {errors}")
 
     def reasons(self, limit: int = 3) -> list[str]:
         """The first explaining line of each error kind seen, most frequent kind first."""
@@ -235,18 +229,12 @@ class LMRole(BaseCallback):
             kind = error_kind(exception)
             detail = first_line(exception)
             line = explain(kind, detail, self.settings, estimate)
-            self.ledger.add(self, LMCall(role=self.role, model=model, latency_s=latency,
+            # a failed call's usage never arrives: no tokens are known to be billed
+            self.ledger.add(self, LMCall(role=self.role, model=model, cost=0.0, latency_s=latency,
                                          error=f"{kind}: {detail}"), kind, f"{self.role}: {line}")
             return
-        entry = _history_entry(instance, outputs)
-        usage = (entry or {}).get("usage") or {}
-        if not isinstance(usage, Mapping):
-            usage = dict(usage) if hasattr(usage, "keys") else {}
-        cost = (entry or {}).get("cost")
-        self.ledger.add(self, LMCall(role=self.role, model=model, prompt_tokens=_as_int(usage.get("prompt_tokens")),
-                                     completion_tokens=_as_int(usage.get("completion_tokens")),
-                                     cost=float(cost) if isinstance(cost, (int, float)) else 0.0,
-                                     latency_s=latency))
+        record = _record_of(_history_entry(instance, outputs) or {}, self.role, model)
+        self.ledger.add(self, record.model_copy(update={"latency_s": latency}))
 
 
 def _as_int(value: Any) -> int:
@@ -254,6 +242,19 @@ def _as_int(value: Any) -> int:
         return int(value or 0)
     except (TypeError, ValueError):
         return 0
+
+
+def _record_of(entry: Mapping[str, Any], role: str, model: str | None = None) -> LMCall:
+    """The row of one call from its DSPy history entry, priced from the one price table
+    (``prices.call_cost``), not from the cost DSPy or LiteLLM recorded: an estimate and the
+    ledger then use the same rates. ``model``: the LM's model string (else the entry's)."""
+    usage = entry.get("usage") or {}
+    if not isinstance(usage, Mapping):
+        usage = dict(usage) if hasattr(usage, "keys") else {}
+    model = model or str(entry.get("model") or "")
+    prompt, completion = _as_int(usage.get("prompt_tokens")), _as_int(usage.get("completion_tokens"))
+    return LMCall(role=role, model=model, prompt_tokens=prompt, completion_tokens=completion,
+                  cost=call_cost(model, prompt, completion))
 
 
 def _history_entry(lm: Any, outputs: Any) -> dict[str, Any] | None:
@@ -271,3 +272,65 @@ def role_of(lm: Any) -> LMRole | None:
         if isinstance(callback, LMRole):
             return callback
     return None
+
+
+# ---------------------------------------------------------------------------- usage of an LM
+
+
+class UsageRecorder:
+    """Collects per-call usage; thread-safe. An LM built with a ledger (``build_lm(role=...,
+    ledger=...)``) hands over its callback's records, failed calls and latency included;
+    any other LM (e.g. ``DummyLM`` in tests) is read from ``dspy.LM.history``.
+
+    ``drain(lm, role)`` returns the records of calls made since the previous drain of that LM
+    (it remembers the last entry it saw by uuid, so DSPy trimming old history is harmless
+    unless more than ``max_history_size`` calls happen between two drains). History itself
+    is not modified.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_seen: dict[int, str | None] = {}
+        self.records: list[LMCall] = []
+
+    def drain(self, lm: Any, role: str) -> list[LMCall]:
+        tag = role_of(lm)
+        if tag is not None:  # the LM's callback recorded every call, failed ones included
+            new = tag.ledger.take(tag)
+            with self._lock:
+                self.records.extend(new)
+            return new
+        history = list(getattr(lm, "history", []) or [])
+        with self._lock:
+            last = self._last_seen.get(id(lm))
+            start = 0
+            if last is not None:
+                for i in range(len(history) - 1, -1, -1):
+                    if history[i].get("uuid") == last:
+                        start = i + 1
+                        break
+            new = [_record_of(entry, role) for entry in history[start:]]
+            if history:
+                self._last_seen[id(lm)] = history[-1].get("uuid")
+            self.records.extend(new)
+            return new
+
+    def add(self, record: LMCall) -> None:
+        """Add a record made elsewhere (e.g. a failed call with ``error`` set)."""
+        with self._lock:
+            self.records.append(record)
+
+    def total(self, role: str | None = None) -> TokenUsage:
+        with self._lock:
+            records = [r for r in self.records if role is None or r.role == role]
+        return sum((TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost=r.cost)
+                    for r in records), TokenUsage())
+
+
+def usage_of(lm: Any) -> TokenUsage:
+    """Total usage over every call in ``lm.history``."""
+    total = TokenUsage()
+    for entry in list(getattr(lm, "history", []) or []):
+        r = _record_of(entry, "")
+        total = total + TokenUsage(prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens, cost=r.cost)
+    return total

@@ -50,3 +50,93 @@ def execution_module() -> Any:
     import importlib
 
     return importlib.import_module(EXECUTION_MODULE)
+
+
+# The reply bound on DSPy's own HTTP engine (T2T_ENGINE=dspy, and every call behind an HTTP proxy,
+# where t2t's lean engine steps aside). DSPy 3.4's native engine reads a reply body, inflated
+# from gzip/deflate, to its end with no size limit, and takes no transport a caller could wrap
+# (the router builds its own). Every body chunk it reads passes through the two response classes
+# below, after decoding; counting there bounds the body. One 64 KiB read of gzip can inflate to
+# ~64 MiB before it gets there, so the inflater is fed 1 KiB at a time (at most ~1 MiB out each)
+# and stops once one read's output passes the limit: memory stays near twice the limit.
+LM15_REPLY_HOOKS: dict[str, tuple[str, ...]] = {  # module.Class.method -> its parameters
+    "_types.TransportResponse.__iter__": ("self",),
+    "_types.AsyncTransportResponse._iter": ("self",),
+    "_http11._Inflater.decompress": ("self", "data"),
+}
+_INFLATE_STEP = 1024
+_reply_limit: list[int] = []  # the bound in force (the newest one asked for); empty: not installed
+_originals: dict[str, Any] = {}  # DSPy's own functions the bound wraps
+
+
+def reply_hook_parameters() -> dict[str, tuple[str, ...]]:
+    """The parameters DSPy's own functions behind ``LM15_REPLY_HOOKS`` have (for the
+    compatibility test; read before the bound wraps them, or from the wrapped originals)."""
+    from dspy._vendor.lm15.transports import _http11, _types
+
+    modules = {"_types": _types, "_http11": _http11}
+    found = {}
+    for path in LM15_REPLY_HOOKS:
+        module, cls, method = path.split(".")
+        function = _originals.get(path) or getattr(getattr(modules[module], cls), method)
+        found[path] = tuple(inspect.signature(function).parameters)
+    return found
+
+
+def bound_dspy_engine_replies(limit: int) -> None:
+    """Fail any reply body DSPy's native engine reads past ``limit`` bytes (after inflation)
+    with one ``dspy.lm15.ProviderError`` (not retried: the same reply would come again).
+    Idempotent; the newest limit wins, for every LM of the process."""
+    from dspy import lm15
+    from dspy._vendor.lm15.transports import _http11, _types
+
+    if _reply_limit:
+        _reply_limit[0] = limit
+        return
+    _reply_limit.append(limit)
+
+    def too_large(read: int) -> Exception:
+        return lm15.ProviderError(f"the server's reply body exceeds {_reply_limit[0]:,} bytes, t2t's bound on an "
+                                  f"LM reply (T2T_MAX_REPLY_BYTES raises it); {read:,} bytes read",
+                                  provider="openai")
+
+    _originals.update({"_types.TransportResponse.__iter__": _types.TransportResponse.__iter__,
+                       "_types.AsyncTransportResponse._iter": _types.AsyncTransportResponse._iter,
+                       "_http11._Inflater.decompress": _http11._Inflater.decompress})
+    inflate = _http11._Inflater.decompress
+
+    def bounded_inflate(self: Any, data: bytes) -> bytes:
+        out: list[bytes] = []
+        size = 0
+        for start in range(0, len(data), _INFLATE_STEP):
+            piece = inflate(self, data[start:start + _INFLATE_STEP])
+            size += len(piece)
+            if size > _reply_limit[0]:
+                raise too_large(size)
+            out.append(piece)
+        return b"".join(out)
+
+    sync_iter = _types.TransportResponse.__iter__
+    async_iter = _types.AsyncTransportResponse._iter
+
+    def bounded_iter(self: Any) -> Any:
+        read = 0
+        for chunk in sync_iter(self):
+            read += len(chunk)
+            if read > _reply_limit[0]:
+                self.close()
+                raise too_large(read)
+            yield chunk
+
+    async def bounded_aiter(self: Any) -> Any:
+        read = 0
+        async for chunk in async_iter(self):
+            read += len(chunk)
+            if read > _reply_limit[0]:
+                await self.aclose()
+                raise too_large(read)
+            yield chunk
+
+    _types.TransportResponse.__iter__ = bounded_iter  # type: ignore[method-assign]
+    _types.AsyncTransportResponse._iter = bounded_aiter  # type: ignore[method-assign]
+    _http11._Inflater.decompress = bounded_inflate  # type: ignore[method-assign]

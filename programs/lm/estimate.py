@@ -1,20 +1,18 @@
 """Estimates of a run's LM calls, tokens and cost, from prompts rendered without calling a model.
 
 The rendering is each program's business (``trajectory2task.programs.generation.estimate`` for generation,
-``trajectory2task.programs.loop.estimate`` for rollouts); here are the figures they fill in, a tokenizer and
-LiteLLM's prices.
+``trajectory2task.programs.loop.estimate`` for rollouts); here are the figures they fill in. Tokens are
+counted by ``trajectory2task.programs.lm.tokens``; the cost is priced by
+``trajectory2task.programs.lm.prices``, the table the usage ledger records calls with.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from trajectory2task.programs.lm.config import ensure_local_cost_map
-
-Tokenizer = Callable[[list[dict[str, Any]]], int]
+from trajectory2task.programs.lm.prices import token_rates
 
 
 class RolePrompts(BaseModel):
@@ -56,72 +54,20 @@ class RunEstimate(BaseModel):
         return calls * (role.max_prompt if upper else role.mean_prompt), calls * role.mean_completion
 
     def cost(self, upper: bool = False) -> float | None:
-        """USD where LiteLLM prices every role's model, else None."""
+        """USD where every role's model has a known price (``prices.token_rates``), else None."""
+        if self.unpriced_models():
+            return None
         total = 0.0
         for role in self.roles:
-            price = token_prices(self.models.get(role.role, ""))
-            if price is None:
-                return None
-            prompt, completion = self.tokens(role, upper)
-            total += prompt * price[0] + completion * price[1]
+            rates = token_rates(self.models.get(role.role, ""))
+            assert rates is not None  # unpriced_models() is empty
+            total += rates.cost(*self.tokens(role, upper))
         return total
 
-
-def token_prices(model: str) -> tuple[float, float] | None:
-    """USD per (prompt, completion) token from LiteLLM's model map, or None when it has no price."""
-    if not model:
-        return None
-    ensure_local_cost_map()
-    import litellm
-
-    litellm.suppress_debug_info = True  # else it prints a provider list for every model it does not know
-    try:
-        prompt, completion = litellm.cost_per_token(model=model, prompt_tokens=1, completion_tokens=1)
-    except Exception:  # noqa: BLE001 - LiteLLM raises for a model it does not know
-        return None
-    return (float(prompt), float(completion)) if prompt or completion else None
-
-
-# LiteLLM's tokenizers that ship inside it; any other Hugging Face one it would download
-_BUNDLED_TOKENIZERS = frozenset({"anthropic", "deepseek"})
-
-
-def counting_model(model: str) -> tuple[str, bool]:
-    """(the model LiteLLM counts tokens as, whether that is an approximation). An estimate
-    downloads nothing: where LiteLLM would fetch the model's tokenizer from the Hugging Face
-    hub (Llama, Cohere), tokens are counted with its default tokenizer (tiktoken's
-    cl100k_base, bundled) instead, and the estimate says so."""
-    if not model:
-        return "", False
-    ensure_local_cost_map()
-    import litellm
-
-    try:
-        from litellm.utils import huggingface_tokenizer_kind
-    except ImportError:  # a LiteLLM without the lookup: forbid its downloads outright
-        litellm.disable_hf_tokenizer_download = True
-        return model, False
-    kind = huggingface_tokenizer_kind(model)
-    if kind is None or kind in _BUNDLED_TOKENIZERS:
-        return model, False
-    return "", True
-
-
-def litellm_tokenizer(model: str) -> Tokenizer:
-    """Count with LiteLLM's tokenizer for ``model`` (its default one for a model it does not
-    know, or whose tokenizer it would download: `counting_model`)."""
-    import litellm
-
-    counted, _ = counting_model(model)
-    return lambda messages: int(litellm.token_counter(model=counted, messages=messages))
-
-
-def litellm_tool_tokenizer(model: str, tools: list[dict[str, Any]]) -> Tokenizer:
-    """`litellm_tokenizer` for calls that also send ``tools`` (OpenAI function schemas)."""
-    import litellm
-
-    counted, _ = counting_model(model)
-    return lambda messages: int(litellm.token_counter(model=counted, messages=messages, tools=tools))
+    def unpriced_models(self) -> list[str]:
+        """The roles' models without a known price (a role without a model counts as one, named '')."""
+        return sorted({self.models.get(r.role, "") for r in self.roles
+                       if token_rates(self.models.get(r.role, "")) is None})
 
 
 def adapter_for(structured: str) -> Any:

@@ -50,7 +50,7 @@ from dspy import lm15
 from trajectory2task.programs.lm.config import DEFAULT_MAX_REPLY_BYTES, check_api_base, redact_url
 
 __all__ = ["AsyncOpenAIChatEngine", "Endpoint", "OpenAIChatEngine", "ReplyError", "chat_body", "engines_for",
-           "inflate", "proxied", "read_reply", "response_of", "token_cost"]
+           "inflate", "proxied", "read_reply", "response_of"]
 
 MAX_HEADER_BYTES = 64 * 1024  # the status line and every header line together
 MAX_HEADER_LINES = 100  # http.client's own bound, for the async engine too
@@ -625,26 +625,6 @@ class OpenAIChatEngine(_EngineBase):
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
-
-
-
-_RATES: dict[str, tuple[float, float] | None] = {}
-_rates_lock = threading.Lock()
-
-
-def token_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
-    """USD for a call's tokens at the rates of DSPy's bundled model map (looked up once per
-    model), or None when the model is not priced there."""
-    with _rates_lock:
-        if model not in _RATES:
-            from trajectory2task.programs.lm.dspy_private import model_rates
-
-            rates = model_rates(model)
-            _RATES[model] = rates if None not in rates else None  # type: ignore[assignment]
-        rates = _RATES[model]
-    if rates is None:
-        return None
-    return prompt_tokens * rates[0] + completion_tokens * rates[1]
 
 
 def engines_for(endpoint: Endpoint, like: Any = None, function_calling: bool | None = None) -> dict[str, Any]:

@@ -52,7 +52,7 @@ class BoundedLM(dspy.LM):
 
     limiter: CallLimiter | None = None
     # the same LM on DSPy's own engines, when this one runs on t2t's api_base engine
-    # (trajectory2task.programs.lm.config.build_lm): for requests DSPy's canonical form cannot carry
+    # (trajectory2task.programs.lm.build.build_lm): for requests DSPy's canonical form cannot carry
     dspy_engine_lm: dspy.LM | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -63,12 +63,13 @@ class BoundedLM(dspy.LM):
 
     def update_history(self, entry: dict[str, Any]) -> None:
         if entry.get("cost") is None and entry.get("usage"):
-            from trajectory2task.programs.lm.http_engine import OpenAIChatEngine, token_cost
+            from trajectory2task.programs.lm.http_engine import OpenAIChatEngine
+            from trajectory2task.programs.lm.prices import call_cost
 
             if isinstance(self.engine, OpenAIChatEngine):  # DSPy prices no custom engine's calls
                 usage = entry["usage"]
-                entry["cost"] = token_cost(self.model, int(usage.get("prompt_tokens") or 0),
-                                           int(usage.get("completion_tokens") or 0))
+                entry["cost"] = call_cost(self.model, int(usage.get("prompt_tokens") or 0),
+                                          int(usage.get("completion_tokens") or 0))
         super().update_history(entry)
 
     async def acall(self, *args: Any, **kwargs: Any) -> Any:

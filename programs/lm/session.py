@@ -20,7 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from trajectory2task.programs.lm.accounting import CallLedger
-from trajectory2task.programs.lm.config import LMSettings, build_lm, check_api_base, redact_url
+from trajectory2task.programs.lm.build import build_lm
+from trajectory2task.programs.lm.config import LMSettings, check_api_base, redact_url
 
 
 class EndpointError(RuntimeError):

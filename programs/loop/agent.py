@@ -440,7 +440,7 @@ class _LMAgentSession:
         return reply_of(prediction)
 
     def usage(self) -> TokenUsage:
-        from trajectory2task.programs.lm.config import usage_of
+        from trajectory2task.programs.lm.accounting import usage_of
 
         return usage_of(self.lm)
 

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from trajectory2task.domains import Environment
-from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, Tokenizer
+from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate
+from trajectory2task.programs.lm.tokens import Tokenizer
 from trajectory2task.programs.loop.agent import LMAgent, OracleAgent
 from trajectory2task.programs.loop.rollout import RolloutEngine
 from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser

@@ -202,23 +202,14 @@ class RolloutEngine:
             self.verifier.replay_gold(task)
 
     def run_many(self, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int = 8,
-                 on_result: Callable[[RolloutResult], None] | None = None, workers: int = 1,
-                 ledger: Any = None) -> tuple[list[RolloutResult], list[RolloutCrash]]:
+                 on_result: Callable[[RolloutResult], None] | None = None,
+                 ) -> tuple[list[RolloutResult], list[RolloutCrash]]:
         """Run jobs with at most `concurrency` rollouts in flight, all on one event loop in
         this thread (DSPy's async LM calls; no thread per rollout). `on_result` is called
         here as each rollout finishes (store it there). A Ctrl-C loses only the rollouts in
-        flight.
-
-        ``workers`` > 1 shards the jobs over that many forked processes, each with its own
-        event loop and a share of `concurrency` (one loop is bound by its process's CPU per
-        LM call, see docs/closed-loop.md). Results come back here, in completion order, and
-        `on_result` still runs in this process; the LM calls the workers recorded in their
-        copies of ``ledger`` (a `trajectory2task.programs.lm.accounting.CallLedger`) are added to it as
-        their rollouts arrive. Needs the ``fork`` start method (Linux, macOS)."""
-        if workers > 1 and len(jobs) > 1:
-            from trajectory2task.programs.loop.shards import run_sharded
-
-            return run_sharded(self, tasks, jobs, concurrency, on_result, min(workers, len(jobs)), ledger)
+        flight. To go past one process (one loop is bound by its CPU per LM call, see
+        docs/closed-loop.md), run the jobs on Ray actors:
+        `trajectory2task.programs.distributed.rollouts.run_engine_on_ray`."""
         return event_loop.run(self.arun_many(tasks, jobs, concurrency, on_result))
 
     async def arun_many(self, tasks: dict[str, Task], jobs: Sequence[RolloutJob], concurrency: int = 8,

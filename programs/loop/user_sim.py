@@ -152,7 +152,7 @@ class _LMUserSession:
         return reply_of(text)
 
     def usage(self) -> TokenUsage:
-        from trajectory2task.programs.lm.config import usage_of
+        from trajectory2task.programs.lm.accounting import usage_of
 
         return usage_of(self.lm)
 

@@ -2,9 +2,11 @@
 
 For any tasks (ours, or tau2's own) on one environment: gold replay, mutants
 (``trajectory2task.programs.verification.mutants``), claims (``trajectory2task.programs.verification.premises``), text lint
-(``trajectory2task.programs.verification.lint``) and diversity figures: the write-tool mix, distinct write
-sequences, how often one customer is reused, gold length, and the breadth items (3+ writes,
-information the agent must tell, a hand-off to a human, a generic tool such as a calculator).
+(``trajectory2task.programs.verification.lint``), the classes only a domain's policy defines, by the
+domain's own checks (``trajectory2task.domains.audit_checks``; ``None``: the domain has none for
+that class), and diversity figures: the write-tool mix, distinct write sequences, how often one
+customer is reused, gold length, and the breadth items (3+ writes, information the agent must
+tell, a hand-off to a human, a generic tool such as a calculator).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
+from trajectory2task.domains.audit_checks import DOMAIN_AUDIT_CLASSES
 from trajectory2task.programs.verification.coherence import COHERENCE_CLASSES, coherence_findings
 from trajectory2task.programs.verification.lint import lint_task, private_ids
 from trajectory2task.programs.verification.mutants import run_mutants
@@ -25,9 +28,10 @@ from trajectory2task.programs.verification.verifier import Verifier
 from trajectory2task.signatures.models import Task
 
 
-# every class the audit reports, in its table's order (a class with no finding shows 0)
+# every class the audit reports, in its table's order (a class with no finding shows 0; a
+# domain-defined class the domain has no check for shows None, "n/a" in the table)
 PROBLEMS: tuple[str, ...] = ("failing_gold", "noop_passes", "mutant_passes", "single_reading", "false_premise",
-                             *COHERENCE_CLASSES, "lint")
+                             *COHERENCE_CLASSES, *DOMAIN_AUDIT_CLASSES, "lint")
 
 
 class TaskFinding(BaseModel):
@@ -54,7 +58,8 @@ class Diversity(BaseModel):
 
 class AuditReport(BaseModel):
     findings: list[TaskFinding] = Field(default_factory=list)
-    counts: dict[str, int] = Field(default_factory=dict)  # problem -> tasks, every class in PROBLEMS
+    # problem -> tasks with a finding, every class in PROBLEMS; None: a class the domain has no check for
+    counts: dict[str, int | None] = Field(default_factory=dict)
     lint_rules: dict[str, int] = Field(default_factory=dict)  # rule -> findings
     non_discriminative_writes: dict[str, int] = Field(default_factory=dict)  # tool -> tasks where dropping it passes
     diversity: Diversity
@@ -122,6 +127,9 @@ def audit(environment: Environment[Any], tasks: Sequence[Task]) -> AuditReport:
             add(task, "false_premise", false)
         for finding in coherence_findings(environment, task):
             add(task, finding.cls, finding.detail)
+        for check in environment.domain.audit_checks:
+            for detail in check.check(task, environment):
+                add(task, check.cls, detail)
         found = lint_task(task, private)
         if found:
             lint_rules.update(f.rule for f in found)
@@ -129,6 +137,9 @@ def audit(environment: Environment[Any], tasks: Sequence[Task]) -> AuditReport:
     counts = Counter({problem: 0 for problem in PROBLEMS})
     for problem in {(f.task_id, f.problem) for f in findings}:
         counts[problem[1]] += 1
-    return AuditReport(findings=findings, counts=dict(counts), lint_rules=dict(lint_rules.most_common()),
+    checked = {check.cls for check in environment.domain.audit_checks}
+    by_class: dict[str, int | None] = {p: None if p in DOMAIN_AUDIT_CLASSES and p not in checked else counts[p]
+                                       for p in PROBLEMS}
+    return AuditReport(findings=findings, counts=by_class, lint_rules=dict(lint_rules.most_common()),
                        non_discriminative_writes=dict(weak_writes.most_common()),
                        diversity=diversity(environment, tasks, verifier))

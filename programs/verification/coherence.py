@@ -214,10 +214,7 @@ def _questions_vs_values(task: Task, text: str) -> Iterator[CoherenceFinding]:
 
 def user_text(task: Task) -> str:
     """Everything the simulated user reads, as one text."""
-    s = task.scenario
-    parts = [s.persona, s.reason_for_call, s.known_info, s.unknown_info, s.task_instructions, s.change_trigger,
-             s.revised_request, *s.withheld_info]
-    return "\n".join(p for p in parts if p)
+    return task.scenario.read_text()
 
 
 def coherence_findings(environment: Environment[Any], task: Task) -> list[CoherenceFinding]:

@@ -22,8 +22,8 @@
 - all (:func:`check_static`): the verifier's static verdict (``noop_passes``,
   ``invalid_gold``, ``not_infeasible``, ``invalid_task``, ``gold_breaks_policy``).
 
-What a domain knows for these checks comes from its kit's ``ConditionKit``
-(``trajectory2task.domains.kit``); a domain without one gets the domain-general kit
+What a domain knows for these checks comes from the pieces of its kit's ``ConditionKit``
+(``trajectory2task.domains.kit``); each piece a domain leaves out is the domain-general kit's
 (``trajectory2task.domains.generic_kit``), which reads only tool specs, observations and forks.
 """
 
@@ -37,7 +37,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from trajectory2task.domains import Environment, Episode, PolicyContext
-from trajectory2task.domains.kit import ConditionKit
+from trajectory2task.domains.kit import CompleteConditionKit
 from trajectory2task.programs.verification.verifier import (
     Verifier,
     authenticated_user,
@@ -84,7 +84,6 @@ RejectionReason = Literal[
     "gold_breaks_policy",  # a gold (or required) write breaks a policy rule for the authenticated user
     "reading_breaks_policy",  # a reading of an ambiguous opening breaks a policy rule (or a tool refuses it)
     "revised_request_same_words",  # a changing task's revised request says what its first request says
-    "kit_error",  # a function of the domain's kit raised while adapting (recorded by the pipeline)
 ]
 
 
@@ -100,14 +99,14 @@ def _reject(reason: RejectionReason, detail: str) -> ConditionCheck:
     return ConditionCheck(passed=False, reason=reason, detail=detail)
 
 
-def condition_facts(environment: Environment[Any]) -> ConditionKit:
-    """The domain's condition kit, or the domain-general one."""
-    kit = environment.domain.kit
-    if kit is not None and kit.conditions is not None:
-        return kit.conditions
-    from trajectory2task.domains.generic_kit import GenericConditions
+def condition_kit(environment: Environment[Any]) -> CompleteConditionKit:
+    """The domain's condition pieces over the domain-general ones (each piece the domain's
+    kit leaves out is the generic kit's)."""
+    from trajectory2task.domains.generic_kit import generic_conditions
 
-    return GenericConditions(environment)
+    generic = generic_conditions(environment)
+    kit = environment.domain.kit
+    return generic if kit is None or kit.conditions is None else kit.conditions.over(generic)
 
 
 def as_call(action: ToolCall) -> dict[str, Any]:
@@ -152,7 +151,7 @@ def check_policy(environment: Environment[Any], calls: Sequence[ToolCall], what:
 def check_ambiguous(environment: Environment[Any], parent: Task, adapted: Task, stated: dict[str, Any],
                     action_index: int) -> ConditionCheck:
     """See the module docstring. ``stated`` and ``action_index`` come from code, not the LM."""
-    facts = condition_facts(environment)
+    kit = condition_kit(environment)
     if ([as_call(a) for a in adapted.gold_actions] != [as_call(a) for a in parent.gold_actions]
             or adapted.expected_state_hash != parent.expected_state_hash):
         return _reject("gold_changed", "an ambiguous task keeps the parent's gold actions and end state")
@@ -166,15 +165,15 @@ def check_ambiguous(environment: Environment[Any], parent: Task, adapted: Task, 
         if why is not None:
             return _reject("reading_breaks_policy", why)
     state = _state_before(environment, adapted.gold_actions, action_index)
-    candidates = facts.ambiguity_candidates(state, stated)
+    candidates = kit.ambiguity.ambiguity_candidates(state, stated)
     keys = [c.key for c in candidates]
     if len(candidates) < 2:
         return _reject("too_few_candidates", f"{len(candidates)} entity fits {json.dumps(stated, sort_keys=True)}: "
                                              f"{', '.join(keys) or 'none'}")
-    target = facts.ambiguity_target(stated, as_call(adapted.gold_actions[action_index]))
+    target = kit.ambiguity.ambiguity_target(stated, as_call(adapted.gold_actions[action_index]))
     if target not in keys:
         return _reject("target_not_candidate", f"the gold write acts on {target}, not one of {', '.join(keys)}")
-    withheld = facts.withheld_values(state, stated, target, candidates)
+    withheld = kit.ambiguity.withheld_values(state, stated, target, candidates)
     if not withheld:
         return _reject("target_not_distinguishable", f"nothing tells {target} apart from {', '.join(keys)}")
     said_when_asked = "\n".join(adapted.scenario.withheld_info)
@@ -195,7 +194,7 @@ def check_ambiguous(environment: Environment[Any], parent: Task, adapted: Task, 
 
 def check_changing(environment: Environment[Any], adapted: Task, initial_actions: Sequence[ToolCall]) -> ConditionCheck:
     """See the module docstring. ``initial_actions`` is the first goal, as code built it."""
-    facts = condition_facts(environment)
+    kit = condition_kit(environment)
     first, revised = _writes(environment, initial_actions), _writes(environment, adapted.gold_actions)
     if first == revised:
         return _reject("no_difference", "the first goal and the revised goal make the same writes")
@@ -232,7 +231,7 @@ def check_changing(environment: Environment[Any], adapted: Task, initial_actions
     needed: list[str] = []
     for index, before, after in differing:
         state = _state_before(environment, adapted.gold_actions, index)
-        needed += facts.change_mentions(state, as_call(before), as_call(after))
+        needed += kit.wording.change_mentions(state, as_call(before), as_call(after))
     missing = [v for v in dict.fromkeys(needed) if not mentions(scenario.revised_request or "", v)]
     if missing:
         return _reject("revised_request_incomplete", f"the revised request does not state {', '.join(missing)}")
@@ -287,7 +286,7 @@ def _changed_arguments(before: ToolCall, after: ToolCall) -> dict[str, Any]:
 
 def check_infeasible(environment: Environment[Any], adapted: Task) -> ConditionCheck:
     """See the module docstring."""
-    facts = condition_facts(environment)
+    kit = condition_kit(environment)
     forbidden = adapted.actions_should_not_take
     if not forbidden or any(environment.tools.get(a.name) is None or environment.tools[a.name].kind != "write"
                             for a in forbidden):
@@ -323,7 +322,8 @@ def check_infeasible(environment: Environment[Any], adapted: Task) -> ConditionC
     scenario_text = "\n".join(t for t in (adapted.scenario.reason_for_call, adapted.scenario.known_info,
                                           adapted.scenario.task_instructions) if t)
     for action in forbidden:
-        missing = [i for i in facts.user_stated_ids(action.name, action.arguments) if not mentions(scenario_text, i)]
+        stated_ids = kit.wording.user_stated_ids(action.name, action.arguments)
+        missing = [i for i in stated_ids if not mentions(scenario_text, i)]
         if missing:
             return _reject("target_not_in_scenario", f"the scenario never gives {', '.join(missing)}")
     return ConditionCheck(passed=True, detail="; ".join(findings) + f" (authenticated user {user_id})")

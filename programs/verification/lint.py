@@ -35,14 +35,7 @@ _REPEAT_OK = {"had", "ha", "bye"}
 
 def user_text_fields(task: Task) -> Iterator[tuple[str, str]]:
     """(field, text) of everything the simulated user reads."""
-    s = task.scenario
-    for name in ("persona", "reason_for_call", "known_info", "unknown_info", "task_instructions", "change_trigger",
-                 "revised_request"):
-        value = getattr(s, name)
-        if value:
-            yield name, value
-    for index, text in enumerate(s.withheld_info):
-        yield f"withheld_info[{index}]", text
+    yield from task.scenario.read_fields()
 
 
 def _folded(task: Task) -> str:

@@ -2,7 +2,7 @@
 
 A task discriminates when its gold passes and every plausible wrong agent fails. The
 mutants of a task are derived from the task alone (its gold actions, and the fields the
-adapter records for its condition), replayed on a fresh episode and judged by
+adaptation records for its condition), replayed on a fresh episode and judged by
 :meth:`Verifier.judge` exactly as a recorded rollout would be:
 
 - ``do_nothing``: no call, no message;

@@ -1,9 +1,9 @@
 """Premises: what a task says about the initial database, checked against that database.
 
-A writer or adapter that says "your pending order #W1" claims that order #W1 is pending
+A writer or intent adaptation that says "your pending order #W1" claims that order #W1 is pending
 and belongs to the user. Each such statement travels with the task as a
 ``trajectory2task.domains.kit.Claim``; this module reads the record the claim names from a fresh episode's
-plain JSON (not through any kit, writer or adapter code) and compares.
+plain JSON (not through any kit, writer or adaptation code) and compares.
 """
 
 from __future__ import annotations

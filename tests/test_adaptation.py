@@ -1,4 +1,4 @@
-"""Intent adapters: the offline baseline and the LM path (DummyLM) give checked, verified tasks.
+"""Intent adaptation: the offline baseline and the LM path (DummyLM) give checked, verified tasks.
 
 General tasks are built here from trajectories of calls executed on a generated database
 (what the explorer and writer produce), then adapted to each condition.
@@ -14,7 +14,7 @@ import pytest
 from dspy.utils import DummyLM
 
 from trajectory2task.domains import get_domain
-from trajectory2task.programs.generation.adapter import AdaptationResult, BaselineAdapter, IntentAdapter
+from trajectory2task.programs.generation.adaptation import AdaptationResult, BaselineAdaptation, IntentAdaptation
 from trajectory2task.programs.verification.verifier import Verifier, execute_calls
 from trajectory2task.signatures.models import Action, Task, Trajectory
 from tests.test_conditions import (
@@ -74,13 +74,13 @@ def _end_state(env, actions: list[Action]) -> str:
 
 def test_general_returns_the_task_unchanged(env, exchange):
     task, trajectory = exchange
-    result = BaselineAdapter().adapt(task, trajectory, "general", env, seed=0)
+    result = BaselineAdaptation().adapt(task, trajectory, "general", env, seed=0)
     assert result == AdaptationResult(task=task)
 
 
 def test_an_unknown_condition_is_an_error(env, exchange):
     with pytest.raises(ValueError, match="unknown condition"):
-        BaselineAdapter().adapt(*exchange, "confused", env, seed=0)
+        BaselineAdaptation().adapt(*exchange, "confused", env, seed=0)
 
 
 @pytest.mark.parametrize("case", ["exchange", "cancel"])
@@ -89,7 +89,7 @@ def test_an_unknown_condition_is_an_error(env, exchange):
 def test_baseline_adapts_each_condition_to_a_task_that_passes_static_verification(env, request, case, condition,
                                                                                   seed):
     parent, trajectory = request.getfixturevalue(case)
-    result = BaselineAdapter().adapt(parent, trajectory, condition, env, seed)
+    result = BaselineAdaptation().adapt(parent, trajectory, condition, env, seed)
     task = result.task
     assert task is not None, result
     verdict = Verifier(env).verify_task(task)
@@ -121,7 +121,7 @@ def _cancelled_order(env, case) -> tuple[str, list[str]]:
 
 
 def test_baseline_ambiguous_cancel_withholds_which_of_the_two_pending_orders(env, cancel):
-    task = BaselineAdapter().adapt(*cancel, "ambiguous", env, seed=0).task
+    task = BaselineAdaptation().adapt(*cancel, "ambiguous", env, seed=0).task
     order_id, pending = _cancelled_order(env, cancel)
     assert order_id not in task.scenario.reason_for_call and order_id not in (task.scenario.known_info or "")
     assert any(order_id in line for line in task.scenario.withheld_info)
@@ -130,13 +130,13 @@ def test_baseline_ambiguous_cancel_withholds_which_of_the_two_pending_orders(env
 
 @pytest.mark.parametrize("condition", ADAPTED)
 def test_baseline_is_deterministic_for_a_seed(env, exchange, condition):
-    runs = [BaselineAdapter().adapt(*exchange, condition, env, seed=5).model_dump_json() for _ in range(2)]
+    runs = [BaselineAdaptation().adapt(*exchange, condition, env, seed=5).model_dump_json() for _ in range(2)]
     assert runs[0] == runs[1]
 
 
 def test_baseline_seeds_give_different_adaptations(env, exchange):
     for condition in ADAPTED:
-        outputs = {BaselineAdapter().adapt(*exchange, condition, env, seed=s).model_dump_json() for s in range(6)}
+        outputs = {BaselineAdaptation().adapt(*exchange, condition, env, seed=s).model_dump_json() for s in range(6)}
         assert len(outputs) > 1, condition
 
 
@@ -147,7 +147,7 @@ def test_adaptation_of_a_task_a_do_nothing_agent_passes_is_rejected(env):
     # the 'change' ships the order where it already goes: the database does not change
     same_address = ("modify_pending_order_address", {"order_id": order.order_id, **order.address.model_dump()})
     parent, trajectory = build_general(env, [auth(db, user_id), same_address], "same-address")
-    result = BaselineAdapter().adapt(parent, trajectory, "ambiguous", env, seed=0)
+    result = BaselineAdaptation().adapt(parent, trajectory, "ambiguous", env, seed=0)
     assert (result.task, result.rejected_reason) == (None, "noop_passes")
 
 
@@ -157,7 +157,7 @@ def test_a_task_with_nothing_ambiguous_is_rejected_with_no_candidates(env):
     order = orders_of(db, user_id, "pending")[0]
     parent, trajectory = build_general(env, [auth(db, user_id), ("cancel_pending_order", {
         "order_id": order.order_id, "reason": "ordered by mistake"})], "lonely")
-    result = BaselineAdapter().adapt(parent, trajectory, "ambiguous", env, seed=0)
+    result = BaselineAdaptation().adapt(parent, trajectory, "ambiguous", env, seed=0)
     assert (result.task, result.rejected_reason) == (None, "no_candidates")
 
 
@@ -166,7 +166,7 @@ def test_a_task_with_nothing_ambiguous_is_rejected_with_no_candidates(env):
 
 def _lm_adapt(env, case, condition: str, answer: dict[str, Any], seed: int = 0) -> tuple[AdaptationResult, DummyLM]:
     lm = DummyLM([{"claims": [], **answer}])
-    return IntentAdapter(lm=lm).adapt(*case, condition, env, seed), lm
+    return IntentAdaptation(lm=lm).adapt(*case, condition, env, seed), lm
 
 
 def _prompt(lm: DummyLM) -> str:
@@ -174,7 +174,7 @@ def _prompt(lm: DummyLM) -> str:
 
 
 def test_lm_ambiguous_scenario_that_holds_the_details_back_is_accepted(env, cancel):
-    reference = BaselineAdapter().adapt(*cancel, "ambiguous", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*cancel, "ambiguous", env, seed=0).task
     scenario = reference.scenario.model_copy(update={"withheld_info": []})
     result, lm = _lm_adapt(env, cancel, "ambiguous", {"scenario": scenario.model_dump(),
                                                       "withheld_info": reference.scenario.withheld_info})
@@ -186,7 +186,7 @@ def test_lm_ambiguous_scenario_that_holds_the_details_back_is_accepted(env, canc
 
 
 def test_lm_that_leaks_the_withheld_order_id_into_the_opening_is_rejected(env, cancel):
-    reference = BaselineAdapter().adapt(*cancel, "ambiguous", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*cancel, "ambiguous", env, seed=0).task
     order_id = cancel[0].gold_actions[-1].arguments["order_id"]
     leaky = reference.scenario.model_copy(update={"reason_for_call": f"Please cancel my order {order_id}.",
                                                   "withheld_info": []})
@@ -196,7 +196,7 @@ def test_lm_that_leaks_the_withheld_order_id_into_the_opening_is_rejected(env, c
 
 
 def test_lm_changing_scenario_that_states_the_revision_is_accepted_with_the_code_chosen_goal(env, exchange):
-    reference = BaselineAdapter().adapt(*exchange, "changing", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*exchange, "changing", env, seed=0).task
     scenario = reference.scenario
     answer = {"scenario": scenario.model_copy(update={"change_trigger": None, "revised_request": None}).model_dump(),
               "change_trigger": scenario.change_trigger, "revised_request": scenario.revised_request}
@@ -212,7 +212,7 @@ def test_lm_changing_scenario_that_states_the_revision_is_accepted_with_the_code
 
 
 def test_lm_changing_request_that_omits_the_revised_values_is_rejected(env, exchange):
-    reference = BaselineAdapter().adapt(*exchange, "changing", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*exchange, "changing", env, seed=0).task
     answer = {"scenario": reference.scenario.model_dump(), "change_trigger": reference.scenario.change_trigger,
               "revised_request": "Actually, I would like a different one."}
     result, _ = _lm_adapt(env, exchange, "changing", answer)
@@ -228,7 +228,7 @@ def _infeasible_answer(reference: Task, forbidden: Action, scenario_text: str | 
 
 
 def test_lm_choosing_a_proposed_forbidden_write_is_accepted(env, cancel):
-    reference = BaselineAdapter().adapt(*cancel, "infeasible", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*cancel, "infeasible", env, seed=0).task
     forbidden = reference.actions_should_not_take[0]
     result, lm = _lm_adapt(env, cancel, "infeasible", _infeasible_answer(reference, forbidden))
     assert result.task is not None, result
@@ -239,7 +239,7 @@ def test_lm_choosing_a_proposed_forbidden_write_is_accepted(env, cancel):
 
 
 def test_lm_choosing_a_forbidden_write_that_succeeds_is_rejected(env, cancel):
-    reference = BaselineAdapter().adapt(*cancel, "infeasible", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*cancel, "infeasible", env, seed=0).task
     own_pending = cancel[0].gold_actions[-1]  # the user's own pending order: cancelling it is allowed
     result, _ = _lm_adapt(env, cancel, "infeasible", _infeasible_answer(
         reference, own_pending, f"You want to cancel order {own_pending.arguments['order_id']}."))
@@ -247,7 +247,7 @@ def test_lm_choosing_a_forbidden_write_that_succeeds_is_rejected(env, cancel):
 
 
 def test_lm_choosing_a_write_code_did_not_propose_is_rejected(env, cancel):
-    reference = BaselineAdapter().adapt(*cancel, "infeasible", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*cancel, "infeasible", env, seed=0).task
     user_id = env.base.db.orders[cancel[0].gold_actions[-1].arguments["order_id"]].user_id
     foreign = next(o for o in env.base.db.orders.values() if o.status == "delivered" and o.user_id != user_id)
     made_up = Action(name="cancel_pending_order",
@@ -257,13 +257,13 @@ def test_lm_choosing_a_write_code_did_not_propose_is_rejected(env, cancel):
     assert (result.task, result.rejected_reason) == (None, "not_a_candidate")
 
 
-def test_intent_adapter_has_one_predictor_per_condition_and_saves_without_its_lm():
-    adapter = IntentAdapter(lm=DummyLM([]))
-    assert [name for name, _ in adapter.named_predictors()] == ["ambiguous", "changing", "infeasible"]
-    state = adapter.dump_state()
-    restored = IntentAdapter()
+def test_intent_adaptation_has_one_predictor_per_condition_and_saves_without_its_lm():
+    adaptation = IntentAdaptation(lm=DummyLM([]))
+    assert [name for name, _ in adaptation.named_predictors()] == ["ambiguous", "changing", "infeasible"]
+    state = adaptation.dump_state()
+    restored = IntentAdaptation()
     restored.load_state(json.loads(json.dumps(state)))
-    assert restored.ambiguous.signature.instructions == adapter.ambiguous.signature.instructions
+    assert restored.ambiguous.signature.instructions == adaptation.ambiguous.signature.instructions
     assert isinstance(restored, dspy.Module)
 
 
@@ -279,7 +279,7 @@ def test_changing_drops_what_the_agent_had_to_say_about_the_first_goal_only(env,
         return str(json.loads(steps[-1].observation)["exchange_price_difference"])
 
     # a seed whose revision swaps the new variant for one of another price
-    task = next(t for t in (BaselineAdapter().adapt(told, trajectory, "changing", env, seed=s).task for s in range(20))
+    task = next(t for t in (BaselineAdaptation().adapt(told, trajectory, "changing", env, seed=s).task for s in range(20))
                 if revised_difference(t) != first_difference)
     # the revised goal's own amount, worked out by the kit, replaces the first goal's; the
     # parent's other string (still observed) stays
@@ -293,7 +293,7 @@ def test_changing_drops_what_the_agent_had_to_say_about_the_first_goal_only(env,
 
 def test_lm_claim_that_the_database_contradicts_rejects_the_task(env, cancel):
     """The LM's own claims are checked against the database by code the LM does not write."""
-    reference = BaselineAdapter().adapt(*cancel, "ambiguous", env, seed=0).task
+    reference = BaselineAdaptation().adapt(*cancel, "ambiguous", env, seed=0).task
     scenario = reference.scenario.model_copy(update={"withheld_info": []})
     order_id = cancel[0].gold_actions[-1].arguments["order_id"]
     false = {"table": "orders", "key": order_id, "path": ["status"], "value": "delivered",

@@ -1,11 +1,11 @@
 """Adapt a task to a user condition: general, ambiguous, changing or infeasible.
 
-One control flow serves both adapters: code proposes (the candidates of an ambiguous
+One control flow serves both programs: code proposes (the candidates of an ambiguous
 request, a revised goal that replays cleanly, forbidden writes confirmed by running them
 on a copy of the database), a wording step writes the scenario, and code checks the
 result (``trajectory2task.programs.verification.conditions``) and runs the verifier's static checks. Only the wording
-differs: :class:`IntentAdapter` asks an LM, one ``dspy.Predict`` per condition signature;
-:class:`BaselineAdapter` fills templates. A rejected adaptation comes back with
+differs: :class:`IntentAdaptation` asks an LM, one ``dspy.Predict`` per condition signature;
+:class:`BaselineAdaptation` fills templates. A rejected adaptation comes back with
 ``task=None`` and a machine-readable ``rejected_reason`` (see
 ``trajectory2task.programs.verification.conditions.RejectionReason``).
 
@@ -26,10 +26,10 @@ from pydantic import BaseModel
 
 from trajectory2task.domains import Environment, Episode
 from trajectory2task.domains.common_tools import CALCULATOR_TOOL
-from trajectory2task.domains.kit import AmbiguityProposal, Call, Claim, ConditionKit
+from trajectory2task.domains.kit import AmbiguityProposal, Call, Claim, CompleteConditionKit
 from trajectory2task.programs.binding import Bound, as_prediction
 from trajectory2task.programs.generation.grounding import lm_kit
-from trajectory2task.programs.generation.prompting import ADAPTER_OBSERVATION_CHARS, shown_steps
+from trajectory2task.programs.generation.prompting import ADAPTATION_OBSERVATION_CHARS, shown_steps
 from trajectory2task.programs.generation.reask import Reask
 from trajectory2task.programs.generation.steps import Steps, arun_steps, run_steps
 from trajectory2task.programs.verification.conditions import (
@@ -41,7 +41,7 @@ from trajectory2task.programs.verification.conditions import (
     check_infeasible,
     check_policy,
     check_static,
-    condition_facts,
+    condition_kit,
     same_call,
     says_again,
 )
@@ -75,7 +75,7 @@ class AdaptationResult(BaseModel):
 @dataclass
 class _Context:
     environment: Environment[Any]
-    facts: ConditionKit
+    kit: CompleteConditionKit
     parent: Task
     trajectory: Trajectory
     rng: random.Random
@@ -97,7 +97,7 @@ class _Context:
         return episode
 
     def identity_text(self) -> str | None:
-        return self.facts.identity_text(self.identity) if self.identity else None
+        return self.kit.identity.identity_text(self.identity) if self.identity else None
 
     def adapted(self, condition: str, scenario: UserScenario, **fields: Any) -> Task:
         if scenario.domain is None:
@@ -111,7 +111,7 @@ class _Context:
 
 def _context(task: Task, trajectory: Trajectory, environment: Environment[Any], seed: int,
              condition: str) -> _Context:
-    facts = condition_facts(environment)
+    kit = condition_kit(environment)
     episode = environment.episode()
     identity_tools = {name for name, spec in environment.tools.items() if spec.authenticates is not None}
     identity = next((as_call(s.call) for s in trajectory.steps if s.call.name in identity_tools and not s.error), None)
@@ -121,23 +121,23 @@ def _context(task: Task, trajectory: Trajectory, environment: Environment[Any], 
     if user_id is None and identity is not None:
         user_id = authenticated_user(environment, execute_calls(environment.episode(), [as_action(identity)]))
     if user_id is None:
-        user_id = next((facts.owner_of_call(episode, a.name, a.arguments) for a in task.gold_actions
+        user_id = next((kit.ownership.owner_of_call(episode, a.name, a.arguments) for a in task.gold_actions
                         if environment.tools.get(a.name) and environment.tools[a.name].kind == "write"), None)
     if user_id is None and trajectory.seed_entity and "/" in trajectory.seed_entity:
         table, _, key = trajectory.seed_entity.partition("/")
         user_id = environment.domain.owner_of(episode, table, key)
     if identity is None and user_id is not None:
-        lookup = facts.identity_lookup(episode, user_id)
+        lookup = kit.identity.identity_lookup(episode, user_id)
         identity = None if lookup is None else lookup.model_dump()
     # a string seed hashes the same on every run and machine
     rng = random.Random(f"{seed}:{task.id}:{condition}")
-    return _Context(environment, facts, task, trajectory, rng, user_id, identity)
+    return _Context(environment, kit, task, trajectory, rng, user_id, identity)
 
 
 def _call_claims(ctx: _Context, state: Episode[Any], call: dict[str, Any]) -> list[Claim]:
     """What the kit's words for a write assert (none when the kit makes no claims)."""
-    claims = getattr(ctx.facts, "call_claims", None)
-    return list(claims(state, call["name"], call["arguments"], ctx.user_id)) if claims is not None else []
+    claims = ctx.kit.wording.call_claims
+    return [] if claims is None else list(claims(state, call["name"], call["arguments"], ctx.user_id))
 
 
 def _write_claims(ctx: _Context, calls: Sequence[dict[str, Any]]) -> list[Claim]:
@@ -179,7 +179,7 @@ def _finish(ctx: _Context, task: Task, check: ConditionCheck) -> AdaptationResul
 
 
 class Wording(Protocol):
-    """What differs between the LM adapter and the baseline: the words."""
+    """What differs between the LM adaptation and the baseline: the words."""
 
     # each also returns the claims its words make about the database beyond the kit's (the LM's own)
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]: ...
@@ -200,15 +200,20 @@ class WordingRequest:
 
 
 def _word(wording: Wording, request: WordingRequest) -> Any:
-    return getattr(wording, f"word_{request.condition}")(request.ctx, request.facts)
+    if request.condition == "ambiguous":
+        return wording.word_ambiguous(request.ctx, request.facts)
+    if request.condition == "changing":
+        return wording.word_changing(request.ctx, request.facts)
+    return wording.word_infeasible(request.ctx, request.facts)
 
 
-async def _aword(wording: Wording, request: WordingRequest) -> Any:
-    """The wording's async ``aword_<condition>`` where it has one (the LM's), else its plain one."""
-    asynchronous = getattr(wording, f"aword_{request.condition}", None)
-    if asynchronous is None:
-        return _word(wording, request)
-    return await asynchronous(request.ctx, request.facts)
+async def _aword(wording: IntentAdaptation, request: WordingRequest) -> Any:
+    """The LM's words for a request, with DSPy's async LM calls."""
+    if request.condition == "ambiguous":
+        return await wording.aword_ambiguous(request.ctx, request.facts)
+    if request.condition == "changing":
+        return await wording.aword_changing(request.ctx, request.facts)
+    return await wording.aword_infeasible(request.ctx, request.facts)
 
 
 def _adapt(task: Task, trajectory: Trajectory, condition: str, environment: Environment[Any],
@@ -232,7 +237,7 @@ def _no_candidates(detail: str) -> AdaptationResult:
 
 
 def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
-    proposals = ctx.facts.ambiguity_proposals(ctx.environment.episode(), ctx.calls)
+    proposals = ctx.kit.ambiguity.ambiguity_proposals(ctx.environment.episode(), ctx.calls)
     if not proposals:
         return _no_candidates("no write of the task has an underspecified version that two entities fit")
     # a proposal whose every reading a careful agent may act on (the policy allows it); the
@@ -247,14 +252,14 @@ def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
         kind=proposal.kind, open_question=proposal.open_question, action_index=index, stated=proposal.stated,
         target=proposal.target, candidates=proposal.candidates, withheld=proposal.withheld,
         withheld_sentences=proposal.withheld_sentences,
-        open_request=ctx.facts.describe_call(state, call["name"], call["arguments"], proposal.stated))
+        open_request=ctx.kit.wording.describe_call(state, call["name"], call["arguments"], proposal.stated))
     scenario, withheld_info, said_claims = yield WordingRequest("ambiguous", ctx, facts)
     scenario = _asking(ctx, scenario.model_copy(update={"withheld_info": list(withheld_info)}),
                        ctx.parent.gold_actions)
     readings = _readings(ctx, proposal)
     purpose = (f"ambiguous: the opening request leaves open {proposal.open_question} "
                f"({len(proposal.candidates)} candidates fit); the agent must ask before "
-               f"{ctx.facts.action_label(call['name'], call['arguments'])}.")
+               f"{ctx.kit.wording.action_label(call['name'], call['arguments'])}.")
     adapted = ctx.adapted("ambiguous", scenario, readings=readings, **_communication_of(ctx, ctx.parent.gold_actions),
                           claims=_unique(_write_claims(ctx, ctx.calls) + said_claims),
                           description=TaskDescription(purpose=purpose))
@@ -263,7 +268,7 @@ def _adapt_ambiguous(ctx: _Context) -> Steps[AdaptationResult]:
 
 def _readings(ctx: _Context, proposal: AmbiguityProposal) -> list[Reading]:
     """The write the opening means for each candidate of an ambiguity proposal (where the kit says)."""
-    reading_call = getattr(ctx.facts, "reading_call", None)
+    reading_call = ctx.kit.ambiguity.reading_call
     call = ctx.calls[proposal.action_index]
     readings = []
     for candidate in proposal.candidates:
@@ -298,11 +303,11 @@ def _adapt_changing(ctx: _Context) -> Steps[AdaptationResult]:
         action_index=index, initial_action=ctx.parent.gold_actions[index],
         revised_action=ctx.parent.gold_actions[index].model_copy(update={"arguments": revised_call["arguments"]}),
         difference=difference,
-        initial_request="; ".join(ctx.facts.describe_call(ctx.state_before(i), c["name"], c["arguments"])
+        initial_request="; ".join(ctx.kit.wording.describe_call(ctx.state_before(i), c["name"], c["arguments"])
                                   for i, c in writes),
-        revised_request=ctx.facts.describe_call(state, revised_call["name"], revised_call["arguments"]),
-        must_mention=ctx.facts.change_mentions(state, initial_call, revised_call),
-        action_label=ctx.facts.action_label(initial_call["name"], initial_call["arguments"]))
+        revised_request=ctx.kit.wording.describe_call(state, revised_call["name"], revised_call["arguments"]),
+        must_mention=ctx.kit.wording.change_mentions(state, initial_call, revised_call),
+        action_label=ctx.kit.wording.action_label(initial_call["name"], initial_call["arguments"]))
     scenario, change_trigger, revised_request, said_claims = yield WordingRequest("changing", ctx, facts)
     scenario = scenario.model_copy(update={"change_trigger": change_trigger,
                                            "revised_request": plain_revision(revised_request)})
@@ -387,13 +392,13 @@ def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
     positions = [i for i, c in enumerate(ctx.calls) if ctx.is_write(c["name"])]
     ctx.rng.shuffle(positions)
     for index in positions:
-        alternatives = ctx.facts.change_alternatives(ctx.state_before(index), ctx.calls[index])
+        alternatives = ctx.kit.change.change_alternatives(ctx.state_before(index), ctx.calls[index])
         ctx.rng.shuffle(alternatives)
         others = {e for i, c in enumerate(ctx.calls) if i != index and ctx.is_write(c["name"])
-                  for e in ctx.facts.related_entities([c])}
+                  for e in ctx.kit.ownership.related_entities([c])}
         for alternative in alternatives:
             revised = {"name": ctx.calls[index]["name"], "arguments": alternative.arguments}
-            if others & set(ctx.facts.related_entities([revised])):
+            if others & set(ctx.kit.ownership.related_entities([revised])):
                 continue  # a record another write of the goal also writes: one of them would be pointless
             episode = ctx.environment.episode()
             calls = list(ctx.parent.gold_actions)
@@ -403,8 +408,9 @@ def _revised_goal(ctx: _Context) -> tuple[int, dict[str, Any], str, str] | None:
             if not check_policy(ctx.environment, calls).passed:  # a revision the policy forbids is no goal
                 continue
             state = ctx.state_before(index)
-            first_words = ctx.facts.describe_call(state, ctx.calls[index]["name"], ctx.calls[index]["arguments"])
-            if says_again(ctx.facts.describe_call(state, revised["name"], revised["arguments"]), first_words):
+            first = ctx.calls[index]
+            first_words = ctx.kit.wording.describe_call(state, first["name"], first["arguments"])
+            if says_again(ctx.kit.wording.describe_call(state, revised["name"], revised["arguments"]), first_words):
                 continue  # said like the first request: the user could not tell the agent what changed
             # another end state, and not the initial one (a do-nothing agent would pass that)
             if episode.state_hash() not in (original_end.state_hash(), ctx.environment.initial_hash()):
@@ -424,7 +430,7 @@ def _adapt_infeasible(ctx: _Context) -> Steps[AdaptationResult]:
     forbidden, scenario, explanation, said_claims = yield WordingRequest("infeasible", ctx, facts)
     chosen = next((c for c in candidates if same_call(forbidden, c.action)), None)
     required = _required_actions(ctx, forbidden, chosen.handoff if chosen else None)
-    label = ctx.facts.action_label(forbidden.name, forbidden.arguments)
+    label = ctx.kit.wording.action_label(forbidden.name, forbidden.arguments)
     adapted = ctx.adapted(
         "infeasible", scenario, gold_actions=required, actions_should_take=[a.model_copy() for a in required],
         actions_should_not_take=[forbidden], expected_state_hash=ctx.environment.initial_hash(),
@@ -443,7 +449,8 @@ def _adapt_infeasible(ctx: _Context) -> Steps[AdaptationResult]:
 
 def _required_actions(ctx: _Context, forbidden: Action, handoff: Action | None = None) -> list[Action]:
     assert ctx.identity is not None and ctx.user_id is not None
-    lookups = ctx.facts.required_lookups(ctx.environment.episode(), ctx.user_id, forbidden.name, forbidden.arguments)
+    lookups = ctx.kit.infeasibility.required_lookups(ctx.environment.episode(), ctx.user_id, forbidden.name,
+                                                     forbidden.arguments)
     calls = [ctx.identity, *(c.model_dump() for c in lookups)]
     required = [as_action(c, action_id=str(i)) for i, c in enumerate(calls)]
     if handoff is not None:
@@ -462,18 +469,18 @@ def _infeasible_candidates(ctx: _Context) -> list[InfeasibleCandidate]:
     assert ctx.user_id is not None
     episode = ctx.environment.episode()
     confirmed: list[InfeasibleCandidate] = []
-    for proposal in ctx.facts.infeasible_proposals(episode, ctx.user_id, ctx.calls):
+    for proposal in ctx.kit.infeasibility.infeasible_proposals(episode, ctx.user_id, ctx.calls):
         action = as_action(proposal.action.model_dump())
         probe = Task(id="probe", domain=ctx.parent.domain, condition="infeasible",
-                     scenario=UserScenario(reason_for_call=" ".join(ctx.facts.user_stated_ids(action.name,
-                                                                                              action.arguments))),
+                     scenario=UserScenario(reason_for_call=" ".join(
+                         ctx.kit.wording.user_stated_ids(action.name, action.arguments))),
                      gold_actions=_required_actions(ctx, action), actions_should_take=_required_actions(ctx, action),
                      actions_should_not_take=[action], expected_state_hash=ctx.environment.initial_hash())
         check = check_infeasible(ctx.environment, probe)
         if check.passed:
             confirmed.append(InfeasibleCandidate(
                 rule=proposal.rule, action=action, fact=proposal.fact, finding=check.detail,
-                request=proposal.request or ctx.facts.describe_call(episode, action.name, action.arguments),
+                request=proposal.request or ctx.kit.wording.describe_call(episode, action.name, action.arguments),
                 related=proposal.related,
                 claims=proposal.claims or _call_claims(ctx, episode, as_call(action)),
                 handoff=_handoff_action(proposal.handoff) if proposal.handoff else None))
@@ -492,10 +499,10 @@ def _one_per_rule(candidates: Sequence[InfeasibleCandidate]) -> list[InfeasibleC
     return out
 
 
-# ---------------------------------------------------------------- the LM adapter
+# ---------------------------------------------------------------- the LM adaptation
 
 
-class IntentAdapter(dspy.Module):
+class IntentAdaptation(dspy.Module):
     """Adapts tasks with an LM: one ``dspy.Predict`` per condition, checked by code.
 
     A wording that does not parse is asked again (``attempts`` in all,
@@ -509,32 +516,32 @@ class IntentAdapter(dspy.Module):
         self.changing = dspy.Predict(AdaptChanging)
         self.infeasible = dspy.Predict(AdaptInfeasible)
         # kept out of the predictors so that saved state holds no LM; None: dspy.settings.lm
-        self.adapter_lm = lm
+        self.adaptation_lm = lm
         self.attempts = max(1, attempts)
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
               seed: int, prefer_write: str | None = None) -> AdaptationResult:
         steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
-        with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
+        with dspy.context(**({"lm": self.adaptation_lm} if self.adaptation_lm is not None else {})):
             return run_steps(steps, lambda request: _word(self, request))
 
     async def aadapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
                      seed: int, prefer_write: str | None = None) -> AdaptationResult:
         """`adapt` with DSPy's async LM calls (``acall``)."""
         steps = _adapt(task, trajectory, condition, env, seed, prefer_write)
-        with dspy.context(**({"lm": self.adapter_lm} if self.adapter_lm is not None else {})):
+        with dspy.context(**({"lm": self.adaptation_lm} if self.adaptation_lm is not None else {})):
             return await arun_steps(steps, lambda request: _aword(self, request))
 
     def forward(self, task: Task, trajectory: Trajectory, condition: str, seed: int = 0,
                 env: Environment[Any] | None = None, prefer_write: str | None = None) -> dspy.Prediction:
         """``Prediction(task, rejected_reason, detail, result)``: ``task`` adapted to
         ``condition`` on the bound environment (or ``env``)."""
-        env = self.environment.get(env, "IntentAdapter")
+        env = self.environment.get(env, "IntentAdaptation")
         return as_prediction(self.adapt(task, trajectory, condition, env, seed, prefer_write))
 
     async def aforward(self, task: Task, trajectory: Trajectory, condition: str, seed: int = 0,
                        env: Environment[Any] | None = None, prefer_write: str | None = None) -> dspy.Prediction:
-        env = self.environment.get(env, "IntentAdapter")
+        env = self.environment.get(env, "IntentAdaptation")
         return as_prediction(await self.aadapt(task, trajectory, condition, env, seed, prefer_write))
 
     def _ask(self, predict: dspy.Predict, inputs: dict[str, Any]) -> dspy.Prediction:
@@ -549,7 +556,7 @@ class IntentAdapter(dspy.Module):
         """The prediction's inputs. No policy: code found the facts, and each refused write
         comes with the rule and the fact that refuse it."""
         return dict(task=TaskBrief.of(ctx.parent), facts=facts,
-                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTER_OBSERVATION_CHARS))
+                    trajectory=shown_steps(ctx.trajectory.steps, ADAPTATION_OBSERVATION_CHARS))
 
     @staticmethod
     def _ambiguous_words(out: Any) -> tuple[UserScenario, list[str], list[Claim]]:
@@ -600,7 +607,7 @@ def _lm_claims(prediction: Any) -> list[Claim]:
 # ---------------------------------------------------------------- the offline baseline
 
 
-class BaselineAdapter:
+class BaselineAdaptation:
     """Adapts tasks with templates: no LM, deterministic for a seed."""
 
     def adapt(self, task: Task, trajectory: Trajectory, condition: str, env: Environment[Any],
@@ -615,13 +622,14 @@ class BaselineAdapter:
         parts = []
         for index, call in enumerate(ctx.calls):
             if ctx.is_write(call["name"]):
-                parts.append(replace.get(index) or ctx.facts.describe_call(ctx.state_before(index), call["name"],
-                                                                           call["arguments"]))
+                parts.append(replace.get(index) or ctx.kit.wording.describe_call(
+                    ctx.state_before(index), call["name"], call["arguments"]))
         return "You want to " + "; then ".join(parts) + "."
 
     @staticmethod
     def _unknown_info(ctx: _Context) -> str | None:
-        return ctx.facts.forgotten_identity(ctx.identity) if ctx.identity else None
+        forgotten = ctx.kit.identity.forgotten_identity
+        return forgotten(ctx.identity) if forgotten is not None and ctx.identity else None
 
     def word_ambiguous(self, ctx: _Context, facts: AmbiguityFacts) -> tuple[UserScenario, list[str], list[Claim]]:
         what = facts.open_question
