@@ -78,7 +78,8 @@ class MemorySink:
 def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] = CONDITIONS, seed: int = 0,
              db: str | os.PathLike[str] | None = None, users: int = 500, lm: Any = None,
              lms: dict[str, Any] | None = None, store: str | os.PathLike[str] | None = None, workers: int = 1,
-             progress: Callable[[Any], None] | None = None, ray: Any = None) -> GenerateResult:
+             progress: Callable[[Any], None] | None = None, ray: Any = None,
+             actors: int | None = None) -> GenerateResult:
     """Explore ``n`` trajectories on a domain's database and make verified tasks from them.
 
     ``db`` is a database JSON file (default: one generated from ``seed`` with ``users`` users).
@@ -92,7 +93,8 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     ``ray`` runs the items as Ray work (``trajectory2task.programs.distributed.generate_ray``):
     ``"local"`` (a Ray on this machine, one worker per core), a cluster address
     (``"auto"``, ``"ray://host:10001"``) or a ``RayTarget``; None: as ``T2T_RAY_ADDRESS`` says,
-    and with that unset one process, Ray not imported. Results and stored rows are the same
+    and with that unset one process, Ray not imported. ``actors`` is how many workers (default
+    one per CPU of the cluster, or the ``RayTarget``'s ``num_cpus``). Results and stored rows are the same
     either way; an LM object is copied to each worker (it must pickle: else ValueError, and
     give its ``LMSettings``), and a ``max_concurrent`` bound holds across the cluster. Raises
     ``RayUnavailable`` when Ray cannot be started or joined.
@@ -102,6 +104,8 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
 
     if n < 1:
         raise ValueError(f"n must be at least 1, not {n}")
+    if actors is not None and actors < 1:
+        raise ValueError(f"actors must be at least 1, not {actors}")
     unknown = [c for c in conditions if c not in CONDITIONS]
     if unknown or not conditions:
         raise ValueError(f"conditions: unknown {', '.join(map(str, unknown)) or '(none given)'}; "
@@ -129,7 +133,7 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     programs = generation_programs(by_role)
     versions = {role: type(program).__name__ for role, program in programs.items()}
 
-    executor = _ray_items(ray, config, versions, by_role, settings, workers)
+    executor = _ray_items(ray, config, versions, by_role, settings, workers, actors)
 
     def run(sink: Any) -> Any:
         pipeline = GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
@@ -153,7 +157,7 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
 
 
 def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, Any], settings: dict[str, Any],
-               workers: int) -> Any:
+               workers: int, actors: int | None) -> Any:
     """The Ray executor the ``ray`` argument asks for, or None (one process, Ray not imported).
     The roles given as ``settings`` are built by each worker; the other LMs are copied there."""
     from trajectory2task.programs.distributed.cluster import RayTarget, ray_target
@@ -167,7 +171,7 @@ def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, A
     ray_module = connect(target)
     setup = WorkerSetup(config=config, program_versions=versions, lm_settings=settings,
                         lm_objects=shippable({r: lm for r, lm in lms.items() if r not in settings}), workers=workers)
-    return RayItems(ray_module, setup, actors=target.num_cpus if target.local else None)
+    return RayItems(ray_module, setup, actors=actors or (target.num_cpus if target.local else None))
 
 
 def new_generation_config(env: Any, run_id: str, *, domain: str, n: int, conditions: Sequence[str], seed: int,

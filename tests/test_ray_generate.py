@@ -377,3 +377,10 @@ def test_call_slots_bound_a_role_and_a_dead_workers_slots_come_back():
         assert slots.in_use("explorer") == 0 and (await slots.peak()) == {"explorer": 2}
 
     asyncio.run(scenario())
+
+
+def test_the_python_api_refuses_a_number_of_workers_below_one():
+    from trajectory2task.usecases import generate
+
+    with pytest.raises(ValueError, match="actors must be at least 1, not 0"):
+        generate("retail", n=1, users=USERS, ray="local", actors=0)
