@@ -49,7 +49,7 @@ def main() -> None:
         del os.environ[key]  # offline: no model, no Ray unless asked here
     import ray
 
-    from trajectory2task.programs.distributed.cluster import RayTarget, connect  # noqa: F401  (RayTarget: the local Ray's CPUs)
+    from trajectory2task.programs.distributed.cluster import RayTarget, connect
 
     one: list[float] = []
     many: list[float] = []
