@@ -287,33 +287,27 @@ def _compiled_user(ts: Any, name: str) -> Any:
     """A UserSimulator with the compiled state saved under ``name`` by `t2t optimize --program user`."""
     from trajectory2task.programs.loop.user_sim import UserSimulator
 
-    record = ts.latest_program(name)
-    if record is None:
-        raise UserError(f"--user-program: no program named '{name}' in the store")
-    if record["program"] != "user":
-        raise UserError(f"--user-program: '{name}' holds a '{record['program']}' program, not a user simulator")
-    program = UserSimulator()
-    try:
-        program.load_state(record["state"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"--user-program: the state in '{name}' does not fit the user simulator: {exc}") from None
-    return program
+    return _compiled(ts, name, "user", "--user-program", "a user simulator", UserSimulator())
 
 
 def _compiled_agent(ts: Any, name: str) -> Any:
     """A ToolCallingAgent with the compiled state saved under ``name`` by `t2t optimize --program agent`."""
     from trajectory2task.programs.loop.agent import ToolCallingAgent
 
+    return _compiled(ts, name, "agent", "--agent-program", "an agent", ToolCallingAgent())
+
+
+def _compiled(ts: Any, name: str, kind: str, flag: str, what: str, program: Any) -> Any:
+    """``program`` with the state the store keeps under ``name``, which must be a ``kind`` program."""
     record = ts.latest_program(name)
     if record is None:
-        raise UserError(f"--agent-program: no program named '{name}' in the store")
-    if record["program"] != "agent":
-        raise UserError(f"--agent-program: '{name}' holds a '{record['program']}' program, not an agent")
-    program = ToolCallingAgent()
+        raise UserError(f"{flag}: no program named '{name}' in the store")
+    if record["program"] != kind:
+        raise UserError(f"{flag}: '{name}' holds a '{record['program']}' program, not {what}")
     try:
         program.load_state(record["state"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"--agent-program: the state in '{name}' does not fit the agent: {exc}") from None
+        raise UserError(f"{flag}: the state in '{name}' does not fit the {what.split(' ', 1)[1]}: {exc}") from None
     return program
 
 

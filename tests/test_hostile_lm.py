@@ -315,7 +315,8 @@ def test_litellms_client_reads_a_gzip_reply_within_the_bound(monkeypatch):
     monkeypatch.setenv("T2T_MAX_REPLY_BYTES", str(MiB))
     with HostileServer(gzip_ok) as server:
         lm = _litellm_lm(server.base_url)
-        assert lm("hi") and asyncio.run(lm.acall("hi"))
+        # each asyncio.run is a new event loop: LiteLLM's one session must serve them all
+        assert lm("hi") and asyncio.run(lm.acall("hi")) and asyncio.run(lm.acall("hi again"))
 
 
 @pytest.mark.parametrize("value", ["0", "12", "-1", "1e9", "inf", "lots", str(2 << 30)])

@@ -12,7 +12,9 @@ settings still apply: each request goes direct or through its proxy as ``proxied
 
 from __future__ import annotations
 
+import asyncio
 import urllib.request
+import weakref
 from typing import Any
 
 import httpx
@@ -75,15 +77,19 @@ class BoundedTransport(httpx.BaseTransport):
 
 
 class AsyncBoundedTransport(httpx.AsyncBaseTransport):
-    """`BoundedTransport` for LiteLLM's async calls."""
+    """`BoundedTransport` for LiteLLM's async calls. Its connections belong to one event loop
+    and LiteLLM's session serves every loop of the process (each `t2t` run starts its own), so
+    each loop gets its own pool."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self._inner: dict[str | None, httpx.AsyncHTTPTransport] = {}
+        self._inner: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, httpx.AsyncHTTPTransport]] = (
+            weakref.WeakKeyDictionary())
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         proxy = _proxy_for(str(request.url))
-        inner = self._inner.get(proxy) or self._inner.setdefault(proxy, httpx.AsyncHTTPTransport(proxy=proxy))
+        pools = self._inner.setdefault(asyncio.get_running_loop(), {})
+        inner = pools.get(proxy) or pools.setdefault(proxy, httpx.AsyncHTTPTransport(proxy=proxy))
         response = await inner.handle_async_request(request)
         body = bytearray()
         try:
@@ -96,7 +102,7 @@ class AsyncBoundedTransport(httpx.AsyncBaseTransport):
         return _plain(request, response, bytes(body), self.cap)
 
     async def aclose(self) -> None:
-        for inner in self._inner.values():
+        for inner in self._inner.pop(asyncio.get_running_loop(), {}).values():
             await inner.aclose()
 
 
