@@ -194,6 +194,32 @@ class BaseState(Generic[DB]):
         self.hash_sum = total % _HASH_MOD
 
 
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
+
+def _private_copy(value: Any) -> Any:
+    """A deep copy of a record, as ``model_copy(deep=True)`` gives, for the plain lists, dicts,
+    scalars and models records are made of, without ``copy.deepcopy``'s memo and dispatch (on
+    a write, the copy was a fifth of a verification's time). Anything else (a model with
+    extra or private values, another type) goes to ``copy.deepcopy``."""
+    kind = type(value)
+    if kind in _IMMUTABLE:
+        return value
+    if kind is list:
+        return [_private_copy(v) for v in value]
+    if kind is dict:
+        return {k: _private_copy(v) for k, v in value.items()}
+    if isinstance(value, BaseModel) and value.__pydantic_extra__ is None and value.__pydantic_private__ is None:
+        twin = kind.__new__(kind)
+        # the instance attributes pydantic documents for every model
+        object.__setattr__(twin, "__dict__", {k: _private_copy(v) for k, v in value.__dict__.items()})
+        object.__setattr__(twin, "__pydantic_fields_set__", set(value.__pydantic_fields_set__))
+        object.__setattr__(twin, "__pydantic_extra__", None)
+        object.__setattr__(twin, "__pydantic_private__", None)
+        return twin
+    return copy.deepcopy(value)
+
+
 class Transaction:
     """Reads and copy-on-write access for one tool call.
 
@@ -218,9 +244,9 @@ class Transaction:
         current = self._episode.get(table, key)
         if current is None:
             return None
-        copy = current.model_copy(deep=True)
-        self.pending[(table, key)] = copy
-        return copy
+        private = _private_copy(current)
+        self.pending[(table, key)] = private
+        return private
 
     def insert(self, table: str, key: str, record: BaseModel) -> None:
         self.pending[(table, key)] = record
@@ -270,16 +296,94 @@ class ToolResult(BaseModel):
         return self.output.removeprefix("Error: ") if self.error else ""
 
 
+class _ReplayNode:
+    """One call sequence run from the initial state: what its last call gave and the state
+    after it. The state's dicts are shared with every episode standing on the node, which
+    copies them before its next write."""
+
+    __slots__ = ("result", "overlay", "overlay_hashes", "new_keys", "hash_sum", "children")
+
+    def __init__(self, result: ToolResult | None, overlay: dict[tuple[str, str], BaseModel],
+                 overlay_hashes: dict[tuple[str, str], int], new_keys: dict[str, list[str]], hash_sum: int) -> None:
+        self.result = result
+        self.overlay = overlay
+        self.overlay_hashes = overlay_hashes
+        self.new_keys = new_keys
+        self.hash_sum = hash_sum
+        self.children: dict[tuple[str, Any], _ReplayNode] = {}
+
+
+class ReplayCache:
+    """Every call sequence run on the environment's episodes, as a tree from the initial state.
+
+    Tools are deterministic functions of the state and the arguments, so a call an episode
+    has already seen from the same state gives the same result and the same next state.
+    Verification replays the same gold prefixes many times (each mutant, reading and
+    forbidden action starts from the initial state); with the tree, a replay runs only the
+    calls no earlier replay ran. The tree is dropped whole past ``max_nodes``: episodes
+    standing on a dropped node keep working, and later replays start a new tree.
+    """
+
+    def __init__(self, base: BaseState[Any], max_nodes: int = 20_000) -> None:
+        self.max_nodes = max_nodes
+        self._base_hash = base.hash_sum
+        self.nodes = 0
+        self.root = self._new_root()
+
+    def _new_root(self) -> _ReplayNode:
+        return _ReplayNode(None, {}, {}, {}, self._base_hash)
+
+    def add(self, parent: _ReplayNode, key: tuple[str, Any], node: _ReplayNode) -> None:
+        if self.nodes >= self.max_nodes:
+            self.root, self.nodes = self._new_root(), 0
+        parent.children[key] = node
+        self.nodes += 1
+
+
+class _Unkeyable(Exception):
+    pass
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable image of a JSON value, equal only for equal values of equal JSON types (so
+    1, 1.0 and True stay apart, and NaN, unequal to itself, never matches)."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is int or kind is float or kind is bool or value is None:
+        return kind, value
+    if kind is list:
+        return list, tuple(_frozen(v) for v in value)
+    if kind is dict:
+        if not all(type(k) is str for k in value):
+            raise _Unkeyable
+        return dict, tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    raise _Unkeyable  # anything else (a Python caller's own objects) is not keyed
+
+
+def _replay_key(name: str, arguments: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """A call's identity: equal keys are equal calls. None for arguments that are not plain
+    JSON values: such a call runs without the cache."""
+    try:
+        return name, _frozen(dict(arguments))
+    except _Unkeyable:
+        return None
+
+
 class Episode(Generic[DB]):
     """One trajectory's or rollout's private state over a shared base."""
 
     def __init__(self, environment: Environment[DB]) -> None:
         self.environment = environment
         self._base = environment.base
-        self._overlay: dict[tuple[str, str], BaseModel] = {}
-        self._new_keys: dict[str, list[str]] = {}
-        self._hash_sum = self._base.hash_sum
-        self._overlay_hashes: dict[tuple[str, str], int] = {}
+        root = environment.replays.root
+        # the state dicts are the node's until this episode's first write (copy-on-write)
+        self._node: _ReplayNode | None = root
+        self._overlay: dict[tuple[str, str], BaseModel] = root.overlay
+        self._new_keys: dict[str, list[str]] = root.new_keys
+        self._hash_sum = root.hash_sum
+        self._overlay_hashes: dict[tuple[str, str], int] = root.overlay_hashes
+        self._shared = True
 
     # --- reads
     def get(self, table: str, key: str) -> BaseModel | None:
@@ -308,6 +412,25 @@ class Episode(Generic[DB]):
             arguments = {}
         if not isinstance(arguments, Mapping):
             return ToolResult(output="Error: arguments must be a JSON object", error=True, error_kind="invalid_call")
+        node = self._node
+        key = None if node is None else _replay_key(name, arguments)
+        if node is None or key is None:
+            self._node = None  # this episode's history is no longer a sequence the tree can name
+            return self._run(spec, name, arguments)
+        seen = node.children.get(key)
+        if seen is None:
+            result = self._run(spec, name, arguments)
+            self._shared = True  # the new node takes this episode's dicts as they now are
+            seen = _ReplayNode(result, self._overlay, self._overlay_hashes, self._new_keys, self._hash_sum)
+            self.environment.replays.add(node, key, seen)
+        else:
+            self._overlay, self._overlay_hashes = seen.overlay, seen.overlay_hashes
+            self._new_keys, self._hash_sum, self._shared = seen.new_keys, seen.hash_sum, True
+        self._node = seen
+        assert seen.result is not None
+        return seen.result
+
+    def _run(self, spec: ToolSpec, name: str, arguments: Mapping[str, Any]) -> ToolResult:
         try:
             validated = spec.arguments_model.model_validate(dict(arguments))
         except ValidationError as exc:
@@ -327,6 +450,10 @@ class Episode(Generic[DB]):
         return ToolResult(output=_render(value))
 
     def _commit(self, tx: Transaction) -> None:
+        if tx.pending and self._shared:
+            self._overlay, self._overlay_hashes = dict(self._overlay), dict(self._overlay_hashes)
+            self._new_keys = {t: list(v) for t, v in self._new_keys.items()}
+            self._shared = False
         for (table, key), record in tx.pending.items():
             new_hash = _record_hash(table, key, record)
             old_hash = self._overlay_hashes.get((table, key))
@@ -370,10 +497,10 @@ class Episode(Generic[DB]):
     def fork(self) -> Episode[DB]:
         """A new episode starting from this one's current state."""
         twin = Episode(self.environment)
-        twin._overlay = dict(self._overlay)  # records are replaced, never mutated, after commit
-        twin._overlay_hashes = dict(self._overlay_hashes)
-        twin._new_keys = {t: list(v) for t, v in self._new_keys.items()}
-        twin._hash_sum = self._hash_sum
+        # records are replaced, never mutated, after commit; the dicts are copied on a write
+        twin._overlay, twin._overlay_hashes, twin._new_keys = self._overlay, self._overlay_hashes, self._new_keys
+        twin._hash_sum, twin._node = self._hash_sum, self._node
+        self._shared = twin._shared = True
         return twin
 
     def to_db(self) -> DB:
@@ -560,6 +687,7 @@ class Environment(Generic[DB]):
     def __init__(self, domain: Domain[DB], db: DB, policy: str | None = None) -> None:
         self.domain = domain
         self.base: BaseState[DB] = BaseState(db)
+        self.replays = ReplayCache(self.base)
         self.tools: dict[str, ToolSpec] = {t.name: t for t in domain.tools}
         self.policy = policy if policy is not None else domain.policy
 

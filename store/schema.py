@@ -372,6 +372,10 @@ SUPERSEDE_KEYS: dict[str, tuple[str, str]] = {
 }
 
 
+# The tables numbered by `seq` (the store reads their next numbers together).
+SEQ_TABLES = ("trajectories", "tasks", "verdicts", "rollouts")
+
+
 def record_superseded(cur: duckdb.DuckDBPyConnection, table: str, first_seq: int, now: datetime) -> None:
     """After inserting rows with seq >= first_seq into `table` (same transaction, write lock
     held), record every older row of the same key, and every earlier row of the batch with a

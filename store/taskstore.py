@@ -9,13 +9,17 @@ import stat
 import subprocess
 import threading
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic_core import to_json
 
 from trajectory2task.signatures.models import Message, Rollout, Step, Task, ToolCall, Trajectory, Verdict
@@ -28,16 +32,49 @@ from .sqlcheck import FILTER_SLOT, check_read_only_sql, confine_filter
 
 VERDICT_KINDS = ("static", "rollout")
 
-# One write lock per database file, shared by every TaskStore of this process on that file:
-# writers must not interleave (the per-table `seq` is computed inside the write transaction).
-_PATH_LOCKS: dict[str, threading.RLock] = {}
-_PATH_LOCKS_GUARD = threading.Lock()
+@dataclass
+class _KeyIndex:
+    """The values of a table's superseding column (hashed), as its rows below ``next_seq`` hold."""
+
+    next_seq: int
+    hashes: set[int]
 
 
-def _lock_for(path: Path) -> threading.RLock:
+class _FileState:
+    """What every TaskStore of this process on one database file shares: the write lock
+    (writers must not interleave), and what the writers learnt of the file, kept only while
+    one of them has it open. DuckDB lets no other process open a file a process writes, and
+    every write of this process goes through a TaskStore under the lock, so what they learnt
+    stays true until the last one closes or a transaction rolls back."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.writers = 0
+        self.next_seqs: dict[str, int] = {}  # table -> its next seq
+        self.key_index: dict[str, _KeyIndex] = {}  # table -> the keys its rows supersede by
+        self.runs: set[str] = set()  # run ids found committed
+
+    def forget(self) -> None:
+        self.next_seqs.clear()
+        self.key_index.clear()
+        self.runs.clear()
+
+
+_FILE_STATES: dict[str, _FileState] = {}
+_FILE_STATES_GUARD = threading.Lock()
+
+
+def _state_for(path: Path) -> _FileState:
     key = str(path.resolve())
-    with _PATH_LOCKS_GUARD:
-        return _PATH_LOCKS.setdefault(key, threading.RLock())
+    with _FILE_STATES_GUARD:
+        return _FILE_STATES.setdefault(key, _FileState())
+
+
+def _writer_closed(state: _FileState) -> None:
+    with state.lock:
+        state.writers -= 1
+        if state.writers == 0:  # another process may write the file now
+            state.forget()
 
 
 def _json(value: Any) -> str:
@@ -135,8 +172,10 @@ class TaskStore:
         self.path = Path(path)
         self.read_only = read_only
         self._cursor_lock = threading.Lock()
-        self._write_lock = _lock_for(self.path)
+        self._file = _state_for(self.path)
+        self._write_lock = self._file.lock
         self._local = threading.local()  # .cur: this thread's open transaction (transaction())
+        self._columns: dict[str, list[str]] = {}  # table -> its columns in order (read once)
         if read_only:
             if not self.path.exists():
                 raise StoreError(f"no task store at {self.path}")
@@ -172,6 +211,12 @@ class TaskStore:
                              f"({schema.LATEST_VERSION}): upgrade trajectory2task")
         self._con: duckdb.DuckDBPyConnection | None = con
         self.schema_version: int = int(version or 0)
+        self._closed: Callable[[], Any] | None = None
+        if not read_only:
+            with self._write_lock:
+                self._file.writers += 1
+            # a store dropped without close() still counts itself out
+            self._closed = weakref.finalize(self, _writer_closed, self._file)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,6 +225,8 @@ class TaskStore:
             if self._con is not None:
                 self._con.close()
                 self._con = None
+                if self._closed is not None:
+                    self._closed()
 
     def __enter__(self) -> TaskStore:
         return self
@@ -226,12 +273,10 @@ class TaskStore:
             return
         with self._write(op) as cur:
             self._local.cur = cur
-            self._local.runs_known = set()  # runs found in this transaction: a generation item checks its run once
             try:
                 yield
             finally:
                 self._local.cur = None
-                self._local.runs_known = None
 
     @contextmanager
     def _write(self, op: str) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -255,6 +300,7 @@ class TaskStore:
                     self._before_commit(cur, op)
                     cur.commit()
                 except BaseException:
+                    self._file.forget()  # what was learnt inside the transaction may be undone with it
                     try:
                         cur.rollback()
                     except duckdb.Error:
@@ -270,41 +316,69 @@ class TaskStore:
         override it to kill or fail a writer at a known point."""
 
     def _require_run(self, cur: duckdb.DuckDBPyConnection, run_id: str) -> None:
-        # inside transaction() a run found once stays found (runs are never deleted): one query
-        # per transaction, not one per add_* call in it
-        known = getattr(self._local, "runs_known", None) if getattr(self._local, "cur", None) is cur else None
-        if known is not None and run_id in known:
+        # a run found once stays found (runs are never deleted): one query per run, not per write
+        if run_id in self._file.runs:
             return
         if not cur.execute("SELECT count(*) FROM runs WHERE run_id = ?", [run_id]).fetchall()[0][0]:
             raise StoreError(f"unknown run_id {run_id!r}: call start_run first")
-        if known is not None:
-            known.add(run_id)
+        self._file.runs.add(run_id)
 
-    @staticmethod
-    def _next_seq(cur: duckdb.DuckDBPyConnection, table: str) -> int:
-        """First free `seq` of a table (caller holds the write lock, inside the transaction)."""
-        return int(cur.execute(f"SELECT coalesce(max(seq), 0) + 1 FROM {table}").fetchall()[0][0])
+    def _next_seq(self, cur: duckdb.DuckDBPyConnection, table: str) -> int:
+        """First free `seq` of a table (caller holds the write lock, inside the transaction):
+        read from the file once, then counted by `_took_seqs` (the writers' shared state)."""
+        memo = self._file.next_seqs
+        if table not in memo:
+            tables = [t for t in schema.SEQ_TABLES if t not in memo] if table in schema.SEQ_TABLES else [table]
+            rows = cur.execute(" UNION ALL ".join(f"SELECT '{t}', coalesce(max(seq), 0) + 1 FROM {t}"
+                                                  for t in tables)).fetchall()
+            memo.update((t, int(v)) for t, v in rows)
+        return memo[table]
 
-    @staticmethod
-    def _insert(cur: duckdb.DuckDBPyConnection, table: str, batch: pa.Table,
-                consts: dict[str, Any] | None = None, exprs: dict[str, str] | None = None) -> None:
-        """INSERT INTO table SELECT ... FROM an Arrow batch: one statement per table.
+    def _took_seqs(self, table: str, base: int, rows: int) -> None:
+        self._file.next_seqs[table] = base + rows
 
-        `consts` are bound parameters (same value for every row); `exprs` are SQL
-        expressions over the batch's columns (e.g. the seq)."""
-        consts = consts or {}
-        exprs = exprs or {}
-        cols = [c for c in batch.column_names if not c.startswith("_")]
-        names = cols + list(consts) + list(exprs)
-        select = cols + ["?"] * len(consts) + list(exprs.values())
-        cur.register("_t2t_batch", batch)
-        try:
-            cur.execute(
-                f"INSERT INTO {table} ({', '.join(names)}) SELECT {', '.join(select)} FROM _t2t_batch",
-                list(consts.values()),
-            ).fetchall()  # DuckDB 2 wants every result consumed before the next statement
-        finally:
-            cur.unregister("_t2t_batch")
+    def _table_columns(self, cur: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+        columns = self._columns.get(table)
+        if columns is None:
+            columns = [name for (name,) in cur.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'main' AND table_name = ? "
+                "ORDER BY column_index", [table]).fetchall()]
+            self._columns[table] = columns
+        return columns
+
+    def _insert(self, cur: duckdb.DuckDBPyConnection, table: str, batch: pa.Table,
+                consts: dict[str, Any] | None = None, seqs: dict[str, int] | None = None) -> None:
+        """Insert an Arrow batch into `table`, one statement: `consts` are columns with one value
+        for every row, `seqs` columns numbered from the value given (the batch's ``_pos`` added)."""
+        n = batch.num_rows
+        columns = {name: batch.column(name) for name in batch.column_names if not name.startswith("_")}
+        for name, value in (consts or {}).items():
+            columns[name] = pa.repeat(value, n) if value is not None else pa.nulls(n)
+        for name, first in (seqs or {}).items():
+            columns[name] = pc.add(batch.column("_pos"), first)
+        order = self._table_columns(cur, table)
+        # inserted by position, so the batch is put in the table's order; a column it does not
+        # fill is NULL, as a named INSERT leaves it (the schema declares no defaults)
+        full = pa.table([columns.get(name, pa.nulls(n)) for name in order], names=order)
+        cur.from_arrow(full).insert_into(table)
+
+    def _supersede(self, cur: duckdb.DuckDBPyConnection, table: str, base: int, batch: pa.Table,
+                   now: datetime) -> None:
+        """Record what the rows just inserted at `base`.. supersede (`schema.record_superseded`),
+        skipping the query when no row can: rows of one key share the plain column
+        `SUPERSEDE_KEYS[table][1]`, so a batch whose values of it are new to the table and
+        distinct supersedes nothing. The values seen are kept hashed (a collision only runs the
+        query), with the file's other learnt facts (`_FileState`)."""
+        column = schema.SUPERSEDE_KEYS[table][1]
+        values = [hash(v) for v in batch.column(column).to_pylist()]
+        index = self._file.key_index.get(table)
+        if index is None or index.next_seq != base:
+            seen = {hash(v) for (v,) in cur.execute(f"SELECT {column} FROM {table} WHERE seq < ?", [base]).fetchall()}
+            index = self._file.key_index[table] = _KeyIndex(base, seen)
+        if len(set(values)) < len(values) or not index.hashes.isdisjoint(values):
+            schema.record_superseded(cur, table, base, now)
+        index.hashes.update(values)
+        index.next_seq = base + len(values)
 
     # ------------------------------------------------------------------ runs
 
@@ -394,10 +468,10 @@ class TaskStore:
         with self._write("add_trajectories") as cur:
             self._require_run(cur, run_id)
             base = self._next_seq(cur, "trajectories")
-            self._insert(cur, "trajectories", traj, {"run_id": run_id, "created_at": now},
-                         {"seq": f"{base} + _pos"})
+            self._insert(cur, "trajectories", traj, {"run_id": run_id, "created_at": now}, {"seq": base})
+            self._took_seqs("trajectories", base, traj.num_rows)
             if steps.num_rows:
-                self._insert(cur, "steps", steps, {"run_id": run_id}, {"traj_seq": f"{base} + _pos"})
+                self._insert(cur, "steps", steps, {"run_id": run_id}, {"traj_seq": base})
 
     def add_tasks(self, run_id: str, tasks: Sequence[Task]) -> None:
         tasks = list(tasks)
@@ -418,8 +492,9 @@ class TaskStore:
         with self._write("add_tasks") as cur:
             self._require_run(cur, run_id)
             base = self._next_seq(cur, "tasks")
-            self._insert(cur, "tasks", batch, {"run_id": run_id, "created_at": now}, {"seq": f"{base} + _pos"})
-            schema.record_superseded(cur, "tasks", base, now)
+            self._insert(cur, "tasks", batch, {"run_id": run_id, "created_at": now}, {"seq": base})
+            self._supersede(cur, "tasks", base, batch, now)
+            self._took_seqs("tasks", base, batch.num_rows)
 
     @staticmethod
     def _verdict_batch(verdicts: list[Verdict]) -> pa.Table:
@@ -435,9 +510,9 @@ class TaskStore:
     def _insert_verdicts(self, cur: duckdb.DuckDBPyConnection, run_id: str, batch: pa.Table,
                          kind: str, now: Any) -> None:
         base = self._next_seq(cur, "verdicts")
-        self._insert(cur, "verdicts", batch, {"run_id": run_id, "kind": kind, "created_at": now},
-                     {"seq": f"{base} + _pos"})
-        schema.record_superseded(cur, "verdicts", base, now)
+        self._insert(cur, "verdicts", batch, {"run_id": run_id, "kind": kind, "created_at": now}, {"seq": base})
+        self._supersede(cur, "verdicts", base, batch, now)
+        self._took_seqs("verdicts", base, batch.num_rows)
 
     def add_verdicts(self, run_id: str, verdicts: Sequence[Verdict], kind: str) -> None:
         """Verdicts of kind 'static' (a task checked by gold replay) or 'rollout'."""
@@ -508,12 +583,11 @@ class TaskStore:
             self._require_run(cur, run_id)
             if rollouts:
                 base = self._next_seq(cur, "rollouts")
-                self._insert(cur, "rollouts", batch, {"run_id": run_id, "created_at": now},
-                             {"seq": f"{base} + _pos"})
-                schema.record_superseded(cur, "rollouts", base, now)
+                self._insert(cur, "rollouts", batch, {"run_id": run_id, "created_at": now}, {"seq": base})
+                self._supersede(cur, "rollouts", base, batch, now)
+                self._took_seqs("rollouts", base, batch.num_rows)
                 if messages.num_rows:
-                    self._insert(cur, "messages", messages, {"run_id": run_id},
-                                 {"rollout_seq": f"{base} + _pos"})
+                    self._insert(cur, "messages", messages, {"run_id": run_id}, {"rollout_seq": base})
             if vbatch is not None:
                 self._insert_verdicts(cur, run_id, vbatch, "rollout", now)
 
@@ -550,6 +624,7 @@ class TaskStore:
                 "run_id, created_at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [name, program, state_json, optimizer, score_before, score_after, run_id, now, seq],
             ).fetchall()
+            self._took_seqs("programs", seq, 1)
 
     def add_trials(self, run_id: str, study: str, trials: Sequence[Trial]) -> None:
         trials = list(trials)

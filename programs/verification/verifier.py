@@ -40,8 +40,11 @@ def execute_calls(episode: Episode[Any], calls: Iterable[ToolCall]) -> list[Step
     steps = []
     for call in calls:
         result = episode.call(call.name, call.arguments)
-        steps.append(Step(call=ToolCall(name=call.name, arguments=call.arguments, id=call.id),
-                          observation=result.output, error=result.error))
+        # the parts are typed already (a call's, a result's): built without validating them
+        # again, which replays did for every call; the arguments are copied, as validation did
+        steps.append(Step.model_construct(
+            call=ToolCall.model_construct(name=call.name, arguments=dict(call.arguments), id=call.id),
+            observation=result.output, error=result.error))
     return steps
 
 
