@@ -310,7 +310,7 @@ class _ReplayNode:
         self.overlay_hashes = overlay_hashes
         self.new_keys = new_keys
         self.hash_sum = hash_sum
-        self.children: dict[tuple[str, Any], _ReplayNode] = {}
+        self.children: dict[tuple[Any, ...], _ReplayNode] = {}
 
 
 class ReplayCache:
@@ -321,10 +321,12 @@ class ReplayCache:
     Verification replays the same gold prefixes many times (each mutant, reading and
     forbidden action starts from the initial state); with the tree, a replay runs only the
     calls no earlier replay ran. The tree is dropped whole past ``max_nodes``: episodes
-    standing on a dropped node keep working, and later replays start a new tree.
+    standing on a dropped node keep working, and later replays start a new tree. (A generation
+    item adds some 40 nodes, and replays seldom share calls across items: 2,000 nodes keep
+    every hit for ~10 MB.)
     """
 
-    def __init__(self, base: BaseState[Any], max_nodes: int = 20_000) -> None:
+    def __init__(self, base: BaseState[Any], max_nodes: int = 2_000) -> None:
         self.max_nodes = max_nodes
         self._base_hash = base.hash_sum
         self.nodes = 0
@@ -333,7 +335,7 @@ class ReplayCache:
     def _new_root(self) -> _ReplayNode:
         return _ReplayNode(None, {}, {}, {}, self._base_hash)
 
-    def add(self, parent: _ReplayNode, key: tuple[str, Any], node: _ReplayNode) -> None:
+    def add(self, parent: _ReplayNode, key: tuple[Any, ...], node: _ReplayNode) -> None:
         if self.nodes >= self.max_nodes:
             self.root, self.nodes = self._new_root(), 0
         parent.children[key] = node
@@ -361,11 +363,12 @@ def _frozen(value: Any) -> Any:
     raise _Unkeyable  # anything else (a Python caller's own objects) is not keyed
 
 
-def _replay_key(name: str, arguments: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """A call's identity: equal keys are equal calls. None for arguments that are not plain
-    JSON values: such a call runs without the cache."""
+def _replay_key(spec: ToolSpec, arguments: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    """A call's identity: equal keys are equal calls of the same tool (its function and argument
+    model, so a tool replaced on the environment is a new tool). None for arguments that are
+    not plain JSON values: such a call runs without the cache."""
     try:
-        return name, _frozen(dict(arguments))
+        return spec.name, spec.function, spec.arguments_model, _frozen(dict(arguments))
     except _Unkeyable:
         return None
 
@@ -373,12 +376,12 @@ def _replay_key(name: str, arguments: Mapping[str, Any]) -> tuple[str, Any] | No
 class Episode(Generic[DB]):
     """One trajectory's or rollout's private state over a shared base."""
 
-    def __init__(self, environment: Environment[DB]) -> None:
+    def __init__(self, environment: Environment[DB], cached: bool = True) -> None:
         self.environment = environment
         self._base = environment.base
         root = environment.replays.root
         # the state dicts are the node's until this episode's first write (copy-on-write)
-        self._node: _ReplayNode | None = root
+        self._node: _ReplayNode | None = root if cached else None
         self._overlay: dict[tuple[str, str], BaseModel] = root.overlay
         self._new_keys: dict[str, list[str]] = root.new_keys
         self._hash_sum = root.hash_sum
@@ -413,7 +416,7 @@ class Episode(Generic[DB]):
         if not isinstance(arguments, Mapping):
             return ToolResult(output="Error: arguments must be a JSON object", error=True, error_kind="invalid_call")
         node = self._node
-        key = None if node is None else _replay_key(name, arguments)
+        key = None if node is None else _replay_key(spec, arguments)
         if node is None or key is None:
             self._node = None  # this episode's history is no longer a sequence the tree can name
             return self._run(spec, name, arguments)
@@ -450,6 +453,8 @@ class Episode(Generic[DB]):
         return ToolResult(output=_render(value))
 
     def _commit(self, tx: Transaction) -> None:
+        # a commit outside `call` is a change the tree cannot name (`call` re-attaches after its own)
+        self._node = None
         if tx.pending and self._shared:
             self._overlay, self._overlay_hashes = dict(self._overlay), dict(self._overlay_hashes)
             self._new_keys = {t: list(v) for t, v in self._new_keys.items()}
@@ -691,8 +696,10 @@ class Environment(Generic[DB]):
         self.tools: dict[str, ToolSpec] = {t.name: t for t in domain.tools}
         self.policy = policy if policy is not None else domain.policy
 
-    def episode(self) -> Episode[DB]:
-        return Episode(self)
+    def episode(self, cached: bool = True) -> Episode[DB]:
+        """A new episode at the initial state. ``cached=False``: every call of it runs, none is
+        answered from the replay tree (`ReplayCache`), for checking that the tools replay."""
+        return Episode(self, cached)
 
     def initial_hash(self) -> str:
         return f"{self.base.hash_sum:032x}"

@@ -177,3 +177,117 @@ def test_transaction_values_are_keys_then_get_with_committed_pending_and_new_rec
         expected = [tx.get(table, key) for key in tx.keys(table)]
         assert [id(r) for r in tx.values(table)] == [id(r) for r in expected]
     assert sum(1 for _ in tx.values("users")) == sum(1 for _ in env.episode().keys("users")) + 2
+
+
+# ---------------------------------------------------------------- the replay tree
+
+
+def _write_calls(env):
+    """Two writes on one pending order, the second on the state the first left."""
+    order = _order_with_status(env, "pending")
+    address = {"order_id": order.order_id, "address1": "5 Bay Rd", "address2": "", "city": "Miami", "state": "FL",
+               "country": "USA", "zip": "33101"}
+    return order, [("get_order_details", {"order_id": order.order_id}),
+                   ("modify_pending_order_address", address),
+                   ("cancel_pending_order", {"order_id": order.order_id, "reason": "ordered by mistake"})]
+
+
+def _replayed(episode, calls):
+    return [episode.call(name, arguments) for name, arguments in calls], episode.state_hash(), episode.changed()
+
+
+def test_a_replayed_sequence_gives_what_a_fresh_environment_gives(retail, env):
+    _, calls = _write_calls(env)
+    first = _replayed(env.episode(), calls)
+    again = _replayed(env.episode(), calls)  # every call found in the tree
+    fresh = retail.environment(retail.generate_db(3, 60))  # no tree yet: every call runs
+    assert again == first == _replayed(fresh.episode(), calls)
+    assert again[0][1] is first[0][1]  # the same result object: the second replay ran nothing
+
+
+def test_a_node_keeps_its_state_when_the_episode_that_made_it_writes_on(retail, env):
+    order, calls = _write_calls(env)
+    walker = env.episode()
+    walker.call(*calls[1])  # makes the node after the address change, sharing walker's state
+    walker.call(*calls[2])  # then writes on: must copy before, not change the node's state
+    after_first = env.episode()
+    after_first.call(*calls[1])  # found in the tree
+    assert after_first.get("orders", order.order_id).status == "pending"
+    assert after_first.get("orders", order.order_id).address.city == "Miami"
+    fresh = retail.environment(retail.generate_db(3, 60)).episode()
+    fresh.call(*calls[1])
+    assert after_first.state_hash() == fresh.state_hash() != walker.state_hash()
+    # a fork shares the state until one of the two writes
+    twin = after_first.fork()
+    twin.call(*calls[2])
+    assert after_first.get("orders", order.order_id).status == "pending"
+    assert twin.state_hash() == walker.state_hash()
+
+
+def test_calls_the_tree_cannot_name_run_as_before(env, monkeypatch):
+    order, calls = _write_calls(env)
+    episode = env.episode()
+    # a tuple is no JSON value: this call is run, and the episode leaves the tree
+    assert "unexpected argument 'x'" in episode.call("get_order_details", {"order_id": order.order_id, "x": ()}).output
+    episode.call(*calls[1])
+    assert episode.get("orders", order.order_id).address.city == "Miami"
+    # NaN equals nothing, so it never matches a call seen before
+    nan_calls = [env.episode().call("calculate", {"expression": float("nan")}) for _ in range(2)]
+    assert nan_calls[0] is not nan_calls[1]
+    # a tool replaced on the environment is a new tool, whatever its name
+    spec = env.tools["calculate"]
+    env.episode().call("calculate", {"expression": "1+1"})
+
+    def broken(tx, expression):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(env.tools, "calculate", type(spec)(spec.name, spec.kind, spec.description, broken,
+                                                           spec.arguments_model))
+    assert "boom" in env.episode().call("calculate", {"expression": "1+1"}).output
+
+
+def test_the_tree_is_dropped_past_its_bound_and_its_episodes_go_on(retail):
+    from trajectory2task.domains.runtime import ReplayCache
+
+    env = retail.environment(retail.generate_db(3, 60))
+    env.replays = ReplayCache(env.base, max_nodes=2)
+    _, calls = _write_calls(env)
+    walker = env.episode()
+    _replayed(walker, calls)  # three nodes: the tree is dropped on the third
+    assert env.replays.nodes <= 2
+    fresh = retail.environment(retail.generate_db(3, 60))
+    assert _replayed(env.episode(), calls) == _replayed(fresh.episode(), calls)
+    walker.call("get_user_details", {"user_id": "nobody"})  # an episode on a dropped node still works
+    assert walker.changed() == _replayed(fresh.episode(), calls)[2]
+
+
+def test_private_copies_equal_pydantics_deep_copies(env):
+    from trajectory2task.domains.runtime import _private_copy
+
+    for table in ("users", "orders", "products"):
+        for record in list(env.base.tables[table].values())[:20]:
+            copied, reference = _private_copy(record), record.model_copy(deep=True)
+            assert copied == reference and copied.model_fields_set == reference.model_fields_set
+            assert copied.model_dump_json() == record.model_dump_json()
+    user = next(iter(env.base.tables["users"].values()))
+    copied = _private_copy(user)
+    copied.orders.append("#W-new")
+    copied.address.city = "Elsewhere"
+    assert "#W-new" not in user.orders and user.address.city != "Elsewhere"
+
+
+def test_private_copies_of_models_with_extra_values_are_deep_copies():
+    from pydantic import BaseModel, ConfigDict
+
+    from trajectory2task.domains.runtime import _private_copy
+
+    class Loose(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        tags: list[str] = []
+
+    record = Loose(tags=["a"], note={"k": [1]})
+    copied = _private_copy(record)
+    assert copied == record and copied.model_extra == {"note": {"k": [1]}}
+    copied.model_extra["note"]["k"].append(2)
+    copied.tags.append("b")
+    assert record.model_extra == {"note": {"k": [1]}} and record.tags == ["a"]

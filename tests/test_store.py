@@ -622,3 +622,79 @@ def test_export_tau2(fixture_store, tmp_path):
         back = [tau2.task_from_tau2(d) for d in data]
         assert [t.id for t in back] == ["A", "A_amb", "B"]
         assert [len(t.gold_actions) for t in back] == [2, 2, 3]
+
+
+# ---------------------------------------------------------------- what the writers of a file share
+
+
+def _seqs(store, table):
+    return [s for (s,) in store.query(f"SELECT seq FROM {table} ORDER BY seq")[1]]
+
+
+def test_two_stores_on_one_file_number_and_supersede_as_one(db):
+    with TaskStore(db) as a, TaskStore(db) as b:
+        run = a.start_run("generate", {})
+        a.add_tasks(run, [task("X", reason="a1")])
+        b.add_tasks(run, [task("Y"), task("X", reason="b1")])  # b learns nothing from a's write itself
+        a.add_tasks(run, [task("X", reason="a2")])
+        assert _seqs(a, "tasks") == [1, 2, 3, 4]
+        assert a.query("SELECT tbl, seq, by_seq FROM superseded ORDER BY seq")[1] == [
+            ("tasks", 1, 3), ("tasks", 3, 4)]
+        assert [(t.id, t.scenario.reason_for_call) for t in b.tasks()] == [("Y", "help me"), ("X", "a2")]
+
+
+def test_a_rolled_back_item_leaves_no_number_and_no_key_behind(db):
+    class Failing(TaskStore):
+        fail = False
+
+        def _before_commit(self, cur, op):
+            if self.fail:
+                raise RuntimeError("boom")
+
+    with Failing(db) as s:
+        run = s.start_run("generate", {})
+        s.add_tasks(run, [task("A")])
+        s.fail = True
+        with pytest.raises(RuntimeError):
+            with s.transaction():
+                lost = s.start_run("generate", {})
+                s.add_tasks(lost, [task("X")])
+                s.add_verdicts(lost, [verdict("X", True)], kind="static")
+        s.fail = False
+        with pytest.raises(StoreError, match="unknown run_id"):  # the run went with the rollback
+            s.add_tasks(lost, [task("Z")])
+        s.add_tasks(run, [task("X")])
+        assert _seqs(s, "tasks") == [1, 2]
+        assert s.query("SELECT count(*) FROM superseded")[1] == [(0,)]  # no X before this one
+
+
+def test_a_file_written_while_no_store_had_it_open_is_read_again(db):
+    with TaskStore(db) as s:
+        run = s.start_run("generate", {})
+        s.add_tasks(run, [task("X", reason="first")])
+    # another writer (here a bare connection) while no store has the file open
+    con = duckdb.connect(str(db))
+    con.execute("INSERT INTO tasks SELECT * REPLACE (2 AS seq, json_object('reason', 'other') AS json) "
+                "FROM tasks WHERE seq = 1")
+    con.close()
+    with TaskStore(db) as s:
+        s.add_tasks(run, [task("X", reason="third")])
+        assert _seqs(s, "tasks") == [1, 2, 3]
+        assert s.query("SELECT tbl, seq, by_seq FROM superseded ORDER BY seq")[1] == [
+            ("tasks", 1, 3), ("tasks", 2, 3)]
+
+
+def test_a_store_dropped_unclosed_counts_itself_out(db):
+    import gc
+
+    from trajectory2task.store.taskstore import _state_for
+
+    s = TaskStore(db)
+    run = s.start_run("generate", {})
+    s.add_tasks(run, [task("X")])
+    state = _state_for(db)
+    assert state.writers == 1 and state.next_seqs
+    s._con.close()  # what the collector's finalizers do to the connection
+    del s
+    gc.collect()
+    assert state.writers == 0 and not state.next_seqs and not state.runs
