@@ -134,6 +134,8 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     versions = {role: type(program).__name__ for role, program in programs.items()}
 
     executor = _ray_items(ray, config, versions, by_role, settings, workers, actors)
+    if executor is not None:
+        executor.start()  # the workers start while the store opens
 
     def run(sink: Any) -> Any:
         pipeline = GenerationPipeline(env, sink, config, explorer=programs["explorer"], writer=programs["writer"],
@@ -142,16 +144,20 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
         return pipeline.run(run_id, progress=progress)
 
     memory = MemorySink()
-    if store is None:
-        summary = run(memory)
-    else:
-        from trajectory2task.store import TaskStore
-        from trajectory2task.store.failures import StoreSink
+    try:
+        if store is None:
+            summary = run(memory)
+        else:
+            from trajectory2task.store import TaskStore
+            from trajectory2task.store.failures import StoreSink
 
-        with TaskStore(Path(store)) as task_store:
-            task_store.start_run("generate", config.model_dump(mode="json"), seed=seed, run_id=run_id)
-            tee = _Tee(StoreSink(task_store), memory)
-            summary = run(tee)
+            with TaskStore(Path(store)) as task_store:
+                task_store.start_run("generate", config.model_dump(mode="json"), seed=seed, run_id=run_id)
+                tee = _Tee(StoreSink(task_store), memory)
+                summary = run(tee)
+    finally:
+        if executor is not None:
+            executor.close()  # when the run never reached its items (a store that did not open)
     return GenerateResult(run_id=run_id, summary=summary, trajectories=memory.trajectories, tasks=memory.tasks,
                           verdicts=memory.verdicts)
 
@@ -354,6 +360,7 @@ def generation_pipeline(task_store: TaskStore, config: GenerationConfig, run_id:
         # the workers' calls reach the store with their items; the ledger counts them for the live line
         on_calls = (lambda calls: session.ledger.add_rows(calls, keep=False)) if session is not None else None
         pipeline.executor = RayItems(ray, setup, on_calls=on_calls)
+        pipeline.executor.start()
     return pipeline
 
 

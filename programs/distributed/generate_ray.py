@@ -208,6 +208,8 @@ class RayItems:
         self.workers_lost = 0
         self.slots: Any = None
         self.workers: dict[str, Any] = {}  # the live workers of the run under way, by name
+        self._db_ref: Any = None
+        self._spawned = 0
         self._errors = _worker_errors(ray)
 
     # ------------------------------------------------------------ workers
@@ -228,6 +230,32 @@ class RayItems:
         with open(path, "rb") as handle:
             return handle.read()
 
+    def start(self) -> None:
+        """Start the workers (and the slots of the bounded roles) now, so that their start
+        overlaps whatever the driver does before the first item (opening the store); `outputs`
+        starts them when this was not called. Ray starts actors in the background."""
+        if self.workers:
+            return
+        bounds = self.setup.bounds
+        if bounds:
+            self.slots = self.ray.remote(num_cpus=0)(CallSlots).options(
+                name=f"t2t-call-slots-{uuid.uuid4().hex}").remote(bounds)
+        self._db_ref = self.ray.put(self._db_bytes())
+        count = self._worker_count(max(self.setup.config.n, 1))
+        for k in range(count):
+            holder = f"w{k}"
+            self.workers[holder] = self._start(self._db_ref, holder)
+        self._spawned = count
+
+    def close(self) -> None:
+        """Stop the workers and the slots (`outputs` does when it ends)."""
+        for worker in self.workers.values():
+            self.ray.kill(worker)
+        self.workers = {}
+        if self.slots is not None:
+            self.ray.kill(self.slots)
+            self.slots = None
+
     # ------------------------------------------------------------ the run
 
     def outputs(self, run_id: str, planned: Iterable[tuple[int, Any]]) -> Iterator[ItemOutput]:
@@ -237,23 +265,17 @@ class RayItems:
         queue = iter(planned)
         first = list(islice(queue, 1))
         if not first:
+            self.close()
             return
         retry: list[tuple[int, Any]] = []  # items whose worker died, sent again first
         retry.extend(first)
-        bounds = self.setup.bounds
-        if bounds:
-            self.slots = ray.remote(num_cpus=0)(CallSlots).options(
-                name=f"t2t-call-slots-{run_id}-{uuid.uuid4().hex[:8]}").remote(bounds)
-        db_ref = ray.put(self._db_bytes())
-        workers = self.workers = {}
-        load: dict[str, int] = {}
-        count = self._worker_count(max(self.setup.config.n, 1))
-        for k in range(count):
-            holder = f"w{k}"
-            workers[holder], load[holder] = self._start(db_ref, holder), 0
+        self.start()
+        db_ref = self._db_ref
+        workers = self.workers
+        load: dict[str, int] = {holder: 0 for holder in workers}
         in_flight: dict[Any, tuple[int, Any, str]] = {}  # ref -> (index, target, holder)
         attempts: dict[int, int] = {}
-        spawned = count
+        spawned = self._spawned
         try:
             while True:
                 for holder in list(workers):
@@ -304,10 +326,7 @@ class RayItems:
         finally:
             for ref in in_flight:
                 ray.cancel(ref, force=False)
-            for worker in workers.values():
-                ray.kill(worker)
-            if self.slots is not None:
-                ray.kill(self.slots)
+            self.close()
 
     def _lost(self, worker: Any, holder: str) -> None:
         self.workers_lost += 1
