@@ -385,8 +385,9 @@ class GenerationPipeline:
                 event_loop.run(self._run_items(run_id, self.pending_items(run_id), progress))
             else:
                 planned = ((index, self.target(index)) for index in self.pending_items(run_id))
-                for output in self.executor.outputs(run_id, planned):
-                    self._finish_item(run_id, output, progress)
+                with event_loop.frozen_heap():
+                    for output in self.executor.outputs(run_id, planned):
+                        self._finish_item(run_id, output, progress)
         except KeyboardInterrupt:
             self.sink.finish(run_id, "interrupted")
             raise

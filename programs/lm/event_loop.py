@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import contextvars
 import functools
 import gc
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from trajectory2task.programs.lm.dspy_private import EXECUTION_MODULE
@@ -54,13 +55,19 @@ class InlineHandoffLoop(asyncio.SelectorEventLoop):
         return future
 
 
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """``asyncio.run(coro)`` on an `InlineHandoffLoop`, with what exists before the run frozen
-    out of the garbage collector's scans (``gc.freeze``): each full collection otherwise walks
-    the domain's database and the programs again, stalling every rollout in flight."""
+@contextlib.contextmanager
+def frozen_heap() -> Iterator[None]:
+    """What exists now frozen out of the garbage collector's scans (``gc.freeze``) for the
+    block: each full collection otherwise walks the domain's database and the programs again,
+    stalling every rollout in flight (and a Ray run's driver between two stored items)."""
     gc.freeze()
     try:
-        with asyncio.Runner(loop_factory=InlineHandoffLoop) as runner:
-            return runner.run(coro)
+        yield
     finally:
         gc.unfreeze()
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)`` on an `InlineHandoffLoop`, inside `frozen_heap`."""
+    with frozen_heap(), asyncio.Runner(loop_factory=InlineHandoffLoop) as runner:
+        return runner.run(coro)
