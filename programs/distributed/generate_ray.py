@@ -173,10 +173,14 @@ class ItemWorker:
         gc.collect()
         gc.freeze()
 
-    async def run_item(self, run_id: str, index: int, target: Any = None) -> ItemOutput:
-        output = await self.pipeline.agenerate_item(run_id, index, target)
-        output.lm_calls = self.pipeline.drain_usage()
-        return output
+    async def run_items(self, run_id: str, planned: list[tuple[int, Any]]) -> list[ItemOutput]:
+        """The planned items, one after another, each with the LM calls made since the one before."""
+        outputs = []
+        for index, target in planned:
+            output = await self.pipeline.agenerate_item(run_id, index, target)
+            output.lm_calls = self.pipeline.drain_usage()
+            outputs.append(output)
+        return outputs
 
     def process_id(self) -> int:
         """The worker's process id (to watch it, or to stop it in a fault test)."""
@@ -192,16 +196,23 @@ def _worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
 class RayItems:
     """The pipeline's executor (``ItemExecutor``) on a Ray cluster: ``actors`` workers (None:
     one per CPU of the cluster) with ``depth`` items in flight each (None: the setup's
-    ``workers``, at least 2, so a worker never waits for its next item)."""
+    ``workers``, at least 8: a worker has items queued through the driver's pauses, such as
+    the store's checkpoints, which take up to a quarter of a second every few hundred items),
+    sent ``batch`` items to a Ray call (None: 4 offline, where an item takes a few tens of
+    milliseconds and each Ray call costs the driver and the worker about a millisecond; 1
+    with LMs, where an item waits on the network and streams back alone)."""
 
     def __init__(self, ray: Any, setup: WorkerSetup, *, actors: int | None = None, depth: int | None = None,
-                 max_attempts: int = 3, on_calls: Callable[[list[LMCall]], None] | None = None) -> None:
+                 batch: int | None = None, max_attempts: int = 3,
+                 on_calls: Callable[[list[LMCall]], None] | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.ray = ray
         self.setup = setup
         self.actors = actors
-        self.depth = depth or max(setup.workers, 2)
+        self.depth = depth or max(setup.workers, 8)
+        offline = not setup.lm_settings and not setup.lm_objects
+        self.batch = max(1, min(batch or (4 if offline else 1), self.depth))
         self.max_attempts = max_attempts
         self.on_calls = on_calls  # e.g. the driver's ledger, for its live line and its summary
         self.retried = 0
@@ -273,20 +284,24 @@ class RayItems:
         db_ref = self._db_ref
         workers = self.workers
         load: dict[str, int] = {holder: 0 for holder in workers}
-        in_flight: dict[Any, tuple[int, Any, str]] = {}  # ref -> (index, target, holder)
+        in_flight: dict[Any, tuple[list[tuple[int, Any]], str]] = {}  # ref -> (its items, holder)
         attempts: dict[int, int] = {}
         spawned = self._spawned
         try:
             while True:
                 for holder in list(workers):
                     while load[holder] < self.depth:
-                        nxt = retry.pop(0) if retry else next(queue, None)
-                        if nxt is None:
+                        sent: list[tuple[int, Any]] = []
+                        while len(sent) < min(self.batch, self.depth - load[holder]):
+                            nxt = retry.pop(0) if retry else next(queue, None)
+                            if nxt is None:
+                                break
+                            sent.append(nxt)
+                        if not sent:
                             break
-                        index, target = nxt
-                        ref = workers[holder].run_item.remote(run_id, index, target)
-                        in_flight[ref] = (index, target, holder)
-                        load[holder] += 1
+                        ref = workers[holder].run_items.remote(run_id, sent)
+                        in_flight[ref] = (sent, holder)
+                        load[holder] += len(sent)
                 if not in_flight:
                     return
                 ready, rest = ray.wait(list(in_flight), num_returns=1)
@@ -296,21 +311,22 @@ class RayItems:
                 finished: list[ItemOutput] = []
                 given_up: WorkerLost | None = None
                 for ref in ready:
-                    index, target, holder = in_flight.pop(ref)
+                    sent, holder = in_flight.pop(ref)
                     if holder in load:
-                        load[holder] -= 1
+                        load[holder] -= len(sent)
                     try:
-                        finished.append(ray.get(ref))
+                        finished.extend(ray.get(ref))
                     except self._errors as exc:
-                        attempts[index] = attempts.get(index, 0) + 1
-                        if attempts[index] >= self.max_attempts:
-                            given_up = given_up or WorkerLost(
-                                f"item {index} lost its Ray worker {attempts[index]} times (last: "
-                                f"{first_line(exc, 300)}); the items finished so far are stored")
-                        else:
-                            self.retried += 1
-                            retry.append((index, target))
-                        if holder in workers:  # its first failed item: replace the worker
+                        for index, target in sent:
+                            attempts[index] = attempts.get(index, 0) + 1
+                            if attempts[index] >= self.max_attempts:
+                                given_up = given_up or WorkerLost(
+                                    f"item {index} lost its Ray worker {attempts[index]} times (last: "
+                                    f"{first_line(exc, 300)}); the items finished so far are stored")
+                            else:
+                                self.retried += 1
+                                retry.append((index, target))
+                        if holder in workers:  # its first failed call: replace the worker
                             self._lost(workers.pop(holder), holder)
                             del load[holder]
                             replacement = f"w{spawned}"
