@@ -8,7 +8,8 @@ once per command, not per item. "steady" rates count from the first stored item 
 they leave out loading (and, on Ray, the workers' own start: a Python process importing the
 package and loading the domain), which a long run pays once. Every run's verified tasks are checked equal to the first
 run's (the same bytes, whatever ran them). Targets (issue 27): on 2 cores, at least 1.8x the
-one-process rate and at least 100 verified tasks per second.
+one-process rate and at least 100 verified tasks per second. The machine's speed drifts
+between runs: compare figures of one run only, and give ``--repeat 3`` (medians).
 
     python benchmarks/bench_generate_parallel.py [--n 400] [--cores 2] [--repeat 1]
 """
