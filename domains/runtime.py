@@ -4,7 +4,9 @@ A domain's database is a pydantic model whose fields are tables (``dict[str, Rec
 The loaded database is never mutated. Each episode keeps an overlay of the records it
 changed; a tool call runs inside a transaction layered over that overlay, and the
 transaction is merged only when the tool returns without error. Opening an episode is
-therefore O(1), and a failing call leaves no trace.
+therefore O(1), and a failing call leaves no trace. The environment keeps the call sequences
+its episodes ran as a tree (`ReplayCache`), so replaying calls already run from the initial
+state costs a look-up per call.
 
 The state hash is a multiset hash: the sum (mod 2**128) of one hash per record, each
 computed from the record's canonical JSON. It is independent of dict order, and an
@@ -332,6 +334,11 @@ class ReplayCache:
         self.nodes = 0
         self.root = self._new_root()
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # an environment sent to another process (a Ray actor) takes an empty tree, not the
+        # records of every replay this one ran
+        return _empty_replays, (self._base_hash, self.max_nodes)
+
     def _new_root(self) -> _ReplayNode:
         return _ReplayNode(None, {}, {}, {}, self._base_hash)
 
@@ -340,6 +347,13 @@ class ReplayCache:
             self.root, self.nodes = self._new_root(), 0
         parent.children[key] = node
         self.nodes += 1
+
+
+def _empty_replays(base_hash: int, max_nodes: int) -> ReplayCache:
+    replays = ReplayCache.__new__(ReplayCache)
+    replays.max_nodes, replays._base_hash, replays.nodes = max_nodes, base_hash, 0
+    replays.root = replays._new_root()
+    return replays
 
 
 class _Unkeyable(Exception):

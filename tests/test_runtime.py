@@ -291,3 +291,15 @@ def test_private_copies_of_models_with_extra_values_are_deep_copies():
     copied.model_extra["note"]["k"].append(2)
     copied.tags.append("b")
     assert record.model_extra == {"note": {"k": [1]}} and record.tags == ["a"]
+
+
+def test_an_environment_sent_to_another_process_takes_an_empty_tree(retail):
+    pickle = pytest.importorskip("ray.cloudpickle")  # how an environment reaches a Ray actor
+
+    env = retail.environment(retail.generate_db(3, 60))
+    _, calls = _write_calls(env)
+    ran = _replayed(env.episode(), calls)
+    assert env.replays.nodes == 3
+    copy = pickle.loads(pickle.dumps(env))
+    assert copy.replays.nodes == 0 and not copy.replays.root.children
+    assert _replayed(copy.episode(), calls) == ran

@@ -300,15 +300,18 @@ def test_resume_keys(store):
     assert store.done_rollout_keys(other) == {("C", "m1", 0)}
 
 
+class FailingStore(TaskStore):
+    """A store whose commits fail while ``fail`` is set."""
+
+    fail = False
+
+    def _before_commit(self, cur, op):
+        if self.fail:
+            raise RuntimeError("boom")
+
+
 def test_failed_batch_leaves_nothing(db):
-    class Failing(TaskStore):
-        fail = False
-
-        def _before_commit(self, cur, op):
-            if self.fail:
-                raise RuntimeError("boom")
-
-    with Failing(db) as s:
+    with FailingStore(db) as s:
         run = s.start_run("generate", {})
         s.fail = True
         with pytest.raises(RuntimeError, match="boom"):
@@ -644,14 +647,7 @@ def test_two_stores_on_one_file_number_and_supersede_as_one(db):
 
 
 def test_a_rolled_back_item_leaves_no_number_and_no_key_behind(db):
-    class Failing(TaskStore):
-        fail = False
-
-        def _before_commit(self, cur, op):
-            if self.fail:
-                raise RuntimeError("boom")
-
-    with Failing(db) as s:
+    with FailingStore(db) as s:
         run = s.start_run("generate", {})
         s.add_tasks(run, [task("A")])
         s.fail = True
