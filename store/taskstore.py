@@ -12,7 +12,6 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,14 +31,6 @@ from .sqlcheck import FILTER_SLOT, check_read_only_sql, confine_filter
 
 VERDICT_KINDS = ("static", "rollout")
 
-@dataclass
-class _KeyIndex:
-    """The values of a table's superseding column (hashed), as its rows below ``next_seq`` hold."""
-
-    next_seq: int
-    hashes: set[int]
-
-
 class _FileState:
     """What every TaskStore of this process on one database file shares: the write lock
     (writers must not interleave), and what the writers learnt of the file, kept only while
@@ -51,7 +42,7 @@ class _FileState:
         self.lock = threading.RLock()
         self.writers = 0
         self.next_seqs: dict[str, int] = {}  # table -> its next seq
-        self.key_index: dict[str, _KeyIndex] = {}  # table -> the keys its rows supersede by
+        self.key_index: dict[str, set[int]] = {}  # table -> its superseding column's values, hashed
         self.runs: set[str] = set()  # run ids found committed
 
     def forget(self) -> None:
@@ -371,14 +362,13 @@ class TaskStore:
         query), with the file's other learnt facts (`_FileState`)."""
         column = schema.SUPERSEDE_KEYS[table][1]
         values = [hash(v) for v in batch.column(column).to_pylist()]
-        index = self._file.key_index.get(table)
-        if index is None or index.next_seq != base:
+        seen = self._file.key_index.get(table)
+        if seen is None:  # the rows before this batch's, read once while the file stays open
             seen = {hash(v) for (v,) in cur.execute(f"SELECT {column} FROM {table} WHERE seq < ?", [base]).fetchall()}
-            index = self._file.key_index[table] = _KeyIndex(base, seen)
-        if len(set(values)) < len(values) or not index.hashes.isdisjoint(values):
+            self._file.key_index[table] = seen
+        if len(set(values)) < len(values) or not seen.isdisjoint(values):
             schema.record_superseded(cur, table, base, now)
-        index.hashes.update(values)
-        index.next_seq = base + len(values)
+        seen.update(values)
 
     # ------------------------------------------------------------------ runs
 
