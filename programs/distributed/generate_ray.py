@@ -169,8 +169,9 @@ class ItemWorker:
                                            program_versions=setup.program_versions, lms=lms,
                                            workers=setup.workers)
         # the database and programs live as long as the worker: keep them out of the
-        # collector's full scans (what event_loop.run does for a one-process run)
-        gc.collect()
+        # collector's full scans (what event_loop.run does for a one-process run); no collect
+        # first: it would cost a tenth of a second of the worker's start to free the little
+        # garbage that importing left
         gc.freeze()
 
     async def run_items(self, run_id: str, planned: list[tuple[int, Any]]) -> list[ItemOutput]:
@@ -286,13 +287,18 @@ class RayItems:
         load: dict[str, int] = {holder: 0 for holder in workers}
         in_flight: dict[Any, tuple[list[tuple[int, Any]], str]] = {}  # ref -> (its items, holder)
         attempts: dict[int, int] = {}
+        called: set[str] = set()  # the workers sent a call already
         spawned = self._spawned
         try:
             while True:
                 for holder in list(workers):
                     while load[holder] < self.depth:
                         sent: list[tuple[int, Any]] = []
-                        while len(sent) < min(self.batch, self.depth - load[holder]):
+                        # a worker's first call holds one item, so the driver stores from
+                        # the moment the first worker is up, not a batch later
+                        size = self.batch if holder in called else 1
+                        called.add(holder)
+                        while len(sent) < min(size, self.depth - load[holder]):
                             nxt = retry.pop(0) if retry else next(queue, None)
                             if nxt is None:
                                 break
