@@ -28,7 +28,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 def inputs_for_signatures() -> dict[str, tuple[type, dict]]:
     from trajectory2task.domains import get_domain
-    from trajectory2task.programs.generation.explorer import BaselineExplorer
+    from trajectory2task.programs.generation.exploration import BaselineExplorer
     from trajectory2task.signatures.generation import ProposeExplorationCall, WriteTask
 
     domain = get_domain("retail")

@@ -292,11 +292,14 @@ def offline_cost(items: Sequence[Any]) -> float:
 def build_programs(lm_config: LMConfig | None, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any],
                                                                                  dict[str, str]]:
     """(programs by role, LMs by role, role -> model or 'baseline') for a trial's knobs."""
-    from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation
-    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
+    from trajectory2task.programs.generation.adaptation import IntentAdaptation
+    from trajectory2task.programs.generation.adapting import BaselineAdaptation
+    from trajectory2task.programs.generation.exploration import BaselineExplorer
+    from trajectory2task.programs.generation.explorer import Explorer
     from trajectory2task.programs.lm.build import build_lm
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
-    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+    from trajectory2task.programs.generation.writer import TaskWriter
+    from trajectory2task.programs.generation.writing import BaselineWriter
 
     lms: dict[str, Any] = {}
     roles: dict[str, str] = {}

@@ -379,9 +379,9 @@ def _lm_failures() -> tuple[type[BaseException], ...]:
     """What a program raises when its LM failed beyond retries or never gave parsable output."""
     from dspy.utils.exceptions import AdapterParseError, LMError
 
-    from trajectory2task.programs.generation.explorer import ExplorationError
+    from trajectory2task.programs.generation.exploration import ExplorationError
     from trajectory2task.programs.loop.user_sim import LMTurnError
-    from trajectory2task.programs.generation.writer import WriterError
+    from trajectory2task.programs.generation.writing import WriterError
 
     return (LMError, AdapterParseError, ExplorationError, WriterError, LMTurnError)
 

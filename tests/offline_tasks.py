@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from trajectory2task.programs.generation.adaptation import BaselineAdaptation
-from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.adapting import BaselineAdaptation
+from trajectory2task.programs.generation.exploration import BaselineExplorer
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline
-from trajectory2task.programs.generation.writer import BaselineWriter
+from trajectory2task.programs.generation.writing import BaselineWriter
 from trajectory2task.signatures.models import GenerationItem, Task, Verdict
 
 

@@ -14,7 +14,8 @@ import pytest
 from dspy.utils import DummyLM
 
 from trajectory2task.domains import get_domain
-from trajectory2task.programs.generation.adaptation import AdaptationResult, BaselineAdaptation, IntentAdaptation
+from trajectory2task.programs.generation.adaptation import IntentAdaptation
+from trajectory2task.programs.generation.adapting import AdaptationResult, BaselineAdaptation
 from trajectory2task.programs.verification.verifier import Verifier, execute_calls
 from trajectory2task.signatures.models import Action, Task, Trajectory
 from tests.test_conditions import (

@@ -234,7 +234,8 @@ def test_an_adaptation_reask_has_its_own_rollout_id(retail):
     the cache; the re-ask carries its own rollout id and reaches the server."""
     from dspy.utils.exceptions import AdapterParseError
 
-    from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation
+    from trajectory2task.programs.generation.adaptation import IntentAdaptation
+    from trajectory2task.programs.generation.adapting import BaselineAdaptation
     from tests.test_adaptation import _user_with_pending_orders
     from tests.test_conditions import DB_SEED, DB_USERS, auth, build_general, orders_of
 

@@ -19,7 +19,7 @@ from trajectory2task.domains.kit import (
     guarded_kit,
 )
 from trajectory2task.domains.retail.kit import CONDITIONS as RETAIL
-from trajectory2task.programs.generation.adaptation import BaselineAdaptation
+from trajectory2task.programs.generation.adapting import BaselineAdaptation
 from trajectory2task.programs.verification.conditions import condition_kit
 from tests.test_conditions import DB_SEED, DB_USERS, auth, build_general, orders_of
 

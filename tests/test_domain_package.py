@@ -346,9 +346,9 @@ def test_the_domain_general_kit_adapts_retail_and_each_condition_holds_on_replay
     from trajectory2task.domains import get_domain
     from trajectory2task.domains.kit import GenerationKit
     from trajectory2task.domains.runtime import PolicyContext
-    from trajectory2task.programs.generation.adaptation import BaselineAdaptation
-    from trajectory2task.programs.generation.explorer import BaselineExplorer
-    from trajectory2task.programs.generation.writer import BaselineWriter
+    from trajectory2task.programs.generation.adapting import BaselineAdaptation
+    from trajectory2task.programs.generation.exploration import BaselineExplorer
+    from trajectory2task.programs.generation.writing import BaselineWriter
 
     retail = get_domain("retail")
     plain = dataclasses.replace(retail, kit=GenerationKit(exploration=retail.kit.exploration, conditions=None))

@@ -197,7 +197,7 @@ class _AmbiguousWordsLM:
 @pytest.mark.parametrize("optimizer", ["bootstrap", "mipro"])
 def test_the_intent_adaptation_compiles_saves_and_loads_with_stock_dspy(workspace, optimizer, tmp_path):
     from tests.llm_server import chat_fields
-    from trajectory2task.programs.generation.adaptation import BaselineAdaptation
+    from trajectory2task.programs.generation.adapting import BaselineAdaptation
 
     store, env = workspace
     trainset = [e for e in t2t.trainset("adapter", store, env, where="condition = 'general'")
@@ -329,7 +329,7 @@ class _WalkingExplorerLM(LearningLM):
 def _walks(env, seeds: list[int], explorer) -> dict[str, list[dict]]:
     """Per seed customer's email, the calls of the baseline's walk from the same seed with the
     LM explorer's limits (which draw the same customer)."""
-    from trajectory2task.programs.generation.explorer import BaselineExplorer
+    from trajectory2task.programs.generation.exploration import BaselineExplorer
 
     walks = {}
     for seed in seeds:

@@ -11,7 +11,8 @@ from dspy.utils import DummyLM
 from pydantic import BaseModel
 
 from trajectory2task.domains.runtime import Domain, Transaction, tool, tool_spec
-from trajectory2task.programs.generation.explorer import BaselineExplorer, ExplorationError, Explorer
+from trajectory2task.programs.generation.exploration import BaselineExplorer, ExplorationError
+from trajectory2task.programs.generation.explorer import Explorer
 from trajectory2task.programs.verification.verifier import execute_calls
 
 ID_ARGS = ("user_id", "order_id", "payment_method_id")

@@ -113,3 +113,31 @@ def test_loading_a_database_pauses_the_collector_then_freezes_the_database_out_o
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+WORKER_PROBE = """
+import asyncio, sys
+from trajectory2task.domains import get_domain
+from trajectory2task.programs.distributed.generate_ray import ItemWorker, WorkerSetup
+from trajectory2task.programs.generation.pipeline import GenerationConfig
+
+domain = get_domain("retail")
+env = domain.environment(domain.generate_db(3, 40))
+config = GenerationConfig(domain="retail", domain_module="trajectory2task.domains.retail", n=2, seed=3, db_users=40,
+                          db_initial_hash=env.initial_hash(), source="baseline",
+                          roles={{r: "baseline" for r in ("explorer", "writer", "adapter")}})
+config.id_prefix = "probe"
+worker = ItemWorker(WorkerSetup(config=config), None)
+outputs = asyncio.run(worker.run_items("run", [(0, None), (1, None)]))
+assert sum(len(o.tasks) for o in outputs) > 2, outputs  # it made tasks, adapted ones too
+print(",".join(m for m in {heavy!r} if m in sys.modules))
+"""
+
+
+def test_an_offline_ray_worker_imports_no_lm_or_store_library(tmp_path):
+    # a worker's start is most of what a short Ray run pays over one process: offline items
+    # need the domain and the baselines, not DSPy (half a second), the store or Ray's extras
+    result = subprocess.run([sys.executable, "-c", WORKER_PROBE.format(heavy=HEAVY)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""

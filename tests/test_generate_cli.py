@@ -148,7 +148,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
 
 
 def test_programs_state_is_loaded_into_the_lm_modules(tmp_path):
-    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+    from trajectory2task.programs.generation.writer import TaskWriter
+    from trajectory2task.programs.generation.writing import BaselineWriter
     from trajectory2task.usecases import load_program_state
     from trajectory2task.errors import UserError
 

@@ -9,10 +9,10 @@ import shutil
 import pytest
 
 from trajectory2task.optimize.coverage import GIVE_UP_AFTER, GuidedTargets, coverage_cells, pick_targets, target_goal
-from trajectory2task.programs.generation.adaptation import BaselineAdaptation
-from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.adapting import BaselineAdaptation
+from trajectory2task.programs.generation.exploration import BaselineExplorer
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-from trajectory2task.programs.generation.writer import BaselineWriter
+from trajectory2task.programs.generation.writing import BaselineWriter
 from trajectory2task.signatures.models import CONDITIONS, Trajectory
 from trajectory2task.store import TaskStore
 from trajectory2task.store.failures import StoreSink

@@ -461,10 +461,10 @@ def test_generate_plans_its_items_lazily(tmp_path):
     from collections.abc import Iterator
 
     from trajectory2task.domains import get_domain
-    from trajectory2task.programs.generation.adaptation import BaselineAdaptation
-    from trajectory2task.programs.generation.explorer import BaselineExplorer
+    from trajectory2task.programs.generation.adapting import BaselineAdaptation
+    from trajectory2task.programs.generation.exploration import BaselineExplorer
     from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline
-    from trajectory2task.programs.generation.writer import BaselineWriter
+    from trajectory2task.programs.generation.writing import BaselineWriter
     from trajectory2task.store.failures import StoreSink
 
     domain = get_domain("retail")

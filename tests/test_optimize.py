@@ -25,12 +25,12 @@ from trajectory2task.optimize.compile import (
     compile_program,
     select_ids,
 )
-from trajectory2task.programs.generation.adaptation import BaselineAdaptation
-from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.adapting import BaselineAdaptation
+from trajectory2task.programs.generation.exploration import BaselineExplorer
 from trajectory2task.programs.lm.build import build_lm
 from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix
-from trajectory2task.programs.generation.writer import BaselineWriter
+from trajectory2task.programs.generation.writing import BaselineWriter
 from trajectory2task.signatures.models import CONDITIONS
 from trajectory2task.store import TaskStore
 from trajectory2task.store.failures import StoreSink
@@ -289,7 +289,7 @@ def test_adapter_examples_pair_parents_with_conditions_and_the_metric_checks_the
 
 def test_writer_metric_counts_a_task_whose_gold_misses_its_end_state(env, store_path):
     target, examples = _writer_examples(env, store_path)
-    from trajectory2task.programs.generation.writer import BaselineWriter as Writer
+    from trajectory2task.programs.generation.writing import BaselineWriter as Writer
 
     written = Writer().write(examples[0].trajectory, env)
     good = target.score(examples[0], dspy.Prediction(result=written))
@@ -326,7 +326,7 @@ def test_an_unreachable_lm_is_an_error_not_a_zero_score(env, store_path):
                              timeout_s=2))
     from dspy.utils.exceptions import LMError
 
-    from trajectory2task.programs.lm.accounting import error_kind
+    from trajectory2task.programs.lm.errors import error_kind
 
     with pytest.raises(LMError) as raised:
         compile_program(target, "bootstrap", examples[:1], examples[:1], lm, SMALL)

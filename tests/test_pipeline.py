@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from dspy.utils.exceptions import LMServerError
 
-from trajectory2task.programs.generation.adaptation import BaselineAdaptation
-from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.adapting import BaselineAdaptation
+from trajectory2task.programs.generation.exploration import BaselineExplorer
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, item_seed
-from trajectory2task.programs.generation.writer import BaselineWriter, WriterError
+from trajectory2task.programs.generation.writing import BaselineWriter, WriterError
 from trajectory2task.signatures.models import CONDITIONS
 from trajectory2task.store import TaskStore
 from trajectory2task.store.failures import StoreSink, generation_items

@@ -24,10 +24,10 @@ from typer.testing import CliRunner
 
 from trajectory2task.cli import app
 from trajectory2task.domains.runtime import PolicyContext
-from trajectory2task.programs.generation.adaptation import BaselineAdaptation
-from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.adapting import BaselineAdaptation
+from trajectory2task.programs.generation.exploration import BaselineExplorer
 from trajectory2task.programs.generation.pipeline import GenerationConfig, GenerationPipeline, id_prefix, summarize
-from trajectory2task.programs.generation.writer import BaselineWriter
+from trajectory2task.programs.generation.writing import BaselineWriter
 from trajectory2task.programs.verification.conditions import check_ambiguous, check_changing
 from trajectory2task.programs.verification.verifier import Verifier
 from trajectory2task.signatures.models import Action, Reading, Task, UserScenario

@@ -8,9 +8,10 @@ import json
 import pytest
 from dspy.utils import DummyLM
 
-from trajectory2task.programs.generation.explorer import BaselineExplorer
+from trajectory2task.programs.generation.exploration import BaselineExplorer
 from trajectory2task.programs.verification.verifier import Verifier
-from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter, WriterError
+from trajectory2task.programs.generation.writer import TaskWriter
+from trajectory2task.programs.generation.writing import BaselineWriter, WriterError
 from trajectory2task.signatures.models import Provenance, UserScenario
 
 

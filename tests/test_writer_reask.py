@@ -5,8 +5,9 @@ from __future__ import annotations
 import dspy
 from dspy.utils import DummyLM
 
-from trajectory2task.programs.generation.explorer import BaselineExplorer
-from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+from trajectory2task.programs.generation.exploration import BaselineExplorer
+from trajectory2task.programs.generation.writer import TaskWriter
+from trajectory2task.programs.generation.writing import BaselineWriter
 
 
 def test_a_reask_carries_the_missing_facts_and_the_parse_error(retail):

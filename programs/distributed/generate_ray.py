@@ -42,8 +42,7 @@ from trajectory2task.programs.generation.pipeline import (
     ItemOutput,
     generation_programs,
 )
-from trajectory2task.programs.distributed.slots import CallSlots
-from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.programs.lm.errors import first_line
 from trajectory2task.programs.lm.config import LMSettings
 from trajectory2task.signatures.models import GenerationItem, LMCall, Task, Trajectory, Verdict
 
@@ -250,6 +249,8 @@ class RayItems:
             return
         bounds = self.setup.bounds
         if bounds:
+            from trajectory2task.programs.distributed.slots import CallSlots  # its LM limits import DSPy
+
             self.slots = self.ray.remote(num_cpus=0)(CallSlots).options(
                 name=f"t2t-call-slots-{uuid.uuid4().hex}").remote(bounds)
         self._db_ref = self.ray.put(self._db_bytes())

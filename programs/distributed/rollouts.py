@@ -78,7 +78,8 @@ class RolloutActor:
     """One Ray actor's engine: runs rollouts on its own event loop, concurrently."""
 
     def __init__(self, make_engine: EngineFactory, share: ActorShare) -> None:
-        from trajectory2task.programs.lm.accounting import CallLedger, first_line
+        from trajectory2task.programs.lm.accounting import CallLedger
+        from trajectory2task.programs.lm.errors import first_line
 
         self.ledger = CallLedger()
         self.failed: str | None = None
@@ -344,7 +345,7 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
 
 
 def _first_line(exc: BaseException) -> str:
-    from trajectory2task.programs.lm.accounting import first_line
+    from trajectory2task.programs.lm.errors import first_line
 
     return first_line(exc)
 

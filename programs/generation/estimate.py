@@ -22,12 +22,15 @@ from typing import Any
 import dspy
 
 from trajectory2task.domains import Environment
-from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation, WordingRequest, _adapt, _word
-from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
+from trajectory2task.programs.generation.adaptation import IntentAdaptation
+from trajectory2task.programs.generation.adapting import BaselineAdaptation, WordingRequest, adaptation_steps, worded
+from trajectory2task.programs.generation.exploration import BaselineExplorer
+from trajectory2task.programs.generation.explorer import Explorer
 from trajectory2task.programs.generation.grounding import lm_kit
 from trajectory2task.programs.generation.pipeline import condition_seed, item_seed
 from trajectory2task.programs.generation.prompting import compact_tools, shown_steps
-from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+from trajectory2task.programs.generation.writer import TaskWriter
+from trajectory2task.programs.generation.writing import BaselineWriter
 from trajectory2task.programs.lm.estimate import RolePrompts, RunEstimate, adapter_for
 from trajectory2task.programs.lm.tokens import Tokenizer
 from trajectory2task.signatures.adaptation import AdaptAmbiguous, AdaptChanging, AdaptInfeasible
@@ -100,14 +103,14 @@ def estimate_run(env: Environment[Any], *, items: int, run_seed: int, conditions
         if written.task is None:
             continue
         for condition in adapted:
-            request = _first_request(_adapt(written.task, trajectory, condition, env, condition_seed(seed, condition)))
+            request = _first_request(adaptation_steps(written.task, trajectory, condition, env, condition_seed(seed, condition)))
             if request is None:  # no candidates: the LM adaptation would not be asked either
                 continue
             shown = (IntentAdaptation._shown_candidates(request.facts) if condition == "infeasible" else request.facts)
             prompt = formats["adapter"].format(ADAPT_SIGNATURES[condition], [], IntentAdaptation._inputs(request.ctx,
                                                                                                     shown))
             roles["adapter"].prompt_tokens.append(counts["adapter"](prompt))
-            words = _word(BaselineAdaptation(), request)
+            words = worded(BaselineAdaptation(), request)
             roles["adapter"].completion_tokens.append(_answer_tokens(counts["adapter"], {"words": list(words)}))
             planned["adapter"] += 1
     for role, calls in planned.items():
@@ -130,7 +133,7 @@ def _lm_start(env: Environment[Any], kit: Any, explorer: Explorer, seed: int) ->
     draw: it plans fewer writes than the baseline)."""
     import random
 
-    from trajectory2task.programs.generation.explorer import _goal, _plan, _Walk
+    from trajectory2task.programs.generation.exploration import Walk, exploration_goal, plan_walk
 
-    target, _, start = _plan(env, kit, _Walk(env, kit), random.Random(seed), explorer.max_writes, None)
-    return start.description, _goal(target)
+    target, _, start = plan_walk(env, kit, Walk(env, kit), random.Random(seed), explorer.max_writes, None)
+    return start.description, exploration_goal(target)

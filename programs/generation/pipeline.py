@@ -40,6 +40,7 @@ import asyncio
 import copy
 import dataclasses
 import hashlib
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
@@ -50,7 +51,7 @@ from pydantic import BaseModel, Field
 from trajectory2task.domains import Environment
 from trajectory2task.domains.kit import KitFault, guarded_kit
 from trajectory2task.programs.lm import event_loop
-from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.programs.lm.errors import first_line
 from trajectory2task.programs.verification.lint import lint_task, private_ids
 from trajectory2task.programs.verification.verifier import Verifier
 from trajectory2task.signatures.models import (
@@ -192,10 +193,14 @@ def id_prefix(config: GenerationConfig, run_id: str | None) -> str:
 
 def _lm_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean 'the LM failed us' (after retries), not a bug in our code."""
-    from dspy.utils.exceptions import AdapterParseError, LMError
+    from trajectory2task.programs.generation.exploration import ExplorationError
+    from trajectory2task.programs.generation.writing import WriterError
 
-    from trajectory2task.programs.generation.explorer import ExplorationError
-    from trajectory2task.programs.generation.writer import WriterError
+    if "dspy" not in sys.modules:
+        # no DSPy program was built (each imports DSPy), so no DSPy error can come: an offline
+        # run, and a Ray worker's start, need not pay DSPy's import for its error types
+        return (ExplorationError, WriterError)
+    from dspy.utils.exceptions import AdapterParseError, LMError
 
     # the adaptation raises no error type of its own: its LM's failures are DSPy's
     return (LMError, AdapterParseError, ExplorationError, WriterError)
@@ -419,15 +424,25 @@ class GenerationPipeline:
 def generation_programs(lms: dict[str, Any]) -> dict[str, Any]:
     """The explorer, writer and intent adaptation: the DSPy program bound to its LM for each role
     in ``lms``, the seeded offline baseline for the others."""
-    from trajectory2task.programs.generation.adaptation import BaselineAdaptation, IntentAdaptation
-    from trajectory2task.programs.generation.explorer import BaselineExplorer, Explorer
-    from trajectory2task.programs.generation.writer import BaselineWriter, TaskWriter
+    from trajectory2task.programs.generation.adapting import BaselineAdaptation
+    from trajectory2task.programs.generation.exploration import BaselineExplorer
+    from trajectory2task.programs.generation.writing import BaselineWriter
 
-    programs: dict[str, Any] = {
-        "explorer": Explorer() if "explorer" in lms else BaselineExplorer(),
-        "writer": TaskWriter() if "writer" in lms else BaselineWriter(),
-        "adapter": IntentAdaptation() if "adapter" in lms else BaselineAdaptation(),
-    }
+    programs: dict[str, Any] = {"explorer": BaselineExplorer(), "writer": BaselineWriter(),
+                                "adapter": BaselineAdaptation()}
+    # the DSPy programs only for the roles an LM plays: an offline run imports no DSPy
+    if "explorer" in lms:
+        from trajectory2task.programs.generation.explorer import Explorer
+
+        programs["explorer"] = Explorer()
+    if "writer" in lms:
+        from trajectory2task.programs.generation.writer import TaskWriter
+
+        programs["writer"] = TaskWriter()
+    if "adapter" in lms:
+        from trajectory2task.programs.generation.adaptation import IntentAdaptation
+
+        programs["adapter"] = IntentAdaptation()
     for role, lm in lms.items():
         programs[role].set_lm(lm)
     return programs

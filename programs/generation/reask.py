@@ -29,7 +29,7 @@ from typing import Any
 import dspy
 
 from trajectory2task.programs.generation.steps import Steps, arun_steps, run_steps
-from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.programs.lm.errors import first_line
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,16 @@
 
 Two writers with one contract, ``write(trajectory, env, provenance) -> WritingResult``:
 
-- ``TaskWriter``, a DSPy module: one ``dspy.Predict(WriteTask)`` writes the user scenario
-  and the communicate info;
-- ``BaselineWriter``: template sentences per write tool (from the domain's grounding).
+- ``TaskWriter`` (here), a DSPy module: one ``dspy.Predict(WriteTask)`` writes the user
+  scenario and the communicate info;
+- ``BaselineWriter`` (`trajectory2task.programs.generation.writing`, which imports no DSPy):
+  template sentences per write tool (from the domain's grounding).
 
-Code, not the LM, decides what the task is: the gold actions are the trajectory's calls
-(reads included, as tau2 does), the expected end state is the trajectory's, and the
-scenario is accepted only when it states every fact the agent must learn from the user
-(identity, order ids, items, payment method, addresses, reason), as computed from the
-trajectory by the domain's grounding.
+Code, not the LM, decides what the task is (`writing.written_task`): the gold actions are the
+trajectory's calls (reads included, as tau2 does), the expected end state is the
+trajectory's, and the scenario is accepted only when it states every fact the agent must
+learn from the user (identity, order ids, items, payment method, addresses, reason), as
+computed from the trajectory by the domain's grounding (`writing.check_scenario`).
 """
 
 from __future__ import annotations
@@ -18,101 +19,23 @@ from __future__ import annotations
 from typing import Any
 
 import dspy
-from pydantic import BaseModel, Field
 
 from trajectory2task.domains import Environment
-from trajectory2task.domains.kit import Claim, ExplorationKit, RequiredFact, TrajectoryFacts
+from trajectory2task.domains.kit import Claim, ExplorationKit, TrajectoryFacts
 from trajectory2task.programs.binding import Bound, as_prediction
-from trajectory2task.programs.generation.grounding import baseline_kit, lm_kit, missing_facts, scenario_text
+from trajectory2task.programs.generation.writing import (
+    WriterError,
+    WritingResult,
+    check_scenario,
+    missing_reason,
+    written_task,
+)
+from trajectory2task.programs.generation.grounding import lm_kit
 from trajectory2task.programs.generation.prompting import shown_steps
-from trajectory2task.programs.lm.accounting import first_line
+from trajectory2task.programs.lm.errors import first_line
 from trajectory2task.programs.generation.reask import Answer, Reask, Verdict
 from trajectory2task.signatures.generation import WriteTask
-from trajectory2task.signatures.models import Action, Provenance, Task, TaskDescription, Trajectory, UserScenario
-
-GENERAL_INSTRUCTIONS = ("Tell the agent what you want and answer its questions with the details above; give only "
-                        "what it asks for. Confirm when the agent asks you to. Do not invent details that are not "
-                        "written here.")
-
-
-class WritingResult(BaseModel):
-    """A general task, or why the written scenario was rejected."""
-
-    task: Task | None = None
-    rejected_reason: str | None = None
-    missing: list[RequiredFact] = Field(default_factory=list)
-
-
-class WriterError(RuntimeError):
-    """The LM gave no output that parses after the allowed attempts."""
-
-
-def general_task_id(trajectory: Trajectory) -> str:
-    return f"{trajectory.id}-general"
-
-
-def _task(trajectory: Trajectory, env: Environment[Any], scenario: UserScenario, communicate_info: list[str],
-          provenance: Provenance | None, claims: list[Claim]) -> Task:
-    task_id = general_task_id(trajectory)
-    gold = [Action(name=s.call.name, arguments=dict(s.call.arguments), action_id=f"{task_id}_{i}",
-                   requestor="assistant") for i, s in enumerate(trajectory.steps)]
-    writes = [s.call.name for s in trajectory.steps if env.tools[s.call.name].kind == "write"]
-    prov = (provenance or trajectory.provenance).model_copy(update={"trajectory_id": trajectory.id})
-    return Task(
-        id=task_id,
-        domain=trajectory.domain,
-        condition="general",
-        scenario=scenario.model_copy(update={"domain": trajectory.domain}),
-        gold_actions=gold,
-        expected_state_hash=trajectory.end_state_hash,
-        initial_state_hash=env.initial_hash(),
-        communicate_info=communicate_info,
-        reward_basis=["DB", "COMMUNICATE"] if communicate_info else ["DB"],
-        description=TaskDescription(purpose=general_purpose(writes, communicate_info)),
-        claims=claims,
-        provenance=prov,
-    )
-
-
-def general_purpose(writes: list[str], communicate_info: list[str]) -> str:
-    """What a general task is, in one line: the writes the user asks for, and what the agent must say."""
-    asked = ", then ".join(w.replace("_", " ") for w in writes) or "information only"
-    told = f"; the agent must tell the user {', '.join(communicate_info)}" if communicate_info else ""
-    return f"general: the user asks for {len(writes)} change(s): {asked}{told}."
-
-
-def check_scenario(scenario: UserScenario, facts: TrajectoryFacts) -> list[RequiredFact]:
-    """The required facts the scenario does not state."""
-    return missing_facts(scenario_text(scenario), facts.all_facts())
-
-
-class BaselineWriter:
-    """Templates per write tool: the scenario states each write as one sentence with its facts."""
-
-    name = "baseline_writer"
-
-    def __init__(self, grounding: ExplorationKit | None = None) -> None:
-        self.grounding = grounding
-
-    def write(self, trajectory: Trajectory, env: Environment[Any],
-              provenance: Provenance | None = None) -> WritingResult:
-        grounding = self.grounding or baseline_kit(env)
-        facts = grounding.describe(env, trajectory.steps, trajectory.seed_entity)
-        requests = [r.sentence for r in facts.requests]
-        reason = requests[0] + ("" if len(requests) == 1 else " " + " ".join(
-            f"Then, {s[0].lower()}{s[1:]}" for s in requests[1:]))
-        scenario = UserScenario(reason_for_call=reason, known_info=facts.known_info or None,
-                                unknown_info=facts.unknown_info, task_instructions=GENERAL_INSTRUCTIONS)
-        missing = check_scenario(scenario, facts)
-        if missing:  # a template that misses a fact is a bug in the grounding's templates
-            return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
-        return WritingResult(task=_task(trajectory, env, scenario, facts.all_communicate(), provenance,
-                                        facts.all_claims()))
-
-
-def _missing_reason(missing: list[RequiredFact]) -> str:
-    return "scenario does not state: " + "; ".join(f.prompt_line() for f in missing)
-
+from trajectory2task.signatures.models import Provenance, Trajectory, UserScenario
 
 def _observed(info: str, trajectory: Trajectory) -> bool:
     wanted = info.lower().replace(",", "")
@@ -169,14 +92,14 @@ class TaskWriter(dspy.Module):
             raise WriterError(f"writer output did not parse after {answer.attempts} attempts: {detail}")
         missing = check_scenario(prediction.scenario, facts)
         if missing:
-            return WritingResult(rejected_reason=_missing_reason(missing), missing=missing)
+            return WritingResult(rejected_reason=missing_reason(missing), missing=missing)
         # the general condition has no withheld details and no change of mind
         scenario = prediction.scenario.model_copy(update={"withheld_info": [], "change_trigger": None,
                                                           "revised_request": None})
         # communicate info is gated by substring checks: keep only what the agent can learn from a tool
         info = [i for i in (prediction.communicate_info or []) if isinstance(i, str) and _observed(i, trajectory)]
         said = [c for c in (prediction.claims or []) if isinstance(c, Claim)]  # checked by the verifier
-        return WritingResult(task=_task(trajectory, env, scenario, info, provenance, facts.all_claims() + said))
+        return WritingResult(task=written_task(trajectory, env, scenario, info, provenance, facts.all_claims() + said))
 
     def forward(self, trajectory: Trajectory, env: Environment[Any] | None = None,
                 provenance: Provenance | None = None) -> dspy.Prediction:

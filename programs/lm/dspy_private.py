@@ -10,13 +10,29 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import dspy
+from pydantic import BaseModel
+
+# DSPy is imported where each function runs, not here: the event loop reads this module's
+# EXECUTION_MODULE, and a run with no LM (offline generation, a Ray worker's start) need not
+# pay DSPy's import (about half a second).
+
 
 # The JSON schema DSPy's JSONAdapter sends as `response_format` for a signature. Our structured
 # adapter sends the same schema in other endpoints' dialects (llama.cpp, vLLM), so it must be
 # the one DSPy parses against; DSPy exposes it only through these helpers.
-from dspy.adapters.json_adapter import _get_structured_outputs_response_format as structured_outputs_format
-from dspy.adapters.json_adapter import _has_open_ended_mapping as has_open_ended_mapping
+def structured_outputs_format(signature: Any, use_native_function_calling: bool = True) -> type[BaseModel]:
+    """The pydantic model of the JSON DSPy's JSONAdapter asks ``signature``'s outputs in."""
+    from dspy.adapters.json_adapter import _get_structured_outputs_response_format
+
+    return _get_structured_outputs_response_format(signature, use_native_function_calling)
+
+
+def has_open_ended_mapping(signature: Any) -> bool:
+    """Whether an output of ``signature`` is a mapping with free keys (no strict schema)."""
+    from dspy.adapters.json_adapter import _has_open_ended_mapping
+
+    return _has_open_ended_mapping(signature)
+
 
 # The ChatAdapter steps the agent's adapter (trajectory2task.programs.loop.agent.AgentAdapter)
 # overrides: native tool calls planned into the request, and tool calls read back from the
@@ -43,6 +59,8 @@ def model_rates(model: str) -> tuple[float | None, float | None]:
 
 def hook_parameters(name: str) -> tuple[str, ...]:
     """The parameters DSPy's ChatAdapter has for hook ``name`` (for the compatibility test)."""
+    import dspy
+
     return tuple(inspect.signature(getattr(dspy.ChatAdapter, name)).parameters)
 
 

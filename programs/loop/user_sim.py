@@ -53,7 +53,7 @@ def turn_error(who: str, side: FailureSide, exc: BaseException) -> LMTurnError:
     """The `LMTurnError` for an exception raised by a turn's program call."""
     from dspy.utils.exceptions import LMError
 
-    from trajectory2task.programs.lm.accounting import error_kind
+    from trajectory2task.programs.lm.errors import error_kind
 
     if isinstance(exc, LMError):
         return LMTurnError(f"transport: {who}: {error_kind(exc)}: {type(exc).__name__}: {exc}", "transport")
