@@ -65,7 +65,8 @@ VIEW_DOCS: dict[str, str] = {
     "cost_per_verified_task": (
         "Per run: LM calls and rollouts, prompt/completion tokens and cost (lm_calls + "
         "rollouts), tasks inserted by the run and how many are verified now, tokens and cost "
-        "per verified task."
+        "per verified task. unpriced_calls counts calls (and rollouts) that used tokens of a "
+        "model with no known price; cost is NULL while there are any."
     ),
     "rollouts_latest": (
         "One row per rollout_id (its newest insert) with the task condition and the newest "
@@ -319,11 +320,13 @@ _VIEWS_V1: dict[str, str] = {
             QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY started_at) = 1
         ), lm AS (
             SELECT run_id, count(*) AS lm_calls, sum(prompt_tokens) AS pt,
-                   sum(completion_tokens) AS ct, sum(cost) AS cost
+                   sum(completion_tokens) AS ct, sum(cost) AS cost,
+                   count(*) FILTER (WHERE cost IS NULL AND prompt_tokens + completion_tokens > 0) AS unpriced
             FROM lm_calls GROUP BY run_id
         ), ro AS (
             SELECT run_id, count(*) AS rollouts, sum(prompt_tokens) AS pt,
-                   sum(completion_tokens) AS ct, sum(cost) AS cost
+                   sum(completion_tokens) AS ct, sum(cost) AS cost,
+                   count(*) FILTER (WHERE cost IS NULL AND prompt_tokens + completion_tokens > 0) AS unpriced
             FROM rollouts GROUP BY run_id
         ), tk AS (
             SELECT run_id, count(*) AS tasks, count(*) FILTER (WHERE verified) AS verified_tasks
@@ -334,7 +337,10 @@ _VIEWS_V1: dict[str, str] = {
                    coalesce(ro.rollouts, 0) AS rollouts,
                    (coalesce(lm.pt, 0) + coalesce(ro.pt, 0))::BIGINT AS prompt_tokens,
                    (coalesce(lm.ct, 0) + coalesce(ro.ct, 0))::BIGINT AS completion_tokens,
-                   coalesce(lm.cost, 0) + coalesce(ro.cost, 0) AS cost,
+                   -- a sum over calls of unknown price would be a guess: no cost, and how many
+                   (coalesce(lm.unpriced, 0) + coalesce(ro.unpriced, 0))::BIGINT AS unpriced_calls,
+                   CASE WHEN coalesce(lm.unpriced, 0) + coalesce(ro.unpriced, 0) = 0
+                        THEN coalesce(lm.cost, 0) + coalesce(ro.cost, 0) END AS cost,
                    coalesce(tk.tasks, 0) AS tasks,
                    coalesce(tk.verified_tasks, 0) AS verified_tasks
             FROM r

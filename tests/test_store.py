@@ -465,15 +465,26 @@ def test_view_task_lineage(fixture_store):
     ]
 
 
+def test_view_cost_per_verified_task_is_null_while_a_call_has_no_price(db):
+    with TaskStore(db) as s:
+        run = s.start_run("generate", {})
+        s.add_lm_calls(run, [LMCall(role="writer", model="priced", prompt_tokens=100, completion_tokens=20, cost=0.25),
+                             LMCall(role="writer", model="local", prompt_tokens=80, completion_tokens=10, cost=None),
+                             LMCall(role="writer", model="local", error="timeout", cost=None)])  # no tokens: free
+        cols, rows = s.query("SELECT lm_calls, prompt_tokens, unpriced_calls, cost, cost_per_verified_task "
+                             "FROM cost_per_verified_task")
+    assert rows == [(3, 180, 1, None, None)]
+
+
 def test_view_cost_per_verified_task(fixture_store):
     cols, rows = fixture_store.query(
-        "SELECT run_id, kind, lm_calls, rollouts, prompt_tokens, completion_tokens, cost, tasks, verified_tasks, "
-        "tokens_per_verified_task, cost_per_verified_task FROM cost_per_verified_task")
+        "SELECT run_id, kind, lm_calls, rollouts, prompt_tokens, completion_tokens, unpriced_calls, cost, tasks, "
+        "verified_tasks, tokens_per_verified_task, cost_per_verified_task FROM cost_per_verified_task")
     by_run = {r[0]: r for r in rows}
     assert by_run == {
-        "gen": ("gen", "generate", 2, 0, 300, 50, 0.75, 4, 2, 175.0, 0.375),
-        "ver": ("ver", "verify", 1, 0, 50, 10, 0.125, 1, 1, 60.0, 0.125),
-        "bench": ("bench", "bench", 0, 6, 6000, 600, 3.0, 0, 0, None, None),
+        "gen": ("gen", "generate", 2, 0, 300, 50, 0, 0.75, 4, 2, 175.0, 0.375),
+        "ver": ("ver", "verify", 1, 0, 50, 10, 0, 0.125, 1, 1, 60.0, 0.125),
+        "bench": ("bench", "bench", 0, 6, 6000, 600, 0, 3.0, 0, 0, None, None),
     }
 
 
