@@ -394,7 +394,7 @@ class TaskEpisode:
             self._answer_malformed(malformed)
         elif reply.tool_calls:
             ran = len(self.steps)
-            if self.core.engine._run_tool_calls(self.state, reply, self.messages, self.steps, self._call_ids):
+            if self.core.engine.run_tool_calls(self.state, reply, self.messages, self.steps, self._call_ids):
                 termination = "transfer"
             signals.tool_error = any(s.error for s in self.steps[ran:])
             self._cut_results(before)

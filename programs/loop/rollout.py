@@ -127,7 +127,7 @@ class RolloutEngine:
                 reply = await _reply(bot, messages[1:])
                 turns += 1
                 if reply.tool_calls:
-                    if self._run_tool_calls(episode, reply, messages, steps, call_ids):
+                    if self.run_tool_calls(episode, reply, messages, steps, call_ids):
                         termination = "transfer"
                         break
                     continue
@@ -158,10 +158,11 @@ class RolloutEngine:
                 + ("" if side != "agent" else " before the agent's first turn")]})
         return RolloutResult(rollout=rollout, verdict=verdict, wall_s=time.perf_counter() - started)
 
-    def _run_tool_calls(self, episode: Any, reply: AgentReply, messages: list[Message], steps: list[Step],
+    def run_tool_calls(self, episode: Any, reply: AgentReply, messages: list[Message], steps: list[Step],
                         used_ids: set[str]) -> bool:
-        """Record the assistant's tool-call message, run its first call, answer every call.
-        Returns whether the call handed the user to a human agent."""
+        """Record the assistant's tool-call message, run its first call, answer every call
+        (what a rollout and a stepped episode, ``trajectory2task.programs.loop.episode``, do
+        with one agent turn's calls). Returns whether the call handed the user to a human agent."""
         recorded: list[ToolCall] = []
         for call in reply.tool_calls:
             # the transcript needs ids that tool results can answer: fill in missing or reused ones
