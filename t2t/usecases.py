@@ -154,6 +154,8 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
             with TaskStore(Path(store)) as task_store:
                 task_store.start_run("generate", config.model_dump(mode="json"), seed=seed, run_id=run_id)
                 tee = _Tee(StoreSink(task_store), memory)
+                if executor is not None:  # the LM calls no item carried (a run that stopped) are stored too
+                    executor.store_calls = lambda calls: task_store.add_lm_calls(run_id, calls)
                 summary = run(tee)
     finally:
         if executor is not None:
@@ -357,9 +359,11 @@ def generation_pipeline(task_store: TaskStore, config: GenerationConfig, run_id:
                             lm_objects={} if session is not None else shippable(lms),
                             program_states={role: modules[role].dump_state() for role in loaded},
                             cache=session.cache if session is not None else False, workers=pipeline.workers)
-        # the workers' calls reach the store with their items; the ledger counts them for the live line
+        # the workers' calls reach the store with their items (those no item carried, as the run
+        # ends or stops, by themselves); the ledger counts them for the live line
         on_calls = (lambda calls: session.ledger.add_rows(calls, keep=False)) if session is not None else None
-        pipeline.executor = RayItems(ray, setup, on_calls=on_calls)
+        pipeline.executor = RayItems(ray, setup, on_calls=on_calls,
+                                     store_calls=lambda calls: task_store.add_lm_calls(run_id, calls))
         pipeline.executor.start()
     return pipeline
 

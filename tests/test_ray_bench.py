@@ -2,7 +2,8 @@
 
 Checked against the one-process run of the same jobs: the same rollouts with the same
 verdicts and end states; results handed to the driver (the store's one writer) once per
-rollout id; every LM call an actor made in the driver's ledger, as many as the server saw;
+rollout id; every LM call an actor made in the driver's ledger, as many as the server saw,
+also those of actors killed mid-rollout (less only the requests whose reply never reached them);
 each role's ``max_concurrent`` held over all actors together. An actor killed mid-run costs
 nothing: its rollouts run again elsewhere, none lost, none twice, the retries counted.
 
@@ -13,6 +14,7 @@ a simulated three-node cluster (``ray.cluster_utils.Cluster``).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import os
 import signal
@@ -38,6 +40,7 @@ from trajectory2task.store import TaskStore, read_only_query  # noqa: E402
 from tests.cli import REPO, run_t2t  # noqa: E402
 from tests.closed_loop import environment, is_user_request, make_tasks, store_tasks, user_reply  # noqa: E402
 from tests.llm_server import ScriptedLLMServer  # noqa: E402
+from tests.ray_kill import HeldAnswers, KillWhenAllWait  # noqa: E402
 from tests.test_rollout import AGENT, Conversation  # noqa: E402
 
 EXISTING = RayTarget(address="auto")  # the fixtures' Ray is joined already: connect() uses it as it is
@@ -132,6 +135,18 @@ class RoleCounter:
                 self.now[role] -= 1
 
 
+@dataclasses.dataclass
+class NotesPid(RolloutEngineSpec):
+    """A `RolloutEngineSpec` whose actors each leave a file named by their process id in ``pids``
+    (so that a test can kill them)."""
+
+    pids: str = ""
+
+    def __call__(self, ledger: CallLedger, share: ActorShare) -> RolloutEngine:
+        Path(self.pids, str(os.getpid())).touch()
+        return super().__call__(ledger, share)
+
+
 def test_an_actors_share_of_a_bound_adds_up_to_the_bound():
     for total in (1, 2, 5, 7, 64):
         for count in range(1, total + 1):
@@ -204,6 +219,38 @@ class TestLocalRay:
         assert {row.role for row in rows} == {"agent", "user"}
         # 8 rollouts in flight would make up to 8 calls of a role at once; the bounds cut that
         assert 1 <= counter.most["agent"] <= 3 and 1 <= counter.most["user"] <= 2, counter.most
+
+    def test_lm_calls_of_killed_actors_reach_the_ledger_once(self, local_ray, tmp_path):
+        """Both actors are killed while each rollout they hold waits on an answer the server holds:
+        every call made before (for those rollouts too) is in the ledger, once; only the held
+        requests are not (their replies never reached an actor). The rollouts run again."""
+        env = environment()
+        task = make_tasks(env)["general-1"]
+        ledger = CallLedger()
+        answers = HeldAnswers(Conversation(task), first=30)  # 8 rollouts of 10 calls: each is under way
+        delivered: list[str] = []
+        pids = tmp_path / "pids"
+        pids.mkdir()
+        with ScriptedLLMServer(responder=answers) as server:
+            agent = LMAgent(build_lm(LMSettings(model=AGENT, api_base=server.base_url), role="agent", ledger=ledger),
+                            env)
+            user = LMUser(build_lm(LMSettings(model="openai/gpt-4o", api_base=server.base_url), role="user",
+                                   ledger=ledger))
+            spec = RolloutEngineSpec.of(RolloutEngine(env, user, [agent]))
+            spec = NotesPid(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}, pids=str(pids))
+            jobs = [RolloutJob(task_id=task.id, agent=AGENT, trial=k, rollout_id=f"r-{k}") for k in range(8)]
+            killer = KillWhenAllWait(answers, lambda: len(jobs) - len(delivered),
+                                     lambda: [int(p.name) for p in pids.iterdir()])
+            killer.start()
+            ran = run_rollouts_on_ray(ray, spec, {task.id: task}, jobs, concurrency=8, actors=2, ledger=ledger,
+                                      on_result=lambda result: delivered.append(result.rollout.id))
+            killer.join(30)
+            requests = len(server.requests)
+            assert server.errors == []
+        assert killer.error is None and len(killer.killed) == 2 and killer.lost >= 1, killer.error
+        assert ran.crashes == [] and ran.retries >= 1 and sorted(delivered) == sorted(j.rollout_id for j in jobs)
+        assert all(r.verdict.passed for r in ran.results)
+        assert len(ledger.take()) == requests - killer.lost  # every call an actor completed, dead or alive, once
 
     def test_the_python_bench_on_ray_scores_as_in_one_process(self, local_ray, tmp_path):
         from trajectory2task import bench

@@ -1,7 +1,9 @@
 """Generation items as Ray work (``--ray``): the same bytes as one process, on a local Ray and
 on a simulated two-node cluster; a worker killed mid-run loses no item and stores none twice;
 a driver killed mid-run resumes; an LM run records every call and holds a role's bound
-across the cluster.
+across the cluster, and stores every call its workers completed even when they are killed
+mid-run or the run is interrupted (only the requests whose reply never reached a worker are
+not in lm_calls: ``tests/ray_kill.py`` makes that number exact).
 
 Ray starts once per kind of cluster (a module-scoped fixture): ``ray.init(num_cpus=2)``, then
 ``ray.cluster_utils.Cluster`` with two one-CPU nodes.
@@ -23,6 +25,7 @@ ray = pytest.importorskip("ray")
 
 from tests.cli import REPO, run_t2t  # noqa: E402
 from tests.llm_server import ScriptedLLMServer  # noqa: E402
+from tests.ray_kill import HeldAnswers, InterruptWhenAllWait, KillWhenAllWait  # noqa: E402
 from tests.test_generate_lm import InFlight, Responder  # noqa: E402
 from trajectory2task.cli import app  # noqa: E402
 from trajectory2task.programs.distributed.generate_ray import RayItems, WorkerSetup  # noqa: E402
@@ -315,6 +318,95 @@ def test_the_python_api_on_ray_builds_lms_from_settings_in_each_worker(cluster, 
     with TaskStore(tmp_path / "api.duckdb", read_only=True) as store:
         _, [(calls,)] = store.query("SELECT count(*) FROM lm_calls WHERE run_id = ?", [result.run_id])
     assert calls == requests
+
+
+@pytest.mark.parametrize("max_attempts", [3, 1])
+def test_lm_calls_a_killed_worker_completed_are_stored_once(cluster, env, tmp_path, max_attempts):
+    """Both workers are killed while each item they hold waits on an answer the server holds:
+    every call made before (for those items too) is in lm_calls, once; only the held requests
+    are not (their replies never reached a worker). With 3 attempts the items run again on new
+    workers; with 1 the run stops (WorkerLost), and the calls reach the store all the same."""
+    from trajectory2task.programs.distributed.generate_ray import WorkerLost
+    from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
+    from trajectory2task.programs.lm.config import LMSettings
+
+    n = 6
+    answers = HeldAnswers(Responder({}), first=14)  # about a third into the run: items are half made
+    with ScriptedLLMServer(responder=answers) as server:
+        settings = LMSettings(model="openai/gpt-4o-mini", api_base=server.base_url)
+        config = _config(env, n, source="lm").model_copy(update={"roles": dict.fromkeys(GENERATION_ROLES,
+                                                                                           settings.model)})
+        config.id_prefix = id_prefix(config, RUN_ID)
+        setup = WorkerSetup(config=config, lm_settings=dict.fromkeys(GENERATION_ROLES, settings), workers=4)
+        stored: list[int] = []
+        with TaskStore(tmp_path / "lm.duckdb") as store:
+            store.start_run("generate", config.model_dump(mode="json"), seed=config.seed, run_id=RUN_ID)
+            items = RayItems(ray, setup, actors=2, max_attempts=max_attempts,
+                             store_calls=lambda calls: store.add_lm_calls(RUN_ID, calls))
+            killer = KillWhenAllWait(answers, lambda: n - len(stored),
+                                     lambda: [ray.get(w.process_id.remote()) for w in list(items.workers.values())])
+            killer.start()
+            pipeline = _pipeline(env, config, StoreSink(store), items,
+                                 after_item=lambda item: stored.append(item.index))
+            if max_attempts == 1:
+                with pytest.raises(WorkerLost):
+                    pipeline.run(RUN_ID)
+            else:
+                summary = pipeline.run(RUN_ID)
+            killer.join(30)
+            requests = len(server.requests)
+            _, [(calls,)] = store.query("SELECT count(*) FROM lm_calls WHERE run_id = ?", [RUN_ID])
+            _, [(events, indexes)] = store.query(
+                "SELECT count(*), count(DISTINCT details->>'index') FROM run_events WHERE run_id = ? "
+                "AND status = 'item'", [RUN_ID])
+        assert server.errors == []
+    assert killer.error is None and len(killer.killed) == 2 and killer.lost >= 1, killer.error
+    if max_attempts == 1:  # the run stops at the first loss it sees
+        assert items.workers_lost >= 1 and events == indexes == len(stored) < n
+    else:
+        assert items.workers_lost == 2 and summary.retried >= 1 and events == indexes == n  # every item once
+    assert calls == requests - killer.lost  # every call a worker completed, dead or alive, and none twice
+
+
+def test_an_interrupted_lm_run_on_ray_stores_the_calls_of_its_items_in_flight(cluster, tmp_path):
+    """`t2t generate --ray` interrupted (Ctrl-C) while its items in flight wait on answers the
+    server holds: those items are not stored, but every call made for them is in lm_calls
+    (stored as the run stops); only the held requests are not (their replies never reached a
+    worker)."""
+    from trajectory2task.programs.generation import pipeline as pipeline_module
+
+    n = 6
+    answers = HeldAnswers(Responder({}), first=14)
+    original = pipeline_module.GenerationPipeline._finish_item
+    stored: list[int] = []
+
+    def finish_and_count(self: Any, run_id: str, output: Any, progress: Any) -> None:
+        original(self, run_id, output, progress)
+        stored.append(output.item.index)
+
+    path = tmp_path / "interrupted.duckdb"
+    interrupt = InterruptWhenAllWait(answers, lambda: n - len(stored))
+    with ScriptedLLMServer(responder=answers) as server:
+        pipeline_module.GenerationPipeline._finish_item = finish_and_count  # type: ignore[method-assign]
+        try:
+            interrupt.start()
+            result = CliRunner().invoke(app, [
+                "generate", "--lm", "openai/gpt-4o-mini", "--api-base", server.base_url, "--n", str(n), "--users",
+                str(USERS), "--seed", "2", "--workers", "4", "--store", str(path), "--json", "--no-cache",
+                "--ray", "local"])
+            interrupt.join(30)
+        finally:
+            pipeline_module.GenerationPipeline._finish_item = original  # type: ignore[method-assign]
+            answers.release()  # the run is over and its workers with it: no held reply reaches one
+        requests = len(server.requests)
+        assert server.errors == []
+    assert interrupt.error is None and interrupt.lost >= 1, interrupt.error
+    assert result.exit_code == 130 and len(stored) < n, result.output
+    with TaskStore(path, read_only=True) as store:
+        _, [(run_id,)] = store.query("SELECT run_id FROM runs")
+        assert len(generation_items(store, run_id)) == len(stored)
+        _, [(calls,)] = store.query("SELECT count(*) FROM lm_calls WHERE run_id = ?", [run_id])
+    assert calls == requests - interrupt.lost  # the calls of the items cut short too, and none twice
 
 
 # ---------------------------------------------------------------- without Ray

@@ -10,16 +10,20 @@ picklable settings crosses the wire, and runs the items it is sent on a
 `GenerationPipeline` of the run's config: item ``index`` depends on (run seed, index)
 alone, so a worker makes it byte for byte as the one-process run does.
 
-Each finished item streams back to the driver with the LM calls the worker recorded since
-its previous item (``ItemOutput.lm_calls``), and the driver alone writes the store, one
-transaction per item, as without Ray.
+Each finished item streams back to the driver, and the driver alone writes the store, one
+transaction per item, as without Ray. With LMs, a worker sends each LM call to the run's
+`trajectory2task.programs.distributed.call_log.CallLog` actor as the call ends, and has sent
+them all before it returns the item; the driver takes the log's calls once per batch of
+outputs and stores them with the first item of the batch (``ItemOutput.lm_calls``).
 
 Faults. A worker that dies (its process killed, its machine lost) fails the items it held;
 the driver starts a new worker and sends those items again (``retried`` counts them), so no
 item is lost, and none is stored twice: an item is stored only when its output reaches the
 driver, once. An item whose worker dies ``max_attempts`` times stops the run (`WorkerLost`);
-what was stored stays, and ``--resume`` continues. The LM calls a dead worker made for
-items not yet returned are lost with it (the items are made again, calls and all).
+what was stored stays, and ``--resume`` continues. The LM calls a dead worker completed for
+items it never returned are in the log, not lost with it: they are stored with a later item,
+or, once the run ends or stops, by ``store_calls`` (calls belong to the run, not to an item);
+the items are made again with calls of their own.
 
 LM bounds. A role's ``max_concurrent`` holds across the cluster: its slots live in one
 `trajectory2task.programs.distributed.slots.CallSlots` actor.
@@ -134,9 +138,11 @@ def worker_environment(config: GenerationConfig, db_json: bytes | None) -> Any:
 class ItemWorker:
     """Runs items of one run (a Ray actor: ``ray.remote(ItemWorker)``; plain here, so the
     module imports without Ray). ``slots`` is the run's CallSlots actor, or None when no role
-    is bounded; ``holder`` names this worker to it."""
+    is bounded; ``holder`` names this worker to it. ``log`` is the run's CallLog actor (None
+    offline), which each LM call is sent to as it ends."""
 
-    def __init__(self, setup: WorkerSetup, db_json: bytes | None, slots: Any = None, holder: str = "") -> None:
+    def __init__(self, setup: WorkerSetup, db_json: bytes | None, slots: Any = None, holder: str = "",
+                 log: Any = None) -> None:
         env = worker_environment(setup.config, db_json)
         lms: dict[str, Any] = dict(setup.lm_objects)
         self.session: Any = None
@@ -167,6 +173,12 @@ class ItemWorker:
                                            writer=programs["writer"], adaptation=programs["adapter"],
                                            program_versions=setup.program_versions, lms=lms,
                                            workers=setup.workers)
+        self.calls: Any = None  # a CallSender to the log, with LMs
+        if log is not None and lms:
+            from trajectory2task.programs.distributed.call_log import CallSender, send_after_each_call
+
+            self.calls = CallSender(log, self.pipeline.drain_usage)
+            send_after_each_call(lms.values(), self.calls)
         # the database and programs live as long as the worker: keep them out of the
         # collector's full scans (what event_loop.run does for a one-process run); no collect
         # first: it would cost a tenth of a second of the worker's start to free the little
@@ -174,12 +186,10 @@ class ItemWorker:
         gc.freeze()
 
     async def run_items(self, run_id: str, planned: list[tuple[int, Any]]) -> list[ItemOutput]:
-        """The planned items, one after another, each with the LM calls made since the one before."""
-        outputs = []
-        for index, target in planned:
-            output = await self.pipeline.agenerate_item(run_id, index, target)
-            output.lm_calls = self.pipeline.drain_usage()
-            outputs.append(output)
+        """The planned items, one after another; their LM calls are in the run's log when they return."""
+        outputs = [await self.pipeline.agenerate_item(run_id, index, target) for index, target in planned]
+        if self.calls is not None:
+            await self.calls.arrived()
         return outputs
 
     def process_id(self) -> int:
@@ -200,24 +210,34 @@ class RayItems:
     the store's checkpoints, which take up to a quarter of a second every few hundred items),
     sent ``batch`` items to a Ray call (None: 4 offline, where an item takes a few tens of
     milliseconds and each Ray call costs the driver and the worker about a millisecond; 1
-    with LMs, where an item waits on the network and streams back alone)."""
+    with LMs, where an item waits on the network and streams back alone).
+
+    With LMs the workers' calls go through the run's `CallLog`: ``on_calls`` is given every
+    call the driver takes from it (the driver's ledger counts them), and ``store_calls`` the
+    calls no item carried to the store, those the log still held when the run ended or
+    stopped (a dead worker's unfinished items, the items in flight at an interrupt); without
+    ``store_calls`` these are only given to ``on_calls``."""
 
     def __init__(self, ray: Any, setup: WorkerSetup, *, actors: int | None = None, depth: int | None = None,
                  batch: int | None = None, max_attempts: int = 3,
-                 on_calls: Callable[[list[LMCall]], None] | None = None) -> None:
+                 on_calls: Callable[[list[LMCall]], None] | None = None,
+                 store_calls: Callable[[list[LMCall]], None] | None = None) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self.ray = ray
         self.setup = setup
         self.actors = actors
         self.depth = depth or max(setup.workers, 8)
-        offline = not setup.lm_settings and not setup.lm_objects
-        self.batch = max(1, min(batch or (4 if offline else 1), self.depth))
+        self.offline = not setup.lm_settings and not setup.lm_objects
+        self.batch = max(1, min(batch or (4 if self.offline else 1), self.depth))
         self.max_attempts = max_attempts
         self.on_calls = on_calls  # e.g. the driver's ledger, for its live line and its summary
+        self.store_calls = store_calls  # e.g. the store's add_lm_calls for the run
         self.retried = 0
         self.workers_lost = 0
         self.slots: Any = None
+        self.log: Any = None  # the run's CallLog (with LMs)
+        self._untaken: list[LMCall] = []  # taken from the log in a batch with no output to carry them
         self.workers: dict[str, Any] = {}  # the live workers of the run under way, by name
         self._db_ref: Any = None
         self._spawned = 0
@@ -232,7 +252,7 @@ class RayItems:
     def _start(self, db_ref: Any, holder: str) -> Any:
         remote = self.ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD",
                                  max_concurrency=max(self.depth, 1))(ItemWorker)
-        return remote.remote(self.setup, db_ref, self.slots, holder)
+        return remote.remote(self.setup, db_ref, self.slots, holder, self.log)
 
     def _db_bytes(self) -> bytes | None:
         path = self.setup.config.db_path
@@ -253,6 +273,10 @@ class RayItems:
 
             self.slots = self.ray.remote(num_cpus=0)(CallSlots).options(
                 name=f"t2t-call-slots-{uuid.uuid4().hex}").remote(bounds)
+        if not self.offline:
+            from trajectory2task.programs.distributed.call_log import start_call_log  # imports DSPy: LM runs only
+
+            self.log = start_call_log(self.ray, f"t2t-call-log-{uuid.uuid4().hex}")
         self._db_ref = self.ray.put(self._db_bytes())
         count = self._worker_count(max(self.setup.config.n, 1))
         for k in range(count):
@@ -261,13 +285,23 @@ class RayItems:
         self._spawned = count
 
     def close(self) -> None:
-        """Stop the workers and the slots (`outputs` does when it ends)."""
+        """Stop the workers, the slots and the log (`outputs` does when it ends); the calls the
+        log still holds go to ``on_calls`` and ``store_calls``."""
         for worker in self.workers.values():
             self.ray.kill(worker)
         self.workers = {}
         if self.slots is not None:
             self.ray.kill(self.slots)
             self.slots = None
+        if self.log is not None:  # after the workers are told to end: what they sent is in it
+            from trajectory2task.programs.distributed.call_log import last_calls
+
+            log, self.log = self.log, None
+            calls, self._untaken = [*self._untaken, *last_calls(self.ray, log)], []
+            if calls and self.on_calls is not None:
+                self.on_calls(calls)
+            if calls and self.store_calls is not None:
+                self.store_calls(calls)
 
     # ------------------------------------------------------------ the run
 
@@ -340,7 +374,12 @@ class RayItems:
                             spawned += 1
                             workers[replacement], load[replacement] = self._start(db_ref, replacement), 0
                 retry.sort()
-                for output in sorted(finished, key=lambda o: o.item.index):
+                finished.sort(key=lambda o: o.item.index)
+                if self.log is not None:  # these items' calls are in the log (with those of items still out)
+                    self._untaken.extend(ray.get(self.log.take.remote()))
+                    if finished and self._untaken:
+                        finished[0].lm_calls, self._untaken = [*finished[0].lm_calls, *self._untaken], []
+                for output in finished:
                     if output.lm_calls and self.on_calls is not None:
                         self.on_calls(output.lm_calls)
                     yield output

@@ -16,9 +16,14 @@ takes its share with it and its replacement gets the same share.
 Faults. An actor that dies (killed, its node lost) fails the rollouts it had in flight; each
 is queued again for another actor (``retries`` counts them) and a replacement actor takes the
 dead one's place. A rollout is run again under the same ``rollout_id``, and the driver passes a
-rollout id to ``on_result`` once only, so nothing is lost or stored twice. LM calls made by
-rollouts on an actor that died are not in the ledger (they died with it). A rollout that
-raises inside an actor is a `RolloutCrash`, as in one process. The actors are owned by the
+rollout id to ``on_result`` once only, so nothing is lost or stored twice. The LM calls an
+actor completed reach the driver's ledger even when the actor dies before its rollout comes
+back: with LMs and a ledger the run starts a
+`trajectory2task.programs.distributed.call_log.CallLog` actor, each actor sends it every call
+as the call ends, and has sent them all before a rollout comes back; the driver moves the
+log's calls into the ledger before each result it hands on, and once more when the run ends
+(normally or not), so a dead actor's calls are stored too, each once. A rollout that raises
+inside an actor is a `RolloutCrash`, as in one process. The actors are owned by the
 driver: if the driver dies, Ray ends them.
 """
 
@@ -36,7 +41,7 @@ if TYPE_CHECKING:
     from trajectory2task.programs.lm.accounting import CallLedger
     from trajectory2task.programs.lm.config import LMSettings
     from trajectory2task.programs.loop.rollout import RolloutCrash, RolloutEngine, RolloutJob, RolloutResult
-    from trajectory2task.signatures.models import LMCall, Task
+    from trajectory2task.signatures.models import Task
 
 # how often one rollout may lose its actor before it is reported as a crash
 MAX_ATTEMPTS = 3
@@ -75,13 +80,20 @@ class RayRolloutRun:
 
 
 class RolloutActor:
-    """One Ray actor's engine: runs rollouts on its own event loop, concurrently."""
+    """One Ray actor's engine: runs rollouts on its own event loop, concurrently. ``log``: the
+    run's CallLog, which the engine's LM calls are sent to as they end (None: they are dropped)."""
 
-    def __init__(self, make_engine: EngineFactory, share: ActorShare) -> None:
+    def __init__(self, make_engine: EngineFactory, share: ActorShare, log: Any = None) -> None:
         from trajectory2task.programs.lm.accounting import CallLedger
         from trajectory2task.programs.lm.errors import first_line
 
         self.ledger = CallLedger()
+        self.calls: Any = None  # a CallSender to the log
+        if log is not None:
+            from trajectory2task.programs.distributed.call_log import CallSender
+
+            self.calls = CallSender(log, self.ledger.take)
+            self.ledger.on_call(lambda line: self.calls.send())  # after the ledger recorded the call
         self.failed: str | None = None
         try:
             self.engine = make_engine(self.ledger, share)
@@ -92,17 +104,21 @@ class RolloutActor:
         """None when the engine is built, else why not (one line)."""
         return self.failed
 
-    async def rollout(self, task: Task, job: RolloutJob) -> tuple[RolloutResult | RolloutCrash, list[LMCall]]:
-        """The rollout (or its crash) and the LM calls this actor recorded since its last answer."""
+    async def rollout(self, task: Task, job: RolloutJob) -> RolloutResult | RolloutCrash:
+        """The rollout (or its crash); its LM calls are in the run's log when it comes back."""
         from trajectory2task.programs.loop.rollout import RolloutCrash
 
         if self.failed is not None:  # a replacement actor whose engine could not be built
-            return RolloutCrash(job=job, error=f"its actor could not start: {self.failed}"), []
+            return RolloutCrash(job=job, error=f"its actor could not start: {self.failed}")
         try:
             result: RolloutResult | RolloutCrash = await self.engine.arun(task, job.agent, job.trial, job.rollout_id)
         except Exception as exc:  # a bug in one rollout: reported, the actor goes on
             result = RolloutCrash(job=job, error=f"{type(exc).__name__}: {exc}")
-        return result, self.ledger.take()
+        if self.calls is not None:
+            await self.calls.arrived()
+        else:
+            self.ledger.take()  # no one wants them: not kept for the actor's life
+        return result
 
 
 @dataclass
@@ -210,6 +226,14 @@ class RolloutEngineSpec:
                              verifier=Verifier(self.environment, require_clarification=self.require_clarification))
 
 
+def records_calls(make_engine: EngineFactory) -> bool:
+    """Whether the engines ``make_engine`` builds may make LM calls into the actor's ledger: a
+    `RolloutEngineSpec` does when it has an LM agent or user to build, any other factory may."""
+    if not isinstance(make_engine, RolloutEngineSpec):
+        return True
+    return any(isinstance(s, (LMAgentSpec, LMUserSpec)) for s in [*make_engine.agents, make_engine.user])
+
+
 def actor_count(ray: Any, wanted: int | None, *, jobs: int, bounds: Sequence[int]) -> int:
     """How many actors a run starts: ``wanted`` (None: one per CPU of the cluster), never more
     than the jobs, the cluster's CPUs, or the smallest bound to split (each actor needs a part)."""
@@ -220,9 +244,11 @@ def actor_count(ray: Any, wanted: int | None, *, jobs: int, bounds: Sequence[int
 class _Pool:
     """The actors of one run, by share index; a dead one is replaced under the same share."""
 
-    def __init__(self, ray: Any, engine_ref: Any, count: int, per_actor_calls: Callable[[int], int]) -> None:
+    def __init__(self, ray: Any, engine_ref: Any, count: int, per_actor_calls: Callable[[int], int],
+                 log: Any = None) -> None:
         self.ray = ray
         self.engine_ref = engine_ref
+        self.log = log  # the run's CallLog, handed to each actor
         self.count = count
         self.per_actor_calls = per_actor_calls
         self.handles: dict[int, Any] = {}
@@ -233,7 +259,7 @@ class _Pool:
         remote = self.ray.remote(RolloutActor).options(
             num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD",
             max_concurrency=self.per_actor_calls(index) + 1)  # + 1: ready() while rollouts run
-        self.handles[index] = remote.remote(self.engine_ref, ActorShare(index, self.count))
+        self.handles[index] = remote.remote(self.engine_ref, ActorShare(index, self.count), self.log)
         self.generation[index] = self.generation.get(index, -1) + 1
         return self.handles[index]
 
@@ -295,15 +321,22 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
     from trajectory2task.programs.loop.rollout import RolloutCrash
 
     started = time.perf_counter()
-    pool = _Pool(ray, ray.put(make_engine), actors, lambda index: ActorShare(index, actors).of(concurrency))
-    pool.start_all()
-    run.start_s = time.perf_counter() - started
+    log = None
+    if ledger is not None and records_calls(make_engine):  # offline rollouts pay nothing for it
+        import uuid
+
+        from trajectory2task.programs.distributed.call_log import start_call_log
+
+        log = start_call_log(ray, f"t2t-call-log-{uuid.uuid4().hex}")
+    pool = _Pool(ray, ray.put(make_engine), actors, lambda index: ActorShare(index, actors).of(concurrency), log)
     queue = collections.deque(jobs)
     in_flight: dict[Any, tuple[int, int, RolloutJob]] = {}  # ref -> (share, actor generation, job)
     busy: collections.Counter[int] = collections.Counter()
     attempts: collections.Counter[str] = collections.Counter()
     delivered: set[str] = set()
     try:
+        pool.start_all()
+        run.start_s = time.perf_counter() - started
         while queue or in_flight:
             for index in list(pool.handles):
                 while queue and busy[index] < pool.per_actor_calls(index):
@@ -319,7 +352,7 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
                 index, generation, job = in_flight.pop(ref)
                 busy[index] -= 1
                 try:
-                    payload, calls = ray.get(ref)
+                    payload = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:  # the actor died with the rollout in it
                     attempts[job.rollout_id] += 1
                     pool.replace(index, generation, limit=actors * MAX_ATTEMPTS)
@@ -330,8 +363,8 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
                         run.retries += 1
                         queue.appendleft(job)  # first in line: another actor runs it next
                     continue
-                if ledger is not None and calls:
-                    ledger.add_rows(calls)
+                if log is not None and ledger is not None:  # this rollout's calls (and maybe others') are in the log
+                    ledger.add_rows(ray.get(log.take.remote()))
                 if isinstance(payload, RolloutCrash):
                     run.crashes.append(payload)
                 elif payload.rollout.id not in delivered:  # a retried rollout that also finished: once only
@@ -341,7 +374,19 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
                         on_result(payload)
     finally:  # also on a Ctrl-C or a failing on_result: the actors and what runs on them end here
         pool.stop()
+        _last_calls(ray, log, ledger)  # after the actors: a dead one's calls, those of rollouts cut short
     return run
+
+
+def _last_calls(ray: Any, log: Any, ledger: CallLedger | None) -> None:
+    """The calls the log still holds into the ledger (whose owner stores them), and the log ended."""
+    if log is None:
+        return
+    from trajectory2task.programs.distributed.call_log import last_calls
+
+    calls = last_calls(ray, log)
+    if calls and ledger is not None:
+        ledger.add_rows(calls)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -369,4 +414,5 @@ def run_engine_on_ray(target: Any, engine: RolloutEngine, tasks: dict[str, Task]
 
 
 __all__ = ["ActorShare", "ActorStartError", "EngineFactory", "LMAgentSpec", "LMUserSpec", "MAX_ATTEMPTS", "RayRolloutRun",
-           "RolloutActor", "RolloutEngineSpec", "actor_count", "run_engine_on_ray", "run_rollouts_on_ray"]
+           "RolloutActor", "RolloutEngineSpec", "actor_count", "records_calls", "run_engine_on_ray",
+           "run_rollouts_on_ray"]
