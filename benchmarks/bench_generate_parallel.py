@@ -7,9 +7,10 @@ worker per CPU, the driver storing). Ray's own start (``ray.init``) is timed apa
 once per command, not per item. "steady" rates count from the first stored item to the last:
 they leave out loading (and, on Ray, the workers' own start: a Python process importing the
 package and loading the domain), which a long run pays once. Every run's verified tasks are checked equal to the first
-run's (the same bytes, whatever ran them). Targets (issue 27): on 2 cores, at least 1.8x the
-one-process rate and at least 100 verified tasks per second. The machine's speed drifts
-between runs: compare figures of one run only, and give ``--repeat 3`` (medians).
+run's (the same bytes, whatever ran them). Rounds alternate one process and Ray (each Ray
+started for its round and stopped after it), so a drift in the machine's speed falls on both;
+``speedup_by_round`` gives each round's ratio. Targets (issue 27): on 2 cores, at least 1.8x the
+one-process rate and at least 100 verified tasks per second. Give ``--repeat 3`` (medians).
 
     python benchmarks/bench_generate_parallel.py [--n 400] [--cores 2] [--repeat 1]
 """
@@ -56,27 +57,34 @@ def main() -> None:
     many: list[float] = []
     one_steady: list[float] = []
     many_steady: list[float] = []
+    ratios: list[float] = []  # each round's one-process seconds over its Ray seconds
+    ray_starts: list[float] = []
     reference: list[str] | None = None
     verified = 0
     with tempfile.TemporaryDirectory() as tmp:
+        _run(5, Path(tmp) / "warm.duckdb", None)  # imports and first-use costs out of the timed runs
         for i in range(args.repeat):
+            # rounds interleave the two, so a drift in the machine's speed hits both alike; Ray
+            # runs alone in its round (started after the one-process run, stopped after its own),
+            # as `t2t generate --ray local` starts it for one command
             seconds, steady, result = _run(args.n, Path(tmp) / f"one{i}.duckdb", None)
             one.append(seconds)
             one_steady.append(steady)
             reference = reference or _verified_bytes(result)
             verified = len(result.verified())
-        start = time.perf_counter()
-        target = RayTarget(num_cpus=args.cores)
-        connect(target)
-        ray_start = time.perf_counter() - start
-        for i in range(args.repeat):
+            start = time.perf_counter()
+            target = RayTarget(num_cpus=args.cores)
+            connect(target)
+            ray_starts.append(time.perf_counter() - start)
             seconds, steady, result = _run(args.n, Path(tmp) / f"ray{i}.duckdb", target)
+            ray.shutdown()
             many.append(seconds)
             many_steady.append(steady)
+            ratios.append(one[-1] / seconds)
             if _verified_bytes(result) != reference:
                 raise SystemExit("the Ray run's verified tasks differ from the one-process run's")
-        ray.shutdown()
     one_s, many_s = statistics.median(one), statistics.median(many)
+    ray_start = statistics.median(ray_starts)
     # n - 1 items are stored between the first stored item and the last
     steady_one = (args.n - 1) / statistics.median(one_steady)
     steady_many = (args.n - 1) / statistics.median(many_steady)
@@ -88,6 +96,7 @@ def main() -> None:
         "ray": {"seconds": round(many_s, 2), "items_per_s": round(args.n / many_s, 1),
                 "verified_per_s": round(verified / many_s, 1), "ray_init_s": round(ray_start, 2)},
         "speedup": round(one_s / many_s, 2),
+        "speedup_by_round": [round(r, 2) for r in ratios],
         "steady": {"one_process_verified_per_s": round(steady_one * per_item, 1),
                    "ray_verified_per_s": round(steady_many * per_item, 1),
                    "speedup": round(steady_many / steady_one, 2)},
