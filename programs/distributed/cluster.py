@@ -23,6 +23,12 @@ LOCAL = "local"
 _TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 # what ray.init accepts as an address: "auto", ray://host:port, or host:port (a GCS address)
 _ADDRESS = re.compile(r"^(auto|ray://[A-Za-z0-9_.\-\[\]:]+:\d{1,5}|[A-Za-z0-9_.\-\[\]:]+:\d{1,5})$")
+# A Ray started for a run prestarts one idle worker process per CPU for its first driver.
+# t2t's work runs on actors, which Ray starts in processes of their own, so those idle workers
+# only take CPU (about half a second each) while the run's workers start, and memory after.
+# Ray has no public switch; its raylet reads this variable (unknown ones it ignores), and
+# tests/test_ray_generate.py checks that a local start leaves no idle worker.
+_NO_PRESTART = ("RAY_prestart_worker_first_driver", "0")
 
 
 class RayUnavailable(RuntimeError):
@@ -90,8 +96,16 @@ def connect(target: RayTarget) -> Any:
     _check_reachable(target)
     try:
         if target.local:  # "local": a new Ray of this run's own, never one another process started here
-            ray.init(address="local", num_cpus=target.num_cpus, include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            name, value = _NO_PRESTART
+            added = name not in os.environ  # a user's own setting stands
+            if added:
+                os.environ[name] = value  # read by the Ray processes this call starts
+            try:
+                ray.init(address="local", num_cpus=target.num_cpus, include_dashboard=False, log_to_driver=False,
+                         configure_logging=False)
+            finally:
+                if added:
+                    os.environ.pop(name, None)
         else:
             ray.init(address=target.address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
