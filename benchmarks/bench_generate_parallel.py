@@ -9,7 +9,8 @@ they leave out loading (and, on Ray, the workers' own start: a Python process im
 package and loading the domain), which a long run pays once. Every run's verified tasks are checked equal to the first
 run's (the same bytes, whatever ran them). Rounds alternate one process and Ray (each Ray
 started for its round and stopped after it), so a drift in the machine's speed falls on both;
-``speedup_by_round`` gives each round's ratio. Targets (issue 27): on 2 cores, at least 1.8x the
+``speedup_by_round`` gives each round's ratio, and ``core_scaling_by_round`` what a pure-Python
+loop gained from the cores just before it (its spread is the machine's own noise). Targets (issue 27): on 2 cores, at least 1.8x the
 one-process rate and at least 100 verified tasks per second. Give ``--repeat 3`` (medians).
 
     python benchmarks/bench_generate_parallel.py [--n 400] [--cores 2] [--repeat 1]
@@ -37,6 +38,29 @@ def _run(n: int, store: Path, ray: Any) -> tuple[float, float, Any]:
     return time.perf_counter() - start, stored[-1] - stored[0], result
 
 
+def _spin(seconds: float) -> int:
+    """Pure-Python work for ``seconds``: how many steps one core makes."""
+    steps, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        for _ in range(10_000):
+            steps += 1
+    return steps
+
+
+def _core_scaling(cores: int, seconds: float = 2.0) -> float:
+    """What ``cores`` processes spinning at once make together over what one makes alone, just
+    now: on a machine whose cores are its own, ``cores``; on one sharing them with other
+    machines, less, or (when the one alone was slowed) more. Its spread over the rounds shows how
+    far the machine's own noise reaches."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(cores) as pool:
+        before = pool.apply(_spin, (seconds,))
+        together = sum(pool.map(_spin, [seconds] * cores, chunksize=1))
+        after = pool.apply(_spin, (seconds,))
+    return together / ((before + after) / 2)  # one alone on each side: a drift in between evens out
+
+
 def _verified_bytes(result: Any) -> list[str]:
     return sorted(t.model_dump_json().replace(result.run_id, "RUN") for t in result.verified())
 
@@ -58,6 +82,7 @@ def main() -> None:
     one_steady: list[float] = []
     many_steady: list[float] = []
     ratios: list[float] = []  # each round's one-process seconds over its Ray seconds
+    ceilings: list[float] = []  # the machine's own scaling over the cores, measured each round
     ray_starts: list[float] = []
     reference: list[str] | None = None
     verified = 0
@@ -67,6 +92,7 @@ def main() -> None:
             # rounds interleave the two, so a drift in the machine's speed hits both alike; Ray
             # runs alone in its round (started after the one-process run, stopped after its own),
             # as `t2t generate --ray local` starts it for one command
+            ceilings.append(_core_scaling(args.cores))
             seconds, steady, result = _run(args.n, Path(tmp) / f"one{i}.duckdb", None)
             one.append(seconds)
             one_steady.append(steady)
@@ -97,6 +123,8 @@ def main() -> None:
                 "verified_per_s": round(verified / many_s, 1), "ray_init_s": round(ray_start, 2)},
         "speedup": round(one_s / many_s, 2),
         "speedup_by_round": [round(r, 2) for r in ratios],
+        # a pure-Python loop on all the cores against one, before each round (`_core_scaling`)
+        "core_scaling_by_round": [round(c, 2) for c in ceilings],
         "steady": {"one_process_verified_per_s": round(steady_one * per_item, 1),
                    "ray_verified_per_s": round(steady_many * per_item, 1),
                    "speedup": round(steady_many / steady_one, 2)},
