@@ -347,7 +347,11 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
             if not in_flight:  # jobs left and no actor to run them
                 run.crashes.extend(RolloutCrash(job=job, error="no rollout actor left to run it") for job in queue)
                 break
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
+            ready, rest = ray.wait(list(in_flight), num_returns=1)
+            if rest:  # and whatever else is back already: one take of the log serves them all
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            calls_taken = False
             for ref in ready:
                 index, generation, job = in_flight.pop(ref)
                 busy[index] -= 1
@@ -363,8 +367,10 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
                         run.retries += 1
                         queue.appendleft(job)  # first in line: another actor runs it next
                     continue
-                if log is not None and ledger is not None:  # this rollout's calls (and maybe others') are in the log
+                if log is not None and ledger is not None and not calls_taken:
+                    # the calls of every rollout in `ready` are in the log (and maybe others')
                     ledger.add_rows(ray.get(log.take.remote()))
+                    calls_taken = True
                 if isinstance(payload, RolloutCrash):
                     run.crashes.append(payload)
                 elif payload.rollout.id not in delivered:  # a retried rollout that also finished: once only
