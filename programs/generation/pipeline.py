@@ -365,6 +365,7 @@ class GenerationPipeline:
     def _finish_item(self, run_id: str, output: ItemOutput,
                      progress: Callable[[GenerationItem], None] | None) -> None:
         self._store(run_id, output)
+        event_loop.result_kept()
         if progress is not None:
             progress(output.item)
         if self.after_item is not None:

@@ -19,6 +19,7 @@ import contextlib
 import contextvars
 import functools
 import gc
+import threading
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -55,16 +56,49 @@ class InlineHandoffLoop(asyncio.SelectorEventLoop):
         return future
 
 
+# A long run keeps what it makes (a generate run's tasks, a bench's rollouts): left in the
+# collector's oldest generation, each full collection walks all of it again, and in a one-process
+# run of 1,000 items those scans grew from 0.26 s to 1.1 s per 200 items. Every this many kept
+# results, what survives is frozen too.
+FREEZE_EVERY = 100
+_lock = threading.RLock()  # a finalizer run by the collection below may end a run of its own
+_open = 0  # frozen_heap blocks open: the outermost one unfreezes
+_kept = 0
+
+
 @contextlib.contextmanager
 def frozen_heap() -> Iterator[None]:
     """What exists now frozen out of the garbage collector's scans (``gc.freeze``) for the
     block: each full collection otherwise walks the domain's database and the programs again,
-    stalling every rollout in flight (and a Ray run's driver between two stored items)."""
-    gc.freeze()
+    stalling every rollout in flight (and a Ray run's driver between two stored items). Blocks
+    nest (a run inside a run): the heap is unfrozen when the outermost ends."""
+    global _open, _kept
+    with _lock:
+        if _open == 0:
+            _kept = 0
+        _open += 1
+        gc.freeze()
     try:
         yield
     finally:
-        gc.unfreeze()
+        with _lock:
+            _open -= 1
+            if _open == 0:
+                gc.unfreeze()
+
+
+def result_kept() -> None:
+    """A run inside `frozen_heap` keeps one more result: every `FREEZE_EVERY`, the young
+    garbage is collected and what lives on is frozen as well. Outside a block, nothing."""
+    global _kept
+    with _lock:
+        if _open == 0:
+            return
+        _kept += 1
+        if _kept % FREEZE_EVERY:
+            return
+        gc.collect(1)  # the cycles an item left behind go now, not frozen with what it kept
+        gc.freeze()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

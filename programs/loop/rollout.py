@@ -238,6 +238,7 @@ class RolloutEngine:
                         continue
                     result = future.result()
                     results.append(result)
+                    event_loop.result_kept()
                     if on_result is not None:
                         on_result(result)
         finally:
