@@ -130,7 +130,6 @@ def generate(
 
     ensure_local_cost_map()
     from trajectory2task.programs.generation.pipeline import GENERATION_ROLES
-    from trajectory2task.programs.lm.session import EndpointError, LMSession
     from trajectory2task.settings import load_environment, store_path
     from trajectory2task.store import TaskStore
     from trajectory2task.usecases import GenerateRequest, new_run_environment
@@ -157,11 +156,17 @@ def generate(
     if resume is not None and not path.exists():
         raise UserError(f"--resume: no generate run '{resume}': no store at {path} (pass the --store the run "
                         "was made in)")
-    session = LMSession(cache=configure_cache(no_cache, cache_dir))
+    session = None  # an offline run (no role has a model) imports no DSPy and no LiteLLM
+    if any(lms_config.for_role(role) is not None for role in GENERATION_ROLES):
+        from trajectory2task.programs.lm.session import LMSession
+
+        session = LMSession(cache=configure_cache(no_cache, cache_dir))
     modules, lms, roles = _programs(lms_config, session)
     # a new run's domain and database are refused before the store is opened: no store file is left
     env = new_run_environment(request, roles) if resume is None else None
-    if lms:
+    if session is not None:
+        from trajectory2task.programs.lm.session import EndpointError
+
         session.install_adapter()
         try:
             session.preflight()
@@ -200,7 +205,7 @@ def _run(task_store: Any, path: Any, request: GenerateRequest, roles: dict[str, 
     try:
         with progress("generating", total=config.n) as bar:
             task = bar.add_task(label, total=config.n, completed=done_items(pipeline, run_id))
-            if lms:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
+            if session is not None:  # the live line: calls, tokens, cost and errors by kind, as each LM call ends
                 session.ledger.on_call(lambda line: bar.update(task, description=f"{label} | {line}"))
             summary = pipeline.run(run_id, progress=lambda item: bar.update(task, advance=1))
     except KeyboardInterrupt:
@@ -223,7 +228,7 @@ def _report(summary: Any, config: Any, session: Any, run_id: str, lms: dict[str,
             on_ray: bool = False) -> None:
     from trajectory2task.output import console, err_console, print_json_line, print_table
 
-    if lms:
+    if session is not None:
         err_console.print(session.ledger.progress_line(), markup=False, highlight=False)
     if summary.retried:
         err_console.print(f"ray: {summary.retried} item(s) run again after their worker was lost", markup=False,
@@ -271,7 +276,7 @@ def _fail_on_lm(summary: Any, session: Any, run_id: str) -> None:
     """Nothing produced and the LM is why: the first reasons, one line each, and exit 1."""
     produced = sum(c.tasks for c in summary.conditions)
     lm_failed = summary.failed.get("lm_error", 0)
-    if produced or not (lm_failed or session.ledger.errors):
+    if produced or session is None or not (lm_failed or session.ledger.errors):
         return
     reasons = session.ledger.reasons() or [f"{lm_failed} item(s) failed on the LM's output (lm_error); see "
                                            f"run_events of run {run_id}"]

@@ -141,3 +141,10 @@ def test_an_offline_ray_worker_imports_no_lm_or_store_library(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
+
+
+def test_an_offline_generate_command_imports_no_lm_library(tmp_path):
+    # no role has a model: the run needs the store, not DSPy or LiteLLM (about 0.45 s a command)
+    args = ["generate", "--domain", "retail", "--n", "2", "--users", "20", "--store", "run.duckdb", "--json"]
+    assert _imported(args, tmp_path, ("dspy", "litellm", "torch", "transformers", "ray")) == ""
+    assert (tmp_path / "run.duckdb").is_file()
