@@ -185,7 +185,7 @@ def generate(
             for file in (path, path.with_name(path.name + ".wal")):
                 file.unlink(missing_ok=True)
         raise
-    _report(summary, config, session, run_id, lms, json_out, ray_module is not None)
+    _report(summary, config, session, run_id, json_out, ray_module is not None)
 
 
 def _run(task_store: Any, path: Any, request: GenerateRequest, roles: dict[str, str], modules: dict[str, Any],
@@ -224,7 +224,7 @@ def _run(task_store: Any, path: Any, request: GenerateRequest, roles: dict[str, 
     return summary, config, run_id
 
 
-def _report(summary: Any, config: Any, session: Any, run_id: str, lms: dict[str, Any], json_out: bool,
+def _report(summary: Any, config: Any, session: Any, run_id: str, json_out: bool,
             on_ray: bool = False) -> None:
     from trajectory2task.output import console, err_console, print_json_line, print_table
 
