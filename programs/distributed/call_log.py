@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -105,9 +106,10 @@ def send_after_each_call(lms: Iterable[Any], sender: CallSender) -> None:
         lm.callbacks = [*(getattr(lm, "callbacks", None) or []), hook]
 
 
-def start_call_log(ray: Any, name: str) -> Any:
-    """A run's `CallLog` actor, named ``name`` (``t2t-call-log-<hex>``); it takes no CPU."""
-    return ray.remote(num_cpus=0)(CallLog).options(name=name).remote()
+def start_call_log(ray: Any) -> Any:
+    """A run's `CallLog` actor, named ``t2t-call-log-<random hex>`` (one per run, so that runs
+    sharing a cluster never share a log); it takes no CPU."""
+    return ray.remote(num_cpus=0)(CallLog).options(name=f"t2t-call-log-{uuid.uuid4().hex}").remote()
 
 
 def last_calls(ray: Any, log: Any) -> list[LMCall]:

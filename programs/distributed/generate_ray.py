@@ -276,7 +276,7 @@ class RayItems:
         if not self.offline:
             from trajectory2task.programs.distributed.call_log import start_call_log  # imports DSPy: LM runs only
 
-            self.log = start_call_log(self.ray, f"t2t-call-log-{uuid.uuid4().hex}")
+            self.log = start_call_log(self.ray)
         self._db_ref = self.ray.put(self._db_bytes())
         count = self._worker_count(max(self.setup.config.n, 1))
         for k in range(count):

@@ -323,11 +323,9 @@ def _drive(ray: Any, make_engine: EngineFactory, tasks: dict[str, Task], jobs: S
     started = time.perf_counter()
     log = None
     if ledger is not None and records_calls(make_engine):  # offline rollouts pay nothing for it
-        import uuid
-
         from trajectory2task.programs.distributed.call_log import start_call_log
 
-        log = start_call_log(ray, f"t2t-call-log-{uuid.uuid4().hex}")
+        log = start_call_log(ray)
     pool = _Pool(ray, ray.put(make_engine), actors, lambda index: ActorShare(index, actors).of(concurrency), log)
     queue = collections.deque(jobs)
     in_flight: dict[Any, tuple[int, int, RolloutJob]] = {}  # ref -> (share, actor generation, job)
