@@ -1,6 +1,7 @@
 """Whole-process start time of commands that need no store, LM or training (issue target:
-`t2t domains` under 0.3 s). Runs each command `--repeat` times and prints min / median / max
-seconds as one JSON object per command.
+`t2t domains` under 0.3 s). Runs the installed `t2t` script (the one beside this Python, as a
+user's shell finds it) `--repeat` times per command and prints min / median / max seconds as one
+JSON object per command.
 
 The package's bytecode is compiled first, as installing it does: where PYTHONDONTWRITEBYTECODE
 is set and the package is an editable checkout, Python would otherwise compile every module
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 COMMANDS = (["domains"], ["domain", "show", "retail"])
 # the package's folders (pyproject maps each to a subpackage of trajectory2task)
@@ -40,13 +42,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true", help="time with the bytecode cache as it is")
     args = parser.parse_args()
+    script = Path(sys.executable).parent / "t2t"
+    if not script.is_file():
+        raise SystemExit(f"no t2t script beside {sys.executable}: install the package into this environment first")
     if not args.no_compile:
         compile_package()
     for command in COMMANDS:
         times = []
         for _ in range(args.repeat):
             started = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "trajectory2task.cli", *command], check=True,
+            subprocess.run([str(script), *command], check=True,
                            stdout=subprocess.DEVNULL)
             times.append(time.perf_counter() - started)
         print(json.dumps({"command": "t2t " + " ".join(command), "min_s": round(min(times), 3),

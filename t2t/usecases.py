@@ -495,8 +495,9 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
 
     An agent is 'do-nothing' or 'oracle' (the calibration references), a ``dspy.LM`` (the
     tool-calling agent on that model) or any `Agent`; ``user`` is None (the offline scripted
-    user) or a ``dspy.LM`` (the LM user simulator). With ``store``, the run, its tasks and every
-    rollout are stored as the command stores them (`t2t sql "SELECT * FROM pass_rate"`).
+    user) or a ``dspy.LM`` (the LM user simulator). With ``store``, the run, its tasks, every
+    rollout and every LM call (``lm_calls``, on Ray too) are stored as the command stores them
+    (`t2t sql "SELECT * FROM pass_rate"`); the LMs given are left as they are (copies record).
 
     ``ray`` runs the rollouts on Ray actors as ``t2t bench --ray`` does: ``"local"`` (or ``""``)
     a Ray on this machine, else a cluster address; None reads ``T2T_RAY_ADDRESS`` (unset: one
@@ -507,7 +508,7 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
     from trajectory2task.programs.distributed.cluster import ray_target
     from trajectory2task.programs.loop.agent import DO_NOTHING, ORACLE, DoNothingAgent, LMAgent, OracleAgent
     from trajectory2task.programs.loop.bench import plan_jobs, rollout_row
-    from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter
+    from trajectory2task.programs.loop.rollout import RolloutEngine, RolloutWriter, recording_part
     from trajectory2task.programs.loop.user_sim import LMUser, ScriptedUser
     from trajectory2task.programs.verification.verifier import Verifier
 
@@ -536,13 +537,21 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
     by_id = {t.id: t for t in tasks}
     run_id = uuid.uuid4().hex
     jobs = plan_jobs(run_id, list(by_id), names, trials, set())
+    ledger = None  # with a store: every LM call, stored with the rollouts (lm_calls)
+    if store is not None:
+        from trajectory2task.programs.lm.accounting import CallLedger
+
+        ledger = CallLedger()
+        if target is None:  # here, the LMs record into it; on Ray each actor's do, and reach it through the run's log
+            built = [recording_part(a, "agent", ledger) for a in built]
+            simulated = recording_part(simulated, "user", ledger)
     engine = RolloutEngine(environment, simulated, built, max_turns=max_turns,
                            verifier=Verifier(environment, require_clarification=require_clarification))
     results: list[Any] = []
 
     def run(on_result: Callable[[Any], None]) -> tuple[list[Any], int]:
         return play_rollouts(engine, by_id, jobs, concurrency=concurrency, target=target, actors=actors,
-                             on_result=on_result)
+                             on_result=on_result, ledger=ledger if target is not None else None)
 
     if store is None:
         crashes, retries = run(results.append)
@@ -554,7 +563,7 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
                                            "max_turns": max_turns, "task_ids": list(by_id),
                                            "domain": environment.domain.name, "source": "python"}, run_id=run_id)
             task_store.add_tasks(run_id, list(by_id.values()))
-            writer = RolloutWriter(task_store, run_id)
+            writer = RolloutWriter(task_store, run_id, ledger=ledger)
 
             def keep(result: Any) -> None:
                 results.append(result)

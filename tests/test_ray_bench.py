@@ -285,24 +285,29 @@ class TestLocalRay:
         assert json.loads(events[0][1]) == {"retried_rollouts": result.retries}
 
 
-    def test_the_python_bench_ships_plain_dspy_lms_to_the_actors(self, local_ray):
+    def test_the_python_bench_ships_plain_dspy_lms_to_the_actors(self, local_ray, tmp_path):
         """An agent and a user given as plain ``dspy.LM``s (no t2t role) travel to the actors as
-        they are and call the server from there."""
+        they are and call the server from there; each call is stored (``lm_calls``)."""
         import dspy
 
         from trajectory2task import bench
 
         env = environment()
         task = make_tasks(env)["general-1"]
+        store = tmp_path / "t2t.duckdb"
         with ScriptedLLMServer(responder=Conversation(task)) as server:
             agent = dspy.LM(AGENT, api_base=server.base_url, api_key="unused", cache=False)
             user = dspy.LM("openai/gpt-4o", api_base=server.base_url, api_key="unused", cache=False)
-            result = bench([task], env, agents=[agent], user=user, trials=4, ray="auto", actors=2)
+            result = bench([task], env, agents=[agent], user=user, trials=4, ray="auto", actors=2, store=store)
             requests = len(server.requests)
             assert server.errors == []
         assert result.crashes == [] and len(result.rollouts) == 4
         assert result.cell(AGENT).pass_at_1 == 1.0
         assert requests == 4 * 10  # 6 agent and 4 user calls a rollout, all made by the actors
+        # every call an actor made is a row of the run, under its role, as in one process
+        _, rows = read_only_query(store, "SELECT role, count(*), count(*) FILTER (prompt_tokens > 0) FROM lm_calls "
+                                         "WHERE run_id = ? GROUP BY ALL ORDER BY 1", [result.run_id])
+        assert rows == [("agent", 24, 24), ("user", 16, 16)]
 
 
 class TestThreeNodes:

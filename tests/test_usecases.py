@@ -81,6 +81,33 @@ def test_bench_from_python_scores_the_references_as_the_command_does(offline, tm
     assert stored[0][0] == len(result.rollouts)
 
 
+def test_bench_from_python_stores_every_call_of_plain_dspy_lms_and_leaves_them_as_they_were(tmp_path):
+    """An agent and a user given as plain ``dspy.LM``s: each call the server answered is one
+    ``lm_calls`` row of the run, under its role; the caller's LMs get no callback of ours."""
+    import dspy
+
+    from tests.closed_loop import environment, make_tasks
+    from tests.llm_server import ScriptedLLMServer
+    from tests.test_rollout import AGENT, Conversation
+
+    env = environment()
+    task = make_tasks(env)["general-1"]
+    store = tmp_path / "t2t.duckdb"
+    with ScriptedLLMServer(responder=Conversation(task)) as server:
+        agent = dspy.LM(AGENT, api_base=server.base_url, api_key="unused", cache=False)
+        user = dspy.LM("openai/gpt-4o", api_base=server.base_url, api_key="unused", cache=False)
+        result = t2t.bench([task], env, agents=[agent], user=user, trials=2, store=store)
+        requests = len(server.requests)
+        assert server.errors == []
+    assert result.cell(AGENT).pass_at_1 == 1.0 and requests == 2 * 10  # 6 agent and 4 user calls a rollout
+    _, rows = t2t.read_only_query(store, "SELECT role, model, count(*), count(*) FILTER (prompt_tokens > 0) "
+                                         "FROM lm_calls WHERE run_id = ? GROUP BY ALL ORDER BY 1", [result.run_id])
+    assert rows == [("agent", AGENT, 12, 12), ("user", "openai/gpt-4o", 8, 8)]
+    assert agent.callbacks == [] and user.callbacks == [] and agent.history == []
+    # without a store nothing records: no ledger, the LMs as given
+    assert t2t.bench([task], env, agents=["oracle"]).cell("oracle").pass_at_1 == 1.0
+
+
 def test_bench_refuses_what_it_cannot_run(offline):
     retail = t2t.get_domain("retail")
     env = retail.environment(retail.generate_db(5, 500))

@@ -187,7 +187,7 @@ class RolloutEngineSpec:
         for a role (``build_lm(..., role=...)``, as the CLI builds them) is rebuilt from its
         settings, recording into the actor's ledger with the actor's share of its bound; every
         other part (reference agents, the scripted user, an LM given as a plain ``dspy.LM``) is
-        shipped as it is."""
+        shipped as it is, and a plain LM's calls are recorded into the actor's ledger too."""
         from trajectory2task.programs.lm.accounting import role_of
         from trajectory2task.programs.loop.agent import LMAgent
         from trajectory2task.programs.loop.user_sim import LMUser
@@ -213,15 +213,18 @@ class RolloutEngineSpec:
                 if isinstance(s, (LMAgentSpec, LMUserSpec)) and s.settings.max_concurrent is not None]
 
     def __call__(self, ledger: CallLedger, share: ActorShare) -> RolloutEngine:
-        from trajectory2task.programs.loop.rollout import RolloutEngine
+        from trajectory2task.programs.loop.rollout import RolloutEngine, recording_part
         from trajectory2task.programs.verification.verifier import Verifier
 
         if self.structured_adapter:
             from trajectory2task.programs.lm.session import LMSession
 
             LMSession.install_adapter()
-        agents = [a.build(self.environment, ledger, share) if isinstance(a, LMAgentSpec) else a for a in self.agents]
-        user = self.user.build(ledger, share) if isinstance(self.user, LMUserSpec) else self.user
+        # a plain dspy.LM (the Python API's) records into the actor's ledger as a built one does
+        agents = [a.build(self.environment, ledger, share) if isinstance(a, LMAgentSpec)
+                  else recording_part(a, "agent", ledger) for a in self.agents]
+        user = (self.user.build(ledger, share) if isinstance(self.user, LMUserSpec)
+                else recording_part(self.user, "user", ledger))
         return RolloutEngine(self.environment, user, agents, max_turns=self.max_turns,
                              verifier=Verifier(self.environment, require_clarification=self.require_clarification))
 
@@ -231,7 +234,10 @@ def records_calls(make_engine: EngineFactory) -> bool:
     `RolloutEngineSpec` does when it has an LM agent or user to build, any other factory may."""
     if not isinstance(make_engine, RolloutEngineSpec):
         return True
-    return any(isinstance(s, (LMAgentSpec, LMUserSpec)) for s in [*make_engine.agents, make_engine.user])
+    from trajectory2task.programs.loop.rollout import records_plain_lm
+
+    return any(isinstance(s, (LMAgentSpec, LMUserSpec)) or records_plain_lm(s)
+               for s in [*make_engine.agents, make_engine.user])
 
 
 def actor_count(ray: Any, wanted: int | None, *, jobs: int, bounds: Sequence[int]) -> int:

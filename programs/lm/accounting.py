@@ -117,23 +117,81 @@ class CallLedger:
         return [self.first_errors[k] for k in kinds[:limit]]
 
 
-class LMRole(BaseCallback):
+class CallRecorder(BaseCallback):
+    """A DSPy callback recording every call of its LM (and of the LM's copies, which share
+    it) in ``ledger`` as the call ends: tokens and cost from DSPy's history entry, latency,
+    and the error of a failed call. What a plain ``dspy.LM`` given to the Python API carries
+    (``recording``); an LM t2t builds for a role carries an `LMRole`."""
+
+    def __init__(self, role: str, ledger: CallLedger) -> None:
+        self.role = role
+        self.ledger = ledger
+        self._lock = threading.Lock()
+        self._started: dict[str, tuple[float, Any, int]] = {}
+
+    # DSPy calls these around every LM call
+    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+        estimate = self._prompt_estimate(inputs)
+        with self._lock:
+            self._started[call_id] = (time.perf_counter(), instance, estimate)
+
+    def _prompt_estimate(self, inputs: dict[str, Any]) -> int:
+        del inputs
+        return 0
+
+    def _failure_line(self, kind: str, detail: str, estimate: int) -> str:
+        """The one line the ledger keeps for the first failure of this kind."""
+        del estimate
+        return f"{self.role}: {kind}: {detail}"
+
+    def _model(self, instance: Any) -> str:
+        return str(getattr(instance, "model", None) or "")
+
+    def on_lm_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
+        with self._lock:
+            started, instance, estimate = self._started.pop(call_id, (time.perf_counter(), None, 0))
+        latency = time.perf_counter() - started
+        model = self._model(instance)
+        if exception is not None:
+            kind = error_kind(exception)
+            detail = first_line(exception)
+            # a failed call's usage never arrives: no tokens are known to be billed
+            self.ledger.add(self.tag(), LMCall(role=self.role, model=model, cost=0.0, latency_s=latency,
+                                               error=f"{kind}: {detail}"), kind,
+                            self._failure_line(kind, detail, estimate))
+            return
+        record = _record_of(_history_entry(instance, outputs) or {}, self.role, model)
+        self.ledger.add(self.tag(), record.model_copy(update={"latency_s": latency}))
+
+    def tag(self) -> LMRole | None:
+        """What the ledger files this recorder's rows under (``take(tag)``): an `LMRole`'s own."""
+        return None
+
+
+def recording(lm: Any, role: str, ledger: CallLedger) -> Any:
+    """A copy of ``lm`` whose calls (and those of its copies) ``ledger`` records as ``role``;
+    ``lm`` itself is left as it was. An LM t2t built for a role records into its own ledger
+    already: it is returned as it is."""
+    if role_of(lm) is not None:
+        return lm
+    copy = lm.copy()
+    copy.callbacks = [*(getattr(lm, "callbacks", None) or []), CallRecorder(role, ledger)]
+    return copy
+
+
+class LMRole(CallRecorder):
     """The callback every LM built for a role carries: records its calls in a ledger and
     holds what the role's adapter needs to know (its settings, the structured-output dialect
     found to work). Copies of the LM share it."""
 
     def __init__(self, role: str, settings: LMSettings, ledger: CallLedger,
                  warn: Any = None) -> None:
-        self.role = role
+        super().__init__(role, ledger)
         self.settings = settings
-        self.ledger = ledger
         self.warn = warn  # called with a one-line warning (e.g. a prompt that will not fit)
         self.dialect: str | None = None  # structured output: the response_format shape this endpoint took
-        self._lock = threading.Lock()
-        self._started: dict[str, tuple[float, Any, int]] = {}
 
-    # DSPy calls these around every LM call
-    def on_lm_start(self, call_id: str, instance: Any, inputs: dict[str, Any]) -> None:
+    def _prompt_estimate(self, inputs: dict[str, Any]) -> int:
         prompt = inputs.get("messages") or inputs.get("prompt")
         estimate = estimate_tokens(prompt)
         window = self.settings.context_window
@@ -142,24 +200,16 @@ class LMRole(BaseCallback):
                     f"{self.settings.max_tokens or 0} exceeds the {window}-token window of {self.settings.model}")
             if self.ledger.warn_once(line) and self.warn is not None:
                 self.warn(line)
-        with self._lock:
-            self._started[call_id] = (time.perf_counter(), instance, estimate)
+        return estimate
 
-    def on_lm_end(self, call_id: str, outputs: Any | None, exception: BaseException | None = None) -> None:
-        with self._lock:
-            started, instance, estimate = self._started.pop(call_id, (time.perf_counter(), None, 0))
-        latency = time.perf_counter() - started
-        model = str(getattr(instance, "model", None) or self.settings.model)
-        if exception is not None:
-            kind = error_kind(exception)
-            detail = first_line(exception)
-            line = explain(kind, detail, self.settings, estimate)
-            # a failed call's usage never arrives: no tokens are known to be billed
-            self.ledger.add(self, LMCall(role=self.role, model=model, cost=0.0, latency_s=latency,
-                                         error=f"{kind}: {detail}"), kind, f"{self.role}: {line}")
-            return
-        record = _record_of(_history_entry(instance, outputs) or {}, self.role, model)
-        self.ledger.add(self, record.model_copy(update={"latency_s": latency}))
+    def _failure_line(self, kind: str, detail: str, estimate: int) -> str:
+        return f"{self.role}: {explain(kind, detail, self.settings, estimate)}"
+
+    def _model(self, instance: Any) -> str:
+        return str(getattr(instance, "model", None) or self.settings.model)
+
+    def tag(self) -> LMRole | None:
+        return self
 
 
 def _as_int(value: Any) -> int:

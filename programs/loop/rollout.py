@@ -23,6 +23,7 @@ since the last write, in small atomic batches.
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,9 +32,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from trajectory2task.domains import Environment
-from trajectory2task.programs.loop.agent import Agent, AgentReply
+from trajectory2task.programs.loop.agent import Agent, AgentReply, LMAgent
 from trajectory2task.programs.lm import event_loop
-from trajectory2task.programs.loop.user_sim import LMTurnError, SimulatedUser
+from trajectory2task.programs.loop.user_sim import LMTurnError, LMUser, SimulatedUser
 from trajectory2task.programs.verification.verifier import Verifier
 from trajectory2task.signatures.conversation import ConversationTurn
 from trajectory2task.signatures.models import Message, Rollout, Step, Task, Termination, ToolCall, Verdict
@@ -253,6 +254,31 @@ async def _reply(session: Any, conversation: Any) -> Any:
     if areply is not None:
         return await areply(conversation)
     return session.reply(conversation)
+
+
+def recording_part(part: Any, role: str, ledger: Any) -> Any:
+    """An LM agent or LM user (``role`` "agent" or "user") whose plain ``dspy.LM`` records its
+    calls in ``ledger`` (a `trajectory2task.programs.lm.accounting.CallLedger`): a shallow
+    copy holding a recording copy of the LM. Any other part, or one whose LM t2t built for a
+    role (it records into its own ledger), is returned as it is."""
+    if not isinstance(part, (LMAgent, LMUser)):
+        return part
+    from trajectory2task.programs.lm.accounting import recording, role_of
+
+    if role_of(part.lm) is not None:
+        return part
+    copied = copy.copy(part)
+    copied.lm = recording(part.lm, role, ledger)
+    return copied
+
+
+def records_plain_lm(part: Any) -> bool:
+    """Whether ``part`` is an LM agent or LM user on a plain ``dspy.LM`` (see `recording_part`)."""
+    if not isinstance(part, (LMAgent, LMUser)):
+        return False
+    from trajectory2task.programs.lm.accounting import role_of
+
+    return role_of(part.lm) is None
 
 
 class RolloutWriter:
