@@ -32,8 +32,8 @@ print(",".join(sorted(seen)))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process titles from /proc")
 def test_a_local_ray_for_a_run_starts_no_idle_worker_processes(tmp_path):
-    # the run's work goes to actors, each in a process of its own: idle prestarted workers would
-    # only take CPU from the run's workers as they start (a renamed Ray knob shows here)
+    # prestarted idle workers lengthen the run's ray.init (see cluster._NO_PRESTART); a renamed
+    # Ray knob shows here
     result = subprocess.run([sys.executable, "-c", PROBE], cwd=tmp_path, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
