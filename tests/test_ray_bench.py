@@ -41,7 +41,7 @@ from tests.cli import REPO, run_t2t  # noqa: E402
 from tests.closed_loop import environment, is_user_request, make_tasks, store_tasks, user_reply  # noqa: E402
 from tests.llm_server import ScriptedLLMServer  # noqa: E402
 from tests.ray_kill import HeldAnswers, KillWhenAllWait  # noqa: E402
-from tests.test_rollout import AGENT, Conversation  # noqa: E402
+from tests.test_rollout import AGENT, Conversation, plain_lms  # noqa: E402
 
 EXISTING = RayTarget(address="auto")  # the fixtures' Ray is joined already: connect() uses it as it is
 
@@ -288,16 +288,13 @@ class TestLocalRay:
     def test_the_python_bench_ships_plain_dspy_lms_to_the_actors(self, local_ray, tmp_path):
         """An agent and a user given as plain ``dspy.LM``s (no t2t role) travel to the actors as
         they are and call the server from there; each call is stored (``lm_calls``)."""
-        import dspy
-
         from trajectory2task import bench
 
         env = environment()
         task = make_tasks(env)["general-1"]
         store = tmp_path / "t2t.duckdb"
         with ScriptedLLMServer(responder=Conversation(task)) as server:
-            agent = dspy.LM(AGENT, api_base=server.base_url, api_key="unused", cache=False)
-            user = dspy.LM("openai/gpt-4o", api_base=server.base_url, api_key="unused", cache=False)
+            agent, user = plain_lms(server.base_url)
             result = bench([task], env, agents=[agent], user=user, trials=4, ray="auto", actors=2, store=store)
             requests = len(server.requests)
             assert server.errors == []

@@ -81,6 +81,15 @@ class Conversation:
         return Text("Done, it is cancelled.")
 
 
+def plain_lms(base_url: str) -> tuple[Any, Any]:
+    """The agent's and the user's LMs as a user of the Python API gives them: plain ``dspy.LM``s
+    (no t2t role) at the scripted server, which `Conversation` answers."""
+    import dspy
+
+    return (dspy.LM(AGENT, api_base=base_url, api_key="unused", cache=False),
+            dspy.LM("openai/gpt-4o", api_base=base_url, api_key="unused", cache=False))
+
+
 @pytest.fixture(scope="module")
 def whole_loop(env, tasks):
     task = marked_task(env, tasks)

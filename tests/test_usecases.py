@@ -84,18 +84,15 @@ def test_bench_from_python_scores_the_references_as_the_command_does(offline, tm
 def test_bench_from_python_stores_every_call_of_plain_dspy_lms_and_leaves_them_as_they_were(tmp_path):
     """An agent and a user given as plain ``dspy.LM``s: each call the server answered is one
     ``lm_calls`` row of the run, under its role; the caller's LMs get no callback of ours."""
-    import dspy
-
     from tests.closed_loop import environment, make_tasks
     from tests.llm_server import ScriptedLLMServer
-    from tests.test_rollout import AGENT, Conversation
+    from tests.test_rollout import AGENT, Conversation, plain_lms
 
     env = environment()
     task = make_tasks(env)["general-1"]
     store = tmp_path / "t2t.duckdb"
     with ScriptedLLMServer(responder=Conversation(task)) as server:
-        agent = dspy.LM(AGENT, api_base=server.base_url, api_key="unused", cache=False)
-        user = dspy.LM("openai/gpt-4o", api_base=server.base_url, api_key="unused", cache=False)
+        agent, user = plain_lms(server.base_url)
         result = t2t.bench([task], env, agents=[agent], user=user, trials=2, store=store)
         requests = len(server.requests)
         assert server.errors == []
