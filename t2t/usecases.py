@@ -542,9 +542,10 @@ def bench(tasks: Sequence[Task], environment: Any, *, agents: Sequence[Any] = ("
         from trajectory2task.programs.lm.accounting import CallLedger
 
         ledger = CallLedger()
-        if target is None:  # here, the LMs record into it; on Ray each actor's do, and reach it through the run's log
-            built = [recording_part(a, "agent", ledger) for a in built]
-            simulated = recording_part(simulated, "user", ledger)
+        if target is None:  # here, the LMs record into it (one built for a role into its own ledger too);
+            # on Ray each actor's LMs record into the actor's ledger, and reach this one through the run's log
+            built = [recording_part(a, "agent", ledger, built_too=True) for a in built]
+            simulated = recording_part(simulated, "user", ledger, built_too=True)
     engine = RolloutEngine(environment, simulated, built, max_turns=max_turns,
                            verifier=Verifier(environment, require_clarification=require_clarification))
     results: list[Any] = []

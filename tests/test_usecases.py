@@ -105,6 +105,32 @@ def test_bench_from_python_stores_every_call_of_plain_dspy_lms_and_leaves_them_a
     assert t2t.bench([task], env, agents=["oracle"]).cell("oracle").pass_at_1 == 1.0
 
 
+def test_bench_from_python_stores_the_calls_of_an_lm_built_for_a_role_and_its_ledger_keeps_them(tmp_path):
+    """An agent LM built with its own ledger (``build_lm(role=..., ledger=...)``): its calls
+    are stored with the run and stay in the caller's ledger as well."""
+    from tests.closed_loop import environment, make_tasks
+    from tests.llm_server import ScriptedLLMServer
+    from tests.test_rollout import AGENT, Conversation, plain_lms
+    from trajectory2task.programs.lm.accounting import CallLedger
+    from trajectory2task.programs.lm.build import build_lm
+    from trajectory2task.programs.lm.config import LMSettings
+
+    env = environment()
+    task = make_tasks(env)["general-1"]
+    store = tmp_path / "t2t.duckdb"
+    own = CallLedger()
+    with ScriptedLLMServer(responder=Conversation(task)) as server:
+        agent = build_lm(LMSettings(model=AGENT, api_base=server.base_url), role="agent", ledger=own)
+        _, user = plain_lms(server.base_url)
+        result = t2t.bench([task], env, agents=[agent], user=user, trials=2, store=store)
+        assert server.errors == [] and len(server.requests) == 20
+    assert result.cell(AGENT).pass_at_1 == 1.0
+    _, rows = t2t.read_only_query(store, "SELECT role, count(*) FROM lm_calls WHERE run_id = ? GROUP BY ALL "
+                                         "ORDER BY 1", [result.run_id])
+    assert rows == [("agent", 12), ("user", 8)]
+    assert len(own.take()) == 12
+
+
 def test_bench_refuses_what_it_cannot_run(offline):
     retail = t2t.get_domain("retail")
     env = retail.environment(retail.generate_db(5, 500))

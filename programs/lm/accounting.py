@@ -168,11 +168,12 @@ class CallRecorder(BaseCallback):
         return None
 
 
-def recording(lm: Any, role: str, ledger: CallLedger) -> Any:
+def recording(lm: Any, role: str, ledger: CallLedger, *, built_too: bool = False) -> Any:
     """A copy of ``lm`` whose calls (and those of its copies) ``ledger`` records as ``role``;
     ``lm`` itself is left as it was. An LM t2t built for a role records into its own ledger
-    already: it is returned as it is."""
-    if role_of(lm) is not None:
+    already: it is returned as it is, unless ``built_too`` (its calls are then recorded in
+    both ledgers: a caller's own ledger and a run's)."""
+    if role_of(lm) is not None and not built_too:
         return lm
     copy = lm.copy()
     copy.callbacks = [*(getattr(lm, "callbacks", None) or []), CallRecorder(role, ledger)]

@@ -256,19 +256,20 @@ async def _reply(session: Any, conversation: Any) -> Any:
     return session.reply(conversation)
 
 
-def recording_part(part: Any, role: str, ledger: Any) -> Any:
+def recording_part(part: Any, role: str, ledger: Any, *, built_too: bool = False) -> Any:
     """An LM agent or LM user (``role`` "agent" or "user") whose plain ``dspy.LM`` records its
     calls in ``ledger`` (a `trajectory2task.programs.lm.accounting.CallLedger`): a shallow
     copy holding a recording copy of the LM. Any other part, or one whose LM t2t built for a
-    role (it records into its own ledger), is returned as it is."""
+    role (it records into its own ledger), is returned as it is; with ``built_too`` the latter
+    records in ``ledger`` as well."""
     if not isinstance(part, (LMAgent, LMUser)):
         return part
     from trajectory2task.programs.lm.accounting import recording, role_of
 
-    if role_of(part.lm) is not None:
+    if role_of(part.lm) is not None and not built_too:
         return part
     copied = copy.copy(part)
-    copied.lm = recording(part.lm, role, ledger)
+    copied.lm = recording(part.lm, role, ledger, built_too=built_too)
     return copied
 
 
