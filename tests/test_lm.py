@@ -295,6 +295,32 @@ def test_the_ledger_feeds_a_live_line_after_every_call_failed_ones_included():
     assert float(lines[0].split("$")[1].split(",")[0]) > 0  # gpt-4o-mini is priced: even a cheap call shows
 
 
+def test_a_call_its_own_run_cancels_is_not_recorded_a_failed_one_is():
+    """A call cut short by its run (cancelled as the run stops) got no reply: not a row, not
+    an LM error. A call the endpoint failed is both."""
+    from trajectory2task.programs.lm.session import LMSession
+
+    async def cancelled(lm) -> None:
+        with dspy.context(lm=lm, adapter=dspy.ChatAdapter()):
+            call = asyncio.ensure_future(dspy.Predict("question -> answer").acall(question="slow?"))
+            await asyncio.sleep(0.5)  # the request is at the server, which holds it
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+    with ScriptedLLMServer(replies=[Hang(5.0), Fault(500), ANSWER]) as server:
+        session = LMSession(warn=None)
+        lm = session.build("writer", _settings(server, num_retries=0, timeout_s=10.0))
+        asyncio.run(cancelled(lm))
+        with pytest.raises(LMServerError):
+            _ask(lm, "again?")
+        assert _ask(lm, "and now?").answer == "forty-two"
+        assert len(server.requests) == 3  # the cancelled call reached the server
+    rows = session.ledger.take()
+    assert [(r.role, r.error is not None) for r in rows] == [("writer", True), ("writer", False)]
+    assert rows[0].error.startswith("server_error") and session.ledger.errors == {"server_error": 1}
+
+
 def test_max_concurrent_is_a_per_role_knob_from_flags_env_and_file(tmp_path):
     config = _write(tmp_path, "lm.toml", "[lm.default]\nmodel = 'openai/x'\n[lm.writer]\nmax_concurrent = 3\n")
     resolved = load_lm_config(flags={"max_concurrent": "4", "explorer_max_concurrent": "1"}, config_path=config,

@@ -14,7 +14,9 @@ interrupt), it takes them once more, so the calls a dead worker completed for th
 returned are stored too. Each call is sent once and taken once: none is stored twice.
 
 What a kill can still lose is a call whose reply had not reached its worker, or whose reply
-came in the last instant before the kill (its send not yet out of the process).
+came in the last instant before the kill (its send not yet out of the process). A call cut short
+when the run stops (its task cancelled at an interrupt) got no reply either: it is not recorded,
+not even as a failure (`trajectory2task.programs.lm.accounting.CallRecorder`).
 
 Offline runs have no LM calls, and no log: they pay nothing for it.
 """

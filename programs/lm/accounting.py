@@ -120,7 +120,8 @@ class CallLedger:
 class CallRecorder(BaseCallback):
     """A DSPy callback recording every call of its LM (and of the LM's copies, which share
     it) in ``ledger`` as the call ends: tokens and cost from DSPy's history entry, latency,
-    and the error of a failed call. What a plain ``dspy.LM`` given to the Python API carries
+    and the error of a failed call (not a call its own run cut short: a cancellation or an
+    interrupt, whose reply never came). What a plain ``dspy.LM`` given to the Python API carries
     (``recording``); an LM t2t builds for a role carries an `LMRole`."""
 
     def __init__(self, role: str, ledger: CallLedger) -> None:
@@ -151,6 +152,10 @@ class CallRecorder(BaseCallback):
         with self._lock:
             started, instance, estimate = self._started.pop(call_id, (time.perf_counter(), None, 0))
         latency = time.perf_counter() - started
+        if exception is not None and not isinstance(exception, Exception):
+            # cut short by its own run (cancelled as the run stops, interrupted): no reply came,
+            # as with a call held when its worker was killed; not an LM failure
+            return
         model = self._model(instance)
         if exception is not None:
             kind = error_kind(exception)
