@@ -264,12 +264,13 @@ def recording_part(part: Any, role: str, ledger: Any, *, built_too: bool = False
     records in ``ledger`` as well."""
     if not isinstance(part, (LMAgent, LMUser)):
         return part
-    from trajectory2task.programs.lm.accounting import recording, role_of
+    from trajectory2task.programs.lm.accounting import recording
 
-    if role_of(part.lm) is not None and not built_too:
+    lm = recording(part.lm, role, ledger, built_too=built_too)
+    if lm is part.lm:  # an LM built for a role, left to its own ledger
         return part
     copied = copy.copy(part)
-    copied.lm = recording(part.lm, role, ledger, built_too=built_too)
+    copied.lm = lm
     return copied
 
 
