@@ -179,7 +179,7 @@ def generate(
     try:
         with TaskStore(path) as task_store:
             summary, config, run_id = _run(task_store, path, request, roles, modules, lms, session, workers, env,
-                                           started, ray_module)
+                                           started, ray_module, target is not None and target.local)
     except BaseException:
         if created and not started:  # nothing of this run is in it: leave no new file behind
             for file in (path, path.with_name(path.name + ".wal")):
@@ -190,7 +190,7 @@ def generate(
 
 def _run(task_store: Any, path: Any, request: GenerateRequest, roles: dict[str, str], modules: dict[str, Any],
          lms: dict[str, Any], session: Any, workers: Optional[int], env: Any, started: list[str],
-         ray_module: Any) -> tuple[Any, Any, str]:
+         ray_module: Any, ray_local: bool) -> tuple[Any, Any, str]:
     """Open the run (resumed or new) and make its items under a progress bar: (summary,
     config, run id); the run's id goes into ``started`` once it is recorded."""
     from trajectory2task.domains.kit import KitError
@@ -199,7 +199,7 @@ def _run(task_store: Any, path: Any, request: GenerateRequest, roles: dict[str, 
 
     config, run_id, env = open_generation_run(task_store, path, request, roles, env)
     pipeline = generation_pipeline(task_store, config, run_id, env, modules, lms, session=session, workers=workers,
-                                   retry_failed=request.retry_failed, ray=ray_module)
+                                   retry_failed=request.retry_failed, ray=ray_module, ray_local=ray_local)
     started.append(run_id)
     label = f"generate {config.domain} ({config.source})"
     try:

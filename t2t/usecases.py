@@ -91,10 +91,11 @@ def generate(domain: str = "retail", *, n: int, conditions: Sequence[Condition] 
     run can be resumed with the command; without one, results are only returned.
 
     ``ray`` runs the items as Ray work (``trajectory2task.programs.distributed.generate_ray``):
-    ``"local"`` (a Ray on this machine, one worker per core), a cluster address
+    ``"local"`` (a Ray on this machine, one worker per core; offline, one fewer, the driver
+    making items between stores), a cluster address
     (``"auto"``, ``"ray://host:10001"``) or a ``RayTarget``; None: as ``T2T_RAY_ADDRESS`` says,
     and with that unset one process, Ray not imported. ``actors`` is how many workers (default
-    one per CPU of the cluster, or the ``RayTarget``'s ``num_cpus``). Results and stored rows are the same
+    one per CPU of the cluster, or of the ``RayTarget``'s ``num_cpus``). Results and stored rows are the same
     either way; an LM object is copied to each worker (it must pickle: else ValueError, and
     give its ``LMSettings``), and a ``max_concurrent`` bound holds across the cluster. Raises
     ``RayUnavailable`` when Ray cannot be started or joined.
@@ -179,7 +180,8 @@ def _ray_items(ray: Any, config: Any, versions: dict[str, str], lms: dict[str, A
     ray_module = connect(target)
     setup = WorkerSetup(config=config, program_versions=versions, lm_settings=settings,
                         lm_objects=shippable({r: lm for r, lm in lms.items() if r not in settings}), workers=workers)
-    return RayItems(ray_module, setup, actors=actors or (target.num_cpus if target.local else None))
+    return RayItems(ray_module, setup, actors=actors, cpus=target.num_cpus if target.local else None,
+                    driver_on_cpus=target.local)
 
 
 def new_generation_config(env: Any, run_id: str, *, domain: str, n: int, conditions: Sequence[str], seed: int,
@@ -331,11 +333,12 @@ def load_program_state(store: TaskStore, name: str, modules: dict[str, Any]) -> 
 def generation_pipeline(task_store: TaskStore, config: GenerationConfig, run_id: str, env: Any,
                         modules: dict[str, Any], lms: dict[str, Any], *, session: Any = None,
                         workers: int | None = None, retry_failed: bool = False,
-                        ray: Any = None) -> GenerationPipeline:
+                        ray: Any = None, ray_local: bool = False) -> GenerationPipeline:
     """The run recorded in the store (``start_run``) and the pipeline that makes its items:
     the run's compiled programs loaded, coverage targets when guided, and with ``ray`` (the
     joined ``ray`` module) its items on Ray workers that build the LMs from the ``session``'s
-    settings (`trajectory2task.programs.distributed.generate_ray`)."""
+    settings (`trajectory2task.programs.distributed.generate_ray`); ``ray_local``: that Ray is
+    this machine's, whose CPUs the driver shares."""
     from trajectory2task.programs.generation.pipeline import GenerationPipeline
     from trajectory2task.store.failures import StoreSink
 
@@ -362,7 +365,7 @@ def generation_pipeline(task_store: TaskStore, config: GenerationConfig, run_id:
         # the workers' calls reach the store with their items (those no item carried, as the run
         # ends or stops, by themselves); the ledger counts them for the live line
         on_calls = (lambda calls: session.ledger.add_rows(calls, keep=False)) if session is not None else None
-        pipeline.executor = RayItems(ray, setup, on_calls=on_calls,
+        pipeline.executor = RayItems(ray, setup, driver_on_cpus=ray_local, on_calls=on_calls,
                                      store_calls=lambda calls: task_store.add_lm_calls(run_id, calls))
         pipeline.executor.start()
     return pipeline

@@ -112,6 +112,37 @@ def test_offline_items_on_ray_are_byte_identical_to_one_process(cluster, env, on
     assert len(reference.tasks) > 16  # adapted tasks too: the comparison covers every condition
     assert on_ray.model_dump(exclude={"retried"}) == summary.model_dump(exclude={"retried"})
     assert on_ray.retried == 0
+    assert items.made_here == 0  # 16 in flight per worker: every item went to a worker before the driver looked
+
+
+def test_an_offline_driver_makes_items_while_its_workers_are_busy_with_the_same_bytes(cluster, env, one_process):
+    reference, summary = one_process
+    config = _config(env, 16)
+    items = RayItems(ray, WorkerSetup(config=config), depth=3)  # 2 workers x 3: 6 items are theirs from the start
+    sink = MemorySink()
+    made = _pipeline(env, config, sink, items).run(RUN_ID)
+    assert _dump(sink) == _dump(reference)
+    assert made.model_dump(exclude={"retried"}) == summary.model_dump(exclude={"retried"})
+    # the workers are still loading when the driver first looks: it makes items itself at once
+    assert 1 <= items.made_here <= 16 - 6
+
+
+def test_an_offline_run_on_this_machines_ray_starts_one_worker_fewer_its_driver_works_too(cluster, env):
+    from trajectory2task.programs.lm.config import LMSettings
+
+    offline = WorkerSetup(config=_config(env, 16))
+    with_lm = WorkerSetup(config=_config(env, 16, "lm"), lm_settings={"writer": LMSettings(model="openai/m")})
+
+    def started(items: RayItems) -> int:
+        items.start()
+        count = len(items.workers)
+        items.close()
+        return count
+
+    assert started(RayItems(ray, offline, driver_on_cpus=True)) == 1  # 2 CPUs: the driver's and one worker's
+    assert started(RayItems(ray, offline)) == 2  # a cluster's driver need not sit on one of its CPUs
+    assert started(RayItems(ray, with_lm, driver_on_cpus=True)) == 2  # an LM run's driver makes no items
+    assert started(RayItems(ray, offline, actors=2, driver_on_cpus=True)) == 2  # a number asked for stands
 
 
 def test_a_database_file_reaches_the_workers_through_the_object_store(cluster, env, tmp_path):

@@ -1,7 +1,8 @@
 """Generation items as Ray work: `RayItems`, the pipeline's executor for ``--ray``.
 
 The driver (the process that runs ``t2t generate``) starts one `ItemWorker` actor per CPU of
-the cluster. Each loads the domain's environment once: the database is generated again from
+the cluster (offline on a Ray of its own machine, one fewer: it makes items itself whenever it
+has no output to store, from the moment the run starts while the workers still load). Each loads the domain's environment once: the database is generated again from
 the run's (seed, users), or parsed from the ``--db`` file's bytes, put once in Ray's object
 store by the driver (a worker on another machine need not see the file); its initial hash
 must equal the run's. A worker builds its own programs (the offline baselines, or the LM
@@ -197,6 +198,14 @@ class ItemWorker:
         return os.getpid()
 
 
+def _take(retry: list[tuple[int, Any]], queue: Iterator[tuple[int, Any]], count: int) -> list[tuple[int, Any]]:
+    """Up to ``count`` items to run next: those to run again first (taken from ``retry``),
+    then the queue's (never drawn past what is taken: it may be a generator)."""
+    out = [retry.pop(0) for _ in range(min(count, len(retry)))]
+    out.extend(islice(queue, count - len(out)))
+    return out
+
+
 def _worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
     """What ``ray.get`` raises when the worker (or the node holding the result) is gone."""
     x = ray.exceptions
@@ -205,7 +214,8 @@ def _worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
 
 class RayItems:
     """The pipeline's executor (``ItemExecutor``) on a Ray cluster: ``actors`` workers (None:
-    one per CPU of the cluster) with ``depth`` items in flight each (None: the setup's
+    one per CPU of the cluster, or of ``cpus``; one fewer for an offline run with
+    ``driver_on_cpus``, a Ray of the driver's machine, whose driver makes items too) with ``depth`` items in flight each (None: the setup's
     ``workers``, at least 8, 16 offline: a worker has items queued through the driver's
     pauses, such as the store's checkpoints, which take up to a quarter of a second every few
     hundred items), sent ``batch`` items to a Ray call (None: 8 offline, where an item takes a
@@ -219,8 +229,9 @@ class RayItems:
     stopped (a dead worker's unfinished items, the items in flight at an interrupt); without
     ``store_calls`` these are only given to ``on_calls``."""
 
-    def __init__(self, ray: Any, setup: WorkerSetup, *, actors: int | None = None, depth: int | None = None,
-                 batch: int | None = None, max_attempts: int = 3,
+    def __init__(self, ray: Any, setup: WorkerSetup, *, actors: int | None = None, cpus: int | None = None,
+                 driver_on_cpus: bool = False, depth: int | None = None, batch: int | None = None,
+                 max_attempts: int = 3,
                  on_calls: Callable[[list[LMCall]], None] | None = None,
                  store_calls: Callable[[list[LMCall]], None] | None = None) -> None:
         if max_attempts < 1:
@@ -228,7 +239,12 @@ class RayItems:
         self.ray = ray
         self.setup = setup
         self.actors = actors
+        self.cpus = cpus
         self.offline = not setup.lm_settings and not setup.lm_objects
+        # an offline run's driver makes items itself between stores (`outputs`' ``here``): on a
+        # Ray of this machine it is busy on one of the CPUs Ray counts, so one worker fewer starts
+        self.driver_on_cpus = driver_on_cpus
+        self.made_here = 0  # items the driver made itself (offline, given ``here``)
         self.depth = depth or max(setup.workers, 16 if self.offline else 8)
         self.batch = max(1, min(batch or (8 if self.offline else 1), self.depth))
         self.max_attempts = max_attempts
@@ -247,7 +263,11 @@ class RayItems:
     # ------------------------------------------------------------ workers
 
     def _worker_count(self, todo: int) -> int:
-        cpus = self.actors or int(self.ray.cluster_resources().get("CPU", 1)) or 1
+        if self.actors:
+            return max(1, min(self.actors, todo))
+        cpus = self.cpus or int(self.ray.cluster_resources().get("CPU", 1)) or 1
+        if self.offline and self.driver_on_cpus:
+            cpus -= 1
         return max(1, min(cpus, todo))
 
     def _start(self, db_ref: Any, holder: str) -> Any:
@@ -306,10 +326,15 @@ class RayItems:
 
     # ------------------------------------------------------------ the run
 
-    def outputs(self, run_id: str, planned: Iterable[tuple[int, Any]]) -> Iterator[ItemOutput]:
+    def outputs(self, run_id: str, planned: Iterable[tuple[int, Any]],
+                here: Callable[[int, Any], ItemOutput] | None = None) -> Iterator[ItemOutput]:
         """Run the planned items on the workers; yield each output as it comes back (those
-        back together in index order)."""
+        back together in index order). ``here`` makes one item in this process: an offline run
+        gives it, and whenever every worker has its items in flight and no output is back, the
+        driver makes the next item itself (from the start, while the workers load, and between
+        stores) instead of waiting. Where an item is made changes none of its bytes."""
         ray = self.ray
+        here = here if self.offline else None  # an LM item's calls go through the workers' log
         queue = iter(planned)
         first = list(islice(queue, 1))
         if not first:
@@ -323,33 +348,37 @@ class RayItems:
         load: dict[str, int] = {holder: 0 for holder in workers}
         in_flight: dict[Any, tuple[list[tuple[int, Any]], str]] = {}  # ref -> (its items, holder)
         attempts: dict[int, int] = {}
-        called: set[str] = set()  # the workers sent a call already
         spawned = self._spawned
         try:
             while True:
-                for holder in list(workers):
-                    while load[holder] < self.depth:
-                        sent: list[tuple[int, Any]] = []
-                        # a worker's first call holds one item, so the driver stores from
-                        # the moment the first worker is up, not a batch later
-                        size = self.batch if holder in called else 1
-                        called.add(holder)
-                        while len(sent) < min(size, self.depth - load[holder]):
-                            nxt = retry.pop(0) if retry else next(queue, None)
-                            if nxt is None:
-                                break
-                            sent.append(nxt)
+                sending = True
+                while sending:  # a batch to each worker in turn, until each has ``depth`` in flight
+                    sending = False
+                    for holder in [h for h in workers if load[h] < self.depth]:
+                        sent = _take(retry, queue, min(self.batch, self.depth - load[holder]))
                         if not sent:
                             break
                         ref = workers[holder].run_items.remote(run_id, sent)
                         in_flight[ref] = (sent, holder)
                         load[holder] += len(sent)
+                        sending = True
+                ready: list[Any] = []
+                if here is not None:
+                    if in_flight:  # what is back already
+                        ready, _ = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=0)
+                    if not ready:
+                        mine = _take(retry, queue, 1)
+                        if mine:
+                            self.made_here += 1
+                            yield here(*mine[0])
+                            continue
                 if not in_flight:
                     return
-                ready, rest = ray.wait(list(in_flight), num_returns=1)
-                if rest:  # and whatever else is back already
-                    more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                    ready += more
+                if not ready:
+                    ready, rest = ray.wait(list(in_flight), num_returns=1)
+                    if rest:  # and whatever else is back already
+                        more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                        ready += more
                 finished: list[ItemOutput] = []
                 given_up: WorkerLost | None = None
                 for ref in ready:
