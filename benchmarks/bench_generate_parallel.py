@@ -2,17 +2,19 @@
 tasks per second, and the speed-up.
 
 Each run goes through ``trajectory2task.generate`` into a fresh store (one transaction per item,
-as `t2t generate` writes): first in one process, then on a local Ray of ``--cores`` CPUs (one
-worker per CPU, the driver storing). Ray's own start (``ray.init``) is timed apart: it is paid
-once per command, not per item. "steady" rates count from the first stored item to the last:
-they leave out loading (and, on Ray, the workers' own start: a Python process importing the
-package and loading the domain), which a long run pays once. Every run's verified tasks are checked equal to the first
-run's (the same bytes, whatever ran them). Rounds alternate one process and Ray (each Ray
-started for its round and stopped after it), so a drift in the machine's speed falls on both;
+as `t2t generate` writes): first in one process, then on a local Ray of ``--cores`` CPUs (a
+worker per CPU but one: the driver stores every item and makes items itself between stores).
+Ray's own start (``ray.init``) is timed apart: it is paid once per command, not per item.
+"steady" rates count from the first stored item to the last: they leave out loading (and, on
+Ray, the workers' own start: a Python process importing the package and loading the domain),
+which a long run pays once. Every run's verified tasks are checked equal to the first run's
+(the same bytes, whatever ran them). Rounds alternate one process and Ray (each Ray started for
+its round and stopped after it), so a drift in the machine's speed falls on both;
 ``speedup_by_round`` gives each round's ratio, ``core_scaling_by_round`` what a pure-Python
 loop gained from the cores just before it (its spread is the machine's own noise), and
-``of_core_scaling_by_round`` the one over the other. Targets (issue 27): on 2 cores, at least 1.8x the
-one-process rate and at least 100 verified tasks per second. Give ``--repeat 3`` (medians).
+``of_core_scaling_by_round`` the one over the other. Targets (issue 27): on 2 cores, at least
+1.8x the one-process rate and at least 100 verified tasks per second. Give ``--repeat 3``
+(medians).
 
     python benchmarks/bench_generate_parallel.py [--n 400] [--cores 2] [--repeat 1]
 """
