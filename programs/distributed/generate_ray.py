@@ -2,14 +2,15 @@
 
 The driver (the process that runs ``t2t generate``) starts one `ItemWorker` actor per CPU of
 the cluster (offline on a Ray of its own machine, one fewer: it makes items itself whenever it
-has no output to store, from the moment the run starts while the workers still load). Each loads the domain's environment once: the database is generated again from
-the run's (seed, users), or parsed from the ``--db`` file's bytes, put once in Ray's object
-store by the driver (a worker on another machine need not see the file); its initial hash
-must equal the run's. A worker builds its own programs (the offline baselines, or the LM
-programs from the roles' settings, with the run's compiled state), so nothing but small
-picklable settings crosses the wire, and runs the items it is sent on a
-`GenerationPipeline` of the run's config: item ``index`` depends on (run seed, index)
-alone, so a worker makes it byte for byte as the one-process run does.
+has no output to store, from the moment the run starts while the workers still load). Each
+loads the domain's environment once: the database is generated again from the run's (seed,
+users), or parsed from the ``--db`` file's bytes, put once in Ray's object store by the driver
+(a worker on another machine need not see the file); its initial hash must equal the run's.
+A worker builds its own programs (the offline baselines, or the LM programs from the roles'
+settings, with the run's compiled state), so nothing but small picklable settings crosses the
+wire, and runs the items it is sent on a `GenerationPipeline` of the run's config: item
+``index`` depends on (run seed, index) alone, so a worker makes it byte for byte as the
+one-process run (or the driver) does.
 
 Each finished item streams back to the driver, and the driver alone writes the store, one
 transaction per item, as without Ray. With LMs, a worker sends each LM call to the run's
@@ -213,15 +214,16 @@ def _worker_errors(ray: Any) -> tuple[type[BaseException], ...]:
 
 
 class RayItems:
-    """The pipeline's executor (``ItemExecutor``) on a Ray cluster: ``actors`` workers (None:
-    one per CPU of the cluster, or of ``cpus``; one fewer for an offline run with
-    ``driver_on_cpus``, a Ray of the driver's machine, whose driver makes items too) with ``depth`` items in flight each (None: the setup's
-    ``workers``, at least 8, 16 offline: a worker has items queued through the driver's
-    pauses, such as the store's checkpoints, which take up to a quarter of a second every few
-    hundred items), sent ``batch`` items to a Ray call (None: 8 offline, where an item takes a
-    few tens of milliseconds and each Ray call costs the driver and the worker a millisecond
-    or two, so that 400 items ran 4-8% faster on 2 cores than with 4; 1 with LMs, where an
-    item waits on the network and streams back alone).
+    """The pipeline's executor (``ItemExecutor``) on a Ray cluster: ``actors`` workers (None: one
+    per CPU of the cluster, or of ``cpus``; one fewer for an offline run with
+    ``driver_on_cpus``, a Ray of the driver's machine, whose driver makes items too) with
+    ``depth`` items in flight each (None: the setup's ``workers``, at least 8, 16 offline:
+    a worker has items queued through the driver's pauses, such as the store's checkpoints,
+    which take up to a quarter of a second every few hundred items), sent ``batch`` items
+    to a Ray call (None: 8 offline, where an item takes a few tens of milliseconds and each
+    Ray call costs the driver and the worker a millisecond or two, so that 400 items ran
+    4-8% faster on 2 cores than with 4; 1 with LMs, where an item waits on the network and
+    streams back alone).
 
     With LMs the workers' calls go through the run's `CallLog`: ``on_calls`` is given every
     call the driver takes from it (the driver's ledger counts them), and ``store_calls`` the
