@@ -265,12 +265,9 @@ class RayItems:
     # ------------------------------------------------------------ workers
 
     def _worker_count(self, todo: int) -> int:
-        if self.actors:
-            return max(1, min(self.actors, todo))
-        cpus = self.cpus or int(self.ray.cluster_resources().get("CPU", 1)) or 1
-        if self.offline and self.driver_on_cpus:
-            cpus -= 1
-        return max(1, min(cpus, todo))
+        count = self.actors or ((self.cpus or int(self.ray.cluster_resources().get("CPU", 1)) or 1)
+                                - (1 if self.offline and self.driver_on_cpus else 0))
+        return max(1, min(count, todo))
 
     def _start(self, db_ref: Any, holder: str) -> Any:
         remote = self.ray.remote(num_cpus=1, max_restarts=0, scheduling_strategy="SPREAD",
@@ -331,9 +328,9 @@ class RayItems:
     def outputs(self, run_id: str, planned: Iterable[tuple[int, Any]],
                 here: Callable[[int, Any], ItemOutput] | None = None) -> Iterator[ItemOutput]:
         """Run the planned items on the workers; yield each output as it comes back (those
-        back together in index order). ``here`` makes one item in this process: an offline run
-        gives it, and whenever every worker has its items in flight and no output is back, the
-        driver makes the next item itself (from the start, while the workers load, and between
+        back together in index order). ``here`` makes one item in this process: in an offline
+        run, whenever every worker has its items in flight and no output is back, the driver
+        makes the next item itself (from the start, while the workers load, and between
         stores) instead of waiting. Where an item is made changes none of its bytes."""
         ray = self.ray
         here = here if self.offline else None  # an LM item's calls go through the workers' log

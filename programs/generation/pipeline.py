@@ -94,7 +94,7 @@ class ItemExecutor(Protocol):
     def outputs(self, run_id: str, planned: Iterable[tuple[int, Any]],
                 here: Callable[[int, Any], ItemOutput] | None = None) -> Iterator[ItemOutput]:
         """``here(index, target)`` makes an item in this process, for an executor that would
-        otherwise wait idle (given when the run has no LM)."""
+        otherwise wait idle."""
 
 
 class ExplorerProgram(Protocol):
@@ -394,13 +394,13 @@ class GenerationPipeline:
                 event_loop.run(self._run_items(run_id, self.pending_items(run_id), progress))
             else:
                 planned = ((index, self.target(index)) for index in self.pending_items(run_id))
-                # one loop for the items the driver makes itself (an offline run's, between stores)
+                # one loop for the items the executor has this process make (offline, between stores)
                 with event_loop.frozen_heap(), asyncio.Runner(loop_factory=event_loop.InlineHandoffLoop) as loop:
 
                     def here(index: int, target: Any) -> ItemOutput:
                         return loop.run(self.agenerate_item(run_id, index, target))
 
-                    for output in self.executor.outputs(run_id, planned, None if self.lms else here):
+                    for output in self.executor.outputs(run_id, planned, here):
                         self._finish_item(run_id, output, progress)
         except KeyboardInterrupt:
             self.sink.finish(run_id, "interrupted")
